@@ -1,0 +1,63 @@
+# fedobs — every developer and CI entry point. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STACK ?= hub
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup test lint typecheck unit real plan preview up destroy clean
+
+help:
+	@echo "make setup            create .venv and install the pinned dependencies (+ PostgreSQL/MariaDB packages when root)"
+	@echo "make test             setup, then ruff, mypy and the whole test suite (what CI runs)"
+	@echo "make plan STACK=hub   offline plan: the resource tree of a stack, no cloud, no credentials"
+	@echo "make preview STACK=…  pulumi preview (needs the Pulumi CLI, a backend, LINODE_TOKEN)"
+	@echo "make up STACK=…       pulumi up"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -m "not real" -q
+
+real: setup
+	$(BIN)/pytest -m real -q
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -n 2 --dist loadfile
+
+plan: setup
+	$(BIN)/python -m offline.plan --stack $(STACK)
+
+# The real deployment path: the Pulumi CLI with the local file backend by default
+# (PULUMI_BACKEND_URL=file://./.pulumi-state); see README.md for Pulumi Cloud or S3.
+PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
+export PULUMI_BACKEND_URL
+
+preview: setup
+	@command -v pulumi >/dev/null || { echo "the Pulumi CLI is not installed: https://www.pulumi.com/docs/install/"; exit 1; }
+	@mkdir -p .pulumi-state
+	pulumi preview --stack $(STACK) --diff
+
+up: setup
+	@command -v pulumi >/dev/null || { echo "the Pulumi CLI is not installed: https://www.pulumi.com/docs/install/"; exit 1; }
+	@mkdir -p .pulumi-state
+	pulumi up --stack $(STACK)
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,465 @@
+"""Typed, validated stack configuration for the two stack roles, ``hub`` and ``edge``.
+
+Every key of the ``fedobs:`` config namespace is parsed into one pydantic model per role
+(:class:`HubConfig`, :class:`EdgeConfig`). Parsing collects *every* problem and raises one
+:class:`ConfigError` whose message lists each problem by its config key path
+(``fedobs:cluster.pools[0].autoscaler``), before the program registers any resource.
+
+Secret values are never accepted in plain text: a model field marked with :data:`SECRET`
+must come from a config key that Pulumi holds as a secret (``pulumi config set --secret``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "fedobs"
+
+#: Field metadata marking a value that must be a Pulumi secret.
+SECRET: dict[str, Any] = {"fedobs_secret": True}
+
+LINODE_REGION = re.compile(r"^[a-z]{2}-[a-z]{3,}(-[0-9])?$")
+K8S_MINOR_VERSION = re.compile(r"^1\.[0-9]{2}$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+STACK_REFERENCE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+CRON = re.compile(r"^(\S+\s+){4}\S+$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|m|k|M|G)?$")
+
+
+def _check(pattern: re.Pattern[str], example: str) -> Callable[[str], str]:
+    def validate(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not valid (expected something like {example!r})")
+        return value
+
+    return validate
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not a CIDR block such as '203.0.113.0/24' ({err})") from None
+    return value
+
+
+Region = Annotated[str, AfterValidator(_check(LINODE_REGION, "us-ord"))]
+KubernetesVersion = Annotated[str, AfterValidator(_check(K8S_MINOR_VERSION, "1.33"))]
+DnsLabel = Annotated[str, AfterValidator(_check(DNS_LABEL, "edge-eu-1"))]
+DnsName = Annotated[str, AfterValidator(_check(DNS_NAME, "vault.hub.example.com"))]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+LabelKey = Annotated[str, AfterValidator(_check(LABEL_KEY, "fedobs.io/pool"))]
+Cron = Annotated[str, AfterValidator(_check(CRON, "0 * * * *"))]
+Quantity = Annotated[str, AfterValidator(_check(QUANTITY, "10Gi"))]
+
+
+class Model(BaseModel):
+    """Base of every config model: camelCase keys, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+# --- cluster ---------------------------------------------------------------------------------
+
+
+class Autoscaler(Model):
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Autoscaler:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Taint(Model):
+    key: LabelKey
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class NodePool(Model):
+    """One LKE node pool; ``count`` is the initial size when an autoscaler is set."""
+
+    type: str = Field(pattern=r"^g[0-9]+-[a-z0-9-]+$")
+    count: int = Field(ge=1, le=100)
+    autoscaler: Autoscaler | None = None
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _count_within_autoscaler(self) -> NodePool:
+        if self.autoscaler and not self.autoscaler.min <= self.count <= self.autoscaler.max:
+            raise ValueError(
+                f"count ({self.count}) is outside the autoscaler range "
+                f"{self.autoscaler.min}..{self.autoscaler.max}"
+            )
+        return self
+
+
+class LkeClusterSettings(Model):
+    """A new Linode Kubernetes Engine cluster declared by the stack."""
+
+    mode: Literal["lke"]
+    label: DnsLabel
+    region: Region
+    kubernetes_version: KubernetesVersion
+    ha_control_plane: bool
+    control_plane_acl: tuple[Cidr, ...] = ()
+    pools: tuple[NodePool, ...]
+    tags: tuple[str, ...] = ()
+
+    @field_validator("pools")
+    @classmethod
+    def _at_least_one_pool(cls, pools: tuple[NodePool, ...]) -> tuple[NodePool, ...]:
+        # Not Field(min_length=1): pydantic would also report it when one pool is invalid.
+        if not pools:
+            raise ValueError("at least one node pool is required")
+        return pools
+
+
+class ExistingClusterSettings(Model):
+    """An existing cluster reached through a kubeconfig (secret key ``fedobs:kubeconfig``)
+    or a context of the operator's own kubeconfig file."""
+
+    mode: Literal["existing"]
+    context: str | None = None
+
+
+ClusterSettings = Annotated[LkeClusterSettings | ExistingClusterSettings, Field(discriminator="mode")]
+
+
+# --- vault -----------------------------------------------------------------------------------
+
+
+class ShamirSeal(Model):
+    type: Literal["shamir"]
+    key_shares: int = Field(default=5, ge=1, le=10)
+    key_threshold: int = Field(default=3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _threshold_not_above_shares(self) -> ShamirSeal:
+        if self.key_threshold > self.key_shares:
+            raise ValueError(
+                f"keyThreshold ({self.key_threshold}) is greater than keyShares ({self.key_shares})"
+            )
+        return self
+
+
+class TransitSeal(Model):
+    """Auto-unseal through this edge's transit key on the hub Vault (edge stacks only)."""
+
+    type: Literal["transit"]
+    recovery_shares: int = Field(default=5, ge=1, le=10)
+    recovery_threshold: int = Field(default=3, ge=1, le=10)
+
+
+class AwsKmsSeal(Model):
+    """Auto-unseal with an AWS KMS key; credentials come from the secret ``fedobs:awsKmsCredentials``."""
+
+    type: Literal["awskms"]
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+    kms_key_id: str = Field(min_length=1)
+    endpoint: str | None = Field(default=None, pattern=r"^https://")
+    recovery_shares: int = Field(default=5, ge=1, le=10)
+    recovery_threshold: int = Field(default=3, ge=1, le=10)
+
+
+Seal = Annotated[ShamirSeal | TransitSeal | AwsKmsSeal, Field(discriminator="type")]
+
+
+class LoadBalancerExposure(Model):
+    """A LoadBalancer Service (a Linode NodeBalancer) in front of the active Vault node; TLS
+    terminates at Vault itself, and only ``allowedSourceRanges`` may connect."""
+
+    type: Literal["loadBalancer"]
+    hostname: DnsName
+    allowed_source_ranges: tuple[Cidr, ...] = Field(min_length=1)
+
+
+class AddressExposure(Model):
+    """The operator provides the address (an ingress, a tunnel, a port-forward) by which Pulumi
+    and the edges reach this Vault; the stack creates no external Service."""
+
+    type: Literal["address"]
+    address: str = Field(pattern=r"^https://[^/]+$")
+    hostname: DnsName
+
+
+Exposure = Annotated[LoadBalancerExposure | AddressExposure, Field(discriminator="type")]
+
+
+class SnapshotBucket(Model):
+    """Where Raft snapshots go: an S3-compatible bucket (Linode Object Storage)."""
+
+    create: bool = True
+    name: DnsLabel
+    region: str = Field(pattern=r"^[a-z]{2}-[a-z]+-[0-9]$")
+    endpoint: str = Field(pattern=r"^https://[^/]+$")
+
+
+class SnapshotSettings(Model):
+    enabled: bool = True
+    schedule: Cron = "0 * * * *"
+    retain: int = Field(default=24, ge=1, le=1000)
+    bucket: SnapshotBucket
+
+
+class VaultSettings(Model):
+    replicas: int = Field(default=3, ge=1, le=7)
+    seal: Seal = ShamirSeal(type="shamir")
+    exposure: Exposure
+    storage_class: str = "linode-block-storage-retain"
+    data_storage_size: Quantity = "10Gi"
+    audit_storage_size: Quantity = "10Gi"
+    injector_replicas: int = Field(default=2, ge=1, le=5)
+    operator_pgp_keys: tuple[str, ...] = ()
+    snapshots: SnapshotSettings | None = None
+
+    @field_validator("replicas")
+    @classmethod
+    def _odd_replicas(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"replicas must be odd for a Raft quorum, got {value}")
+        return value
+
+
+# --- the edges the hub serves, the hub an edge reads ------------------------------------------
+
+
+class EdgeEntry(Model):
+    """An edge cluster the hub serves: its client certificate, transit key and scoped credential."""
+
+    name: DnsLabel
+
+
+class AwsCredentials(Model):
+    access_key_id: str = Field(min_length=16, json_schema_extra=SECRET)
+    secret_access_key: str = Field(min_length=16, json_schema_extra=SECRET)
+
+
+# --- the stack roles -------------------------------------------------------------------------
+
+
+class StackConfig(Model):
+    """What every stack has, whatever its role."""
+
+    role: Literal["hub", "edge"]
+    cluster: ClusterSettings
+    vault: VaultSettings
+    kubeconfig: str | None = Field(default=None, json_schema_extra=SECRET)
+    aws_kms_credentials: AwsCredentials | None = None
+    snapshot_credentials: AwsCredentials | None = None
+
+
+class HubConfig(StackConfig):
+    role: Literal["hub"]
+    edges: tuple[EdgeEntry, ...] = ()
+
+    @field_validator("edges")
+    @classmethod
+    def _unique_edge_names(cls, edges: tuple[EdgeEntry, ...]) -> tuple[EdgeEntry, ...]:
+        seen: set[str] = set()
+        duplicates = sorted({e.name for e in edges if e.name in seen or seen.add(e.name)})
+        if duplicates:
+            raise ValueError(f"duplicate edge names: {', '.join(duplicates)}")
+        return edges
+
+
+class EdgeConfig(StackConfig):
+    role: Literal["edge"]
+    edge_name: DnsLabel
+    hub_stack: str = Field(pattern=STACK_REFERENCE.pattern)
+
+
+AnyStackConfig = HubConfig | EdgeConfig
+
+_KEYS_OF_ROLE: dict[str, type[StackConfig]] = {"hub": HubConfig, "edge": EdgeConfig}
+
+
+# --- rules across keys ------------------------------------------------------------------------
+# They read the raw values, so they run even when other keys failed to parse: one run of the
+# program reports every problem.
+
+
+def _get(values: Mapping[str, Any], path: str) -> Any:
+    node: Any = values
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _cross_key_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    seal = _get(values, "vault.seal.type")
+    if role == "hub" and seal == "transit":
+        problems.append(Problem(f"{NAMESPACE}:vault.seal.type",
+                                "'transit' is for edges: the hub has no upstream Vault to unseal through"))
+    if seal == "awskms" and not values.get("awsKmsCredentials"):
+        problems.append(Problem(f"{NAMESPACE}:awsKmsCredentials",
+                                f"required when {NAMESPACE}:vault.seal.type is 'awskms'"))
+    snapshots = _get(values, "vault.snapshots")
+    if isinstance(snapshots, Mapping) and snapshots.get("enabled", True) and not values.get("snapshotCredentials"):
+        problems.append(Problem(f"{NAMESPACE}:snapshotCredentials",
+                                f"required when {NAMESPACE}:vault.snapshots is enabled"))
+    mode = _get(values, "cluster.mode")
+    if role == "hub" and mode == "lke" and not _get(values, "cluster.controlPlaneAcl"):
+        problems.append(Problem(f"{NAMESPACE}:cluster.controlPlaneAcl",
+                                "the hub's control plane must be restricted: list the CIDRs allowed to reach it"))
+    if mode == "existing" and values.get("kubeconfig") and _get(values, "cluster.context"):
+        problems.append(Problem(f"{NAMESPACE}:cluster.context",
+                                f"give either this or {NAMESPACE}:kubeconfig, not both"))
+    return problems
+
+
+# --- parsing and errors ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem of a stack's config, each named by its config key."""
+
+    def __init__(self, stack: str, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"invalid config for stack '{stack}' ({len(problems)} {noun}):\n{lines}")
+
+
+def _key_path(loc: Iterable[int | str]) -> str:
+    parts = list(loc)
+    text = f"{NAMESPACE}:{parts[0]}" if parts else NAMESPACE
+    for part in parts[1:]:
+        # pydantic puts the discriminator tag in the location of tagged unions; it is not a key.
+        if isinstance(part, str) and part in {"lke", "existing", "shamir", "transit", "awskms",
+                                              "loadBalancer", "address"}:
+            continue
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    msg = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if error["type"] == "extra_forbidden":
+        return "unknown key (check its spelling against docs/architecture.md)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return msg
+
+
+def _secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Alias paths of every field marked SECRET, through nested models."""
+    paths: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("fedobs_secret"):
+            paths.append((*prefix, alias))
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                paths.extend(_secret_fields(candidate, (*prefix, alias)))
+    return paths
+
+
+def parse_stack_config(
+    stack: str, raw: Mapping[str, Any], secret_keys: Iterable[str] = ()
+) -> AnyStackConfig:
+    """Parse the ``fedobs:`` config of one stack.
+
+    ``raw`` maps config keys without the namespace (``cluster``) to their values, as Pulumi gives
+    them (objects already decoded, plain strings possibly holding JSON). ``secret_keys`` names the
+    keys Pulumi holds as secrets. Raises :class:`ConfigError` listing every problem.
+    """
+    values = {key: _decode(value) for key, value in raw.items()}
+    secret = set(secret_keys)
+    problems: list[Problem] = []
+    role = values.get("role")
+    model = _KEYS_OF_ROLE.get(role) if isinstance(role, str) else None
+    if model is None:
+        problems.append(Problem(f"{NAMESPACE}:role", f"must be 'hub' or 'edge', got {role!r}"))
+        raise ConfigError(stack, problems)
+
+    for path in _secret_fields(model):
+        top = path[0]
+        if _has_path(values, path) and top not in secret:
+            problems.append(Problem(
+                f"{NAMESPACE}:{'.'.join(path)}",
+                f"must be a secret: pulumi config set --secret --path '{NAMESPACE}:{'.'.join(path)}' ...",
+            ))
+    problems.extend(_cross_key_problems(role, values))
+    try:
+        parsed = model.model_validate(values)
+    except ValidationError as err:
+        problems.extend(Problem(_key_path(e["loc"]), _message(e)) for e in err.errors())
+        parsed = None
+    if problems or parsed is None:
+        unique = {(p.key, p.message): p for p in problems}
+        raise ConfigError(stack, sorted(unique.values(), key=lambda p: (p.key, p.message)))
+    assert isinstance(parsed, HubConfig | EdgeConfig)
+    return parsed
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands structured config to the program as JSON text; plain strings stay strings."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def _has_path(values: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = values
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return node is not None
+
+
+def load_from_pulumi() -> AnyStackConfig:
+    """Read and validate the current stack's ``fedobs:`` config from the Pulumi runtime."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    prefix = f"{NAMESPACE}:"
+    all_config = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw = {k[len(prefix):]: v for k, v in all_config.items() if k.startswith(prefix)}
+    secret_keys = [k for k in raw if runtime_config.is_config_secret(prefix + k)]
+    return parse_stack_config(pulumi.get_stack(), raw, secret_keys)

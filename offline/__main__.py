@@ -1,0 +1,3 @@
+from offline.plan import main
+
+raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""Runs the real fedobs program under Pulumi's mocks and records every registered resource.
+
+This is the one engine behind the offline plan (``make plan``), the unit tests and the
+benchmarks: no Pulumi CLI, no credentials, no network. The program is ``__main__.py`` itself,
+with the stack's config read from ``Pulumi.<stack>.yaml`` (secure values replaced by marked
+placeholders, their keys flagged secret as the engine would).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import runpy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import config as runtime_config
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "fedobs"
+#: Stands for a ``secure:`` value the plan cannot decrypt (long enough for length checks).
+SECRET_PLACEHOLDER = "[secret-placeholder-value]"
+
+
+@dataclass
+class RecordedResource:
+    """One resource as the engine received it."""
+
+    urn: str
+    type: str
+    name: str
+    custom: bool
+    inputs: dict[str, Any]
+    secret_inputs: set[str]
+    parent: str
+    provider: str
+    dependencies: list[str]
+    protect: bool
+    ignore_changes: list[str]
+    additional_secret_outputs: list[str]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, path: str, default: Any = None) -> Any:
+        """An input by dotted path (``metadata.name``, ``pools.0.type``)."""
+        node: Any = self.inputs
+        for part in path.split("."):
+            if isinstance(node, Mapping) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return default
+        return node
+
+
+@dataclass
+class Recording:
+    """Everything one program run registered, with queries over it."""
+
+    stack: str
+    resources: list[RecordedResource]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+    error: BaseException | None = None
+
+    def of_type(self, type_token: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: str | None = None) -> RecordedResource:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        if len(found) != 1:
+            names = [r.name for r in self.of_type(type_token)]
+            raise LookupError(f"expected one {type_token} named {name!r}, found {len(found)} among {names}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> RecordedResource | None:
+        return next((r for r in self.resources if r.urn == urn), None)
+
+    def children_of(self, urn: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.parent == urn]
+
+    def kubernetes_objects(self) -> list[dict[str, Any]]:
+        """Every Kubernetes object the stack would create, as the API would receive it."""
+        objects = []
+        for r in self.resources:
+            if r.type.startswith("kubernetes:") and r.custom and "apiVersion" in r.inputs:
+                obj = {k: v for k, v in r.inputs.items() if not k.startswith("__")}
+                objects.append(obj)
+        return objects
+
+
+def _strip_secrets(value: Any, path: str, secret_paths: set[str]) -> Any:
+    if rpc.is_rpc_secret(value):
+        secret_paths.add(path)
+        return _strip_secrets(rpc.unwrap_rpc_secret(value), path, secret_paths)
+    if isinstance(value, dict):
+        return {k: _strip_secrets(v, f"{path}.{k}" if path else k, secret_paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_secrets(v, f"{path}.{i}" if path else str(i), secret_paths) for i, v in enumerate(value)]
+    return value
+
+
+FAKE_KUBECONFIG = yaml.safe_dump({
+    "apiVersion": "v1",
+    "kind": "Config",
+    "clusters": [{"name": "lke", "cluster": {"server": "https://mock.lke.invalid:443"}}],
+    "users": [{"name": "lke-admin", "user": {"token": "mock-token"}}],
+    "contexts": [{"name": "lke", "context": {"cluster": "lke", "user": "lke-admin"}}],
+    "current-context": "lke",
+})
+
+
+class FedobsMocks(pulumi.runtime.Mocks):
+    """Provider stand-ins: outputs are the inputs plus what the real provider would compute."""
+
+    def __init__(self, stack_references: Mapping[str, Mapping[str, Any]]) -> None:
+        self.stack_references = stack_references
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        digest = hashlib.sha256(f"{args.typ}/{args.name}".encode()).hexdigest()[:12]
+        resource_id = f"{args.name}-{digest}"
+        if args.typ == "linode:index/lkeCluster:LkeCluster":
+            outputs["kubeconfig"] = base64.b64encode(FAKE_KUBECONFIG.encode()).decode()
+            outputs["apiEndpoints"] = [f"https://{digest}.cpc.linodelke.net:443"]
+            outputs["status"] = "ready"
+        elif args.typ == "pulumi:pulumi:StackReference":
+            name = args.inputs.get("name", args.name)
+            if name not in self.stack_references:
+                raise LookupError(f"no mocked outputs for stack reference {name!r}")
+            outputs = {"name": name, "outputs": dict(self.stack_references[name]), "secretOutputNames": []}
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = f"mock-password-{digest}"
+        elif args.typ.startswith("kubernetes:helm.sh/v3:Release"):
+            outputs["status"] = {"name": args.inputs.get("name", args.name),
+                                 "namespace": args.inputs.get("namespace", "default"), "status": "deployed"}
+        return resource_id, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        raise RuntimeError(f"the program made an invoke ({args.token}); fedobs programs must not read at plan time")
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):  # type: ignore[misc]
+    """A mock monitor that keeps what the engine would see: parents, providers, dependencies."""
+
+    def __init__(self, mocks: FedobsMocks) -> None:
+        super().__init__(mocks)
+        self.recorded: list[RecordedResource] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        secret_paths: set[str] = set()
+        raw_inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        inputs = _strip_secrets(raw_inputs, "", secret_paths)
+        resource = RecordedResource(
+            urn=response.urn,
+            type=request.type,
+            name=request.name,
+            custom=bool(request.custom),
+            inputs=inputs,
+            secret_inputs=secret_paths,
+            parent=request.parent,
+            provider=request.provider,
+            dependencies=list(request.dependencies),
+            protect=bool(request.protect),
+            ignore_changes=list(request.ignoreChanges),
+            additional_secret_outputs=list(request.additionalSecretOutputs),
+        )
+        self.recorded.append(resource)
+        return response
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().ReadResource(request)
+        self.recorded.append(
+            RecordedResource(
+                urn=response.urn, type=request.type, name=request.name, custom=True,
+                inputs=_strip_secrets(rpc.deserialize_properties(request.properties), "", set()),
+                secret_inputs=set(), parent=request.parent, provider=request.provider,
+                dependencies=list(request.dependencies), protect=False, ignore_changes=[],
+                additional_secret_outputs=list(request.additionalSecretOutputs),
+            )
+        )
+        return response
+
+
+def _placeholders(value: Any) -> tuple[Any, bool]:
+    """Replace ``secure:`` values (which only the secrets provider can decrypt) by placeholders."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return SECRET_PLACEHOLDER, True
+        found = False
+        out = {}
+        for k, v in value.items():
+            out[k], inner = _placeholders(v)
+            found = found or inner
+        return out, found
+    if isinstance(value, list):
+        items = [_placeholders(v) for v in value]
+        return [v for v, _ in items], any(s for _, s in items)
+    return value, False
+
+
+def load_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list[str]]:
+    """Config of ``Pulumi.<stack>.yaml`` as the engine hands it to the program: (config, secret keys)."""
+    data = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}
+    config: dict[str, Any] = {}
+    secret_keys: list[str] = []
+    for key, value in (data.get("config") or {}).items():
+        plain, secret = _placeholders(value)
+        config[key] = plain
+        if secret:
+            secret_keys.append(key)
+    return config, secret_keys
+
+
+def _engine_form(config: Mapping[str, Any]) -> dict[str, str]:
+    # The engine passes structured values as JSON text and scalars as strings.
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+
+def _resolve(value: Any) -> tuple[Any, bool]:
+    output = pulumi.Output.from_input(value)
+    return _sync_await(output.future()), bool(_sync_await(output.is_secret()))
+
+
+def run_program(
+    stack: str,
+    config: Mapping[str, Any],
+    secret_keys: list[str] | None = None,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+    preview: bool = False,
+    program: Path = ROOT / "__main__.py",
+) -> Recording:
+    """Run the program once under mocks and return what it registered.
+
+    A program error (a config error included) is captured in ``Recording.error``; the resources
+    registered before it are still listed, which lets tests prove that none were.
+    """
+    mocks = FedobsMocks(stack_references or {})
+    monitor = RecordingMonitor(mocks)
+    settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    runtime_config.set_all_config(_engine_form(config), list(secret_keys or []))
+    error: BaseException | None = None
+
+    def run() -> None:
+        runpy.run_path(str(program), run_name="__main__")
+
+    try:
+        _sync_await(run_pulumi_func(run))
+    except BaseException as exc:  # noqa: BLE001 (the caller inspects it)
+        error = exc
+    outputs: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
+    root = settings.get_root_resource()
+    if error is None and root is not None:
+        for key, value in getattr(root, "outputs", {}).items():
+            try:
+                outputs[key], secret = _resolve(value)
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+                break
+            if secret:
+                secret_outputs.add(key)
+    urn_outputs = {urn: reg.state for urn, reg in monitor.resources.items()}
+    for resource in monitor.recorded:
+        resource.outputs = dict(urn_outputs.get(resource.urn) or {})
+    runtime_config.set_all_config({}, [])
+    return Recording(stack, monitor.recorded, outputs, secret_outputs, error)
+
+
+def run_stack_file(
+    stack: str, stack_references: Mapping[str, Mapping[str, Any]] | None = None, preview: bool = False
+) -> Recording:
+    config, secret_keys = load_stack_file(stack)
+    return run_program(stack, config, secret_keys, stack_references, preview)
+
+
+def walk_tree(recording: Recording) -> Iterator[tuple[int, RecordedResource]]:
+    """Resources depth-first from the stack root, with their depth."""
+    by_parent: dict[str, list[RecordedResource]] = {}
+    for r in recording.resources:
+        by_parent.setdefault(r.parent, []).append(r)
+    roots = [r for r in recording.resources if not r.parent or recording.by_urn(r.parent) is None]
+
+    def visit(node: RecordedResource, depth: int) -> Iterator[tuple[int, RecordedResource]]:
+        yield depth, node
+        for child in by_parent.get(node.urn, []):
+            yield from visit(child, depth + 1)
+
+    for r in roots:
+        yield from visit(r, 0)
