@@ -10,9 +10,25 @@ from typing import Any
 
 import pulumi
 
+import pulumi_kubernetes as k8s
+
+from components.cert_manager import CertManager, CertManagerArgs
 from components.cluster import Cluster, ClusterArgs, ExistingClusterSpec, LkeClusterSpec, PoolSpec
 from components.hub_link import HubLink, HubLinkArgs
-from config import AnyStackConfig, EdgeConfig, ExistingClusterSettings, LkeClusterSettings
+from components.transit_unseal import TransitUnseal, TransitUnsealArgs
+from components.vault import LoadBalancerAccess, OperatorAddress, SealSecrets, Vault, VaultArgs
+from components.vault_server_config import AwsKmsSealSpec, SealSpec, TransitSealSpec, VaultServerSpec
+from config import (
+    AnyStackConfig,
+    AwsKmsSeal,
+    EdgeConfig,
+    ExistingClusterSettings,
+    HubConfig,
+    LkeClusterSettings,
+    LoadBalancerExposure,
+    ShamirSeal,
+    TransitSeal,
+)
 
 
 def cluster_args(cfg: AnyStackConfig) -> ClusterArgs:
@@ -44,6 +60,50 @@ def cluster_args(cfg: AnyStackConfig) -> ClusterArgs:
     return ClusterArgs(ExistingClusterSpec(kubeconfig=kubeconfig, context=settings.context))
 
 
+def _hostname(url: str) -> str:
+    return url.removeprefix("https://").split("/")[0].split(":")[0]
+
+
+def vault_args(cfg: AnyStackConfig, provider: k8s.Provider, cert_manager: CertManager,
+               hub: HubLink | None) -> VaultArgs:
+    settings = cfg.vault
+    seal: SealSpec = None
+    secrets = SealSecrets()
+    if isinstance(settings.seal, TransitSeal):
+        assert hub is not None and isinstance(cfg, EdgeConfig)
+        seal = TransitSealSpec(address=hub.vault_address, key_name=cfg.edge_name,
+                               tls_server_name=hub.vault_hostname)
+        secrets = SealSecrets(transit_token=hub.transit_token, transit_ca_cert=hub.vault_ca_cert)
+    elif isinstance(settings.seal, AwsKmsSeal):
+        assert cfg.aws_kms_credentials is not None
+        seal = AwsKmsSealSpec(region=settings.seal.region, kms_key_id=settings.seal.kms_key_id,
+                              endpoint=settings.seal.endpoint)
+        secrets = SealSecrets(aws_access_key_id=pulumi.Output.secret(cfg.aws_kms_credentials.access_key_id),
+                              aws_secret_access_key=pulumi.Output.secret(
+                                  cfg.aws_kms_credentials.secret_access_key))
+    shares, threshold = (
+        (settings.seal.key_shares, settings.seal.key_threshold) if isinstance(settings.seal, ShamirSeal)
+        else (settings.seal.recovery_shares, settings.seal.recovery_threshold)
+    )
+    exposure = settings.exposure
+    return VaultArgs(
+        provider=provider,
+        server=VaultServerSpec(cluster_name=f"fedobs-{stack_prefix(cfg)}", external_hostname=exposure.hostname,
+                               replicas=settings.replicas, seal=seal),
+        access=LoadBalancerAccess(exposure.allowed_source_ranges) if isinstance(exposure, LoadBalancerExposure)
+        else OperatorAddress(exposure.address),
+        cert_manager=cert_manager.ready,
+        storage_class=settings.storage_class,
+        data_storage_size=settings.data_storage_size,
+        audit_storage_size=settings.audit_storage_size,
+        injector_replicas=settings.injector_replicas,
+        seal_secrets=secrets,
+        key_shares=shares,
+        key_threshold=threshold,
+        operator_pgp_keys=settings.operator_pgp_keys,
+    )
+
+
 def stack_prefix(cfg: AnyStackConfig) -> str:
     """The name prefix of every top-level component: ``hub`` or the edge's name."""
     return cfg.edge_name if isinstance(cfg, EdgeConfig) else "hub"
@@ -60,4 +120,12 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     cluster = Cluster(f"{prefix}-cluster", cluster_args(cfg))
     outputs["kubeconfig"] = cluster.kubeconfig
     outputs["apiEndpoint"] = cluster.api_endpoint
+    cert_manager = CertManager(f"{prefix}-cert-manager", CertManagerArgs(provider=cluster.provider))
+    vault = Vault(f"{prefix}-vault", vault_args(cfg, cluster.provider, cert_manager, hub))
+    outputs["vaultAddress"] = vault.address
+    outputs["vaultCaCert"] = vault.ca_cert
+    if isinstance(cfg, HubConfig):
+        unseal = TransitUnseal(f"{prefix}-transit-unseal", TransitUnsealArgs(
+            vault_provider=vault.vault_provider, edges=tuple(e.name for e in cfg.edges)))
+        outputs["edgeTransitTokens"] = pulumi.Output.secret(unseal.tokens)
     return outputs

@@ -16,19 +16,7 @@ _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-
 
 
 class HubOutputError(ValueError):
-    """A hub output the edge needs is missing or malformed; the message names the output."""
-
-
-def _checked(stack: str, output: str, valid: Callable[[Any], bool], expected: str) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if value is None or not valid(value):
-            raise HubOutputError(
-                f"hub stack '{stack}' output '{output}' is missing or malformed: expected {expected}; "
-                f"run 'pulumi up' on the hub stack first"
-            )
-        return value
-
-    return check
+    """Hub outputs the edge needs are missing or malformed; the message names each of them."""
 
 
 @dataclass(frozen=True)
@@ -37,32 +25,54 @@ class HubLinkArgs:
     edge_name: str
 
 
+def hub_output_rules(edge_name: str) -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """Every hub output an edge reads, with its validity check and what is expected."""
+    return {
+        "vaultAddress": (lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)), "an https:// URL"),
+        "vaultCaCert": (lambda v: isinstance(v, str) and bool(_PEM_CERT.search(v)), "a PEM certificate"),
+        "edgeTransitTokens": (
+            lambda v: isinstance(v, dict) and isinstance(v.get(edge_name), str),
+            f"a map holding this edge's transit token under '{edge_name}' "
+            f"(is the edge listed in the hub's fedobs:edges?)",
+        ),
+    }
+
+
+def validate_hub_outputs(stack: str, edge_name: str, outputs: dict[str, Any]) -> dict[str, Any]:
+    problems = [
+        f"hub stack '{stack}' output '{name}' is missing or malformed: expected {expected}"
+        for name, (valid, expected) in hub_output_rules(edge_name).items()
+        if outputs.get(name) is None or not valid(outputs[name])
+    ]
+    if problems:
+        raise HubOutputError("; ".join(problems) + "; run 'pulumi up' on the hub stack first")
+    return outputs
+
+
 class HubLink(pulumi.ComponentResource):
     """Reads the hub stack (one direction only: the hub never reads an edge).
 
-    Guarantees: every output the edge uses is validated and a missing or malformed one fails
-    with an error naming it; secret hub outputs stay secret.
+    Guarantees: every output the edge uses is validated, and missing or malformed ones fail
+    with one error naming each; secret hub outputs stay secret.
     """
 
     vault_address: pulumi.Output[str]
+    vault_hostname: pulumi.Output[str]
     vault_ca_cert: pulumi.Output[str]
+    transit_token: pulumi.Output[str]
 
     def __init__(self, name: str, args: HubLinkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.reference = pulumi.StackReference(
             f"{name}-ref", stack_name=args.stack_name, opts=pulumi.ResourceOptions(parent=self)
         )
-        self.stack_name = args.stack_name
-        self.edge_name = args.edge_name
-        self.vault_address = self.output(
-            "vaultAddress", lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)), "an https:// URL"
+        names = list(hub_output_rules(args.edge_name))
+        validated = pulumi.Output.all(*[self.reference.get_output(n) for n in names]).apply(
+            lambda values: validate_hub_outputs(args.stack_name, args.edge_name, dict(zip(names, values, strict=True)))
         )
-        self.vault_ca_cert = self.output(
-            "vaultCaCert", lambda v: isinstance(v, str) and bool(_PEM_CERT.search(v)), "a PEM certificate"
-        )
-        self.register_outputs({"vault_address": self.vault_address, "vault_ca_cert": self.vault_ca_cert})
-
-    def output(self, output_name: str, valid: Callable[[Any], bool], expected: str) -> pulumi.Output[Any]:
-        """A validated hub output."""
-        raw = self.reference.get_output(output_name)
-        return raw.apply(_checked(self.stack_name, output_name, valid, expected))
+        self.vault_address = validated.apply(lambda o: str(o["vaultAddress"]))
+        self.vault_hostname = self.vault_address.apply(lambda url: url.removeprefix("https://").split(":")[0])
+        self.vault_ca_cert = validated.apply(lambda o: str(o["vaultCaCert"]))
+        self.transit_token = pulumi.Output.secret(validated.apply(lambda o: str(o["edgeTransitTokens"][args.edge_name])))
+        self.register_outputs({"vault_address": self.vault_address, "vault_ca_cert": self.vault_ca_cert,
+                               "transit_token": self.transit_token})

@@ -9,6 +9,8 @@ placeholders, their keys flagged secret as the engine would).
 from __future__ import annotations
 
 import base64
+import multiprocessing
+import os
 import hashlib
 import json
 import runpy
@@ -106,6 +108,9 @@ def _strip_secrets(value: Any, path: str, secret_paths: set[str]) -> Any:
         return {k: _strip_secrets(v, f"{path}.{k}" if path else k, secret_paths) for k, v in value.items()}
     if isinstance(value, list):
         return [_strip_secrets(v, f"{path}.{i}" if path else str(i), secret_paths) for i, v in enumerate(value)]
+    if isinstance(value, float) and value.is_integer():
+        # The wire format has one number type; Kubernetes and Helm schemas want integers back.
+        return int(value)
     return value
 
 
@@ -138,6 +143,12 @@ class FedobsMocks(pulumi.runtime.Mocks):
             if name not in self.stack_references:
                 raise LookupError(f"no mocked outputs for stack reference {name!r}")
             outputs = {"name": name, "outputs": dict(self.stack_references[name]), "secretOutputNames": []}
+        elif args.typ == "tls:index/privateKey:PrivateKey":
+            outputs["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\nmock-{digest}\n-----END PRIVATE KEY-----\n"
+        elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
+            outputs["certPem"] = f"-----BEGIN CERTIFICATE-----\nmock-{digest}\n-----END CERTIFICATE-----\n"
+        elif args.typ == "vault:index/token:Token":
+            outputs["clientToken"] = f"mock-token-{digest}"
         elif args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = f"mock-password-{digest}"
         elif args.typ.startswith("kubernetes:helm.sh/v3:Release"):
@@ -234,6 +245,10 @@ def _resolve(value: Any) -> tuple[Any, bool]:
     return _sync_await(output.future()), bool(_sync_await(output.is_secret()))
 
 
+class ProgramError(Exception):
+    """The program failed; carries the message of the original error across the process boundary."""
+
+
 def run_program(
     stack: str,
     config: Mapping[str, Any],
@@ -242,11 +257,56 @@ def run_program(
     preview: bool = False,
     program: Path = ROOT / "__main__.py",
 ) -> Recording:
-    """Run the program once under mocks and return what it registered.
+    """Run the program once under mocks, in a forked child, and return what it registered.
 
-    A program error (a config error included) is captured in ``Recording.error``; the resources
+    Pulumi's runtime keeps process-wide state (settings, the event loop, pending outputs), so
+    each run gets a fresh process: a failing run cannot leak into the next one.
+    A program error (a config error included) is in ``Recording.error``; the resources
     registered before it are still listed, which lets tests prove that none were.
     """
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_run_in_child,
+        args=(sender, stack, dict(config), list(secret_keys or []), dict(stack_references or {}), preview, program),
+    )
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(RUN_TIMEOUT_SECONDS):
+            raise TimeoutError(f"the program for stack {stack!r} did not finish in {RUN_TIMEOUT_SECONDS}s")
+        recording: Recording = receiver.recv()
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+    return recording
+
+
+RUN_TIMEOUT_SECONDS = 120
+
+
+def _run_in_child(sender: Any, *args: Any) -> None:
+    try:
+        recording = _run_in_process(*args)
+        if recording.error is not None:
+            recording.error = ProgramError(str(recording.error))
+        sender.send(recording)
+    except BaseException as exc:  # noqa: BLE001 (reported to the parent)
+        sender.send(Recording(args[0], [], {}, set(), ProgramError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        sender.close()
+        os._exit(0)
+
+
+def _run_in_process(
+    stack: str,
+    config: Mapping[str, Any],
+    secret_keys: list[str] | None = None,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+    preview: bool = False,
+    program: Path = ROOT / "__main__.py",
+) -> Recording:
     mocks = FedobsMocks(stack_references or {})
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)

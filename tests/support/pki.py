@@ -84,8 +84,9 @@ class IssuedCert:
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert_pem.encode())
 
-    def write(self, directory: str | os.PathLike[str], *, cert_name: str = "tls.crt",
-              key_name: str = "tls.key") -> tuple[Path, Path]:
+    def write(
+        self, directory: str | os.PathLike[str], *, cert_name: str = "tls.crt", key_name: str = "tls.key"
+    ) -> tuple[Path, Path]:
         """Write ``cert_name`` (0644) and ``key_name`` (0600) into ``directory``; returns both paths."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -114,9 +115,15 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -168,10 +175,15 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False,
-                    key_encipherment=key_algorithm == "RSA", data_encipherment=False,
-                    key_agreement=False, key_cert_sign=False, crl_sign=False,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=key_algorithm == "RSA",
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )

@@ -1,0 +1,967 @@
+"""Initialise, unseal and hand over a Vault (HA Raft) cluster: the fedobs bootstrap Job.
+
+Runs in production as a Kubernetes Job in the Vault namespace (each pod is reachable as
+``https://vault-N.vault-internal:8200``). Standard library only (http.client + ssl + json): it ships
+in a minimal image.
+
+What a run guarantees
+=====================
+1. Waits (deadline ``--timeout``) until every peer answers ``sys/seal-status``; an unreachable peer
+   is reported with its URL.
+2. ``sys/init`` is called at most once in the life of a cluster: only when NO peer is initialised
+   and the state store holds no init result, and only on peer 0. The init result (unseal keys for
+   ``shamir``, recovery keys for ``auto`` seals — exactly as Vault returned them: plaintext when no
+   operator PGP keys are configured, PGP-encrypted otherwise) is written to the state store
+   IMMEDIATELY after init, before anything else happens.
+3. The root token is never persisted and never printed. It lives in memory, is used to create the
+   admin auth path, and is revoked (``auth/token/revoke-self``) at the end of the run, also after a
+   failure; the revocation is verified (``auth/token/lookup-self`` with it must answer 403). If the
+   cluster is sealed at that point (PGP-encrypted keys, item 4) it cannot be revoked and is dropped
+   unseen with the process (operators may revoke all root tokens after recovery). The one
+   exception is ``--root-token-pgp-key``: then Vault only returns the token PGP-encrypted, the
+   bootstrap cannot use it, it stores that ciphertext for the operators (``root_token_pgp``) and
+   exits ``EXIT_OPERATOR_ACTION``.
+4. Shamir: every sealed peer is unsealed with the stored plaintext keys; a follower gets keys only
+   after it reports ``initialized: true`` (retry_join has fetched the challenge; earlier keys are
+   discarded by Vault). PGP-encrypted keys: stops with ``EXIT_OPERATOR_ACTION`` naming the sealed
+   peers. Auto seal: waits until the peers unseal themselves.
+5. Waits for a leader and until ALL peers are Raft voters and autopilot reports every server healthy
+   (``sys/storage/raft/configuration``, ``sys/storage/raft/autopilot/state``). Joined nodes are
+   non-voters until autopilot promotes them.
+6. First run (or ``--root-token-file``): enables ``userpass`` at ``--userpass-path``, writes the
+   admin policy, creates the admin user with the password from ``--password-file``,
+   ``token_policies=[admin policy]`` and a short token TTL, and verifies that a login works and
+   carries the policy.
+7. Re-run (already initialised): unseals sealed peers if plaintext keys are stored, logs in as the
+   admin user, confirms the voters, applies ``--autopilot-*`` settings only if they differ, and
+   changes nothing else (a changed policy file is NOT re-applied: after the hand-over the admin
+   policy is Pulumi's to manage). If the admin login fails and no ``--root-token-file`` was given,
+   exits ``EXIT_ADMIN_LOGIN`` pointing at the ``generate-root`` recovery below. The admin policy must
+   allow reading ``sys/storage/raft/configuration`` and ``sys/storage/raft/autopilot/state`` (and
+   writing ``sys/storage/raft/autopilot/configuration`` when ``--autopilot-*`` flags are used).
+8. On failure: exit code != 0 and ONE line on stderr saying why. Progress goes to stdout. No key,
+   password or token is ever written to stdout/stderr.
+
+Exit codes: 0 ok; 1 failure (unreachable peer, HTTP error such as 403, timeout, store problem);
+2 usage/config error; 3 operator action required (PGP-encrypted unseal keys and sealed peers, or a
+PGP-encrypted root token); 4 admin login failed and no root token (run the generate-root recovery).
+
+Recovery when the admin login is lost (exit 4): ``vault operator generate-root -init`` (note the
+OTP), each key holder runs ``vault operator generate-root`` with their unseal/recovery key, decode the
+encoded token with ``vault operator generate-root -decode=<encoded> -otp=<otp>``, write it to a file
+readable only by the Job and re-run with ``--root-token-file FILE``: the admin auth path is
+re-created with the current password and that root token is revoked at the end of the run.
+(HashiCorp Vault serves the unauthenticated ``sys/generate-root/*`` endpoints; OpenBao >= 2.5.3 only
+with the listener option ``disable_unauthed_generate_root_endpoints = false``.)
+
+State stores (``--state``): ``file:PATH`` (:class:`FileStateStore`, mode 0600, atomic temp+rename)
+or ``kubernetes-secret:NAMESPACE/NAME`` (:class:`KubernetesSecretStateStore`, in-cluster API access
+with the pod's service-account token; needs get/create on that Secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as _dt
+import http.client
+import json
+import os
+import re
+import ssl
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_OPERATOR_ACTION = 3
+EXIT_ADMIN_LOGIN = 4
+
+RECORD_FORMAT = "fedobs.vault-bootstrap/v1"
+GENERATE_ROOT_HINT = (
+    "recover with `vault operator generate-root` and re-run with --root-token-file "
+    "(see programs/vault_bootstrap/bootstrap.py, 'Recovery')"
+)
+
+SealKind = Literal["shamir", "auto"]
+Json = dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------------
+class BootstrapError(Exception):
+    """A failure with a one-line, secret-free reason and the process exit code to use."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+class ConfigError(BootstrapError):
+    exit_code = EXIT_USAGE
+
+
+class OperatorActionRequired(BootstrapError):
+    exit_code = EXIT_OPERATOR_ACTION
+
+
+class AdminLoginFailed(BootstrapError):
+    exit_code = EXIT_ADMIN_LOGIN
+
+
+class PeerUnreachable(BootstrapError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"peer {url} is unreachable: {reason}")
+        self.url = url
+
+
+class VaultAPIError(BootstrapError):
+    def __init__(self, url: str, method: str, path: str, status: int, errors: Sequence[str]) -> None:
+        detail = "; ".join(errors) if errors else http.client.responses.get(status, "")
+        super().__init__(f"{method} {path} on {url} answered {status}: {detail}")
+        self.status = status
+        self.path = path
+
+
+class WaitTimeout(BootstrapError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# HTTP client for one peer
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Peer:
+    """One Vault server: its API URL and, optionally, the TLS server name to verify (SNI)."""
+
+    url: str
+    server_name: str | None = None
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS connection that verifies ``server_name`` instead of the URL host when one is given."""
+
+    def __init__(
+        self, host: str, port: int | None, *, context: ssl.SSLContext, server_name: str | None, timeout: float
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._fedobs_context = context
+        self._fedobs_server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._fedobs_context.wrap_socket(
+            self.sock, server_hostname=self._fedobs_server_name or self.host
+        )
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: Json
+
+    @property
+    def errors(self) -> list[str]:
+        errs = self.body.get("errors")
+        return [str(e) for e in errs] if isinstance(errs, list) else []
+
+
+class VaultClient:
+    """Minimal Vault HTTP API client for one peer. Raises ``PeerUnreachable`` on transport errors."""
+
+    def __init__(self, peer: Peer, context: ssl.SSLContext, timeout: float = 10.0) -> None:
+        self.peer = peer
+        self.url = peer.url.rstrip("/")
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"peer URL {peer.url!r} must be http(s)://host[:port]")
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._context = context
+        self._timeout = timeout
+
+    def raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """Send one request to ``/v1/<path>``; any HTTP status is returned, not raised."""
+        conn: http.client.HTTPConnection
+        t = timeout or self._timeout
+        if self._scheme == "https":
+            conn = _HTTPSConnection(
+                self._host, self._port, context=self._context, server_name=self.peer.server_name, timeout=t
+            )
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=t)
+        headers = {"Accept": "application/json"}
+        payload: bytes | None = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if token:
+            headers["X-Vault-Token"] = token
+        try:
+            conn.request(method, f"/v1/{path.lstrip('/')}", body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            status = resp.status
+        except ssl.SSLError as exc:
+            raise PeerUnreachable(self.url, f"TLS error: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise PeerUnreachable(self.url, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            conn.close()
+        parsed: Any = {}
+        if raw.strip():
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = {"errors": [raw[:200].decode(errors="replace")]}
+        return Response(status, parsed if isinstance(parsed, dict) else {"data": parsed})
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        ok: Sequence[int] = (200, 204),
+    ) -> Json:
+        """Like :meth:`raw` but raises ``VaultAPIError`` unless the status is in ``ok``."""
+        resp = self.raw(method, path, token=token, body=body)
+        if resp.status not in ok:
+            raise VaultAPIError(self.url, method, path, resp.status, resp.errors)
+        return resp.body
+
+
+ClientFactory = Callable[[Peer, ssl.SSLContext, float], VaultClient]
+
+
+# ------------------------------------------------------------------------------------------------
+# state stores
+# ------------------------------------------------------------------------------------------------
+class StateStore(Protocol):
+    """Where the init result lives. ``save`` must never silently replace a different record."""
+
+    def describe(self) -> str: ...
+
+    def preflight(self) -> None:
+        """Raise ``BootstrapError`` if the store cannot be read or written (checked BEFORE init)."""
+
+    def load(self) -> Json | None: ...
+
+    def save(self, record: Json) -> None: ...
+
+
+class FileStateStore:
+    """A JSON file, mode 0600, replaced atomically (temp file in the same directory + rename)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+    def preflight(self) -> None:
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise BootstrapError(f"state store directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise BootstrapError(f"state store directory {parent} is not writable")
+        if self.path.exists() and not os.access(self.path, os.R_OK):
+            raise BootstrapError(f"state store {self.path} is not readable")
+
+    def load(self) -> Json | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BootstrapError(f"cannot read state store {self.path}: {exc.strerror}") from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BootstrapError(f"state store {self.path} is not valid JSON") from exc
+        if not isinstance(data, dict):
+            raise BootstrapError(f"state store {self.path} does not hold a JSON object")
+        return data
+
+    def save(self, record: Json) -> None:
+        existing = self.load()
+        if existing == record:
+            return
+        if existing is not None:
+            raise BootstrapError(
+                f"state store {self.path} already holds a different init result; not replacing it"
+            )
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh, indent=2, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubernetesSecretStateStore:
+    """A Secret (``data[key]`` = the JSON record) read and written through the Kubernetes API.
+
+    In-cluster only: API server from ``KUBERNETES_SERVICE_HOST``/``_PORT``, bearer token and CA from
+    the pod's service-account mount (the token is re-read on every call: projected tokens rotate).
+    Creates the Secret with POST (409 -> refuses: someone else wrote one) and updates it with PUT
+    carrying the ``resourceVersion`` it read (optimistic concurrency). Needs RBAC get + create (+
+    update) on that one Secret. ``preflight`` does a GET and a server-side dry-run create.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        key: str = "init.json",
+        api_url: str | None = None,
+        token_file: str | os.PathLike[str] = SA_DIR / "token",
+        ca_file: str | os.PathLike[str] | None = SA_DIR / "ca.crt",
+        timeout: float = 10.0,
+    ) -> None:
+        if api_url is None:
+            host = os.environ.get("KUBERNETES_SERVICE_HOST")
+            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            if not host:
+                raise ConfigError(
+                    "KUBERNETES_SERVICE_HOST is not set: the kubernetes-secret store works in a pod only"
+                )
+            api_url = f"https://{f'[{host}]' if ':' in host else host}:{port}"
+        self.namespace, self.name, self.key = namespace, name, key
+        self.api_url = api_url.rstrip("/")
+        self.token_file = Path(token_file)
+        self.ca_file = str(ca_file) if ca_file else None
+        self.timeout = timeout
+        self._resource_version: str | None = None
+
+    def describe(self) -> str:
+        return f"Secret {self.namespace}/{self.name}"
+
+    def _request(self, method: str, path: str, body: Json | None = None) -> tuple[int, Json]:
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise BootstrapError(
+                f"cannot read service-account token {self.token_file}: {exc.strerror}"
+            ) from exc
+        parts = urllib.parse.urlsplit(self.api_url)
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=self.timeout, context=ctx
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout)
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise BootstrapError(f"Kubernetes API {self.api_url} unreachable: {exc}") from exc
+        finally:
+            conn.close()
+        try:
+            parsed = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            parsed = {}
+        return resp.status, parsed if isinstance(parsed, dict) else {}
+
+    def _secret_path(self, name: str | None = None) -> str:
+        base = f"/api/v1/namespaces/{urllib.parse.quote(self.namespace)}/secrets"
+        return f"{base}/{urllib.parse.quote(name)}" if name else base
+
+    def _fail(self, verb: str, status: int, body: Json) -> BootstrapError:
+        return BootstrapError(f"{verb} {self.describe()} answered {status}: {body.get('message', '')}")
+
+    def _manifest(self, record: Json) -> Json:
+        encoded = base64.b64encode(json.dumps(record, sort_keys=True).encode()).decode()
+        meta: Json = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "fedobs-vault-bootstrap"},
+        }
+        if self._resource_version:
+            meta["resourceVersion"] = self._resource_version
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": meta,
+            "data": {self.key: encoded},
+        }
+
+    def preflight(self) -> None:
+        status, body = self._request("GET", self._secret_path(self.name))
+        if status == 404:
+            status, body = self._request("POST", self._secret_path() + "?dryRun=All", self._manifest({}))
+            if status not in (200, 201):
+                raise self._fail("dry-run create of", status, body)
+        elif status != 200:
+            raise self._fail("GET", status, body)
+
+    def load(self) -> Json | None:
+        status, body = self._request("GET", self._secret_path(self.name))
+        if status == 404:
+            self._resource_version = None
+            return None
+        if status != 200:
+            raise self._fail("GET", status, body)
+        self._resource_version = str(body.get("metadata", {}).get("resourceVersion") or "") or None
+        encoded = (body.get("data") or {}).get(self.key)
+        if not encoded:
+            return None
+        try:
+            data = json.loads(base64.b64decode(encoded))
+        except ValueError as exc:
+            raise BootstrapError(f"{self.describe()} key {self.key} is not base64 JSON") from exc
+        return data if isinstance(data, dict) else None
+
+    def save(self, record: Json) -> None:
+        existing = self.load()
+        if existing == record:
+            return
+        if existing is not None:
+            raise BootstrapError(f"{self.describe()} already holds a different init result; not replacing it")
+        if self._resource_version is None:
+            status, body = self._request("POST", self._secret_path(), self._manifest(record))
+            if status == 409:
+                raise BootstrapError(f"{self.describe()} was created concurrently; not replacing it")
+            if status not in (200, 201):
+                raise self._fail("create", status, body)
+        else:
+            status, body = self._request("PUT", self._secret_path(self.name), self._manifest(record))
+            if status not in (200, 201):
+                raise self._fail("update", status, body)
+        self._resource_version = str(body.get("metadata", {}).get("resourceVersion") or "") or None
+
+
+def store_from_spec(spec: str) -> StateStore:
+    """``file:PATH`` or ``kubernetes-secret:NAMESPACE/NAME``."""
+    kind, _, rest = spec.partition(":")
+    if kind == "file" and rest:
+        return FileStateStore(rest)
+    if kind == "kubernetes-secret" and rest.count("/") == 1 and all(rest.split("/")):
+        ns, name = rest.split("/")
+        return KubernetesSecretStateStore(ns, name)
+    raise ConfigError(f"--state {spec!r}: use file:PATH or kubernetes-secret:NAMESPACE/NAME")
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------
+AUTOPILOT_DURATIONS = (
+    "server_stabilization_time",
+    "last_contact_threshold",
+    "dead_server_last_contact_threshold",
+)
+AUTOPILOT_INTS = ("min_quorum", "max_trailing_logs")
+AUTOPILOT_BOOLS = ("cleanup_dead_servers",)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; built by ``__main__`` from flags/env, or directly by tests."""
+
+    peers: tuple[Peer, ...]
+    password_file: str
+    admin_policy_file: str
+    ca_file: str | None = None
+    seal: SealKind = "shamir"
+    key_shares: int = 5
+    key_threshold: int = 3
+    pgp_keys: tuple[str, ...] = ()
+    root_token_pgp_key: str | None = None
+    userpass_path: str = "userpass-pulumi"
+    username: str = "pulumi"
+    admin_policy_name: str = "pulumi-admin"
+    admin_token_ttl: str = "20m"
+    admin_token_max_ttl: str = "1h"
+    root_token_file: str | None = None
+    autopilot: Mapping[str, str | int | bool] = field(default_factory=dict)
+    timeout: float = 600.0
+    request_timeout: float = 10.0
+    poll_interval: float = 0.5
+
+    def validate(self) -> None:
+        if not self.peers:
+            raise ConfigError("at least one peer URL is required")
+        if not 1 <= self.key_threshold <= self.key_shares:
+            raise ConfigError("need 1 <= key threshold <= key shares")
+        if self.key_shares > 1 and self.key_threshold < 2 and self.seal == "shamir":
+            raise ConfigError("a Shamir threshold of 1 with several shares is not allowed by Vault")
+        if self.pgp_keys and len(self.pgp_keys) != self.key_shares:
+            raise ConfigError(f"{len(self.pgp_keys)} PGP keys given for {self.key_shares} key shares")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", self.userpass_path):
+            raise ConfigError(f"invalid userpass mount path {self.userpass_path!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]+", self.username):
+            raise ConfigError(f"invalid admin username {self.username!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.admin_policy_name) or self.admin_policy_name in (
+            "root",
+            "default",
+        ):
+            raise ConfigError(f"invalid admin policy name {self.admin_policy_name!r}")
+        for key in self.autopilot:
+            if key not in (*AUTOPILOT_DURATIONS, *AUTOPILOT_INTS, *AUTOPILOT_BOOLS):
+                raise ConfigError(f"unknown autopilot setting {key!r}")
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds in a Go duration string (``1m30s``, ``500ms``) or a plain number of seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)", text)
+    if not parts or "".join(a + b for a, b in parts) != text:
+        raise ConfigError(f"invalid duration {value!r}")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def read_secret_file(path: str, what: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"{what} file {path} is empty")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# the bootstrap
+# ------------------------------------------------------------------------------------------------
+def _say(message: str) -> None:
+    print(f"vault-bootstrap: {message}", flush=True)
+
+
+class Bootstrap:
+    """One bootstrap run. ``run()`` returns normally on success and raises ``BootstrapError`` otherwise."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        *,
+        client_factory: ClientFactory = VaultClient,
+        log: Callable[[str], None] = _say,
+    ) -> None:
+        config.validate()
+        self.cfg = config
+        self.store = store
+        self.log = log
+        try:
+            ctx = ssl.create_default_context(cafile=config.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load CA file {config.ca_file}: {exc}") from exc
+        self.clients = [client_factory(p, ctx, config.request_timeout) for p in config.peers]
+        self.initialized_now = False
+
+    # -- waiting ------------------------------------------------------------------------------
+    def _wait(self, what: str, probe: Callable[[], Any]) -> Any:
+        """Poll ``probe`` until truthy; PeerUnreachable/VaultAPIError count as 'not yet'."""
+        deadline = time.monotonic() + self.cfg.timeout
+        last: BootstrapError | None = None
+        while True:
+            try:
+                value = probe()
+            except (PeerUnreachable, VaultAPIError) as exc:
+                last, value = exc, None
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                suffix = f" (last error: {last})" if last else ""
+                raise WaitTimeout(f"timed out after {self.cfg.timeout:g}s waiting for {what}{suffix}")
+            time.sleep(self.cfg.poll_interval)
+
+    def seal_status(self, c: VaultClient) -> Json:
+        return c.call("GET", "sys/seal-status")
+
+    def _status_field(self, c: VaultClient, key: str, want: bool) -> bool:
+        return bool(self.seal_status(c).get(key)) == want
+
+    def _wait_answering(self) -> list[Json]:
+        """Every peer's seal status; ``PeerUnreachable`` naming the first peer silent past the deadline."""
+        statuses: list[Json] = []
+        for c in self.clients:
+            deadline = time.monotonic() + self.cfg.timeout
+            while True:
+                try:
+                    statuses.append(self.seal_status(c))
+                    break
+                except (PeerUnreachable, VaultAPIError) as exc:
+                    if time.monotonic() >= deadline:
+                        reason = str(exc).removeprefix(f"peer {c.url} is unreachable: ")
+                        raise PeerUnreachable(
+                            c.url, f"no answer to sys/seal-status within {self.cfg.timeout:g}s ({reason})"
+                        ) from exc
+                time.sleep(self.cfg.poll_interval)
+        return statuses
+
+    # -- init / unseal ------------------------------------------------------------------------
+    def _init(self) -> tuple[Json, str | None]:
+        c = self.clients[0]
+        cfg = self.cfg
+        body: Json
+        if cfg.seal == "shamir":
+            body = {"secret_shares": cfg.key_shares, "secret_threshold": cfg.key_threshold}
+            if cfg.pgp_keys:
+                body["pgp_keys"] = list(cfg.pgp_keys)
+        else:
+            body = {"recovery_shares": cfg.key_shares, "recovery_threshold": cfg.key_threshold}
+            if cfg.pgp_keys:
+                body["recovery_pgp_keys"] = list(cfg.pgp_keys)
+        if cfg.root_token_pgp_key:
+            body["root_token_pgp_key"] = cfg.root_token_pgp_key
+        self.log(f"initialising {c.url} ({cfg.seal}, {cfg.key_shares} shares, threshold {cfg.key_threshold})")
+        resp = c.call("PUT", "sys/init", body=body)
+        result = {k: v for k, v in resp.items() if k != "root_token"}
+        record: Json = {
+            "format": RECORD_FORMAT,
+            "seal": cfg.seal,
+            "shares": cfg.key_shares,
+            "threshold": cfg.key_threshold,
+            "pgp_encrypted": bool(cfg.pgp_keys),
+            "initialized_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "init_response": result,
+        }
+        root = resp.get("root_token")
+        if cfg.root_token_pgp_key:
+            record["root_token_pgp"] = root  # PGP ciphertext only the operator can open
+            root = None
+        return record, root if isinstance(root, str) and root else None
+
+    def _unseal_keys(self, record: Json | None) -> list[str] | None:
+        """Plaintext keys to unseal with; None if there are none (no record, PGP, auto seal)."""
+        if record is None or record.get("seal") != "shamir" or record.get("pgp_encrypted"):
+            return None
+        result = record.get("init_response") or {}
+        keys = result.get("keys_base64") or result.get("keys") or []
+        return [str(k) for k in keys] or None
+
+    def _unseal_peer(self, c: VaultClient, keys: list[str]) -> None:
+        """Submit keys (after resetting a half-done attempt) until unsealed; then wait (deadline)."""
+        status = self.seal_status(c)
+        if not status.get("sealed"):
+            return
+        if status.get("progress"):
+            c.call("PUT", "sys/unseal", body={"reset": True})
+        for key in keys:
+            resp = c.call("PUT", "sys/unseal", body={"key": key})
+            if not resp.get("sealed", True):
+                break
+        self._wait(f"{c.url} to be unsealed", partial(self._status_field, c, "sealed", False))
+        self.log(f"unsealed {c.url}")
+
+    def _unseal_all(self, record: Json | None, *, only_initialized: bool) -> None:
+        """Unseal sealed peers (Shamir). With ``only_initialized`` skip peers not yet initialised."""
+        keys = self._unseal_keys(record)
+        for c in self.clients:
+            status = self.seal_status(c)
+            if not status.get("initialized"):
+                if only_initialized:
+                    continue
+                self._wait(
+                    f"{c.url} to report initialized: true (retry_join fetched the challenge)",
+                    partial(self._status_field, c, "initialized", True),
+                )
+                status = self.seal_status(c)
+            if not status.get("sealed"):
+                continue
+            if self.cfg.seal == "auto" or (record or {}).get("seal") == "auto":
+                self._wait(f"{c.url} to auto-unseal", partial(self._status_field, c, "sealed", False))
+                continue
+            if keys is None:
+                sealed = [x.url for x in self.clients if self.seal_status(x).get("sealed")]
+                why = (
+                    "the unseal keys in the store are PGP-encrypted"
+                    if record and record.get("pgp_encrypted")
+                    else f"{self.store.describe()} holds no plaintext unseal keys"
+                )
+                raise OperatorActionRequired(
+                    f"{why}: operators must unseal {', '.join(sealed)}; then re-run"
+                    + (" with --root-token-file (generate-root)" if self.initialized_now else "")
+                )
+            self._unseal_peer(c, keys)
+
+    # -- cluster state --------------------------------------------------------------------------
+    def find_active(self) -> VaultClient | None:
+        """The peer that says it is the active node right now, or None (no waiting)."""
+        for c in self.clients:
+            try:
+                resp = c.raw("GET", "sys/leader")
+            except PeerUnreachable:
+                continue
+            if resp.status == 200 and resp.body.get("is_self"):
+                return c
+        return None
+
+    def active_client(self) -> VaultClient:
+        """The active node among the peers (waits, deadline)."""
+        found: VaultClient = self._wait("an active (leader) node among the peers", self.find_active)
+        return found
+
+    def _voters_ready(self, token: str) -> bool:
+        active = self.find_active()
+        if active is None:
+            return False
+        config = active.call("GET", "sys/storage/raft/configuration", token=token)
+        servers = (config.get("data") or {}).get("config", {}).get("servers") or []
+        voters = [s for s in servers if s.get("voter")]
+        if len(voters) < len(self.clients) or len(voters) != len(servers):
+            return False
+        state = active.call("GET", "sys/storage/raft/autopilot/state", token=token).get("data") or {}
+        members = (state.get("servers") or {}).values()
+        return bool(state.get("healthy")) and all(
+            m.get("healthy") and m.get("status") in ("voter", "leader") for m in members
+        )
+
+    def wait_voters(self, token: str) -> None:
+        """Wait until every peer is a healthy voter; a 403 fails at once, other errors are retried."""
+        what = f"all {len(self.clients)} peers to be healthy Raft voters (autopilot promotes joined nodes)"
+        deadline = time.monotonic() + self.cfg.timeout
+        last: BootstrapError | None = None
+        while True:
+            try:
+                if self._voters_ready(token):
+                    break
+            except VaultAPIError as exc:
+                if exc.status == 403:
+                    raise
+                last = exc
+            except PeerUnreachable as exc:
+                last = exc
+            if time.monotonic() >= deadline:
+                suffix = f" (last error: {last})" if last else ""
+                raise WaitTimeout(f"timed out after {self.cfg.timeout:g}s waiting for {what}{suffix}")
+            time.sleep(self.cfg.poll_interval)
+        self.log(f"{len(self.clients)} voters, autopilot healthy")
+
+    def apply_autopilot(self, token: str) -> None:
+        """Write the requested autopilot settings if (and only if) they differ from the current ones."""
+        if not self.cfg.autopilot:
+            return
+        active = self.active_client()
+        current = (
+            active.call("GET", "sys/storage/raft/autopilot/configuration", token=token).get("data") or {}
+        )
+        changes: Json = {}
+        for key, want in self.cfg.autopilot.items():
+            have = current.get(key)
+            if key in AUTOPILOT_DURATIONS:
+                same = have is not None and parse_duration(str(have)) == parse_duration(want)
+            else:
+                same = have == want
+            if not same:
+                changes[key] = want
+        if changes:
+            active.call("POST", "sys/storage/raft/autopilot/configuration", token=token, body=changes)
+            self.log(f"autopilot configuration updated: {', '.join(sorted(changes))}")
+
+    # -- admin auth path ------------------------------------------------------------------------
+    def admin_login(self) -> str | None:
+        """Log in as the admin user; the token, or None if the login is refused (4xx; 5xx is retried)."""
+        password = read_secret_file(self.cfg.password_file, "admin password")
+        path = f"auth/{self.cfg.userpass_path}/login/{self.cfg.username}"
+
+        def attempt() -> Response | None:
+            resp = self.active_client().raw("POST", path, body={"password": password})
+            return None if resp.status >= 500 or resp.status == 429 else resp  # 5xx: leader changing
+
+        resp: Response = self._wait(f"an answer to the admin login at {path}", attempt)
+        if resp.status != 200:
+            return None
+        auth = resp.body.get("auth") or {}
+        token = auth.get("client_token")
+        if not isinstance(token, str) or not token:
+            return None
+        if self.cfg.admin_policy_name not in (auth.get("token_policies") or auth.get("policies") or []):
+            raise BootstrapError(
+                f"admin login works but its token lacks policy {self.cfg.admin_policy_name!r}"
+            )
+        return token
+
+    def configure_admin(self, root: str) -> None:
+        """Enable userpass, write the admin policy and user (idempotent), verify a login."""
+        cfg = self.cfg
+        policy = Path(cfg.admin_policy_file).read_text()  # exact text (checked non-empty at start)
+        password = read_secret_file(cfg.password_file, "admin password")
+        c = self.active_client()
+        mounts = c.call("GET", "sys/auth", token=root)
+        mounts = mounts.get("data") or mounts
+        mount = mounts.get(f"{cfg.userpass_path}/")
+        if mount is None:
+            c.call(
+                "POST",
+                f"sys/auth/{cfg.userpass_path}",
+                token=root,
+                body={"type": "userpass", "description": "fedobs: Pulumi admin login (vault-bootstrap)"},
+            )
+            self.log(f"enabled userpass at auth/{cfg.userpass_path}")
+        elif mount.get("type") != "userpass":
+            raise BootstrapError(f"auth/{cfg.userpass_path} is a {mount.get('type')} mount, not userpass")
+        c.call("PUT", f"sys/policies/acl/{cfg.admin_policy_name}", token=root, body={"policy": policy})
+        c.call(
+            "POST",
+            f"auth/{cfg.userpass_path}/users/{cfg.username}",
+            token=root,
+            body={
+                "password": password,
+                "token_policies": [cfg.admin_policy_name],
+                "token_ttl": cfg.admin_token_ttl,
+                "token_max_ttl": cfg.admin_token_max_ttl,
+            },
+        )
+        self.log(f"admin user {cfg.username!r} with policy {cfg.admin_policy_name!r} written")
+        token = self.admin_login()
+        if token is None:
+            raise BootstrapError(
+                f"login as {cfg.username!r} at auth/{cfg.userpass_path} failed right after creating it"
+            )
+        self.revoke(token, "admin")
+        self.log("admin login verified")
+
+    def revoke(self, token: str, what: str) -> None:
+        """Revoke ``token`` (revoke-self) and verify it is gone (lookup-self -> 403)."""
+        last: Exception | None = None
+        active = self.find_active()
+        for c in [active, *self.clients] if active else self.clients:
+            try:
+                c.call("POST", "auth/token/revoke-self", token=token)
+                check = c.raw("GET", "auth/token/lookup-self", token=token)
+                if check.status != 403:
+                    raise BootstrapError(
+                        f"the {what} token still answers lookup-self ({check.status}) after revoke"
+                    )
+                return
+            except (PeerUnreachable, VaultAPIError) as exc:
+                last = exc
+        raise BootstrapError(f"could not revoke the {what} token: {last}")
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        # everything that can be checked without Vault is checked BEFORE a possible init: a root token
+        # lost to a typo in a file name would mean a generate-root ceremony
+        read_secret_file(cfg.password_file, "admin password")
+        read_secret_file(cfg.admin_policy_file, "admin policy")
+        if cfg.root_token_file:
+            read_secret_file(cfg.root_token_file, "root token")
+        self.store.preflight()
+        record = self.store.load()
+        statuses = self._wait_answering()
+        initialized = [c.url for c, s in zip(self.clients, statuses, strict=True) if s.get("initialized")]
+        root: str | None = None
+        if not initialized:
+            if record is not None:
+                raise BootstrapError(
+                    f"{self.store.describe()} holds an init result but no peer is initialised; refusing to "
+                    "initialise again (move the old result aside if the cluster really was wiped)"
+                )
+            record, root = self._init()
+            self.store.save(record)  # persist before anything else can fail
+            self.initialized_now = True
+            self.log(f"init result stored in {self.store.describe()}")
+            if cfg.root_token_pgp_key:
+                self._unseal_all(record, only_initialized=True)
+                raise OperatorActionRequired(
+                    "the root token is PGP-encrypted (stored as root_token_pgp): decrypt it and re-run with "
+                    "--root-token-file to create the admin auth path"
+                )
+        else:
+            self.log(f"already initialised ({', '.join(initialized)}); init is not called")
+            if record is None:
+                self.log(f"no init result in {self.store.describe()}")
+        if root is None and cfg.root_token_file:
+            root = read_secret_file(cfg.root_token_file, "root token")
+        try:
+            self._converge(record, root)
+        except BaseException:
+            if root is not None:
+                try:
+                    self.revoke(root, "root")
+                    self.log("root token revoked")
+                except BootstrapError as exc:  # the original failure is the one to report
+                    self.log(f"could not revoke the root token after the failure: {exc}")
+            raise
+        if root is not None:
+            self.revoke(root, "root")
+            self.log("root token revoked")
+
+    def _converge(self, record: Json | None, root: str | None) -> None:
+        self._unseal_all(record, only_initialized=True)
+        self.active_client()
+        if root is not None:
+            token = root
+        else:
+            admin = self.admin_login()
+            if admin is None:
+                raise AdminLoginFailed(
+                    f"admin login as {self.cfg.username!r} at auth/{self.cfg.userpass_path} failed and "
+                    f"no root token is available; {GENERATE_ROOT_HINT}"
+                )
+            token = admin
+        try:
+            self.apply_autopilot(token)
+            self._unseal_all(record, only_initialized=False)
+            self.wait_voters(token)
+            if root is not None:
+                self.configure_admin(root)
+        finally:
+            if root is None:
+                with contextlib.suppress(BootstrapError):
+                    self.revoke(token, "admin")
+
+
+def run(
+    config: Config,
+    store: StateStore,
+    *,
+    client_factory: ClientFactory = VaultClient,
+    log: Callable[[str], None] = _say,
+) -> None:
+    """Run one bootstrap; raises ``BootstrapError`` (with ``exit_code``) on failure."""
+    Bootstrap(config, store, client_factory=client_factory, log=log).run()

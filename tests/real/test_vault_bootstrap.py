@@ -1,0 +1,683 @@
+"""The bootstrap Job (programs/vault_bootstrap) against a real 3-node OpenBao Raft cluster with TLS.
+
+The cluster runs exactly the HCL ``components.vault_server_config.render_server_hcl`` renders for the
+pods (localised to loopback by ``localize_server_hcl``), with a server certificate for exactly
+``server_certificate_dns_names(spec)`` plus the loopback IPs.
+
+The module shares one cluster: the tests run in file order and each builds on the state the
+previous ones left (first bootstrap -> checks -> re-run -> leader loss -> recovery). The first
+bootstrap runs in-process with a recording HTTP client (the only way a test can see the root token,
+which the program never stores); the later runs go through the real command line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.vault_server_config import (
+    HUB_CA_DIR,
+    TransitSealSpec,
+    VaultServerSpec,
+    server_certificate_dns_names,
+)
+from programs.vault_bootstrap.bootstrap import (
+    EXIT_ADMIN_LOGIN,
+    EXIT_FAILURE,
+    EXIT_OPERATOR_ACTION,
+    BootstrapError,
+    Config,
+    FileStateStore,
+    KubernetesSecretStateStore,
+    Peer,
+    Response,
+    VaultClient,
+    run,
+)
+from tests.real.conftest import LoopbackVault, build_loopback_vault, make_spec, running
+from tests.support.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
+from tests.support.pki import TestCA
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_POLICY = "pulumi-admin"
+ADMIN_POLICY_HCL = """# what the Pulumi program needs to declare the Vault configuration
+path "sys/*"      { capabilities = ["create", "read", "update", "patch", "delete", "list", "sudo"] }
+path "auth/*"     { capabilities = ["create", "read", "update", "patch", "delete", "list", "sudo"] }
+path "secret/*"   { capabilities = ["create", "read", "update", "patch", "delete", "list"] }
+"""
+PASSWORD = "correct horse battery staple 42"
+TIMEOUT = 45.0
+
+
+# ------------------------------------------------------------------------------------------------
+# a recording client: sees every request of an in-process run, and the root token of sys/init
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Recorder:
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+    root_tokens: list[str] = field(default_factory=list)
+
+    def paths(self, method: str, path: str) -> list[str]:
+        return [url for m, p, url in self.calls if m == method and p == path]
+
+    def factory(self) -> Any:
+        recorder = self
+
+        class RecordingClient(VaultClient):
+            def raw(self, method: str, path: str, **kw: Any) -> Response:
+                resp = super().raw(method, path, **kw)
+                recorder.calls.append((method, path, self.url))
+                if path == "sys/init" and method == "PUT" and resp.status == 200:
+                    recorder.root_tokens.append(resp.body["root_token"])
+                return resp
+
+        return RecordingClient
+
+
+@dataclass
+class Bootstrapped:
+    vault: LoopbackVault
+    workdir: Path
+    state_file: Path
+    config: Config
+    first_run: Recorder
+    first_run_seconds: float
+
+    @property
+    def nodes(self) -> list[BaoNode]:
+        return self.vault.cluster.nodes
+
+    def cli_args(self, **overrides: str) -> list[str]:
+        opts = {
+            "--ca-file": self.vault.ca_file,
+            "--seal": "shamir",
+            "--key-shares": "3",
+            "--key-threshold": "2",
+            "--password-file": str(self.workdir / "password"),
+            "--admin-policy-file": str(self.workdir / "admin-policy.hcl"),
+            "--admin-policy-name": ADMIN_POLICY,
+            "--state": f"file:{self.state_file}",
+            "--timeout": str(TIMEOUT),
+            "--poll-interval": "0.2",
+            "--autopilot-server-stabilization-time": "2s",
+        } | overrides
+        args: list[str] = []
+        for url in self.vault.urls:
+            args += ["--peer", url]
+        for key, value in opts.items():
+            args += [key, value]
+        return args
+
+    def cli(self, *extra: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "programs.vault_bootstrap", *self.cli_args(**overrides), *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=2 * TIMEOUT + 30,
+            env={k: v for k, v in os.environ.items() if not k.startswith("VAULT_BOOTSTRAP_")},
+        )
+
+    def admin_token(self) -> str:
+        resp = api(
+            self.vault.urls[0],
+            "POST",
+            "auth/userpass-pulumi/login/pulumi",
+            body={"password": PASSWORD},
+            ca_file=self.vault.ca_file,
+        )
+        assert resp.status == 200, resp.text
+        return str(resp.body["auth"]["client_token"])
+
+    def secrets_in(self, text: str) -> list[str]:
+        """Which init secrets (keys, root token) occur in ``text``."""
+        result = json.loads(self.state_file.read_text())["init_response"]
+        secrets = [*result["keys"], *result["keys_base64"], *self.first_run.root_tokens, PASSWORD]
+        return [s for s in secrets if s in text]
+
+
+@pytest.fixture(scope="module")
+def boot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bootstrapped]:
+    base = tmp_path_factory.mktemp("bootstrap")
+    vault = build_loopback_vault(base / "cluster", make_spec(3))
+    workdir = base / "job"
+    workdir.mkdir()
+    (workdir / "password").write_text(PASSWORD + "\n")
+    (workdir / "admin-policy.hcl").write_text(ADMIN_POLICY_HCL)
+    state_file = workdir / "vault-init.json"
+    with running(vault.cluster):
+        config = Config(
+            peers=tuple(Peer(u) for u in vault.urls),
+            ca_file=vault.ca_file,
+            key_shares=3,
+            key_threshold=2,
+            password_file=str(workdir / "password"),
+            admin_policy_file=str(workdir / "admin-policy.hcl"),
+            admin_policy_name=ADMIN_POLICY,
+            autopilot={"server_stabilization_time": "2s"},
+            timeout=TIMEOUT,
+            poll_interval=0.2,
+        )
+        recorder = Recorder()
+        started = time.monotonic()
+        run(config, FileStateStore(state_file), client_factory=recorder.factory(), log=lambda m: None)
+        yield Bootstrapped(vault, workdir, state_file, config, recorder, time.monotonic() - started)
+
+
+def raft_servers(boot: Bootstrapped, token: str) -> list[dict[str, Any]]:
+    resp = api(
+        boot.vault.urls[0], "GET", "sys/storage/raft/configuration", token=token, ca_file=boot.vault.ca_file
+    )
+    assert resp.status == 200, resp.text
+    return list(resp.data["config"]["servers"])
+
+
+def leaders(nodes: list[BaoNode]) -> list[BaoNode]:
+    found = []
+    for node in nodes:
+        if node.running:
+            with_leader = node.api("GET", "sys/leader", timeout=2)
+            if with_leader.status == 200 and with_leader.body.get("is_self"):
+                found.append(node)
+    return found
+
+
+def all_unsealed(nodes: list[BaoNode]) -> bool:
+    return all(n.seal_status().get("initialized") and not n.seal_status().get("sealed") for n in nodes)
+
+
+# ------------------------------------------------------------------------------------------------
+# first run
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.real
+def test_first_run_initialises_once_on_peer0_and_unseals_all(boot: Bootstrapped) -> None:
+    assert boot.first_run.paths("PUT", "sys/init") == [boot.vault.urls[0]]
+    assert all_unsealed(boot.nodes)
+    record = json.loads(boot.state_file.read_text())
+    assert stat.S_IMODE(boot.state_file.stat().st_mode) == 0o600
+    assert record["seal"] == "shamir" and record["pgp_encrypted"] is False
+    assert len(record["init_response"]["keys"]) == 3 and (record["shares"], record["threshold"]) == (3, 2)
+    assert "root_token" not in record["init_response"]
+    assert boot.first_run.root_tokens and boot.first_run.root_tokens[0] not in boot.state_file.read_text()
+    # unseal keys went to each follower only after it reported initialized (retry_join done)
+    unseal_targets = {url for url in boot.first_run.paths("PUT", "sys/unseal")}
+    assert unseal_targets == set(boot.vault.urls)
+    assert boot.first_run_seconds < TIMEOUT
+
+
+@pytest.mark.real
+def test_three_voters_and_exactly_one_leader(boot: Bootstrapped) -> None:
+    servers = raft_servers(boot, boot.admin_token())
+    assert sorted(s["node_id"] for s in servers) == ["vault-0", "vault-1", "vault-2"]
+    assert all(s["voter"] for s in servers), servers
+    assert sum(1 for s in servers if s["leader"]) == 1
+    assert len(leaders(boot.nodes)) == 1
+
+
+@pytest.mark.real
+def test_root_token_is_revoked(boot: Bootstrapped) -> None:
+    assert boot.first_run.paths("POST", "auth/token/revoke-self")
+    (root,) = boot.first_run.root_tokens
+    resp = api(boot.vault.urls[0], "GET", "auth/token/lookup-self", token=root, ca_file=boot.vault.ca_file)
+    assert resp.status == 403, resp.text
+
+
+@pytest.mark.real
+def test_admin_userpass_login_has_the_admin_policy(boot: Bootstrapped) -> None:
+    token = boot.admin_token()
+    me = api(boot.vault.urls[1], "GET", "auth/token/lookup-self", token=token, ca_file=boot.vault.ca_file)
+    assert me.status == 200, me.text
+    assert ADMIN_POLICY in me.data["policies"] and "root" not in me.data["policies"]
+    assert 0 < me.data["ttl"] <= 20 * 60  # the short default TTL
+    caps = api(
+        boot.vault.urls[0],
+        "POST",
+        "sys/capabilities-self",
+        token=token,
+        body={"paths": ["sys/mounts/x"]},
+        ca_file=boot.vault.ca_file,
+    )
+    assert "sudo" in caps.body["capabilities"]
+    policy = api(
+        boot.vault.urls[0], "GET", f"sys/policies/acl/{ADMIN_POLICY}", token=token, ca_file=boot.vault.ca_file
+    )
+    assert policy.data["policy"] == ADMIN_POLICY_HCL
+
+
+# ------------------------------------------------------------------------------------------------
+# re-runs
+# ------------------------------------------------------------------------------------------------
+def observable_state(boot: Bootstrapped) -> dict[str, Any]:
+    token = boot.admin_token()
+    url, ca = boot.vault.urls[0], boot.vault.ca_file
+
+    def get(path: str) -> Any:
+        resp = api(url, "GET", path, token=token, ca_file=ca)
+        assert resp.status == 200, (path, resp.text)
+        return resp.data
+
+    auth = {k: (v["type"], v["accessor"]) for k, v in get("sys/auth").items()}
+    return {
+        "store": boot.state_file.read_bytes(),
+        "auth": auth,
+        "policy": get(f"sys/policies/acl/{ADMIN_POLICY}")["policy"],
+        "policies": sorted(get("sys/policies/acl?list=true")["keys"]),
+        "user": get("auth/userpass-pulumi/users/pulumi"),
+        "autopilot": get("sys/storage/raft/autopilot/configuration"),
+        "servers": sorted(
+            (s["node_id"], s["voter"]) for s in get("sys/storage/raft/configuration")["config"]["servers"]
+        ),
+    }
+
+
+@pytest.mark.real
+def test_rerun_changes_nothing_and_never_calls_init(boot: Bootstrapped) -> None:
+    before = observable_state(boot)
+    recorder = Recorder()
+    run(boot.config, FileStateStore(boot.state_file), client_factory=recorder.factory(), log=lambda m: None)
+    assert not recorder.paths("PUT", "sys/init")
+    assert not [
+        c
+        for c in recorder.calls
+        if c[0] in ("PUT", "POST") and c[1].startswith(("sys/auth/", "sys/policies"))
+    ]
+    result = boot.cli()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "init is not called" in result.stdout
+    assert boot.secrets_in(result.stdout + result.stderr) == []
+    assert observable_state(boot) == before
+
+
+@pytest.mark.real
+def test_rerun_with_a_wrong_admin_password_exits_4_pointing_at_generate_root(boot: Bootstrapped) -> None:
+    wrong = boot.workdir / "wrong-password"
+    wrong.write_text("not the password\n")
+    before = boot.state_file.read_bytes()
+    result = boot.cli(**{"--password-file": str(wrong)})
+    assert result.returncode == EXIT_ADMIN_LOGIN, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "generate-root" in lines[0], result.stderr
+    assert boot.state_file.read_bytes() == before
+
+
+@pytest.mark.real
+def test_unreachable_peer_fails_with_one_line_naming_it(boot: Bootstrapped) -> None:
+    dead = f"https://127.0.0.1:{free_port()}"
+    result = boot.cli("--peer", dead, **{"--timeout": "1.5"})
+    assert result.returncode == EXIT_FAILURE
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and dead in lines[0] and "unreachable" in lines[0], result.stderr
+
+
+def kv_read(node: BaoNode, path: str, token: str) -> ApiResponse | None:
+    resp = node.api("GET", path, token=token)
+    return resp if resp.status == 200 else None
+
+
+# ------------------------------------------------------------------------------------------------
+# leader loss
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.real
+def test_leader_sigkill_new_leader_serves_writes_and_rerun_unseals_the_restarted_node(
+    boot: Bootstrapped,
+) -> None:
+    token = boot.admin_token()
+    ca = boot.vault.ca_file
+    enable = api(
+        boot.vault.urls[0], "POST", "sys/mounts/secret", token=token, body={"type": "kv-v2"}, ca_file=ca
+    )
+    assert enable.status in (200, 204), enable.text
+    (old,) = leaders(boot.nodes)
+    state_before = boot.state_file.read_bytes()
+
+    old.kill()
+    killed_at = time.monotonic()
+
+    def write_on_new_leader() -> BaoNode | None:
+        found = leaders([n for n in boot.nodes if n is not old])
+        if not found:
+            return None
+        resp = found[0].api(
+            "POST", "secret/data/failover", token=token, body={"data": {"v": "after"}}, timeout=2
+        )
+        return found[0] if resp.status == 200 else None
+
+    new = wait_until(write_on_new_leader, 20, 0.1, "a new leader to serve a KV write", ignore=(OSError,))
+    failover_seconds = time.monotonic() - killed_at
+    assert new is not old and failover_seconds < 20
+
+    old.start()
+    assert old.seal_status()["sealed"] is True  # Shamir: a restarted node comes back sealed
+    result = boot.cli()
+    assert result.returncode == 0, result.stderr
+    assert "init is not called" in result.stdout and f"unsealed {old.url}" in result.stdout
+    assert boot.state_file.read_bytes() == state_before
+    assert all_unsealed(boot.nodes)
+    servers = raft_servers(boot, token)
+    assert len(servers) == 3 and all(s["voter"] for s in servers)
+    # the rejoined node has the write made while it was dead (it serves reads as a standby)
+    read = wait_until(
+        lambda: kv_read(old, "secret/data/failover", token),
+        10,
+        0.2,
+        "the restarted node to serve the KV value written during its absence",
+        ignore=(OSError,),
+    )
+    assert read.data["data"] == {"v": "after"}
+
+
+# ------------------------------------------------------------------------------------------------
+# TLS: leader_tls_servername must be in the leader's certificate
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.real
+def test_join_fails_when_leader_cert_lacks_the_leader_tls_servername(tmp_path: Path) -> None:
+    spec = make_spec(3)
+    servername = spec.peer_hostname(0)  # what the rendered retry_join verifies for vault-0
+    vault = build_loopback_vault(
+        tmp_path,
+        spec,
+        nodes=[0, 1],
+        dns_names_for=lambda i: [n for n in server_certificate_dns_names(spec) if i != 0 or n != servername],
+    )
+    assert f'leader_tls_servername = "{servername}"' in vault.localized[1]
+    with running(vault.cluster):
+        leader, joiner = vault.cluster.nodes
+        init = leader.api("PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1})
+        assert init.status == 200, init.text
+        leader.api("PUT", "sys/unseal", body={"key": init.body["keys"][0]})
+        wait_until(lambda: not leader.seal_status()["sealed"], 10, 0.1, "the leader to unseal")
+        needle = "x509: certificate is valid for"
+        wait_until(
+            lambda: needle in joiner.log_text() and servername in joiner.log_text(),
+            10,
+            0.2,
+            "the joiner to log the x509 name mismatch",
+        )
+        status = joiner.seal_status()
+        assert status["initialized"] is False, status
+        line = next(x for x in joiner.log_text().splitlines() if needle in x)
+        assert f"not {servername}" in line
+
+
+# ------------------------------------------------------------------------------------------------
+# small single-node clusters for the other seal/key paths
+# ------------------------------------------------------------------------------------------------
+def job_files(tmp: Path) -> dict[str, str]:
+    (tmp / "password").write_text(PASSWORD + "\n")
+    (tmp / "admin-policy.hcl").write_text(ADMIN_POLICY_HCL)
+    return {
+        "--password-file": str(tmp / "password"),
+        "--admin-policy-file": str(tmp / "admin-policy.hcl"),
+        "--admin-policy-name": ADMIN_POLICY,
+        "--state": f"file:{tmp / 'vault-init.json'}",
+        "--timeout": "20",
+        "--poll-interval": "0.2",
+        "--key-shares": "3",
+        "--key-threshold": "2",
+    }
+
+
+def cli(vault: LoopbackVault, opts: Mapping[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    args = [a for url in vault.urls for a in ("--peer", url)] + ["--ca-file", vault.ca_file]
+    for key, value in opts.items():
+        args += [key, value]
+    return subprocess.run(
+        [sys.executable, "-m", "programs.vault_bootstrap", *args, *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("VAULT_BOOTSTRAP_")},
+    )
+
+
+def admin_login(vault: LoopbackVault) -> ApiResponse:
+    return api(
+        vault.urls[0],
+        "POST",
+        "auth/userpass-pulumi/login/pulumi",
+        body={"password": PASSWORD},
+        ca_file=vault.ca_file,
+    )
+
+
+@pytest.mark.real
+def test_transit_auto_unseal_stores_recovery_keys_and_needs_no_unseal(
+    loopback_vault: Any, tmp_path: Path
+) -> None:
+    with dev_server() as hub:
+        assert hub.api("POST", "sys/mounts/transit", {"type": "transit"}).status == 204
+        assert hub.api("POST", "transit/keys/edge-a", {}).status in (200, 204)
+        policy = (
+            'path "transit/encrypt/edge-a" { capabilities = ["update"] }\n'
+            'path "transit/decrypt/edge-a" { capabilities = ["update"] }\n'
+        )
+        assert hub.api("PUT", "sys/policies/acl/edge-a", {"policy": policy}).status == 204
+        orphan = hub.api("POST", "auth/token/create-orphan", {"policies": ["edge-a"], "period": "1h"})
+        edge_token = orphan.body["auth"]["client_token"]
+        spec = VaultServerSpec(
+            cluster_name="edge-a",
+            external_hostname="vault.edge-a.test",
+            replicas=1,
+            seal=TransitSealSpec(address=hub.url, key_name="edge-a", tls_server_name="vault.hub.test"),
+        )
+        hub_ca = tmp_path / "hub-ca.crt"
+        hub_ca.write_text(TestCA("hub CA").cert_pem)
+        vault = loopback_vault(
+            spec,
+            extra_tls_files={f"{HUB_CA_DIR}/ca.crt": str(hub_ca)},
+            extra_env={"VAULT_TOKEN": edge_token, "BAO_TOKEN": edge_token},
+        )
+        (node,) = vault.cluster.nodes
+        opts = job_files(tmp_path) | {"--seal": "auto"}
+        result = cli(vault, opts)
+        assert result.returncode == 0, result.stderr
+        record = json.loads((tmp_path / "vault-init.json").read_text())
+        assert record["seal"] == "auto" and len(record["init_response"]["recovery_keys"]) == 3
+        assert not record["init_response"].get("keys")
+        assert admin_login(vault).status == 200
+        # restart: unsealed by the hub alone; a re-run sends no unseal key and changes nothing
+        node.restart()
+        wait_until(
+            lambda: node.seal_status().get("sealed") is False,
+            15,
+            0.1,
+            "the edge to auto-unseal",
+            ignore=(OSError,),
+        )
+        again = cli(vault, opts)
+        assert again.returncode == 0, again.stderr
+        assert "unsealed" not in again.stdout and "init is not called" in again.stdout
+
+
+def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
+    return subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "", *args],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+
+@pytest.fixture
+def operator_pgp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    if shutil.which("gpg") is None:
+        pytest.skip("gpg is not installed")
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    try:
+        gpg(home, "--quick-gen-key", "Operator <operator@fedobs.test>", "rsa2048", "encrypt", "never")
+        yield home, base64.b64encode(gpg(home, "--export", "operator@fedobs.test")).decode()
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
+
+
+@pytest.mark.real
+def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
+    request: pytest.FixtureRequest, operator_pgp: tuple[Path, str], tmp_path: Path
+) -> None:
+    home, pubkey = operator_pgp
+    vault = build_loopback_vault(tmp_path / "cluster", make_spec(1))
+    (node,) = vault.cluster.nodes
+    # OpenBao >= 2.5.3 disables the unauthenticated sys/generate-root/* endpoints by default (405);
+    # HashiCorp Vault, which production runs, serves them. Emulate Vault's default for this test only.
+    text = node.config_path.read_text()
+    node.config_path.write_text(
+        text.replace(
+            'listener "tcp" {', 'listener "tcp" {\n  disable_unauthed_generate_root_endpoints = false', 1
+        )
+    )
+    request.addfinalizer(vault.cluster.close)  # always, also when the test fails
+    vault.cluster.start()
+    opts = job_files(tmp_path)
+    pgp = [a for _ in range(3) for a in ("--pgp-key", pubkey)]
+
+    first = cli(vault, opts, *pgp)
+    assert first.returncode == EXIT_OPERATOR_ACTION, first.stderr
+    (line,) = first.stderr.strip().splitlines()
+    assert "PGP-encrypted" in line and "operators must unseal" in line and node.url in line
+    record = json.loads((tmp_path / "vault-init.json").read_text())
+    assert record["pgp_encrypted"] is True
+
+    # the operators decrypt their shares and unseal
+    keys = [
+        gpg(home, "--decrypt", data=base64.b64decode(k)).decode().strip()
+        for k in record["init_response"]["keys_base64"][:2]
+    ]
+    for key in keys:
+        node.api("PUT", "sys/unseal", body={"key": key})
+    assert node.seal_status()["sealed"] is False
+
+    # the root token of the first run was never stored: the admin path does not exist yet
+    second = cli(vault, opts)
+    assert second.returncode == EXIT_ADMIN_LOGIN and "generate-root" in second.stderr, second.stderr
+
+    # the documented recovery: generate-root, then re-run with --root-token-file
+    attempt = node.api("PUT", "sys/generate-root/attempt", body={})
+    nonce, otp = attempt.body["nonce"], attempt.body["otp"]
+    for key in keys:
+        update = node.api("PUT", "sys/generate-root/update", body={"key": key, "nonce": nonce})
+    encoded = update.body["encoded_token"]
+    raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    root = bytes(a ^ b for a, b in zip(raw, otp.encode(), strict=True)).decode()
+    root_file = tmp_path / "root-token"
+    root_file.write_text(root)
+    root_file.chmod(0o600)
+    third = cli(vault, opts, "--root-token-file", str(root_file))
+    assert third.returncode == 0, third.stderr
+    assert root not in third.stdout + third.stderr
+    assert admin_login(vault).status == 200
+    assert node.api("GET", "auth/token/lookup-self", token=root).status == 403  # revoked at the end
+    assert json.loads((tmp_path / "vault-init.json").read_text()) == record  # untouched
+
+
+# ------------------------------------------------------------------------------------------------
+# the Kubernetes Secret state store, against a loopback fake of the API server (no cluster here)
+# ------------------------------------------------------------------------------------------------
+class FakeSecretsAPI(BaseHTTPRequestHandler):
+    secrets: dict[str, dict[str, Any]] = {}
+    seen: list[tuple[str, str, str | None]] = []
+    version = 0
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _body(self) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        return body
+
+    def do_GET(self) -> None:
+        self.seen.append(("GET", self.path, self.headers.get("Authorization")))
+        name = self.path.rsplit("/", 1)[1]
+        if name in self.secrets:
+            self._send(200, self.secrets[name])
+        else:
+            self._send(404, {"kind": "Status", "message": f'secrets "{name}" not found'})
+
+    def do_POST(self) -> None:
+        self.seen.append(("POST", self.path, self.headers.get("Authorization")))
+        body = self._body()
+        name = body["metadata"]["name"]
+        if name in self.secrets:
+            return self._send(409, {"message": "already exists"})
+        FakeSecretsAPI.version += 1
+        body["metadata"]["resourceVersion"] = str(self.version)
+        if "dryRun=All" not in self.path:
+            self.secrets[name] = body
+        self._send(201, body)
+
+    def do_PUT(self) -> None:
+        self.seen.append(("PUT", self.path, self.headers.get("Authorization")))
+        body = self._body()
+        name = body["metadata"]["name"]
+        if self.secrets[name]["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion"):
+            return self._send(409, {"message": "the object has been modified"})
+        FakeSecretsAPI.version += 1
+        body["metadata"]["resourceVersion"] = str(self.version)
+        self.secrets[name] = body
+        self._send(200, body)
+
+
+def test_kubernetes_secret_store_creates_once_and_never_replaces(tmp_path: Path) -> None:
+    FakeSecretsAPI.secrets, FakeSecretsAPI.seen = {}, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretsAPI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        token = tmp_path / "token"
+        token.write_text("sa-token\n")
+        store = KubernetesSecretStateStore(
+            "vault",
+            "vault-init",
+            api_url=f"http://127.0.0.1:{server.server_port}",
+            token_file=token,
+            ca_file=None,
+        )
+        store.preflight()  # GET 404, then a dry-run create: nothing stored
+        assert FakeSecretsAPI.secrets == {}
+        assert store.load() is None
+        record = {"format": "x", "init_response": {"keys": ["k1"]}}
+        store.save(record)
+        stored = FakeSecretsAPI.secrets["vault-init"]
+        assert json.loads(base64.b64decode(stored["data"]["init.json"])) == record
+        assert store.load() == record
+        store.save(record)  # same record: no write
+        with pytest.raises(BootstrapError, match="already holds a different init result"):
+            store.save({"format": "x", "init_response": {"keys": ["other"]}})
+        assert {m for m, _, _ in FakeSecretsAPI.seen} == {"GET", "POST"}
+        assert all(auth == "Bearer sa-token" for _, _, auth in FakeSecretsAPI.seen)
+        # an existing Secret without the key is updated with its resourceVersion
+        FakeSecretsAPI.secrets["other"] = {"metadata": {"name": "other", "resourceVersion": "77"}, "data": {}}
+        other = KubernetesSecretStateStore(
+            "vault", "other", api_url=f"http://127.0.0.1:{server.server_port}", token_file=token, ca_file=None
+        )
+        other.save(record)
+        assert ("PUT", "/api/v1/namespaces/vault/secrets/other", "Bearer sa-token") in FakeSecretsAPI.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

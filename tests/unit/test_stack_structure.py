@@ -1,0 +1,137 @@
+"""The resource tree of both shipped stacks: parenting, naming, providers, secrets, protection."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from typing import Any
+
+import pytest
+
+from offline.engine import Recording, RecordedResource, run_stack_file
+
+COMPONENT_TOKEN = re.compile(r"^fedobs:[a-z]+:[A-Z][A-Za-z]+$")
+
+
+def components(recording: Recording) -> list[RecordedResource]:
+    return [r for r in recording.resources if not r.custom and r.type.startswith("fedobs:")]
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_every_resource_is_inside_a_named_component(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    stack_urn_suffix = "::pulumi:pulumi:Stack::fedobs-" + stack
+    for component in components(recording):
+        assert COMPONENT_TOKEN.match(component.type), component.type
+        assert component.parent.endswith(stack_urn_suffix), f"{component.name} is not a top-level component"
+    for resource in recording.resources:
+        if not resource.custom:
+            continue
+        parent = recording.by_urn(resource.parent)
+        assert parent is not None and not parent.custom, f"orphan resource {resource.type} {resource.name}"
+        assert resource.name.startswith(parent.name + "-"), (
+            f"{resource.name} is not prefixed by its component's name {parent.name}")
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_resources_use_the_stack_providers(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    k8s_provider = recording.one("pulumi:providers:kubernetes")
+    vault_provider = recording.one("pulumi:providers:vault")
+    for resource in recording.resources:
+        if resource.type.startswith("kubernetes:"):
+            assert resource.provider.startswith(k8s_provider.urn + "::"), resource.name
+        if resource.type.startswith("vault:"):
+            assert resource.provider.startswith(vault_provider.urn + "::"), resource.name
+
+
+def _values(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _values(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _values(v)]
+    return [node] if isinstance(node, str) else []
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_no_secret_value_in_plain_outputs_or_inputs(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    # Values the mocks generate for secret material, and secure config placeholders.
+    secret_marker = re.compile(r"mock-password-|mock-token-|PRIVATE KEY|\[secret-placeholder-value\]")
+    for name, value in recording.outputs.items():
+        if name not in recording.secret_outputs:
+            assert not any(secret_marker.search(s) for s in _values(value)), f"output {name} leaks a secret"
+    for resource in recording.resources:
+        for path, value in _flatten(resource.inputs):
+            if isinstance(value, str) and secret_marker.search(value):
+                assert any(path == s or path.startswith(s + ".") for s in resource.secret_inputs), (
+                    f"{resource.type} {resource.name} input {path} holds a secret in plain text")
+    assert "kubeconfig" in recording.secret_outputs
+
+
+def _flatten(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [item for k, v in node.items() for item in _flatten(v, f"{path}.{k}" if path else k)]
+    if isinstance(node, list):
+        return [item for i, v in enumerate(node) for item in _flatten(v, f"{path}.{i}" if path else str(i))]
+    return [(path, node)]
+
+
+def test_hub_exports_what_edges_read(hub: Recording) -> None:
+    assert hub.outputs["vaultAddress"] == "https://vault.hub.fedobs.example.com:8200"
+    assert hub.outputs["vaultCaCert"].startswith("-----BEGIN CERTIFICATE-----")
+    assert set(hub.outputs["edgeTransitTokens"]) == {"edge-eu", "edge-ap"}
+    assert "edgeTransitTokens" in hub.secret_outputs
+    assert not hub.of_type("pulumi:pulumi:StackReference"), "the hub must read no other stack"
+
+
+def test_edge_reads_the_hub_through_one_stack_reference(edge: Recording) -> None:
+    reference = edge.one("pulumi:pulumi:StackReference")
+    assert reference.inputs["name"] == "organization/fedobs/hub"
+    assert edge.outputs["hubVaultAddress"] == "https://vault.hub.fedobs.example.com:8200"
+
+
+@pytest.mark.parametrize(("outputs", "named"), [
+    ({}, "vaultAddress"),
+    ({"vaultAddress": "http://vault.hub:8200"}, "vaultAddress"),
+    ({"vaultAddress": "https://vault.hub:8200", "vaultCaCert": "not a pem"}, "vaultCaCert"),
+    ({"vaultAddress": "https://vault.hub:8200",
+      "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+      "edgeTransitTokens": {"edge-ap": "t"}}, "edgeTransitTokens"),
+])
+def test_missing_or_malformed_hub_output_is_named(outputs: dict[str, Any], named: str) -> None:
+    recording = run_stack_file("edge", {"organization/fedobs/hub": outputs})
+    assert recording.error is not None
+    assert f"hub stack 'organization/fedobs/hub' output '{named}' is missing or malformed" in str(recording.error)
+
+
+def test_stateful_resources_are_protected(hub: Recording, edge: Recording) -> None:
+    for recording in (hub, edge):
+        assert recording.one("linode:index/lkeCluster:LkeCluster").protect
+        release = next(r for r in recording.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")
+        assert release.protect
+        vault_ns = next(r for r in recording.of_type("kubernetes:core/v1:Namespace")
+                        if r.inputs["metadata"]["name"] == "vault")
+        assert vault_ns.protect
+
+
+def test_program_opens_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preview safety: evaluating the program under mocks (preview mode) makes no connection."""
+    attempts: list[Any] = []
+
+    def refuse(self: socket.socket, address: Any) -> None:
+        attempts.append(address)
+        raise OSError(f"the program tried to connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: refuse(None, a[0]))  # type: ignore[misc]
+    hub = run_stack_file("hub", preview=True)
+    assert hub.error is None, hub.error
+    edge = run_stack_file("edge", {"organization/fedobs/hub": json.loads(json.dumps({
+        "vaultAddress": "https://vault.hub.fedobs.example.com:8200",
+        "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+        "edgeTransitTokens": {"edge-eu": "t"}}))}, preview=True)
+    assert edge.error is None, edge.error
+    assert attempts == []
