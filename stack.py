@@ -15,6 +15,8 @@ import pulumi_kubernetes as k8s
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cluster import Cluster, ClusterArgs, ExistingClusterSpec, LkeClusterSpec, PoolSpec
 from components.hub_link import HubLink, HubLinkArgs
+from components.kubernetes_auth import KubernetesAuth, KubernetesAuthArgs, WorkloadRole
+from components.raft_snapshots import RaftSnapshots, RaftSnapshotsArgs, snapshot_role
 from components.transit_unseal import TransitUnseal, TransitUnsealArgs
 from components.vault import LoadBalancerAccess, OperatorAddress, SealSecrets, Vault, VaultArgs
 from components.vault_server_config import AwsKmsSealSpec, SealSpec, TransitSealSpec, VaultServerSpec
@@ -124,6 +126,29 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     vault = Vault(f"{prefix}-vault", vault_args(cfg, cluster.provider, cert_manager, hub))
     outputs["vaultAddress"] = vault.address
     outputs["vaultCaCert"] = vault.ca_cert
+    snapshots = cfg.vault.snapshots if cfg.vault.snapshots and cfg.vault.snapshots.enabled else None
+    roles: list[WorkloadRole] = []
+    if snapshots:
+        roles.append(snapshot_role(vault.namespace))
+    auth = KubernetesAuth(f"{prefix}-kubernetes-auth", KubernetesAuthArgs(
+        vault_provider=vault.vault_provider, roles=tuple(roles)))
+    if snapshots:
+        assert cfg.snapshot_credentials is not None
+        RaftSnapshots(f"{prefix}-raft-snapshots", RaftSnapshotsArgs(
+            provider=cluster.provider,
+            namespace=vault.namespace,
+            release=vault.release_name,
+            cluster_name=f"fedobs-{prefix}",
+            schedule=snapshots.schedule,
+            retain=snapshots.retain,
+            bucket_name=snapshots.bucket.name,
+            bucket_region=snapshots.bucket.region,
+            bucket_endpoint=snapshots.bucket.endpoint,
+            create_bucket=snapshots.bucket.create,
+            access_key_id=pulumi.Output.secret(cfg.snapshot_credentials.access_key_id),
+            secret_access_key=pulumi.Output.secret(cfg.snapshot_credentials.secret_access_key),
+            vault_ready=auth,
+        ))
     if isinstance(cfg, HubConfig):
         unseal = TransitUnseal(f"{prefix}-transit-unseal", TransitUnsealArgs(
             vault_provider=vault.vault_provider, edges=tuple(e.name for e in cfg.edges)))

@@ -244,6 +244,8 @@ class Vault(pulumi.ComponentResource):
     def __init__(self, name: str, args: VaultArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         spec = args.server
+        self.namespace = spec.namespace
+        self.release_name = spec.release
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
 
         namespace = k8s.core.v1.Namespace(

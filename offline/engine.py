@@ -51,6 +51,11 @@ class RecordedResource:
     additional_secret_outputs: list[str]
     outputs: dict[str, Any] = field(default_factory=dict)
 
+    def is_secret_input(self, path: str) -> bool:
+        """Whether the input at ``path`` reaches the engine as a secret (itself or an enclosing value)."""
+        parts = path.split(".")
+        return any(".".join(parts[:i]) in self.secret_inputs for i in range(1, len(parts) + 1))
+
     def get(self, path: str, default: Any = None) -> Any:
         """An input by dotted path (``metadata.name``, ``pools.0.type``)."""
         node: Any = self.inputs

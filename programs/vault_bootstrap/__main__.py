@@ -91,11 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="PGP key for the root token (bootstrap then stops for the operator) [ROOT_TOKEN_PGP_KEY]",
     )
     p.add_argument(
-        "--userpass-path", default=None, help="admin userpass mount [USERPASS_PATH], default userpass-pulumi"
+        "--userpass-path",
+        "--admin-mount",
+        dest="userpass_path",
+        default=None,
+        help="admin userpass mount [USERPASS_PATH], default userpass-pulumi",
     )
-    p.add_argument("--username", default=None, help="admin user [USERNAME], default pulumi")
     p.add_argument(
-        "--password-file", default=None, help="file holding the admin password [PASSWORD_FILE], required"
+        "--username",
+        "--admin-username",
+        dest="username",
+        default=None,
+        help="admin user [USERNAME], default pulumi",
+    )
+    p.add_argument(
+        "--password-file",
+        "--admin-password-file",
+        dest="password_file",
+        default=None,
+        help="file holding the admin password [PASSWORD_FILE], required",
     )
     p.add_argument(
         "--admin-policy-name",
@@ -118,7 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--state",
         default=None,
-        help="init result store: file:PATH or kubernetes-secret:NAMESPACE/NAME [STATE], required",
+        help="init result store: file:PATH or kubernetes-secret:NAMESPACE/NAME [STATE]; "
+        "or one of the two flags below",
+    )
+    p.add_argument("--state-file", default=None, metavar="PATH", help="same as --state file:PATH")
+    p.add_argument(
+        "--state-kubernetes-secret",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="same as --state kubernetes-secret:NAMESPACE/NAME",
     )
     p.add_argument(
         "--timeout", type=float, default=None, help="deadline in seconds for each wait [TIMEOUT], default 600"
@@ -246,7 +268,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         poll_interval=pick_float(args.poll_interval, "POLL_INTERVAL", 0.5),
     )
     cfg.validate()
-    return cfg, need(args.state or _env("STATE"), "--state")
+    given = [
+        spec
+        for spec in (
+            args.state,
+            f"file:{args.state_file}" if args.state_file else None,
+            f"kubernetes-secret:{args.state_kubernetes_secret}" if args.state_kubernetes_secret else None,
+        )
+        if spec
+    ]
+    if len(given) > 1:
+        raise ConfigError("give only one of --state, --state-file, --state-kubernetes-secret")
+    return cfg, need(given[0] if given else _env("STATE"), "--state")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -681,3 +682,23 @@ def test_kubernetes_secret_store_creates_once_and_never_replaces(tmp_path: Path)
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line the Vault component puts into the Job is one this program accepts
+# ------------------------------------------------------------------------------------------------
+def test_the_components_job_command_parses() -> None:
+    vault_component = pytest.importorskip("components.vault")
+    from programs.vault_bootstrap.__main__ import build_parser, config_from_args
+
+    spec = make_spec(3)
+    args = SimpleNamespace(server=spec, key_shares=5, key_threshold=3, operator_pgp_keys=("a2V5MQ==",) * 5)
+    command = vault_component.bootstrap_command(args)
+    assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]
+    config, state = config_from_args(build_parser().parse_args(command[3:]))
+    assert [p.url for p in config.peers] == [f"https://{spec.peer_hostname(i)}:8200" for i in range(3)]
+    assert (config.key_shares, config.key_threshold, len(config.pgp_keys)) == (5, 3, 5)
+    assert config.userpass_path == vault_component.ADMIN_AUTH_MOUNT
+    assert config.username == vault_component.ADMIN_USERNAME
+    assert config.admin_policy_name == vault_component.ADMIN_POLICY
+    assert state == f"kubernetes-secret:{spec.namespace}/{vault_component.INIT_STATE_SECRET}"

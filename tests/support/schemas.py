@@ -50,12 +50,11 @@ Public API (stable; the offline plan and later tests import it):
 
 ``unknown_helm_keys(values, defaults, *, schema=None, free_form=COMMON_FREE_FORM, documented_keys=())``
     -> ``list[str]``, the Helm unknown-key rule, each result ``"<path>: <why>"``. A key is known if it
-    exists at that place in
-    the chart's default values.yaml, or in the ``properties`` of the chart's values schema at that place, or
-    is one of ``documented_keys``. Anything goes below: a default that is ``{}`` or ``null``; a key known
-    only through the schema or the documentation; a key whose name matches a free-form pattern. A list in
-    the defaults accepts any items. A mapping given where the default is a non-empty scalar or a list is
-    reported (its keys cannot be known).
+    exists at that place in the chart's default values.yaml, or in the ``properties`` of the chart's values
+    schema at that place, or is one of ``documented_keys``. Anything goes below: a default that is ``{}`` or
+    ``null``; a key known only through the schema or the documentation; a key whose name matches a free-form
+    pattern. A list in the defaults accepts any items. A mapping given where the default is a non-empty
+    scalar or a list is reported (its keys cannot be known).
 
 Free-form patterns are dotted suffixes of a path (``"securityContext.container"`` matches
 ``csi.agent.securityContext.container``). :data:`COMMON_FREE_FORM` holds the keys that are free-form by

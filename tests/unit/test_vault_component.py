@@ -1,0 +1,252 @@
+"""The Vault stack under mocks: server HCL (parsed), TLS, chart values, bootstrap, seal modes."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import hcl2
+import pytest
+from hcl2 import SerializationOptions
+
+from components.transit_unseal import transit_policy_hcl
+from components.vault_server_config import VaultServerSpec, server_certificate_dns_names
+from offline.engine import Recording, load_stack_file, run_program
+
+HUB_REF = "organization/fedobs/hub"
+
+
+def parse_hcl(text: str) -> dict[str, Any]:
+    return hcl2.loads(text, serialization_options=SerializationOptions(  # type: ignore[no-any-return]
+        strip_string_quotes=True, explicit_blocks=False))
+
+
+def vault_values(recording: Recording) -> dict[str, Any]:
+    release = next(r for r in recording.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")
+    return release.inputs["values"]  # type: ignore[no-any-return]
+
+
+def server_config(recording: Recording) -> dict[str, Any]:
+    return parse_hcl(vault_values(recording)["server"]["ha"]["raft"]["config"])
+
+
+def k8s_object(recording: Recording, kind: str, name: str) -> dict[str, Any]:
+    return next(o for o in recording.kubernetes_objects() if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def run_edge_with(hub: Recording, **vault_changes: Any) -> Recording:
+    config, secret_keys = load_stack_file("edge")
+    config = copy.deepcopy(config)
+    extra = vault_changes.pop("extra_config", {})
+    config["fedobs:vault"].update(vault_changes)
+    config.update(extra)
+    recording = run_program("edge", config, [*secret_keys, *extra], {HUB_REF: hub.outputs})
+    assert recording.error is None, recording.error
+    return recording
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_listener_and_storage_blocks(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    config = server_config(recording)
+    listener = config["listener"][0]["tcp"]
+    assert listener["tls_disable"] is False
+    assert listener["tls_cert_file"] == "/vault/userconfig/vault-server-tls/tls.crt"
+    assert listener["tls_key_file"] == "/vault/userconfig/vault-server-tls/tls.key"
+    assert listener["address"] == "[::]:8200" and listener["cluster_address"] == "[::]:8201"
+    assert listener["tls_min_version"] == "tls12"
+    raft = config["storage"][0]["raft"]
+    assert raft["path"] == "/vault/data"
+    joins = raft["retry_join"]
+    assert [(j["leader_api_addr"], j["leader_tls_servername"]) for j in joins] == [
+        (f"https://vault-{i}.vault-internal:8200", f"vault-{i}.vault-internal") for i in range(3)]
+    assert {j["leader_ca_cert_file"] for j in joins} == {"/vault/userconfig/vault-server-tls/ca.crt"}
+    assert config["service_registration"][0] == {"kubernetes": {}}
+
+
+def test_hub_uses_shamir_so_no_seal_stanza(hub: Recording) -> None:
+    assert "seal" not in server_config(hub)
+    job = k8s_object(hub, "Job", next(o["metadata"]["name"] for o in hub.kubernetes_objects()
+                                      if o["kind"] == "Job" and o["metadata"]["name"].startswith("vault-bootstrap")))
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--seal") + 1] == "shamir"
+    assert command[command.index("--key-shares") + 1] == "5"
+    assert command[command.index("--key-threshold") + 1] == "3"
+
+
+def test_edge_transit_seal_points_at_its_own_hub_key(edge: Recording, hub: Recording) -> None:
+    seal = server_config(edge)["seal"][0]["transit"]
+    assert seal == {
+        "address": "https://vault.hub.fedobs.example.com:8200",
+        "key_name": "edge-eu",
+        "mount_path": "transit/",
+        "tls_ca_cert": "/vault/userconfig/hub-vault-ca/ca.crt",
+        "tls_server_name": "vault.hub.fedobs.example.com",
+        "disable_renewal": False,
+    }
+    assert "token" not in seal, "the transit token must come from a Secret, not the ConfigMap"
+    env = vault_values(edge)["server"]["extraSecretEnvironmentVars"]
+    assert env == [{"envName": "VAULT_TOKEN", "secretName": "vault-seal", "secretKey": "token"}]
+    seal_secret = next(r for r in edge.of_type("kubernetes:core/v1:Secret") if r.name == "edge-eu-vault-seal-secret")
+    assert seal_secret.inputs["stringData"]["token"] == hub.outputs["edgeTransitTokens"]["edge-eu"]
+    assert seal_secret.is_secret_input("stringData.token")
+    hub_ca = k8s_object(edge, "Secret", "hub-vault-ca")
+    assert hub_ca["stringData"]["ca.crt"] == hub.outputs["vaultCaCert"]
+
+
+def test_awskms_seal(hub: Recording) -> None:
+    recording = run_edge_with(
+        hub, seal={"type": "awskms", "region": "eu-central-1", "kmsKeyId": "alias/fedobs-edge-eu"},
+        extra_config={"fedobs:awsKmsCredentials": {"accessKeyId": "AKIAEXAMPLEEXAMPLE",
+                                                   "secretAccessKey": "s" * 40}})
+    assert server_config(recording)["seal"][0]["awskms"] == {"region": "eu-central-1",
+                                                             "kms_key_id": "alias/fedobs-edge-eu"}
+    env = {e["envName"]: e for e in vault_values(recording)["server"]["extraSecretEnvironmentVars"]}
+    assert set(env) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    secret = next(r for r in recording.of_type("kubernetes:core/v1:Secret") if r.name.endswith("vault-seal-secret"))
+    assert secret.is_secret_input("stringData.access-key-id")
+    assert secret.is_secret_input("stringData.secret-access-key")
+    job = next(o for o in recording.kubernetes_objects() if o["kind"] == "Job")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--seal") + 1] == "auto"
+
+
+def test_operator_address_exposure_creates_no_load_balancer(hub: Recording) -> None:
+    recording = run_edge_with(hub, exposure={"type": "address", "address": "https://vault.edge.internal:8443",
+                                             "hostname": "vault.edge.internal"})
+    assert not [o for o in recording.kubernetes_objects() if o["kind"] == "Service"]
+    assert recording.outputs["vaultAddress"] == "https://vault.edge.internal:8443"
+
+
+def test_load_balancer_targets_the_active_node_from_allowed_ranges_only(hub: Recording) -> None:
+    service = k8s_object(hub, "Service", "vault-external")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["selector"]["vault-active"] == "true"
+    assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24", "198.51.100.0/24"]
+    assert service["spec"]["ports"] == [{"name": "https", "port": 8200, "targetPort": 8200, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_server_certificate_covers_every_name(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    certificate = k8s_object(recording, "Certificate", "vault-server-tls")["spec"]
+    hostname = "vault.hub.fedobs.example.com" if stack == "hub" else "vault.edge-eu.fedobs.example.com"
+    expected = server_certificate_dns_names(VaultServerSpec(cluster_name="x", external_hostname=hostname))
+    assert certificate["dnsNames"] == expected
+    for name in ("vault", "vault-active", "vault-internal", "vault-0.vault-internal", "vault-1.vault-internal",
+                 "vault-2.vault-internal", hostname):
+        assert name in certificate["dnsNames"]
+    assert certificate["ipAddresses"] == ["127.0.0.1"]
+    assert certificate["duration"] == "2160h" and certificate["renewBefore"] == "720h"  # renew at 2/3
+    assert certificate["issuerRef"] == {"name": "vault-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    assert "server auth" in certificate["usages"]
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_chart_values_are_production_shaped(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    release = next(r for r in recording.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")
+    assert release.inputs["version"] == "0.34.1"
+    assert release.inputs["repositoryOpts"] == {"repo": "https://helm.releases.hashicorp.com"}
+    values = release.inputs["values"]
+    server = values["server"]
+    assert values["global"]["tlsDisable"] is False
+    assert server["image"] == {"repository": "hashicorp/vault", "tag": "2.0.4"}
+    assert server["ha"]["enabled"] and server["ha"]["replicas"] == 3
+    assert server["ha"]["raft"]["enabled"] and server["ha"]["raft"]["setNodeId"]
+    assert server["ha"]["disruptionBudget"] == {"enabled": True, "maxUnavailable": 1}
+    assert server["updateStrategyType"] == "OnDelete"
+    anti = server["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert anti[0]["labelSelector"]["matchLabels"]["component"] == "server"
+    for volume in ("dataStorage", "auditStorage"):
+        assert server[volume]["enabled"] and server[volume]["storageClass"] == "linode-block-storage-retain"
+    assert server["resources"]["limits"] and server["resources"]["requests"]
+    container = server["statefulSet"]["securityContext"]["container"]
+    assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
+    injector = values["injector"]
+    assert injector["enabled"] and injector["replicas"] == 2 and injector["leaderElector"]["enabled"]
+    assert injector["image"] == {"repository": "hashicorp/vault-k8s", "tag": "1.7.6"}
+    assert injector["agentImage"] == {"repository": "hashicorp/vault", "tag": "2.0.4"}
+
+
+def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> None:
+    job = next(o for o in hub.kubernetes_objects() if o["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["serviceAccountName"] == "vault-bootstrap"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert container["image"] == "ghcr.io/fedobs/programs:0.1.0"
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]
+    peers = [command[i + 1] for i, part in enumerate(command) if part == "--peer"]
+    assert peers == [f"https://vault-{i}.vault-internal:8200" for i in range(3)]
+    assert command[command.index("--admin-password-file") + 1] == "/fedobs/admin/password"
+    assert not any("mock-password" in part for part in command)
+    role = k8s_object(hub, "Role", "vault-bootstrap")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vault-init"], "verbs": ["get", "update"]},
+    ]
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_vault_provider_logs_in_on_every_run(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    provider = recording.one("pulumi:providers:vault")
+    assert "token" not in provider.inputs
+    login = provider.inputs["authLoginUserpass"]
+    assert '"mount":"userpass-pulumi"' in login.replace(" ", "") and '"username":"pulumi"' in login.replace(" ", "")
+    assert provider.is_secret_input("authLoginUserpass")
+    job = next(r for r in recording.of_type("kubernetes:batch/v1:Job"))
+    assert job.urn in provider.dependencies, "the provider must wait for the bootstrap Job"
+    assert provider.inputs["caCertFile"].endswith(f".fedobs/{stack}/vault-ca.pem")
+
+
+def test_transit_unseal_tokens_can_only_use_their_own_key(hub: Recording) -> None:
+    for edge_name in ("edge-eu", "edge-ap"):
+        policy = hub.one("vault:index/policy:Policy", f"hub-transit-unseal-{edge_name}-policy")
+        assert policy.inputs["name"] == f"transit-unseal-{edge_name}"
+        assert policy.inputs["policy"] == (
+            f'path "transit/encrypt/{edge_name}" {{ capabilities = ["update"] }}\n'
+            f'path "transit/decrypt/{edge_name}" {{ capabilities = ["update"] }}\n')
+        assert policy.inputs["policy"] == transit_policy_hcl(edge_name)
+        token = hub.one("vault:index/token:Token", f"hub-transit-unseal-{edge_name}-token")
+        assert token.inputs["policies"] == [f"transit-unseal-{edge_name}"]
+        assert token.inputs["noParent"] is True and token.inputs["noDefaultPolicy"] is True
+        assert token.inputs["period"] == "768h"
+        key = hub.one("vault:transit/secretBackendKey:SecretBackendKey", f"hub-transit-unseal-{edge_name}-key")
+        assert key.inputs["name"] == edge_name and key.inputs["exportable"] is False and key.protect
+
+
+def test_autopilot_and_audit(hub: Recording) -> None:
+    autopilot = hub.one("vault:index/raftAutopilot:RaftAutopilot")
+    assert autopilot.inputs["cleanupDeadServers"] is True and autopilot.inputs["minQuorum"] == 3
+    audit = hub.one("vault:index/audit:Audit")
+    assert audit.inputs["type"] == "file"
+    assert audit.inputs["options"]["file_path"] == "/vault/audit/audit.log"
+
+
+def test_snapshot_cronjob(hub: Recording) -> None:
+    cronjob = k8s_object(hub, "CronJob", "vault-raft-snapshot")["spec"]
+    assert cronjob["schedule"] == "0 * * * *" and cronjob["concurrencyPolicy"] == "Forbid"
+    assert cronjob["successfulJobsHistoryLimit"] == 3 and cronjob["startingDeadlineSeconds"] == 600
+    pod = cronjob["jobTemplate"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
+    assert env["SNAPSHOT_KEEP"] == "48" and env["SNAPSHOT_S3_BUCKET"] == "fedobs-hub-vault-snapshots"
+    assert env["VAULT_ADDR"] == "https://vault-active.vault.svc:8200"
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "secret-access-key"}}
+    projected = pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert projected["audience"] == "vault" and pod["automountServiceAccountToken"] is False
+    role = hub.one("vault:kubernetes/authBackendRole:AuthBackendRole", "hub-kubernetes-auth-raft-snapshot-role")
+    assert role.inputs["boundServiceAccountNames"] == ["vault-snapshot"]
+    assert role.inputs["boundServiceAccountNamespaces"] == ["vault"]
+    assert role.inputs["audience"] == "vault"
+    policy = hub.one("vault:index/policy:Policy", "hub-kubernetes-auth-raft-snapshot-policy")
+    assert parse_hcl(policy.inputs["policy"])["path"] == [
+        {"sys/storage/raft/snapshot": {"capabilities": ["read"]}}]
+    bucket = hub.one("linode:index/objectStorageBucket:ObjectStorageBucket")
+    assert bucket.protect and bucket.inputs["label"] == "fedobs-hub-vault-snapshots"
