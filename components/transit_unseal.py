@@ -9,13 +9,18 @@ import pulumi_vault as vault
 
 TYPE_TOKEN = "fedobs:vault:TransitUnseal"
 MOUNT_PATH = "transit"
+#: The seal renews its token long before this; a period survives a hub outage of days.
+TOKEN_PERIOD_SECONDS = 768 * 3600
 
 
 def transit_policy_hcl(edge: str, mount: str = MOUNT_PATH) -> str:
-    """Exactly what an edge's seal needs: encrypt and decrypt with its own key, nothing else."""
+    """Exactly what an edge's seal needs: encrypt and decrypt with its own key, and keep its own
+    periodic token alive (the seal renews it; the token has no ``default`` policy)."""
     return (
         f'path "{mount}/encrypt/{edge}" {{ capabilities = ["update"] }}\n'
         f'path "{mount}/decrypt/{edge}" {{ capabilities = ["update"] }}\n'
+        'path "auth/token/renew-self" { capabilities = ["update"] }\n'
+        'path "auth/token/lookup-self" { capabilities = ["read"] }\n'
     )
 
 
@@ -30,7 +35,9 @@ class TransitUnseal(pulumi.ComponentResource):
 
     Guarantees: each edge's key is non-exportable and cannot be deleted by accident; each edge's
     token is an orphan periodic token whose only policy allows ``update`` on its own key's
-    ``encrypt`` and ``decrypt`` paths; tokens are secret outputs.
+    ``encrypt`` and ``decrypt`` paths (and renewing itself); tokens are secret outputs. Tokens are
+    issued through a token role per edge, so Pulumi's admin identity needs no ``sudo`` to give a
+    token a policy it does not hold itself.
     """
 
     tokens: dict[str, pulumi.Output[str]]
@@ -48,13 +55,23 @@ class TransitUnseal(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(protect=True)))
             policy = vault.Policy(f"{name}-{edge}-policy", name=f"transit-unseal-{edge}",
                                   policy=transit_policy_hcl(edge), opts=vault_opts)
+            role = vault.tokenauth.AuthBackendRole(
+                f"{name}-{edge}-token-role",
+                role_name=f"transit-unseal-{edge}",
+                allowed_policies=[policy.name],
+                orphan=True,
+                renewable=True,
+                token_period=TOKEN_PERIOD_SECONDS,
+                token_no_default_policy=True,
+                opts=vault_opts,
+            )
             token = vault.Token(
                 f"{name}-{edge}-token",
+                role_name=role.role_name,
                 policies=[policy.name],
-                no_parent=True,
                 no_default_policy=True,
                 renewable=True,
-                period="768h",
+                # Periodic through the role's token_period: asking for a period directly needs sudo.
                 display_name=f"transit-unseal-{edge}",
                 opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(depends_on=[key])),
             )

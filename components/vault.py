@@ -53,6 +53,7 @@ path "sys/audit" { capabilities = ["read", "sudo"] }
 path "sys/audit/*" { capabilities = ["create", "read", "update", "delete", "sudo"] }
 path "sys/storage/raft/autopilot/configuration" { capabilities = ["read", "update"] }
 path "sys/storage/raft/configuration" { capabilities = ["read"] }
+path "sys/storage/raft/autopilot/state" { capabilities = ["read"] }
 path "sys/seal-status" { capabilities = ["read"] }
 path "auth/*" { capabilities = ["create", "read", "update", "delete", "list"] }
 path "kv/*" { capabilities = ["create", "read", "update", "delete", "list"] }

@@ -11,109 +11,16 @@ then (pytest shows them with the failure).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
 
-from components.vault_server_config import (
-    SERVER_CERTIFICATE_IP_ADDRESSES,
-    TLS_DIR,
-    VaultServerSpec,
-    render_server_hcl,
-    server_certificate_dns_names,
-)
-from tests.support.openbao import (
-    LoopbackLayout,
-    RaftCluster,
-    live_clusters,
-    localize_server_hcl,
-    loopback_layout,
-    reap_spawned,
-)
-from tests.support.pki import TestCA
+from components.vault_server_config import VaultServerSpec
+from tests.support.openbao import live_clusters, reap_spawned
+from tests.support.vault_cluster import LoopbackVault, build_loopback_vault, make_spec, running
 
-#: The files of the ``vault-server-tls`` Secret as the chart mounts them.
-TLS_FILE_NAMES = ("tls.crt", "tls.key", "ca.crt")
-
-
-@dataclass
-class LoopbackVault:
-    """A started loopback cluster built from the rendered pod HCL, and how it was built."""
-
-    spec: VaultServerSpec
-    pod_hcl: str
-    layout: LoopbackLayout
-    ca: TestCA
-    ca_file: str
-    cluster: RaftCluster
-    localized: list[str]
-    base: Path
-
-    @property
-    def urls(self) -> list[str]:
-        return self.cluster.urls
-
-
-def make_spec(replicas: int = 3) -> VaultServerSpec:
-    """The spec the real tests render: 3 pods of release ``vault`` in namespace ``vault``."""
-    return VaultServerSpec(
-        cluster_name="fedobs-test", external_hostname="vault.fedobs.test", replicas=replicas
-    )
-
-
-def build_loopback_vault(
-    base: Path,
-    spec: VaultServerSpec,
-    *,
-    nodes: Sequence[int] | None = None,
-    dns_names_for: Callable[[int], list[str]] | None = None,
-    extra_tls_files: Mapping[str, str] | None = None,
-    extra_env: Mapping[str, str] | None = None,
-) -> LoopbackVault:
-    """Render, localise and create (not start) a cluster of ``spec.replicas`` pods (or only ``nodes``).
-
-    ``dns_names_for(i)`` overrides node i's certificate DNS names; ``extra_tls_files`` maps more pod file
-    paths (e.g. the hub CA of a transit seal) to local files; ``extra_env`` is the pods' extra
-    environment (e.g. ``VAULT_TOKEN`` for the transit seal)."""
-    pod_hcl = render_server_hcl(spec)
-    hosts = [spec.peer_hostname(i) for i in range(spec.replicas)]
-    layout = loopback_layout(hosts)
-    ca = TestCA("fedobs test CA")
-    ca_file = str(ca.write(base))
-    wanted = list(nodes) if nodes is not None else list(range(spec.replicas))
-    ips = list(dict.fromkeys([*SERVER_CERTIFICATE_IP_ADDRESSES, *layout.ips]))
-    texts: list[str] = []
-    for i in wanted:
-        node_dir = base / f"node{i}"
-        tls_dir = node_dir / "tls"
-        dns = dns_names_for(i) if dns_names_for else server_certificate_dns_names(spec)
-        ca.issue(f"vault-{i}", dns, ips).write(tls_dir)
-        ca.write(tls_dir)
-        (node_dir / "data").mkdir(mode=0o700, parents=True, exist_ok=True)
-        texts.append(
-            localize_server_hcl(
-                pod_hcl,
-                node_index=i,
-                addresses=layout.addresses,
-                ports=layout.ports,
-                tls_files={f"{TLS_DIR}/{n}": str(tls_dir / n) for n in TLS_FILE_NAMES}
-                | dict(extra_tls_files or {}),
-                data_dir=str(node_dir / "data"),
-            )
-        )
-    cluster = RaftCluster(
-        base,
-        texts,
-        [layout.api_url(i) for i in wanted],
-        ca_file,
-        names=[f"node{i}" for i in wanted],
-        # the chart's setNodeId: VAULT_RAFT_NODE_ID=$(pod name); OpenBao reads BAO_RAFT_NODE_ID
-        node_env=[{"BAO_RAFT_NODE_ID": f"{spec.release}-{i}", **(extra_env or {})} for i in wanted],
-    )
-    return LoopbackVault(spec, pod_hcl, layout, ca, ca_file, cluster, texts, base)
+__all__ = ["make_spec"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -134,16 +41,6 @@ def pytest_runtest_makereport(
         for cluster in live_clusters():
             report.sections.append(("OpenBao node logs", cluster.logs()))
     return report
-
-
-@contextlib.contextmanager
-def running(cluster: RaftCluster) -> Iterator[RaftCluster]:
-    """Start the cluster (deadline) and always kill it afterwards; logs go to failing reports."""
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

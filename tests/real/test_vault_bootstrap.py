@@ -30,12 +30,15 @@ from typing import Any
 
 import pytest
 
+import components.vault as vault_component
 from components.vault_server_config import (
     HUB_CA_DIR,
     TransitSealSpec,
     VaultServerSpec,
     server_certificate_dns_names,
 )
+from offline.engine import Recording
+from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     EXIT_ADMIN_LOGIN,
     EXIT_FAILURE,
@@ -44,22 +47,26 @@ from programs.vault_bootstrap.bootstrap import (
     Config,
     FileStateStore,
     KubernetesSecretStateStore,
-    Peer,
     Response,
     VaultClient,
     run,
 )
-from tests.real.conftest import LoopbackVault, build_loopback_vault, make_spec, running
-from tests.support.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
+from tests.support.applier import VaultApplier
+from tests.support.kube_api import KubeAPIServer
+from tests.support.openbao import ApiResponse, BaoNode, api, dev_server, free_port, openbao_audit_stanza, wait_until
 from tests.support.pki import TestCA
+from tests.support.vault_cluster import (
+    LoopbackVault,
+    build_loopback_vault,
+    make_spec,
+    running,
+    stack_server,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_POLICY = "pulumi-admin"
-ADMIN_POLICY_HCL = """# what the Pulumi program needs to declare the Vault configuration
-path "sys/*"      { capabilities = ["create", "read", "update", "patch", "delete", "list", "sudo"] }
-path "auth/*"     { capabilities = ["create", "read", "update", "patch", "delete", "list", "sudo"] }
-path "secret/*"   { capabilities = ["create", "read", "update", "patch", "delete", "list"] }
-"""
+ADMIN_POLICY = vault_component.ADMIN_POLICY
+#: The stack's admin policy exactly as its ConfigMap carries it (checked below).
+ADMIN_POLICY_HCL = vault_component.ADMIN_POLICY_HCL
 PASSWORD = "correct horse battery staple 42"
 TIMEOUT = 45.0
 
@@ -97,30 +104,20 @@ class Bootstrapped:
     config: Config
     first_run: Recorder
     first_run_seconds: float
+    command: list[str] = field(default_factory=list)
 
     @property
     def nodes(self) -> list[BaoNode]:
         return self.vault.cluster.nodes
 
     def cli_args(self, **overrides: str) -> list[str]:
-        opts = {
-            "--ca-file": self.vault.ca_file,
-            "--seal": "shamir",
-            "--key-shares": "3",
-            "--key-threshold": "2",
-            "--password-file": str(self.workdir / "password"),
-            "--admin-policy-file": str(self.workdir / "admin-policy.hcl"),
-            "--admin-policy-name": ADMIN_POLICY,
-            "--state": f"file:{self.state_file}",
-            "--timeout": str(TIMEOUT),
-            "--poll-interval": "0.2",
-            "--autopilot-server-stabilization-time": "2s",
-        } | overrides
-        args: list[str] = []
-        for url in self.vault.urls:
-            args += ["--peer", url]
-        for key, value in opts.items():
-            args += [key, value]
+        """The stack's Job command (localised), with flag values replaced by ``overrides``."""
+        args = list(self.command)
+        for flag, value in overrides.items():
+            if flag in args:
+                args[args.index(flag) + 1] = value
+            else:
+                args += [flag, value]
         return args
 
     def cli(self, *extra: str, **overrides: str) -> subprocess.CompletedProcess[str]:
@@ -151,38 +148,62 @@ class Bootstrapped:
         return [s for s in secrets if s in text]
 
 
+def job_command(recording: Recording) -> list[str]:
+    job = next(o for o in recording.kubernetes_objects() if o["kind"] == "Job")
+    return list(job["spec"]["template"]["spec"]["containers"][0]["command"])
+
+
+def localize_job_command(command: list[str], vault: LoopbackVault, workdir: Path, state_file: Path) -> list[str]:
+    """The Job's command as it runs here: pod peers -> loopback URLs, mounted files -> local files,
+    the Kubernetes Secret store -> a file store; plus test deadlines and autopilot speed-up."""
+    replacements = {
+        "--ca-file": vault.ca_file,
+        "--admin-password-file": str(workdir / "password"),
+        "--admin-policy-file": str(workdir / "admin-policy.hcl"),
+    }
+    args: list[str] = []
+    peers = iter(vault.urls)
+    parts = iter(command[3:])
+    for part in parts:
+        value = next(parts)
+        if part == "--peer":
+            value = next(peers)
+        elif part == "--state-kubernetes-secret":
+            part, value = "--state-file", str(state_file)
+        args += [part, replacements.get(part, value)]
+    return [*args, "--timeout", str(TIMEOUT), "--poll-interval", "0.2", "--autopilot-server-stabilization-time", "2s"]
+
+
 @pytest.fixture(scope="module")
-def boot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bootstrapped]:
+def boot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[Bootstrapped]:
+    """The hub stack's own Vault: its rendered HCL, its certificate's SANs, its bootstrap Job command."""
     base = tmp_path_factory.mktemp("bootstrap")
-    vault = build_loopback_vault(base / "cluster", make_spec(3))
+    server = stack_server(hub)
+    audit = hub.one("vault:index/audit:Audit")
+    pod_hcl = server.pod_hcl + openbao_audit_stanza(audit.inputs["type"], audit.inputs["path"], audit.inputs["options"])
+    vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=pod_hcl, dns_names=server.dns_names)
     workdir = base / "job"
     workdir.mkdir()
     (workdir / "password").write_text(PASSWORD + "\n")
-    (workdir / "admin-policy.hcl").write_text(ADMIN_POLICY_HCL)
+    policy_map = next(
+        o
+        for o in hub.kubernetes_objects()
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vault-admin-policy"
+    )
+    assert policy_map["data"]["admin.hcl"] == ADMIN_POLICY_HCL
+    (workdir / "admin-policy.hcl").write_text(policy_map["data"]["admin.hcl"])
     state_file = workdir / "vault-init.json"
+    command = localize_job_command(job_command(hub), vault, workdir, state_file)
     with running(vault.cluster):
-        config = Config(
-            peers=tuple(Peer(u) for u in vault.urls),
-            ca_file=vault.ca_file,
-            key_shares=3,
-            key_threshold=2,
-            password_file=str(workdir / "password"),
-            admin_policy_file=str(workdir / "admin-policy.hcl"),
-            admin_policy_name=ADMIN_POLICY,
-            autopilot={"server_stabilization_time": "2s"},
-            timeout=TIMEOUT,
-            poll_interval=0.2,
-        )
+        config, _ = config_from_args(build_parser().parse_args(command))
         recorder = Recorder()
         started = time.monotonic()
         run(config, FileStateStore(state_file), client_factory=recorder.factory(), log=lambda m: None)
-        yield Bootstrapped(vault, workdir, state_file, config, recorder, time.monotonic() - started)
+        yield Bootstrapped(vault, workdir, state_file, config, recorder, time.monotonic() - started, command)
 
 
 def raft_servers(boot: Bootstrapped, token: str) -> list[dict[str, Any]]:
-    resp = api(
-        boot.vault.urls[0], "GET", "sys/storage/raft/configuration", token=token, ca_file=boot.vault.ca_file
-    )
+    resp = api(boot.vault.urls[0], "GET", "sys/storage/raft/configuration", token=token, ca_file=boot.vault.ca_file)
     assert resp.status == 200, resp.text
     return list(resp.data["config"]["servers"])
 
@@ -211,7 +232,8 @@ def test_first_run_initialises_once_on_peer0_and_unseals_all(boot: Bootstrapped)
     record = json.loads(boot.state_file.read_text())
     assert stat.S_IMODE(boot.state_file.stat().st_mode) == 0o600
     assert record["seal"] == "shamir" and record["pgp_encrypted"] is False
-    assert len(record["init_response"]["keys"]) == 3 and (record["shares"], record["threshold"]) == (3, 2)
+    # the hub's shipped config: 5 shares, threshold 3
+    assert len(record["init_response"]["keys"]) == 5 and (record["shares"], record["threshold"]) == (5, 3)
     assert "root_token" not in record["init_response"]
     assert boot.first_run.root_tokens and boot.first_run.root_tokens[0] not in boot.state_file.read_text()
     # unseal keys went to each follower only after it reported initialized (retry_join done)
@@ -244,18 +266,25 @@ def test_admin_userpass_login_has_the_admin_policy(boot: Bootstrapped) -> None:
     assert me.status == 200, me.text
     assert ADMIN_POLICY in me.data["policies"] and "root" not in me.data["policies"]
     assert 0 < me.data["ttl"] <= 20 * 60  # the short default TTL
-    caps = api(
-        boot.vault.urls[0],
-        "POST",
-        "sys/capabilities-self",
-        token=token,
-        body={"paths": ["sys/mounts/x"]},
-        ca_file=boot.vault.ca_file,
-    )
-    assert "sudo" in caps.body["capabilities"]
-    policy = api(
-        boot.vault.urls[0], "GET", f"sys/policies/acl/{ADMIN_POLICY}", token=token, ca_file=boot.vault.ca_file
-    )
+    for path, allowed in (
+        ("sys/mounts/x", "create"),
+        ("sys/generate-root/attempt", None),
+        ("sys/rekey/init", None),
+        ("sys/raw/x", None),
+    ):
+        caps = api(
+            boot.vault.urls[0],
+            "POST",
+            "sys/capabilities-self",
+            token=token,
+            body={"paths": [path]},
+            ca_file=boot.vault.ca_file,
+        )
+        if allowed:
+            assert allowed in caps.body["capabilities"], (path, caps.body)
+        else:
+            assert caps.body["capabilities"] == ["deny"], (path, caps.body)
+    policy = api(boot.vault.urls[0], "GET", f"sys/policies/acl/{ADMIN_POLICY}", token=token, ca_file=boot.vault.ca_file)
     assert policy.data["policy"] == ADMIN_POLICY_HCL
 
 
@@ -291,11 +320,7 @@ def test_rerun_changes_nothing_and_never_calls_init(boot: Bootstrapped) -> None:
     recorder = Recorder()
     run(boot.config, FileStateStore(boot.state_file), client_factory=recorder.factory(), log=lambda m: None)
     assert not recorder.paths("PUT", "sys/init")
-    assert not [
-        c
-        for c in recorder.calls
-        if c[0] in ("PUT", "POST") and c[1].startswith(("sys/auth/", "sys/policies"))
-    ]
+    assert not [c for c in recorder.calls if c[0] in ("PUT", "POST") and c[1].startswith(("sys/auth/", "sys/policies"))]
     result = boot.cli()
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -339,9 +364,7 @@ def test_leader_sigkill_new_leader_serves_writes_and_rerun_unseals_the_restarted
 ) -> None:
     token = boot.admin_token()
     ca = boot.vault.ca_file
-    enable = api(
-        boot.vault.urls[0], "POST", "sys/mounts/secret", token=token, body={"type": "kv-v2"}, ca_file=ca
-    )
+    enable = api(boot.vault.urls[0], "POST", "sys/mounts/kv", token=token, body={"type": "kv-v2"}, ca_file=ca)
     assert enable.status in (200, 204), enable.text
     (old,) = leaders(boot.nodes)
     state_before = boot.state_file.read_bytes()
@@ -353,9 +376,7 @@ def test_leader_sigkill_new_leader_serves_writes_and_rerun_unseals_the_restarted
         found = leaders([n for n in boot.nodes if n is not old])
         if not found:
             return None
-        resp = found[0].api(
-            "POST", "secret/data/failover", token=token, body={"data": {"v": "after"}}, timeout=2
-        )
+        resp = found[0].api("POST", "kv/data/failover", token=token, body={"data": {"v": "after"}}, timeout=2)
         return found[0] if resp.status == 200 else None
 
     new = wait_until(write_on_new_leader, 20, 0.1, "a new leader to serve a KV write", ignore=(OSError,))
@@ -373,13 +394,43 @@ def test_leader_sigkill_new_leader_serves_writes_and_rerun_unseals_the_restarted
     assert len(servers) == 3 and all(s["voter"] for s in servers)
     # the rejoined node has the write made while it was dead (it serves reads as a standby)
     read = wait_until(
-        lambda: kv_read(old, "secret/data/failover", token),
+        lambda: kv_read(old, "kv/data/failover", token),
         10,
         0.2,
         "the restarted node to serve the KV value written during its absence",
         ignore=(OSError,),
     )
     assert read.data["data"] == {"v": "after"}
+
+
+@pytest.mark.real
+def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstrapped, hub: Recording) -> None:
+    """The admin policy is enough for Pulumi's own declarations: apply every vault resource of the hub."""
+    (leader,) = leaders(boot.nodes)  # OpenBao standbys answer writes with "readonly storage"
+    url, ca = leader.url, boot.vault.ca_file
+    with KubeAPIServer() as kube:
+        applier = VaultApplier(
+            url,
+            boot.admin_token(),
+            ca_file=ca,
+            in_cluster_overrides={
+                "vault:kubernetes/authBackendConfig:AuthBackendConfig": {
+                    "kubernetesHost": kube.url,
+                    "kubernetesCaCert": kube.ca_pem,
+                    "disableLocalCaJwt": True,
+                }
+            },
+        )
+        applied = applier.apply(hub.resources)
+    token = boot.admin_token()
+    keys = api(url, "LIST", "transit/keys", token=token, ca_file=ca)
+    assert sorted(keys.data["keys"]) == ["edge-ap", "edge-eu"]
+    role = api(url, "GET", "auth/kubernetes/role/raft-snapshot", token=token, ca_file=ca).data
+    assert role["bound_service_account_names"] == ["vault-snapshot"]
+    assert role["bound_service_account_namespaces"] == ["vault"]
+    autopilot = api(url, "GET", "sys/storage/raft/autopilot/configuration", token=token, ca_file=ca).data
+    assert autopilot["cleanup_dead_servers"] is True and autopilot["min_quorum"] == 3
+    assert set(applied.tokens) == {"hub-transit-unseal-edge-eu-token", "hub-transit-unseal-edge-ap-token"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -458,9 +509,7 @@ def admin_login(vault: LoopbackVault) -> ApiResponse:
 
 
 @pytest.mark.real
-def test_transit_auto_unseal_stores_recovery_keys_and_needs_no_unseal(
-    loopback_vault: Any, tmp_path: Path
-) -> None:
+def test_transit_auto_unseal_stores_recovery_keys_and_needs_no_unseal(loopback_vault: Any, tmp_path: Path) -> None:
     with dev_server() as hub:
         assert hub.api("POST", "sys/mounts/transit", {"type": "transit"}).status == 204
         assert hub.api("POST", "transit/keys/edge-a", {}).status in (200, 204)
@@ -540,9 +589,7 @@ def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
     # HashiCorp Vault, which production runs, serves them. Emulate Vault's default for this test only.
     text = node.config_path.read_text()
     node.config_path.write_text(
-        text.replace(
-            'listener "tcp" {', 'listener "tcp" {\n  disable_unauthed_generate_root_endpoints = false', 1
-        )
+        text.replace('listener "tcp" {', 'listener "tcp" {\n  disable_unauthed_generate_root_endpoints = false', 1)
     )
     request.addfinalizer(vault.cluster.close)  # always, also when the test fails
     vault.cluster.start()

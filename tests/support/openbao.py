@@ -96,6 +96,7 @@ __all__ = [
     "live_clusters",
     "localize_server_hcl",
     "loopback_layout",
+    "openbao_audit_stanza",
     "reap_spawned",
     "wait_until",
 ]
@@ -838,6 +839,17 @@ def _split_hostport(value: str) -> tuple[str, int | None]:
 
 def _truthy(raw: str) -> bool:
     return raw.strip().strip('"').lower() in ("1", "true", "t", "yes")
+
+
+def openbao_audit_stanza(device_type: str, path: str, options: Mapping[str, str]) -> str:
+    """The server-config form of an audit device declared through the API (``vault.Audit``).
+
+    OpenBao accepts audit devices only in its server config (``sys/audit`` answers 400), while
+    HashiCorp Vault takes them through the API, which is how the stack declares them. A test that
+    starts a stack's HCL on OpenBao appends this stanza; docs/testing.md records the difference.
+    """
+    body = "".join(f"    {k} = {json.dumps(v)}\n" for k, v in sorted(options.items()))
+    return f'audit {json.dumps(device_type)} {json.dumps(path)} {{\n  options {{\n{body}  }}\n}}\n'
 
 
 def localize_server_hcl(

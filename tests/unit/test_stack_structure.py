@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from offline.engine import Recording, RecordedResource, run_stack_file
+from offline.engine import RecordedResource, Recording, run_stack_file
 
 COMPONENT_TOKEN = re.compile(r"^fedobs:[a-z]+:[A-Z][A-Za-z]+$")
 

@@ -210,14 +210,20 @@ def test_transit_unseal_tokens_can_only_use_their_own_key(hub: Recording) -> Non
     for edge_name in ("edge-eu", "edge-ap"):
         policy = hub.one("vault:index/policy:Policy", f"hub-transit-unseal-{edge_name}-policy")
         assert policy.inputs["name"] == f"transit-unseal-{edge_name}"
-        assert policy.inputs["policy"] == (
-            f'path "transit/encrypt/{edge_name}" {{ capabilities = ["update"] }}\n'
-            f'path "transit/decrypt/{edge_name}" {{ capabilities = ["update"] }}\n')
+        assert parse_hcl(policy.inputs["policy"])["path"] == [
+            {f"transit/encrypt/{edge_name}": {"capabilities": ["update"]}},
+            {f"transit/decrypt/{edge_name}": {"capabilities": ["update"]}},
+            {"auth/token/renew-self": {"capabilities": ["update"]}},
+            {"auth/token/lookup-self": {"capabilities": ["read"]}},
+        ]
         assert policy.inputs["policy"] == transit_policy_hcl(edge_name)
         token = hub.one("vault:index/token:Token", f"hub-transit-unseal-{edge_name}-token")
         assert token.inputs["policies"] == [f"transit-unseal-{edge_name}"]
-        assert token.inputs["noParent"] is True and token.inputs["noDefaultPolicy"] is True
-        assert token.inputs["period"] == "768h"
+        assert token.inputs["roleName"] == f"transit-unseal-{edge_name}" and token.inputs["noDefaultPolicy"] is True
+        assert "period" not in token.inputs
+        role = hub.one("vault:tokenauth/authBackendRole:AuthBackendRole", f"hub-transit-unseal-{edge_name}-token-role")
+        assert role.inputs["allowedPolicies"] == [f"transit-unseal-{edge_name}"] and role.inputs["orphan"] is True
+        assert role.inputs["tokenPeriod"] == 768 * 3600 and role.inputs["tokenNoDefaultPolicy"] is True
         key = hub.one("vault:transit/secretBackendKey:SecretBackendKey", f"hub-transit-unseal-{edge_name}-key")
         assert key.inputs["name"] == edge_name and key.inputs["exportable"] is False and key.protect
 
