@@ -281,8 +281,8 @@ class HubConfig(StackConfig):
     @field_validator("edges")
     @classmethod
     def _unique_edge_names(cls, edges: tuple[EdgeEntry, ...]) -> tuple[EdgeEntry, ...]:
-        seen: set[str] = set()
-        duplicates = sorted({e.name for e in edges if e.name in seen or seen.add(e.name)})
+        names = [e.name for e in edges]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"duplicate edge names: {', '.join(duplicates)}")
         return edges
@@ -421,7 +421,7 @@ def parse_stack_config(
                 f"{NAMESPACE}:{'.'.join(path)}",
                 f"must be a secret: pulumi config set --secret --path '{NAMESPACE}:{'.'.join(path)}' ...",
             ))
-    problems.extend(_cross_key_problems(role, values))
+    problems.extend(_cross_key_problems(str(role), values))
     try:
         parsed = model.model_validate(values)
     except ValidationError as err:

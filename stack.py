@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-
 import pulumi_kubernetes as k8s
 
 from components.cert_manager import CertManager, CertManagerArgs
@@ -18,8 +17,15 @@ from components.hub_link import HubLink, HubLinkArgs
 from components.kubernetes_auth import KubernetesAuth, KubernetesAuthArgs, WorkloadRole
 from components.raft_snapshots import RaftSnapshots, RaftSnapshotsArgs, snapshot_role
 from components.transit_unseal import TransitUnseal, TransitUnsealArgs
-from components.vault import LoadBalancerAccess, OperatorAddress, SealSecrets, Vault, VaultArgs
-from components.vault_server_config import AwsKmsSealSpec, SealSpec, TransitSealSpec, VaultServerSpec
+from components.vault import (
+    AwsKmsCredentials,
+    LoadBalancerAccess,
+    OperatorAddress,
+    TransitSealInput,
+    Vault,
+    VaultArgs,
+)
+from components.vault_server_config import AwsKmsSealSpec, VaultServerSpec
 from config import (
     AnyStackConfig,
     AwsKmsSeal,
@@ -69,20 +75,21 @@ def _hostname(url: str) -> str:
 def vault_args(cfg: AnyStackConfig, provider: k8s.Provider, cert_manager: CertManager,
                hub: HubLink | None) -> VaultArgs:
     settings = cfg.vault
-    seal: SealSpec = None
-    secrets = SealSecrets()
+    aws_seal: AwsKmsSealSpec | None = None
+    aws_credentials: AwsKmsCredentials | None = None
+    transit: TransitSealInput | None = None
     if isinstance(settings.seal, TransitSeal):
         assert hub is not None and isinstance(cfg, EdgeConfig)
-        seal = TransitSealSpec(address=hub.vault_address, key_name=cfg.edge_name,
-                               tls_server_name=hub.vault_hostname)
-        secrets = SealSecrets(transit_token=hub.transit_token, transit_ca_cert=hub.vault_ca_cert)
+        transit = TransitSealInput(address=hub.vault_address, key_name=cfg.edge_name,
+                                   tls_server_name=hub.vault_hostname, token=hub.transit_token,
+                                   hub_ca_cert=hub.vault_ca_cert)
     elif isinstance(settings.seal, AwsKmsSeal):
         assert cfg.aws_kms_credentials is not None
-        seal = AwsKmsSealSpec(region=settings.seal.region, kms_key_id=settings.seal.kms_key_id,
-                              endpoint=settings.seal.endpoint)
-        secrets = SealSecrets(aws_access_key_id=pulumi.Output.secret(cfg.aws_kms_credentials.access_key_id),
-                              aws_secret_access_key=pulumi.Output.secret(
-                                  cfg.aws_kms_credentials.secret_access_key))
+        aws_seal = AwsKmsSealSpec(region=settings.seal.region, kms_key_id=settings.seal.kms_key_id,
+                                  endpoint=settings.seal.endpoint)
+        aws_credentials = AwsKmsCredentials(
+            access_key_id=pulumi.Output.secret(cfg.aws_kms_credentials.access_key_id),
+            secret_access_key=pulumi.Output.secret(cfg.aws_kms_credentials.secret_access_key))
     shares, threshold = (
         (settings.seal.key_shares, settings.seal.key_threshold) if isinstance(settings.seal, ShamirSeal)
         else (settings.seal.recovery_shares, settings.seal.recovery_threshold)
@@ -91,7 +98,7 @@ def vault_args(cfg: AnyStackConfig, provider: k8s.Provider, cert_manager: CertMa
     return VaultArgs(
         provider=provider,
         server=VaultServerSpec(cluster_name=f"fedobs-{stack_prefix(cfg)}", external_hostname=exposure.hostname,
-                               replicas=settings.replicas, seal=seal),
+                               replicas=settings.replicas, seal=aws_seal),
         access=LoadBalancerAccess(exposure.allowed_source_ranges) if isinstance(exposure, LoadBalancerExposure)
         else OperatorAddress(exposure.address),
         cert_manager=cert_manager.ready,
@@ -99,7 +106,8 @@ def vault_args(cfg: AnyStackConfig, provider: k8s.Provider, cert_manager: CertMa
         data_storage_size=settings.data_storage_size,
         audit_storage_size=settings.audit_storage_size,
         injector_replicas=settings.injector_replicas,
-        seal_secrets=secrets,
+        transit_seal=transit,
+        aws_kms_credentials=aws_credentials,
         key_shares=shares,
         key_threshold=threshold,
         operator_pgp_keys=settings.operator_pgp_keys,

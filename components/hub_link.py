@@ -73,6 +73,8 @@ class HubLink(pulumi.ComponentResource):
         self.vault_address = validated.apply(lambda o: str(o["vaultAddress"]))
         self.vault_hostname = self.vault_address.apply(lambda url: url.removeprefix("https://").split(":")[0])
         self.vault_ca_cert = validated.apply(lambda o: str(o["vaultCaCert"]))
-        self.transit_token = pulumi.Output.secret(validated.apply(lambda o: str(o["edgeTransitTokens"][args.edge_name])))
+        self.transit_token = pulumi.Output.secret(
+            validated.apply(lambda o: str(o["edgeTransitTokens"][args.edge_name]))
+        )
         self.register_outputs({"vault_address": self.vault_address, "vault_ca_cert": self.vault_ca_cert,
                                "transit_token": self.transit_token})

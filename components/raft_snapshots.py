@@ -18,8 +18,10 @@ TYPE_TOKEN = "fedobs:vault:RaftSnapshots"
 SERVICE_ACCOUNT = "vault-snapshot"
 ROLE = "raft-snapshot"
 JWT_DIR = "/var/run/secrets/vault"
-#: Vault's API as seen from inside the cluster: the active node's service.
+
+
 def in_cluster_vault_address(release: str, namespace: str) -> str:
+    """Vault's API as seen from inside the cluster: the active node's service."""
     return f"https://{release}-active.{namespace}.svc:8200"
 
 
@@ -64,7 +66,8 @@ def snapshot_cronjob_spec(args: RaftSnapshotsArgs) -> dict[str, Any]:
         {"name": "SNAPSHOT_CLUSTER_NAME", "value": args.cluster_name},
         {"name": "SNAPSHOT_KEEP", "value": str(args.retain)},
         {"name": "SNAPSHOT_TMP_DIR", "value": "/scratch"},
-        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "access-key-id"}}},
+        {"name": "AWS_ACCESS_KEY_ID",
+         "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "access-key-id"}}},
         {"name": "AWS_SECRET_ACCESS_KEY",
          "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "secret-access-key"}}},
     ]

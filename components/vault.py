@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -76,13 +76,23 @@ class OperatorAddress:
 
 
 @dataclass(frozen=True)
-class SealSecrets:
-    """Secret material a seal needs in the pod's environment (never in the HCL ConfigMap)."""
+class TransitSealInput:
+    """An edge's transit seal: the hub's address, TLS name, CA and this edge's token come from
+    the hub stack. The token and CA reach the pod as Secrets, never through the HCL ConfigMap."""
 
-    transit_token: pulumi.Input[str] | None = None
-    transit_ca_cert: pulumi.Input[str] | None = None
-    aws_access_key_id: pulumi.Input[str] | None = None
-    aws_secret_access_key: pulumi.Input[str] | None = None
+    address: pulumi.Input[str]
+    key_name: str
+    tls_server_name: pulumi.Input[str]
+    token: pulumi.Input[str]
+    hub_ca_cert: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class AwsKmsCredentials:
+    """The AWS key pair an ``awskms`` seal uses, given to the pod as a Secret."""
+
+    access_key_id: pulumi.Input[str]
+    secret_access_key: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,9 @@ class VaultArgs:
     data_storage_size: str = "10Gi"
     audit_storage_size: str = "10Gi"
     injector_replicas: int = 2
-    seal_secrets: SealSecrets = field(default_factory=SealSecrets)
+    #: Set for an edge that auto-unseals through the hub (``server.seal`` stays None then).
+    transit_seal: TransitSealInput | None = None
+    aws_kms_credentials: AwsKmsCredentials | None = None
     key_shares: int = 5
     key_threshold: int = 3
     operator_pgp_keys: tuple[str, ...] = ()
@@ -183,16 +195,15 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
 
 def _resolved_values(args: VaultArgs) -> pulumi.Input[dict[str, Any]]:
     """Chart values; a transit seal's hub address comes from the hub stack, so wait for it."""
-    seal = args.server.seal
-    if not isinstance(seal, TransitSealSpec):
+    transit = args.transit_seal
+    if transit is None:
         return vault_chart_values(args)
-    resolved = pulumi.Output.all(seal.address, seal.tls_server_name, seal.tls_ca_cert)
 
     def values(parts: list[str]) -> dict[str, Any]:
-        concrete = replace(seal, address=parts[0], tls_server_name=parts[1], tls_ca_cert=parts[2])
-        return vault_chart_values(replace(args, server=replace(args.server, seal=concrete)))
+        seal = TransitSealSpec(address=parts[0], key_name=transit.key_name, tls_server_name=parts[1])
+        return vault_chart_values(replace(args, server=replace(args.server, seal=seal)))
 
-    return resolved.apply(values)
+    return pulumi.Output.all(transit.address, transit.tls_server_name).apply(values)
 
 
 def bootstrap_command(args: VaultArgs) -> list[str]:
@@ -200,7 +211,7 @@ def bootstrap_command(args: VaultArgs) -> list[str]:
     spec = args.server
     command = [
         "python", "-m", "programs.vault_bootstrap",
-        "--seal", "shamir" if spec.seal is None else "auto",
+        "--seal", "shamir" if spec.seal is None and args.transit_seal is None else "auto",
         "--key-shares", str(args.key_shares),
         "--key-threshold", str(args.key_threshold),
         "--ca-file", f"{TLS_DIR}/ca.crt",
@@ -308,20 +319,21 @@ class Vault(pulumi.ComponentResource):
 
         # --- seal material, as Secrets the chart turns into environment variables.
         seal_dependencies: list[pulumi.Resource] = []
-        secrets = args.seal_secrets
-        if isinstance(spec.seal, TransitSealSpec):
+        if args.transit_seal is not None:
             seal_dependencies.append(k8s.core.v1.Secret(
                 f"{name}-seal-secret", metadata={"name": "vault-seal", "namespace": spec.namespace},
-                string_data={"token": pulumi.Output.secret(secrets.transit_token or "")}, opts=ns_opts))
+                string_data={"token": pulumi.Output.secret(args.transit_seal.token)}, opts=ns_opts))
             seal_dependencies.append(k8s.core.v1.Secret(
                 f"{name}-hub-ca", metadata={"name": "hub-vault-ca", "namespace": spec.namespace},
-                string_data={"ca.crt": secrets.transit_ca_cert or ""}, opts=ns_opts))
+                string_data={"ca.crt": args.transit_seal.hub_ca_cert}, opts=ns_opts))
         elif isinstance(spec.seal, AwsKmsSealSpec):
+            if args.aws_kms_credentials is None:
+                raise ValueError("an awskms seal needs aws_kms_credentials")
             seal_dependencies.append(k8s.core.v1.Secret(
                 f"{name}-seal-secret", metadata={"name": "vault-seal", "namespace": spec.namespace},
                 string_data={
-                    "access-key-id": pulumi.Output.secret(secrets.aws_access_key_id or ""),
-                    "secret-access-key": pulumi.Output.secret(secrets.aws_secret_access_key or ""),
+                    "access-key-id": pulumi.Output.secret(args.aws_kms_credentials.access_key_id),
+                    "secret-access-key": pulumi.Output.secret(args.aws_kms_credentials.secret_access_key),
                 },
                 opts=ns_opts))
 
@@ -339,22 +351,22 @@ class Vault(pulumi.ComponentResource):
 
         # --- how Pulumi and the edges reach this Vault.
         if isinstance(args.access, LoadBalancerAccess):
-            k8s.core.v1.Service(
-                f"{name}-external",
-                metadata={"name": f"{spec.release}-external", "namespace": spec.namespace,
+            service_metadata: Any = {"name": f"{spec.release}-external", "namespace": spec.namespace,
                           "annotations": {
                               # TLS passes through the NodeBalancer and terminates at Vault.
                               "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
                               "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
-                          }},
-                spec={
+                          }}
+            service_spec: Any = {
                     "type": "LoadBalancer",
                     "selector": {"app.kubernetes.io/name": "vault", "app.kubernetes.io/instance": spec.release,
                                  "component": "server", "vault-active": "true"},
                     "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
                     "loadBalancerSourceRanges": list(args.access.allowed_source_ranges),
                     "externalTrafficPolicy": "Local",
-                },
+                }
+            k8s.core.v1.Service(
+                f"{name}-external", metadata=service_metadata, spec=service_spec,
                 opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[self.release])),
             )
             self.address = pulumi.Output.from_input(f"https://{spec.external_hostname}:{API_PORT}")
@@ -387,9 +399,9 @@ class Vault(pulumi.ComponentResource):
             tls_server_name=spec.external_hostname,
             skip_child_token=False,
             # The provider logs in on every run, so no token that could expire is kept in state.
-            auth_login_userpass=pulumi.Output.secret(admin_password.result.apply(
+            auth_login_userpass=cast(Any, pulumi.Output.secret(admin_password.result.apply(
                 lambda password: vault.ProviderAuthLoginUserpassArgs(
-                    mount=ADMIN_AUTH_MOUNT, username=ADMIN_USERNAME, password=password))),
+                    mount=ADMIN_AUTH_MOUNT, username=ADMIN_USERNAME, password=password)))),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
         )
         vault_opts = pulumi.ResourceOptions(parent=self, provider=self.vault_provider)
@@ -420,29 +432,28 @@ class Vault(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(
             f"{name}-bootstrap-sa", metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
             automount_service_account_token=True, opts=ns_opts)
-        role = k8s.rbac.v1.Role(
-            f"{name}-bootstrap-role",
-            metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
-            rules=[
+        rules: Any = [
                 # create cannot be limited by name in RBAC; get/update are limited to the state Secret.
                 {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
                 {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [INIT_STATE_SECRET],
                  "verbs": ["get", "update"]},
-            ],
+            ]
+        role = k8s.rbac.v1.Role(
+            f"{name}-bootstrap-role",
+            metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
+            rules=rules,
             opts=ns_opts)
+        subjects: Any = [{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": spec.namespace}]
         binding = k8s.rbac.v1.RoleBinding(
             f"{name}-bootstrap-binding",
             metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vault-bootstrap"},
-            subjects=[{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": spec.namespace}],
+            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "vault-bootstrap"},
+            subjects=subjects,
             opts=ns_opts)
         command = bootstrap_command(args)
         # A new Job (new name) whenever what it does changes; an unchanged one is not re-run.
         digest = hashlib.sha256(json.dumps([command, ADMIN_POLICY_HCL]).encode()).hexdigest()[:8]
-        return k8s.batch.v1.Job(
-            f"{name}-bootstrap",
-            metadata={"name": f"vault-bootstrap-{digest}", "namespace": spec.namespace},
-            spec={
+        job_spec: Any = {
                 "backoffLimit": 3,
                 "activeDeadlineSeconds": 900,
                 "ttlSecondsAfterFinished": 86400,
@@ -475,7 +486,11 @@ class Vault(pulumi.ComponentResource):
                         ],
                     },
                 },
-            },
+            }
+        return k8s.batch.v1.Job(
+            f"{name}-bootstrap",
+            metadata={"name": f"vault-bootstrap-{digest}", "namespace": spec.namespace},
+            spec=job_spec,
             opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(
                 depends_on=[*depends_on, account, role, binding])),
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Union
 
 API_PORT = 8200
 CLUSTER_PORT = 8201
@@ -48,7 +47,7 @@ class AwsKmsSealSpec:
     endpoint: str | None = None
 
 
-SealSpec = Union[TransitSealSpec, AwsKmsSealSpec, None]
+SealSpec = TransitSealSpec | AwsKmsSealSpec | None
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ placeholders, their keys flagged secret as the engine would).
 from __future__ import annotations
 
 import base64
-import multiprocessing
-import os
 import hashlib
 import json
+import multiprocessing
+import os
 import runpy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -165,15 +165,15 @@ class FedobsMocks(pulumi.runtime.Mocks):
         raise RuntimeError(f"the program made an invoke ({args.token}); fedobs programs must not read at plan time")
 
 
-class RecordingMonitor(pulumi_mocks.MockMonitor):  # type: ignore[misc]
+class RecordingMonitor(pulumi_mocks.MockMonitor):
     """A mock monitor that keeps what the engine would see: parents, providers, dependencies."""
 
     def __init__(self, mocks: FedobsMocks) -> None:
         super().__init__(mocks)
         self.recorded: list[RecordedResource] = []
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        response = super().RegisterResource(request)
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type == "pulumi:pulumi:Stack":
             return response
         secret_paths: set[str] = set()
@@ -196,8 +196,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):  # type: ignore[misc]
         self.recorded.append(resource)
         return response
 
-    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        response = super().ReadResource(request)
+    def ReadResource(self, request: Any) -> Any:
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
         self.recorded.append(
             RecordedResource(
                 urn=response.urn, type=request.type, name=request.name, custom=True,
@@ -297,7 +297,7 @@ def _run_in_child(sender: Any, *args: Any) -> None:
         if recording.error is not None:
             recording.error = ProgramError(str(recording.error))
         sender.send(recording)
-    except BaseException as exc:  # noqa: BLE001 (reported to the parent)
+    except BaseException as exc:
         sender.send(Recording(args[0], [], {}, set(), ProgramError(f"{type(exc).__name__}: {exc}")))
     finally:
         sender.close()
@@ -324,7 +324,7 @@ def _run_in_process(
 
     try:
         _sync_await(run_pulumi_func(run))
-    except BaseException as exc:  # noqa: BLE001 (the caller inspects it)
+    except BaseException as exc:
         error = exc
     outputs: dict[str, Any] = {}
     secret_outputs: set[str] = set()
@@ -333,7 +333,7 @@ def _run_in_process(
         for key, value in getattr(root, "outputs", {}).items():
             try:
                 outputs[key], secret = _resolve(value)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 error = exc
                 break
             if secret:

@@ -58,6 +58,8 @@ from tests.support.pki import TestCA
 from tests.support.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
+    job_command,
+    localize_job_command,
     make_spec,
     running,
     stack_server,
@@ -148,32 +150,6 @@ class Bootstrapped:
         return [s for s in secrets if s in text]
 
 
-def job_command(recording: Recording) -> list[str]:
-    job = next(o for o in recording.kubernetes_objects() if o["kind"] == "Job")
-    return list(job["spec"]["template"]["spec"]["containers"][0]["command"])
-
-
-def localize_job_command(command: list[str], vault: LoopbackVault, workdir: Path, state_file: Path) -> list[str]:
-    """The Job's command as it runs here: pod peers -> loopback URLs, mounted files -> local files,
-    the Kubernetes Secret store -> a file store; plus test deadlines and autopilot speed-up."""
-    replacements = {
-        "--ca-file": vault.ca_file,
-        "--admin-password-file": str(workdir / "password"),
-        "--admin-policy-file": str(workdir / "admin-policy.hcl"),
-    }
-    args: list[str] = []
-    peers = iter(vault.urls)
-    parts = iter(command[3:])
-    for part in parts:
-        value = next(parts)
-        if part == "--peer":
-            value = next(peers)
-        elif part == "--state-kubernetes-secret":
-            part, value = "--state-file", str(state_file)
-        args += [part, replacements.get(part, value)]
-    return [*args, "--timeout", str(TIMEOUT), "--poll-interval", "0.2", "--autopilot-server-stabilization-time", "2s"]
-
-
 @pytest.fixture(scope="module")
 def boot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[Bootstrapped]:
     """The hub stack's own Vault: its rendered HCL, its certificate's SANs, its bootstrap Job command."""
@@ -193,7 +169,7 @@ def boot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[B
     assert policy_map["data"]["admin.hcl"] == ADMIN_POLICY_HCL
     (workdir / "admin-policy.hcl").write_text(policy_map["data"]["admin.hcl"])
     state_file = workdir / "vault-init.json"
-    command = localize_job_command(job_command(hub), vault, workdir, state_file)
+    command = localize_job_command(job_command(hub), vault, workdir, state_file, timeout=TIMEOUT)
     with running(vault.cluster):
         config, _ = config_from_args(build_parser().parse_args(command))
         recorder = Recorder()

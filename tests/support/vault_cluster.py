@@ -133,6 +133,38 @@ def build_loopback_vault(
     return LoopbackVault(spec, pod_hcl, layout, ca, ca_file, cluster, texts, base)
 
 
+def job_command(recording: Recording) -> list[str]:
+    job = next(o for o in recording.kubernetes_objects() if o["kind"] == "Job")
+    return list(job["spec"]["template"]["spec"]["containers"][0]["command"])
+
+
+def localize_job_command(
+    command: list[str], vault: LoopbackVault, workdir: Path, state_file: Path, *, timeout: float = 45.0
+) -> list[str]:
+    """The bootstrap Job's command as it runs here: pod peers -> the cluster's loopback URLs (pods
+    that were not started are dropped), mounted files -> ``workdir/password`` and
+    ``workdir/admin-policy.hcl``, the Kubernetes Secret store -> a file store; plus test deadlines
+    and a short autopilot stabilisation time. Everything else is the Job's own argument list."""
+    replacements = {
+        "--ca-file": vault.ca_file,
+        "--admin-password-file": str(workdir / "password"),
+        "--admin-policy-file": str(workdir / "admin-policy.hcl"),
+    }
+    args: list[str] = []
+    peers = iter(vault.urls)
+    parts = iter(command[3:])
+    for part in parts:
+        value = next(parts)
+        if part == "--peer":
+            value = next(peers, "")
+            if not value:
+                continue
+        elif part == "--state-kubernetes-secret":
+            part, value = "--state-file", str(state_file)
+        args += [part, replacements.get(part, value)]
+    return [*args, "--timeout", str(timeout), "--poll-interval", "0.2", "--autopilot-server-stabilization-time", "2s"]
+
+
 @contextlib.contextmanager
 def running(cluster: RaftCluster) -> Iterator[RaftCluster]:
     """Start the cluster (deadline) and always kill it afterwards; logs go to failing reports."""

@@ -1,0 +1,184 @@
+"""Transit auto-unseal for real: an edge Vault unseals through its key on a hub Vault.
+
+Both servers run what the stacks declare. The hub: a node of the hub stack's server HCL,
+bootstrapped by the hub's Job command, with the hub's ``TransitUnseal`` declarations applied by
+the applier. The edge: the edge stack evaluated under mocks with the REAL hub outputs fed into
+its stack reference (the hub's address, CA and the token the applier created), then started with
+the seal stanza the edge stack renders, the hub CA from its ``hub-vault-ca`` Secret and the token
+from its ``vault-seal`` Secret, and bootstrapped by the edge's Job command (``--seal auto``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.vault_server_config import HUB_CA_DIR
+from offline.engine import RecordedResource, Recording, run_stack_file
+from tests.support.applier import VaultApplier
+from tests.support.openbao import api, wait_until
+from tests.support.vault_cluster import (
+    LoopbackVault,
+    build_loopback_vault,
+    job_command,
+    localize_job_command,
+    running,
+    stack_server,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "transit test admin password 0123456789"
+HUB_REF = "organization/fedobs/hub"
+TIMEOUT = 45.0
+
+
+def children(recording: Recording, component_name: str) -> list[RecordedResource]:
+    component = next(r for r in recording.resources if r.name == component_name and not r.custom)
+    return [r for r in recording.resources if r.parent == component.urn]
+
+
+def bootstrap(recording: Recording, vault: LoopbackVault, workdir: Path) -> subprocess.CompletedProcess[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "password").write_text(PASSWORD)
+    policy = next(o for o in recording.kubernetes_objects()
+                  if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vault-admin-policy")
+    (workdir / "admin-policy.hcl").write_text(policy["data"]["admin.hcl"])
+    command = localize_job_command(job_command(recording), vault, workdir, workdir / "vault-init.json",
+                                   timeout=TIMEOUT)
+    return subprocess.run([sys.executable, "-m", "programs.vault_bootstrap", *command], cwd=REPO,
+                          capture_output=True, text=True, timeout=2 * TIMEOUT)
+
+
+def admin_token(url: str, ca_file: str) -> str:
+    login = api(url, "POST", "auth/userpass-pulumi/login/pulumi", body={"password": PASSWORD}, ca_file=ca_file)
+    assert login.status == 200, login.text
+    return str(login.body["auth"]["client_token"])
+
+
+@dataclass
+class Hub:
+    vault: LoopbackVault
+    token: str
+    edge_tokens: dict[str, str]
+    outputs: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return self.vault.urls[0]
+
+
+@pytest.fixture(scope="module")
+def real_hub(hub: Recording, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    base = tmp_path_factory.mktemp("transit-hub")
+    server = stack_server(hub)
+    vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=server.pod_hcl,
+                                 dns_names=server.dns_names, nodes=[0])
+    with running(vault.cluster):
+        result = bootstrap(hub, vault, base / "job")
+        assert result.returncode == 0, result.stderr
+        token = admin_token(vault.urls[0], vault.ca_file)
+        applied = VaultApplier(vault.urls[0], token, ca_file=vault.ca_file).apply(
+            children(hub, "hub-transit-unseal"))
+        edge_tokens = {name.removeprefix("hub-transit-unseal-").removesuffix("-token"): value
+                       for name, value in applied.tokens.items()}
+        outputs = {**hub.outputs, "vaultAddress": vault.urls[0], "vaultCaCert": vault.ca.cert_pem,
+                   "edgeTransitTokens": edge_tokens}
+        yield Hub(vault, token, edge_tokens, outputs)
+
+
+def secret_value(recording: Recording, name: str, key: str) -> str:
+    secret = next(o for o in recording.kubernetes_objects()
+                  if o["kind"] == "Secret" and o["metadata"]["name"] == name)
+    return str(secret["stringData"][key])
+
+
+def start_edge(edge: Recording, base: Path, token: str | None = None) -> LoopbackVault:
+    """One pod of the edge stack's Vault, with the files and environment its pod would get."""
+    server = stack_server(edge)
+    hub_ca = base / "hub-vault-ca.crt"
+    hub_ca.parent.mkdir(parents=True, exist_ok=True)
+    hub_ca.write_text(secret_value(edge, "hub-vault-ca", "ca.crt"))
+    seal_token = token if token is not None else secret_value(edge, "vault-seal", "token")
+    # The chart maps the Secret to VAULT_TOKEN; OpenBao reads BAO_TOKEN first.
+    return build_loopback_vault(base / "cluster", server.spec, pod_hcl=server.pod_hcl, dns_names=server.dns_names,
+                                nodes=[0], extra_tls_files={f"{HUB_CA_DIR}/ca.crt": str(hub_ca)},
+                                extra_env={"VAULT_TOKEN": seal_token, "BAO_TOKEN": seal_token})
+
+
+@pytest.fixture(scope="module")
+def edge_plan(real_hub: Hub) -> Recording:
+    recording = run_stack_file("edge", {HUB_REF: real_hub.outputs})
+    assert recording.error is None, recording.error
+    return recording
+
+
+@pytest.mark.real
+def test_edge_renders_a_seal_stanza_for_the_real_hub(edge_plan: Recording, real_hub: Hub) -> None:
+    pod_hcl = stack_server(edge_plan).pod_hcl
+    assert f'address = "{real_hub.url}"' in pod_hcl
+    assert 'key_name = "edge-eu"' in pod_hcl
+    assert secret_value(edge_plan, "vault-seal", "token") == real_hub.edge_tokens["edge-eu"]
+
+
+@pytest.mark.real
+def test_edge_auto_unseals_through_its_hub_key_after_a_restart(
+    edge_plan: Recording, real_hub: Hub, tmp_path: Path
+) -> None:
+    edge = start_edge(edge_plan, tmp_path / "edge")
+    with running(edge.cluster):
+        (node,) = edge.cluster.nodes
+        result = bootstrap(edge_plan, edge, tmp_path / "edge-job")
+        assert result.returncode == 0, result.stderr
+        record = json.loads((tmp_path / "edge-job" / "vault-init.json").read_text())
+        assert record["seal"] == "auto"
+        assert len(record["init_response"]["recovery_keys"]) == 5  # the edge's recoveryShares
+        assert not record["init_response"].get("keys"), "an auto-unsealed Vault has no unseal keys"
+
+        node.restart()  # nothing in this test sends an unseal key after this
+        wait_until(lambda: node.seal_status().get("sealed") is False, 15, 0.1,
+                   "the restarted edge to auto-unseal through the hub", ignore=(OSError,))
+        # the key used is this edge's own: the hub's transit key has been used to wrap it
+        key = api(real_hub.url, "GET", "transit/keys/edge-eu", token=real_hub.token, ca_file=real_hub.vault.ca_file)
+        assert key.status == 200 and key.data["name"] == "edge-eu"
+
+
+@pytest.mark.real
+def test_a_token_that_cannot_decrypt_leaves_the_edge_sealed(
+    edge_plan: Recording, real_hub: Hub, tmp_path: Path
+) -> None:
+    edge = start_edge(edge_plan, tmp_path / "edge")
+    with running(edge.cluster):
+        (node,) = edge.cluster.nodes
+        result = bootstrap(edge_plan, edge, tmp_path / "edge-job")
+        assert result.returncode == 0, result.stderr
+        node.stop()
+
+        # A token that may encrypt but not decrypt with the edge's key, issued the way the hub
+        # issues seal tokens (a token role), by Pulumi's admin identity.
+        url, ca, token = real_hub.url, real_hub.vault.ca_file, real_hub.token
+        policy = 'path "transit/encrypt/edge-eu" { capabilities = ["update"] }\n'
+        assert api(url, "PUT", "sys/policies/acl/encrypt-only", token=token, body={"policy": policy},
+                   ca_file=ca).status == 204
+        assert api(url, "POST", "auth/token/roles/encrypt-only", token=token,
+                   body={"allowed_policies": ["encrypt-only"], "orphan": True}, ca_file=ca).status == 204
+        weak = api(url, "POST", "auth/token/create/encrypt-only", token=token,
+                   body={"policies": ["encrypt-only"], "ttl": "10m"}, ca_file=ca)
+        assert weak.status == 200, weak.text
+        weak_token = weak.body["auth"]["client_token"]
+        node.env.update({"VAULT_TOKEN": weak_token, "BAO_TOKEN": weak_token})
+        node.start(wait=False)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "permission denied" not in node.log_text():
+            time.sleep(0.2)
+        log = node.log_text()
+        assert "permission denied" in log, log[-2000:]
+        status = wait_until(lambda: node.seal_status(), 10, 0.2, "the edge API to answer", ignore=(OSError,))
+        assert status["sealed"] is True
