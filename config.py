@@ -236,6 +236,8 @@ class VaultSettings(Model):
     audit_storage_size: Quantity = "10Gi"
     injector_replicas: int = Field(default=2, ge=1, le=5)
     operator_pgp_keys: tuple[str, ...] = ()
+    #: Bump to rotate the password Pulumi's own Vault login uses (docs/vault.md, "Rotation").
+    admin_credential_generation: int = Field(default=1, ge=1)
     snapshots: SnapshotSettings | None = None
 
     @field_validator("replicas")

@@ -111,6 +111,7 @@ def vault_args(cfg: AnyStackConfig, provider: k8s.Provider, cert_manager: CertMa
         key_shares=shares,
         key_threshold=threshold,
         operator_pgp_keys=settings.operator_pgp_keys,
+        admin_credential_generation=settings.admin_credential_generation,
     )
 
 

@@ -111,6 +111,7 @@ class VaultArgs:
     key_shares: int = 5
     key_threshold: int = 3
     operator_pgp_keys: tuple[str, ...] = ()
+    admin_credential_generation: int = 1
     #: Where the stack writes the Vault CA for the Vault provider (it reads CA files only).
     local_ca_dir: Path = Path(".fedobs")
 
@@ -374,8 +375,12 @@ class Vault(pulumi.ComponentResource):
             self.address = pulumi.Output.from_input(args.access.address)
 
         # --- bootstrap: init once, unseal, admin auth path, root token revoked.
+        # A new generation is a new password: the next bootstrap Job logs in with the one it applied
+        # last time and sets this one (programs/vault_bootstrap, "rotation").
         admin_password = random.RandomPassword(
-            f"{name}-admin-password", length=40, special=False, opts=pulumi.ResourceOptions(parent=self))
+            f"{name}-admin-password", length=40, special=False,
+            keepers={"generation": str(args.admin_credential_generation)},
+            opts=pulumi.ResourceOptions(parent=self))
         admin_secret = k8s.core.v1.Secret(
             f"{name}-admin-credential",
             metadata={"name": "vault-admin-credential", "namespace": spec.namespace},
@@ -388,7 +393,8 @@ class Vault(pulumi.ComponentResource):
             data={"admin.hcl": ADMIN_POLICY_HCL},
             opts=ns_opts,
         )
-        job = self._bootstrap_job(name, args, ns_opts, [self.release, admin_secret, policy_map])
+        job = self._bootstrap_job(name, args, ns_opts, [self.release, admin_secret, policy_map],
+                                  admin_password.result)
 
         ca_file = pulumi.Output.all(ca_cert.cert_pem, pulumi.get_stack()).apply(
             lambda parts: _write_ca_file(args.local_ca_dir, parts[1], parts[0]))
@@ -427,7 +433,7 @@ class Vault(pulumi.ComponentResource):
                                "namespace": spec.namespace, "chart_version": versions.VAULT_CHART_VERSION})
 
     def _bootstrap_job(self, name: str, args: VaultArgs, ns_opts: pulumi.ResourceOptions,
-                       depends_on: list[pulumi.Resource]) -> k8s.batch.v1.Job:
+                       depends_on: list[pulumi.Resource], admin_password: pulumi.Output[str]) -> k8s.batch.v1.Job:
         spec = args.server
         account = k8s.core.v1.ServiceAccount(
             f"{name}-bootstrap-sa", metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
@@ -451,8 +457,10 @@ class Vault(pulumi.ComponentResource):
             subjects=subjects,
             opts=ns_opts)
         command = bootstrap_command(args)
-        # A new Job (new name) whenever what it does changes; an unchanged one is not re-run.
-        digest = hashlib.sha256(json.dumps([command, ADMIN_POLICY_HCL]).encode()).hexdigest()[:8]
+        # A new Job (new name) whenever what it does or the admin password changes; an unchanged
+        # one is not re-run. Only a digest of the password shows in the name.
+        job_name = pulumi.Output.unsecret(admin_password.apply(lambda password: "vault-bootstrap-" + hashlib.sha256(
+            json.dumps([command, ADMIN_POLICY_HCL, password]).encode()).hexdigest()[:10]))
         job_spec: Any = {
                 "backoffLimit": 3,
                 "activeDeadlineSeconds": 900,
@@ -489,7 +497,7 @@ class Vault(pulumi.ComponentResource):
             }
         return k8s.batch.v1.Job(
             f"{name}-bootstrap",
-            metadata={"name": f"vault-bootstrap-{digest}", "namespace": spec.namespace},
+            metadata={"name": job_name, "namespace": spec.namespace},
             spec=job_spec,
             opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(
                 depends_on=[*depends_on, account, role, binding])),

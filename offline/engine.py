@@ -155,7 +155,9 @@ class FedobsMocks(pulumi.runtime.Mocks):
         elif args.typ == "vault:index/token:Token":
             outputs["clientToken"] = f"mock-token-{digest}"
         elif args.typ == "random:index/randomPassword:RandomPassword":
-            outputs["result"] = f"mock-password-{digest}"
+            # A new value whenever the keepers change, as the provider does.
+            keepers = json.dumps(args.inputs.get("keepers") or {}, sort_keys=True)
+            outputs["result"] = f"mock-password-{hashlib.sha256((digest + keepers).encode()).hexdigest()[:16]}"
         elif args.typ.startswith("kubernetes:helm.sh/v3:Release"):
             outputs["status"] = {"name": args.inputs.get("name", args.name),
                                  "namespace": args.inputs.get("namespace", "default"), "status": "deployed"}

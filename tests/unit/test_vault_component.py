@@ -256,3 +256,19 @@ def test_snapshot_cronjob(hub: Recording) -> None:
         {"sys/storage/raft/snapshot": {"capabilities": ["read"]}}]
     bucket = hub.one("linode:index/objectStorageBucket:ObjectStorageBucket")
     assert bucket.protect and bucket.inputs["label"] == "fedobs-hub-vault-snapshots"
+
+
+def test_bumping_the_admin_credential_generation_replaces_password_and_reruns_bootstrap(hub: Recording) -> None:
+    config, secret_keys = load_stack_file("hub")
+    config = copy.deepcopy(config)
+    config["fedobs:vault"]["adminCredentialGeneration"] = 2
+    rotated = run_program("hub", config, secret_keys)
+    assert rotated.error is None, rotated.error
+    before = hub.one("random:index/randomPassword:RandomPassword")
+    after = rotated.one("random:index/randomPassword:RandomPassword")
+    assert before.inputs["keepers"] == {"generation": "1"} and after.inputs["keepers"] == {"generation": "2"}
+    old_job = next(o for o in hub.kubernetes_objects() if o["kind"] == "Job")
+    new_job = next(o for o in rotated.kubernetes_objects() if o["kind"] == "Job")
+    assert old_job["metadata"]["name"] != new_job["metadata"]["name"]
+    assert old_job["spec"] == new_job["spec"]
+    assert not any("mock-password" in part for part in new_job["metadata"]["name"])
