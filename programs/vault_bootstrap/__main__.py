@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         "[ROOT_TOKEN_FILE]",
     )
     p.add_argument(
+        "--rotate-admin-password",
+        choices=("true", "false"),
+        default=None,
+        help="when the admin login fails, log in with the password recorded in the state store and set "
+        "the password file's one [ROTATE_ADMIN_PASSWORD], default false",
+    )
+    p.add_argument(
         "--state",
         default=None,
         help="init result store: file:PATH or kubernetes-secret:NAMESPACE/NAME [STATE]; "
@@ -224,6 +231,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         if value is not None:
             autopilot[key] = value
 
+    rotate = args.rotate_admin_password or _env("ROTATE_ADMIN_PASSWORD", "false")
+    if rotate not in ("true", "false"):
+        raise ConfigError(f"--rotate-admin-password must be true or false, got {rotate!r}")
+
     seal = args.seal or _env("SEAL", "shamir")
     if seal not in ("shamir", "auto"):
         raise ConfigError(f"seal must be shamir or auto, got {seal!r}")
@@ -262,6 +273,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         admin_token_ttl=args.admin_token_ttl or _env("ADMIN_TOKEN_TTL", "20m") or "20m",
         admin_token_max_ttl=args.admin_token_max_ttl or _env("ADMIN_TOKEN_MAX_TTL", "1h") or "1h",
         root_token_file=args.root_token_file or _env("ROOT_TOKEN_FILE"),
+        rotate_admin_password=rotate == "true",
         autopilot=autopilot,
         timeout=pick_float(args.timeout, "TIMEOUT", 600.0),
         request_timeout=pick_float(args.request_timeout, "REQUEST_TIMEOUT", 10.0),

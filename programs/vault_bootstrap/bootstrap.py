@@ -31,16 +31,52 @@ What a run guarantees
 6. First run (or ``--root-token-file``): enables ``userpass`` at ``--userpass-path``, writes the
    admin policy, creates the admin user with the password from ``--password-file``,
    ``token_policies=[admin policy]`` and a short token TTL, and verifies that a login works and
-   carries the policy.
+   carries the policy. The verified password is then recorded in the state store as
+   ``admin_password_applied`` (see 'Admin password rotation' and 'Security').
 7. Re-run (already initialised): unseals sealed peers if plaintext keys are stored, logs in as the
    admin user, confirms the voters, applies ``--autopilot-*`` settings only if they differ, and
    changes nothing else (a changed policy file is NOT re-applied: after the hand-over the admin
-   policy is Pulumi's to manage). If the admin login fails and no ``--root-token-file`` was given,
-   exits ``EXIT_ADMIN_LOGIN`` pointing at the ``generate-root`` recovery below. The admin policy must
-   allow reading ``sys/storage/raft/configuration`` and ``sys/storage/raft/autopilot/state`` (and
-   writing ``sys/storage/raft/autopilot/configuration`` when ``--autopilot-*`` flags are used).
+   policy is Pulumi's to manage). With an unchanged password nothing is written, not even to the
+   state store. If the admin login fails, ``--rotate-admin-password true`` is given and the store
+   holds a password that still logs in, the admin password is rotated (below). Otherwise, if no
+   ``--root-token-file`` was given, exits ``EXIT_ADMIN_LOGIN`` pointing at the ``generate-root``
+   recovery below. The admin policy must allow reading ``sys/storage/raft/configuration`` and
+   ``sys/storage/raft/autopilot/state`` (and writing ``sys/storage/raft/autopilot/configuration``
+   when ``--autopilot-*`` flags are used, and ``auth/<userpass path>/users/<user>/password`` for
+   the rotation).
 8. On failure: exit code != 0 and ONE line on stderr saying why. Progress goes to stdout. No key,
-   password or token is ever written to stdout/stderr.
+   password or token is ever written to stdout/stderr (the state store holds keys and the admin
+   password: see 'Security').
+
+Admin password rotation (``--rotate-admin-password true``)
+========================================================
+The password file is the source of truth: Pulumi puts a new random password into the mounted Secret
+and re-runs the Job. When the login with the file's password is refused (4xx), the run logs in with
+the password the state record names as ``admin_password_applied`` (or, see below,
+``admin_password_pending``), and then, write-ahead:
+
+a. records the new password as ``admin_password_pending`` (compare-and-swap on the record);
+b. ``POST auth/<userpass path>/users/<user>/password`` with it, using the token of the old login;
+c. logs in with the new password (the login must carry the admin policy);
+d. only then records it as ``admin_password_applied`` and drops ``admin_password_pending``.
+
+If Vault refuses b (4xx), the record is put back byte for byte and the old password keeps working.
+If c fails, the old password is set again and the record put back. If the process dies between b and
+d, the record still names the old password as applied and the new one as pending; the next run
+(with any password file) tries both. When the login with the file's password works and the record
+names another password (e.g. a record written before this field existed, or a run that died before
+d), the record is corrected; with an unchanged password nothing is written. A first run and a
+``--root-token-file`` run record the password they set. No stored password works (or rotation is
+not enabled): ``EXIT_ADMIN_LOGIN`` as before. Rotation is off by default because it turns a wrong
+password file into a password change: enable it where the password file is managed (the Job).
+
+Security: the admin password (applied, and pending during a rotation) is stored in plaintext in the
+state record, next to the unseal/recovery keys. That store is the one place that already holds
+root-equivalent material (plaintext unseal keys, or recovery keys, which can generate a root token)
+and is readable only by the bootstrap ServiceAccount (RBAC get/update on that one Secret), so the
+password adds no new exposure. When the keys are PGP-encrypted (``--pgp-key``) the store holds no
+usable secret and the password is therefore NOT stored: rotation then needs the generate-root
+recovery. The password is never printed (stdout, stderr, error messages).
 
 Exit codes: 0 ok; 1 failure (unreachable peer, HTTP error such as 403, timeout, store problem);
 2 usage/config error; 3 operator action required (PGP-encrypted unseal keys and sealed peers, or a
@@ -50,13 +86,16 @@ Recovery when the admin login is lost (exit 4): ``vault operator generate-root -
 OTP), each key holder runs ``vault operator generate-root`` with their unseal/recovery key, decode the
 encoded token with ``vault operator generate-root -decode=<encoded> -otp=<otp>``, write it to a file
 readable only by the Job and re-run with ``--root-token-file FILE``: the admin auth path is
-re-created with the current password and that root token is revoked at the end of the run.
+re-created with the current password (recorded as applied) and that root token is revoked at the end
+of the run.
 (HashiCorp Vault serves the unauthenticated ``sys/generate-root/*`` endpoints; OpenBao >= 2.5.3 only
 with the listener option ``disable_unauthed_generate_root_endpoints = false``.)
 
 State stores (``--state``): ``file:PATH`` (:class:`FileStateStore`, mode 0600, atomic temp+rename)
 or ``kubernetes-secret:NAMESPACE/NAME`` (:class:`KubernetesSecretStateStore`, in-cluster API access
-with the pod's service-account token; needs get/create on that Secret).
+with the pod's service-account token; needs get/create/update on that Secret). A store never replaces
+a record blindly: the init result is created once; the admin password fields are updated with a
+compare-and-swap of the whole record.
 """
 
 from __future__ import annotations
@@ -85,6 +124,10 @@ EXIT_OPERATOR_ACTION = 3
 EXIT_ADMIN_LOGIN = 4
 
 RECORD_FORMAT = "fedobs.vault-bootstrap/v1"
+#: Record field: the admin password Vault was last verified to accept (see 'Admin password rotation').
+APPLIED_PASSWORD = "admin_password_applied"
+#: Record field, present only while a rotation is in flight: the password being set.
+PENDING_PASSWORD = "admin_password_pending"
 GENERATE_ROOT_HINT = (
     "recover with `vault operator generate-root` and re-run with --root-token-file "
     "(see programs/vault_bootstrap/bootstrap.py, 'Recovery')"
@@ -268,6 +311,10 @@ class StateStore(Protocol):
 
     def save(self, record: Json) -> None: ...
 
+    def replace(self, expected: Json, record: Json) -> None:
+        """Compare-and-swap: store ``record`` only if the store still holds ``expected`` (no-op if it
+        already holds ``record``); otherwise raise ``BootstrapError`` and leave the store alone."""
+
 
 class FileStateStore:
     """A JSON file, mode 0600, replaced atomically (temp file in the same directory + rename)."""
@@ -310,6 +357,17 @@ class FileStateStore:
             raise BootstrapError(
                 f"state store {self.path} already holds a different init result; not replacing it"
             )
+        self._write(record)
+
+    def replace(self, expected: Json, record: Json) -> None:
+        existing = self.load()
+        if existing == record:
+            return
+        if existing != expected:
+            raise BootstrapError(f"state store {self.path} changed during the run; not replacing it")
+        self._write(record)
+
+    def _write(self, record: Json) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
             os.fchmod(fd, 0o600)
@@ -340,8 +398,9 @@ class KubernetesSecretStateStore:
     In-cluster only: API server from ``KUBERNETES_SERVICE_HOST``/``_PORT``, bearer token and CA from
     the pod's service-account mount (the token is re-read on every call: projected tokens rotate).
     Creates the Secret with POST (409 -> refuses: someone else wrote one) and updates it with PUT
-    carrying the ``resourceVersion`` it read (optimistic concurrency). Needs RBAC get + create (+
-    update) on that one Secret. ``preflight`` does a GET and a server-side dry-run create.
+    carrying the ``resourceVersion`` it read (optimistic concurrency; ``replace`` is a compare-and-swap
+    on top of that). Needs RBAC get + create + update on that one Secret. ``preflight`` does a GET and
+    a server-side dry-run create.
     """
 
     def __init__(
@@ -476,6 +535,19 @@ class KubernetesSecretStateStore:
                 raise self._fail("update", status, body)
         self._resource_version = str(body.get("metadata", {}).get("resourceVersion") or "") or None
 
+    def replace(self, expected: Json, record: Json) -> None:
+        existing = self.load()  # also takes the resourceVersion the PUT below is conditional on
+        if existing == record:
+            return
+        if existing != expected or self._resource_version is None:
+            raise BootstrapError(f"{self.describe()} changed during the run; not replacing it")
+        status, body = self._request("PUT", self._secret_path(self.name), self._manifest(record))
+        if status == 409:
+            raise BootstrapError(f"{self.describe()} was modified concurrently; not replacing it")
+        if status not in (200, 201):
+            raise self._fail("update", status, body)
+        self._resource_version = str(body.get("metadata", {}).get("resourceVersion") or "") or None
+
 
 def store_from_spec(spec: str) -> StateStore:
     """``file:PATH`` or ``kubernetes-secret:NAMESPACE/NAME``."""
@@ -519,6 +591,7 @@ class Config:
     admin_token_ttl: str = "20m"
     admin_token_max_ttl: str = "1h"
     root_token_file: str | None = None
+    rotate_admin_password: bool = False
     autopilot: Mapping[str, str | int | bool] = field(default_factory=dict)
     timeout: float = 600.0
     request_timeout: float = 10.0
@@ -599,6 +672,7 @@ class Bootstrap:
             raise ConfigError(f"cannot load CA file {config.ca_file}: {exc}") from exc
         self.clients = [client_factory(p, ctx, config.request_timeout) for p in config.peers]
         self.initialized_now = False
+        self.record: Json | None = None  # the state record as last loaded or written
 
     # -- waiting ------------------------------------------------------------------------------
     def _wait(self, what: str, probe: Callable[[], Any]) -> Any:
@@ -803,8 +877,11 @@ class Bootstrap:
 
     # -- admin auth path ------------------------------------------------------------------------
     def admin_login(self) -> str | None:
+        """Log in as the admin user with the password file; the token, or None if refused."""
+        return self._login(read_secret_file(self.cfg.password_file, "admin password"))
+
+    def _login(self, password: str) -> str | None:
         """Log in as the admin user; the token, or None if the login is refused (4xx; 5xx is retried)."""
-        password = read_secret_file(self.cfg.password_file, "admin password")
         path = f"auth/{self.cfg.userpass_path}/login/{self.cfg.username}"
 
         def attempt() -> Response | None:
@@ -824,8 +901,8 @@ class Bootstrap:
             )
         return token
 
-    def configure_admin(self, root: str) -> None:
-        """Enable userpass, write the admin policy and user (idempotent), verify a login."""
+    def configure_admin(self, root: str) -> str:
+        """Enable userpass, write the admin policy and user (idempotent), verify a login; the password."""
         cfg = self.cfg
         policy = Path(cfg.admin_policy_file).read_text()  # exact text (checked non-empty at start)
         password = read_secret_file(cfg.password_file, "admin password")
@@ -856,13 +933,114 @@ class Bootstrap:
             },
         )
         self.log(f"admin user {cfg.username!r} with policy {cfg.admin_policy_name!r} written")
-        token = self.admin_login()
+        token = self._login(password)
         if token is None:
             raise BootstrapError(
                 f"login as {cfg.username!r} at auth/{cfg.userpass_path} failed right after creating it"
             )
         self.revoke(token, "admin")
         self.log("admin login verified")
+        return password
+
+    # -- admin password rotation (see the module docstring) ----------------------------------------
+    def _keeps_admin_password(self) -> bool:
+        """Whether the record may hold the admin password: only next to plaintext keys (see 'Security')."""
+        return self.record is not None and not self.record.get("pgp_encrypted")
+
+    def _replace_record(self, record: Json) -> None:
+        assert self.record is not None
+        self.store.replace(self.record, record)
+        self.record = record
+
+    def _record_applied(self, password: str) -> None:
+        """Record ``password`` (just verified to log in) as the applied one; no write if it already is."""
+        if self.record is None or not self._keeps_admin_password():
+            return
+        record = {k: v for k, v in self.record.items() if k != PENDING_PASSWORD}
+        record[APPLIED_PASSWORD] = password
+        if record != self.record:
+            self._replace_record(record)
+            self.log(f"applied admin password recorded in {self.store.describe()}")
+
+    def _rotation_candidates(self, new: str) -> list[str]:
+        """Stored passwords Vault may accept: the applied one, then one a crashed rotation left."""
+        record = self.record or {}
+        found = [record.get(APPLIED_PASSWORD), record.get(PENDING_PASSWORD)]
+        return list(dict.fromkeys(p for p in found if isinstance(p, str) and p and p != new))
+
+    def rotate_admin_password(self, new: str) -> str | None:
+        """Move the admin user to ``new`` (the password file's), logging in with a stored password.
+
+        Returns an admin token obtained with the NEW password, or None if no stored password logs in
+        (the caller then exits ``EXIT_ADMIN_LOGIN``). Write-ahead: the new password is stored as
+        ``admin_password_pending`` before Vault is changed and becomes ``admin_password_applied`` only
+        after a login with it worked; when Vault refuses the change (4xx) the record is put back as it
+        was, so ``admin_password_applied`` always names a password Vault accepts (or, after a crash
+        at the wrong moment, the pending one does: the next run tries both)."""
+        cfg = self.cfg
+        old_token: str | None = None
+        current = ""
+        for candidate in self._rotation_candidates(new):
+            old_token = self._login(candidate)
+            if old_token is not None:
+                current = candidate
+                break
+        if old_token is None:
+            return None
+        path = f"auth/{cfg.userpass_path}/users/{cfg.username}/password"
+        try:
+            self._record_applied(current)  # e.g. the pending password of a crashed run was the one set
+            before = dict(self.record or {})
+            self._replace_record(before | {PENDING_PASSWORD: new})
+            self.log(f"rotating the password of admin user {cfg.username!r} at auth/{cfg.userpass_path}")
+            try:
+                self.active_client().call("POST", path, token=old_token, body={"password": new})
+            except VaultAPIError as exc:
+                if 400 <= exc.status < 500:  # refused: Vault still has the old password
+                    try:
+                        self._replace_record(before)
+                    except BootstrapError as undo:  # the refusal is the failure to report
+                        self.log(f"could not take the pending admin password out of the record: {undo}")
+                raise
+            token = self._login(new)
+            if token is None:
+                self._roll_back(path, old_token, current, before)
+                raise BootstrapError(
+                    f"the new admin password was set at {path} but a login with it failed; rolled back to "
+                    "the previous password"
+                )
+            try:
+                self._record_applied(new)
+            except BaseException:
+                with contextlib.suppress(BootstrapError):
+                    self.revoke(token, "admin")
+                raise
+            self.log("admin password rotated and verified")
+            return token
+        finally:
+            with contextlib.suppress(BootstrapError):
+                self.revoke(old_token, "admin")
+
+    def _roll_back(self, path: str, old_token: str, current: str, before: Json) -> None:
+        """Put the previous password back (Vault, then the record); on failure keep the pending entry."""
+        self.active_client().call("POST", path, token=old_token, body={"password": current})
+        check = self._login(current)
+        if check is None:
+            raise BootstrapError(f"rolling back {path} failed: the previous admin password does not log in")
+        with contextlib.suppress(BootstrapError):
+            self.revoke(check, "admin")
+        self._replace_record(before)
+
+    def _admin_login_failed(self) -> AdminLoginFailed:
+        cfg = self.cfg
+        where = f"admin login as {cfg.username!r} at auth/{cfg.userpass_path} failed"
+        if not cfg.rotate_admin_password:
+            why = ""
+        elif not self._keeps_admin_password() or not (self.record or {}).get(APPLIED_PASSWORD):
+            why = f" ({self.store.describe()} records no applied admin password to rotate from)"
+        else:
+            why = f", also with the admin password(s) recorded in {self.store.describe()},"
+        return AdminLoginFailed(f"{where}{why} and no root token is available; {GENERATE_ROOT_HINT}")
 
     def revoke(self, token: str, what: str) -> None:
         """Revoke ``token`` (revoke-self) and verify it is gone (lookup-self -> 403)."""
@@ -891,7 +1069,7 @@ class Bootstrap:
         if cfg.root_token_file:
             read_secret_file(cfg.root_token_file, "root token")
         self.store.preflight()
-        record = self.store.load()
+        record = self.record = self.store.load()
         statuses = self._wait_answering()
         initialized = [c.url for c, s in zip(self.clients, statuses, strict=True) if s.get("initialized")]
         root: str | None = None
@@ -903,6 +1081,7 @@ class Bootstrap:
                 )
             record, root = self._init()
             self.store.save(record)  # persist before anything else can fail
+            self.record = record
             self.initialized_now = True
             self.log(f"init result stored in {self.store.describe()}")
             if cfg.root_token_pgp_key:
@@ -937,19 +1116,26 @@ class Bootstrap:
         if root is not None:
             token = root
         else:
-            admin = self.admin_login()
+            password = read_secret_file(self.cfg.password_file, "admin password")
+            admin = self._login(password)
+            if admin is not None:
+                try:
+                    self._record_applied(password)
+                except BaseException:
+                    with contextlib.suppress(BootstrapError):
+                        self.revoke(admin, "admin")
+                    raise
+            elif self.cfg.rotate_admin_password and self._keeps_admin_password():
+                admin = self.rotate_admin_password(password)
             if admin is None:
-                raise AdminLoginFailed(
-                    f"admin login as {self.cfg.username!r} at auth/{self.cfg.userpass_path} failed and "
-                    f"no root token is available; {GENERATE_ROOT_HINT}"
-                )
+                raise self._admin_login_failed()
             token = admin
         try:
             self.apply_autopilot(token)
             self._unseal_all(record, only_initialized=False)
             self.wait_voters(token)
             if root is not None:
-                self.configure_admin(root)
+                self._record_applied(self.configure_admin(root))
         finally:
             if root is None:
                 with contextlib.suppress(BootstrapError):

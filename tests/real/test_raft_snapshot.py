@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -32,7 +33,7 @@ from programs.raft_snapshot.snapshot import (
     verify_snapshot,
 )
 from tests.support.kube_api import KubeAPIServer
-from tests.support.openbao import free_port
+from tests.support.openbao import bao_binary, free_port
 from tests.support.pki import TestCA
 from tests.support.raft_single import InitResult, RaftSingleNode
 from tests.support.s3 import MotoS3
@@ -343,3 +344,49 @@ def test_restore_into_a_fresh_cluster(env: Env) -> None:
     assert read.status == 200, read.text
     assert read.data["data"] == KV_DATA
     assert env.fresh.api("GET", "secret/data/otel/db", token=fresh_init.root_token).status == 403
+
+
+def documented_block(marker: str) -> str:
+    """The shell block that follows ``<!-- marker -->`` in docs/vault.md."""
+    text = (REPO / "docs" / "vault.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```", text, re.S)
+    assert match, f"docs/vault.md has no block marked {marker}"
+    return match.group(1)
+
+
+def test_the_documented_restore_procedure_brings_the_data_back(env: Env, tmp_path: Path) -> None:
+    """docs/vault.md "Restore", run as written: HashiCorp's `vault` CLI is played by OpenBao's `bao`."""
+    assert env.run("--cluster-name", "doc-restore").returncode == 0
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "vault").symlink_to(bao_binary())
+    (shim / "python").symlink_to(sys.executable)
+    ca = TestCA("fedobs-test-restore-target")
+    with RaftSingleNode(tmp_path / "target", ca, "target") as target:
+        target_init = target.initialize(shares=SHARES, threshold=THRESHOLD)  # same shares as the source
+        token_file = tmp_path / "target-token"
+        token_file.write_text(target_init.root_token)
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_", "SNAPSHOT_", "BAO_"))}
+        shell_env = {
+            **base_env, **env.s3.env(),
+            "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
+            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "VAULT_ADDR": target.url, "VAULT_CACERT": target.ca_file,
+            "SNAPSHOT_S3_ENDPOINT": env.s3.endpoint_url, "SNAPSHOT_S3_BUCKET": env.bucket, "SNAPSHOT_S3_PREFIX": PREFIX,
+            "SNAPSHOT_TMP_DIR": str(env.workdir / "tmp"),
+            "CLUSTER": "doc-restore", "TOKEN_FILE": str(token_file),
+        }
+        restore = subprocess.run(["bash", "-euo", "pipefail", "-c", documented_block("restore-procedure")],
+                                 cwd=REPO, env=shell_env, capture_output=True, text=True, timeout=120)
+        assert restore.returncode == 0, restore.stderr
+        assert "doc-restore/" in restore.stdout  # the list step showed the snapshot
+        target.wait_sealed()
+        for key in env.source_init.keys[:THRESHOLD]:
+            unseal = subprocess.run(["bash", "-euo", "pipefail", "-c", documented_block("unseal-procedure")],
+                                    cwd=REPO, env={**shell_env, "UNSEAL_KEY": key},
+                                    capture_output=True, text=True, timeout=60)
+            assert unseal.returncode == 0, unseal.stderr
+        target.wait_active()
+        read = target.api("GET", "secret/data/otel/db", token=env.source_init.root_token)
+        assert read.status == 200, read.text
+        assert read.data["data"] == KV_DATA

@@ -109,7 +109,6 @@ def test_pr_workflow_runs_make_test_then_previews_every_stack(tmp_path: Path) ->
     assert pulumi["with"]["stack-name"] == "${{ matrix.stack }}"
     assert pulumi["with"]["work-dir"] == "."
     assert pulumi["with"]["comment-on-pr"] is True
-    assert pulumi["with"]["policyPacks"] == "policy"
 
     assert jobs["stacks"]["outputs"]["stacks"] == "${{ steps.list.outputs.stacks }}"
     stacks = run_list_step(jobs["stacks"], "stacks", tmp_path)
