@@ -176,6 +176,8 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
                             "mountPath": "/vault/data", "accessMode": "ReadWriteOnce"},
             "auditStorage": {"enabled": True, "size": args.audit_storage_size, "storageClass": args.storage_class,
                              "mountPath": "/vault/audit", "accessMode": "ReadWriteOnce"},
+            # Raft data outlives the StatefulSet: deleting or scaling it never deletes a volume.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
             "statefulSet": {"securityContext": {
                 "pod": {"runAsNonRoot": True, "runAsUser": 100, "runAsGroup": 1000, "fsGroup": 1000,
                         "seccompProfile": {"type": "RuntimeDefault"}},

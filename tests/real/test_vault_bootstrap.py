@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -55,6 +54,7 @@ from tests.support.applier import VaultApplier
 from tests.support.kube_api import KubeAPIServer
 from tests.support.openbao import ApiResponse, BaoNode, api, dev_server, free_port, openbao_audit_stanza, wait_until
 from tests.support.pki import TestCA
+from tests.support.s3 import MotoS3
 from tests.support.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
@@ -384,7 +384,10 @@ def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstra
     """The admin policy is enough for Pulumi's own declarations: apply every vault resource of the hub."""
     (leader,) = leaders(boot.nodes)  # OpenBao standbys answer writes with "readonly storage"
     url, ca = leader.url, boot.vault.ca_file
-    with KubeAPIServer() as kube:
+    with KubeAPIServer() as kube, MotoS3() as s3:
+        # Inside the cluster Vault reviews tokens with its own ServiceAccount (system:auth-delegator);
+        # here that is a token of the same account, given explicitly.
+        kube.allow_token_reviews("system:serviceaccount:vault:vault")
         applier = VaultApplier(
             url,
             boot.admin_token(),
@@ -394,19 +397,52 @@ def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstra
                     "kubernetesHost": kube.url,
                     "kubernetesCaCert": kube.ca_pem,
                     "disableLocalCaJwt": True,
+                    "tokenReviewerJwt": kube.mint_service_account_token("vault", "vault"),
                 }
             },
         )
         applied = applier.apply(hub.resources)
-    token = boot.admin_token()
-    keys = api(url, "LIST", "transit/keys", token=token, ca_file=ca)
-    assert sorted(keys.data["keys"]) == ["edge-ap", "edge-eu"]
-    role = api(url, "GET", "auth/kubernetes/role/raft-snapshot", token=token, ca_file=ca).data
-    assert role["bound_service_account_names"] == ["vault-snapshot"]
-    assert role["bound_service_account_namespaces"] == ["vault"]
-    autopilot = api(url, "GET", "sys/storage/raft/autopilot/configuration", token=token, ca_file=ca).data
-    assert autopilot["cleanup_dead_servers"] is True and autopilot["min_quorum"] == 3
-    assert set(applied.tokens) == {"hub-transit-unseal-edge-eu-token", "hub-transit-unseal-edge-ap-token"}
+        token = boot.admin_token()
+        keys = api(url, "LIST", "transit/keys", token=token, ca_file=ca)
+        assert sorted(keys.data["keys"]) == ["edge-ap", "edge-eu"]
+        role = api(url, "GET", "auth/kubernetes/role/raft-snapshot", token=token, ca_file=ca).data
+        assert role["bound_service_account_names"] == ["vault-snapshot"]
+        assert role["bound_service_account_namespaces"] == ["vault"]
+        autopilot = api(url, "GET", "sys/storage/raft/autopilot/configuration", token=token, ca_file=ca).data
+        assert autopilot["cleanup_dead_servers"] is True and autopilot["min_quorum"] == 3
+        assert set(applied.tokens) == {"hub-transit-unseal-edge-eu-token", "hub-transit-unseal-edge-ap-token"}
+
+        # The hub's snapshot CronJob, as its pod runs it, against this cluster with the declared role.
+        cronjob = next(o for o in hub.kubernetes_objects() if o["kind"] == "CronJob")
+        container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        pod_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        jwt_file = boot.workdir / "snapshot-token"
+        jwt_file.write_text(kube.mint_service_account_token("vault", "vault-snapshot", audiences=["vault"]))
+        (boot.workdir / "scratch").mkdir(exist_ok=True)
+        bucket = s3.create_bucket(pod_env["SNAPSHOT_S3_BUCKET"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_", "SNAPSHOT_", "BAO_"))}
+        env |= pod_env | s3.env() | {
+            # what differs from the pod: where Vault, its CA, the token, scratch space and S3 are
+            "VAULT_ADDR": url, "VAULT_CACERT": ca, "SNAPSHOT_JWT_FILE": str(jwt_file),
+            "SNAPSHOT_TMP_DIR": str(boot.workdir / "scratch"), "SNAPSHOT_S3_ENDPOINT": s3.endpoint_url,
+            "AWS_CONFIG_FILE": str(boot.workdir / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(boot.workdir / "none"),
+        }
+        result = subprocess.run([sys.executable, *container["command"][1:]], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        keys_in_bucket = s3.keys(bucket, f"vault-raft-snapshots/{pod_env['SNAPSHOT_CLUSTER_NAME']}/")
+        assert len(keys_in_bucket) == 1 and keys_in_bucket[0].endswith(".snap")
+        # the role's token can take snapshots and nothing else
+        login = api(url, "POST", "auth/kubernetes/login", ca_file=ca,
+                    body={"role": "raft-snapshot", "jwt": jwt_file.read_text()})
+        assert login.status == 200, login.text
+        snapshot_token = login.body["auth"]["client_token"]
+        caps = api(url, "POST", "sys/capabilities-self", token=snapshot_token, ca_file=ca,
+                   body={"paths": ["sys/storage/raft/snapshot", "sys/storage/raft/snapshot-force", "transit/keys",
+                                   "sys/policies/acl/fedobs-admin"]})
+        assert caps.body["sys/storage/raft/snapshot"] == ["read"]
+        for other in ("sys/storage/raft/snapshot-force", "transit/keys", "sys/policies/acl/fedobs-admin"):
+            assert caps.body[other] == ["deny"], (other, caps.body)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -711,11 +747,12 @@ def test_kubernetes_secret_store_creates_once_and_never_replaces(tmp_path: Path)
 # the command line the Vault component puts into the Job is one this program accepts
 # ------------------------------------------------------------------------------------------------
 def test_the_components_job_command_parses() -> None:
-    vault_component = pytest.importorskip("components.vault")
-    from programs.vault_bootstrap.__main__ import build_parser, config_from_args
-
     spec = make_spec(3)
-    args = SimpleNamespace(server=spec, key_shares=5, key_threshold=3, operator_pgp_keys=("a2V5MQ==",) * 5)
+    args = vault_component.VaultArgs(
+        provider=None,  # type: ignore[arg-type]
+        server=spec, access=vault_component.OperatorAddress("https://vault.test:8200"),
+        cert_manager=None,  # type: ignore[arg-type]
+        key_shares=5, key_threshold=3, operator_pgp_keys=("a2V5MQ==",) * 5)
     command = vault_component.bootstrap_command(args)
     assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]
     config, state = config_from_args(build_parser().parse_args(command[3:]))

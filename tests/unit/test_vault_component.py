@@ -161,6 +161,7 @@ def test_chart_values_are_production_shaped(stack: str, request: pytest.FixtureR
     assert anti[0]["labelSelector"]["matchLabels"]["component"] == "server"
     for volume in ("dataStorage", "auditStorage"):
         assert server[volume]["enabled"] and server[volume]["storageClass"] == "linode-block-storage-retain"
+    assert server["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
     assert server["resources"]["limits"] and server["resources"]["requests"]
     container = server["statefulSet"]["securityContext"]["container"]
     assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
