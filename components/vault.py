@@ -221,6 +221,8 @@ def bootstrap_command(args: VaultArgs) -> list[str]:
         "--admin-mount", ADMIN_AUTH_MOUNT,
         "--admin-username", ADMIN_USERNAME,
         "--admin-password-file", "/fedobs/admin/password",
+        # A new password in the mounted Secret (a new adminCredentialGeneration) is rotated to.
+        "--rotate-admin-password", "true",
         "--admin-policy-name", ADMIN_POLICY,
         "--admin-policy-file", "/fedobs/policy/admin.hcl",
         "--state-kubernetes-secret", f"{spec.namespace}/{INIT_STATE_SECRET}",

@@ -65,8 +65,8 @@ def hub_outputs_for_edges(out: Path | None = None) -> dict[str, Any]:
     return recording.outputs
 
 
-def plan_stack(stack: str, out: Path | None = None) -> Recording:
-    config, secret_keys = load_stack_file(stack)
+def plan_stack(stack: str, out: Path | None = None, config_dir: Path = ROOT) -> Recording:
+    config, secret_keys = load_stack_file(stack, config_dir)
     references: dict[str, dict[str, Any]] = {}
     hub_stack = config.get("fedobs:hubStack")
     if isinstance(hub_stack, str):
@@ -116,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", required=True, help="stack name: Pulumi.<stack>.yaml must exist")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "plan", help="folder for the YAML objects")
+    parser.add_argument("--config-dir", type=Path, default=ROOT, help="where Pulumi.<stack>.yaml is")
     args = parser.parse_args(argv)
-    if not (ROOT / f"Pulumi.{args.stack}.yaml").exists():
-        print(f"plan: no Pulumi.{args.stack}.yaml in {ROOT}", file=sys.stderr)
+    if not (args.config_dir / f"Pulumi.{args.stack}.yaml").exists():
+        print(f"plan: no Pulumi.{args.stack}.yaml in {args.config_dir}", file=sys.stderr)
         return 2
-    recording = plan_stack(args.stack, out=args.out)
+    recording = plan_stack(args.stack, out=args.out, config_dir=args.config_dir)
     if recording.error is not None:
         print(f"plan: the program failed for stack '{args.stack}':\n{recording.error}", file=sys.stderr)
         return 1

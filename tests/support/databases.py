@@ -83,6 +83,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -259,6 +260,7 @@ class _Server:
         self._uid: int | None = None
         self._gid: int | None = None
         self._log_files: list[Path] = []
+        self.startup_seconds = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -436,7 +438,6 @@ class PostgresServer(_Server):
             "shared_buffers": "16MB",
         } | dict(settings or {})
         self.bin_dir = postgres_bin_dir() or Path("/usr/lib/postgresql/missing/bin")
-        self.startup_seconds = 0.0
 
     @property
     def data_dir(self) -> Path:
@@ -533,8 +534,17 @@ class PostgresServer(_Server):
 
     def _request_stop(self) -> None:
         subprocess.run(
-            [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "immediate", "-w",
-             "-t", str(max(1, int(self.stop_timeout)))],
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "stop",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                str(max(1, int(self.stop_timeout))),
+            ],
             cwd=self.workdir,
             env=self._env(),
             user=self._uid,
@@ -622,7 +632,6 @@ class MariaDBServer(_Server):
     ) -> None:
         super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self.options = list(options)
-        self.startup_seconds = 0.0
 
     @property
     def data_dir(self) -> Path:
@@ -656,10 +665,12 @@ class MariaDBServer(_Server):
         assert binaries is not None
         pw = _mysql_string(self.superuser_password)
         init_sql = self.workdir / "init.sql"
-        init_sql.write_text(
+        init_sql.write_text(  # bootstrap runs with --skip-grant-tables: load them first
+            "FLUSH PRIVILEGES;\n"
             f"ALTER USER 'root'@'localhost' IDENTIFIED BY {pw};\n"
             f"ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY {pw};\n"
             "DROP USER IF EXISTS 'root'@'::1';\n"
+            f"DROP USER IF EXISTS 'root'@{_mysql_string(socket.gethostname())};\n"
         )
         init_sql.chmod(0o600)
         self._own(init_sql)

@@ -186,6 +186,7 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     peers = [command[i + 1] for i, part in enumerate(command) if part == "--peer"]
     assert peers == [f"https://vault-{i}.vault-internal:8200" for i in range(3)]
     assert command[command.index("--admin-password-file") + 1] == "/fedobs/admin/password"
+    assert command[command.index("--rotate-admin-password") + 1] == "true"
     assert not any("mock-password" in part for part in command)
     role = k8s_object(hub, "Role", "vault-bootstrap")
     assert role["rules"] == [
