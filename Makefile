@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STACK ?= hub
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test lint typecheck unit real plan preview up destroy clean
+.PHONY: help setup system-packages test lint typecheck unit real plan preview up clean
 
 help:
 	@echo "make setup            create .venv and install the pinned dependencies (+ PostgreSQL/MariaDB packages when root)"
@@ -22,7 +22,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# Real database servers for the Vault database-engine tests (PostgreSQL 15, MariaDB 10.11) and the
+# tools some tests use, from Debian packages; installed only when missing (needs root: CI is root).
+SYSTEM_TOOLS := /usr/lib/postgresql/15/bin/initdb /usr/sbin/mariadbd /usr/bin/gpg /usr/bin/jq
+system-packages:
+	@missing=0; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql mariadb-server gnupg jq >/dev/null; \
+	  else echo "missing Debian packages: sudo apt-get install postgresql mariadb-server gnupg jq"; exit 1; fi; \
+	fi
+
+setup: $(STAMP) system-packages
 
 lint: setup
 	$(BIN)/ruff check .
