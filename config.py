@@ -248,6 +248,121 @@ class VaultSettings(Model):
         return value
 
 
+# --- what lives inside Vault ------------------------------------------------------------------
+
+KvPath = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*(/\*)?$"),
+                                              "otel/otel-client-tls or edges/edge-eu/*"))]
+CredentialRef = Annotated[str, AfterValidator(_check(re.compile(r"^(database|aws)/[a-z0-9][a-z0-9-]*$"),
+                                                     "database/readonly or aws/s3-readonly"))]
+
+
+class KvSettings(Model):
+    """The KV v2 mount for platform secrets (certificates)."""
+
+    path: DnsLabel = "kv"
+    max_versions: int = Field(default=10, ge=1, le=100)
+
+
+class Consumer(Model):
+    """A workload that reads from Vault as one ServiceAccount in one namespace.
+
+    ``kvRead``/``kvWrite`` are paths under the KV mount (``prefix/*`` for a subtree); ``credentials``
+    names dynamic-secret roles as ``<engine>/<role>``. The consumer's policy allows exactly that.
+    """
+
+    name: DnsLabel
+    namespace: DnsLabel
+    service_account: DnsLabel
+    kv_read: tuple[KvPath, ...] = ()
+    kv_write: tuple[KvPath, ...] = ()
+    credentials: tuple[CredentialRef, ...] = ()
+    token_ttl: int = Field(default=3600, ge=60, le=86400)
+    token_max_ttl: int = Field(default=14400, ge=60, le=604800)
+
+    @model_validator(mode="after")
+    def _ttl_order(self) -> Consumer:
+        if self.token_ttl > self.token_max_ttl:
+            raise ValueError(f"tokenTtl ({self.token_ttl}) is greater than tokenMaxTtl ({self.token_max_ttl})")
+        return self
+
+
+class DatabaseRoleSettings(Model):
+    name: DnsLabel
+    access: Literal["read", "readwrite"] = "read"
+    schema_: str = Field(default="public", alias="schema", pattern=r"^[a-z_][a-z0-9_]*$")
+    default_ttl: int = Field(default=3600, ge=60)
+    max_ttl: int = Field(default=86400, ge=60)
+
+    @model_validator(mode="after")
+    def _ttl_order(self) -> DatabaseRoleSettings:
+        if self.default_ttl > self.max_ttl:
+            raise ValueError(f"defaultTtl ({self.default_ttl}) is greater than maxTtl ({self.max_ttl})")
+        return self
+
+
+class DatabaseConnectionSettings(Model):
+    """One database Vault manages users in; its admin login is the secret ``fedobs:databaseAdmins.<name>``."""
+
+    name: DnsLabel
+    engine: Literal["postgresql", "mysql"]
+    host: str = Field(pattern=r"^[A-Za-z0-9.-]+$")
+    port: int = Field(ge=1, le=65535)
+    database: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$")
+    tls: bool = True
+    roles: tuple[DatabaseRoleSettings, ...] = Field(min_length=1)
+
+
+class DatabaseSettings(Model):
+    enabled: bool = True
+    path: DnsLabel = "database"
+    connections: tuple[DatabaseConnectionSettings, ...] = ()
+
+
+class AwsRoleSettings(Model):
+    name: DnsLabel
+    role_arns: tuple[str, ...] = Field(min_length=1)
+    default_sts_ttl: int = Field(default=3600, ge=900, le=43200)
+    max_sts_ttl: int = Field(default=3600, ge=900, le=43200)
+
+    @field_validator("role_arns")
+    @classmethod
+    def _arns(cls, arns: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in arns if not re.match(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$", a)]
+        if bad:
+            raise ValueError(f"not IAM role ARNs: {', '.join(bad)}")
+        return arns
+
+    @model_validator(mode="after")
+    def _ttl_order(self) -> AwsRoleSettings:
+        if self.default_sts_ttl > self.max_sts_ttl:
+            raise ValueError(f"defaultStsTtl ({self.default_sts_ttl}) is greater than maxStsTtl ({self.max_sts_ttl})")
+        return self
+
+
+class AwsSettings(Model):
+    """The AWS secrets engine issuing ``assumed_role`` credentials; root credentials are the secret
+    ``fedobs:awsRootCredentials``."""
+
+    enabled: bool = True
+    path: DnsLabel = "aws"
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+    iam_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    sts_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    roles: tuple[AwsRoleSettings, ...] = ()
+
+
+class VaultConfigSettings(Model):
+    kv: KvSettings = KvSettings()
+    consumers: tuple[Consumer, ...] = ()
+    database: DatabaseSettings | None = None
+    aws: AwsSettings | None = None
+
+
+class DatabaseAdmin(Model):
+    username: str = Field(min_length=1, json_schema_extra=SECRET)
+    password: str = Field(min_length=12, json_schema_extra=SECRET)
+
+
 # --- the edges the hub serves, the hub an edge reads ------------------------------------------
 
 
@@ -272,8 +387,11 @@ class StackConfig(Model):
     cluster: ClusterSettings
     vault: VaultSettings
     kubeconfig: str | None = Field(default=None, json_schema_extra=SECRET)
+    vault_config: VaultConfigSettings = VaultConfigSettings()
     aws_kms_credentials: AwsCredentials | None = None
     snapshot_credentials: AwsCredentials | None = None
+    aws_root_credentials: AwsCredentials | None = None
+    database_admins: dict[DnsLabel, DatabaseAdmin] = Field(default_factory=dict, json_schema_extra=SECRET)
 
 
 class HubConfig(StackConfig):
@@ -315,6 +433,46 @@ def _get(values: Mapping[str, Any], path: str) -> Any:
     return node
 
 
+def _vault_config_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """Consumers may only name engines and roles that are declared and switched on."""
+    problems: list[Problem] = []
+    base = f"{NAMESPACE}:vaultConfig"
+    config = values.get("vaultConfig")
+    if not isinstance(config, Mapping):
+        return problems
+    engines: dict[str, tuple[bool, set[str]]] = {}
+    database = config.get("database")
+    if isinstance(database, Mapping):
+        roles = {str(r.get("name")) for c in database.get("connections") or [] if isinstance(c, Mapping)
+                 for r in c.get("roles") or [] if isinstance(r, Mapping)}
+        engines["database"] = (database.get("enabled", True) is not False, roles)
+        for i, connection in enumerate(database.get("connections") or []):
+            name = connection.get("name") if isinstance(connection, Mapping) else None
+            if database.get("enabled", True) is not False and name and name not in (values.get("databaseAdmins") or {}):
+                problems.append(Problem(f"{base}.database.connections[{i}]",
+                                        f"needs its admin login in {NAMESPACE}:databaseAdmins.{name} (a secret)"))
+    aws = config.get("aws")
+    if isinstance(aws, Mapping):
+        roles = {str(r.get("name")) for r in aws.get("roles") or [] if isinstance(r, Mapping)}
+        engines["aws"] = (aws.get("enabled", True) is not False, roles)
+        if aws.get("enabled", True) is not False and not values.get("awsRootCredentials"):
+            problems.append(Problem(f"{NAMESPACE}:awsRootCredentials", f"required when {base}.aws is enabled"))
+    for i, consumer in enumerate(config.get("consumers") or []):
+        if not isinstance(consumer, Mapping):
+            continue
+        for j, reference in enumerate(consumer.get("credentials") or []):
+            engine, _, role = str(reference).partition("/")
+            key = f"{base}.consumers[{i}].credentials[{j}]"
+            if engine not in ("database", "aws"):
+                continue
+            enabled, roles = engines.get(engine, (False, set()))
+            if not enabled:
+                problems.append(Problem(key, f"names {engine} role '{role}' but {base}.{engine} is not enabled"))
+            elif role not in roles:
+                problems.append(Problem(key, f"names {engine} role '{role}', which {base}.{engine} does not declare"))
+    return problems
+
+
 def _cross_key_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     seal = _get(values, "vault.seal.type")
@@ -328,6 +486,7 @@ def _cross_key_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
     if isinstance(snapshots, Mapping) and snapshots.get("enabled", True) and not values.get("snapshotCredentials"):
         problems.append(Problem(f"{NAMESPACE}:snapshotCredentials",
                                 f"required when {NAMESPACE}:vault.snapshots is enabled"))
+    problems.extend(_vault_config_problems(values))
     mode = _get(values, "cluster.mode")
     if role == "hub" and mode == "lke" and not _get(values, "cluster.controlPlaneAcl"):
         problems.append(Problem(f"{NAMESPACE}:cluster.controlPlaneAcl",

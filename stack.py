@@ -25,6 +25,17 @@ from components.vault import (
     Vault,
     VaultArgs,
 )
+from components.vault_config import (
+    AwsRoleSpec,
+    AwsSpec,
+    DatabaseConnectionSpec,
+    DatabaseRoleSpec,
+    DatabaseSpec,
+    KvSpec,
+    VaultConfiguration,
+    VaultConfigurationArgs,
+)
+from components.vault_policies import credentials, kv_read, kv_write, render_policy
 from components.vault_server_config import AwsKmsSealSpec, VaultServerSpec
 from config import (
     AnyStackConfig,
@@ -115,6 +126,58 @@ def vault_args(cfg: AnyStackConfig, provider: k8s.Provider, cert_manager: CertMa
     )
 
 
+def consumer_roles(cfg: AnyStackConfig) -> list[WorkloadRole]:
+    """Each declared consumer as a Kubernetes-auth role with the smallest policy for its access."""
+    settings = cfg.vault_config
+    engine_paths = {"database": settings.database.path if settings.database else "database",
+                    "aws": settings.aws.path if settings.aws else "aws"}
+    roles = []
+    for consumer in settings.consumers:
+        grants = [
+            *(g for path in consumer.kv_read for g in kv_read(settings.kv.path, path)),
+            *(g for path in consumer.kv_write for g in kv_write(settings.kv.path, path)),
+            *(g for ref in consumer.credentials
+              for g in credentials(engine_paths[ref.split("/")[0]], ref.split("/")[1])),
+        ]
+        roles.append(WorkloadRole(
+            name=consumer.name, service_account=consumer.service_account, namespace=consumer.namespace,
+            policy_hcl=render_policy(consumer.name, grants), token_ttl_seconds=consumer.token_ttl,
+            token_max_ttl_seconds=consumer.token_max_ttl))
+    return roles
+
+
+def vault_configuration_args(cfg: AnyStackConfig, vault: Vault) -> VaultConfigurationArgs:
+    settings = cfg.vault_config
+    database = None
+    if settings.database and settings.database.enabled:
+        database = DatabaseSpec(path=settings.database.path, connections=tuple(
+            DatabaseConnectionSpec(
+                name=c.name, engine=c.engine, host=c.host, port=c.port, database=c.database, tls=c.tls,
+                roles=tuple(DatabaseRoleSpec(name=r.name, access=r.access, schema=r.schema_,
+                                             default_ttl=r.default_ttl, max_ttl=r.max_ttl) for r in c.roles),
+                admin_username=pulumi.Output.secret(cfg.database_admins[c.name].username),
+                admin_password=pulumi.Output.secret(cfg.database_admins[c.name].password),
+            )
+            for c in settings.database.connections))
+    aws = None
+    if settings.aws and settings.aws.enabled:
+        assert cfg.aws_root_credentials is not None
+        aws = AwsSpec(
+            path=settings.aws.path, region=settings.aws.region,
+            roles=tuple(AwsRoleSpec(name=r.name, role_arns=r.role_arns, default_sts_ttl=r.default_sts_ttl,
+                                    max_sts_ttl=r.max_sts_ttl) for r in settings.aws.roles),
+            access_key_id=pulumi.Output.secret(cfg.aws_root_credentials.access_key_id),
+            secret_access_key=pulumi.Output.secret(cfg.aws_root_credentials.secret_access_key),
+            iam_endpoint=settings.aws.iam_endpoint, sts_endpoint=settings.aws.sts_endpoint)
+    return VaultConfigurationArgs(
+        vault_provider=vault.vault_provider,
+        kv=KvSpec(path=settings.kv.path, max_versions=settings.kv.max_versions),
+        database=database,
+        aws=aws,
+        edges=tuple(e.name for e in cfg.edges) if isinstance(cfg, HubConfig) else (),
+    )
+
+
 def stack_prefix(cfg: AnyStackConfig) -> str:
     """The name prefix of every top-level component: ``hub`` or the edge's name."""
     return cfg.edge_name if isinstance(cfg, EdgeConfig) else "hub"
@@ -136,7 +199,8 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     outputs["vaultAddress"] = vault.address
     outputs["vaultCaCert"] = vault.ca_cert
     snapshots = cfg.vault.snapshots if cfg.vault.snapshots and cfg.vault.snapshots.enabled else None
-    roles: list[WorkloadRole] = []
+    configuration = VaultConfiguration(f"{prefix}-vault-config", vault_configuration_args(cfg, vault))
+    roles = consumer_roles(cfg)
     if snapshots:
         roles.append(snapshot_role(vault.namespace))
     auth = KubernetesAuth(f"{prefix}-kubernetes-auth", KubernetesAuthArgs(
@@ -162,4 +226,5 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
         unseal = TransitUnseal(f"{prefix}-transit-unseal", TransitUnsealArgs(
             vault_provider=vault.vault_provider, edges=tuple(e.name for e in cfg.edges)))
         outputs["edgeTransitTokens"] = pulumi.Output.secret(unseal.tokens)
+        outputs["edgeCredentials"] = pulumi.Output.secret(configuration.edge_credentials)
     return outputs

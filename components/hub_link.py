@@ -35,6 +35,11 @@ def hub_output_rules(edge_name: str) -> dict[str, tuple[Callable[[Any], bool], s
             f"a map holding this edge's transit token under '{edge_name}' "
             f"(is the edge listed in the hub's fedobs:edges?)",
         ),
+        "edgeCredentials": (
+            lambda v: isinstance(v, dict) and isinstance(v.get(edge_name), dict)
+            and {"mount", "roleId", "secretId"} <= set(v[edge_name]),
+            f"a map holding this edge's AppRole credential (mount, roleId, secretId) under '{edge_name}'",
+        ),
     }
 
 
@@ -60,6 +65,7 @@ class HubLink(pulumi.ComponentResource):
     vault_hostname: pulumi.Output[str]
     vault_ca_cert: pulumi.Output[str]
     transit_token: pulumi.Output[str]
+    hub_credential: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: HubLinkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
@@ -76,5 +82,8 @@ class HubLink(pulumi.ComponentResource):
         self.transit_token = pulumi.Output.secret(
             validated.apply(lambda o: str(o["edgeTransitTokens"][args.edge_name]))
         )
+        self.hub_credential = pulumi.Output.secret(
+            validated.apply(lambda o: {k: str(v) for k, v in o["edgeCredentials"][args.edge_name].items()})
+        )
         self.register_outputs({"vault_address": self.vault_address, "vault_ca_cert": self.vault_ca_cert,
-                               "transit_token": self.transit_token})
+                               "transit_token": self.transit_token, "hub_credential": self.hub_credential})

@@ -152,6 +152,10 @@ class FedobsMocks(pulumi.runtime.Mocks):
             outputs["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\nmock-{digest}\n-----END PRIVATE KEY-----\n"
         elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
             outputs["certPem"] = f"-----BEGIN CERTIFICATE-----\nmock-{digest}\n-----END CERTIFICATE-----\n"
+        elif args.typ == "vault:appRole/authBackendRole:AuthBackendRole":
+            outputs["roleId"] = f"mock-role-id-{digest}"
+        elif args.typ == "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId":
+            outputs["secretId"] = f"mock-secret-id-{digest}"
         elif args.typ == "vault:index/token:Token":
             outputs["clientToken"] = f"mock-token-{digest}"
         elif args.typ == "random:index/randomPassword:RandomPassword":

@@ -58,7 +58,7 @@ def _values(node: Any) -> list[str]:
 def test_no_secret_value_in_plain_outputs_or_inputs(stack: str, request: pytest.FixtureRequest) -> None:
     recording: Recording = request.getfixturevalue(stack)
     # Values the mocks generate for secret material, and secure config placeholders.
-    secret_marker = re.compile(r"mock-password-|mock-token-|PRIVATE KEY|\[secret-placeholder-value\]")
+    secret_marker = re.compile(r"mock-password-|mock-token-|mock-secret-id-|PRIVATE KEY|\[secret-placeholder-value\]")
     for name, value in recording.outputs.items():
         if name not in recording.secret_outputs:
             assert not any(secret_marker.search(s) for s in _values(value)), f"output {name} leaks a secret"
@@ -83,6 +83,9 @@ def test_hub_exports_what_edges_read(hub: Recording) -> None:
     assert hub.outputs["vaultCaCert"].startswith("-----BEGIN CERTIFICATE-----")
     assert set(hub.outputs["edgeTransitTokens"]) == {"edge-eu", "edge-ap"}
     assert "edgeTransitTokens" in hub.secret_outputs
+    assert hub.outputs["edgeCredentials"]["edge-eu"]["mount"] == "approle-edges"
+    assert hub.outputs["edgeCredentials"]["edge-eu"]["roleId"].startswith("mock-role-id-")
+    assert "edgeCredentials" in hub.secret_outputs
     assert not hub.of_type("pulumi:pulumi:StackReference"), "the hub must read no other stack"
 
 
@@ -99,6 +102,10 @@ def test_edge_reads_the_hub_through_one_stack_reference(edge: Recording) -> None
     ({"vaultAddress": "https://vault.hub:8200",
       "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
       "edgeTransitTokens": {"edge-ap": "t"}}, "edgeTransitTokens"),
+    ({"vaultAddress": "https://vault.hub:8200",
+      "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+      "edgeTransitTokens": {"edge-eu": "t"},
+      "edgeCredentials": {"edge-eu": {"roleId": "r"}}}, "edgeCredentials"),
 ])
 def test_missing_or_malformed_hub_output_is_named(outputs: dict[str, Any], named: str) -> None:
     recording = run_stack_file("edge", {"organization/fedobs/hub": outputs})
@@ -132,6 +139,7 @@ def test_program_opens_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     edge = run_stack_file("edge", {"organization/fedobs/hub": json.loads(json.dumps({
         "vaultAddress": "https://vault.hub.fedobs.example.com:8200",
         "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-        "edgeTransitTokens": {"edge-eu": "t"}}))}, preview=True)
+        "edgeTransitTokens": {"edge-eu": "t"},
+        "edgeCredentials": {"edge-eu": {"mount": "approle-edges", "roleId": "r", "secretId": "s"}}}))}, preview=True)
     assert edge.error is None, edge.error
     assert attempts == []
