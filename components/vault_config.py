@@ -121,22 +121,21 @@ class VaultConfiguration(pulumi.ComponentResource):
                             description="Short-lived database users", opts=self.vault_opts)
         for connection in spec.connections:
             prefix = f"{name}-db-{connection.name}"
-            engine_args = {
-                "connection_url": connection_url(connection.engine, connection.host, connection.port,
-                                                 connection.database, connection.tls),
-                "username": pulumi.Output.secret(connection.admin_username),
-                "password": pulumi.Output.secret(connection.admin_password),
-                "max_open_connections": 4,
-            }
+            url = connection_url(connection.engine, connection.host, connection.port, connection.database,
+                                 connection.tls)
+            username = pulumi.Output.secret(connection.admin_username)
+            password = pulumi.Output.secret(connection.admin_password)
             created = vault.database.SecretBackendConnection(
                 prefix,
                 backend=mount.path,
                 name=connection.name,
                 allowed_roles=[role.name for role in connection.roles],
                 verify_connection=True,
-                postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(**engine_args)
+                postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(
+                    connection_url=url, username=username, password=password, max_open_connections=4)
                 if connection.engine == "postgresql" else None,
-                mysql=vault.database.SecretBackendConnectionMysqlArgs(**engine_args)
+                mysql=vault.database.SecretBackendConnectionMysqlArgs(
+                    connection_url=url, username=username, password=password, max_open_connections=4)
                 if connection.engine == "mysql" else None,
                 opts=pulumi.ResourceOptions.merge(self.vault_opts, pulumi.ResourceOptions(
                     # After rotate-root only Vault knows the admin password; never send the old one.
@@ -180,13 +179,14 @@ class VaultConfiguration(pulumi.ComponentResource):
         for role in spec.roles:
             vault.aws.SecretBackendRole(
                 f"{name}-aws-{role.name}",
-                backend=backend.path,
+                backend=spec.path,
                 name=role.name,
                 credential_type="assumed_role",
                 role_arns=list(role.role_arns),
                 default_sts_ttl=role.default_sts_ttl,
                 max_sts_ttl=role.max_sts_ttl,
-                opts=self.vault_opts,
+                # the path is known up front; the dependency orders the role after its backend
+                opts=pulumi.ResourceOptions.merge(self.vault_opts, pulumi.ResourceOptions(depends_on=[backend])),
             )
 
     def _edge_access(self, name: str, args: VaultConfigurationArgs) -> dict[str, pulumi.Output[dict[str, str]]]:
