@@ -51,12 +51,16 @@ def merged(grants: Iterable[Grant]) -> list[Grant]:
 
 def render_policy(name: str, grants: Iterable[Grant]) -> str:
     """The policy's HCL; refuses anything a workload policy must never hold."""
-    rules = merged(grants)
-    for rule in rules:
+    given = list(grants)
+    for rule in given:
         if rule.path.startswith("sys/") or "sudo" in rule.capabilities:
             raise ValueError(f"policy {name}: {rule.path} {rule.capabilities} is reserved to the admin policy")
         if rule.path in ("*", "") or rule.path.startswith("auth/token/create"):
             raise ValueError(f"policy {name}: {rule.path!r} is not a workload path")
+        unknown = set(rule.capabilities) - set(CAPABILITY_ORDER)
+        if unknown:
+            raise ValueError(f"policy {name}: {rule.path} has capabilities a workload never needs: {sorted(unknown)}")
+    rules = merged(given)
     lines = [f"# {name}: generated from declared access (components/vault_policies.py)"]
     lines += [f"path {json.dumps(r.path)} {{ capabilities = {json.dumps(list(r.capabilities))} }}" for r in rules]
     return "\n".join(lines) + "\n"
