@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STACK ?= hub
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-packages test lint typecheck unit real plan preview up clean
+.PHONY: help setup system-packages test lint typecheck unit real plan docs preview up clean
 
 help:
 	@echo "make setup            create .venv and install the pinned dependencies (+ PostgreSQL/MariaDB packages when root)"
 	@echo "make test             setup, then ruff, mypy and the whole test suite (what CI runs)"
 	@echo "make plan STACK=hub   offline plan: the resource tree of a stack, no cloud, no credentials"
+	@echo "make docs             regenerate docs/vault-config.md from the shipped stacks"
 	@echo "make preview STACK=…  pulumi preview (needs the Pulumi CLI, a backend, LINODE_TOKEN)"
 	@echo "make up STACK=…       pulumi up"
 
@@ -54,6 +55,9 @@ test: setup
 
 plan: setup
 	$(BIN)/python -m offline.plan --stack $(STACK)
+
+docs: setup
+	$(BIN)/python -m offline.vault_config_doc
 
 # The real deployment path: the Pulumi CLI with the local file backend by default
 # (PULUMI_BACKEND_URL=file://./.pulumi-state); see README.md for Pulumi Cloud or S3.

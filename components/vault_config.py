@@ -86,7 +86,7 @@ def edge_kv_prefix(edge: str) -> str:
 
 
 def edge_access_policy(edge: str, kv_mount: str, transit_mount: str) -> str:
-    return render_policy(f"edge-{edge}-hub-access",
+    return render_policy(f"hub-access-{edge}",
                          [*kv_read(kv_mount, edge_kv_prefix(edge)), *transit_use(transit_mount, edge)])
 
 
@@ -194,7 +194,7 @@ class VaultConfiguration(pulumi.ComponentResource):
                                     description="One credential per edge cluster", opts=self.vault_opts)
         credentials: dict[str, pulumi.Output[dict[str, str]]] = {}
         for edge in args.edges:
-            policy = vault.Policy(f"{name}-edge-{edge}-policy", name=f"edge-{edge}-hub-access",
+            policy = vault.Policy(f"{name}-edge-{edge}-policy", name=f"hub-access-{edge}",
                                   policy=edge_access_policy(edge, args.kv.path, args.transit_mount),
                                   opts=self.vault_opts)
             role = vault.approle.AuthBackendRole(

@@ -167,7 +167,7 @@ def test_aws_engine_issues_assumed_roles_only(hub: Recording) -> None:
 
 def test_each_edge_hub_credential_reaches_only_its_own_prefix_and_key(hub: Recording) -> None:
     for edge in ("edge-eu", "edge-ap"):
-        assert policy_of(hub, f"edge-{edge}-hub-access") == {
+        assert policy_of(hub, f"hub-access-{edge}") == {
             f"kv/data/edges/{edge}/*": ["read"],
             f"transit/decrypt/{edge}": ["update"],
             f"transit/encrypt/{edge}": ["update"],
@@ -175,7 +175,7 @@ def test_each_edge_hub_credential_reaches_only_its_own_prefix_and_key(hub: Recor
         role = next(r for r in hub.of_type("vault:appRole/authBackendRole:AuthBackendRole")
                     if r.inputs["roleName"] == edge)
         assert role.inputs["backend"] == "approle-edges"
-        assert role.inputs["tokenPolicies"] == [f"edge-{edge}-hub-access"]
+        assert role.inputs["tokenPolicies"] == [f"hub-access-{edge}"]
     assert "edgeCredentials" in hub.secret_outputs
 
 
