@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Iterable
 
-from offline.engine import ROOT, Recording, RecordedResource, run_stack_file
+from offline.engine import ROOT, RecordedResource, Recording, run_stack_file
 
 DOC = ROOT / "docs" / "vault-config.md"
 
