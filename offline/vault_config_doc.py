@@ -63,10 +63,11 @@ def section(title: str, recording: Recording) -> list[str]:
     if approles:
         lines += ["### AppRoles (one per edge; role id and secret id are the secret output `edgeCredentials`)",
                   "", *_table(("role", "mount", "policies", "token TTL"), sorted(approles)), ""]
-    connections = [(f"`{c.inputs['name']}`", "postgresql" if c.inputs.get("postgresql") else "mysql",
-                    f"`{(c.inputs.get('postgresql') or c.inputs.get('mysql'))['connectionUrl']}`",
-                    ", ".join(c.inputs.get("allowedRoles", [])))
-                   for c in _of(recording, "vault:database/secretBackendConnection:SecretBackendConnection")]
+    connections = []
+    for c in _of(recording, "vault:database/secretBackendConnection:SecretBackendConnection"):
+        engine = "postgresql" if c.inputs.get("postgresql") else "mysql"
+        connections.append((f"`{c.inputs['name']}`", engine, f"`{c.inputs[engine]['connectionUrl']}`",
+                            ", ".join(c.inputs.get("allowedRoles", []))))
     if connections:
         lines += ["### Database connections (admin login from Pulumi secrets, rotated by Vault after setup)", "",
                   *_table(("connection", "engine", "connection URL", "roles"), sorted(connections)), ""]
