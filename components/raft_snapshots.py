@@ -11,6 +11,7 @@ import pulumi_linode as linode
 
 from components import versions
 from components.kubernetes_auth import WorkloadRole
+from components.pod_security import restricted_container, restricted_pod
 from components.vault_server_config import TLS_DIR
 from programs.raft_snapshot.snapshot import SNAPSHOT_POLICY_HCL
 
@@ -48,11 +49,6 @@ def snapshot_role(namespace: str) -> WorkloadRole:
                         policy_hcl=SNAPSHOT_POLICY_HCL, token_ttl_seconds=600, token_max_ttl_seconds=900)
 
 
-def _restricted_container() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
 def snapshot_cronjob_spec(args: RaftSnapshotsArgs) -> dict[str, Any]:
     env = [
         {"name": "VAULT_ADDR", "value": in_cluster_vault_address(args.release, args.namespace)},
@@ -86,14 +82,13 @@ def snapshot_cronjob_spec(args: RaftSnapshotsArgs) -> dict[str, Any]:
                     "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,
                     "restartPolicy": "Never",
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": restricted_pod(),
                     "containers": [{
                         "name": "snapshot",
                         "image": versions.PROGRAMS_IMAGE,
                         "command": ["python", "-m", "programs.raft_snapshot", "take"],
                         "env": env,
-                        "securityContext": _restricted_container(),
+                        "securityContext": restricted_container(),
                         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
                                       "limits": {"cpu": "500m", "memory": "512Mi"}},
                         "volumeMounts": [

@@ -15,6 +15,7 @@ import pulumi_tls as tls
 import pulumi_vault as vault
 
 from components import versions
+from components.pod_security import restricted_container, restricted_pod
 from components.vault_server_config import (
     API_PORT,
     HUB_CA_DIR,
@@ -116,16 +117,6 @@ class VaultArgs:
     local_ca_dir: Path = Path(".fedobs")
 
 
-def _restricted_container() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
     """The ``vault`` chart values (validated in tests against the chart's values.schema.json)."""
     spec = args.server
@@ -153,7 +144,7 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
             "agentImage": {"repository": versions.VAULT_IMAGE, "tag": versions.VAULT_VERSION},
             "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                           "limits": {"cpu": "250m", "memory": "256Mi"}},
-            "securityContext": {"container": _restricted_container()},
+            "securityContext": {"container": restricted_container()},
         },
         "server": {
             "image": {"repository": versions.VAULT_IMAGE, "tag": versions.VAULT_VERSION},
@@ -181,7 +172,7 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
             "statefulSet": {"securityContext": {
                 "pod": {"runAsNonRoot": True, "runAsUser": 100, "runAsGroup": 1000, "fsGroup": 1000,
                         "seccompProfile": {"type": "RuntimeDefault"}},
-                "container": _restricted_container(),
+                "container": restricted_container(),
             }},
             "service": {"enabled": True, "type": "ClusterIP"},
             "ha": {
@@ -474,13 +465,12 @@ class Vault(pulumi.ComponentResource):
                     "spec": {
                         "serviceAccountName": "vault-bootstrap",
                         "restartPolicy": "Never",
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "securityContext": restricted_pod(),
                         "containers": [{
                             "name": "bootstrap",
                             "image": versions.PROGRAMS_IMAGE,
                             "command": command,
-                            "securityContext": _restricted_container(),
+                            "securityContext": restricted_container(),
                             "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                                           "limits": {"cpu": "200m", "memory": "128Mi"}},
                             "volumeMounts": [

@@ -51,7 +51,6 @@ import binascii
 import contextlib
 import datetime as _dt
 import hashlib
-import ipaddress
 import json
 import re
 import secrets as _secrets
@@ -69,11 +68,11 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.support.pki import TestCA
 
 __all__ = [
     "DEFAULT_ISSUER",
@@ -196,76 +195,6 @@ def _not_found(resource: str, name: str) -> _APIError:
     return _APIError(404, "NotFound", f'{resource} "{name}" not found', {"name": name, "kind": resource})
 
 
-class _ThrowawayCA:
-    """A self-signed ECDSA CA and one server certificate for 127.0.0.1 / localhost."""
-
-    def __init__(self) -> None:
-        now = _dt.datetime.now(_dt.UTC)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-api-ca")])
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(hours=1))
-            .not_valid_after(now + _dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        leaf_key = ec.generate_private_key(ec.SECP256R1())
-        self.leaf_key_pem = leaf_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        self.leaf_cert_pem = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-            .issuer_name(ca_name)
-            .public_key(leaf_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + _dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.DNSName("kubernetes.default.svc.cluster.local"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-            .public_bytes(serialization.Encoding.PEM)
-        )
-
-    @property
-    def cert_pem(self) -> str:
-        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def _parse_label_selector(selector: str) -> list[tuple[str, str, str]]:
     """Equality-based selectors only: ``a=b``, ``a==b``, ``a!=b``, ``a`` (exists), ``!a``."""
     terms: list[tuple[str, str, str]] = []
@@ -341,7 +270,10 @@ class KubeAPIServer:
         self.tls = tls
         self.issuer = issuer
         self.api_audiences: list[str] = list(api_audiences) if api_audiences is not None else [issuer]
-        self._ca = _ThrowawayCA()
+        self._ca = TestCA("fake-kube-api-ca")
+        self._serving = self._ca.issue(
+            "kube-apiserver", ["localhost", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
+            ["127.0.0.1"], days=1)
         self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         der = self._signing_key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -369,10 +301,7 @@ class KubeAPIServer:
         (tmp / "ca.crt").write_text(self._ca.cert_pem)
         context: ssl.SSLContext | None = None
         if self.tls:
-            (tmp / "tls.crt").write_bytes(self._ca.leaf_cert_pem)
-            key_path = tmp / "tls.key"
-            key_path.touch(mode=0o600)
-            key_path.write_bytes(self._ca.leaf_key_pem)
+            _, key_path = self._serving.write(tmp)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(tmp / "tls.crt", key_path)
