@@ -51,7 +51,9 @@ class Configured:
         return str(response.body["auth"]["client_token"])
 
     def capabilities(self, token: str, paths: list[str]) -> dict[str, list[str]]:
-        answer = api(self.vault.url, "POST", "sys/capabilities-self", token=token, body={"paths": paths})
+        # sys/capabilities as root: tokens without the default policy may not ask for themselves
+        answer = api(self.vault.url, "POST", "sys/capabilities", token=self.vault.token,
+                     body={"token": token, "paths": paths})
         assert answer.status == 200, answer.text
         return {path: answer.body[path] for path in paths}
 
@@ -233,3 +235,25 @@ def test_aws_role_arns_are_assumable_for_the_declared_ttl(configured: Configured
                                                                                                      ":assumed-role/"))
             lifetime = credentials["Expiration"].timestamp() - before
             assert abs(lifetime - role.inputs["defaultStsTtl"]) < 60
+
+
+def test_each_transit_seal_token_can_use_only_its_own_key(configured: Configured) -> None:
+    tokens = {name.removeprefix("hub-transit-unseal-").removesuffix("-token"): token
+              for name, token in configured.applied.tokens.items()}
+    assert set(tokens) == {"edge-eu", "edge-ap"}
+    for edge, other in (("edge-eu", "edge-ap"), ("edge-ap", "edge-eu")):
+        paths = [f"transit/encrypt/{edge}", f"transit/decrypt/{edge}", f"transit/encrypt/{other}",
+                 f"transit/decrypt/{other}", f"transit/keys/{edge}", "kv/data/edges/" + edge + "/x",
+                 "sys/mounts", "auth/token/create"]
+        assert configured.capabilities(tokens[edge], paths) == {
+            f"transit/encrypt/{edge}": ["update"], f"transit/decrypt/{edge}": ["update"],
+            f"transit/encrypt/{other}": ["deny"], f"transit/decrypt/{other}": ["deny"],
+            f"transit/keys/{edge}": ["deny"], f"kv/data/edges/{edge}/x": ["deny"],
+            "sys/mounts": ["deny"], "auth/token/create": ["deny"]}
+        me = api(configured.vault.url, "POST", "auth/token/lookup", token=configured.vault.token,
+                 body={"token": tokens[edge]})
+        assert me.status == 200 and me.data["policies"] == [f"transit-unseal-{edge}"]
+        assert me.data["orphan"] is True and me.data["creation_ttl"] == 768 * 3600
+        assert me.data["explicit_max_ttl"] == 0  # periodic: renewable for as long as it is renewed
+        renewed = api(configured.vault.url, "POST", "auth/token/renew-self", token=tokens[edge])
+        assert renewed.status == 200 and renewed.body["auth"]["lease_duration"] == 768 * 3600

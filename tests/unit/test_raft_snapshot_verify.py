@@ -105,8 +105,9 @@ def test_bad_crc(tmp_path: Path) -> None:
     [
         (b"", "not a gzip"),
         (b'{"errors":["permission denied"]}', "not a gzip"),
-        (gzip.compress(b"not a tar archive at all" * 40), "tar"),
+        (gzip.compress(b"not a tar archive at all" * 40, mtime=0), "tar"),
     ],
+    ids=["empty", "a Vault error body", "gzip but not tar"],  # stable ids: xdist workers must agree
 )
 def test_not_a_snapshot(tmp_path: Path, data: bytes, reason: str) -> None:
     with pytest.raises(SnapshotInvalidError, match=reason):
