@@ -394,9 +394,31 @@ class StackConfig(Model):
     database_admins: dict[DnsLabel, DatabaseAdmin] = Field(default_factory=dict, json_schema_extra=SECRET)
 
 
+class PkiSettings(Model):
+    """The hub's OTLP mTLS PKI (cert-manager): key type, lifetimes, subjects, receiver names."""
+
+    namespace: DnsLabel = "fedobs-pki"
+    organization: str = Field(default="fedobs", min_length=1)
+    key_algorithm: Literal["ECDSA", "RSA", "Ed25519"] = "ECDSA"
+    key_size: int = 256
+    ca_duration_hours: int = Field(default=43800, ge=720)
+    cert_duration_hours: int = Field(default=2160, ge=24)
+    receiver_hostnames: tuple[DnsName, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _key_and_lifetimes(self) -> PkiSettings:
+        sizes = {"ECDSA": (256, 384), "RSA": (2048, 3072, 4096), "Ed25519": (self.key_size,)}[self.key_algorithm]
+        if self.key_size not in sizes:
+            raise ValueError(f"keySize {self.key_size} is not one of {sizes} for {self.key_algorithm}")
+        if self.cert_duration_hours > self.ca_duration_hours:
+            raise ValueError("certDurationHours is longer than caDurationHours")
+        return self
+
+
 class HubConfig(StackConfig):
     role: Literal["hub"]
     edges: tuple[EdgeEntry, ...] = ()
+    pki: PkiSettings | None = None
 
     @field_validator("edges")
     @classmethod

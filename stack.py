@@ -15,6 +15,7 @@ from components.cert_manager import CertManager, CertManagerArgs
 from components.cluster import Cluster, ClusterArgs, ExistingClusterSpec, LkeClusterSpec, PoolSpec
 from components.hub_link import HubLink, HubLinkArgs
 from components.kubernetes_auth import KubernetesAuth, KubernetesAuthArgs, WorkloadRole
+from components.otlp_pki import OtlpPki, OtlpPkiArgs
 from components.raft_snapshots import RaftSnapshots, RaftSnapshotsArgs, snapshot_role
 from components.transit_unseal import TransitUnseal, TransitUnsealArgs
 from components.vault import (
@@ -222,6 +223,14 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
             secret_access_key=pulumi.Output.secret(cfg.snapshot_credentials.secret_access_key),
             vault_ready=auth,
         ))
+    if isinstance(cfg, HubConfig) and cfg.pki is not None:
+        pki = OtlpPki(f"{prefix}-otlp-pki", OtlpPkiArgs(
+            provider=cluster.provider, cert_manager=cert_manager.ready, edges=tuple(e.name for e in cfg.edges),
+            receiver_hostnames=cfg.pki.receiver_hostnames, namespace=cfg.pki.namespace,
+            organization=cfg.pki.organization, key_algorithm=cfg.pki.key_algorithm, key_size=cfg.pki.key_size,
+            ca_duration_hours=cfg.pki.ca_duration_hours, cert_duration_hours=cfg.pki.cert_duration_hours))
+        outputs["otlpEndpoint"] = f"https://{cfg.pki.receiver_hostnames[0]}:4317"
+        outputs["certSyncMap"] = pki.sync_map
     if isinstance(cfg, HubConfig):
         unseal = TransitUnseal(f"{prefix}-transit-unseal", TransitUnsealArgs(
             vault_provider=vault.vault_provider, edges=tuple(e.name for e in cfg.edges)))
