@@ -358,6 +358,37 @@ class VaultConfigSettings(Model):
     aws: AwsSettings | None = None
 
 
+class RestartTargetSettings(Model):
+    kind: Literal["Deployment", "DaemonSet", "StatefulSet"]
+    name: DnsLabel
+
+
+class SyncSettings(Model):
+    """Sync one KV v2 path into one Secret and restart the workloads that mount it."""
+
+    namespace: DnsLabel
+    secret_name: DnsLabel
+    kv_path: Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$"),
+                                                  "otel/otel-client-tls"))]
+    secret_type: Literal["kubernetes.io/tls", "Opaque"] = "kubernetes.io/tls"
+    restart: tuple[RestartTargetSettings, ...] = ()
+
+
+class WorkloadRef(Model):
+    kind: Literal["Deployment", "DaemonSet", "StatefulSet"]
+    namespace: DnsLabel
+    name: DnsLabel
+
+
+class DistributionSettings(Model):
+    """Vault Secrets Operator: which Vault paths become which Secrets where."""
+
+    vault_auth_global: bool = False
+    syncs: tuple[SyncSettings, ...] = ()
+    #: The workloads of this cluster a sync may restart (a restart target must be one of them).
+    workloads: tuple[WorkloadRef, ...] = ()
+
+
 class DatabaseAdmin(Model):
     username: str = Field(min_length=1, json_schema_extra=SECRET)
     password: str = Field(min_length=12, json_schema_extra=SECRET)
@@ -388,6 +419,7 @@ class StackConfig(Model):
     vault: VaultSettings
     kubeconfig: str | None = Field(default=None, json_schema_extra=SECRET)
     vault_config: VaultConfigSettings = VaultConfigSettings()
+    distribution: DistributionSettings = DistributionSettings()
     aws_kms_credentials: AwsCredentials | None = None
     snapshot_credentials: AwsCredentials | None = None
     aws_root_credentials: AwsCredentials | None = None
@@ -495,6 +527,28 @@ def _vault_config_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
+def _restart_target_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """A sync may only restart a workload the stack declares, in the sync's own namespace."""
+    distribution = values.get("distribution")
+    if not isinstance(distribution, Mapping):
+        return []
+    known = {(w.get("kind"), w.get("namespace"), w.get("name"))
+             for w in distribution.get("workloads") or [] if isinstance(w, Mapping)}
+    problems = []
+    for i, sync in enumerate(distribution.get("syncs") or []):
+        if not isinstance(sync, Mapping):
+            continue
+        for j, target in enumerate(sync.get("restart") or []):
+            if not isinstance(target, Mapping):
+                continue
+            if (target.get("kind"), sync.get("namespace"), target.get("name")) not in known:
+                problems.append(Problem(
+                    f"{NAMESPACE}:distribution.syncs[{i}].restart[{j}]",
+                    f"{target.get('kind')} {sync.get('namespace')}/{target.get('name')} is not a workload of this "
+                    f"stack (fedobs:distribution.workloads)"))
+    return problems
+
+
 def _cross_key_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     seal = _get(values, "vault.seal.type")
@@ -509,6 +563,7 @@ def _cross_key_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
         problems.append(Problem(f"{NAMESPACE}:snapshotCredentials",
                                 f"required when {NAMESPACE}:vault.snapshots is enabled"))
     problems.extend(_vault_config_problems(values))
+    problems.extend(_restart_target_problems(values))
     mode = _get(values, "cluster.mode")
     if role == "hub" and mode == "lke" and not _get(values, "cluster.controlPlaneAcl"):
         problems.append(Problem(f"{NAMESPACE}:cluster.controlPlaneAcl",

@@ -38,6 +38,7 @@ from components.vault_config import (
 )
 from components.vault_policies import credentials, kv_read, kv_write, render_policy
 from components.vault_server_config import AwsKmsSealSpec, VaultServerSpec
+from components.vso import RestartTarget, SecretSync, VaultSecretsOperator, VsoArgs, vso_roles
 from config import (
     AnyStackConfig,
     AwsKmsSeal,
@@ -201,7 +202,11 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     outputs["vaultCaCert"] = vault.ca_cert
     snapshots = cfg.vault.snapshots if cfg.vault.snapshots and cfg.vault.snapshots.enabled else None
     configuration = VaultConfiguration(f"{prefix}-vault-config", vault_configuration_args(cfg, vault))
-    roles = consumer_roles(cfg)
+    syncs = tuple(SecretSync(namespace=s.namespace, secret_name=s.secret_name, kv_path=s.kv_path,
+                             secret_type=s.secret_type,
+                             restart=tuple(RestartTarget(t.kind, t.name) for t in s.restart))
+                  for s in cfg.distribution.syncs)
+    roles = [*consumer_roles(cfg), *vso_roles(syncs, cfg.vault_config.kv.path)]
     if snapshots:
         roles.append(snapshot_role(vault.namespace))
     auth = KubernetesAuth(f"{prefix}-kubernetes-auth", KubernetesAuthArgs(
@@ -223,6 +228,13 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
             secret_access_key=pulumi.Output.secret(cfg.snapshot_credentials.secret_access_key),
             vault_ready=auth,
         ))
+    if syncs:
+        VaultSecretsOperator(f"{prefix}-vso", VsoArgs(
+            provider=cluster.provider, syncs=syncs,
+            vault_address=f"https://{vault.release_name}-active.{vault.namespace}.svc:8200",
+            vault_tls_server_name=f"{vault.release_name}-active.{vault.namespace}.svc",
+            vault_ca_cert=vault.ca_cert, kv_mount=cfg.vault_config.kv.path,
+            use_vault_auth_global=cfg.distribution.vault_auth_global), opts=pulumi.ResourceOptions(depends_on=[auth]))
     if isinstance(cfg, HubConfig) and cfg.pki is not None:
         pki = OtlpPki(f"{prefix}-otlp-pki", OtlpPkiArgs(
             provider=cluster.provider, cert_manager=cert_manager.ready, edges=tuple(e.name for e in cfg.edges),

@@ -10,6 +10,9 @@ VAULT_VERSION = "2.0.4"
 VAULT_K8S_IMAGE = "hashicorp/vault-k8s"
 VAULT_K8S_VERSION = "1.7.6"
 
+VSO_CHART_VERSION = "1.4.1"
+VSO_VERSION = "1.4.1"
+
 CERT_MANAGER_CHART = "cert-manager"
 CERT_MANAGER_VERSION = "v1.21.1"
 CERT_MANAGER_REPO = "https://charts.jetstack.io"

@@ -87,7 +87,7 @@ def test_aws_resources_were_not_silently_dropped(configured: Configured) -> None
 
 def test_every_role_accepts_its_service_account_and_no_other(configured: Configured) -> None:
     roles = consumer_roles(configured.hub)
-    assert {r.inputs["roleName"] for r in roles} == {"otel-gateway", "notebook-validation", "raft-snapshot"}
+    assert {r.inputs["roleName"] for r in roles} == {"vso-observability", "notebook-validation", "raft-snapshot"}
     for role in roles:
         name = role.inputs["roleName"]
         (namespace,) = role.inputs["boundServiceAccountNamespaces"]
@@ -99,14 +99,14 @@ def test_every_role_accepts_its_service_account_and_no_other(configured: Configu
         assert other_namespace.status == 403 and "namespace not authorized" in other_namespace.text
 
 
-SENSITIVE = ["sys/mounts/kv", "sys/policies/acl/otel-gateway", "auth/token/create", "auth/kubernetes/role/x",
+SENSITIVE = ["sys/mounts/kv", "sys/policies/acl/vso-observability", "auth/token/create", "auth/kubernetes/role/x",
              "kv/data/edges/edge-eu/otel-client-tls", "kv/metadata/otel/otel-gateway-tls",
              "transit/decrypt/edge-eu", "database/config/telemetry-pg", "database/rotate-root/telemetry-pg"]
 
 
 def test_every_consumer_policy_grants_exactly_what_was_declared(configured: Configured) -> None:
     expected = {
-        "otel-gateway": {"kv/data/otel/otel-gateway-tls": ["read"], "kv/data/otel/client-ca": ["read"]},
+        "vso-observability": {"kv/data/otel/otel-gateway-tls": ["read"], "kv/data/otel/client-ca": ["read"]},
         "notebook-validation": {"database/creds/readonly": ["read"], "database/creds/results-readonly": ["read"],
                                 "aws/creds/s3-readonly": ["read"]},
         "raft-snapshot": {"sys/storage/raft/snapshot": ["read"]},

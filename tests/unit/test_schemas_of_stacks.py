@@ -8,7 +8,7 @@ from offline.engine import Recording
 from tests.support.schemas import validate_helm_values, validate_kubernetes_object
 
 #: Charts whose upstream values (and schema, where one exists) are in ../shared/schemas.
-VALIDATED_CHARTS = {"vault": "vault"}
+VALIDATED_CHARTS = {"vault": "vault", "vault-secrets-operator": "vault-secrets-operator"}
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -32,7 +32,7 @@ def test_chart_values_are_valid(stack: str, request: pytest.FixtureRequest) -> N
             continue
         assert validate_helm_values(chart, release.inputs["values"]) == []
         checked += 1
-    assert checked == 1
+    assert checked == 2
 
 
 def test_a_misspelled_object_is_caught(hub: Recording) -> None:

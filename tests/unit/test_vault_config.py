@@ -62,10 +62,10 @@ def test_kv_v2_requires_check_and_set(stack: str, request: pytest.FixtureRequest
 
 def test_consumer_roles_are_bound_to_exactly_one_service_account(hub: Recording, edge: Recording) -> None:
     expected = [
-        (hub, "otel-gateway", ("vso-auth", "observability", 3600)),
+        (hub, "vso-observability", ("vso-auth", "observability", 600)),
         (hub, "notebook-validation", ("vault-notebook-sa", "notebook-validation", 3600)),
         (hub, "raft-snapshot", ("vault-snapshot", "vault", 600)),
-        (edge, "otel-collector", ("vso-auth", "observability", 3600)),
+        (edge, "vso-observability", ("vso-auth", "observability", 600)),
         (edge, "raft-snapshot", None),
     ]
     for recording, role_name, binding in expected:
@@ -87,12 +87,12 @@ def test_consumer_roles_are_bound_to_exactly_one_service_account(hub: Recording,
 
 
 def test_consumer_policies_grant_exactly_the_declared_access(hub: Recording, edge: Recording) -> None:
-    assert policy_of(hub, "otel-gateway") == {
+    assert policy_of(hub, "vso-observability") == {
         "kv/data/otel/client-ca": ["read"], "kv/data/otel/otel-gateway-tls": ["read"]}
     assert policy_of(hub, "notebook-validation") == {
         "aws/creds/s3-readonly": ["read"], "database/creds/readonly": ["read"],
         "database/creds/results-readonly": ["read"]}
-    assert policy_of(edge, "otel-collector") == {"kv/data/otel/otel-client-tls": ["read"]}
+    assert policy_of(edge, "vso-observability") == {"kv/data/otel/otel-client-tls": ["read"]}
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -195,7 +195,7 @@ def run_hub_with(change: dict[str, Any]) -> Recording:
 def test_switching_an_engine_off_removes_it_and_its_consumers_must_follow() -> None:
     recording = run_hub_with({"aws": {"enabled": False, "region": "eu-central-1"}})
     assert recording.error is not None
-    assert ("fedobs:vaultConfig.consumers[1].credentials[2]: names aws role 's3-readonly' but "
+    assert ("fedobs:vaultConfig.consumers[0].credentials[2]: names aws role 's3-readonly' but "
             "fedobs:vaultConfig.aws is not enabled") in str(recording.error)
     assert recording.resources == []
     consumers = load_stack_file("hub")[0]["fedobs:vaultConfig"]["consumers"]
