@@ -384,6 +384,8 @@ class DistributionSettings(Model):
     """Vault Secrets Operator: which Vault paths become which Secrets where."""
 
     vault_auth_global: bool = False
+    #: How often cert-sync copies certificates into Vault (hub) or from the hub (edge).
+    cert_sync_schedule: Cron = "* * * * *"
     syncs: tuple[SyncSettings, ...] = ()
     #: The workloads of this cluster a sync may restart (a restart target must be one of them).
     workloads: tuple[WorkloadRef, ...] = ()

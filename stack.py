@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cert_manager import CertManager, CertManagerArgs
+from components.cert_sync import CertSync, CertSyncArgs, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster, ClusterArgs, ExistingClusterSpec, LkeClusterSpec, PoolSpec
 from components.hub_link import HubLink, HubLinkArgs
 from components.kubernetes_auth import KubernetesAuth, KubernetesAuthArgs, WorkloadRole
@@ -185,6 +186,26 @@ def stack_prefix(cfg: AnyStackConfig) -> str:
     return cfg.edge_name if isinstance(cfg, EdgeConfig) else "hub"
 
 
+def otlp_pki_args(cfg: HubConfig, provider: k8s.Provider, cert_manager: CertManager) -> OtlpPkiArgs:
+    assert cfg.pki is not None
+    return OtlpPkiArgs(
+        provider=provider, cert_manager=cert_manager.ready, edges=tuple(e.name for e in cfg.edges),
+        receiver_hostnames=cfg.pki.receiver_hostnames, namespace=cfg.pki.namespace,
+        organization=cfg.pki.organization, key_algorithm=cfg.pki.key_algorithm, key_size=cfg.pki.key_size,
+        ca_duration_hours=cfg.pki.ca_duration_hours, cert_duration_hours=cfg.pki.cert_duration_hours)
+
+
+def cert_sync_source(cfg: AnyStackConfig, pki: OtlpPki | None, hub: HubLink | None) -> HubSource | EdgeSource | None:
+    """What this cluster's cert-sync copies: the hub's PKI Secrets, or this edge's client certificate."""
+    if isinstance(cfg, EdgeConfig):
+        assert hub is not None
+        return EdgeSource(edge=cfg.edge_name, hub_address=hub.vault_address, hub_ca_cert=hub.vault_ca_cert,
+                          hub_credential=hub.hub_credential)
+    if pki is None:
+        return None
+    return HubSource(secrets=pki.sync_map, ca_secrets=pki.ca_sync_map)
+
+
 def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     """Declare every resource of the stack; returns the stack outputs to export."""
     prefix = stack_prefix(cfg)
@@ -200,17 +221,26 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     vault = Vault(f"{prefix}-vault", vault_args(cfg, cluster.provider, cert_manager, hub))
     outputs["vaultAddress"] = vault.address
     outputs["vaultCaCert"] = vault.ca_cert
-    snapshots = cfg.vault.snapshots if cfg.vault.snapshots and cfg.vault.snapshots.enabled else None
+    pki = None
+    if isinstance(cfg, HubConfig) and cfg.pki is not None:
+        pki = OtlpPki(f"{prefix}-otlp-pki", otlp_pki_args(cfg, cluster.provider, cert_manager))
+        outputs["otlpEndpoint"] = f"https://{cfg.pki.receiver_hostnames[0]}:4317"
     configuration = VaultConfiguration(f"{prefix}-vault-config", vault_configuration_args(cfg, vault))
     syncs = tuple(SecretSync(namespace=s.namespace, secret_name=s.secret_name, kv_path=s.kv_path,
                              secret_type=s.secret_type,
                              restart=tuple(RestartTarget(t.kind, t.name) for t in s.restart))
                   for s in cfg.distribution.syncs)
-    roles = [*consumer_roles(cfg), *vso_roles(syncs, cfg.vault_config.kv.path)]
+    kv_mount = cfg.vault_config.kv.path
+    roles = [*consumer_roles(cfg), *vso_roles(syncs, kv_mount)]
+    snapshots = cfg.vault.snapshots if cfg.vault.snapshots and cfg.vault.snapshots.enabled else None
     if snapshots:
         roles.append(snapshot_role(vault.namespace))
+    sync_source = cert_sync_source(cfg, pki, hub)
+    if sync_source is not None:
+        roles.append(cert_sync_role(sync_source, kv_mount))
     auth = KubernetesAuth(f"{prefix}-kubernetes-auth", KubernetesAuthArgs(
         vault_provider=vault.vault_provider, roles=tuple(roles)))
+    in_cluster_vault = f"https://{vault.release_name}-active.{vault.namespace}.svc"
     if snapshots:
         assert cfg.snapshot_credentials is not None
         RaftSnapshots(f"{prefix}-raft-snapshots", RaftSnapshotsArgs(
@@ -228,21 +258,17 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
             secret_access_key=pulumi.Output.secret(cfg.snapshot_credentials.secret_access_key),
             vault_ready=auth,
         ))
+    if sync_source is not None:
+        CertSync(f"{prefix}-cert-sync", CertSyncArgs(
+            provider=cluster.provider, source=sync_source, vault_address=f"{in_cluster_vault}:8200",
+            schedule=cfg.distribution.cert_sync_schedule, kv_mount=kv_mount),
+            vault_ca_cert=vault.ca_cert, opts=pulumi.ResourceOptions(depends_on=[auth, configuration]))
     if syncs:
         VaultSecretsOperator(f"{prefix}-vso", VsoArgs(
-            provider=cluster.provider, syncs=syncs,
-            vault_address=f"https://{vault.release_name}-active.{vault.namespace}.svc:8200",
-            vault_tls_server_name=f"{vault.release_name}-active.{vault.namespace}.svc",
-            vault_ca_cert=vault.ca_cert, kv_mount=cfg.vault_config.kv.path,
+            provider=cluster.provider, syncs=syncs, vault_address=f"{in_cluster_vault}:8200",
+            vault_tls_server_name=in_cluster_vault.removeprefix("https://"),
+            vault_ca_cert=vault.ca_cert, kv_mount=kv_mount,
             use_vault_auth_global=cfg.distribution.vault_auth_global), opts=pulumi.ResourceOptions(depends_on=[auth]))
-    if isinstance(cfg, HubConfig) and cfg.pki is not None:
-        pki = OtlpPki(f"{prefix}-otlp-pki", OtlpPkiArgs(
-            provider=cluster.provider, cert_manager=cert_manager.ready, edges=tuple(e.name for e in cfg.edges),
-            receiver_hostnames=cfg.pki.receiver_hostnames, namespace=cfg.pki.namespace,
-            organization=cfg.pki.organization, key_algorithm=cfg.pki.key_algorithm, key_size=cfg.pki.key_size,
-            ca_duration_hours=cfg.pki.ca_duration_hours, cert_duration_hours=cfg.pki.cert_duration_hours))
-        outputs["otlpEndpoint"] = f"https://{cfg.pki.receiver_hostnames[0]}:4317"
-        outputs["certSyncMap"] = pki.sync_map
     if isinstance(cfg, HubConfig):
         unseal = TransitUnseal(f"{prefix}-transit-unseal", TransitUnsealArgs(
             vault_provider=vault.vault_provider, edges=tuple(e.name for e in cfg.edges)))

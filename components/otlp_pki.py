@@ -32,13 +32,15 @@ def client_secret_name(edge: str) -> str:
 
 
 def sync_map(args: OtlpPkiArgs) -> dict[str, str]:
-    """Which Secret (``namespace/name``) the hub's cert-sync copies to which KV path."""
-    mapping = {
-        f"{args.namespace}/client-ca": "otel/client-ca",
-        f"{args.namespace}/otel-gateway-tls": "otel/otel-gateway-tls",
-    }
+    """Which Secret (``namespace/name``) the hub's cert-sync copies whole to which KV path."""
+    mapping = {f"{args.namespace}/otel-gateway-tls": "otel/otel-gateway-tls"}
     mapping.update({f"{args.namespace}/{client_secret_name(e)}": f"edges/{e}/otel-client-tls" for e in args.edges})
     return mapping
+
+
+def ca_sync_map(args: OtlpPkiArgs) -> dict[str, str]:
+    """CA Secrets of which cert-sync copies only the certificate (the receiver trusts client-ca)."""
+    return {f"{args.namespace}/client-ca": "otel/client-ca"}
 
 
 def _lifetime(hours: int) -> dict[str, str]:
@@ -117,4 +119,6 @@ class OtlpPki(pulumi.ComponentResource):
             if cert_name not in ("otel-root-ca", "client-ca"):
                 certificate(cert_name, spec)
         self.sync_map = sync_map(args)
-        self.register_outputs({"namespace": args.namespace, "sync_map": self.sync_map})
+        self.ca_sync_map = ca_sync_map(args)
+        self.register_outputs({"namespace": args.namespace, "sync_map": self.sync_map,
+                               "ca_sync_map": self.ca_sync_map})

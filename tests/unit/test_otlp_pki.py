@@ -49,13 +49,17 @@ def test_lifetimes_keys_and_renewal_at_two_thirds(hub: Recording) -> None:
         assert hours == (43800 if spec.get("isCA") else 2160), name
 
 
-def test_cert_sync_map_names_every_secret_to_copy(hub: Recording) -> None:
-    assert hub.outputs["certSyncMap"] == {
-        "fedobs-pki/client-ca": "otel/client-ca",
-        "fedobs-pki/otel-gateway-tls": "otel/otel-gateway-tls",
-        "fedobs-pki/otel-client-tls-edge-eu": "edges/edge-eu/otel-client-tls",
-        "fedobs-pki/otel-client-tls-edge-ap": "edges/edge-ap/otel-client-tls",
-    }
+def test_cert_sync_copies_the_pki_and_only_the_certificate_of_client_ca(hub: Recording) -> None:
+    cronjob = next(o for o in hub.kubernetes_objects()
+                   if o["kind"] == "CronJob" and o["metadata"]["name"] == "cert-sync")
+    command = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == [
+        "python", "-m", "programs.cert_sync", "hub",
+        "--secret", "fedobs-pki/otel-client-tls-edge-ap=edges/edge-ap/otel-client-tls",
+        "--secret", "fedobs-pki/otel-client-tls-edge-eu=edges/edge-eu/otel-client-tls",
+        "--secret", "fedobs-pki/otel-gateway-tls=otel/otel-gateway-tls",
+        "--ca-secret", "fedobs-pki/client-ca=otel/client-ca",
+    ]
 
 
 def test_edges_declare_no_otlp_pki(edge: Recording) -> None:

@@ -1,0 +1,196 @@
+"""The cert-sync CronJob: certificates into Vault KV on the hub, the edge's own one pulled from the hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import versions
+from components.kubernetes_auth import WorkloadRole
+from components.pod_security import restricted_container, restricted_pod
+from components.vault_policies import kv_write, render_policy
+from components.vault_server_config import TLS_DIR
+
+TYPE_TOKEN = "fedobs:distribution:CertSync"
+NAMESPACE = "fedobs-cert-sync"
+SERVICE_ACCOUNT = "cert-sync"
+ROLE = "cert-sync"
+JWT_DIR = "/var/run/secrets/vault"
+HUB_DIR = "/fedobs/hub"
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Hub mode: cert-manager Secrets (``namespace/name``) to KV paths; ``ca_secrets`` are CAs' own
+    Secrets, of which only the certificate is copied (their private key stays in the cluster)."""
+
+    secrets: dict[str, str]
+    ca_secrets: dict[str, str]
+
+    @property
+    def all_secrets(self) -> dict[str, str]:
+        return {**self.secrets, **self.ca_secrets}
+
+
+@dataclass(frozen=True)
+class EdgeSource:
+    """Edge mode: this edge's certificate from the hub Vault, with its scoped AppRole."""
+
+    edge: str
+    hub_address: pulumi.Input[str]
+    hub_ca_cert: pulumi.Input[str]
+    hub_credential: pulumi.Input[dict[str, str]]
+    kv_path: str = "otel/otel-client-tls"
+
+
+@dataclass(frozen=True)
+class CertSyncArgs:
+    provider: k8s.Provider
+    source: HubSource | EdgeSource
+    vault_address: str
+    schedule: str = "* * * * *"
+    kv_mount: str = "kv"
+
+
+def written_paths(source: HubSource | EdgeSource) -> list[str]:
+    return sorted(source.all_secrets.values()) if isinstance(source, HubSource) else [source.kv_path]
+
+
+def cert_sync_role(source: HubSource | EdgeSource, kv_mount: str) -> WorkloadRole:
+    """The Vault role the job logs in with: check-and-set writes on exactly the paths it syncs."""
+    grants = [g for path in written_paths(source) for g in kv_write(kv_mount, path)]
+    return WorkloadRole(name=ROLE, service_account=SERVICE_ACCOUNT, namespace=NAMESPACE,
+                        policy_hcl=render_policy(ROLE, grants), token_ttl_seconds=300, token_max_ttl_seconds=600)
+
+
+def command(args: CertSyncArgs) -> list[str]:
+    base = ["python", "-m", "programs.cert_sync"]
+    if isinstance(args.source, HubSource):
+        return [*base, "hub",
+                *[part for secret, path in sorted(args.source.secrets.items())
+                  for part in ("--secret", f"{secret}={path}")],
+                *[part for secret, path in sorted(args.source.ca_secrets.items())
+                  for part in ("--ca-secret", f"{secret}={path}")]]
+    return [*base, "edge", "--edge", args.source.edge, "--kv-path", args.source.kv_path,
+            "--hub-ca-file", f"{HUB_DIR}/ca.crt", "--hub-role-id-file", f"{HUB_DIR}/role-id",
+            "--hub-secret-id-file", f"{HUB_DIR}/secret-id"]
+
+
+def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
+    hub_mode = isinstance(args.source, HubSource)
+    env = [
+        {"name": "VAULT_ADDR", "value": args.vault_address},
+        {"name": "VAULT_CACERT", "value": f"{TLS_DIR}/ca.crt"},
+        {"name": "CERT_SYNC_ROLE", "value": ROLE},
+        {"name": "CERT_SYNC_KV_MOUNT", "value": args.kv_mount},
+        {"name": "CERT_SYNC_JWT_FILE", "value": f"{JWT_DIR}/token"},
+    ]
+    if hub_address is not None:
+        env.append({"name": "CERT_SYNC_HUB_ADDR", "value": hub_address})
+    mounts = [{"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
+              {"name": "vault-ca", "mountPath": TLS_DIR, "readOnly": True}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "vault-token", "projected": {"sources": [{"serviceAccountToken": {
+            "path": "token", "audience": "vault", "expirationSeconds": 600}}]}},
+        {"name": "vault-ca", "secret": {"secretName": "vault-ca"}},
+    ]
+    if not hub_mode:
+        mounts.append({"name": "hub", "mountPath": HUB_DIR, "readOnly": True})
+        volumes.append({"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": 0o400}})
+    return {
+        "schedule": args.schedule,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 50,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 5,
+        "jobTemplate": {"spec": {
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": 120,
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "cert-sync"}},
+                "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    # Hub mode reads Secrets from the Kubernetes API with the pod's own token.
+                    "automountServiceAccountToken": hub_mode,
+                    "restartPolicy": "Never",
+                    "securityContext": restricted_pod(),
+                    "containers": [{
+                        "name": "cert-sync",
+                        "image": versions.PROGRAMS_IMAGE,
+                        "command": command(args),
+                        "env": env,
+                        "securityContext": restricted_container(),
+                        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"},
+                                      "limits": {"cpu": "200m", "memory": "128Mi"}},
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        }},
+    }
+
+
+class CertSync(pulumi.ComponentResource):
+    """The cert-sync CronJob of one cluster.
+
+    Guarantees: it never overlaps itself; it runs as a restricted non-root pod; on the hub its
+    ServiceAccount may ``get`` exactly the named Secrets and nothing else; it writes with its own
+    Vault role (``cert_sync_role``) to exactly the paths it syncs; on an edge the hub credential
+    reaches it only as a Secret mounted read-only.
+    """
+
+    def __init__(self, name: str, args: CertSyncArgs, vault_ca_cert: pulumi.Input[str],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace", metadata={"name": NAMESPACE,
+                                          "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+            opts=k8s_opts)
+        in_ns = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata={"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
+            automount_service_account_token=False, opts=in_ns)
+        ca = k8s.core.v1.Secret(f"{name}-vault-ca", metadata={"name": "vault-ca", "namespace": NAMESPACE},
+                                string_data={"ca.crt": vault_ca_cert}, opts=in_ns)
+        dependencies: list[pulumi.Resource] = [account, ca]
+        hub_address: pulumi.Input[str] | None = None
+        source = args.source
+        if isinstance(source, HubSource):
+            by_namespace: dict[str, list[str]] = {}
+            for secret in source.all_secrets:
+                secret_namespace, secret_name = secret.split("/", 1)
+                by_namespace.setdefault(secret_namespace, []).append(secret_name)
+            for secret_namespace, names in sorted(by_namespace.items()):
+                rules: Any = [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(names),
+                               "verbs": ["get"]}]
+                role = k8s.rbac.v1.Role(
+                    f"{name}-{secret_namespace}-reader",
+                    metadata={"name": "cert-sync-reader", "namespace": secret_namespace}, rules=rules, opts=in_ns)
+                subjects: Any = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
+                dependencies.append(k8s.rbac.v1.RoleBinding(
+                    f"{name}-{secret_namespace}-reader-binding",
+                    metadata={"name": "cert-sync-reader", "namespace": secret_namespace},
+                    role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "cert-sync-reader"},
+                    subjects=subjects, opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(
+                        depends_on=[role]))))
+        else:
+            credential = pulumi.Output.secret(source.hub_credential)
+            dependencies.append(k8s.core.v1.Secret(
+                f"{name}-hub-credential", metadata={"name": "hub-credential", "namespace": NAMESPACE},
+                string_data={
+                    "role-id": credential.apply(lambda c: c["roleId"]),
+                    "secret-id": credential.apply(lambda c: c["secretId"]),
+                    "ca.crt": source.hub_ca_cert,
+                },
+                opts=in_ns))
+            hub_address = source.hub_address
+        spec = pulumi.Output.from_input(hub_address).apply(lambda address: cronjob_spec(args, address))
+        k8s.batch.v1.CronJob(
+            f"{name}-cronjob", metadata={"name": "cert-sync", "namespace": NAMESPACE}, spec=spec,
+            opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=dependencies)))
+        self.register_outputs({"namespace": NAMESPACE, "schedule": args.schedule, "paths": written_paths(source)})

@@ -1,0 +1,900 @@
+"""Copy TLS certificates into Vault's KV v2: the program of the cert-sync CronJobs.
+
+One client certificate travels hub -> edge (docs: DESIGN "Data flow of one client certificate")::
+
+    hub cert-manager Secret --[hub mode]--> hub Vault kv/edges/<edge>/otel-client-tls
+    hub Vault kv/edges/<edge>/otel-client-tls --[edge mode, on the edge]--> edge Vault kv/otel/otel-client-tls
+
+Run it as ``python -m programs.cert_sync hub|edge [options]``. Python standard library +
+``cryptography`` only (both baked into the image; nothing is installed at run time).
+
+``hub`` mode
+    For every ``--secret NAMESPACE/NAME=KV_PATH``: reads the Secret (type ``kubernetes.io/tls``,
+    keys ``tls.crt``, ``tls.key``, ``ca.crt``; other keys are ignored) from the Kubernetes API with
+    the pod's service-account token, and stores ``{"tls.crt", "tls.key", "ca.crt"}`` (the PEM text,
+    byte for byte) at ``<kv-mount>/data/<KV_PATH>`` in the Vault at ``--vault-addr``. For every
+    ``--ca-secret NAMESPACE/NAME=KV_PATH`` (a CA's own Secret, which holds the CA's private key) the
+    Secret is validated the same way but only ``{"ca.crt": <its tls.crt>}`` is stored.
+``edge`` mode
+    Logs in to the hub Vault with the edge's AppRole (``--hub-role-id-file``,
+    ``--hub-secret-id-file``), reads ``<hub-kv-mount>/data/edges/<EDGE>/otel-client-tls``, revokes
+    that hub token, and stores the same three keys at ``<kv-mount>/data/<kv-path>`` in the local
+    Vault at ``--vault-addr``.
+
+Both modes log in to the TARGET Vault with Kubernetes auth (``--auth-path``, ``--role``, the
+projected token in ``--jwt-file``) and follow the same rules:
+
+1. Everything is fetched and validated BEFORE anything is written (:func:`validate_bundle`):
+   ``tls.crt`` holds only PEM certificates, the first one (the leaf) currently valid (not expired,
+   not before its notBefore); ``tls.key`` is one unencrypted PEM private key whose public key is
+   the leaf's; ``ca.crt`` holds only PEM certificates, at least one. One bad item: nothing is
+   written at all.
+2. For every target path the current version is read first (``GET <kv>/data/<path>``). Identical
+   content: no write. Otherwise one write with ``options.cas`` = the version just read (0 when the
+   path has no secret yet). The mount must be KV v2 (``cas_required`` is expected); a write that
+   Vault refuses because the version moved on (a concurrent writer) is a failure, never retried
+   blindly and never forced.
+3. Before the first write it asks ``sys/capabilities-self`` (granted by Vault's ``default``
+   policy; skipped when refused) whether the token may write every changed path, so that a
+   missing grant fails before anything is written instead of half-way.
+4. Its Vault tokens are revoked at the end (``auth/token/revoke-self``, best effort: they are
+   short-lived anyway).
+
+Point ``--vault-addr`` (and ``--hub-addr``) at the ACTIVE node (in cluster
+``https://<release>-active.<namespace>.svc:8200``, as ``components.raft_snapshots`` does; the hub's
+external Service also selects ``vault-active``): standbys answer reads themselves and were seen
+stale right after a write, and a stale version read makes the check-and-set write fail (exit 6,
+harmless, but noisy). A failed run changes nothing that the next scheduled run cannot finish.
+
+Vault capabilities it uses (for the Pulumi side, see also ``components.vault_policies.kv_write``):
+
+* target Vault, Kubernetes auth role: ``create``, ``read``, ``update`` on ``<kv>/data/<KV_PATH>``
+  for each ``--secret`` (hub mode) or on ``<kv>/data/<kv-path>`` (edge mode); optionally
+  ``update`` on ``sys/capabilities-self`` (in the ``default`` policy) for the pre-flight check.
+* hub Vault, the edge's AppRole (edge mode): ``read`` on ``<kv>/data/edges/<EDGE>/*``.
+* Kubernetes (hub mode): ``get`` on each Secret (a Role with ``resourceNames``).
+
+Options (flags win over environment variables)::
+
+    common
+      --vault-addr URL            target Vault, https only           VAULT_ADDR
+      --ca-file PEM               CA bundle for it (else system CAs)  VAULT_CACERT
+      --auth-path PATH            Kubernetes auth mount [kubernetes]  CERT_SYNC_AUTH_PATH
+      --role NAME                 Kubernetes auth role [cert-sync]    CERT_SYNC_ROLE
+      --jwt-file PATH             service-account token for Vault     CERT_SYNC_JWT_FILE
+                                  [/var/run/secrets/vault/token]
+      --kv-mount PATH             KV v2 mount [kv]                    CERT_SYNC_KV_MOUNT
+      --timeout SECONDS           per network operation [30]          CERT_SYNC_TIMEOUT
+    hub
+      --secret NS/NAME=KV_PATH    repeatable                          CERT_SYNC_SECRETS
+                                  (several, separated by spaces, commas or newlines)
+      --kube-api URL              [https://kubernetes.default.svc]    CERT_SYNC_KUBE_API
+      --kube-token-file PATH      [/var/run/secrets/kubernetes.io/serviceaccount/token]
+                                                                      CERT_SYNC_KUBE_TOKEN_FILE
+      --kube-ca-file PATH         [/var/run/secrets/kubernetes.io/serviceaccount/ca.crt]
+                                                                      CERT_SYNC_KUBE_CA_FILE
+    edge
+      --edge NAME                 this edge's name                    CERT_SYNC_EDGE
+      --hub-addr URL              hub Vault, https only               CERT_SYNC_HUB_ADDR
+      --hub-ca-file PEM           CA bundle for it                    CERT_SYNC_HUB_CA_FILE
+      --hub-approle-mount PATH    [approle-edges]                     CERT_SYNC_HUB_APPROLE_MOUNT
+      --hub-role-id-file PATH     AppRole role_id                     CERT_SYNC_HUB_ROLE_ID_FILE
+      --hub-secret-id-file PATH   AppRole secret_id                   CERT_SYNC_HUB_SECRET_ID_FILE
+      --hub-kv-mount PATH         the hub's KV v2 mount [kv]          CERT_SYNC_HUB_KV_MOUNT
+      --kv-path PATH              [otel/otel-client-tls]              CERT_SYNC_KV_PATH
+
+The mode itself may come from ``CERT_SYNC_MODE`` when no ``hub``/``edge`` argument is given.
+TLS is always verified (there is no option to skip it) and every address must be ``https://``;
+HTTP redirects are not followed (the token would travel with them). Nothing prints keys,
+tokens, role or secret ids.
+
+Output: on success one line on stdout, ``cert-sync: synced N, unchanged M (...)``.
+
+Exit codes: 0 success; 2 usage or configuration error (flags, unreadable token or CA files);
+3 the SOURCE failed (hub mode: the Kubernetes API, the Secret missing or forbidden; edge mode: the
+hub Vault: unreachable, timeout, TLS, login refused, 403, nothing stored at the path);
+4 the certificate data is invalid (nothing written); 5 the TARGET Vault failed (unreachable,
+timeout, TLS, login refused, 403, any refused read or write); 6 check-and-set conflict: another
+writer changed a target path between this program's read and its write (nothing overwritten);
+1 anything unexpected; 143 terminated by SIGTERM. A failure prints exactly one line on stderr:
+``cert-sync: error: <reason>``, naming the Secret, the Vault URL, the KV path and the HTTP status
+as they apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import datetime as _dt
+import http.client
+import json
+import os
+import re
+import signal
+import ssl
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+__all__ = [
+    "DEFAULT_HUB_APPROLE_MOUNT",
+    "DEFAULT_JWT_FILE",
+    "DEFAULT_KV_MOUNT",
+    "DEFAULT_KV_PATH",
+    "EXIT_CONFLICT",
+    "EXIT_INVALID",
+    "EXIT_SOURCE",
+    "EXIT_TARGET",
+    "EXIT_TERMINATED",
+    "EXIT_UNEXPECTED",
+    "EXIT_USAGE",
+    "HUB_KV_NAME",
+    "TLS_KEYS",
+    "CertSummary",
+    "ConflictError",
+    "InvalidCertificateError",
+    "SecretSpec",
+    "SourceError",
+    "SyncError",
+    "TargetError",
+    "UsageError",
+    "hub_kv_path",
+    "main",
+    "parse_secret_spec",
+    "validate_bundle",
+]
+
+PROG = "cert-sync"
+TLS_KEYS: tuple[str, ...] = ("tls.crt", "tls.key", "ca.crt")
+"""The keys copied, in the Secret and in every KV secret written."""
+
+DEFAULT_JWT_FILE = "/var/run/secrets/vault/token"
+DEFAULT_KUBE_API = "https://kubernetes.default.svc"
+DEFAULT_KUBE_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+DEFAULT_KUBE_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+DEFAULT_AUTH_PATH = "kubernetes"
+DEFAULT_ROLE = "cert-sync"
+DEFAULT_KV_MOUNT = "kv"
+DEFAULT_KV_PATH = "otel/otel-client-tls"
+DEFAULT_HUB_APPROLE_MOUNT = "approle-edges"
+DEFAULT_TIMEOUT = 30.0
+HUB_KV_NAME = "otel-client-tls"
+"""The secret's name under ``edges/<edge>/`` on the hub (see :func:`hub_kv_path`)."""
+MAX_RESPONSE = 4 * 1024 * 1024
+
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_SOURCE = 3
+EXIT_INVALID = 4
+EXIT_TARGET = 5
+EXIT_CONFLICT = 6
+EXIT_TERMINATED = 143
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
+_CERT_PEM_TYPES = ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE")
+_CAS_MISMATCH = "did not match the current version"
+_MULTI_ERROR = re.compile(r"^\d+ errors? occurred: \* ")
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+class SyncError(Exception):
+    """A failure with its exit code; ``str()`` is the one line printed on stderr."""
+
+    exit_code = EXIT_UNEXPECTED
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(" ".join(message.split()))
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(SyncError):
+    exit_code = EXIT_USAGE
+
+
+class SourceError(SyncError):
+    """The Kubernetes API (hub mode) or the hub Vault (edge mode) failed."""
+
+    exit_code = EXIT_SOURCE
+
+
+class InvalidCertificateError(SyncError):
+    """The data to copy is not a valid, current certificate with its key."""
+
+    exit_code = EXIT_INVALID
+
+
+class TargetError(SyncError):
+    """The Vault written to failed."""
+
+    exit_code = EXIT_TARGET
+
+
+class ConflictError(TargetError):
+    """Check-and-set refused the write: someone else wrote the path after it was read."""
+
+    exit_code = EXIT_CONFLICT
+
+
+class _Terminated(BaseException):
+    """Raised from the SIGTERM handler."""
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CertSummary:
+    """What :func:`validate_bundle` found in a valid bundle (nothing secret)."""
+
+    subject: str
+    serial: int
+    not_before: _dt.datetime
+    not_after: _dt.datetime
+    chain_length: int
+    ca_certificates: int
+
+
+def _pem_certificates(text: str, key: str, what: str) -> list[x509.Certificate]:
+    blocks = _PEM_BLOCK.findall(text)
+    if not blocks:
+        raise InvalidCertificateError(f"{what}: {key} holds no PEM certificate")
+    others = sorted({b for b in blocks if b not in _CERT_PEM_TYPES})
+    if others:
+        raise InvalidCertificateError(
+            f"{what}: {key} holds PEM blocks that are not certificates ({', '.join(o.lower() for o in others)})"
+        )
+    try:
+        certificates = x509.load_pem_x509_certificates(text.encode())
+    except ValueError:
+        raise InvalidCertificateError(f"{what}: {key} is not valid PEM certificate data") from None
+    if len(certificates) != len(blocks):
+        raise InvalidCertificateError(f"{what}: {key} holds PEM blocks that do not parse as certificates")
+    return certificates
+
+
+def _spki(public_key: Any) -> bytes:
+    der: bytes = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
+
+
+def _utc(moment: _dt.datetime) -> str:
+    return moment.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def validate_bundle(
+    bundle: Mapping[str, object], what: str, now: _dt.datetime | None = None
+) -> CertSummary:
+    """Check one ``{"tls.crt", "tls.key", "ca.crt"}`` bundle (see the module docstring, rule 1);
+    raise :class:`InvalidCertificateError` naming ``what`` and the reason. Never puts key
+    material into the message."""
+    for key in TLS_KEYS:
+        value = bundle.get(key)
+        if value is None:
+            raise InvalidCertificateError(f"{what}: {key} is missing")
+        if not isinstance(value, str):
+            raise InvalidCertificateError(f"{what}: {key} is not text")
+        if not value.strip():
+            raise InvalidCertificateError(f"{what}: {key} is empty")
+    cert_text, key_text, ca_text = (str(bundle[k]) for k in TLS_KEYS)
+    chain = _pem_certificates(cert_text, "tls.crt", what)
+    leaf = chain[0]
+    try:
+        leaf_public = _spki(leaf.public_key())
+    except (ValueError, UnsupportedAlgorithm):
+        raise InvalidCertificateError(f"{what}: the public key in tls.crt is not supported") from None
+    key_blocks = _PEM_BLOCK.findall(key_text)
+    if len(key_blocks) != 1 or not key_blocks[0].endswith("PRIVATE KEY"):
+        raise InvalidCertificateError(f"{what}: tls.key must hold exactly one PEM private key")
+    try:
+        private_key = serialization.load_pem_private_key(key_text.encode(), password=None)
+    except TypeError:
+        raise InvalidCertificateError(f"{what}: tls.key is encrypted") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise InvalidCertificateError(f"{what}: tls.key is not a valid PEM private key") from None
+    if _spki(private_key.public_key()) != leaf_public:
+        raise InvalidCertificateError(
+            f"{what}: tls.key does not match the certificate in tls.crt "
+            f"({leaf.subject.rfc4514_string()}, serial {leaf.serial_number:x})"
+        )
+    moment = (now or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
+    not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    if moment < not_before:
+        raise InvalidCertificateError(
+            f"{what}: the certificate in tls.crt is not valid yet (notBefore {_utc(not_before)})"
+        )
+    if moment > not_after:
+        raise InvalidCertificateError(
+            f"{what}: the certificate in tls.crt expired at {_utc(not_after)}"
+        )
+    ca = _pem_certificates(ca_text, "ca.crt", what)
+    return CertSummary(leaf.subject.rfc4514_string(), leaf.serial_number, not_before, not_after, len(chain),
+                       len(ca))
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP (urllib; TLS always verified; no redirects)
+# ---------------------------------------------------------------------------------------------
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _tls_context(ca_file: str | None, flag: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot load the CA file {ca_file} ({flag}): {reason}") from None
+
+
+def _https_url(addr: str, flag: str) -> str:
+    parsed = urllib.parse.urlsplit(addr)
+    if parsed.scheme != "https" or not parsed.netloc:
+        raise UsageError(f"{flag} {addr!r} must be an https:// URL (TLS is always used and verified)")
+    if parsed.query or parsed.fragment or parsed.username or parsed.password:
+        raise UsageError(f"{flag} must be a plain https://host[:port][/path] URL")
+    return addr.rstrip("/")
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    body: dict[str, Any] | None
+    text: str
+
+
+class _HttpPeer:
+    """One HTTPS server this program talks to; network failures raise ``error``."""
+
+    def __init__(self, label: str, base_url: str, ca_file: str | None, timeout: float,
+                 error: type[SyncError], flag: str, ca_flag: str) -> None:
+        self.label = label
+        self.base_url = _https_url(base_url, flag)
+        self.timeout = timeout
+        self.error = error
+        context = _tls_context(ca_file, ca_flag)
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect())
+
+    def send(self, method: str, url: str, *, action: str, headers: Mapping[str, str] | None = None,
+             body: Mapping[str, Any] | None = None, timeout: float | None = None) -> _Response:
+        """One request; any HTTP status is returned, a network failure raises ``self.error``
+        naming ``action``, the peer and the URL."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - https checked
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        wait = self.timeout if timeout is None else timeout
+        where = f"{action}: {method} {url}"
+        try:
+            with self._opener.open(request, timeout=wait) as response:
+                status, raw = response.status, response.read(MAX_RESPONSE)
+        except urllib.error.HTTPError as exc:
+            try:
+                status, raw = exc.code, exc.read(MAX_RESPONSE)
+            except (OSError, http.client.HTTPException):
+                status, raw = exc.code, b""
+            finally:
+                exc.close()
+        except urllib.error.URLError as exc:
+            raise self.error(f"{where}: cannot reach the {self.label}: {_describe_network(exc.reason, wait)}"
+                             ) from None
+        except TimeoutError:
+            raise self.error(f"{where}: no answer from the {self.label}: timed out after {wait:g}s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise self.error(f"{where}: the {self.label} broke off: {_describe_network(exc, wait)}") from None
+        text = raw.decode(errors="replace")
+        try:
+            parsed = json.loads(text) if text.strip() else None
+        except ValueError:
+            parsed = None
+        return _Response(status, parsed if isinstance(parsed, dict) else None, text)
+
+    def fail(self, action: str, method: str, url: str, response: _Response) -> SyncError:
+        """The error for an unexpected HTTP status."""
+        return self.error(f"{action}: {method} {url}: HTTP {response.status}: {_error_detail(response)}")
+
+
+def _describe_network(reason: object, timeout: float) -> str:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return f"TLS verification failed: {reason.verify_message or reason}"
+    if isinstance(reason, TimeoutError):
+        return f"timed out after {timeout:g}s"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error: {reason.reason or reason}"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _error_detail(response: _Response) -> str:
+    body = response.body or {}
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        # Vault wraps many messages as "1 error occurred:\n\t* permission denied\n\n"
+        texts = [_MULTI_ERROR.sub("", " ".join(str(e).split())).replace(" * ", "; ") for e in errors]
+        return "; ".join(t for t in texts if t) or "no details"
+    if body.get("kind") == "Status" and body.get("message"):
+        return str(body["message"])
+    text = " ".join(response.text.split())
+    return text[:200] if text else "no details"
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SecretSpec:
+    """One ``--secret NAMESPACE/NAME=KV_PATH``."""
+
+    namespace: str
+    name: str
+    kv_path: str
+    #: ``--ca-secret``: a CA's Secret, of which only the CA certificate is copied (never its key).
+    certificate_only: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def _check_kv_path(path: str, flag: str) -> str:
+    segments = path.split("/")
+    if not path or not all(_PATH_SEGMENT.match(s) for s in segments):
+        raise UsageError(
+            f"{flag} {path!r} is not a KV path (segments of letters, digits, '_', '.', '-', "
+            "separated by '/', no leading or trailing '/')"
+        )
+    return path
+
+
+def parse_secret_spec(text: str, certificate_only: bool = False) -> SecretSpec:
+    """``NAMESPACE/NAME=KV_PATH`` -> :class:`SecretSpec`; :class:`UsageError` if malformed."""
+    flag = "--ca-secret" if certificate_only else "--secret"
+    source, sep, kv_path = text.strip().partition("=")
+    namespace, slash, name = source.partition("/")
+    if not sep or not slash:
+        raise UsageError(f"{flag} {text!r} must look like NAMESPACE/NAME=KV_PATH")
+    if not _DNS_LABEL.match(namespace):
+        raise UsageError(f"{flag} {text!r}: {namespace!r} is not a Kubernetes namespace name")
+    if not _DNS_SUBDOMAIN.match(name):
+        raise UsageError(f"{flag} {text!r}: {name!r} is not a Kubernetes Secret name")
+    return SecretSpec(namespace, name, _check_kv_path(kv_path, f"{flag} KV_PATH"), certificate_only)
+
+
+class KubeAPI(_HttpPeer):
+    def __init__(self, url: str, token: str, ca_file: str | None, timeout: float) -> None:
+        super().__init__("Kubernetes API", url, ca_file, timeout, SourceError, "--kube-api", "--kube-ca-file")
+        self._token = token
+
+    def read_tls_secret(self, spec: SecretSpec) -> dict[str, str]:
+        """The Secret's ``tls.crt``/``tls.key``/``ca.crt`` as text (only those keys)."""
+        what = f"Secret {spec.ref}"
+        path = f"/api/v1/namespaces/{spec.namespace}/secrets/{spec.name}"
+        url = f"{self.base_url}{path}"
+        action = f"reading {what} from the Kubernetes API"
+        response = self.send("GET", url, action=action, headers={"Authorization": f"Bearer {self._token}"})
+        if response.status != 200:
+            raise self.fail(action, "GET", url, response)
+        obj = response.body
+        if obj is None or obj.get("kind", "Secret") != "Secret":
+            raise SourceError(f"{action}: GET {url} did not return a Secret")
+        if obj.get("type") != "kubernetes.io/tls":
+            raise InvalidCertificateError(f"{what} has type {obj.get('type')!r}, not kubernetes.io/tls")
+        data = obj.get("data") or {}
+        if not isinstance(data, dict):
+            raise InvalidCertificateError(f"{what}: data is not a map")
+        bundle: dict[str, str] = {}
+        for key in TLS_KEYS:
+            encoded = data.get(key)
+            if encoded is None:
+                raise InvalidCertificateError(f"{what}: {key} is missing")
+            try:
+                bundle[key] = base64.b64decode(str(encoded), validate=True).decode("utf-8")
+            except (binascii.Error, ValueError):
+                raise InvalidCertificateError(f"{what}: {key} is not base64-encoded UTF-8 text") from None
+        return bundle
+
+
+# ---------------------------------------------------------------------------------------------
+# Vault
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KvState:
+    """What ``GET <kv>/data/<path>`` said: the current version (0: never written) and its data
+    (``None`` when there is none: never written, deleted or destroyed)."""
+
+    version: int
+    data: dict[str, Any] | None
+
+
+class Vault(_HttpPeer):
+    def __init__(self, label: str, addr: str, ca_file: str | None, timeout: float, error: type[SyncError],
+                 flag: str, ca_flag: str) -> None:
+        super().__init__(label, addr, ca_file, timeout, error, flag, ca_flag)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/v1/{path.lstrip('/')}"
+
+    def call(self, method: str, path: str, *, action: str, token: str | None = None,
+             body: Mapping[str, Any] | None = None, timeout: float | None = None) -> _Response:
+        headers = {"X-Vault-Request": "true"}
+        if token:
+            headers["X-Vault-Token"] = token
+        return self.send(method, self.url(path), action=action, headers=headers, body=body, timeout=timeout)
+
+    def _login(self, mount: str, payload: Mapping[str, str], action: str) -> str:
+        path = f"auth/{mount.strip('/')}/login"
+        response = self.call("POST", path, action=action, body=payload)
+        if response.status != 200:
+            raise self.fail(action, "POST", self.url(path), response)
+        token = _mapping((response.body or {}).get("auth")).get("client_token")
+        if not isinstance(token, str) or not token:
+            raise self.error(f"{action}: POST {self.url(path)} returned no client token")
+        return token
+
+    def login_kubernetes(self, mount: str, role: str, jwt: str) -> str:
+        return self._login(mount, {"role": role, "jwt": jwt},
+                           f"Kubernetes auth login (role {role}) to the {self.label}")
+
+    def login_approle(self, mount: str, role_id: str, secret_id: str) -> str:
+        return self._login(mount, {"role_id": role_id, "secret_id": secret_id},
+                           f"AppRole login to the {self.label}")
+
+    def kv_read(self, token: str, mount: str, path: str) -> KvState:
+        api_path = f"{mount}/data/{path}"
+        action = f"reading {api_path} from the {self.label}"
+        response = self.call("GET", api_path, action=action, token=token)
+        outer = _mapping((response.body or {}).get("data"))
+        metadata = _mapping(outer.get("metadata"))
+        if response.status == 404:
+            version = metadata.get("version")
+            return KvState(version if isinstance(version, int) else 0, None)
+        if response.status != 200:
+            raise self.fail(action, "GET", self.url(api_path), response)
+        version, data = metadata.get("version"), outer.get("data")
+        if not isinstance(version, int) or not (data is None or isinstance(data, dict)):
+            raise self.error(f"{action}: GET {self.url(api_path)} did not return a KV v2 secret "
+                             f"(is {mount} a KV version 2 mount?)")
+        return KvState(version, data)
+
+    def check_can_write(self, token: str, mount: str, states: Mapping[str, KvState]) -> None:
+        """Pre-flight (module docstring, rule 3): raise if the token cannot write a path."""
+        paths = {f"{mount}/data/{path}": state for path, state in states.items()}
+        action = f"checking the token's capabilities at the {self.label}"
+        response = self.call("POST", "sys/capabilities-self", action=action, token=token,
+                             body={"paths": sorted(paths)})
+        if response.status != 200 or response.body is None:
+            return  # not allowed to ask (no default policy): the writes themselves will tell
+        answer = _mapping(response.body.get("data")) or response.body
+        denied: list[str] = []
+        for api_path, state in sorted(paths.items()):
+            capabilities = answer.get(api_path)
+            if not isinstance(capabilities, list):
+                continue
+            needed = "update" if state.version else "create"
+            if needed not in capabilities and "root" not in capabilities:
+                denied.append(f"{needed} on {api_path} (it has: {', '.join(map(str, capabilities))})")
+        if denied:
+            raise self.error(
+                f"permission denied: the token lacks {', '.join(denied)} at the {self.label} "
+                f"{self.base_url}; nothing was written"
+            )
+
+    def kv_write(self, token: str, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
+        """Write with check-and-set; returns the new version."""
+        api_path = f"{mount}/data/{path}"
+        action = f"writing {api_path} to the {self.label}"
+        response = self.call("POST", api_path, action=action, token=token,
+                             body={"options": {"cas": cas}, "data": dict(data)})
+        if response.status == 400 and _CAS_MISMATCH in response.text:
+            raise ConflictError(
+                f"{action}: POST {self.url(api_path)}: HTTP 400: {_error_detail(response)}: another writer "
+                f"changed it after this run read version {cas}; nothing was overwritten"
+            )
+        if response.status == 204:
+            raise self.error(f"{action}: POST {self.url(api_path)}: HTTP 204 without a version: "
+                             f"is {mount} a KV version 2 mount?")
+        if response.status != 200:
+            raise self.fail(action, "POST", self.url(api_path), response)
+        version = _mapping((response.body or {}).get("data")).get("version")
+        return version if isinstance(version, int) else cas + 1
+
+    def revoke_self(self, token: str) -> None:
+        """Best effort (the token is short-lived anyway); short timeout."""
+        with contextlib.suppress(SyncError):
+            self.call("POST", "auth/token/revoke-self", action="token revocation", token=token, body={},
+                      timeout=min(self.timeout, 5.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# the sync itself
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Item:
+    """One validated bundle and where it goes (``kv_path`` below the target's KV mount)."""
+
+    source: str
+    kv_path: str
+    bundle: dict[str, str]
+    summary: CertSummary
+
+
+@dataclass(frozen=True)
+class Outcome:
+    written: list[tuple[str, int]]
+    unchanged: list[tuple[str, int]]
+
+
+def write_changed(vault: Vault, token: str, mount: str, items: Sequence[Item]) -> Outcome:
+    """Rule 2 and 3 of the module docstring: read every target, then write what differs."""
+    states = {item.kv_path: vault.kv_read(token, mount, item.kv_path) for item in items}
+    changed = [item for item in items if states[item.kv_path].data != item.bundle]
+    unchanged = [(f"{mount}/data/{item.kv_path}", states[item.kv_path].version)
+                 for item in items if item not in changed]
+    if changed:
+        vault.check_can_write(token, mount, {item.kv_path: states[item.kv_path] for item in changed})
+    written: list[tuple[str, int]] = []
+    for item in changed:
+        try:
+            version = vault.kv_write(token, mount, item.kv_path, item.bundle, states[item.kv_path].version)
+        except SyncError as exc:
+            if written:
+                done = ", ".join(f"{p} (version {v})" for p, v in written)
+                raise type(exc)(f"{exc} (written before this failure: {done})", exc.exit_code) from None
+            raise
+        written.append((f"{mount}/data/{item.kv_path}", version))
+    return Outcome(written, unchanged)
+
+
+def _read_secret_file(path: str, what: str, flag: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} file {path} ({flag}): {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"the {what} file {path} ({flag}) is not text") from None
+    if not value:
+        raise UsageError(f"the {what} file {path} ({flag}) is empty")
+    return value
+
+
+def hub_kv_path(edge: str) -> str:
+    """Where the hub keeps an edge's client certificate, below its KV mount."""
+    return f"edges/{edge}/{HUB_KV_NAME}"
+
+
+def _target(args: argparse.Namespace) -> Vault:
+    label = "edge Vault" if args.mode == "edge" else "Vault"
+    return Vault(label, args.vault_addr, args.ca_file, args.timeout, TargetError, "--vault-addr", "--ca-file")
+
+
+def _into_target(args: argparse.Namespace, vault: Vault, jwt: str, items: Sequence[Item]) -> Outcome:
+    token = vault.login_kubernetes(args.auth_path, args.role, jwt)
+    try:
+        return write_changed(vault, token, args.kv_mount, items)
+    finally:
+        vault.revoke_self(token)
+
+
+def cmd_hub(args: argparse.Namespace) -> Outcome:
+    specs: list[SecretSpec] = args.secrets
+    jwt = _read_secret_file(args.jwt_file, "Vault service-account token", "--jwt-file")
+    kube_token = _read_secret_file(args.kube_token_file, "Kubernetes service-account token", "--kube-token-file")
+    vault = _target(args)
+    kube = KubeAPI(args.kube_api, kube_token, args.kube_ca_file, args.timeout)
+    items: list[Item] = []
+    for spec in specs:
+        bundle = kube.read_tls_secret(spec)
+        summary = validate_bundle(bundle, f"Secret {spec.ref}")
+        if spec.certificate_only:
+            # A CA's Secret holds the CA's private key: only its certificate leaves the cluster.
+            bundle = {"ca.crt": bundle["tls.crt"]}
+        items.append(Item(f"Secret {spec.ref}", spec.kv_path, bundle, summary))
+    return _into_target(args, vault, jwt, items)
+
+
+def cmd_edge(args: argparse.Namespace) -> Outcome:
+    jwt = _read_secret_file(args.jwt_file, "Vault service-account token", "--jwt-file")
+    role_id = _read_secret_file(args.hub_role_id_file, "AppRole role_id", "--hub-role-id-file")
+    secret_id = _read_secret_file(args.hub_secret_id_file, "AppRole secret_id", "--hub-secret-id-file")
+    vault = _target(args)
+    hub = Vault("hub Vault", args.hub_addr, args.hub_ca_file, args.timeout, SourceError, "--hub-addr",
+                "--hub-ca-file")
+    source_path = hub_kv_path(args.edge)
+    token = hub.login_approle(args.hub_approle_mount, role_id, secret_id)
+    try:
+        state = hub.kv_read(token, args.hub_kv_mount, source_path)
+    finally:
+        hub.revoke_self(token)
+    what = f"{args.hub_kv_mount}/data/{source_path} at the hub Vault {hub.base_url}"
+    if state.data is None:
+        detail = f"its version {state.version} is deleted or destroyed" if state.version else "nothing is stored there"
+        raise SourceError(f"reading {what}: {detail} (has the hub's cert-sync run?)")
+    bundle = {key: state.data[key] for key in TLS_KEYS if key in state.data}
+    summary = validate_bundle(bundle, what)
+    return _into_target(args, vault, jwt, [Item(what, args.kv_path, bundle, summary)])
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (every option also reads an environment variable)."""
+    common = _Parser(add_help=False)
+    v = common.add_argument_group("target Vault (TLS is always verified)")
+    v.add_argument("--vault-addr", default=_env("VAULT_ADDR"), help="target Vault URL, https:// [VAULT_ADDR]")
+    v.add_argument("--ca-file", default=_env("VAULT_CACERT"),
+                   help="PEM CA bundle for the target Vault (default: system CAs) [VAULT_CACERT]")
+    v.add_argument("--auth-path", default=_env("CERT_SYNC_AUTH_PATH", DEFAULT_AUTH_PATH),
+                   help=f"Kubernetes auth mount (default {DEFAULT_AUTH_PATH}) [CERT_SYNC_AUTH_PATH]")
+    v.add_argument("--role", default=_env("CERT_SYNC_ROLE", DEFAULT_ROLE),
+                   help=f"Kubernetes auth role (default {DEFAULT_ROLE}) [CERT_SYNC_ROLE]")
+    v.add_argument("--jwt-file", default=_env("CERT_SYNC_JWT_FILE", DEFAULT_JWT_FILE),
+                   help=f"projected service-account token (default {DEFAULT_JWT_FILE}) [CERT_SYNC_JWT_FILE]")
+    v.add_argument("--kv-mount", default=_env("CERT_SYNC_KV_MOUNT", DEFAULT_KV_MOUNT),
+                   help=f"KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_KV_MOUNT]")
+    v.add_argument("--timeout", type=_timeout, default=_env("CERT_SYNC_TIMEOUT", str(DEFAULT_TIMEOUT)),
+                   help=f"seconds per network operation (default {DEFAULT_TIMEOUT:g}) [CERT_SYNC_TIMEOUT]")
+
+    parser = _Parser(prog="python -m programs.cert_sync", description=(__doc__ or "").split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    hub = sub.add_parser("hub", parents=[common], help="Kubernetes TLS Secrets -> this cluster's Vault")
+    hub.add_argument("--secret", action="append", metavar="NS/NAME=KV_PATH", dest="secret",
+                     help="a Secret and the KV path to store it at; repeatable [CERT_SYNC_SECRETS]")
+    hub.add_argument("--ca-secret", action="append", metavar="NS/NAME=KV_PATH", dest="ca_secret",
+                     help="a CA's Secret: only its certificate is stored, as ca.crt; repeatable "
+                          "[CERT_SYNC_CA_SECRETS]")
+    hub.add_argument("--kube-api", default=_env("CERT_SYNC_KUBE_API", DEFAULT_KUBE_API),
+                     help=f"Kubernetes API URL (default {DEFAULT_KUBE_API}) [CERT_SYNC_KUBE_API]")
+    hub.add_argument("--kube-token-file", default=_env("CERT_SYNC_KUBE_TOKEN_FILE", DEFAULT_KUBE_TOKEN_FILE),
+                     help="token for the Kubernetes API [CERT_SYNC_KUBE_TOKEN_FILE]")
+    hub.add_argument("--kube-ca-file", default=_env("CERT_SYNC_KUBE_CA_FILE", DEFAULT_KUBE_CA_FILE),
+                     help="CA of the Kubernetes API [CERT_SYNC_KUBE_CA_FILE]")
+
+    edge = sub.add_parser("edge", parents=[common], help="the hub Vault -> this edge's Vault")
+    edge.add_argument("--edge", default=_env("CERT_SYNC_EDGE"), help="this edge's name [CERT_SYNC_EDGE]")
+    edge.add_argument("--hub-addr", default=_env("CERT_SYNC_HUB_ADDR"), help="hub Vault URL [CERT_SYNC_HUB_ADDR]")
+    edge.add_argument("--hub-ca-file", default=_env("CERT_SYNC_HUB_CA_FILE"),
+                      help="PEM CA bundle for the hub Vault [CERT_SYNC_HUB_CA_FILE]")
+    edge.add_argument("--hub-approle-mount",
+                      default=_env("CERT_SYNC_HUB_APPROLE_MOUNT", DEFAULT_HUB_APPROLE_MOUNT),
+                      help=f"AppRole mount on the hub (default {DEFAULT_HUB_APPROLE_MOUNT}) "
+                           "[CERT_SYNC_HUB_APPROLE_MOUNT]")
+    edge.add_argument("--hub-role-id-file", default=_env("CERT_SYNC_HUB_ROLE_ID_FILE"),
+                      help="file with the AppRole role_id [CERT_SYNC_HUB_ROLE_ID_FILE]")
+    edge.add_argument("--hub-secret-id-file", default=_env("CERT_SYNC_HUB_SECRET_ID_FILE"),
+                      help="file with the AppRole secret_id [CERT_SYNC_HUB_SECRET_ID_FILE]")
+    edge.add_argument("--hub-kv-mount", default=_env("CERT_SYNC_HUB_KV_MOUNT", DEFAULT_KV_MOUNT),
+                      help=f"the hub's KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_HUB_KV_MOUNT]")
+    edge.add_argument("--kv-path", default=_env("CERT_SYNC_KV_PATH", DEFAULT_KV_PATH),
+                      help=f"where to store it locally (default {DEFAULT_KV_PATH}) [CERT_SYNC_KV_PATH]")
+    return parser
+
+
+_REQUIRED = {
+    "hub": (("vault_addr", "--vault-addr (VAULT_ADDR)"),),
+    "edge": (("vault_addr", "--vault-addr (VAULT_ADDR)"), ("edge", "--edge (CERT_SYNC_EDGE)"),
+             ("hub_addr", "--hub-addr (CERT_SYNC_HUB_ADDR)"),
+             ("hub_role_id_file", "--hub-role-id-file (CERT_SYNC_HUB_ROLE_ID_FILE)"),
+             ("hub_secret_id_file", "--hub-secret-id-file (CERT_SYNC_HUB_SECRET_ID_FILE)")),
+}
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse and check the command line (:class:`UsageError` on any problem)."""
+    arguments = list(argv)
+    mode_env = _env("CERT_SYNC_MODE")
+    if mode_env and not (arguments and arguments[0] in ("hub", "edge", "-h", "--help")):
+        arguments.insert(0, mode_env)
+    args = build_parser().parse_args(arguments)
+    missing = [flag for name, flag in _REQUIRED[args.mode] if not getattr(args, name)]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)}")
+    _https_url(args.vault_addr, "--vault-addr")
+    _check_kv_path(args.kv_mount, "--kv-mount")
+    if args.mode == "hub":
+        raw = args.secret if args.secret is not None else re.split(r"[\s,]+", _env("CERT_SYNC_SECRETS", "") or "")
+        raw_ca = (args.ca_secret if args.ca_secret is not None
+                  else re.split(r"[\s,]+", _env("CERT_SYNC_CA_SECRETS", "") or ""))
+        args.secrets = [parse_secret_spec(text) for text in raw if text.strip()]
+        args.secrets += [parse_secret_spec(text, certificate_only=True) for text in raw_ca if text.strip()]
+        if not args.secrets:
+            raise UsageError("missing --secret NAMESPACE/NAME=KV_PATH (CERT_SYNC_SECRETS)")
+        seen: dict[str, str] = {}
+        for spec in args.secrets:
+            if spec.kv_path in seen:
+                raise UsageError(f"KV path {spec.kv_path} is given twice ({seen[spec.kv_path]} and {spec.ref})")
+            seen[spec.kv_path] = spec.ref
+        _https_url(args.kube_api, "--kube-api")
+    else:
+        if not _DNS_LABEL.match(args.edge):
+            raise UsageError(f"--edge {args.edge!r} is not a valid edge name (a DNS label)")
+        _https_url(args.hub_addr, "--hub-addr")
+        _check_kv_path(args.hub_kv_mount, "--hub-kv-mount")
+        _check_kv_path(args.kv_path, "--kv-path")
+    return args
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def _describe(outcome: Outcome) -> str:
+    parts = [f"written {p} (version {v})" for p, v in outcome.written]
+    parts += [f"unchanged {p} (version {v})" for p, v in outcome.unchanged]
+    return f"synced {len(outcome.written)}, unchanged {len(outcome.unchanged)} ({'; '.join(parts)})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the program; returns the exit code (see the module docstring)."""
+    previous: Callable[[int, FrameType | None], Any] | int | None = None
+    with contextlib.suppress(ValueError):  # not in the main thread
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        outcome = cmd_hub(args) if args.mode == "hub" else cmd_edge(args)
+        print(f"{PROG}: {_describe(outcome)}", flush=True)
+        return 0
+    except SyncError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except _Terminated:
+        print(f"{PROG}: error: terminated by SIGTERM", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED
+    except Exception as exc:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"{PROG}: error: unexpected {message}", file=sys.stderr, flush=True)
+        return EXIT_UNEXPECTED
+    finally:
+        if previous is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGTERM, previous)

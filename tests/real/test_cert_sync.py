@@ -1,0 +1,765 @@
+"""cert-sync (``python -m programs.cert_sync hub|edge``) as its CronJobs run it, against real peers.
+
+Peers, all on 127.0.0.1 and started/stopped by this module:
+
+* two real OpenBao servers, "hub" and "edge" (``tests.support.openbao.BaoNode``: in-memory
+  storage, a TLS listener with a certificate from a test CA, and a file AUDIT device, which OpenBao
+  takes only from the server config). Each has KV v2 at ``kv`` with ``cas_required = true``. Writes
+  are counted in the servers' own audit logs, not in the program.
+* one fake Kubernetes API per cluster (``tests.support.kube_api``): the hub's serves the
+  cert-manager Secrets (RBAC: ``get`` on exactly those, by name) and both answer TokenReviews for
+  their Vault's Kubernetes auth (``token_reviewer_jwt`` of a service account allowed to review).
+* Vault roles and policies with exactly the capabilities the program documents, rendered with the
+  project's own policy helpers (``kv_write``, ``edge_access_policy``); the edge reads the hub with
+  the AppRole on ``approle-edges`` whose policy is ``hub-access-<edge>``.
+* for the check-and-set conflict, a TLS-terminating loopback proxy in front of a Vault that, when
+  the program's write arrives, first writes the same path itself (the concurrent writer) and then
+  forwards the program's write, whose ``cas`` is now stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.vault_config import EDGE_APPROLE_MOUNT, edge_access_policy
+from components.vault_policies import kv_read, kv_write, render_policy
+from programs.cert_sync.sync import (
+    EXIT_CONFLICT,
+    EXIT_INVALID,
+    EXIT_SOURCE,
+    EXIT_TARGET,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+)
+from tests.support.kube_api import KubeAPIServer
+from tests.support.openbao import ApiResponse, BaoNode, free_port, wait_until
+from tests.support.pki import IssuedCert, TestCA
+
+pytestmark = pytest.mark.real
+
+REPO = Path(__file__).resolve().parents[2]
+EDGE, OTHER_EDGE = "edge-eu", "edge-ap"
+SYNC_NS, SYNC_SA = "vault", "cert-sync"
+CERT_NS = "otel"
+EDGE_SECRET, CA_SECRET = f"otel-client-tls-{EDGE}", "client-ca"
+EDGE_KV, CA_KV = f"edges/{EDGE}/otel-client-tls", "otel/client-ca"
+LOCAL_KV = "otel/otel-client-tls"
+HUB_SPECS = (f"--secret={CERT_NS}/{EDGE_SECRET}={EDGE_KV}", f"--secret={CERT_NS}/{CA_SECRET}={CA_KV}")
+
+
+# ---------------------------------------------------------------------------------------------
+# peers
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Vault:
+    """One real OpenBao server (in memory, TLS, file audit device), initialised and unsealed."""
+
+    name: str
+    node: BaoNode
+    root: str
+    audit_path: Path
+
+    @property
+    def url(self) -> str:
+        return self.node.url
+
+    @property
+    def ca_file(self) -> str:
+        assert self.node.ca_file
+        return self.node.ca_file
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
+            ) -> ApiResponse:
+        return self.node.api(method, path, token=token or self.root, body=body)
+
+    def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> ApiResponse:
+        resp = self.api(method, path, body)
+        assert resp.status in (200, 204), (self.name, method, path, resp.status, resp.text)
+        return resp
+
+    def version(self, path: str) -> int:
+        """The KV v2 current version of ``kv/<path>`` (0: nothing), read from metadata (no write)."""
+        resp = self.api("GET", f"kv/metadata/{path}")
+        if resp.status == 404:
+            return 0
+        assert resp.status == 200, resp.text
+        return int(resp.data["current_version"])
+
+    def kv(self, path: str) -> dict[str, Any] | None:
+        resp = self.api("GET", f"kv/data/{path}")
+        return resp.data.get("data") if resp.status == 200 else None
+
+    def put(self, path: str, data: dict[str, str]) -> int:
+        """A write by someone else (root), with the right cas."""
+        resp = self.ok("POST", f"kv/data/{path}", {"options": {"cas": self.version(path)}, "data": data})
+        return int(resp.data["version"])
+
+    def audit_mark(self) -> int:
+        return len(self.audit_path.read_bytes()) if self.audit_path.exists() else 0
+
+    def audit_requests(self, since: int = 0) -> list[dict[str, Any]]:
+        """Request entries of the real server's audit log written after byte offset ``since``."""
+        with open(self.audit_path, "rb") as handle:
+            handle.seek(since)
+            lines = handle.read().splitlines()
+        entries = [json.loads(line) for line in lines if line.strip()]
+        return [e["request"] for e in entries if e.get("type") == "request"]
+
+    def kv_writes(self, since: int) -> list[str]:
+        """Paths of every create/update request on ``kv/data/`` after ``since`` (allowed or not)."""
+        return [r["path"] for r in self.audit_requests(since)
+                if r.get("operation") in ("create", "update") and str(r.get("path", "")).startswith("kv/data/")]
+
+    def count(self, since: int, path: str) -> int:
+        return sum(1 for r in self.audit_requests(since) if r.get("path") == path)
+
+
+def start_vault(name: str, workdir: Path, ca: TestCA) -> BaoNode:
+    workdir.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = ca.issue(f"{name}-vault", ["localhost"], ["127.0.0.1"]).write(workdir)
+    ca_file = str(ca.write(workdir, "ca.crt"))
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    config = f"""
+ui = false
+log_level = "info"
+api_addr = "{url}"
+storage "inmem" {{}}
+listener "tcp" {{
+  address       = "127.0.0.1:{port}"
+  tls_cert_file = "{cert_path}"
+  tls_key_file  = "{key_path}"
+}}
+audit "file" "file" {{
+  options {{
+    file_path = "audit.log"
+  }}
+}}
+"""
+    node = BaoNode(name, config, workdir, url, ca_file)
+    node.start(wait=True)
+    return node
+
+
+def initialise(name: str, node: BaoNode) -> Vault:
+    init = node.api("PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1})
+    assert init.status == 200, init.text
+    assert node.api("PUT", "sys/unseal", body={"key": init.body["keys_base64"][0]}).status == 200
+    wait_until(lambda: node.api("GET", "sys/health", timeout=2).status == 200, 20, 0.05,
+               f"{name} Vault to be active", ignore=(OSError,))
+    vault = Vault(name, node, str(init.body["root_token"]), node.workdir / "audit.log")
+    vault.ok("POST", "sys/mounts/kv", {"type": "kv", "options": {"version": "2"}})
+
+    def configured() -> bool:  # a new KV v2 mount needs a moment before it takes its config
+        return vault.api("POST", "kv/config", {"cas_required": True, "max_versions": 10}).status in (200, 204)
+
+    wait_until(configured, 10, 0.1, f"kv/config on the {name} Vault")
+    assert vault.api("GET", "kv/config").data["cas_required"] is True
+    return vault
+
+
+def configure_kubernetes_auth(vault: Vault, kube: KubeAPIServer) -> None:
+    """Vault's own service account reviews tokens (the chart binds it to system:auth-delegator)."""
+    kube.allow_token_reviews(f"system:serviceaccount:{SYNC_NS}:vault")
+    vault.ok("POST", "sys/auth/kubernetes", {"type": "kubernetes"})
+    vault.ok("POST", "auth/kubernetes/config", {
+        "kubernetes_host": kube.url, "kubernetes_ca_cert": kube.ca_pem,
+        "token_reviewer_jwt": kube.mint_service_account_token(SYNC_NS, "vault"),
+    })
+
+
+def kube_role(vault: Vault, role: str, policy_hcl: str, *, default_policy: bool = True) -> None:
+    vault.ok("PUT", f"sys/policies/acl/{role}", {"policy": policy_hcl})
+    vault.ok("POST", f"auth/kubernetes/role/{role}", {
+        "bound_service_account_names": [SYNC_SA], "bound_service_account_namespaces": [SYNC_NS],
+        "token_policies": [role], "token_no_default_policy": not default_policy, "token_ttl": "5m",
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# the CAS-conflict proxy
+# ---------------------------------------------------------------------------------------------
+class InjectingProxy:
+    """HTTPS on 127.0.0.1 in front of ``upstream``. Every request is forwarded unchanged; when a
+    write to ``/v1/kv/data/<path>`` arrives for the first time, ``before_write(path)`` runs first."""
+
+    def __init__(self, upstream: Vault, cert: IssuedCert, workdir: Path,
+                 before_write: Callable[[str], object]) -> None:
+        self.upstream = upstream
+        self.before_write = before_write
+        self.injected: list[str] = []
+        self.forwarded: list[tuple[str, str, int]] = []
+        cert_file, key_file = cert.write(workdir, cert_name="proxy.crt", key_name="proxy.key")
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert_file, key_file)
+        self._client_ctx = ssl.create_default_context(cafile=upstream.ca_file)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                prefix = "/v1/kv/data/"
+                if self.command in ("POST", "PUT") and self.path.startswith(prefix):
+                    path = self.path[len(prefix):]
+                    if path not in proxy.injected:
+                        proxy.injected.append(path)
+                        proxy.before_write(path)
+                host, port = proxy.upstream.url.removeprefix("https://").split(":")
+                conn = http.client.HTTPSConnection(host, int(port), context=proxy._client_ctx, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                upstream = conn.getresponse()
+                data = upstream.read()
+                proxy.forwarded.append((self.command, self.path, upstream.status))
+                self.send_response(upstream.status)
+                self.send_header("Content-Type", upstream.getheader("Content-Type") or "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = _relay
+            do_POST = _relay
+            do_PUT = _relay
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.socket = server_ctx.wrap_socket(self._httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> InjectingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the environment
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Env:
+    hub: Vault
+    edge: Vault
+    hub_kube: KubeAPIServer
+    edge_kube: KubeAPIServer
+    vault_ca: TestCA
+    client_ca: TestCA
+    workdir: Path
+    files: dict[str, Path]
+    secrets: list[str] = field(default_factory=list)
+    current: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
+        scrubbed = ("VAULT_", "CERT_SYNC_", "BAO_")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(scrubbed) and k.lower() not in ("https_proxy", "http_proxy", "all_proxy")}
+        env.update(extra or {})
+        return env
+
+    def run(self, mode: str, *args: str, env: dict[str, str], timeout: float = 60
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "programs.cert_sync", mode, *args],
+            cwd=REPO, env=self._env(env), capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        output = result.stdout + result.stderr
+        for secret in self.secrets:
+            assert secret not in output, "a key, token or id was printed"
+        assert "PRIVATE KEY" not in output
+        assert not re.search(r"\bs\.[A-Za-z0-9]{20,}", output), "a Vault token was printed"
+        return result
+
+    def run_hub(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """As the hub CronJob: env only (flags in ``args`` override it)."""
+        env = {
+            "VAULT_ADDR": self.hub.url, "VAULT_CACERT": self.hub.ca_file,
+            "CERT_SYNC_JWT_FILE": str(self.files["hub_jwt"]),
+            "CERT_SYNC_KUBE_API": self.hub_kube.url, "CERT_SYNC_KUBE_TOKEN_FILE": str(self.files["hub_jwt"]),
+            "CERT_SYNC_KUBE_CA_FILE": self.hub_kube.ca_file,
+            "CERT_SYNC_SECRETS": " ".join(s.removeprefix("--secret=") for s in HUB_SPECS),
+        }
+        env.update(extra_env or {})
+        return self.run("hub", *args, env=env)
+
+    def run_edge(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """As the edge CronJob (env), with ``args`` overriding."""
+        env = {
+            "VAULT_ADDR": self.edge.url, "VAULT_CACERT": self.edge.ca_file,
+            "CERT_SYNC_JWT_FILE": str(self.files["edge_jwt"]),
+            "CERT_SYNC_EDGE": EDGE, "CERT_SYNC_HUB_ADDR": self.hub.url, "CERT_SYNC_HUB_CA_FILE": self.hub.ca_file,
+            "CERT_SYNC_HUB_ROLE_ID_FILE": str(self.files[f"{EDGE}_role_id"]),
+            "CERT_SYNC_HUB_SECRET_ID_FILE": str(self.files[f"{EDGE}_secret_id"]),
+        }
+        env.update(extra_env or {})
+        return self.run("edge", *args, env=env)
+
+    def put_secret(self, name: str, bundle: dict[str, str]) -> None:
+        self.hub_kube.put_secret(CERT_NS, name, bundle, type="kubernetes.io/tls")
+        self.current[name] = bundle
+        self.secrets.append(bundle["tls.key"])
+
+    def new_client_cert(self) -> dict[str, str]:
+        leaf = self.client_ca.issue(EDGE, [], [], server=False, client=True)
+        return {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": self.client_ca.cert_pem}
+
+    def versions(self) -> dict[str, int]:
+        return {"hub:" + p: self.hub.version(p) for p in (EDGE_KV, CA_KV)} | {"edge:" + LOCAL_KV:
+                                                                             self.edge.version(LOCAL_KV)}
+
+    def marks(self) -> tuple[int, int]:
+        return self.hub.audit_mark(), self.edge.audit_mark()
+
+    def writes(self, marks: tuple[int, int]) -> tuple[list[str], list[str]]:
+        return self.hub.kv_writes(marks[0]), self.edge.kv_writes(marks[1])
+
+    def synced(self) -> None:
+        """Bring hub and edge up to date with the Secrets (both runs must succeed)."""
+        for result in (self.run_hub(), self.run_edge()):
+            assert result.returncode == 0, result.stderr
+
+
+def failed_with_one_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    print(f"exit {result.returncode}: {result.stderr.strip()}")  # shown with -s / on failure
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("cert-sync: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert result.stdout == ""
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    base = tmp_path_factory.mktemp("cert-sync")
+    vault_ca = TestCA("cert-sync-test-vault-ca")
+    with contextlib.ExitStack() as stack:
+        hub_kube = stack.enter_context(KubeAPIServer())
+        edge_kube = stack.enter_context(KubeAPIServer())
+        nodes = [start_vault(name, base / name, vault_ca) for name in ("hub", "edge")]
+        for node in nodes:
+            stack.callback(node.kill)
+        hub, edge = (initialise(name, node) for name, node in zip(("hub", "edge"), nodes, strict=True))
+
+        # hub: Kubernetes auth for the hub's cert-sync job, AppRoles for the edges
+        configure_kubernetes_auth(hub, hub_kube)
+        kube_role(hub, "cert-sync", render_policy("cert-sync", [*kv_write("kv", EDGE_KV), *kv_write("kv", CA_KV)]))
+        kube_role(hub, "cert-sync-narrow", render_policy("cert-sync-narrow", kv_write("kv", EDGE_KV)))
+        read_only = render_policy("cert-sync-readonly", [*kv_read("kv", EDGE_KV), *kv_read("kv", CA_KV)])
+        kube_role(hub, "cert-sync-readonly", read_only)
+        kube_role(hub, "cert-sync-readonly-nodefault", read_only, default_policy=False)
+        kube_role(hub, "cert-sync-half-nodefault", render_policy(
+            "cert-sync-half-nodefault", [*kv_write("kv", EDGE_KV), *kv_read("kv", CA_KV)]), default_policy=False)
+        hub.ok("POST", f"sys/auth/{EDGE_APPROLE_MOUNT}", {"type": "approle"})
+        files: dict[str, Path] = {}
+        secrets: list[str] = [hub.root, edge.root]
+        for name in (EDGE, OTHER_EDGE):
+            hub.ok("PUT", f"sys/policies/acl/hub-access-{name}", {"policy": edge_access_policy(name, "kv", "transit")})
+            hub.ok("POST", f"auth/{EDGE_APPROLE_MOUNT}/role/{name}",
+                   {"token_policies": [f"hub-access-{name}"], "token_ttl": "1h", "secret_id_num_uses": 0})
+            role_id = hub.ok("GET", f"auth/{EDGE_APPROLE_MOUNT}/role/{name}/role-id").data["role_id"]
+            secret_id = hub.ok("POST", f"auth/{EDGE_APPROLE_MOUNT}/role/{name}/secret-id").data["secret_id"]
+            files[f"{name}_role_id"] = base / f"{name}-role-id"
+            files[f"{name}_role_id"].write_text(role_id + "\n")
+            files[f"{name}_secret_id"] = base / f"{name}-secret-id"
+            files[f"{name}_secret_id"].write_text(secret_id + "\n")
+            secrets += [role_id, secret_id]
+        # the hub job may get exactly the two Secrets, by name
+        hub_kube.allow_service_account(SYNC_NS, SYNC_SA, ["get"], ["secrets"], namespace=CERT_NS,
+                                       resource_names=[EDGE_SECRET, CA_SECRET])
+
+        # edge: Kubernetes auth for the edge's cert-sync job
+        configure_kubernetes_auth(edge, edge_kube)
+        kube_role(edge, "cert-sync", render_policy("cert-sync", kv_write("kv", LOCAL_KV)))
+
+        for name, kube in (("hub_jwt", hub_kube), ("edge_jwt", edge_kube)):
+            token = kube.mint_service_account_token(SYNC_NS, SYNC_SA)
+            files[name] = base / name
+            files[name].write_text(token)
+            secrets.append(token)
+        environment = Env(hub, edge, hub_kube, edge_kube, vault_ca, TestCA("otel-client-ca"), base, files, secrets)
+        environment.put_secret(EDGE_SECRET, environment.new_client_cert())
+        ca = environment.client_ca
+        environment.put_secret(CA_SECRET, {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem, "ca.crt": ca.cert_pem})
+        yield environment
+
+
+@pytest.fixture
+def restore_secrets(env: Env) -> Iterator[None]:
+    """Tests that break a Secret get the last good ones back afterwards."""
+    saved = dict(env.current)
+    yield
+    for name, bundle in saved.items():
+        env.put_secret(name, bundle)
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------------------------
+def test_roles_have_exactly_the_documented_capabilities(env: Env) -> None:
+    def caps(vault: Vault, token: str, paths: list[str]) -> dict[str, list[str]]:
+        resp = vault.api("POST", "sys/capabilities-self", {"paths": paths}, token=token)
+        assert resp.status == 200, resp.text
+        return {p: sorted(resp.data[p]) for p in paths}
+
+    login = env.hub.api("POST", "auth/kubernetes/login",
+                        {"role": "cert-sync", "jwt": env.files["hub_jwt"].read_text()})
+    assert login.status == 200, login.text
+    hub_caps = caps(env.hub, login.body["auth"]["client_token"],
+                    [f"kv/data/{EDGE_KV}", f"kv/data/{CA_KV}", f"kv/metadata/{EDGE_KV}", "kv/data/otel/other"])
+    assert hub_caps == {f"kv/data/{EDGE_KV}": ["create", "read", "update"],
+                        f"kv/data/{CA_KV}": ["create", "read", "update"],
+                        f"kv/metadata/{EDGE_KV}": ["deny"], "kv/data/otel/other": ["deny"]}
+    approle = env.hub.api("POST", f"auth/{EDGE_APPROLE_MOUNT}/login", {
+        "role_id": env.files[f"{EDGE}_role_id"].read_text().strip(),
+        "secret_id": env.files[f"{EDGE}_secret_id"].read_text().strip()})
+    assert approle.status == 200, approle.text
+    edge_caps = caps(env.hub, approle.body["auth"]["client_token"],
+                     [f"kv/data/{EDGE_KV}", f"kv/data/edges/{OTHER_EDGE}/otel-client-tls", f"kv/data/{CA_KV}"])
+    assert edge_caps == {f"kv/data/{EDGE_KV}": ["read"], f"kv/data/edges/{OTHER_EDGE}/otel-client-tls": ["deny"],
+                         f"kv/data/{CA_KV}": ["deny"]}
+    for token in (login.body["auth"]["client_token"], approle.body["auth"]["client_token"]):
+        env.hub.api("POST", "auth/token/revoke-self", {}, token=token)
+
+
+def test_first_sync_hub_then_edge(env: Env) -> None:
+    for vault, path in ((env.hub, EDGE_KV), (env.hub, CA_KV), (env.edge, LOCAL_KV)):  # empty, in any test order
+        assert vault.api("DELETE", f"kv/metadata/{path}").status == 204
+    assert env.versions() == {f"hub:{EDGE_KV}": 0, f"hub:{CA_KV}": 0, f"edge:{LOCAL_KV}": 0}
+    marks = env.marks()
+    hub_run = env.run_hub()
+    assert hub_run.returncode == 0, hub_run.stderr
+    assert hub_run.stderr == ""
+    assert hub_run.stdout.startswith("cert-sync: synced 2, unchanged 0 ")
+    assert hub_run.stdout.count("\n") == 1
+    assert env.hub.kv(EDGE_KV) == env.current[EDGE_SECRET]
+    assert env.hub.kv(CA_KV) == env.current[CA_SECRET]
+
+    edge_run = env.run_edge()
+    assert edge_run.returncode == 0, edge_run.stderr
+    assert edge_run.stdout.startswith("cert-sync: synced 1, unchanged 0 ")
+    assert env.edge.kv(LOCAL_KV) == env.current[EDGE_SECRET]
+    assert env.versions() == {f"hub:{EDGE_KV}": 1, f"hub:{CA_KV}": 1, f"edge:{LOCAL_KV}": 1}
+
+    hub_writes, edge_writes = env.writes(marks)
+    assert sorted(hub_writes) == sorted([f"kv/data/{CA_KV}", f"kv/data/{EDGE_KV}"])
+    assert edge_writes == [f"kv/data/{LOCAL_KV}"]
+    # every token it got was revoked: one login and one revoke-self per Vault and run
+    assert env.hub.count(marks[0], "auth/kubernetes/login") == 1
+    assert env.hub.count(marks[0], f"auth/{EDGE_APPROLE_MOUNT}/login") == 1
+    assert env.hub.count(marks[0], "auth/token/revoke-self") == 2
+    assert env.edge.count(marks[1], "auth/kubernetes/login") == 1
+    assert env.edge.count(marks[1], "auth/token/revoke-self") == 1
+    # the pod's identity was checked by each cluster's TokenReview, on Vault's behalf
+    assert env.hub_kube.count("POST", "/apis/authentication.k8s.io/v1/tokenreviews", status=201) >= 1
+    assert env.edge_kube.count("POST", "/apis/authentication.k8s.io/v1/tokenreviews", status=201) >= 1
+    assert env.hub_kube.count("GET", f"/api/v1/namespaces/{CERT_NS}/secrets/{EDGE_SECRET}",
+                              user=f"system:serviceaccount:{SYNC_NS}:{SYNC_SA}", status=200) >= 1
+
+
+def test_a_run_with_nothing_new_writes_nothing(env: Env) -> None:
+    env.synced()
+    before, marks = env.versions(), env.marks()
+    hub_run, edge_run = env.run_hub(), env.run_edge()
+    assert hub_run.returncode == 0 and edge_run.returncode == 0, (hub_run.stderr, edge_run.stderr)
+    assert hub_run.stdout.startswith("cert-sync: synced 0, unchanged 2 ")
+    assert edge_run.stdout.startswith("cert-sync: synced 0, unchanged 1 ")
+    assert env.writes(marks) == ([], [])  # counted by the servers' audit logs
+    assert env.hub.count(marks[0], f"kv/data/{EDGE_KV}") >= 2  # it did read (hub job and edge job)
+    assert env.versions() == before
+
+
+def test_a_rotated_certificate_reaches_the_edge(env: Env) -> None:
+    env.synced()
+    before = env.versions()
+    rotated = env.new_client_cert()
+    env.put_secret(EDGE_SECRET, rotated)
+    hub_run = env.run_hub()
+    assert hub_run.returncode == 0, hub_run.stderr
+    assert hub_run.stdout.startswith("cert-sync: synced 1, unchanged 1 ")
+    assert env.hub.kv(EDGE_KV) == rotated
+    assert env.edge.kv(LOCAL_KV) != rotated  # not before the edge job runs
+    edge_run = env.run_edge()
+    assert edge_run.returncode == 0, edge_run.stderr
+    assert edge_run.stdout.startswith("cert-sync: synced 1, unchanged 0 ")
+    assert env.edge.kv(LOCAL_KV) == rotated
+    assert env.versions() == {f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1, f"hub:{CA_KV}": before[f"hub:{CA_KV}"],
+                              f"edge:{LOCAL_KV}": before[f"edge:{LOCAL_KV}"] + 1}
+
+
+@pytest.mark.usefixtures("restore_secrets")
+@pytest.mark.parametrize("problem", ["mismatched key", "expired"])
+def test_bad_certificates_are_rejected_and_nothing_is_written(env: Env, problem: str) -> None:
+    env.synced()
+    # a valid new client certificate (which alone would be written) plus one broken Secret
+    env.put_secret(EDGE_SECRET, env.new_client_cert())
+    if problem == "mismatched key":
+        other = env.client_ca.issue("someone-else", [], [], server=False, client=True)
+        broken = {**env.new_client_cert(), "tls.key": other.key_pem}
+        needle = "tls.key does not match the certificate in tls.crt"
+    else:
+        leaf = env.client_ca.issue(EDGE, [], [], server=False, client=True, days=0)  # notAfter = now
+        broken = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": env.client_ca.cert_pem}
+        needle = "expired at"
+    env.put_secret(CA_SECRET, broken)
+    before, marks = env.versions(), env.marks()
+    result = env.run_hub()
+    failed_with_one_line(result, EXIT_INVALID, f"Secret {CERT_NS}/{CA_SECRET}", needle)
+    assert env.writes(marks) == ([], [])
+    assert env.hub.count(marks[0], "auth/kubernetes/login") == 0  # validated before even logging in
+    assert env.versions() == before
+
+
+def test_the_edge_rejects_bad_data_on_the_hub(env: Env) -> None:
+    env.synced()
+    good = env.hub.kv(EDGE_KV)
+    assert good is not None
+    other = env.client_ca.issue("someone-else", [], [], server=False, client=True)
+    env.hub.put(EDGE_KV, {**good, "tls.key": other.key_pem})
+    env.secrets.append(other.key_pem)
+    before, marks = env.versions(), env.marks()
+    result = env.run_edge()
+    failed_with_one_line(result, EXIT_INVALID, f"kv/data/{EDGE_KV} at the hub Vault {env.hub.url}", "does not match")
+    assert env.writes(marks) == ([], [])
+    assert env.versions() == before
+    env.hub.put(EDGE_KV, good)  # the next hub run would do the same
+
+
+def test_hub_vault_down(env: Env) -> None:
+    env.synced()
+    env.put_secret(EDGE_SECRET, env.new_client_cert())  # something to write
+    dead = f"https://127.0.0.1:{free_port()}"
+    before, marks = env.versions(), env.marks()
+    hub_run = env.run_hub("--vault-addr", dead)
+    failed_with_one_line(hub_run, EXIT_TARGET, f"{dead}/v1/auth/kubernetes/login", "connection refused")
+    edge_run = env.run_edge("--hub-addr", dead)
+    failed_with_one_line(edge_run, EXIT_SOURCE, f"{dead}/v1/auth/{EDGE_APPROLE_MOUNT}/login", "hub Vault",
+                         "connection refused")
+    assert env.writes(marks) == ([], [])
+    assert env.versions() == before
+
+
+def test_edge_vault_down(env: Env) -> None:
+    env.synced()
+    env.put_secret(EDGE_SECRET, env.new_client_cert())
+    assert env.run_hub().returncode == 0  # the hub has news for the edge
+    dead = f"https://127.0.0.1:{free_port()}"
+    before, marks = env.versions(), env.marks()
+    result = env.run_edge("--vault-addr", dead)
+    failed_with_one_line(result, EXIT_TARGET, f"{dead}/v1/auth/kubernetes/login", "edge Vault", "connection refused")
+    assert env.writes(marks) == ([], [])
+    assert env.versions() == before
+    # it had read the hub first; that token is revoked all the same
+    assert env.hub.count(marks[0], f"auth/{EDGE_APPROLE_MOUNT}/login") == 1
+    assert env.hub.count(marks[0], "auth/token/revoke-self") == 1
+
+
+def test_a_hub_vault_that_does_not_answer_times_out(env: Env) -> None:
+    env.synced()
+    before = env.versions()
+    assert env.hub.node.process is not None
+    env.hub.node.process.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+    try:
+        started = time.monotonic()
+        result = env.run_edge("--timeout", "1")
+        elapsed = time.monotonic() - started
+    finally:
+        env.hub.node.process.send_signal(signal.SIGCONT)
+    failed_with_one_line(result, EXIT_SOURCE, f"{env.hub.url}/v1/auth/{EDGE_APPROLE_MOUNT}/login", "timed out after 1s")
+    assert elapsed < 15
+    assert env.versions() == before
+
+
+def test_permission_denied_by_the_hub_vault_is_a_real_403(env: Env) -> None:
+    """A role whose policy lacks the second path: Vault answers 403 on reading it, before any
+    write, so the pending change of the first path is not written either."""
+    env.synced()
+    env.put_secret(EDGE_SECRET, env.new_client_cert())
+    before, marks = env.versions(), env.marks()
+    result = env.run_hub("--role", "cert-sync-narrow")
+    failed_with_one_line(result, EXIT_TARGET, f"reading kv/data/{CA_KV}", f"{env.hub.url}/v1/kv/data/{CA_KV}",
+                         "HTTP 403", "permission denied")
+    assert env.writes(marks) == ([], [])
+    assert env.versions() == before
+
+
+def test_a_read_only_role_writes_nothing(env: Env) -> None:
+    env.synced()
+    env.put_secret(EDGE_SECRET, env.new_client_cert())
+    env.put_secret(CA_SECRET, {"tls.crt": env.client_ca.cert_pem, "tls.key": env.client_ca.key_pem,
+                               "ca.crt": env.client_ca.cert_pem + env.client_ca.cert_pem})
+    before, marks = env.versions(), env.marks()
+    # with Vault's default policy the pre-flight (sys/capabilities-self) stops it before any write
+    checked = env.run_hub("--role", "cert-sync-readonly")
+    failed_with_one_line(checked, EXIT_TARGET, "permission denied", f"lacks update on kv/data/{EDGE_KV}",
+                         f"update on kv/data/{CA_KV}", env.hub.url,
+                         "nothing was written")
+    assert env.writes(marks) == ([], [])
+    # without it, the write itself is refused: a real 403 from the server
+    refused = env.run_hub("--role", "cert-sync-readonly-nodefault", "--secret", f"{CERT_NS}/{EDGE_SECRET}={EDGE_KV}")
+    failed_with_one_line(refused, EXIT_TARGET, f"writing kv/data/{EDGE_KV}", "HTTP 403", "permission denied")
+    assert env.writes(marks) == ([f"kv/data/{EDGE_KV}"], [])  # attempted, refused
+    assert env.versions() == before
+    assert env.run_hub().returncode == 0  # the proper role catches up
+
+
+def test_permission_denied_for_another_edges_path(env: Env) -> None:
+    env.synced()
+    before, marks = env.versions(), env.marks()
+    result = env.run_edge(extra_env={
+        "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{OTHER_EDGE}_role_id"]),
+        "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{OTHER_EDGE}_secret_id"])})
+    failed_with_one_line(result, EXIT_SOURCE, f"{env.hub.url}/v1/kv/data/{EDGE_KV}", "hub Vault", "HTTP 403",
+                         "permission denied")
+    assert env.writes(marks) == ([], [])
+    assert env.versions() == before
+
+
+def test_a_service_account_the_role_does_not_bind_is_refused(env: Env) -> None:
+    other = env.workdir / "other-sa-token"
+    token = env.edge_kube.mint_service_account_token(SYNC_NS, "otel-collector")
+    env.secrets.append(token)
+    other.write_text(token)
+    before = env.versions()
+    result = env.run_edge("--jwt-file", str(other))
+    failed_with_one_line(result, EXIT_TARGET, "Kubernetes auth login (role cert-sync) to the edge Vault", "HTTP 403",
+                         "service account name not authorized")
+    assert env.versions() == before
+
+
+@pytest.mark.parametrize("mode", ["hub", "edge"])
+def test_a_concurrent_write_is_never_overwritten(env: Env, mode: str) -> None:
+    """Between the program's read and its write, someone else writes the path (the proxy does it
+    when the program's write arrives): check-and-set refuses the program's write."""
+    env.synced()
+    env.put_secret(EDGE_SECRET, env.new_client_cert())
+    if mode == "edge":
+        assert env.run_hub().returncode == 0
+    target, path = (env.hub, EDGE_KV) if mode == "hub" else (env.edge, LOCAL_KV)
+    theirs = {"written-by": "a concurrent writer"}
+    before = env.versions()
+    proxy_cert = env.vault_ca.issue("proxy", ["localhost"], ["127.0.0.1"])
+    with InjectingProxy(target, proxy_cert, env.workdir, lambda p: target.put(p, theirs)) as proxy:
+        run = env.run_hub if mode == "hub" else env.run_edge
+        result = run("--vault-addr", proxy.url)
+    failed_with_one_line(result, EXIT_CONFLICT, f"writing kv/data/{path}", f"{proxy.url}/v1/kv/data/{path}",
+                         "HTTP 400", "did not match", "nothing was overwritten")
+    assert proxy.injected == [path]
+    assert ("POST", f"/v1/kv/data/{path}", 400) in proxy.forwarded
+    key = f"{mode}:{path}"
+    assert env.versions() == {**before, key: before[key] + 1}  # only the concurrent writer's version
+    assert target.kv(path) == theirs
+    # the next scheduled run (nobody racing) repairs it, with the right cas
+    again = run()
+    assert again.returncode == 0, again.stderr
+    assert target.kv(path) == env.current[EDGE_SECRET]
+
+
+def test_vault_tls_is_always_verified(env: Env) -> None:
+    before = env.versions()
+    result = env.run_edge(extra_env={"VAULT_CACERT": env.hub_kube.ca_file})
+    failed_with_one_line(result, EXIT_TARGET, "TLS verification failed", env.edge.url)
+    plain = env.run_edge("--vault-addr", env.edge.url.replace("https://", "http://"))
+    failed_with_one_line(plain, EXIT_USAGE, "--vault-addr", "must be an https:// URL")
+    assert env.versions() == before
+
+
+def test_a_forbidden_secret_names_the_secret_and_status(env: Env) -> None:
+    result = env.run_hub("--secret", f"{CERT_NS}/not-granted=otel/x")
+    failed_with_one_line(result, EXIT_SOURCE, f"Secret {CERT_NS}/not-granted", "HTTP 403", env.hub_kube.url,
+                         'secrets "not-granted" is forbidden')
+
+
+def test_a_write_refused_half_way_names_what_was_written(env: Env) -> None:
+    """Without the pre-flight (no default policy, so no sys/capabilities-self) a refusal can come
+    after an earlier path was written: the one line says which, and that one is complete and valid."""
+    env.synced()
+    fresh = env.new_client_cert()
+    env.put_secret(EDGE_SECRET, fresh)
+    bundle_with_a_new_ca = env.client_ca.cert_pem + TestCA("next-client-ca").cert_pem
+    env.put_secret(CA_SECRET, {"tls.crt": env.client_ca.cert_pem, "tls.key": env.client_ca.key_pem,
+                               "ca.crt": bundle_with_a_new_ca})
+    before, marks = env.versions(), env.marks()
+    result = env.run_hub("--role", "cert-sync-half-nodefault")
+    failed_with_one_line(result, EXIT_TARGET, f"writing kv/data/{CA_KV}", "HTTP 403", "permission denied",
+                         f"written before this failure: kv/data/{EDGE_KV} (version {before[f'hub:{EDGE_KV}'] + 1})")
+    assert env.hub.kv(EDGE_KV) == fresh
+    assert env.versions() == {**before, f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1}
+    assert sorted(env.writes(marks)[0]) == sorted([f"kv/data/{EDGE_KV}", f"kv/data/{CA_KV}"])
+    assert env.run_hub().returncode == 0
+
+
+def test_nothing_on_the_hub_for_this_edge(env: Env) -> None:
+    before = env.versions()
+    result = env.run_edge("--edge", OTHER_EDGE, extra_env={
+        "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{OTHER_EDGE}_role_id"]),
+        "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{OTHER_EDGE}_secret_id"])})
+    failed_with_one_line(result, EXIT_SOURCE, f"kv/data/edges/{OTHER_EDGE}/otel-client-tls", env.hub.url,
+                         "nothing is stored there")
+    assert env.versions() == before
+
+
+def test_sigterm_ends_it_with_one_line(env: Env) -> None:
+    """The CronJob's deadline: SIGTERM while it waits on a hub that accepted the connection."""
+    before = env.versions()
+    accepted = threading.Event()
+    held: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        def accept() -> None:
+            conn, _ = silent.accept()
+            held.append(conn)
+            accepted.set()
+
+        threading.Thread(target=accept, daemon=True).start()
+        hub = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "programs.cert_sync", "edge", "--hub-addr", hub, "--timeout", "30"],
+            cwd=REPO, env=env._env({
+                "VAULT_ADDR": env.edge.url, "VAULT_CACERT": env.edge.ca_file,
+                "CERT_SYNC_JWT_FILE": str(env.files["edge_jwt"]), "CERT_SYNC_EDGE": EDGE,
+                "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{EDGE}_role_id"]),
+                "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{EDGE}_secret_id"])}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert accepted.wait(20), "the program never connected"
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for conn in held:
+                conn.close()
+    assert proc.returncode == EXIT_TERMINATED, (proc.returncode, err)
+    assert out == "" and err == "cert-sync: error: terminated by SIGTERM\n"
+    assert env.versions() == before

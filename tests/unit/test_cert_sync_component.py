@@ -1,0 +1,84 @@
+"""The cert-sync CronJob as declared on the hub and on an edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hcl2
+import pytest
+from hcl2 import SerializationOptions
+
+from offline.engine import Recording
+
+
+def find(recording: Recording, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    return next(o for o in recording.kubernetes_objects() if o["kind"] == kind and o["metadata"]["name"] == name
+                and (namespace is None or o["metadata"]["namespace"] == namespace))
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_cronjob_is_restricted_and_never_overlaps(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    spec = find(recording, "CronJob", "cert-sync", "fedobs-cert-sync")["spec"]
+    assert spec["schedule"] == "* * * * *" and spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] == 50 and spec["failedJobsHistoryLimit"] == 5
+    job = spec["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] == 120 and job["backoffLimit"] == 1
+    pod = job["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"] == {"cpu": "200m", "memory": "128Mi"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["VAULT_ADDR"] == "https://vault-active.vault.svc:8200"
+    token = pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token == {"path": "token", "audience": "vault", "expirationSeconds": 600}
+
+
+def test_hub_may_get_exactly_the_named_secrets(hub: Recording) -> None:
+    role = find(hub, "Role", "cert-sync-reader", "fedobs-pki")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": [
+        "client-ca", "otel-client-tls-edge-ap", "otel-client-tls-edge-eu", "otel-gateway-tls"]}]
+    binding = find(hub, "RoleBinding", "cert-sync-reader", "fedobs-pki")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cert-sync", "namespace": "fedobs-cert-sync"}]
+    pod = find(hub, "CronJob", "cert-sync")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True  # it reads Secrets from the API
+
+
+def policy(recording: Recording, name: str) -> dict[str, list[str]]:
+    text = next(r for r in recording.of_type("vault:index/policy:Policy") if r.inputs["name"] == name).inputs["policy"]
+    parsed = hcl2.loads(text, serialization_options=SerializationOptions(strip_string_quotes=True,
+                                                                          explicit_blocks=False))
+    return {path: rule["capabilities"] for entry in parsed["path"] for path, rule in entry.items()}
+
+
+def test_vault_roles_write_exactly_the_synced_paths(hub: Recording, edge: Recording) -> None:
+    write = ["create", "read", "update"]
+    assert policy(hub, "cert-sync") == {"kv/data/edges/edge-ap/otel-client-tls": write,
+                                        "kv/data/edges/edge-eu/otel-client-tls": write,
+                                        "kv/data/otel/client-ca": write, "kv/data/otel/otel-gateway-tls": write}
+    assert policy(edge, "cert-sync") == {"kv/data/otel/otel-client-tls": write}
+    for recording in (hub, edge):
+        role = next(r for r in recording.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+                    if r.inputs["roleName"] == "cert-sync")
+        assert role.inputs["boundServiceAccountNames"] == ["cert-sync"]
+        assert role.inputs["boundServiceAccountNamespaces"] == ["fedobs-cert-sync"]
+
+
+def test_edge_gets_its_hub_credential_as_a_mounted_secret(edge: Recording, hub: Recording) -> None:
+    secret = next(r for r in edge.of_type("kubernetes:core/v1:Secret") if r.name == "edge-eu-cert-sync-hub-credential")
+    assert secret.is_secret_input("stringData.role-id") and secret.is_secret_input("stringData.secret-id")
+    assert secret.inputs["stringData"]["secret-id"] == hub.outputs["edgeCredentials"]["edge-eu"]["secretId"]
+    assert secret.inputs["stringData"]["ca.crt"] == hub.outputs["vaultCaCert"]
+    pod = find(edge, "CronJob", "cert-sync")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["command"] == [
+        "python", "-m", "programs.cert_sync", "edge", "--edge", "edge-eu", "--kv-path", "otel/otel-client-tls",
+        "--hub-ca-file", "/fedobs/hub/ca.crt", "--hub-role-id-file", "/fedobs/hub/role-id",
+        "--hub-secret-id-file", "/fedobs/hub/secret-id"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CERT_SYNC_HUB_ADDR"] == "https://vault.hub.fedobs.example.com:8200"
+    hub_volume = next(v for v in pod["volumes"] if v["name"] == "hub")
+    assert hub_volume == {"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": 0o400}}
