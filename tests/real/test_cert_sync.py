@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import re
 import signal
@@ -50,8 +49,9 @@ from programs.cert_sync.sync import (
     EXIT_USAGE,
 )
 from tests.support.kube_api import KubeAPIServer
-from tests.support.openbao import ApiResponse, BaoNode, free_port, wait_until
+from tests.support.openbao import free_port
 from tests.support.pki import IssuedCert, TestCA
+from tests.support.tls_vault import Vault, initialise, start_vault
 
 pytestmark = pytest.mark.real
 
@@ -68,114 +68,6 @@ HUB_SPECS = (f"--secret={CERT_NS}/{EDGE_SECRET}={EDGE_KV}", f"--secret={CERT_NS}
 # ---------------------------------------------------------------------------------------------
 # peers
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class Vault:
-    """One real OpenBao server (in memory, TLS, file audit device), initialised and unsealed."""
-
-    name: str
-    node: BaoNode
-    root: str
-    audit_path: Path
-
-    @property
-    def url(self) -> str:
-        return self.node.url
-
-    @property
-    def ca_file(self) -> str:
-        assert self.node.ca_file
-        return self.node.ca_file
-
-    def api(self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
-            ) -> ApiResponse:
-        return self.node.api(method, path, token=token or self.root, body=body)
-
-    def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> ApiResponse:
-        resp = self.api(method, path, body)
-        assert resp.status in (200, 204), (self.name, method, path, resp.status, resp.text)
-        return resp
-
-    def version(self, path: str) -> int:
-        """The KV v2 current version of ``kv/<path>`` (0: nothing), read from metadata (no write)."""
-        resp = self.api("GET", f"kv/metadata/{path}")
-        if resp.status == 404:
-            return 0
-        assert resp.status == 200, resp.text
-        return int(resp.data["current_version"])
-
-    def kv(self, path: str) -> dict[str, Any] | None:
-        resp = self.api("GET", f"kv/data/{path}")
-        return resp.data.get("data") if resp.status == 200 else None
-
-    def put(self, path: str, data: dict[str, str]) -> int:
-        """A write by someone else (root), with the right cas."""
-        resp = self.ok("POST", f"kv/data/{path}", {"options": {"cas": self.version(path)}, "data": data})
-        return int(resp.data["version"])
-
-    def audit_mark(self) -> int:
-        return len(self.audit_path.read_bytes()) if self.audit_path.exists() else 0
-
-    def audit_requests(self, since: int = 0) -> list[dict[str, Any]]:
-        """Request entries of the real server's audit log written after byte offset ``since``."""
-        with open(self.audit_path, "rb") as handle:
-            handle.seek(since)
-            lines = handle.read().splitlines()
-        entries = [json.loads(line) for line in lines if line.strip()]
-        return [e["request"] for e in entries if e.get("type") == "request"]
-
-    def kv_writes(self, since: int) -> list[str]:
-        """Paths of every create/update request on ``kv/data/`` after ``since`` (allowed or not)."""
-        return [r["path"] for r in self.audit_requests(since)
-                if r.get("operation") in ("create", "update") and str(r.get("path", "")).startswith("kv/data/")]
-
-    def count(self, since: int, path: str) -> int:
-        return sum(1 for r in self.audit_requests(since) if r.get("path") == path)
-
-
-def start_vault(name: str, workdir: Path, ca: TestCA) -> BaoNode:
-    workdir.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = ca.issue(f"{name}-vault", ["localhost"], ["127.0.0.1"]).write(workdir)
-    ca_file = str(ca.write(workdir, "ca.crt"))
-    port = free_port()
-    url = f"https://127.0.0.1:{port}"
-    config = f"""
-ui = false
-log_level = "info"
-api_addr = "{url}"
-storage "inmem" {{}}
-listener "tcp" {{
-  address       = "127.0.0.1:{port}"
-  tls_cert_file = "{cert_path}"
-  tls_key_file  = "{key_path}"
-}}
-audit "file" "file" {{
-  options {{
-    file_path = "audit.log"
-  }}
-}}
-"""
-    node = BaoNode(name, config, workdir, url, ca_file)
-    node.start(wait=True)
-    return node
-
-
-def initialise(name: str, node: BaoNode) -> Vault:
-    init = node.api("PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1})
-    assert init.status == 200, init.text
-    assert node.api("PUT", "sys/unseal", body={"key": init.body["keys_base64"][0]}).status == 200
-    wait_until(lambda: node.api("GET", "sys/health", timeout=2).status == 200, 20, 0.05,
-               f"{name} Vault to be active", ignore=(OSError,))
-    vault = Vault(name, node, str(init.body["root_token"]), node.workdir / "audit.log")
-    vault.ok("POST", "sys/mounts/kv", {"type": "kv", "options": {"version": "2"}})
-
-    def configured() -> bool:  # a new KV v2 mount needs a moment before it takes its config
-        return vault.api("POST", "kv/config", {"cas_required": True, "max_versions": 10}).status in (200, 204)
-
-    wait_until(configured, 10, 0.1, f"kv/config on the {name} Vault")
-    assert vault.api("GET", "kv/config").data["cas_required"] is True
-    return vault
-
-
 def configure_kubernetes_auth(vault: Vault, kube: KubeAPIServer) -> None:
     """Vault's own service account reviews tokens (the chart binds it to system:auth-delegator)."""
     kube.allow_token_reviews(f"system:serviceaccount:{SYNC_NS}:vault")
