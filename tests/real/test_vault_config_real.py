@@ -87,7 +87,8 @@ def test_aws_resources_were_not_silently_dropped(configured: Configured) -> None
 
 def test_every_role_accepts_its_service_account_and_no_other(configured: Configured) -> None:
     roles = consumer_roles(configured.hub)
-    assert {r.inputs["roleName"] for r in roles} == {"vso-observability", "notebook-validation", "raft-snapshot"}
+    assert {r.inputs["roleName"] for r in roles} == {"vso-observability", "notebook-validation", "raft-snapshot",
+                                                     "cert-sync"}
     for role in roles:
         name = role.inputs["roleName"]
         (namespace,) = role.inputs["boundServiceAccountNamespaces"]
@@ -110,6 +111,9 @@ def test_every_consumer_policy_grants_exactly_what_was_declared(configured: Conf
         "notebook-validation": {"database/creds/readonly": ["read"], "database/creds/results-readonly": ["read"],
                                 "aws/creds/s3-readonly": ["read"]},
         "raft-snapshot": {"sys/storage/raft/snapshot": ["read"]},
+        "cert-sync": {f"kv/data/{path}": ["create", "read", "update"] for path in (
+            "otel/client-ca", "otel/otel-gateway-tls", "edges/edge-eu/otel-client-tls",
+            "edges/edge-ap/otel-client-tls")},
     }
     siblings = ["kv/data/otel/otel-client-tls", "kv/data/otel", "kv/data/otel/client-ca/x", "database/creds/other",
                 "aws/creds/other"]
