@@ -214,6 +214,7 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     if isinstance(cfg, EdgeConfig):
         hub = HubLink(f"{prefix}-hub", HubLinkArgs(stack_name=cfg.hub_stack, edge_name=cfg.edge_name))
         outputs["hubVaultAddress"] = hub.vault_address
+        outputs["hubOtlpEndpoint"] = hub.otlp_endpoint
     cluster = Cluster(f"{prefix}-cluster", cluster_args(cfg))
     outputs["kubeconfig"] = cluster.kubeconfig
     outputs["apiEndpoint"] = cluster.api_endpoint

@@ -30,6 +30,8 @@ def hub_output_rules(edge_name: str) -> dict[str, tuple[Callable[[Any], bool], s
     return {
         "vaultAddress": (lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)), "an https:// URL"),
         "vaultCaCert": (lambda v: isinstance(v, str) and bool(_PEM_CERT.search(v)), "a PEM certificate"),
+        "otlpEndpoint": (lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)),
+                         "the hub's OTLP endpoint, an https:// URL (is fedobs:pki set on the hub?)"),
         "edgeTransitTokens": (
             lambda v: isinstance(v, dict) and isinstance(v.get(edge_name), str),
             f"a map holding this edge's transit token under '{edge_name}' "
@@ -65,6 +67,7 @@ class HubLink(pulumi.ComponentResource):
     vault_hostname: pulumi.Output[str]
     vault_ca_cert: pulumi.Output[str]
     transit_token: pulumi.Output[str]
+    otlp_endpoint: pulumi.Output[str]
     hub_credential: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: HubLinkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -82,8 +85,10 @@ class HubLink(pulumi.ComponentResource):
         self.transit_token = pulumi.Output.secret(
             validated.apply(lambda o: str(o["edgeTransitTokens"][args.edge_name]))
         )
+        self.otlp_endpoint = validated.apply(lambda o: str(o["otlpEndpoint"]))
         self.hub_credential = pulumi.Output.secret(
             validated.apply(lambda o: {k: str(v) for k, v in o["edgeCredentials"][args.edge_name].items()})
         )
         self.register_outputs({"vault_address": self.vault_address, "vault_ca_cert": self.vault_ca_cert,
-                               "transit_token": self.transit_token, "hub_credential": self.hub_credential})
+                               "transit_token": self.transit_token, "hub_credential": self.hub_credential,
+                               "otlp_endpoint": self.otlp_endpoint})

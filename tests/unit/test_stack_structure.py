@@ -93,6 +93,7 @@ def test_edge_reads_the_hub_through_one_stack_reference(edge: Recording) -> None
     reference = edge.one("pulumi:pulumi:StackReference")
     assert reference.inputs["name"] == "organization/fedobs/hub"
     assert edge.outputs["hubVaultAddress"] == "https://vault.hub.fedobs.example.com:8200"
+    assert edge.outputs["hubOtlpEndpoint"] == "https://otlp.hub.fedobs.example.com:4317"
 
 
 @pytest.mark.parametrize(("outputs", "named"), [
@@ -106,6 +107,7 @@ def test_edge_reads_the_hub_through_one_stack_reference(edge: Recording) -> None
       "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
       "edgeTransitTokens": {"edge-eu": "t"},
       "edgeCredentials": {"edge-eu": {"roleId": "r"}}}, "edgeCredentials"),
+    ({"vaultAddress": "https://vault.hub:8200"}, "otlpEndpoint"),
 ])
 def test_missing_or_malformed_hub_output_is_named(outputs: dict[str, Any], named: str) -> None:
     recording = run_stack_file("edge", {"organization/fedobs/hub": outputs})
@@ -139,7 +141,7 @@ def test_program_opens_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     edge = run_stack_file("edge", {"organization/fedobs/hub": json.loads(json.dumps({
         "vaultAddress": "https://vault.hub.fedobs.example.com:8200",
         "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-        "edgeTransitTokens": {"edge-eu": "t"},
+        "edgeTransitTokens": {"edge-eu": "t"}, "otlpEndpoint": "https://otlp.hub:4317",
         "edgeCredentials": {"edge-eu": {"mount": "approle-edges", "roleId": "r", "secretId": "s"}}}))}, preview=True)
     assert edge.error is None, edge.error
     assert attempts == []
