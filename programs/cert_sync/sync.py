@@ -128,6 +128,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from programs.errors import ProgramError, Terminated
+
 __all__ = [
     "DEFAULT_HUB_APPROLE_MOUNT",
     "DEFAULT_JWT_FILE",
@@ -194,15 +196,10 @@ _MULTI_ERROR = re.compile(r"^\d+ errors? occurred: \* ")
 # ---------------------------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------------------------
-class SyncError(Exception):
+class SyncError(ProgramError):
     """A failure with its exit code; ``str()`` is the one line printed on stderr."""
 
     exit_code = EXIT_UNEXPECTED
-
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(" ".join(message.split()))
-        if exit_code is not None:
-            self.exit_code = exit_code
 
 
 class UsageError(SyncError):
@@ -233,8 +230,6 @@ class ConflictError(TargetError):
     exit_code = EXIT_CONFLICT
 
 
-class _Terminated(BaseException):
-    """Raised from the SIGTERM handler."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -865,7 +860,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated()
+    raise Terminated()
 
 
 def _describe(outcome: Outcome) -> str:
@@ -887,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SyncError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    except _Terminated:
+    except Terminated:
         print(f"{PROG}: error: terminated by SIGTERM", file=sys.stderr, flush=True)
         return EXIT_TERMINATED
     except Exception as exc:

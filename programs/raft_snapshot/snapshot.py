@@ -73,6 +73,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
+from programs.errors import ProgramError, Terminated
+
 __all__ = [
     "EXIT_RETENTION",
     "EXIT_STORAGE",
@@ -125,15 +127,10 @@ _SEALED_SUMS = "SHA256SUMS.sealed"
 # ---------------------------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------------------------
-class SnapshotError(Exception):
+class SnapshotError(ProgramError):
     """A failure with its exit code; ``str()`` is the single line printed on stderr."""
 
     exit_code = EXIT_UNEXPECTED
-
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(" ".join(message.split()))
-        if exit_code is not None:
-            self.exit_code = exit_code
 
 
 class UsageError(SnapshotError):
@@ -158,8 +155,6 @@ class RetentionError(SnapshotError):
     exit_code = EXIT_RETENTION
 
 
-class _Terminated(BaseException):
-    """Raised from the SIGTERM handler so that cleanup (temp file, multipart abort) runs."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -931,7 +926,7 @@ _FLAGS = {"bucket": "--bucket (SNAPSHOT_S3_BUCKET)", "vault_addr": "--vault-addr
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated()
+    raise Terminated()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -955,7 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SnapshotError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    except _Terminated:
+    except Terminated:
         print(f"{PROG}: error: terminated by SIGTERM (temporary file removed, unfinished upload aborted)",
               file=sys.stderr, flush=True)
         return EXIT_TERMINATED
