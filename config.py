@@ -391,6 +391,23 @@ class DistributionSettings(Model):
     workloads: tuple[WorkloadRef, ...] = ()
 
 
+class InjectedFileSettings(Model):
+    """One file the Vault Agent renders into the workload's Pods (``/vault/secrets/<name>``)."""
+
+    name: DnsLabel
+    credential: CredentialRef
+    format: Literal["dotenv", "json"] = "dotenv"
+    env_prefix: str = Field(default="", pattern=r"^[A-Z0-9_]*$")
+
+
+class DynamicWorkloadSettings(Model):
+    """A consumer's workloads get its credentials just in time through the Agent Injector."""
+
+    consumer: DnsLabel
+    example_job: bool = True
+    files: tuple[InjectedFileSettings, ...] = Field(min_length=1)
+
+
 class DatabaseAdmin(Model):
     username: str = Field(min_length=1, json_schema_extra=SECRET)
     password: str = Field(min_length=12, json_schema_extra=SECRET)
@@ -422,6 +439,7 @@ class StackConfig(Model):
     kubeconfig: str | None = Field(default=None, json_schema_extra=SECRET)
     vault_config: VaultConfigSettings = VaultConfigSettings()
     distribution: DistributionSettings = DistributionSettings()
+    dynamic_secrets: tuple[DynamicWorkloadSettings, ...] = ()
     aws_kms_credentials: AwsCredentials | None = None
     snapshot_credentials: AwsCredentials | None = None
     aws_root_credentials: AwsCredentials | None = None
@@ -529,6 +547,28 @@ def _vault_config_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
+def _dynamic_secret_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """An injected file names a declared consumer and one of that consumer's credentials."""
+    config = values.get("vaultConfig")
+    consumers = {str(c.get("name")): c for c in (config.get("consumers") or [] if isinstance(config, Mapping) else [])
+                 if isinstance(c, Mapping)}
+    problems = []
+    for i, workload in enumerate(values.get("dynamicSecrets") or []):
+        if not isinstance(workload, Mapping):
+            continue
+        consumer = consumers.get(str(workload.get("consumer")))
+        if consumer is None:
+            problems.append(Problem(f"{NAMESPACE}:dynamicSecrets[{i}].consumer",
+                                    f"'{workload.get('consumer')}' is not in {NAMESPACE}:vaultConfig.consumers"))
+            continue
+        for j, file in enumerate(workload.get("files") or []):
+            if isinstance(file, Mapping) and file.get("credential") not in (consumer.get("credentials") or []):
+                problems.append(Problem(
+                    f"{NAMESPACE}:dynamicSecrets[{i}].files[{j}].credential",
+                    f"'{file.get('credential')}' is not among the credentials of consumer '{consumer.get('name')}'"))
+    return problems
+
+
 def _restart_target_problems(values: Mapping[str, Any]) -> list[Problem]:
     """A sync may only restart a workload the stack declares, in the sync's own namespace."""
     distribution = values.get("distribution")
@@ -566,6 +606,7 @@ def _cross_key_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
                                 f"required when {NAMESPACE}:vault.snapshots is enabled"))
     problems.extend(_vault_config_problems(values))
     problems.extend(_restart_target_problems(values))
+    problems.extend(_dynamic_secret_problems(values))
     mode = _get(values, "cluster.mode")
     if role == "hub" and mode == "lke" and not _get(values, "cluster.controlPlaneAcl"):
         problems.append(Problem(f"{NAMESPACE}:cluster.controlPlaneAcl",

@@ -6,14 +6,16 @@ list, the seal mode, the hub stack reference), never a second code path per role
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.agent_injector import InjectedCredential, InjectorSettings
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cert_sync import CertSync, CertSyncArgs, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster, ClusterArgs, ExistingClusterSpec, LkeClusterSpec, PoolSpec
+from components.dynamic_secrets import DynamicSecrets, DynamicSecretsArgs
 from components.hub_link import HubLink, HubLinkArgs
 from components.kubernetes_auth import KubernetesAuth, KubernetesAuthArgs, WorkloadRole
 from components.otlp_pki import OtlpPki, OtlpPkiArgs
@@ -186,6 +188,18 @@ def stack_prefix(cfg: AnyStackConfig) -> str:
     return cfg.edge_name if isinstance(cfg, EdgeConfig) else "hub"
 
 
+def injected_credential(cfg: AnyStackConfig, name: str, reference: str, file_format: Literal["dotenv", "json"],
+                        env_prefix: str) -> InjectedCredential:
+    """``database/readonly`` -> the file rendered from ``<database mount>/creds/readonly``."""
+    engine, role = reference.split("/", 1)
+    settings = cfg.vault_config
+    path = (settings.database.path if engine == "database" and settings.database
+            else settings.aws.path if engine == "aws" and settings.aws else engine)
+    kind: Literal["database", "aws"] = "database" if engine == "database" else "aws"
+    return InjectedCredential(name=name, path=f"{path}/creds/{role}", kind=kind, format=file_format,
+                              env_prefix=env_prefix)
+
+
 def otlp_pki_args(cfg: HubConfig, provider: k8s.Provider, cert_manager: CertManager) -> OtlpPkiArgs:
     assert cfg.pki is not None
     return OtlpPkiArgs(
@@ -270,6 +284,16 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
             vault_tls_server_name=in_cluster_vault.removeprefix("https://"),
             vault_ca_cert=vault.ca_cert, kv_mount=kv_mount,
             use_vault_auth_global=cfg.distribution.vault_auth_global), opts=pulumi.ResourceOptions(depends_on=[auth]))
+    for workload in cfg.dynamic_secrets:
+        consumer = next(c for c in cfg.vault_config.consumers if c.name == workload.consumer)
+        DynamicSecrets(f"{prefix}-{consumer.name}", DynamicSecretsArgs(
+            provider=cluster.provider, namespace=consumer.namespace, service_account=consumer.service_account,
+            injector=InjectorSettings(role=consumer.name, vault_address=f"{in_cluster_vault}:8200",
+                                      tls_server_name=in_cluster_vault.removeprefix("https://")),
+            credentials=tuple(injected_credential(cfg, f.name, f.credential, f.format, f.env_prefix)
+                              for f in workload.files),
+            vault_ca_cert=vault.ca_cert, example_job=workload.example_job),
+            opts=pulumi.ResourceOptions(depends_on=[auth, configuration]))
     if isinstance(cfg, HubConfig):
         unseal = TransitUnseal(f"{prefix}-transit-unseal", TransitUnsealArgs(
             vault_provider=vault.vault_provider, edges=tuple(e.name for e in cfg.edges)))

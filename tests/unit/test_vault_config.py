@@ -201,6 +201,11 @@ def test_switching_an_engine_off_removes_it_and_its_consumers_must_follow() -> N
     consumers = load_stack_file("hub")[0]["fedobs:vaultConfig"]["consumers"]
     consumers = [{**c, "credentials": [x for x in c.get("credentials", []) if not x.startswith("aws/")]}
                  for c in consumers]
-    recording = run_hub_with({"aws": {"enabled": False, "region": "eu-central-1"}, "consumers": consumers})
+    config, secret_keys = load_stack_file("hub")
+    config = copy.deepcopy(config)
+    config["fedobs:vaultConfig"].update({"aws": {"enabled": False, "region": "eu-central-1"}, "consumers": consumers})
+    for workload in config["fedobs:dynamicSecrets"]:
+        workload["files"] = [f for f in workload["files"] if not f["credential"].startswith("aws/")]
+    recording = run_program("hub", config, secret_keys)
     assert recording.error is None, recording.error
     assert not recording.of_type("vault:aws/secretBackend:SecretBackend")

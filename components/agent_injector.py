@@ -1,0 +1,108 @@
+"""Pod-template annotations for the Vault Agent Injector, and the templates its agent renders.
+
+The injector reads its annotations from the **Pod** (for a Deployment, Job or CronJob: the Pod
+template's ``metadata.annotations``), never from the ServiceAccount: :func:`pod_template_metadata`
+is the only way this project produces them, and it returns Pod-template metadata, so they cannot
+end up anywhere else.
+
+Rendered files (``/vault/secrets/<name>``, mode 0400, owned by the workload's own user through
+``agent-run-as-same-user``) come in two formats every consumer can read without evaluating them:
+``dotenv`` (``KEY='value'`` lines, single-quoted) and ``json``. ``programs/credentials.py`` is the
+loader; it parses, never executes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PREFIX = "vault.hashicorp.com/"
+SECRETS_DIR = "/vault/secrets"
+#: Where ``tls-secret`` mounts the Vault CA Secret into the agent containers.
+TLS_MOUNT = "/vault/tls"
+
+Format = Literal["dotenv", "json"]
+Kind = Literal["database", "aws"]
+
+#: The fields of Vault's answer per engine, and the variable each becomes in a dotenv file.
+FIELDS: dict[Kind, tuple[tuple[str, str], ...]] = {
+    "database": (("username", "USERNAME"), ("password", "PASSWORD")),
+    "aws": (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+            ("security_token", "AWS_SESSION_TOKEN")),
+}
+
+
+@dataclass(frozen=True)
+class InjectedCredential:
+    """One credential file: ``/vault/secrets/<name>`` from Vault path ``path``."""
+
+    name: str
+    path: str
+    kind: Kind
+    format: Format = "dotenv"
+    #: dotenv only: prefix of the variable names (``DB_`` gives ``DB_USERNAME``).
+    env_prefix: str = ""
+
+
+#: A projected service-account token for audience ``vault`` (the roles require that audience);
+#: the agent logs in with it instead of the Kubernetes API token.
+TOKEN_VOLUME = "vault-token"
+
+
+@dataclass(frozen=True)
+class InjectorSettings:
+    role: str
+    vault_address: str
+    tls_server_name: str
+    #: A Secret in the workload's namespace holding the Vault CA as ``ca.crt``.
+    ca_secret: str = "vault-ca"
+    auth_path: str = "auth/kubernetes"
+
+
+def token_volume() -> dict[str, object]:
+    """The Pod volume the agent's login token comes from (``agent-service-account-token-volume-name``)."""
+    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        "path": "token", "audience": "vault", "expirationSeconds": 3600}}]}}
+
+
+def render_template(credential: InjectedCredential) -> str:
+    """The consul-template text the agent renders for one credential."""
+    opening = '{{- with secret "' + credential.path + '" -}}'
+    if credential.format == "json":
+        return opening + "{{ .Data | toJSON }}{{- end }}\n"
+    lines = [f"{credential.env_prefix}{variable}='{{{{ .Data.{field} }}}}'"
+             for field, variable in FIELDS[credential.kind]]
+    return opening + "\n" + "\n".join(lines) + "\n{{- end }}\n"
+
+
+def injector_annotations(settings: InjectorSettings, credentials: tuple[InjectedCredential, ...],
+                         *, run_to_completion: bool) -> dict[str, str]:
+    """Annotations for a Pod template. ``run_to_completion`` (Jobs, CronJobs): the agent only
+    pre-populates and exits, because a sidecar would keep the Pod from finishing."""
+    if not credentials:
+        raise ValueError("a workload with injected credentials needs at least one credential")
+    annotations = {
+        "agent-inject": "true",
+        "role": settings.role,
+        "auth-path": settings.auth_path,
+        "service": settings.vault_address,
+        "tls-secret": settings.ca_secret,
+        "ca-cert": f"{TLS_MOUNT}/ca.crt",
+        "tls-server-name": settings.tls_server_name,
+        "agent-revoke-on-shutdown": "true",
+        "agent-run-as-same-user": "true",
+        "agent-pre-populate-only": "true" if run_to_completion else "false",
+        "agent-service-account-token-volume-name": TOKEN_VOLUME,
+    }
+    for credential in credentials:
+        annotations[f"agent-inject-secret-{credential.name}"] = credential.path
+        annotations[f"agent-inject-template-{credential.name}"] = render_template(credential)
+        annotations[f"agent-inject-perms-{credential.name}"] = "0400"
+    return {PREFIX + key: value for key, value in annotations.items()}
+
+
+def pod_template_metadata(settings: InjectorSettings, credentials: tuple[InjectedCredential, ...], *,
+                          run_to_completion: bool, labels: dict[str, str]) -> dict[str, object]:
+    """``spec.template.metadata`` of a workload whose Pods get these credentials."""
+    return {"labels": dict(labels),
+            "annotations": injector_annotations(settings, credentials, run_to_completion=run_to_completion)}
