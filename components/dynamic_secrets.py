@@ -16,7 +16,7 @@ from components.agent_injector import (
     pod_template_metadata,
     token_volume,
 )
-from components.pod_security import restricted_container, restricted_pod
+from components.pod_security import PROGRAMS_UID, restricted_container, restricted_pod
 
 TYPE_TOKEN = "fedobs:secrets:DynamicSecrets"
 
@@ -54,7 +54,9 @@ def example_job_spec(args: DynamicSecretsArgs) -> dict[str, Any]:
                     "name": "validate",
                     "image": versions.PROGRAMS_IMAGE,
                     "command": ["python", "-c", check, *files],
-                    "securityContext": restricted_container(),
+                    # agent-run-as-same-user takes the agent's UID from the first container's own context
+                    "securityContext": {**restricted_container(), "runAsUser": PROGRAMS_UID,
+                                        "runAsGroup": PROGRAMS_UID},
                     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                                   "limits": {"cpu": "500m", "memory": "256Mi"}},
                 }],
