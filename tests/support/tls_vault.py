@@ -10,6 +10,7 @@ audit log in ``workdir/audit.log``: OpenBao takes audit devices only from its co
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,9 @@ class Vault:
         return sum(1 for r in self.audit_requests(since) if r.get("path") == path)
 
 
-def start_vault(name: str, workdir: Path, ca: TestCA) -> BaoNode:
+def start_vault(name: str, workdir: Path, ca: TestCA, dns_names: Sequence[str] = ("localhost",)) -> BaoNode:
     workdir.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = ca.issue(f"{name}-vault", ["localhost"], ["127.0.0.1"]).write(workdir)
+    cert_path, key_path = ca.issue(f"{name}-vault", list(dns_names), ["127.0.0.1"]).write(workdir)
     ca_file = str(ca.write(workdir, "ca.crt"))
     port = free_port()
     url = f"https://127.0.0.1:{port}"

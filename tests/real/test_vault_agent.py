@@ -1,0 +1,443 @@
+"""The Vault Agent, run from the injector annotations the project puts on Pod templates, against a
+real hub OpenBao configured as the hub stack declares it.
+
+The hub stack is evaluated under mocks against real PostgreSQL 15 and MariaDB on loopback
+(``tests.support.local_hub``), and the provider calls of its ``VaultConfiguration`` and
+``KubernetesAuth`` components are applied to a real TLS OpenBao (``tests.support.tls_vault``) whose
+Kubernetes auth asks a loopback Kubernetes API (TokenReview). The agent is the real ``bao agent``
+with the config :func:`tests.support.agent.agent_config_from_annotations` derives from the
+annotations, logging in with a token that API minted for ``notebook-validation/vault-notebook-sa``
+(audience ``vault``, as the Pod's projected token). The consumer reads the rendered files with
+:mod:`programs.credentials` only.
+
+AWS: OpenBao has no AWS secrets engine. A KV v1 mount at ``aws/`` (default lease TTL = the role's
+declared ``defaultStsTtl``) holds at ``creds/s3-readonly`` the fields Vault's ``aws/creds/<role>``
+answer carries for an ``assumed_role`` role (``access_key``, ``secret_key``, ``security_token``,
+``arn``; a non-renewable lease of the STS lifetime), from one real ``sts:AssumeRole`` of the declared
+role ARN on moto, made as the IAM user Vault's ``aws/config/root`` would hold (it may only assume
+that role). moto runs with IAM authentication ON, so S3 honours exactly those credentials and the
+role's permissions (read-only: the role's AWS-side policy, outside the stack, is assumed to be
+``s3:GetObject``/``s3:ListBucket``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from components.agent_injector import InjectedCredential, InjectorSettings, injector_annotations
+from offline.engine import RecordedResource, Recording
+from programs import credentials
+from tests.support.agent import (
+    agent_config_from_annotations,
+    continuous_agent,
+    pre_stop_revocation,
+    run_agent,
+)
+from tests.support.applier import VaultApplier
+from tests.support.databases import MariaDBServer, PostgresServer
+from tests.support.kube_api import KubeAPIServer
+from tests.support.local_hub import AWS_TYPES, hub_against, local_databases
+from tests.support.openbao import api
+from tests.support.pki import TestCA, write_private_file
+from tests.support.s3 import MotoS3
+from tests.support.tls_vault import Vault, initialise, start_vault
+
+pytestmark = pytest.mark.real
+
+NAMESPACE, SERVICE_ACCOUNT = "notebook-validation", "vault-notebook-sa"
+#: What the annotations' ``service`` says (the stack's in-cluster address); the agent is pointed at
+#: the test server instead, since that address does not exist here.
+IN_CLUSTER_VAULT = "https://vault-active.vault.svc:8200"
+#: A name the test server's certificate carries (``start_vault`` issues ``localhost`` and
+#: ``127.0.0.1``) and the agent's address does not: the agent must verify against this name.
+TLS_SERVER_NAME = "vault-active.vault.svc"  # what the stack declares; the test Vault's certificate has it
+JOB_CREDENTIALS = (
+    InjectedCredential("db", "database/creds/readonly", "database", "dotenv", "DB_"),
+    InjectedCredential("results", "database/creds/results-readonly", "database", "json"),
+    InjectedCredential("aws", "aws/creds/s3-readonly", "aws", "dotenv"),
+)
+BUCKET, OBJECT_KEY, OBJECT_BODY = "fedobs-notebook-results", "runs/r1.json", b'{"run": "r1", "ok": 1}'
+#: TEST-ONLY database role (not in the stack): same statements as ``readonly``, leases of 20 s
+#: renewable to at most 40 s, so that renewal and re-rendering happen within this module's budget.
+SHORT_ROLE, SHORT_K8S_ROLE = "short", "notebook-validation-short"
+FAST_FAIL_SECONDS = 15.0
+
+
+def job_annotations(*, role: str = "notebook-validation", tls_server_name: str = TLS_SERVER_NAME,
+                    files: tuple[InjectedCredential, ...] = JOB_CREDENTIALS,
+                    run_to_completion: bool = True) -> dict[str, str]:
+    """THE annotations of the example Job's Pod template (the one place they come from; the
+    defaults are exactly the Job's declaration). Variations are for the failure and continuous
+    cases only."""
+    settings = InjectorSettings(role=role, vault_address=IN_CLUSTER_VAULT, tls_server_name=tls_server_name)
+    return injector_annotations(settings, files, run_to_completion=run_to_completion)
+
+
+def children(recording: Recording, *components: str) -> list[RecordedResource]:
+    urns = {r.urn for r in recording.resources if not r.custom and r.name in components}
+    return [r for r in recording.resources if r.parent in urns]
+
+
+# --------------------------------------------------------------------------------------------------
+# the hub: Vault configured as declared, databases, Kubernetes API, AWS on moto
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Hub:
+    recording: Recording
+    vault: Vault
+    kube: KubeAPIServer
+    pg: PostgresServer
+    mysql: MariaDBServer
+    moto: MotoS3
+    admin_s3: Any
+    base: Path
+
+    def pod(self, name: str) -> Pod:
+        """Directories standing for one Pod's volumes: ``/vault/secrets``, the agents' homes (init
+        container and sidecar have one each, as the injector mounts them) and the projected SA token."""
+        root = self.base / name
+        pod = Pod(root / "secrets", root / "home-init", root / "home-sidecar", root / "token")
+        pod.secrets.mkdir(parents=True)
+        write_private_file(pod.jwt, self.kube.mint_service_account_token(NAMESPACE, SERVICE_ACCOUNT,
+                                                                         audiences=["vault"]))
+        return pod
+
+    def config(self, annotations: dict[str, str], pod: Pod, *, home: Path,
+               exit_after_auth_override: bool | None = None) -> str:
+        return agent_config_from_annotations(
+            annotations, vault_addr=self.vault.url, ca_file=self.vault.ca_file, jwt_file=str(pod.jwt),
+            secrets_dir=str(pod.secrets), home_dir=str(home), exit_after_auth_override=exit_after_auth_override)
+
+    def token_valid(self, home: Path) -> bool:
+        """Whether the token the agent's sink wrote under ``home`` still works."""
+        token = (home / ".vault-token").read_text().strip()
+        answer = api(self.vault.url, "GET", "auth/token/lookup-self", token=token, ca_file=self.vault.ca_file)
+        return answer.status == 200
+
+
+@dataclass
+class Pod:
+    secrets: Path
+    home_init: Path
+    home_sidecar: Path
+    jwt: Path
+
+
+def _aws_client(service: str, endpoint: str, key: str, secret: str, token: str | None = None) -> Any:
+    return boto3.session.Session().client(
+        service, endpoint_url=endpoint, region_name="eu-central-1", aws_access_key_id=key,
+        aws_secret_access_key=secret, aws_session_token=token,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, s3={"addressing_style": "path"}))
+
+
+@contextlib.contextmanager
+def moto_with_iam_auth(moto: MotoS3, role_arn: str) -> Iterator[tuple[dict[str, str], Any]]:
+    """IAM as ``awsRootCredentials`` and the role describe it, then IAM authentication on (moto's
+    process-wide switch, restored on exit). Yields the Vault IAM user's keys and an admin S3 client."""
+    from moto import settings
+
+    iam = _aws_client("iam", moto.endpoint_url, "AKIASETUPSETUPSETUP0", "setup" * 8)
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.create_user(UserName="fedobs-admin")
+    iam.put_user_policy(UserName="fedobs-admin", PolicyName="all", PolicyDocument=json.dumps(allow))
+    admin = iam.create_access_key(UserName="fedobs-admin")["AccessKey"]
+    iam.create_user(UserName="vault-aws")  # Vault's aws/config/root user: may only assume the roles
+    iam.put_user_policy(UserName="vault-aws", PolicyName="assume", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]}))
+    vault_user = iam.create_access_key(UserName="vault-aws")["AccessKey"]
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {
+        "AWS": "arn:aws:iam::123456789012:user/vault-aws"}}]}
+    role_name = role_arn.rsplit("/", 1)[1]
+    iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=role_name, PolicyName="s3-readonly", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+    before = settings.INITIAL_NO_AUTH_ACTION_COUNT
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    try:
+        yield ({"key": vault_user["AccessKeyId"], "secret": vault_user["SecretAccessKey"]},
+               _aws_client("s3", moto.endpoint_url, admin["AccessKeyId"], admin["SecretAccessKey"]))
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = before
+
+
+def serve_aws_creds(vault: Vault, hub: Recording, moto: MotoS3, vault_user: dict[str, str]) -> None:
+    """What OpenBao cannot serve (module docstring): Vault's answer to a read of
+    ``aws/creds/s3-readonly``, from one AssumeRole as Vault's AWS engine makes it."""
+    backend = hub.one(AWS_TYPES[0])
+    role = hub.one(AWS_TYPES[1])
+    assert role.inputs["credentialType"] == "assumed_role" and role.inputs["backend"] == backend.inputs["path"]
+    ttl = int(role.inputs["defaultStsTtl"])
+    sts = _aws_client("sts", moto.endpoint_url, vault_user["key"], vault_user["secret"])
+    answer = sts.assume_role(RoleArn=role.inputs["roleArns"][0], DurationSeconds=ttl,
+                             RoleSessionName=f"vault-kubernetes-{role.inputs['name']}-{int(time.time())}"[:64])
+    issued = answer["Credentials"]
+    vault.ok("POST", f"sys/mounts/{backend.inputs['path']}", {
+        "type": "kv", "options": {"version": "1"}, "description": "TEST: stands in for the AWS engine",
+        "config": {"default_lease_ttl": f"{ttl}s", "max_lease_ttl": f"{ttl}s"}})
+    vault.ok("POST", f"{backend.inputs['path']}/creds/{role.inputs['name']}", {
+        "access_key": issued["AccessKeyId"], "secret_key": issued["SecretAccessKey"],
+        "security_token": issued["SessionToken"], "arn": answer["AssumedRoleUser"]["Arn"]})
+
+
+def add_short_lived_role(hub: Hub) -> None:
+    """TEST-ONLY (not declared by the stack): database role ``short`` on the hub's ``telemetry-pg``
+    connection (``readonly``'s statements, default_ttl 20 s, max_ttl 40 s), a policy reading only its
+    creds and a Kubernetes role for the same ServiceAccount. Made short to watch renewal happen."""
+    vault = hub.vault
+    readonly = vault.ok("GET", "database/roles/readonly").data
+    allowed = vault.ok("GET", "database/config/telemetry-pg").data["allowed_roles"]
+    vault.ok("POST", "database/config/telemetry-pg", {"allowed_roles": sorted({*allowed, SHORT_ROLE})})
+    vault.ok("POST", f"database/roles/{SHORT_ROLE}", {
+        "db_name": "telemetry-pg", "creation_statements": readonly["creation_statements"],
+        "revocation_statements": readonly["revocation_statements"], "default_ttl": 20, "max_ttl": 40})
+    vault.ok("PUT", "sys/policies/acl/test-short-lived-db",
+             {"policy": f'path "database/creds/{SHORT_ROLE}" {{ capabilities = ["read"] }}'})
+    vault.ok("POST", f"auth/kubernetes/role/{SHORT_K8S_ROLE}", {
+        "bound_service_account_names": [SERVICE_ACCOUNT], "bound_service_account_namespaces": [NAMESPACE],
+        "audience": "vault", "token_policies": ["test-short-lived-db"], "token_ttl": 3600})
+
+
+def bao_agents_of_this_process() -> list[str]:
+    """Command lines of ``bao agent`` processes that are children of this test process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and len(cmdline) > 1 and cmdline[0].endswith(b"bao") and cmdline[1] == b"agent":
+            found.append(b" ".join(cmdline).decode(errors="replace"))
+    return found
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    base = tmp_path_factory.mktemp("agent")
+    with local_databases() as (pg, mysql), KubeAPIServer() as kube, MotoS3() as moto:
+        recording = hub_against(pg, mysql)
+        node = start_vault("hub", base / "vault", TestCA("fedobs-test-vault-ca"),
+                           dns_names=("localhost", TLS_SERVER_NAME))
+        try:
+            vault = initialise("hub", node, kv=False)
+            kube.allow_token_reviews("system:serviceaccount:vault:vault")
+            applied = VaultApplier(vault.url, vault.root, ca_file=vault.ca_file, not_in_openbao=AWS_TYPES,
+                                   in_cluster_overrides={"vault:kubernetes/authBackendConfig:AuthBackendConfig": {
+                                       "kubernetesHost": kube.url, "kubernetesCaCert": kube.ca_pem,
+                                       "disableLocalCaJwt": True,
+                                       "tokenReviewerJwt": kube.mint_service_account_token("vault", "vault")}},
+                                   ).apply(children(recording, "hub-vault-config", "hub-kubernetes-auth"))
+            assert sorted(t for t, _ in applied.skipped) == sorted(AWS_TYPES)
+            role_arn = recording.one(AWS_TYPES[1]).inputs["roleArns"][0]
+            with moto_with_iam_auth(moto, role_arn) as (vault_user, admin_s3):
+                serve_aws_creds(vault, recording, moto, vault_user)
+                admin_s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+                admin_s3.put_object(Bucket=BUCKET, Key=OBJECT_KEY, Body=OBJECT_BODY)
+                yield Hub(recording, vault, kube, pg, mysql, moto, admin_s3, base)
+        finally:
+            node.stop()
+    leftovers = bao_agents_of_this_process()
+    assert not leftovers, leftovers
+
+
+# --------------------------------------------------------------------------------------------------
+# the consumer: reads the files with programs.credentials only
+# --------------------------------------------------------------------------------------------------
+def use_postgres(hub: Hub, creds: dict[str, str]) -> None:
+    import psycopg
+
+    with hub.pg.connect(creds["DB_USERNAME"], creds["DB_PASSWORD"], "telemetry") as connection:
+        assert connection.execute("SELECT value FROM app.metrics WHERE name = 'up'").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            connection.execute("INSERT INTO app.metrics VALUES ('down', 0)")
+
+
+def postgres_login_works(hub: Hub, username: str, password: str) -> bool:
+    """A NEW connection (sessions opened before a revocation survive it)."""
+    import psycopg
+
+    try:
+        with hub.pg.connect(username, password, "telemetry") as connection:
+            connection.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def use_mariadb(hub: Hub, creds: dict[str, Any]) -> None:
+    import pymysql
+
+    connection = hub.mysql.connect(creds["username"], creds["password"], "results")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT ok FROM results WHERE run = 'r1'")
+            assert cursor.fetchone() == (1,)
+            with pytest.raises(pymysql.err.OperationalError, match="INSERT command denied"):
+                cursor.execute("INSERT INTO results VALUES ('r2', 0)")
+    finally:
+        connection.close()
+
+
+def use_s3(hub: Hub, creds: dict[str, str]) -> None:
+    s3 = _aws_client("s3", hub.moto.endpoint_url, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"],
+                     creds["AWS_SESSION_TOKEN"])
+    assert s3.get_object(Bucket=BUCKET, Key=OBJECT_KEY)["Body"].read() == OBJECT_BODY
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == [OBJECT_KEY]
+    with pytest.raises(ClientError) as denied:
+        s3.put_object(Bucket=BUCKET, Key="runs/r2.json", Body=b"{}")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    without_session = _aws_client("s3", hub.moto.endpoint_url, creds["AWS_ACCESS_KEY_ID"],
+                                  creds["AWS_SECRET_ACCESS_KEY"])
+    with pytest.raises(ClientError):  # the session token is part of the credential
+        without_session.get_object(Bucket=BUCKET, Key=OBJECT_KEY)
+
+
+# --------------------------------------------------------------------------------------------------
+# tests
+# --------------------------------------------------------------------------------------------------
+def test_aws_stand_in_answers_like_the_aws_engine(hub: Hub) -> None:
+    answer = hub.vault.ok("GET", "aws/creds/s3-readonly")
+    assert sorted(answer.data) == ["access_key", "arn", "secret_key", "security_token"]
+    assert answer.body["renewable"] is False and answer.body["lease_duration"] == 3600  # defaultStsTtl
+    assert ":assumed-role/fedobs-notebook-s3-readonly/" in answer.data["arn"]
+
+
+def recorded_job_annotations(recording: Recording) -> dict[str, str]:
+    job = next(o for o in recording.kubernetes_objects()
+               if o["kind"] == "Job" and o["metadata"]["name"] == "notebook-validation-example")
+    return dict(job["spec"]["template"]["metadata"]["annotations"])
+
+
+def test_pre_populate_renders_private_files_the_consumer_uses(hub: Hub) -> None:
+    # exactly what the hub stack puts on its example Job's Pod template
+    annotations = recorded_job_annotations(hub.recording)
+    assert annotations == job_annotations()
+    pod = hub.pod("job")
+    started = time.monotonic()
+    result = run_agent(hub.config(annotations, pod, home=pod.home_init), pod.home_init.parent / "agent-init",
+                       timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout
+    assert elapsed < FAST_FAIL_SECONDS, elapsed
+    rendered = sorted(p.name for p in pod.secrets.iterdir())
+    assert rendered == ["aws", "db", "results"]
+    for path in pod.secrets.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o400, (path.name, oct(path.stat().st_mode))
+
+    db = credentials.load_dotenv(pod.secrets / "db")
+    assert sorted(db) == ["DB_PASSWORD", "DB_USERNAME"]
+    results = credentials.load_json(pod.secrets / "results")
+    assert sorted(results) == ["password", "username"]
+    aws = credentials.load(pod.secrets / "aws")
+    assert sorted(aws) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    assert credentials.load(pod.secrets / "results") == results and credentials.load(pod.secrets / "db") == db
+    use_postgres(hub, db)
+    use_mariadb(hub, results)
+    use_s3(hub, aws)
+
+    # pre-populate-only Pods have no agent sidecar, hence no preStop hook: agent-revoke-on-shutdown
+    # does not apply, and the init container's token and leases outlive it (as with the injector)
+    assert pre_stop_revocation(annotations, vault_addr=hub.vault.url, ca_file=hub.vault.ca_file,
+                               secrets_dir=str(pod.secrets)) is None
+    assert hub.token_valid(pod.home_init)
+    assert postgres_login_works(hub, db["DB_USERNAME"], db["DB_PASSWORD"])
+
+
+def test_continuous_mode_renews_credentials_and_revokes_them_on_shutdown(hub: Hub) -> None:
+    add_short_lived_role(hub)
+    annotations = job_annotations(role=SHORT_K8S_ROLE, run_to_completion=False, files=(
+        InjectedCredential("db", f"database/creds/{SHORT_ROLE}", "database", "dotenv", "DB_"),))
+    pod = hub.pod("deployment")
+    db_file = pod.secrets / "db"
+
+    # the injector's init container first (exit_after_auth), then the sidecar
+    init = run_agent(hub.config(annotations, pod, home=pod.home_init, exit_after_auth_override=True),
+                     pod.home_init.parent / "agent-init", timeout=30)
+    assert init.returncode == 0, init.stdout
+    init_user = credentials.load_dotenv(db_file)["DB_USERNAME"]
+
+    pre_stop = pre_stop_revocation(annotations, vault_addr=hub.vault.url, ca_file=hub.vault.ca_file,
+                                   secrets_dir=str(pod.secrets), home_dir=str(pod.home_sidecar))
+    assert pre_stop is not None and pre_stop.argv[1:3] == ("token", "revoke") and pre_stop.argv[-1] == "-self"
+    audit_mark = hub.vault.audit_mark()
+    seen: list[dict[str, str]] = []
+    with continuous_agent(hub.config(annotations, pod, home=pod.home_sidecar), pod.home_sidecar.parent / "agent",
+                          pre_stop=pre_stop) as agent:
+        deadline = time.monotonic() + 10
+        while credentials.load_dotenv(db_file)["DB_USERNAME"] == init_user:  # the sidecar's own first render
+            assert agent.running(), agent.log_text()
+            assert time.monotonic() < deadline, "the sidecar rendered nothing within 10 s"
+            time.sleep(0.2)
+        first_render = time.monotonic()
+        seen.append(credentials.load_dotenv(db_file))
+        deadline = first_render + 45  # max_ttl 40 s: the new credentials must come before that
+        while True:
+            current = credentials.load_dotenv(db_file)
+            use_postgres(hub, current)  # the consumer keeps working throughout
+            if current["DB_USERNAME"] != seen[-1]["DB_USERNAME"]:
+                break
+            assert agent.running(), agent.log_text()
+            assert time.monotonic() < deadline, f"no new credentials within 45 s:\n{agent.log_text()}"
+            time.sleep(0.5)
+        rotated_after = time.monotonic() - first_render
+        seen.append(current)
+        # rendered BEFORE the old ones expired: the old user still logs in (new connection)
+        assert postgres_login_works(hub, seen[0]["DB_USERNAME"], seen[0]["DB_PASSWORD"])
+        assert rotated_after < 40, rotated_after
+        use_postgres(hub, seen[-1])
+    requests = hub.vault.audit_requests(audit_mark)
+    renewals = [r for r in requests if r.get("path") == "sys/leases/renew"]
+    print(f"continuous: new credentials {rotated_after:.1f} s after the first render; "
+          f"{len(renewals)} lease renewals by the agent")
+
+    assert agent.pre_stop_result is not None, "the preStop hook did not run"
+    assert agent.pre_stop_result.returncode == 0, agent.pre_stop_result.stdout + agent.pre_stop_result.stderr
+    assert "Revoked token" in agent.pre_stop_result.stdout
+    assert [r["path"] for r in requests if r.get("path", "").startswith("auth/token/revoke")] == [
+        "auth/token/revoke-self"]
+    assert not agent.running()
+    assert not hub.token_valid(pod.home_sidecar)
+    for creds in seen:  # the sidecar's token is revoked, and with it every lease it created
+        assert not postgres_login_works(hub, creds["DB_USERNAME"], creds["DB_PASSWORD"]), creds["DB_USERNAME"]
+    # the init container's token is not covered by agent-revoke-on-shutdown (injector behaviour)
+    assert hub.token_valid(pod.home_init)
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("wrong role", "service account name not authorized"),
+    ("denied path", "permission denied"),
+    ("wrong TLS server name", "x509: certificate is valid for"),
+])
+def test_failures_end_the_pre_populate_run_quickly_with_the_reason(hub: Hub, case: str, reason: str) -> None:
+    if case == "wrong role":  # a role bound to another ServiceAccount
+        annotations = job_annotations(role="vso-observability")
+    elif case == "denied path":  # another consumer's secret, outside this role's policy
+        annotations = job_annotations(files=(*JOB_CREDENTIALS, InjectedCredential(
+            "gateway", "kv/data/otel/otel-gateway-tls", "database", "json")))
+    else:
+        annotations = job_annotations(tls_server_name="vault.elsewhere.svc")
+    pod = hub.pod(case.replace(" ", "-"))
+    started = time.monotonic()
+    result = run_agent(hub.config(annotations, pod, home=pod.home_init), pod.home_init.parent / "agent-init",
+                       timeout=60)
+    elapsed = time.monotonic() - started
+    print(f"{case}: exit {result.returncode} after {elapsed:.1f} s")
+    assert result.returncode != 0, result.stdout
+    assert elapsed < FAST_FAIL_SECONDS, (elapsed, result.stdout)
+    assert reason in result.stdout, result.stdout
