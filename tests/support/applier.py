@@ -111,14 +111,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from offline.engine import RecordedResource
-from tests.support.openbao import ApiResponse, _ssl_context, api
+from tests.support.openbao import ApiResponse, api
 
 
 class UnknownResourceType(LookupError):
@@ -227,29 +225,8 @@ class VaultApplier:
              headers: Mapping[str, str] | None = None) -> ApiResponse:
         """One call, recorded in ``result.calls``; the answer whatever its status."""
         self.result.calls.append((method, path))
-        if not headers:
-            return api(self.url, method, path, token=self.token, body=dict(body) if body is not None else None,
-                       ca_file=self.ca_file)
-        return self._send_with_headers(method, path, body, headers)
-
-    def _send_with_headers(self, method: str, path: str, body: Mapping[str, Any] | None,
-                           headers: Mapping[str, str]) -> ApiResponse:
-        data = json.dumps(dict(body)).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url.rstrip('/')}/v1/{path.lstrip('/')}", data=data, method=method)
-        for name, value in {"Content-Type": "application/json", "X-Vault-Token": self.token, **headers}.items():
-            req.add_header(name, value)
-        context = _ssl_context(self.ca_file) if self.url.startswith("https") else None
-        try:
-            with urllib.request.urlopen(req, timeout=5.0, context=context) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
-        text = raw.decode(errors="replace")
-        try:
-            parsed = json.loads(text) if text.strip() else {}
-        except ValueError:
-            parsed = {}
-        return ApiResponse(status, parsed if isinstance(parsed, dict) else {"value": parsed}, text)
+        return api(self.url, method, path, token=self.token, body=dict(body) if body is not None else None,
+                   ca_file=self.ca_file, headers=headers)
 
     def call(self, method: str, path: str, body: Mapping[str, Any] | None, resource: RecordedResource,
              headers: Mapping[str, str] | None = None) -> Any:

@@ -213,13 +213,17 @@ def api(
     body: Mapping[str, Any] | None = None,
     ca_file: str | None = None,
     timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
 ) -> ApiResponse:
-    """Call ``<url>/v1/<path>``; returns status + JSON whatever the status. ``OSError`` if unreachable."""
+    """Call ``<url>/v1/<path>`` (extra ``headers`` such as ``X-Vault-Wrap-TTL`` added); returns status +
+    JSON whatever the status. ``OSError`` if unreachable."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"{url.rstrip('/')}/v1/{path.lstrip('/')}", data=data, method=method)
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("X-Vault-Token", token)
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     context = _ssl_context(ca_file) if url.startswith("https") else None
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
