@@ -10,6 +10,7 @@ from its ``vault-seal`` Secret, and bootstrapped by the edge's Job command (``--
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import pytest
 from components.vault_server_config import HUB_CA_DIR
 from offline.engine import RecordedResource, Recording, run_stack_file
 from tests.support.applier import VaultApplier
-from tests.support.openbao import api, wait_until
+from tests.support.openbao import BaoNode, api, wait_until
 from tests.support.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
@@ -113,6 +114,17 @@ def start_edge(edge: Recording, base: Path, token: str | None = None) -> Loopbac
                                 extra_env={"VAULT_TOKEN": seal_token, "BAO_TOKEN": seal_token})
 
 
+@contextlib.contextmanager
+def bootstrapped_edge(edge_plan: Recording, tmp_path: Path) -> Iterator[BaoNode]:
+    """One edge pod, started and bootstrapped by the edge's Job command; killed on exit."""
+    edge = start_edge(edge_plan, tmp_path / "edge")
+    with running(edge.cluster):
+        (node,) = edge.cluster.nodes
+        result = bootstrap(edge_plan, edge, tmp_path / "edge-job")
+        assert result.returncode == 0, result.stderr
+        yield node
+
+
 @pytest.fixture(scope="module")
 def edge_plan(real_hub: Hub) -> Recording:
     recording = run_stack_file("edge", {HUB_REF: real_hub.outputs})
@@ -132,11 +144,7 @@ def test_edge_renders_a_seal_stanza_for_the_real_hub(edge_plan: Recording, real_
 def test_edge_auto_unseals_through_its_hub_key_after_a_restart(
     edge_plan: Recording, real_hub: Hub, tmp_path: Path
 ) -> None:
-    edge = start_edge(edge_plan, tmp_path / "edge")
-    with running(edge.cluster):
-        (node,) = edge.cluster.nodes
-        result = bootstrap(edge_plan, edge, tmp_path / "edge-job")
-        assert result.returncode == 0, result.stderr
+    with bootstrapped_edge(edge_plan, tmp_path) as node:
         record = json.loads((tmp_path / "edge-job" / "vault-init.json").read_text())
         assert record["seal"] == "auto"
         assert len(record["init_response"]["recovery_keys"]) == 5  # the edge's recoveryShares
@@ -154,11 +162,7 @@ def test_edge_auto_unseals_through_its_hub_key_after_a_restart(
 def test_a_token_that_cannot_decrypt_leaves_the_edge_sealed(
     edge_plan: Recording, real_hub: Hub, tmp_path: Path
 ) -> None:
-    edge = start_edge(edge_plan, tmp_path / "edge")
-    with running(edge.cluster):
-        (node,) = edge.cluster.nodes
-        result = bootstrap(edge_plan, edge, tmp_path / "edge-job")
-        assert result.returncode == 0, result.stderr
+    with bootstrapped_edge(edge_plan, tmp_path) as node:
         node.stop()
 
         # A token that may encrypt but not decrypt with the edge's key, issued the way the hub
