@@ -391,6 +391,42 @@ class DistributionSettings(Model):
     workloads: tuple[WorkloadRef, ...] = ()
 
 
+@dataclass(frozen=True)
+class CollectorShape:
+    """What a role's OTel collector Deployment is called and which VSO-synced Secrets it mounts."""
+
+    deployment: str
+    mounted_secrets: tuple[str, ...]
+
+
+#: The hub runs the mTLS OTLP gateway (server certificate + the client CA it trusts); an edge runs
+#: a collector that forwards to it with its own client certificate.
+COLLECTOR_SHAPES: dict[str, CollectorShape] = {
+    "hub": CollectorShape("otel-gateway", ("otel-gateway-tls", "otel-client-ca")),
+    "edge": CollectorShape("otel-collector", ("otel-client-tls",)),
+}
+
+
+class CollectorSettings(Model):
+    """This stack's OpenTelemetry collector: the hub's mTLS OTLP gateway, or an edge's collector
+    forwarding to it. It mounts only the Secrets VSO syncs (``distribution.syncs``)."""
+
+    enabled: bool = True
+    namespace: DnsLabel = "observability"
+    replicas: int = Field(default=2, ge=1, le=20)
+    #: Hub only: who may reach the OTLP LoadBalancer (the edges' egress addresses).
+    allowed_source_ranges: tuple[Cidr, ...] = ()
+    tls_min_version: Literal["1.2", "1.3"] = "1.3"
+    memory_limit: Quantity = "512Mi"
+
+
+class AdmissionSettings(Model):
+    """Kyverno and the ``require-vault-secrets-operator`` policy: collectors mount only VSO Secrets."""
+
+    enabled: bool = True
+    mode: Literal["Audit", "Enforce"] = "Enforce"
+
+
 class InjectedFileSettings(Model):
     """One file the Vault Agent renders into the workload's Pods (``/vault/secrets/<name>``)."""
 
@@ -440,6 +476,8 @@ class StackConfig(Model):
     vault_config: VaultConfigSettings = VaultConfigSettings()
     distribution: DistributionSettings = DistributionSettings()
     dynamic_secrets: tuple[DynamicWorkloadSettings, ...] = ()
+    collector: CollectorSettings | None = None
+    admission: AdmissionSettings | None = None
     aws_kms_credentials: AwsCredentials | None = None
     snapshot_credentials: AwsCredentials | None = None
     aws_root_credentials: AwsCredentials | None = None
@@ -569,13 +607,66 @@ def _dynamic_secret_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-def _restart_target_problems(values: Mapping[str, Any]) -> list[Problem]:
+def _enabled_collector(values: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    collector = values.get("collector")
+    if isinstance(collector, Mapping) and collector.get("enabled", True) is not False:
+        return collector
+    return None
+
+
+def _collector_workload(role: str, values: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """The collector Deployment as a ``(kind, namespace, name)`` workload, when it is enabled."""
+    collector = _enabled_collector(values)
+    if collector is None or role not in COLLECTOR_SHAPES:
+        return None
+    return ("Deployment", str(collector.get("namespace", "observability")), COLLECTOR_SHAPES[role].deployment)
+
+
+def _collector_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
+    """The collector's Secrets come from VSO syncs that restart it; the hub's gateway needs its PKI
+    and a restricted LoadBalancer; an edge exposes nothing."""
+    collector = _enabled_collector(values)
+    workload = _collector_workload(role, values)
+    if collector is None or workload is None:
+        return []
+    base = f"{NAMESPACE}:collector"
+    problems: list[Problem] = []
+    if role == "hub":
+        if not values.get("pki"):
+            problems.append(Problem(f"{NAMESPACE}:pki", f"required when {base} is enabled: the gateway's server "
+                                    "certificate and the client CA come from it"))
+        if not collector.get("allowedSourceRanges"):
+            problems.append(Problem(f"{base}.allowedSourceRanges", "the OTLP LoadBalancer must be restricted: list "
+                                    "the CIDRs the edges send from"))
+    elif collector.get("allowedSourceRanges"):
+        problems.append(Problem(f"{base}.allowedSourceRanges", "only the hub exposes an OTLP receiver"))
+    _, namespace, deployment = workload
+    distribution = values.get("distribution")
+    syncs = distribution.get("syncs") or [] if isinstance(distribution, Mapping) else []
+    for secret in COLLECTOR_SHAPES[role].mounted_secrets:
+        found = [(i, s) for i, s in enumerate(syncs) if isinstance(s, Mapping)
+                 and s.get("namespace") == namespace and s.get("secretName") == secret]
+        if not found:
+            problems.append(Problem(f"{NAMESPACE}:distribution.syncs", f"the collector {deployment} mounts Secret "
+                                    f"{namespace}/{secret}: add a sync that creates it"))
+        for i, sync in found:
+            targets = [t for t in sync.get("restart") or [] if isinstance(t, Mapping)]
+            if not any(t.get("kind") == "Deployment" and t.get("name") == deployment for t in targets):
+                problems.append(Problem(f"{NAMESPACE}:distribution.syncs[{i}].restart",
+                                        f"must restart Deployment {deployment}, which mounts {secret}"))
+    return problems
+
+
+def _restart_target_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
     """A sync may only restart a workload the stack declares, in the sync's own namespace."""
     distribution = values.get("distribution")
     if not isinstance(distribution, Mapping):
         return []
     known = {(w.get("kind"), w.get("namespace"), w.get("name"))
              for w in distribution.get("workloads") or [] if isinstance(w, Mapping)}
+    collector = _collector_workload(role, values)
+    if collector is not None:
+        known.add(collector)
     problems = []
     for i, sync in enumerate(distribution.get("syncs") or []):
         if not isinstance(sync, Mapping):
@@ -587,7 +678,7 @@ def _restart_target_problems(values: Mapping[str, Any]) -> list[Problem]:
                 problems.append(Problem(
                     f"{NAMESPACE}:distribution.syncs[{i}].restart[{j}]",
                     f"{target.get('kind')} {sync.get('namespace')}/{target.get('name')} is not a workload of this "
-                    f"stack (fedobs:distribution.workloads)"))
+                    f"stack (fedobs:distribution.workloads or an enabled fedobs:collector)"))
     return problems
 
 
@@ -605,7 +696,8 @@ def _cross_key_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
         problems.append(Problem(f"{NAMESPACE}:snapshotCredentials",
                                 f"required when {NAMESPACE}:vault.snapshots is enabled"))
     problems.extend(_vault_config_problems(values))
-    problems.extend(_restart_target_problems(values))
+    problems.extend(_restart_target_problems(role, values))
+    problems.extend(_collector_problems(role, values))
     problems.extend(_dynamic_secret_problems(values))
     mode = _get(values, "cluster.mode")
     if role == "hub" and mode == "lke" and not _get(values, "cluster.controlPlaneAcl"):

@@ -15,6 +15,7 @@ from components.agent_injector import InjectedCredential, InjectorSettings
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cert_sync import CertSync, CertSyncArgs, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster, ClusterArgs, ExistingClusterSpec, LkeClusterSpec, PoolSpec
+from components.collectors import CollectorArgs, MtlsExporter, MtlsReceiver, OtelCollector
 from components.dynamic_secrets import DynamicSecrets, DynamicSecretsArgs
 from components.hub_link import HubLink, HubLinkArgs
 from components.kubernetes_auth import KubernetesAuth, KubernetesAuthArgs, WorkloadRole
@@ -43,6 +44,7 @@ from components.vault_policies import credentials, kv_read, kv_write, render_pol
 from components.vault_server_config import AwsKmsSealSpec, VaultServerSpec
 from components.vso import RestartTarget, SecretSync, VaultSecretsOperator, VsoArgs, vso_roles
 from config import (
+    COLLECTOR_SHAPES,
     AnyStackConfig,
     AwsKmsSeal,
     EdgeConfig,
@@ -220,6 +222,30 @@ def cert_sync_source(cfg: AnyStackConfig, pki: OtlpPki | None, hub: HubLink | No
     return HubSource(secrets=pki.sync_map, ca_secrets=pki.ca_sync_map)
 
 
+def collector_args(cfg: AnyStackConfig, provider: k8s.Provider, vso: VaultSecretsOperator,
+                   hub: HubLink | None) -> CollectorArgs | None:
+    """The hub's mTLS gateway or this edge's forwarding collector, mounting the Secrets VSO syncs."""
+    settings = cfg.collector
+    if settings is None or not settings.enabled:
+        return None
+    shape = COLLECTOR_SHAPES[cfg.role]
+    receiver = exporter = None
+    if isinstance(cfg, HubConfig):
+        assert cfg.pki is not None
+        server_tls, client_ca = shape.mounted_secrets
+        receiver = MtlsReceiver(server_tls_secret=server_tls, client_ca_secret=client_ca,
+                                hostname=cfg.pki.receiver_hostnames[0],
+                                allowed_source_ranges=settings.allowed_source_ranges)
+    else:
+        assert hub is not None
+        (client_tls,) = shape.mounted_secrets
+        exporter = MtlsExporter(endpoint=hub.otlp_endpoint.apply(lambda url: url.removeprefix("https://")),
+                                client_tls_secret=client_tls)
+    return CollectorArgs(provider=provider, deployment=shape.deployment, namespace=settings.namespace,
+                         secrets_ready=vso, replicas=settings.replicas, tls_min_version=settings.tls_min_version,
+                         memory_limit=settings.memory_limit, receiver=receiver, exporter=exporter)
+
+
 def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     """Declare every resource of the stack; returns the stack outputs to export."""
     prefix = stack_prefix(cfg)
@@ -279,11 +305,14 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
             schedule=cfg.distribution.cert_sync_schedule, kv_mount=kv_mount),
             vault_ca_cert=vault.ca_cert, opts=pulumi.ResourceOptions(depends_on=[auth, configuration]))
     if syncs:
-        VaultSecretsOperator(f"{prefix}-vso", VsoArgs(
+        vso = VaultSecretsOperator(f"{prefix}-vso", VsoArgs(
             provider=cluster.provider, syncs=syncs, vault_address=f"{in_cluster_vault}:8200",
             vault_tls_server_name=in_cluster_vault.removeprefix("https://"),
             vault_ca_cert=vault.ca_cert, kv_mount=kv_mount,
             use_vault_auth_global=cfg.distribution.vault_auth_global), opts=pulumi.ResourceOptions(depends_on=[auth]))
+        collector = collector_args(cfg, cluster.provider, vso, hub)
+        if collector is not None:
+            OtelCollector(f"{prefix}-collector", collector)
     for workload in cfg.dynamic_secrets:
         consumer = next(c for c in cfg.vault_config.consumers if c.name == workload.consumer)
         DynamicSecrets(f"{prefix}-{consumer.name}", DynamicSecretsArgs(

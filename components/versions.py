@@ -17,6 +17,20 @@ CERT_MANAGER_CHART = "cert-manager"
 CERT_MANAGER_VERSION = "v1.21.1"
 CERT_MANAGER_REPO = "https://charts.jetstack.io"
 
+#: Kyverno: chart 3.9.0 ships app v1.19.0 (both tags on commit ee97ce09538b09b6f1b03853cc41a62654d6a58f).
+KYVERNO_CHART = "kyverno"
+KYVERNO_CHART_VERSION = "3.9.0"
+KYVERNO_CHART_REPO = "https://kyverno.github.io/kyverno/"
+KYVERNO_VERSION = "v1.19.0"
+#: The chart's own registries: reg.kyverno.io for the controllers, ghcr.io for its hook images.
+KYVERNO_REGISTRY = "reg.kyverno.io"
+KYVERNO_HOOK_REGISTRY = "ghcr.io"
+
 #: The image the repo's in-pod programs ship in (programs/Containerfile), built and pushed by
 #: the release workflow and pinned here by tag.
 PROGRAMS_IMAGE = "ghcr.io/fedobs/programs:0.1.0"
+
+#: The collector distribution built for Kubernetes (OTLP receiver/exporter, batch, memory_limiter,
+#: health_check), pinned by tag.
+OTEL_COLLECTOR_IMAGE = "otel/opentelemetry-collector-k8s"
+OTEL_COLLECTOR_VERSION = "0.117.0"
