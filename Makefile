@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STACK ?= hub
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-packages test lint typecheck unit real plan docs preview up clean
+.PHONY: help setup system-packages test lint typecheck unit real demo plan docs preview up clean
 
 help:
 	@echo "make setup            create .venv and install the pinned dependencies (+ PostgreSQL/MariaDB packages when root)"
 	@echo "make test             setup, then ruff, mypy and the whole test suite (what CI runs)"
+	@echo "make demo [KEEP=1]    a hub and an edge Vault for real on loopback, every step checked (KEEP=1: leave running)"
 	@echo "make plan STACK=hub   offline plan: the resource tree of a stack, no cloud, no credentials"
 	@echo "make docs             regenerate docs/vault-config.md from the shipped stacks"
 	@echo "make preview STACK=…  pulumi preview (needs the Pulumi CLI, a backend, LINODE_TOKEN)"
@@ -56,6 +57,12 @@ test: setup
 plan: setup
 	$(BIN)/python -m offline.plan --stack $(STACK)
 
+# The Vault side of a hub and one edge, for real on this machine (docs/demo.md). Needs the venv; the
+# database step runs when PostgreSQL is installed (make setup). KEEP=1 leaves everything running until
+# Ctrl-C; DEMO_ARGS=--no-database skips the database step.
+demo: $(STAMP)
+	$(BIN)/python -m demo $(if $(filter 1 true yes,$(KEEP)),--keep) $(DEMO_ARGS)
+
 docs: setup
 	$(BIN)/python -m offline.vault_config_doc
 
@@ -64,15 +71,22 @@ docs: setup
 PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 export PULUMI_BACKEND_URL
 
-preview: setup
-	@command -v pulumi >/dev/null || { echo "the Pulumi CLI is not installed: https://www.pulumi.com/docs/install/"; exit 1; }
-	@mkdir -p .pulumi-state
-	pulumi preview --stack $(STACK) --diff
+# The policy pack (policy/) runs on every preview and up, as in CI, from its own virtual environment.
+POLICY_STAMP := policy/venv/.installed
+$(POLICY_STAMP): policy/requirements.txt
+	$(PYTHON) -m venv policy/venv
+	policy/venv/bin/pip install --quiet -r policy/requirements.txt
+	@touch $(POLICY_STAMP)
 
-up: setup
+preview: setup $(POLICY_STAMP)
 	@command -v pulumi >/dev/null || { echo "the Pulumi CLI is not installed: https://www.pulumi.com/docs/install/"; exit 1; }
 	@mkdir -p .pulumi-state
-	pulumi up --stack $(STACK)
+	pulumi preview --stack $(STACK) --diff --policy-pack policy
+
+up: setup $(POLICY_STAMP)
+	@command -v pulumi >/dev/null || { echo "the Pulumi CLI is not installed: https://www.pulumi.com/docs/install/"; exit 1; }
+	@mkdir -p .pulumi-state
+	pulumi up --stack $(STACK) --policy-pack policy
 
 clean:
 	rm -rf build .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.admission import Admission, AdmissionArgs
 from components.agent_injector import InjectedCredential, InjectorSettings
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cert_sync import CertSync, CertSyncArgs, EdgeSource, HubSource, cert_sync_role
@@ -222,7 +223,7 @@ def cert_sync_source(cfg: AnyStackConfig, pki: OtlpPki | None, hub: HubLink | No
     return HubSource(secrets=pki.sync_map, ca_secrets=pki.ca_sync_map)
 
 
-def collector_args(cfg: AnyStackConfig, provider: k8s.Provider, vso: VaultSecretsOperator,
+def collector_args(cfg: AnyStackConfig, provider: k8s.Provider, after: tuple[pulumi.Resource, ...],
                    hub: HubLink | None) -> CollectorArgs | None:
     """The hub's mTLS gateway or this edge's forwarding collector, mounting the Secrets VSO syncs."""
     settings = cfg.collector
@@ -242,8 +243,16 @@ def collector_args(cfg: AnyStackConfig, provider: k8s.Provider, vso: VaultSecret
         exporter = MtlsExporter(endpoint=hub.otlp_endpoint.apply(lambda url: url.removeprefix("https://")),
                                 client_tls_secret=client_tls)
     return CollectorArgs(provider=provider, deployment=shape.deployment, namespace=settings.namespace,
-                         secrets_ready=vso, replicas=settings.replicas, tls_min_version=settings.tls_min_version,
+                         after=after, replicas=settings.replicas, tls_min_version=settings.tls_min_version,
                          memory_limit=settings.memory_limit, receiver=receiver, exporter=exporter)
+
+
+def admission_args(cfg: AnyStackConfig, provider: k8s.Provider, vso: VaultSecretsOperator) -> AdmissionArgs:
+    """Kyverno's guard over the collector namespace: its Deployments mount only VSO's Secrets."""
+    assert cfg.admission is not None
+    namespaces = (cfg.collector.namespace,) if cfg.collector is not None and cfg.collector.enabled else ()
+    return AdmissionArgs(provider=provider, mode=cfg.admission.mode, collector_namespaces=namespaces,
+                         namespaces_ready=tuple(vso.target_namespaces[ns] for ns in namespaces))
 
 
 def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
@@ -310,7 +319,10 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
             vault_tls_server_name=in_cluster_vault.removeprefix("https://"),
             vault_ca_cert=vault.ca_cert, kv_mount=kv_mount,
             use_vault_auth_global=cfg.distribution.vault_auth_global), opts=pulumi.ResourceOptions(depends_on=[auth]))
-        collector = collector_args(cfg, cluster.provider, vso, hub)
+        guardrails: tuple[pulumi.Resource, ...] = ()
+        if cfg.admission is not None and cfg.admission.enabled:
+            guardrails = (Admission(f"{prefix}-admission", admission_args(cfg, cluster.provider, vso)),)
+        collector = collector_args(cfg, cluster.provider, (vso, *guardrails), hub)
         if collector is not None:
             OtelCollector(f"{prefix}-collector", collector)
     for workload in cfg.dynamic_secrets:

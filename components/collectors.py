@@ -67,8 +67,8 @@ class CollectorArgs:
     provider: k8s.Provider
     deployment: str
     namespace: str
-    #: What must exist before the Deployment: the namespace and the VaultStaticSecrets it mounts.
-    secrets_ready: pulumi.Resource
+    #: What must exist first: the VaultStaticSecrets it mounts (VSO), and the admission policy.
+    after: tuple[pulumi.Resource, ...]
     replicas: int = 2
     tls_min_version: str = "1.3"
     memory_limit: str = "512Mi"
@@ -229,7 +229,7 @@ class OtelCollector(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CollectorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[args.secrets_ready])
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=list(args.after))
         metadata = {"name": args.deployment, "namespace": args.namespace, "labels": dict(COMPONENT_LABEL)}
         endpoint = pulumi.Output.from_input(args.exporter.endpoint if args.exporter else "")
         config_text = endpoint.apply(lambda value: render_config(collector_config(args, value or None)))

@@ -167,4 +167,6 @@ class VaultSecretsOperator(pulumi.ComponentResource):
         for sync in args.syncs:
             custom(f"{sync.namespace}-{sync.secret_name}", "VaultStaticSecret", sync.namespace, sync.secret_name,
                    static_secret_spec(sync, args.kv_mount))
+        #: The target namespaces this component declares, by name.
+        self.target_namespaces = {ns: created[ns] for ns in namespaces(args.syncs)}
         self.register_outputs({"namespaces": namespaces(args.syncs), "version": versions.VSO_VERSION})

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,46 +20,22 @@ from typing import Any
 
 import pytest
 
-from components.vault_server_config import HUB_CA_DIR
-from offline.engine import RecordedResource, Recording, run_stack_file
+from offline.engine import Recording, run_stack_file
 from tests.support.applier import VaultApplier
-from tests.support.openbao import BaoNode, api, wait_until
-from tests.support.vault_cluster import (
-    LoopbackVault,
-    build_loopback_vault,
-    job_command,
-    localize_job_command,
-    running,
-    stack_server,
+from tests.support.hub_edge import (
+    admin_token,
+    children,
+    edge_vault,
+    real_hub_outputs,
+    run_bootstrap_job,
+    secret_value,
 )
+from tests.support.openbao import BaoNode, api, wait_until
+from tests.support.vault_cluster import LoopbackVault, build_loopback_vault, running, stack_server
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "transit test admin password 0123456789"
 HUB_REF = "organization/fedobs/hub"
 TIMEOUT = 45.0
-
-
-def children(recording: Recording, component_name: str) -> list[RecordedResource]:
-    component = next(r for r in recording.resources if r.name == component_name and not r.custom)
-    return [r for r in recording.resources if r.parent == component.urn]
-
-
-def bootstrap(recording: Recording, vault: LoopbackVault, workdir: Path) -> subprocess.CompletedProcess[str]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "password").write_text(PASSWORD)
-    policy = next(o for o in recording.kubernetes_objects()
-                  if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vault-admin-policy")
-    (workdir / "admin-policy.hcl").write_text(policy["data"]["admin.hcl"])
-    command = localize_job_command(job_command(recording), vault, workdir, workdir / "vault-init.json",
-                                   timeout=TIMEOUT)
-    return subprocess.run([sys.executable, "-m", "programs.vault_bootstrap", *command], cwd=REPO,
-                          capture_output=True, text=True, timeout=2 * TIMEOUT)
-
-
-def admin_token(url: str, ca_file: str) -> str:
-    login = api(url, "POST", "auth/userpass-pulumi/login/pulumi", body={"password": PASSWORD}, ca_file=ca_file)
-    assert login.status == 200, login.text
-    return str(login.body["auth"]["client_token"])
 
 
 @dataclass
@@ -83,44 +57,22 @@ def real_hub(hub: Recording, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=server.pod_hcl,
                                  dns_names=server.dns_names, nodes=[0])
     with running(vault.cluster):
-        result = bootstrap(hub, vault, base / "job")
+        result = run_bootstrap_job(hub, vault, base / "job", PASSWORD, timeout=TIMEOUT)
         assert result.returncode == 0, result.stderr
-        token = admin_token(vault.urls[0], vault.ca_file)
+        token = admin_token(vault.urls[0], vault.ca_file, PASSWORD)
         applied = VaultApplier(vault.urls[0], token, ca_file=vault.ca_file).apply(
             children(hub, "hub-transit-unseal"))
-        edge_tokens = {name.removeprefix("hub-transit-unseal-").removesuffix("-token"): value
-                       for name, value in applied.tokens.items()}
-        outputs = {**hub.outputs, "vaultAddress": vault.urls[0], "vaultCaCert": vault.ca.cert_pem,
-                   "edgeTransitTokens": edge_tokens}
-        yield Hub(vault, token, edge_tokens, outputs)
-
-
-def secret_value(recording: Recording, name: str, key: str) -> str:
-    secret = next(o for o in recording.kubernetes_objects()
-                  if o["kind"] == "Secret" and o["metadata"]["name"] == name)
-    return str(secret["stringData"][key])
-
-
-def start_edge(edge: Recording, base: Path, token: str | None = None) -> LoopbackVault:
-    """One pod of the edge stack's Vault, with the files and environment its pod would get."""
-    server = stack_server(edge)
-    hub_ca = base / "hub-vault-ca.crt"
-    hub_ca.parent.mkdir(parents=True, exist_ok=True)
-    hub_ca.write_text(secret_value(edge, "hub-vault-ca", "ca.crt"))
-    seal_token = token if token is not None else secret_value(edge, "vault-seal", "token")
-    # The chart maps the Secret to VAULT_TOKEN; OpenBao reads BAO_TOKEN first.
-    return build_loopback_vault(base / "cluster", server.spec, pod_hcl=server.pod_hcl, dns_names=server.dns_names,
-                                nodes=[0], extra_tls_files={f"{HUB_CA_DIR}/ca.crt": str(hub_ca)},
-                                extra_env={"VAULT_TOKEN": seal_token, "BAO_TOKEN": seal_token})
+        outputs = real_hub_outputs(hub, applied, address=vault.urls[0], ca_pem=vault.ca.cert_pem)
+        yield Hub(vault, token, outputs["edgeTransitTokens"], outputs)
 
 
 @contextlib.contextmanager
 def bootstrapped_edge(edge_plan: Recording, tmp_path: Path) -> Iterator[BaoNode]:
     """One edge pod, started and bootstrapped by the edge's Job command; killed on exit."""
-    edge = start_edge(edge_plan, tmp_path / "edge")
+    edge = edge_vault(edge_plan, tmp_path / "edge")
     with running(edge.cluster):
         (node,) = edge.cluster.nodes
-        result = bootstrap(edge_plan, edge, tmp_path / "edge-job")
+        result = run_bootstrap_job(edge_plan, edge, tmp_path / "edge-job", PASSWORD, timeout=TIMEOUT)
         assert result.returncode == 0, result.stderr
         yield node
 

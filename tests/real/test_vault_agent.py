@@ -37,7 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from components.agent_injector import InjectedCredential, InjectorSettings, injector_annotations
-from offline.engine import RecordedResource, Recording
+from offline.engine import Recording
 from programs import credentials
 from tests.support.agent import (
     agent_config_from_annotations,
@@ -47,8 +47,9 @@ from tests.support.agent import (
 )
 from tests.support.applier import VaultApplier
 from tests.support.databases import MariaDBServer, PostgresServer
+from tests.support.hub_edge import children, kubernetes_auth_overrides, pod_template
 from tests.support.kube_api import KubeAPIServer
-from tests.support.local_hub import AWS_TYPES, hub_against, local_databases
+from tests.support.local_hub import AWS_TYPES, hub_against, local_databases, use_telemetry
 from tests.support.openbao import api
 from tests.support.pki import TestCA, write_private_file
 from tests.support.s3 import MotoS3
@@ -83,11 +84,6 @@ def job_annotations(*, role: str = "notebook-validation", tls_server_name: str =
     cases only."""
     settings = InjectorSettings(role=role, vault_address=IN_CLUSTER_VAULT, tls_server_name=tls_server_name)
     return injector_annotations(settings, files, run_to_completion=run_to_completion)
-
-
-def children(recording: Recording, *components: str) -> list[RecordedResource]:
-    urns = {r.urn for r in recording.resources if not r.custom and r.name in components}
-    return [r for r in recording.resources if r.parent in urns]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,12 +232,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                            dns_names=("localhost", TLS_SERVER_NAME))
         try:
             vault = initialise("hub", node, kv=False)
-            kube.allow_token_reviews("system:serviceaccount:vault:vault")
             applied = VaultApplier(vault.url, vault.root, ca_file=vault.ca_file, not_in_openbao=AWS_TYPES,
-                                   in_cluster_overrides={"vault:kubernetes/authBackendConfig:AuthBackendConfig": {
-                                       "kubernetesHost": kube.url, "kubernetesCaCert": kube.ca_pem,
-                                       "disableLocalCaJwt": True,
-                                       "tokenReviewerJwt": kube.mint_service_account_token("vault", "vault")}},
+                                   in_cluster_overrides=kubernetes_auth_overrides(kube),
                                    ).apply(children(recording, "hub-vault-config", "hub-kubernetes-auth"))
             assert sorted(t for t, _ in applied.skipped) == sorted(AWS_TYPES)
             role_arn = recording.one(AWS_TYPES[1]).inputs["roleArns"][0]
@@ -260,12 +252,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 # the consumer: reads the files with programs.credentials only
 # --------------------------------------------------------------------------------------------------
 def use_postgres(hub: Hub, creds: dict[str, str]) -> None:
-    import psycopg
-
-    with hub.pg.connect(creds["DB_USERNAME"], creds["DB_PASSWORD"], "telemetry") as connection:
-        assert connection.execute("SELECT value FROM app.metrics WHERE name = 'up'").fetchone() == (1,)
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            connection.execute("INSERT INTO app.metrics VALUES ('down', 0)")
+    """SELECT works, INSERT is refused (``tests.support.local_hub.use_telemetry``, as ``make demo`` uses it)."""
+    assert use_telemetry(hub.pg, creds["DB_USERNAME"], creds["DB_PASSWORD"]) == (1, "InsufficientPrivilege")
 
 
 def postgres_login_works(hub: Hub, username: str, password: str) -> bool:
@@ -319,9 +307,7 @@ def test_aws_stand_in_answers_like_the_aws_engine(hub: Hub) -> None:
 
 
 def recorded_job_annotations(recording: Recording) -> dict[str, str]:
-    job = next(o for o in recording.kubernetes_objects()
-               if o["kind"] == "Job" and o["metadata"]["name"] == "notebook-validation-example")
-    return dict(job["spec"]["template"]["metadata"]["annotations"])
+    return dict(pod_template(recording, "Job", "notebook-validation-example")["metadata"]["annotations"])
 
 
 def test_pre_populate_renders_private_files_the_consumer_uses(hub: Hub) -> None:

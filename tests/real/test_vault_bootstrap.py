@@ -51,9 +51,10 @@ from programs.vault_bootstrap.bootstrap import (
     run,
 )
 from tests.support.applier import VaultApplier
+from tests.support.hub_edge import openbao_pod_hcl
 from tests.support.kube_api import KubeAPIServer
 from tests.support.local_hub import AWS_TYPES, hub_against, local_databases
-from tests.support.openbao import ApiResponse, BaoNode, api, dev_server, free_port, openbao_audit_stanza, wait_until
+from tests.support.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
 from tests.support.pki import TestCA
 from tests.support.s3 import MotoS3
 from tests.support.vault_cluster import (
@@ -156,9 +157,9 @@ def boot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[B
     """The hub stack's own Vault: its rendered HCL, its certificate's SANs, its bootstrap Job command."""
     base = tmp_path_factory.mktemp("bootstrap")
     server = stack_server(hub)
-    audit = hub.one("vault:index/audit:Audit")
-    pod_hcl = server.pod_hcl + openbao_audit_stanza(audit.inputs["type"], audit.inputs["path"], audit.inputs["options"])
-    vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=pod_hcl, dns_names=server.dns_names)
+    # the pods' HCL + the hub's declared audit device in OpenBao's config form
+    vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=openbao_pod_hcl(hub),
+                                 dns_names=server.dns_names)
     workdir = base / "job"
     workdir.mkdir()
     (workdir / "password").write_text(PASSWORD + "\n")

@@ -68,6 +68,10 @@ retries forever) and ``vault { retry { num_retries = 2 } }`` (else a template 40
 With them a refused login, a denied path or a TLS name mismatch ends a pre-populate run with a
 non-zero exit and the reason in its output within about a second.
 
+:func:`select_injected_secrets` keeps only some of a Pod's injected files (all their annotations,
+nothing else changed), for a run that has only some of the declared backends (``make demo`` without
+MariaDB or AWS).
+
 Running: :func:`run_agent` (pre-populate: wait for the exit) and :func:`continuous_agent` (a
 context manager: starts the agent, and on the way out runs the preStop hook if given, then
 SIGTERM, then SIGKILL after a deadline; the agent is always dead afterwards and dies with the test
@@ -85,7 +89,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +104,7 @@ __all__ = [
     "continuous_agent",
     "pre_stop_revocation",
     "run_agent",
+    "select_injected_secrets",
 ]
 
 PREFIX = "vault.hashicorp.com/"
@@ -165,6 +170,17 @@ def _split(annotations: Mapping[str, str]) -> tuple[dict[str, str], dict[str, di
             raise ValueError(f"annotation {full!r} names no secret")
         secrets.setdefault(name, {})[secret_key] = value
     return pod, secrets
+
+
+def select_injected_secrets(annotations: Mapping[str, str], names: Collection[str]) -> dict[str, str]:
+    """``annotations`` without the per-secret annotations (``agent-inject-secret/-template/-perms-<name>``)
+    of every injected file not in ``names``; ``ValueError`` if a name is not injected at all."""
+    _, per_secret = _split(annotations)
+    missing = sorted(set(names) - set(per_secret))
+    if missing:
+        raise ValueError(f"no agent-inject-secret annotation for {missing} (injected: {sorted(per_secret)})")
+    dropped = {PREFIX + f"{key}-{name}" for name in per_secret if name not in names for key in _SECRET_KEYS}
+    return {key: value for key, value in annotations.items() if key not in dropped}
 
 
 def _secrets(per_secret: Mapping[str, Mapping[str, str]]) -> list[_Secret]:

@@ -68,11 +68,7 @@ class Vault:
 
     def audit_requests(self, since: int = 0) -> list[dict[str, Any]]:
         """Request entries of the real server's audit log written after byte offset ``since``."""
-        with open(self.audit_path, "rb") as handle:
-            handle.seek(since)
-            lines = handle.read().splitlines()
-        entries = [json.loads(line) for line in lines if line.strip()]
-        return [e["request"] for e in entries if e.get("type") == "request"]
+        return audit_requests(self.audit_path, since)
 
     def kv_writes(self, since: int) -> list[str]:
         """Paths of every create/update request on ``kv/data/`` after ``since`` (allowed or not)."""
@@ -81,6 +77,15 @@ class Vault:
 
     def count(self, since: int, path: str) -> int:
         return sum(1 for r in self.audit_requests(since) if r.get("path") == path)
+
+
+def audit_requests(audit_path: Path, since: int = 0) -> list[dict[str, Any]]:
+    """Request entries of a file audit device's log written after byte offset ``since``."""
+    with open(audit_path, "rb") as handle:
+        handle.seek(since)
+        lines = handle.read().splitlines()
+    entries = [json.loads(line) for line in lines if line.strip()]
+    return [e["request"] for e in entries if e.get("type") == "request"]
 
 
 def start_vault(name: str, workdir: Path, ca: TestCA, dns_names: Sequence[str] = ("localhost",)) -> BaoNode:

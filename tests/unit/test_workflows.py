@@ -63,6 +63,21 @@ def run_list_step(job: dict[str, Any], output: str, tmp_path: Path) -> list[str]
     return list(yaml.safe_load(lines[output]))
 
 
+def assert_runs_policy_pack(job: dict[str, Any]) -> None:
+    """The job's pulumi step runs the pack in policy/ after a step installed the pack's dependencies into the
+    virtual environment its PulumiPolicy.yaml names (the CLI runs the pack with that interpreter)."""
+    manifest = yaml.safe_load((REPO / "policy" / "PulumiPolicy.yaml").read_text())
+    venv = f"policy/{manifest['runtime']['options']['virtualenv']}"
+    (pulumi,) = steps_using(job, "pulumi/actions")
+    assert pulumi["with"]["policyPacks"] == "policy"
+    assert pulumi["with"]["work-dir"] == "."  # the pack path is relative to it
+    steps = job["steps"]
+    installs = [i for i, s in enumerate(steps)
+                if f"python -m venv {venv}" in s.get("run", "")
+                and f"{venv}/bin/pip install -r policy/requirements.txt" in s.get("run", "")]
+    assert installs and installs[0] < steps.index(pulumi), "the pack's dependencies are installed before pulumi runs"
+
+
 def edge_stacks() -> list[str]:
     return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in REPO.glob("Pulumi.edge*.yaml"))
 
@@ -109,6 +124,7 @@ def test_pr_workflow_runs_make_test_then_previews_every_stack(tmp_path: Path) ->
     assert pulumi["with"]["stack-name"] == "${{ matrix.stack }}"
     assert pulumi["with"]["work-dir"] == "."
     assert pulumi["with"]["comment-on-pr"] is True
+    assert_runs_policy_pack(preview)
 
     assert jobs["stacks"]["outputs"]["stacks"] == "${{ steps.list.outputs.stacks }}"
     stacks = run_list_step(jobs["stacks"], "stacks", tmp_path)
@@ -136,4 +152,6 @@ def test_deploy_workflow_ups_hub_before_edges(tmp_path: Path) -> None:
     (up_edge,) = steps_using(edges, "pulumi/actions")
     assert up_edge["with"]["command"] == "up" and up_edge["with"]["stack-name"] == "${{ matrix.stack }}"
     assert edges["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.edges) }}"
+    assert_runs_policy_pack(hub)
+    assert_runs_policy_pack(edges)
     assert sorted(run_list_step(jobs["stacks"], "edges", tmp_path)) == edge_stacks()

@@ -1,0 +1,300 @@
+"""The hub and an edge as their stacks declare them, made real on loopback: the steps that the real
+tests (``tests/real/test_transit_unseal.py``, ``test_hub_edge_flow.py``, ``test_vault_agent.py``)
+and ``make demo`` (``demo/``) share, so that the demo is not a second implementation.
+
+Each function takes what a stack evaluated under mocks recorded (:class:`offline.engine.Recording`)
+and turns one declaration into something that runs here, changing only what cannot exist outside a
+cluster: addresses, the files a pod's volumes would mount, and the Kubernetes API (the loopback
+:class:`tests.support.kube_api.KubeAPIServer`).
+
+``children(recording, *components)``
+    The resources whose parent is one of the named components (what the applier applies).
+``k8s_object(recording, kind, name)`` / ``secret_value(recording, name, key)`` / ``pod_template(recording, kind, name)``
+    A declared Kubernetes object / one ``stringData`` value of a declared Secret / the Pod
+    template (``metadata`` with the injector annotations, ``spec``) of a declared Job or CronJob.
+``openbao_pod_hcl(recording)``
+    The server HCL of the stack's Vault pods plus the OpenBao form of every audit device the stack
+    declares through the API (OpenBao takes audit devices only from its config).
+``run_bootstrap_job(recording, vault, workdir, password)``
+    The stack's bootstrap Job, run as its pod runs it (its own argument list, localised by
+    ``tests.support.vault_cluster.localize_job_command``) against a started ``LoopbackVault``.
+``admin_token(url, ca_file, password)``
+    The login Pulumi's Vault provider makes (the bootstrap's userpass admin path).
+``kubernetes_auth_overrides(kube)``
+    The applier's ``in_cluster_overrides`` for a Kubernetes auth config that asks ``kube`` instead of
+    the in-cluster API (and allows Vault's own ServiceAccount to create TokenReviews there).
+``real_hub_outputs(hub, applied, address=..., ca_pem=...)``
+    The hub's stack outputs with the values a real hub gives its edges (address, CA, transit tokens
+    and AppRole credentials as the applier created them), for the edge's stack reference.
+``edge_vault(edge, base, token=None, pod_hcl=None)``
+    One pod of the edge's Vault (not started), with the hub CA and seal token its Secrets carry.
+``issue_pki(hub)`` / ``publish_pki(hub, kube, pki)`` / ``tls_secret(...)``
+    Certificates issued as the hub's ``Certificate`` resources specify (``components.otlp_pki.
+    certificate_specs``), served as cert-manager's Secrets by the hub's Kubernetes API, readable by
+    the cert-sync ServiceAccount exactly as the hub's Role says.
+``run_cert_sync(recording, vault_url, ca_file, kube, workdir)``
+    The stack's cert-sync CronJob, run as its pod runs it.
+``vso_login(edge, url, ca_file, kube)``
+    The edge VSO's Kubernetes-auth login (its ``VaultAuth``) and the KV path its ``VaultStaticSecret`` reads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.vault import ADMIN_AUTH_MOUNT, ADMIN_USERNAME
+from components.vault_server_config import HUB_CA_DIR
+from offline.engine import RecordedResource, Recording
+from tests.support.applier import AppliedVault
+from tests.support.kube_api import KubeAPIServer
+from tests.support.openbao import ApiResponse, api, openbao_audit_stanza
+from tests.support.pki import IssuedCert, TestCA, write_private_file
+from tests.support.vault_cluster import (
+    LoopbackVault,
+    build_loopback_vault,
+    job_command,
+    localize_job_command,
+    stack_server,
+)
+
+__all__ = [
+    "REPO",
+    "Pki",
+    "admin_token",
+    "children",
+    "edge_vault",
+    "issue_pki",
+    "k8s_object",
+    "kubernetes_auth_overrides",
+    "openbao_pod_hcl",
+    "pod_template",
+    "publish_pki",
+    "real_hub_outputs",
+    "run_bootstrap_job",
+    "run_cert_sync",
+    "secret_value",
+    "tls_secret",
+    "vso_login",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+KUBERNETES_AUTH_CONFIG = "vault:kubernetes/authBackendConfig:AuthBackendConfig"
+
+
+# --------------------------------------------------------------------------------------------------
+# reading the recording
+# --------------------------------------------------------------------------------------------------
+def children(recording: Recording, *components: str) -> list[RecordedResource]:
+    """Resources parented by the components named ``components`` (in registration order)."""
+    urns = {r.urn for r in recording.resources if not r.custom and r.name in components}
+    return [r for r in recording.resources if r.parent in urns]
+
+
+def k8s_object(recording: Recording, kind: str, name: str) -> dict[str, Any]:
+    """The declared Kubernetes object of ``kind`` named ``name`` (``LookupError`` if there is none)."""
+    for obj in recording.kubernetes_objects():
+        if obj["kind"] == kind and obj["metadata"]["name"] == name:
+            return obj
+    raise LookupError(f"the {recording.stack} stack declares no {kind} named {name!r}")
+
+
+def secret_value(recording: Recording, name: str, key: str) -> str:
+    return str(k8s_object(recording, "Secret", name)["stringData"][key])
+
+
+def pod_template(recording: Recording, kind: str, name: str) -> dict[str, Any]:
+    """The Pod template of a declared Job (``spec.template``) or CronJob (``spec.jobTemplate.spec.template``)."""
+    spec = k8s_object(recording, kind, name)["spec"]
+    template: dict[str, Any] = (spec["jobTemplate"]["spec"] if kind == "CronJob" else spec)["template"]
+    return template
+
+
+def openbao_pod_hcl(recording: Recording) -> str:
+    """The pods' server HCL, with each declared ``vault.Audit`` appended in OpenBao's config form."""
+    hcl = stack_server(recording).pod_hcl
+    for audit in recording.of_type("vault:index/audit:Audit"):
+        hcl += openbao_audit_stanza(audit.inputs["type"], audit.inputs["path"], audit.inputs["options"])
+    return hcl
+
+
+# --------------------------------------------------------------------------------------------------
+# bootstrap and the admin login
+# --------------------------------------------------------------------------------------------------
+def run_bootstrap_job(recording: Recording, vault: LoopbackVault, workdir: Path, password: str, *,
+                      timeout: float = 45.0) -> subprocess.CompletedProcess[str]:
+    """Run the stack's bootstrap Job against ``vault`` as its pod would: the admin password and the
+    admin policy (from the stack's ``vault-admin-policy`` ConfigMap) as the files its volumes mount,
+    the init result in ``workdir/vault-init.json`` instead of the Kubernetes Secret."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_private_file(workdir / "password", password)
+    policy = k8s_object(recording, "ConfigMap", "vault-admin-policy")
+    (workdir / "admin-policy.hcl").write_text(policy["data"]["admin.hcl"])
+    command = localize_job_command(job_command(recording), vault, workdir, workdir / "vault-init.json",
+                                   timeout=timeout)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    return subprocess.run([sys.executable, "-m", "programs.vault_bootstrap", *command], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=2 * timeout)
+
+
+def admin_login(url: str, ca_file: str, password: str) -> ApiResponse:
+    return api(url, "POST", f"auth/{ADMIN_AUTH_MOUNT}/login/{ADMIN_USERNAME}", body={"password": password},
+               ca_file=ca_file)
+
+
+def admin_token(url: str, ca_file: str, password: str) -> str:
+    """A token of the admin path the bootstrap created (``RuntimeError`` if the login is refused)."""
+    login = admin_login(url, ca_file, password)
+    if login.status != 200:
+        raise RuntimeError(f"admin login at {url} refused: {login.status} {login.text.strip()}")
+    return str(login.body["auth"]["client_token"])
+
+
+def kubernetes_auth_overrides(kube: KubeAPIServer) -> dict[str, dict[str, Any]]:
+    """In the cluster Vault reviews tokens with its own ServiceAccount (``system:auth-delegator``)
+    against the in-cluster API; here that is a token of the same account for the loopback API."""
+    kube.allow_token_reviews("system:serviceaccount:vault:vault")
+    return {KUBERNETES_AUTH_CONFIG: {
+        "kubernetesHost": kube.url, "kubernetesCaCert": kube.ca_pem, "disableLocalCaJwt": True,
+        "tokenReviewerJwt": kube.mint_service_account_token("vault", "vault")}}
+
+
+# --------------------------------------------------------------------------------------------------
+# hub -> edge
+# --------------------------------------------------------------------------------------------------
+def real_hub_outputs(hub: Recording, applied: AppliedVault, *, address: str, ca_pem: str) -> dict[str, Any]:
+    """The hub's outputs as a real hub has them: ``vaultAddress``/``vaultCaCert`` of the running
+    server, each edge's transit token and (when the hub's ``VaultConfiguration`` was applied) its
+    AppRole credential as the applier created them. Everything else is the recording's."""
+    tokens = {name.removeprefix(f"{hub.stack}-transit-unseal-").removesuffix("-token"): token
+              for name, token in applied.tokens.items()}
+    outputs: dict[str, Any] = {**hub.outputs, "vaultAddress": address, "vaultCaCert": ca_pem,
+                               "edgeTransitTokens": tokens}
+    credentials = dict(hub.outputs.get("edgeCredentials") or {})
+    for edge, declared in credentials.items():
+        role = f"{hub.stack}-vault-config-edge-{edge}-role"
+        secret = f"{hub.stack}-vault-config-edge-{edge}-secret-id"
+        if role in applied.role_ids and secret in applied.secret_ids:
+            credentials[edge] = {"mount": declared["mount"], "roleId": applied.role_ids[role],
+                                 "secretId": applied.secret_ids[secret]}
+    if credentials:
+        outputs["edgeCredentials"] = credentials
+    return outputs
+
+
+def edge_vault(edge: Recording, base: Path, token: str | None = None, *, pod_hcl: str | None = None) -> LoopbackVault:
+    """One pod of the edge stack's Vault (created, not started), with the files and environment its
+    pod would get: the hub CA from its ``hub-vault-ca`` Secret and the seal token from its
+    ``vault-seal`` Secret (or ``token``). ``pod_hcl`` defaults to the rendered server HCL."""
+    server = stack_server(edge)
+    hub_ca = base / "hub-vault-ca.crt"
+    hub_ca.parent.mkdir(parents=True, exist_ok=True)
+    hub_ca.write_text(secret_value(edge, "hub-vault-ca", "ca.crt"))
+    seal_token = token if token is not None else secret_value(edge, "vault-seal", "token")
+    # The chart maps the Secret to VAULT_TOKEN; OpenBao reads BAO_TOKEN first.
+    return build_loopback_vault(base / "cluster", server.spec, pod_hcl=server.pod_hcl if pod_hcl is None else pod_hcl,
+                                dns_names=server.dns_names, nodes=[0],
+                                extra_tls_files={f"{HUB_CA_DIR}/ca.crt": str(hub_ca)},
+                                extra_env={"VAULT_TOKEN": seal_token, "BAO_TOKEN": seal_token})
+
+
+# --------------------------------------------------------------------------------------------------
+# the OTLP PKI and cert-sync
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Pki:
+    root: TestCA
+    client_ca: TestCA
+    gateway: IssuedCert
+    clients: dict[str, IssuedCert]
+    specs: dict[str, dict[str, Any]]
+
+
+def issue_pki(hub: Recording) -> Pki:
+    """Certificates as the hub's ``Certificate`` resources specify them (names, usages, key type)."""
+    specs = {o["metadata"]["name"]: o["spec"] for o in hub.kubernetes_objects()
+             if o["kind"] == "Certificate" and o["metadata"]["namespace"] == "fedobs-pki"}
+    root = TestCA(specs["otel-root-ca"]["commonName"])
+    client_ca = TestCA(specs["client-ca"]["commonName"])  # self-signed here; the hub chains it to the root
+    gateway_spec = specs["otel-gateway-tls"]
+    gateway = root.issue(gateway_spec["commonName"], gateway_spec["dnsNames"], [], server=True,
+                         key_algorithm=gateway_spec["privateKey"]["algorithm"])
+    clients = {}
+    for name, spec in specs.items():
+        if name.startswith("otel-client-tls-"):
+            if spec["usages"] != ["client auth", "digital signature", "key encipherment"]:
+                raise ValueError(f"{name}: a client certificate must have client-auth usages only: {spec['usages']}")
+            clients[spec["commonName"]] = client_ca.issue(spec["commonName"], [], [], server=False, client=True,
+                                                          key_algorithm=spec["privateKey"]["algorithm"])
+    return Pki(root, client_ca, gateway, clients, specs)
+
+
+def tls_secret(cert: str, key: str, ca: str) -> dict[str, str]:
+    """The data of a cert-manager ``kubernetes.io/tls`` Secret."""
+    return {"tls.crt": cert, "tls.key": key, "ca.crt": ca}
+
+
+def publish_pki(hub: Recording, kube: KubeAPIServer, pki: Pki) -> list[str]:
+    """Serve ``pki`` as cert-manager's Secrets on the hub's Kubernetes API and let the cert-sync
+    ServiceAccount get exactly the Secrets the hub's ``cert-sync-reader`` Role names. Returns their names."""
+    reader = k8s_object(hub, "Role", "cert-sync-reader")
+    namespace = reader["metadata"]["namespace"]
+    kube.allow_service_account("fedobs-cert-sync", "cert-sync", verbs=["get"], resources=["secrets"],
+                               namespace=namespace, resource_names=reader["rules"][0]["resourceNames"])
+    secrets = {"otel-gateway-tls": tls_secret(pki.gateway.cert_pem, pki.gateway.key_pem, pki.root.cert_pem),
+               "client-ca": tls_secret(pki.client_ca.cert_pem, pki.client_ca.key_pem, pki.root.cert_pem)}
+    for edge_name, cert in pki.clients.items():
+        secrets[f"otel-client-tls-{edge_name}"] = tls_secret(cert.cert_pem, cert.key_pem, pki.client_ca.cert_pem)
+    for name, data in secrets.items():
+        kube.put_secret(namespace, name, data, type="kubernetes.io/tls")
+    return sorted(secrets)
+
+
+def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: KubeAPIServer, workdir: Path,
+                  *, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    """Run the stack's ``cert-sync`` CronJob as its pod would: its command and environment, with only
+    where Vault is (``vault_url``, the active node), the files its volumes mount and, on the hub, the
+    Kubernetes API replaced. ``kube`` is the stack's own Kubernetes API (TokenReview for its Vault)."""
+    cronjob = k8s_object(recording, "CronJob", "cert-sync")
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CERT_SYNC_", "BAO_"))}
+    env |= {e["name"]: e["value"] for e in container["env"]}
+    workdir.mkdir(parents=True, exist_ok=True)
+    jwt = workdir / f"{recording.stack}-jwt"
+    write_private_file(jwt, kube.mint_service_account_token(cronjob["metadata"]["namespace"],
+                                                            pod["serviceAccountName"], audiences=["vault"]))
+    env |= {"VAULT_ADDR": vault_url, "VAULT_CACERT": ca_file, "CERT_SYNC_JWT_FILE": str(jwt)}
+    command = list(container["command"])
+    if command[3] == "hub":
+        kube_token = workdir / "kube-token"
+        write_private_file(kube_token, kube.mint_service_account_token("fedobs-cert-sync", "cert-sync"))
+        command += ["--kube-api", kube.url, "--kube-token-file", str(kube_token), "--kube-ca-file", kube.ca_file]
+    else:
+        credential = k8s_object(recording, "Secret", "hub-credential")["stringData"]
+        mounted = workdir / "hub"
+        mounted.mkdir(exist_ok=True)
+        for key in ("role-id", "secret-id", "ca.crt"):
+            write_private_file(mounted / key, credential[key])
+        command = [str(mounted / part.removeprefix("/fedobs/hub/")) if part.startswith("/fedobs/hub/") else part
+                   for part in command]
+    return subprocess.run([sys.executable, *command[1:]], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def vso_login(edge: Recording, url: str, ca_file: str, kube: KubeAPIServer) -> tuple[ApiResponse, str]:
+    """Log in as the edge's Vault Secrets Operator does for its ``VaultAuth`` (a token of the
+    ServiceAccount and audiences it names); returns the login answer and the API path of what its
+    ``VaultStaticSecret`` reads (``<mount>/data/<path>``)."""
+    static = k8s_object(edge, "VaultStaticSecret", "otel-client-tls")["spec"]
+    auth = k8s_object(edge, "VaultAuth", "vault")
+    kubernetes = auth["spec"]["kubernetes"]
+    jwt = kube.mint_service_account_token(auth["metadata"]["namespace"], kubernetes["serviceAccount"],
+                                          audiences=kubernetes["audiences"])
+    login = api(url, "POST", f"auth/{auth['spec']['mount']}/login", ca_file=ca_file,
+                body={"role": kubernetes["role"], "jwt": jwt})
+    return login, f"{static['mount']}/data/{static['path']}"
