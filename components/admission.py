@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components.pod_security import restricted_namespace
 
 TYPE_TOKEN = "fedobs:guardrails:Admission"
 KYVERNO_NAMESPACE = "kyverno"
@@ -251,10 +252,7 @@ class Admission(pulumi.ComponentResource):
     def __init__(self, name: str, args: AdmissionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata={"name": args.namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-            opts=k8s_opts)
+        namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
         self.release = k8s.helm.v3.Release(
             f"{name}-release", name="kyverno", chart=versions.KYVERNO_CHART,
             version=versions.KYVERNO_CHART_VERSION,

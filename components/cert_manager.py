@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components.pod_security import restricted_namespace
 
 TYPE_TOKEN = "fedobs:pki:CertManager"
 
@@ -42,14 +43,8 @@ class CertManager(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CertManagerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=args.namespace,
-                labels={"pod-security.kubernetes.io/enforce": "restricted"},
-            ),
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider),
-        )
+        namespace = restricted_namespace(f"{name}-namespace", args.namespace,
+                                         pulumi.ResourceOptions(parent=self, provider=args.provider))
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             name="cert-manager",

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components import versions
 from components.kubernetes_auth import WorkloadRole
-from components.pod_security import restricted_container, restricted_pod
+from components.pod_security import restricted_container, restricted_namespace, restricted_pod
 from components.vault_policies import kv_write, render_policy
 from components.vault_server_config import TLS_DIR
 
@@ -147,10 +147,7 @@ class CertSync(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace", metadata={"name": NAMESPACE,
-                                          "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-            opts=k8s_opts)
+        namespace = restricted_namespace(f"{name}-namespace", NAMESPACE, k8s_opts)
         in_ns = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},

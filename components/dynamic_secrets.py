@@ -16,7 +16,7 @@ from components.agent_injector import (
     pod_template_metadata,
     token_volume,
 )
-from components.pod_security import PROGRAMS_UID, restricted_container, restricted_pod
+from components.pod_security import PROGRAMS_UID, restricted_container, restricted_namespace, restricted_pod
 
 TYPE_TOKEN = "fedobs:secrets:DynamicSecrets"
 
@@ -77,10 +77,7 @@ class DynamicSecrets(pulumi.ComponentResource):
     def __init__(self, name: str, args: DynamicSecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace", metadata={"name": args.namespace,
-                                          "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-            opts=k8s_opts)
+        namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
         in_ns = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": args.service_account, "namespace": args.namespace},

@@ -9,6 +9,8 @@ from typing import Any, Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.pod_security import restricted_namespace
+
 TYPE_TOKEN = "fedobs:pki:OtlpMtls"
 KeyAlgorithm = Literal["ECDSA", "RSA", "Ed25519"]
 
@@ -91,10 +93,7 @@ class OtlpPki(pulumi.ComponentResource):
     def __init__(self, name: str, args: OtlpPkiArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata={"name": args.namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-            opts=k8s_opts)
+        namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
         after: list[pulumi.Resource] = [namespace, args.cert_manager]
 
         def issuer(resource_name: str, issuer_name: str, spec: dict[str, Any]) -> k8s.apiextensions.CustomResource:

@@ -15,7 +15,7 @@ import pulumi_tls as tls
 import pulumi_vault as vault
 
 from components import versions
-from components.pod_security import restricted_container, restricted_pod
+from components.pod_security import restricted_container, restricted_namespace, restricted_pod
 from components.vault_server_config import (
     API_PORT,
     HUB_CA_DIR,
@@ -256,12 +256,8 @@ class Vault(pulumi.ComponentResource):
         self.release_name = spec.release
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
 
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata={"name": spec.namespace,
-                      "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(protect=True)),
-        )
+        namespace = restricted_namespace(f"{name}-namespace", spec.namespace,
+                                         pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(protect=True)))
         ns_opts = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
 
         # --- TLS: a per-cluster CA (kept in Pulumi state as a secret) issues via cert-manager.

@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 
 from components import versions
 from components.kubernetes_auth import WorkloadRole
+from components.pod_security import restricted_namespace
 from components.vault_policies import kv_read, render_policy
 
 TYPE_TOKEN = "fedobs:distribution:VaultSecretsOperator"
@@ -112,10 +113,7 @@ class VaultSecretsOperator(pulumi.ComponentResource):
     def __init__(self, name: str, args: VsoArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        operator_ns = k8s.core.v1.Namespace(
-            f"{name}-namespace", metadata={"name": OPERATOR_NAMESPACE,
-                                          "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-            opts=k8s_opts)
+        operator_ns = restricted_namespace(f"{name}-namespace", OPERATOR_NAMESPACE, k8s_opts)
         release = k8s.helm.v3.Release(
             f"{name}-release", name="vault-secrets-operator", chart="vault-secrets-operator",
             version=versions.VSO_CHART_VERSION,
@@ -142,10 +140,7 @@ class VaultSecretsOperator(pulumi.ComponentResource):
             })
         for namespace in namespaces(args.syncs):
             # The target namespaces are declared here; the workloads in them use them as they are.
-            target = k8s.core.v1.Namespace(
-                f"{name}-{namespace}", metadata={"name": namespace,
-                                                "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-                opts=k8s_opts)
+            target = restricted_namespace(f"{name}-{namespace}", namespace, k8s_opts)
             created[namespace] = target
             in_target = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[target]))
             k8s.core.v1.ServiceAccount(
