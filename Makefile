@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STACK ?= hub
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-packages test lint typecheck unit real demo plan docs preview up clean
+.PHONY: help setup system-packages test lint typecheck unit real demo bench plan docs preview up clean
 
 help:
 	@echo "make setup            create .venv and install the pinned dependencies (+ PostgreSQL/MariaDB packages when root)"
 	@echo "make test             setup, then ruff, mypy and the whole test suite (what CI runs)"
 	@echo "make demo [KEEP=1]    a hub and an edge Vault for real on loopback, every step checked (KEEP=1: leave running)"
+	@echo "make bench [QUICK=1]  measure the figures of docs/performance.md into bench/results.md (fails on a missed target)"
 	@echo "make plan STACK=hub   offline plan: the resource tree of a stack, no cloud, no credentials"
 	@echo "make docs             regenerate docs/vault-config.md from the shipped stacks"
 	@echo "make preview STACK=…  pulumi preview (needs the Pulumi CLI, a backend, LINODE_TOKEN)"
@@ -53,6 +54,11 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n 2 --dist loadfile
+
+# The figures of docs/performance.md, measured here (several minutes; not part of `make test`).
+# QUICK=1: one repetition each into build/bench/, to check the harness.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 plan: setup
 	$(BIN)/python -m offline.plan --stack $(STACK)

@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.cert_sync_cadence import interval_problem
+
 NAMESPACE = "fedobs"
 
 #: Field metadata marking a value that must be a Pulumi secret.
@@ -58,6 +60,13 @@ def _cidr(value: str) -> str:
         ipaddress.ip_network(value, strict=True)
     except ValueError as err:
         raise ValueError(f"{value!r} is not a CIDR block such as '203.0.113.0/24' ({err})") from None
+    return value
+
+
+def _cert_sync_interval(value: int) -> int:
+    problem = interval_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -386,6 +395,9 @@ class DistributionSettings(Model):
     vault_auth_global: bool = False
     #: How often cert-sync copies certificates into Vault (hub) or from the hub (edge).
     cert_sync_schedule: Cron = "* * * * *"
+    #: Seconds between the sync passes of one cert-sync run, through the minute after each scheduled
+    #: run (20: three passes; 60: one). See components/cert_sync_cadence.py and docs/secret-flow.md.
+    cert_sync_interval: Annotated[int, AfterValidator(_cert_sync_interval)] = 20
     syncs: tuple[SyncSettings, ...] = ()
     #: The workloads of this cluster a sync may restart (a restart target must be one of them).
     workloads: tuple[WorkloadRef, ...] = ()

@@ -311,14 +311,15 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     if sync_source is not None:
         CertSync(f"{prefix}-cert-sync", CertSyncArgs(
             provider=cluster.provider, source=sync_source, vault_address=f"{in_cluster_vault}:8200",
-            schedule=cfg.distribution.cert_sync_schedule, kv_mount=kv_mount),
-            vault_ca_cert=vault.ca_cert, opts=pulumi.ResourceOptions(depends_on=[auth, configuration]))
+            schedule=cfg.distribution.cert_sync_schedule, kv_mount=kv_mount,
+            interval=cfg.distribution.cert_sync_interval, vault_ready=(auth, configuration.kv_ready)),
+            vault_ca_cert=vault.ca_cert)
     if syncs:
         vso = VaultSecretsOperator(f"{prefix}-vso", VsoArgs(
             provider=cluster.provider, syncs=syncs, vault_address=f"{in_cluster_vault}:8200",
             vault_tls_server_name=in_cluster_vault.removeprefix("https://"),
             vault_ca_cert=vault.ca_cert, kv_mount=kv_mount,
-            use_vault_auth_global=cfg.distribution.vault_auth_global), opts=pulumi.ResourceOptions(depends_on=[auth]))
+            use_vault_auth_global=cfg.distribution.vault_auth_global))
         guardrails: tuple[pulumi.Resource, ...] = ()
         if cfg.admission is not None and cfg.admission.enabled:
             guardrails = (Admission(f"{prefix}-admission", admission_args(cfg, cluster.provider, vso)),)
@@ -333,8 +334,8 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
                                       tls_server_name=in_cluster_vault.removeprefix("https://")),
             credentials=tuple(injected_credential(cfg, f.name, f.credential, f.format, f.env_prefix)
                               for f in workload.files),
-            vault_ca_cert=vault.ca_cert, example_job=workload.example_job),
-            opts=pulumi.ResourceOptions(depends_on=[auth, configuration]))
+            vault_ca_cert=vault.ca_cert, example_job=workload.example_job,
+            vault_ready=(auth, *configuration.credential_roles)))
     if isinstance(cfg, HubConfig):
         unseal = TransitUnseal(f"{prefix}-transit-unseal", TransitUnsealArgs(
             vault_provider=vault.vault_provider, edges=tuple(e.name for e in cfg.edges)))

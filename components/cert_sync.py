@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, passes_per_run
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_container, restricted_namespace, restricted_pod
 from components.vault_policies import kv_write, render_policy
@@ -53,6 +54,10 @@ class CertSyncArgs:
     vault_address: str
     schedule: str = "* * * * *"
     kv_mount: str = "kv"
+    #: Seconds between the sync passes of one run (``components.cert_sync_cadence``; 60: one pass).
+    interval: int = 60
+    #: What the CronJob waits for: its Vault role and the KV mount it writes (the rest does not).
+    vault_ready: tuple[pulumi.Resource, ...] = ()
 
 
 def written_paths(source: HubSource | EdgeSource) -> list[str]:
@@ -68,15 +73,17 @@ def cert_sync_role(source: HubSource | EdgeSource, kv_mount: str) -> WorkloadRol
 
 def command(args: CertSyncArgs) -> list[str]:
     base = ["python", "-m", "programs.cert_sync"]
+    passes = passes_per_run(args.interval)
+    cadence = ["--passes", str(passes), "--interval", str(args.interval)] if passes > 1 else []
     if isinstance(args.source, HubSource):
         return [*base, "hub",
                 *[part for secret, path in sorted(args.source.secrets.items())
                   for part in ("--secret", f"{secret}={path}")],
                 *[part for secret, path in sorted(args.source.ca_secrets.items())
-                  for part in ("--ca-secret", f"{secret}={path}")]]
+                  for part in ("--ca-secret", f"{secret}={path}")], *cadence]
     return [*base, "edge", "--edge", args.source.edge, "--kv-path", args.source.kv_path,
             "--hub-ca-file", f"{HUB_DIR}/ca.crt", "--hub-role-id-file", f"{HUB_DIR}/role-id",
-            "--hub-secret-id-file", f"{HUB_DIR}/secret-id"]
+            "--hub-secret-id-file", f"{HUB_DIR}/secret-id", *cadence]
 
 
 def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
@@ -108,7 +115,8 @@ def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
         "failedJobsHistoryLimit": 5,
         "jobTemplate": {"spec": {
             "backoffLimit": 1,
-            "activeDeadlineSeconds": 120,
+            # Over before the next every-minute run, which Forbid would otherwise skip.
+            "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
             "template": {
                 "metadata": {"labels": {"app.kubernetes.io/name": "cert-sync"}},
                 "spec": {
@@ -137,7 +145,9 @@ def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
 class CertSync(pulumi.ComponentResource):
     """The cert-sync CronJob of one cluster.
 
-    Guarantees: it never overlaps itself; it runs as a restricted non-root pod; on the hub its
+    Guarantees: it never overlaps itself (each Job is stopped before the next scheduled run, and
+    syncs every ``interval`` seconds until then: ``components.cert_sync_cadence``); it runs as a
+    restricted non-root pod; on the hub its
     ServiceAccount may ``get`` exactly the named Secrets and nothing else; it writes with its own
     Vault role (``cert_sync_role``) to exactly the paths it syncs; on an edge the hub credential
     reaches it only as a Secret mounted read-only.
@@ -189,5 +199,7 @@ class CertSync(pulumi.ComponentResource):
         spec = pulumi.Output.from_input(hub_address).apply(lambda address: cronjob_spec(args, address))
         k8s.batch.v1.CronJob(
             f"{name}-cronjob", metadata={"name": "cert-sync", "namespace": NAMESPACE}, spec=spec,
-            opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=dependencies)))
-        self.register_outputs({"namespace": NAMESPACE, "schedule": args.schedule, "paths": written_paths(source)})
+            opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(
+                depends_on=[*dependencies, *args.vault_ready])))
+        self.register_outputs({"namespace": NAMESPACE, "schedule": args.schedule,
+                               "passesPerRun": passes_per_run(args.interval), "paths": written_paths(source)})

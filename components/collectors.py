@@ -229,7 +229,7 @@ class OtelCollector(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CollectorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=list(args.after))
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
         metadata = {"name": args.deployment, "namespace": args.namespace, "labels": dict(COMPONENT_LABEL)}
         endpoint = pulumi.Output.from_input(args.exporter.endpoint if args.exporter else "")
         config_text = endpoint.apply(lambda value: render_config(collector_config(args, value or None)))
@@ -238,7 +238,9 @@ class OtelCollector(pulumi.ComponentResource):
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config", metadata={**metadata, "name": f"{args.deployment}-config"},
             data={"config.yaml": config_text}, opts=k8s_opts)
-        after = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[account, config_map]))
+        # Only the Pods need their Secrets' VaultStaticSecrets and the admission policy in place.
+        after = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(
+            depends_on=[account, config_map, *args.after]))
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=metadata, spec=config_text.apply(lambda text: deployment_spec(args, text)),
             opts=after)

@@ -30,6 +30,8 @@ class DynamicSecretsArgs:
     credentials: tuple[InjectedCredential, ...]
     vault_ca_cert: pulumi.Input[str]
     example_job: bool = True
+    #: What the example Job waits for: the consumer's Vault role and the engines it reads.
+    vault_ready: tuple[pulumi.Resource, ...] = ()
 
 
 def example_job_spec(args: DynamicSecretsArgs) -> dict[str, Any]:
@@ -89,5 +91,6 @@ class DynamicSecrets(pulumi.ComponentResource):
             k8s.batch.v1.Job(
                 f"{name}-example-job", metadata={"name": f"{args.namespace}-example", "namespace": args.namespace},
                 spec=example_job_spec(args),
-                opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[account, ca])))
+                opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(
+                    depends_on=[account, ca, *args.vault_ready])))
         self.register_outputs({"namespace": args.namespace, "service_account": args.service_account})

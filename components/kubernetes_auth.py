@@ -53,7 +53,7 @@ class KubernetesAuth(pulumi.ComponentResource):
         vault_opts = pulumi.ResourceOptions(parent=self, provider=args.vault_provider)
         backend = vault.AuthBackend(f"{name}-backend", type="kubernetes", path=args.mount_path,
                                     description="Service accounts of this cluster", opts=vault_opts)
-        config = vault.kubernetes.AuthBackendConfig(
+        vault.kubernetes.AuthBackendConfig(
             f"{name}-config", backend=backend.path, kubernetes_host=IN_CLUSTER_API,
             disable_local_ca_jwt=False, opts=vault_opts)
         self.role_names: dict[str, pulumi.Output[str]] = {}
@@ -70,7 +70,7 @@ class KubernetesAuth(pulumi.ComponentResource):
                 token_policies=[policy.name],
                 token_ttl=role.token_ttl_seconds,
                 token_max_ttl=role.token_max_ttl_seconds,
-                opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(depends_on=[config])),
+                opts=vault_opts,  # a role needs the mount, not the backend's config
             )
             self.role_names[role.name] = created.role_name
         self.register_outputs({"mount_path": backend.path, "roles": self.role_names})

@@ -94,6 +94,8 @@ class OtlpPki(pulumi.ComponentResource):
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
         namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
+        # Issuers and Certificates only need cert-manager's CRDs: cert-manager itself issues each
+        # Certificate once the Issuer it names (and that Issuer's CA Secret) is ready.
         after: list[pulumi.Resource] = [namespace, args.cert_manager]
 
         def issuer(resource_name: str, issuer_name: str, spec: dict[str, Any]) -> k8s.apiextensions.CustomResource:
@@ -109,14 +111,11 @@ class OtlpPki(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=list(after))))
 
         specs = certificate_specs(args)
-        after.append(issuer("selfsigned", "selfsigned", {"selfSigned": {}}))
-        after.append(certificate("otel-root-ca", specs["otel-root-ca"]))
-        after.append(issuer("otel-root", "otel-root", {"ca": {"secretName": "otel-root-ca"}}))
-        after.append(certificate("client-ca", specs["client-ca"]))
-        after.append(issuer("client-ca-issuer", "client-ca", {"ca": {"secretName": "client-ca"}}))
+        issuer("selfsigned", "selfsigned", {"selfSigned": {}})
+        issuer("otel-root", "otel-root", {"ca": {"secretName": "otel-root-ca"}})
+        issuer("client-ca-issuer", "client-ca", {"ca": {"secretName": "client-ca"}})
         for cert_name, spec in specs.items():
-            if cert_name not in ("otel-root-ca", "client-ca"):
-                certificate(cert_name, spec)
+            certificate(cert_name, spec)
         self.sync_map = sync_map(args)
         self.ca_sync_map = ca_sync_map(args)
         self.register_outputs({"namespace": args.namespace, "sync_map": self.sync_map,

@@ -274,23 +274,23 @@ class Vault(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.ca_cert = ca_cert.cert_pem
-        ca_secret = k8s.core.v1.Secret(
+        k8s.core.v1.Secret(
             f"{name}-ca-secret",
             metadata={"name": "vault-ca", "namespace": spec.namespace},
             type="kubernetes.io/tls",
             string_data={"tls.crt": ca_cert.cert_pem, "tls.key": ca_key.private_key_pem},
             opts=ns_opts,
         )
-        issuer = k8s.apiextensions.CustomResource(
+        k8s.apiextensions.CustomResource(
             f"{name}-issuer",
             api_version="cert-manager.io/v1",
             kind="Issuer",
             metadata={"name": "vault-ca", "namespace": spec.namespace},
             spec={"ca": {"secretName": "vault-ca"}},
-            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(
-                depends_on=[ca_secret, args.cert_manager])),
+            # cert-manager waits for the CA Secret by itself; only its CRDs must exist first.
+            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[args.cert_manager])),
         )
-        certificate = k8s.apiextensions.CustomResource(
+        k8s.apiextensions.CustomResource(
             f"{name}-server-certificate",
             api_version="cert-manager.io/v1",
             kind="Certificate",
@@ -306,7 +306,9 @@ class Vault(pulumi.ComponentResource):
                 "usages": ["server auth", "client auth", "digital signature", "key encipherment"],
                 "issuerRef": {"name": "vault-ca", "kind": "Issuer", "group": "cert-manager.io"},
             },
-            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[issuer])),
+            # Issued as soon as the Issuer is ready (cert-manager retries); the server Pods wait for
+            # the Secret it writes before they start, so neither has to be created before the other.
+            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[args.cert_manager])),
         )
 
         # --- seal material, as Secrets the chart turns into environment variables.
@@ -338,7 +340,8 @@ class Vault(pulumi.ComponentResource):
             namespace=spec.namespace,
             values=_resolved_values(args),
             opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(
-                protect=True, depends_on=[certificate, *seal_dependencies])),
+                # Not after the Certificate: its Pods wait for the Secret cert-manager writes (see above).
+                protect=True, depends_on=seal_dependencies)),
         )
 
         # --- how Pulumi and the edges reach this Vault.

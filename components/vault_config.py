@@ -107,8 +107,12 @@ class VaultConfiguration(pulumi.ComponentResource):
         self.vault_opts = pulumi.ResourceOptions(parent=self, provider=args.vault_provider)
         kv_mount = vault.Mount(f"{name}-kv", path=args.kv.path, type="kv", options={"version": "2"},
                                description="Platform secrets (certificates)", opts=self.vault_opts)
-        vault.kv.SecretBackendV2(f"{name}-kv-config", mount=kv_mount.path, max_versions=args.kv.max_versions,
-                                 cas_required=True, opts=self.vault_opts)
+        #: What a KV writer waits for: the mount with check-and-set required.
+        self.kv_ready = vault.kv.SecretBackendV2(f"{name}-kv-config", mount=kv_mount.path,
+                                                 max_versions=args.kv.max_versions, cas_required=True,
+                                                 opts=self.vault_opts)
+        #: What a credentials consumer waits for: every database and AWS role.
+        self.credential_roles: list[pulumi.Resource] = []
         if args.database is not None:
             self._database(name, args.database)
         if args.aws is not None:
@@ -141,7 +145,7 @@ class VaultConfiguration(pulumi.ComponentResource):
                     # After rotate-root only Vault knows the admin password; never send the old one.
                     ignore_changes=[f"{connection.engine}.password"])),
             )
-            roles = []
+            roles: list[pulumi.Resource] = []
             for role in connection.roles:
                 statements = role_statements(connection.engine, role.access, role.schema)
                 roles.append(vault.database.SecretBackendRole(
@@ -163,6 +167,7 @@ class VaultConfiguration(pulumi.ComponentResource):
                 disable_delete=True,
                 opts=pulumi.ResourceOptions.merge(self.vault_opts, pulumi.ResourceOptions(depends_on=roles)),
             )
+            self.credential_roles.extend(roles)
 
     def _aws(self, name: str, spec: AwsSpec) -> None:
         backend = vault.aws.SecretBackend(
@@ -177,7 +182,7 @@ class VaultConfiguration(pulumi.ComponentResource):
             opts=self.vault_opts,
         )
         for role in spec.roles:
-            vault.aws.SecretBackendRole(
+            self.credential_roles.append(vault.aws.SecretBackendRole(
                 f"{name}-aws-{role.name}",
                 backend=spec.path,
                 name=role.name,
@@ -187,7 +192,7 @@ class VaultConfiguration(pulumi.ComponentResource):
                 max_sts_ttl=role.max_sts_ttl,
                 # the path is known up front; the dependency orders the role after its backend
                 opts=pulumi.ResourceOptions.merge(self.vault_opts, pulumi.ResourceOptions(depends_on=[backend])),
-            )
+            ))
 
     def _edge_access(self, name: str, args: VaultConfigurationArgs) -> dict[str, pulumi.Output[dict[str, str]]]:
         backend = vault.AuthBackend(f"{name}-edge-approle", type="approle", path=EDGE_APPROLE_MOUNT,

@@ -9,23 +9,29 @@ placeholders, their keys flagged secret as the engine would).
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import gc
 import hashlib
 import json
 import multiprocessing
 import os
 import runpy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import yaml
+from google.protobuf import struct_pb2
+from pulumi.output import Unknown
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import resource as runtime_resource
 from pulumi.runtime import rpc, settings
+from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "fedobs"
@@ -171,22 +177,81 @@ class FedobsMocks(pulumi.runtime.Mocks):
         raise RuntimeError(f"the program made an invoke ({args.token}); fedobs programs must not read at plan time")
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether deserialised inputs hold only what JSON holds (secrets are dicts here) and unknowns:
+    no resource references, assets or output values, which need the SDK's event loop."""
+    if isinstance(value, dict):
+        return all(_is_plain(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool | Unknown)
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _wire_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wire_value(v) for v in value]
+    return rpc.UNKNOWN if isinstance(value, Unknown) else value
+
+
+def _serialize_plain(state: Mapping[str, Any]) -> struct_pb2.Struct:
+    """What ``rpc.serialize_properties(state, {})`` returns for plain data (``_is_plain``), without
+    its coroutines: top-level ``None`` values are left out, unknowns become the unknown sentinel,
+    secrets are already in their wire form (a dict with the secret signature)."""
+    struct = struct_pb2.Struct()
+    for key, value in state.items():
+        if value is not None:
+            struct[key] = _wire_value(value)
+    return struct
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """A mock monitor that keeps what the engine would see: parents, providers, dependencies."""
+    """A mock monitor that keeps what the engine would see: parents, providers, dependencies.
+
+    ``RegisterResource`` does what the SDK's ``MockMonitor.RegisterResource`` does (the mocks get
+    the deserialised inputs, their state is serialised back as the response and kept in
+    ``resources``), but for plain inputs it deserialises the request once for the mocks and the
+    recording and serialises the state without an event loop, on the calling thread (see
+    ``docs/performance.md``). Inputs must be plain data: a resource reference, asset or output
+    value among them is an error naming the resource (the SDK's mock monitor failed on them too,
+    and a recording of them could not leave the child process).
+    """
 
     def __init__(self, mocks: FedobsMocks) -> None:
         super().__init__(mocks)
         self.recorded: list[RecordedResource] = []
 
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type == "pulumi:pulumi:Stack":
-            return response
-        secret_paths: set[str] = set()
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]
         raw_inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        if not _is_plain(raw_inputs):
+            raise RuntimeError(f"{request.type} {request.name!r}: the offline engine records plain inputs only, "
+                               "not resource references, assets or output values")
+        mock_inputs = raw_inputs
+        if not settings.is_dry_run() and rpc.contains_unknowns(raw_inputs):
+            mock_inputs = rpc.deserialize_properties(request.object)  # outside preview the mocks get none
+        urn = self.make_urn(request.parent, request.type, request.name)
+        resource_id: Any  # None is passed on as the SDK's mock monitor does
+        resource_id, state = self.mocks.new_resource(pulumi.runtime.MockResourceArgs(
+            typ=request.type, name=request.name, inputs=mock_inputs, provider=request.provider,
+            resource_id=request.importId, custom=request.custom or False,
+            transforms=pulumi_mocks._resolve_callbacks(request.transforms),
+        ))
+        if not _is_plain(state):
+            raise RuntimeError(f"{request.type} {request.name!r}: the mocks returned a state that is not plain data")
+        obj_proto = _serialize_plain(state)
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
+        response = resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=obj_proto)
+        self._record(request, response.urn, raw_inputs)
+        return response
+
+    def _record(self, request: Any, urn: str, raw_inputs: Any) -> None:
+        secret_paths: set[str] = set()
         inputs = _strip_secrets(raw_inputs, "", secret_paths)
-        resource = RecordedResource(
-            urn=response.urn,
+        self.recorded.append(RecordedResource(
+            urn=urn,
             type=request.type,
             name=request.name,
             custom=bool(request.custom),
@@ -198,9 +263,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             protect=bool(request.protect),
             ignore_changes=list(request.ignoreChanges),
             additional_secret_outputs=list(request.additionalSecretOutputs),
-        )
-        self.recorded.append(resource)
-        return response
+        ))
 
     def ReadResource(self, request: Any) -> Any:
         response = super().ReadResource(request)  # type: ignore[no-untyped-call]
@@ -275,39 +338,111 @@ def run_program(
     A program error (a config error included) is in ``Recording.error``; the resources
     registered before it are still listed, which lets tests prove that none were.
     """
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_run_in_child,
-        args=(sender, stack, dict(config), list(secret_keys or []), dict(stack_references or {}), preview, program),
-    )
-    child.start()
-    sender.close()
     try:
-        if not receiver.poll(RUN_TIMEOUT_SECONDS):
-            raise TimeoutError(f"the program for stack {stack!r} did not finish in {RUN_TIMEOUT_SECONDS}s")
-        recording: Recording = receiver.recv()
-    finally:
-        child.join(5)
-        if child.is_alive():
-            child.kill()
+        recording: Recording = in_child(
+            _run_recorded, stack, dict(config), list(secret_keys or []), dict(stack_references or {}), preview,
+            program, what=f"the program for stack {stack!r}")
+    except ChildError as exc:
+        return Recording(stack, [], {}, set(), ProgramError(str(exc)))
+    return recording
+
+
+def _run_recorded(*args: Any) -> Recording:
+    recording = _run_in_process(*args)
+    if recording.error is not None:  # any exception type, made picklable
+        recording.error = ProgramError(str(recording.error))
     return recording
 
 
 RUN_TIMEOUT_SECONDS = 120
 
 
-def _run_in_child(sender: Any, *args: Any) -> None:
+class ChildError(Exception):
+    """The function run by :func:`in_child` raised; carries its type and message."""
+
+
+def in_child(function: Callable[..., Any], *args: Any, what: str = "the child process",
+             timeout: float = RUN_TIMEOUT_SECONDS) -> Any:
+    """``function(*args)`` in a forked child, set up as every program run is (see
+    ``_prepare_child``), and its (picklable) result; :class:`ChildError` if it raised,
+    ``TimeoutError`` after ``timeout`` seconds. The benchmarks start their children through it
+    too, so that what they compare is started the same way."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(sender, function, args))
+    child.start()
+    sender.close()
     try:
-        recording = _run_in_process(*args)
-        if recording.error is not None:
-            recording.error = ProgramError(str(recording.error))
-        sender.send(recording)
+        if not receiver.poll(timeout):
+            raise TimeoutError(f"{what} did not finish in {timeout:g}s")
+        ok, value = receiver.recv()
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+    if not ok:
+        raise ChildError(value)
+    return value
+
+
+def _prepare_child() -> None:
+    # The SDK keeps tens of thousands of futures, tasks and Outputs alive while a program runs;
+    # every full pass of the cyclic garbage collector walks all of them, which made evaluation
+    # grow faster than linearly with the number of resources. The child is short-lived and its
+    # memory goes back with it: reference counting frees nearly everything anyway (measured: a
+    # few MB more at 300 edges). See docs/performance.md.
+    gc.disable()
+
+
+def _child_main(sender: Any, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        _prepare_child()
+        result: tuple[bool, Any] = (True, function(*args))
     except BaseException as exc:
-        sender.send(Recording(args[0], [], {}, set(), ProgramError(f"{type(exc).__name__}: {exc}")))
+        result = (False, f"{type(exc).__name__}: {exc}")
+    try:
+        sender.send(result)
+    except Exception as exc:  # an unpicklable result
+        sender.send((False, f"{type(exc).__name__}: {exc}"))
     finally:
         sender.close()
         os._exit(0)
+
+
+class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs what the SDK hands to the event loop's executor (the monitor calls) at once, on the
+    loop's own thread: the mock monitor answers without waiting, so a thread hop per resource only
+    costs time (see ``docs/performance.md``)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def _no_stack_trace() -> Any:
+    return source_pb2.StackTrace()
+
+
+_sdk_create_urn = runtime_resource.create_urn
+
+
+def _create_urn(name: Any, type_: Any, parent: Any = None, project: str | None = None,
+                stack: str | None = None) -> pulumi.Output[str]:
+    """``create_urn`` for plain strings without its Output plumbing (the SDK computes a URN this way
+    for every resource it registers, and uses it only when there is no monitor); anything else
+    goes to the SDK's own."""
+    if not (isinstance(name, str) and isinstance(type_, str) and (parent is None or isinstance(parent, str))):
+        return _sdk_create_urn(name, type_, parent, project, stack)
+    if parent is not None:
+        prefix = parent[0:parent.rfind("::")] + "$"
+    else:
+        prefix = (f"urn:pulumi:{stack if stack is not None else settings.get_stack()}::"
+                  f"{project if project is not None else settings.get_project()}::")
+    return pulumi.Output.from_input(prefix + type_ + "::" + name)
 
 
 def _run_in_process(
@@ -318,6 +453,11 @@ def _run_in_process(
     preview: bool = False,
     program: Path = ROOT / "__main__.py",
 ) -> Recording:
+    # The SDK captures the Python stack of every resource for the engine's source positions; the
+    # recording has no use for them and they cost as much as the registration itself.
+    runtime_resource._get_stack_trace = _no_stack_trace
+    runtime_resource.create_urn = _create_urn
+    _ensure_event_loop().set_default_executor(_InlineExecutor(max_workers=1))  # type: ignore[no-untyped-call]
     mocks = FedobsMocks(stack_references or {})
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)

@@ -1,20 +1,33 @@
 """The worst-case delay from a certificate renewal on the hub to the edge collector's restart,
-computed from the configured schedules (docs/secret-flow.md states it; a test recomputes it).
+computed from what the stacks render (docs/secret-flow.md states it; a test recomputes it, and
+``make bench`` adds the measured sync run times).
 
-Each stage waits at most for its next scheduled run after the previous stage finished:
+The stages, each waiting for the one before it:
 
 1. cert-manager renews the client certificate (its Secret changes at once);
-2. the hub's cert-sync CronJob copies it into the hub Vault: at most one schedule gap later;
-3. the edge's cert-sync CronJob pulls it into the edge Vault: at most one schedule gap later;
+2. the hub's cert-sync copies it into the hub Vault;
+3. the edge's cert-sync pulls it into the edge Vault;
 4. VSO notices the new version at its next refresh (``refreshAfter``) and restarts the collector.
 
-Job run times (seconds, measured by ``make bench``) come on top of the schedule gaps.
+A cert-sync stage is a CronJob whose every run makes ``passes`` sync passes, ``interval`` seconds
+apart (``programs.cert_sync --passes --interval``; one pass when the flags are absent). Its pass
+starts are ``interval`` apart inside a run, and ``cron gap - (passes - 1) * interval`` apart across
+two runs, so the longest wait between two pass starts (:attr:`Cadence.max_gap`) is the larger of
+the two: with passes that cover the minute of an every-minute schedule it is the interval itself.
+A change that lands just after a pass read its source is missed by that pass; the next pass starts
+at most ``max_gap`` later and has written the change ``run`` seconds after its start, so a stage
+adds at most ``max_gap + run`` (``run``: one pass's run time, measured by ``make bench``). VSO adds
+at most ``refreshAfter``; the rollout restart is triggered in the same reconcile.
+Not modelled: the jitter of the CronJob controller and of container start-up between two runs
+(a run that starts late shortens the gap before it by as much as it lengthens the one after it).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 def _field_values(field: str, low: int, high: int) -> list[int]:
@@ -53,16 +66,60 @@ def _duration_seconds(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class Cadence:
+    """When one cert-sync stage syncs: its CronJob schedule and the passes of each run."""
+
+    schedule: str
+    passes: int = 1
+    interval: int = 0
+
+    def __post_init__(self) -> None:
+        if self.passes < 1 or (self.passes > 1 and self.interval <= 0):
+            raise ValueError(f"{self.passes} passes every {self.interval} s is not a cadence")
+
+    @property
+    def max_gap(self) -> int:
+        """The longest wait between the starts of two consecutive passes, in seconds."""
+        across_runs = cron_max_gap_seconds(self.schedule) - (self.passes - 1) * self.interval
+        return max(self.interval, across_runs) if self.passes > 1 else across_runs
+
+
+def cronjob_cadence(spec: Mapping[str, Any]) -> Cadence:
+    """The cadence of a rendered cert-sync CronJob ``spec``: its schedule and the ``--passes`` and
+    ``--interval`` of its container's command (one pass when absent)."""
+    command = list(spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"])
+
+    def flag(name: str, default: str) -> str:
+        return command[command.index(name) + 1] if name in command else default
+
+    return Cadence(str(spec["schedule"]), int(flag("--passes", "1")), int(float(flag("--interval", "0"))))
+
+
+@dataclass(frozen=True)
 class RotationDelay:
+    """The worst case, by stage (seconds); the run times are 0 unless measured ones are given."""
+
     hub_sync_gap: int
     edge_sync_gap: int
     vso_refresh: int
+    hub_sync_run: float = 0.0
+    edge_sync_run: float = 0.0
 
     @property
-    def total(self) -> int:
+    def schedule_total(self) -> int:
+        """What the schedules alone give: the two stage gaps and the VSO refresh."""
         return self.hub_sync_gap + self.edge_sync_gap + self.vso_refresh
 
+    @property
+    def total(self) -> float:
+        """The schedules plus the two measured pass run times."""
+        return self.schedule_total + self.hub_sync_run + self.edge_sync_run
 
-def worst_case_rotation_delay(hub_schedule: str, edge_schedule: str, refresh_after: str) -> RotationDelay:
-    return RotationDelay(cron_max_gap_seconds(hub_schedule), cron_max_gap_seconds(edge_schedule),
-                         _duration_seconds(refresh_after))
+
+def worst_case_rotation_delay(hub: Cadence | str, edge: Cadence | str, refresh_after: str,
+                              hub_sync_run: float = 0.0, edge_sync_run: float = 0.0) -> RotationDelay:
+    """The worst case for these cadences (a bare schedule: one pass per run) and VSO refresh."""
+    hub_cadence = hub if isinstance(hub, Cadence) else Cadence(hub)
+    edge_cadence = edge if isinstance(edge, Cadence) else Cadence(edge)
+    return RotationDelay(hub_cadence.max_gap, edge_cadence.max_gap, _duration_seconds(refresh_after),
+                         hub_sync_run, edge_sync_run)

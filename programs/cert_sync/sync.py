@@ -65,6 +65,9 @@ Options (flags win over environment variables)::
                                   [/var/run/secrets/vault/token]
       --kv-mount PATH             KV v2 mount [kv]                    CERT_SYNC_KV_MOUNT
       --timeout SECONDS           per network operation [30]          CERT_SYNC_TIMEOUT
+      --passes N                  sync passes in this run [1]         CERT_SYNC_PASSES
+      --interval SECONDS          between the starts of two passes    CERT_SYNC_INTERVAL
+                                  (required when --passes > 1)
     hub
       --secret NS/NAME=KV_PATH    repeatable                          CERT_SYNC_SECRETS
                                   (several, separated by spaces, commas or newlines)
@@ -88,7 +91,22 @@ TLS is always verified (there is no option to skip it) and every address must be
 HTTP redirects are not followed (the token would travel with them). Nothing prints keys,
 tokens, role or secret ids.
 
-Output: on success one line on stdout, ``cert-sync: synced N, unchanged M (...)``.
+Passes (``--passes N --interval SECONDS``): a CronJob cannot run more often than once a minute, so
+one run may sync several times: pass k (k = 0, 1, ...) starts ``k * interval`` seconds after the
+program started (at once if the previous pass ended later than that). Every pass is a complete sync
+with all the guarantees above: it reads its token files again, logs in, fetches and validates
+everything before writing, writes with check-and-set and revokes its tokens; a change that lands
+between two passes is picked up by the next one. The first pass that fails ends the run: no further
+pass starts, and the run exits with that pass's exit code and one line naming the pass
+(``cert-sync: error: pass 2 of 3: <reason>``). What the passes before it wrote stays written: each
+of those writes was a complete, validated bundle written with check-and-set, exactly what a
+separate earlier run would have left, so a failure in pass 2 after pass 1 succeeded means "pass 1's
+sync is in Vault, pass 2's is not": the Job is marked failed (a failed pass is always visible), and
+the Job's retry or the next run finishes the work. The Job's ``activeDeadlineSeconds`` bounds the whole
+run; a run stopped by it exits 143 like any SIGTERM. The default, one pass, is a single sync.
+
+Output: on success one line on stdout per pass, ``cert-sync: synced N, unchanged M (...)``; with
+more than one pass each line starts ``cert-sync: pass K of N: ``.
 
 Exit codes: 0 success; 2 usage or configuration error (flags, unreadable token or CA files);
 3 the SOURCE failed (hub mode: the Kubernetes API, the Secret missing or forbidden; edge mode: the
@@ -115,6 +133,7 @@ import re
 import signal
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -175,6 +194,8 @@ DEFAULT_TIMEOUT = 30.0
 HUB_KV_NAME = "otel-client-tls"
 """The secret's name under ``edges/<edge>/`` on the hub (see :func:`hub_kv_path`)."""
 MAX_RESPONSE = 4 * 1024 * 1024
+MAX_PASSES = 60
+MAX_INTERVAL = 3600.0
 
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
@@ -760,6 +781,26 @@ def _timeout(text: str) -> float:
     return value
 
 
+def _passes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of passes") from None
+    if not 1 <= value <= MAX_PASSES:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_PASSES}")
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_INTERVAL:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_INTERVAL:g} seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option also reads an environment variable)."""
     common = _Parser(add_help=False)
@@ -777,6 +818,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_KV_MOUNT]")
     v.add_argument("--timeout", type=_timeout, default=_env("CERT_SYNC_TIMEOUT", str(DEFAULT_TIMEOUT)),
                    help=f"seconds per network operation (default {DEFAULT_TIMEOUT:g}) [CERT_SYNC_TIMEOUT]")
+    r = common.add_argument_group("passes (a run may sync several times: see the module docstring)")
+    r.add_argument("--passes", type=_passes, default=_env("CERT_SYNC_PASSES", "1"),
+                   help="sync passes in this run (default 1) [CERT_SYNC_PASSES]")
+    r.add_argument("--interval", type=_interval, default=_env("CERT_SYNC_INTERVAL"),
+                   help="seconds between the starts of two passes; required with more than one pass "
+                        "[CERT_SYNC_INTERVAL]")
 
     parser = _Parser(prog="python -m programs.cert_sync", description=(__doc__ or "").split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -830,6 +877,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         arguments.insert(0, mode_env)
     args = build_parser().parse_args(arguments)
     missing = [flag for name, flag in _REQUIRED[args.mode] if not getattr(args, name)]
+    if args.passes > 1 and args.interval is None:
+        missing.append(f"--interval (CERT_SYNC_INTERVAL), needed with --passes {args.passes}")
     if missing:
         raise UsageError(f"missing {', '.join(missing)}")
     _https_url(args.vault_addr, "--vault-addr")
@@ -874,8 +923,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        outcome = cmd_hub(args) if args.mode == "hub" else cmd_edge(args)
-        print(f"{PROG}: {_describe(outcome)}", flush=True)
+        sync = cmd_hub if args.mode == "hub" else cmd_edge
+        started = time.monotonic()
+        for index in range(args.passes):
+            label = f"pass {index + 1} of {args.passes}: " if args.passes > 1 else ""
+            if index:
+                time.sleep(max(0.0, started + index * args.interval - time.monotonic()))
+            try:
+                outcome = sync(args)
+            except SyncError as exc:
+                raise type(exc)(f"{label}{exc}", exc.exit_code) from None
+            print(f"{PROG}: {label}{_describe(outcome)}", flush=True)
         return 0
     except SyncError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import queue
 import re
 import signal
 import socket
@@ -190,8 +191,17 @@ class Env:
         assert not re.search(r"\bs\.[A-Za-z0-9]{20,}", output), "a Vault token was printed"
         return result
 
+    def start(self, mode: str, *args: str, env: dict[str, str]) -> Passes:
+        """The program started (not waited for), its stdout read line by line as it comes."""
+        process = subprocess.Popen([sys.executable, "-m", "programs.cert_sync", mode, *args], cwd=REPO,
+                                   env=self._env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return Passes(process, self)
+
     def run_hub(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """As the hub CronJob: env only (flags in ``args`` override it)."""
+        return self.run("hub", *args, env=self.hub_env(extra_env))
+
+    def hub_env(self, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         env = {
             "VAULT_ADDR": self.hub.url, "VAULT_CACERT": self.hub.ca_file,
             "CERT_SYNC_JWT_FILE": str(self.files["hub_jwt"]),
@@ -200,10 +210,13 @@ class Env:
             "CERT_SYNC_SECRETS": " ".join(s.removeprefix("--secret=") for s in HUB_SPECS),
         }
         env.update(extra_env or {})
-        return self.run("hub", *args, env=env)
+        return env
 
     def run_edge(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """As the edge CronJob (env), with ``args`` overriding."""
+        return self.run("edge", *args, env=self.edge_env(extra_env))
+
+    def edge_env(self, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         env = {
             "VAULT_ADDR": self.edge.url, "VAULT_CACERT": self.edge.ca_file,
             "CERT_SYNC_JWT_FILE": str(self.files["edge_jwt"]),
@@ -212,7 +225,7 @@ class Env:
             "CERT_SYNC_HUB_SECRET_ID_FILE": str(self.files[f"{EDGE}_secret_id"]),
         }
         env.update(extra_env or {})
-        return self.run("edge", *args, env=env)
+        return env
 
     def put_secret(self, name: str, bundle: dict[str, str]) -> None:
         self.hub_kube.put_secret(CERT_NS, name, bundle, type="kubernetes.io/tls")
@@ -237,6 +250,48 @@ class Env:
         """Bring hub and edge up to date with the Secrets (both runs must succeed)."""
         for result in (self.run_hub(), self.run_edge()):
             assert result.returncode == 0, result.stderr
+
+
+class Passes:
+    """A running multi-pass cert-sync: its stdout lines as they come, then its end."""
+
+    def __init__(self, process: subprocess.Popen[str], env: Env) -> None:
+        self.process, self.env = process, env
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+
+        def pump() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                self.lines.put(line.rstrip("\n"))
+
+        self.reader = threading.Thread(target=pump, daemon=True)
+        self.reader.start()
+
+    def next_line(self, timeout: float = 30) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.process.kill()
+            raise AssertionError(f"no pass finished within {timeout}s; so far: {self.seen}") from None
+        self.seen.append(line)
+        return line
+
+    def finish(self, timeout: float = 60) -> tuple[int, list[str], str]:
+        """Exit code, every stdout line, stderr."""
+        try:
+            self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        self.reader.join(5)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        assert self.process.stderr is not None
+        err = self.process.stderr.read()
+        for secret in self.env.secrets:
+            assert secret not in "\n".join(self.seen) + err, "a key, token or id was printed"
+        return self.process.returncode, list(self.seen), err
 
 
 def failed_with_one_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
@@ -655,3 +710,72 @@ def test_sigterm_ends_it_with_one_line(env: Env) -> None:
     assert proc.returncode == EXIT_TERMINATED, (proc.returncode, err)
     assert out == "" and err == "cert-sync: error: terminated by SIGTERM\n"
     assert env.versions() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# several passes in one run (the CronJob's --passes/--interval)
+# ---------------------------------------------------------------------------------------------
+def test_a_rotation_between_passes_is_picked_up_by_the_next_pass_of_the_same_run(env: Env) -> None:
+    """A hub run of 3 passes 1 s apart; the Secret is renewed after the first pass: a later pass of
+    the same run writes it (once), every pass logs in and revokes its token."""
+    env.synced()
+    before, marks = env.versions(), env.marks()
+    run = env.start("hub", "--passes", "3", "--interval", "1", env=env.hub_env())
+    first = run.next_line()
+    assert first.startswith("cert-sync: pass 1 of 3: synced 0, unchanged 2 "), first
+    rotated = env.new_client_cert()
+    env.put_secret(EDGE_SECRET, rotated)
+    code, lines, err = run.finish()
+    assert code == 0 and err == "", (code, err)
+    assert [line.split(":")[1].strip() for line in lines] == ["pass 1 of 3", "pass 2 of 3", "pass 3 of 3"]
+    synced = [line.split(": ")[2].split(" (")[0] for line in lines]
+    # the renewal is written by the first pass after it (pass 2, or pass 3 if pass 1 ran over the interval)
+    assert synced in (["synced 0, unchanged 2", "synced 1, unchanged 1", "synced 0, unchanged 2"],
+                      ["synced 0, unchanged 2", "synced 0, unchanged 2", "synced 1, unchanged 1"]), lines
+    assert env.hub.kv(EDGE_KV) == rotated
+    assert env.writes(marks) == ([f"kv/data/{EDGE_KV}"], [])  # one write, by the servers' audit log
+    assert env.versions() == {**before, f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1}
+    assert env.hub.count(marks[0], "auth/kubernetes/login") == 3
+    assert env.hub.count(marks[0], "auth/token/revoke-self") == 3
+
+
+def test_the_edge_pulls_a_hub_change_made_between_its_passes(env: Env) -> None:
+    env.synced()
+    before, marks = env.versions(), env.marks()
+    run = env.start("edge", "--passes", "3", "--interval", "1", env=env.edge_env())
+    assert run.next_line().startswith("cert-sync: pass 1 of 3: synced 0, unchanged 1 ")
+    rotated = env.new_client_cert()
+    env.hub.put(EDGE_KV, rotated)  # what the hub's own cert-sync does on renewal
+    code, lines, err = run.finish()
+    assert code == 0 and err == "", (code, err)
+    assert sum(" synced 1, unchanged 0 " in line for line in lines) == 1, lines
+    assert env.edge.kv(LOCAL_KV) == rotated
+    assert env.writes(marks)[1] == [f"kv/data/{LOCAL_KV}"]
+    assert env.edge.version(LOCAL_KV) == before[f"edge:{LOCAL_KV}"] + 1
+    assert env.hub.count(marks[0], f"auth/{EDGE_APPROLE_MOUNT}/login") == 3  # a fresh hub login per pass
+    env.put_secret(EDGE_SECRET, rotated)  # the hub's Secret agrees again for the next tests
+
+
+@pytest.mark.usefixtures("restore_secrets")
+def test_a_failed_second_pass_ends_the_run_and_keeps_what_the_first_wrote(env: Env) -> None:
+    """Pass 1 writes a renewal; the Secret is broken before pass 2: pass 2 fails validation, writes
+    nothing, no pass 3 runs, the run exits 4 naming pass 2, and pass 1's write stays."""
+    env.synced()
+    before, marks = env.versions(), env.marks()
+    renewed = env.new_client_cert()
+    env.put_secret(EDGE_SECRET, renewed)
+    run = env.start("hub", "--passes", "3", "--interval", "2", env=env.hub_env())
+    assert run.next_line().startswith("cert-sync: pass 1 of 3: synced 1, unchanged 1 ")
+    other = env.client_ca.issue("someone-else", [], [], server=False, client=True)
+    env.put_secret(EDGE_SECRET, {**env.new_client_cert(), "tls.key": other.key_pem})
+    code, lines, err = run.finish()
+    assert code == EXIT_INVALID, (code, err)
+    # the first pass that read the broken Secret failed (pass 2, unless pass 1 ran over the interval)
+    failed = len(lines) + 1
+    assert failed in (2, 3) and all(" synced " in line for line in lines), lines
+    assert err.count("\n") == 1 and err.startswith(
+        f"cert-sync: error: pass {failed} of 3: Secret {CERT_NS}/{EDGE_SECRET}: tls.key does not match"), err
+    assert env.hub.kv(EDGE_KV) == renewed  # pass 1's complete, validated write
+    assert env.writes(marks) == ([f"kv/data/{EDGE_KV}"], [])
+    assert env.versions() == {**before, f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1}
+    assert env.hub.count(marks[0], "auth/kubernetes/login") == failed - 1  # the failed pass never logged in

@@ -32,8 +32,9 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
     Certificates issued as the hub's ``Certificate`` resources specify (``components.otlp_pki.
     certificate_specs``), served as cert-manager's Secrets by the hub's Kubernetes API, readable by
     the cert-sync ServiceAccount exactly as the hub's Role says.
-``run_cert_sync(recording, vault_url, ca_file, kube, workdir)``
-    The stack's cert-sync CronJob, run as its pod runs it.
+``run_cert_sync(recording, vault_url, ca_file, kube, workdir, passes=1)``
+    The stack's cert-sync CronJob, run as its pod runs it; by default one of its passes (a run of the
+    shipped CronJob makes three, 20 s apart: ``passes=None`` runs them all).
 ``vso_login(edge, url, ca_file, kube)``
     The edge VSO's Kubernetes-auth login (its ``VaultAuth``) and the KV path its ``VaultStaticSecret`` reads.
 """
@@ -255,10 +256,12 @@ def publish_pki(hub: Recording, kube: KubeAPIServer, pki: Pki) -> list[str]:
 
 
 def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: KubeAPIServer, workdir: Path,
-                  *, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+                  *, timeout: float = 90.0, passes: int | None = 1) -> subprocess.CompletedProcess[str]:
     """Run the stack's ``cert-sync`` CronJob as its pod would: its command and environment, with only
     where Vault is (``vault_url``, the active node), the files its volumes mount and, on the hub, the
-    Kubernetes API replaced. ``kube`` is the stack's own Kubernetes API (TokenReview for its Vault)."""
+    Kubernetes API replaced. ``kube`` is the stack's own Kubernetes API (TokenReview for its Vault).
+    ``passes``: how many of the run's sync passes (``--passes``) to make, at the CronJob's interval;
+    one by default, a single sync; ``None``: all of them, as the pod does."""
     cronjob = k8s_object(recording, "CronJob", "cert-sync")
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -270,6 +273,11 @@ def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: Kube
                                                             pod["serviceAccountName"], audiences=["vault"]))
     env |= {"VAULT_ADDR": vault_url, "VAULT_CACERT": ca_file, "CERT_SYNC_JWT_FILE": str(jwt)}
     command = list(container["command"])
+    if passes is not None and "--passes" in command:
+        command[command.index("--passes") + 1] = str(passes)
+        if passes == 1:  # the program's single sync: no pass flags at all
+            cadence = ("--passes", "--interval")
+            command = [part for i, part in enumerate(command) if part not in cadence and command[i - 1] not in cadence]
     if command[3] == "hub":
         kube_token = workdir / "kube-token"
         write_private_file(kube_token, kube.mint_service_account_token("fedobs-cert-sync", "cert-sync"))

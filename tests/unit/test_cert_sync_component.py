@@ -8,6 +8,8 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
+from components.cert_sync import CertSyncArgs, HubSource, command
+from components.cert_sync_cadence import LAST_PASS_ROOM_SECONDS, interval_problem, passes_per_run
 from offline.engine import Recording
 
 
@@ -23,7 +25,8 @@ def test_cronjob_is_restricted_and_never_overlaps(stack: str, request: pytest.Fi
     assert spec["schedule"] == "* * * * *" and spec["concurrencyPolicy"] == "Forbid"
     assert spec["startingDeadlineSeconds"] == 50 and spec["failedJobsHistoryLimit"] == 5
     job = spec["jobTemplate"]["spec"]
-    assert job["activeDeadlineSeconds"] == 120 and job["backoffLimit"] == 1
+    # every Job is over before the next every-minute run, which Forbid would otherwise skip
+    assert job["activeDeadlineSeconds"] == 55 and job["backoffLimit"] == 1
     pod = job["template"]["spec"]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -77,8 +80,37 @@ def test_edge_gets_its_hub_credential_as_a_mounted_secret(edge: Recording, hub: 
     assert container["command"] == [
         "python", "-m", "programs.cert_sync", "edge", "--edge", "edge-eu", "--kv-path", "otel/otel-client-tls",
         "--hub-ca-file", "/fedobs/hub/ca.crt", "--hub-role-id-file", "/fedobs/hub/role-id",
-        "--hub-secret-id-file", "/fedobs/hub/secret-id"]
+        "--hub-secret-id-file", "/fedobs/hub/secret-id", "--passes", "3", "--interval", "20"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["CERT_SYNC_HUB_ADDR"] == "https://vault.hub.fedobs.example.com:8200"
     hub_volume = next(v for v in pod["volumes"] if v["name"] == "hub")
     assert hub_volume == {"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": 0o400}}
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_the_shipped_cadence_syncs_every_20_seconds_and_ends_before_the_next_run(
+        stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    spec = find(recording, "CronJob", "cert-sync", "fedobs-cert-sync")["spec"]
+    command = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-4:] == ["--passes", "3", "--interval", "20"]
+    last_pass_start = (3 - 1) * 20
+    deadline = spec["jobTemplate"]["spec"]["activeDeadlineSeconds"]
+    assert last_pass_start + LAST_PASS_ROOM_SECONDS <= deadline < 60  # room for the last pass, no overlap
+
+
+@pytest.mark.parametrize(("interval", "flags"), [(60, []), (30, ["--passes", "2", "--interval", "30"]),
+                                                 (20, ["--passes", "3", "--interval", "20"])])
+def test_the_interval_decides_the_passes(interval: int, flags: list[str]) -> None:
+    args = CertSyncArgs(provider=None, source=HubSource({"ns/a": "a"}, {}), vault_address="https://v:8200",  # type: ignore[arg-type]
+                        interval=interval)
+    assert command(args) == ["python", "-m", "programs.cert_sync", "hub", "--secret", "ns/a=a", *flags]
+    assert passes_per_run(interval) * interval == 60
+
+
+@pytest.mark.parametrize(("interval", "reason"), [(25, "does not divide 60"), (15, "less than 15 s"),
+                                                  (10, "less than 15 s"), (0, "not between 1 and 60")])
+def test_intervals_that_do_not_cover_the_minute_are_refused(interval: int, reason: str) -> None:
+    assert reason in (interval_problem(interval) or "")
+    with pytest.raises(ValueError, match=reason):
+        passes_per_run(interval)

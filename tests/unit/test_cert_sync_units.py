@@ -198,6 +198,12 @@ def test_everything_comes_from_the_environment(clean_env: pytest.MonkeyPatch) ->
       "--hub-role-id-file", "/nonexistent/r", "--hub-secret-id-file", "s", "--jwt-file", "/nonexistent/j"],
      "cannot read the Vault service-account token file /nonexistent/j"),
     (["sideways"], "invalid choice"),
+    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "3"],
+     "missing --interval (CERT_SYNC_INTERVAL), needed with --passes 3"),
+    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "0"], "must be between 1 and 60"),
+    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "two"], "'two' is not a whole number"),
+    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "2", "--interval", "0"],
+     "must be more than 0"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                               argv: list[str], needle: str) -> None:
@@ -216,3 +222,82 @@ def test_vault_multi_errors_become_one_readable_line() -> None:
     status = {"kind": "Status", "message": 'secrets "x" is forbidden'}
     assert sync._error_detail(sync._Response(403, status, "")) == 'secrets "x" is forbidden'
     assert sync._error_detail(sync._Response(502, None, "<html>bad\ngateway</html>")) == "<html>bad gateway</html>"
+
+
+# ---------------------------------------------------------------------------------------------
+# passes
+# ---------------------------------------------------------------------------------------------
+class Clock:
+    """A fake monotonic clock: each sync takes ``run`` seconds, sleeps advance it."""
+
+    def __init__(self, run: float) -> None:
+        self.now, self.run, self.sleeps = 100.0, run, []  # type: ignore[var-annotated]
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+
+
+def hub_argv(*extra: str) -> list[str]:
+    return ["hub", "--vault-addr", "https://v", "--secret", "a/b=c", *extra]
+
+
+@pytest.mark.parametrize(("run", "sleeps"), [(1.0, [19.0, 19.0]), (25.0, [0.0, 0.0])])
+def test_passes_start_on_a_fixed_schedule(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                          run: float, sleeps: list[float]) -> None:
+    clock = Clock(run)
+    starts: list[float] = []
+
+    def fake_sync(args: object) -> sync.Outcome:
+        starts.append(clock.now)
+        clock.now += clock.run
+        return sync.Outcome([], [("kv/data/c", 4)])
+
+    clean_env.setattr(sync, "cmd_hub", fake_sync)
+    clean_env.setattr(sync.time, "monotonic", clock.monotonic)
+    clean_env.setattr(sync.time, "sleep", clock.sleep)
+    assert main(hub_argv("--passes", "3", "--interval", "20")) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [f"cert-sync: pass {k} of 3: synced 0, unchanged 1 (unchanged kv/data/c (version 4))"
+                                for k in (1, 2, 3)]
+    # pass k starts k * 20 s after the first; one that ran over starts right after the one before
+    assert clock.sleeps == sleeps
+    assert [s - starts[0] for s in starts] == ([0.0, 20.0, 40.0] if run < 20 else [0.0, 25.0, 50.0])
+
+
+def test_the_first_failed_pass_ends_the_run_with_its_exit_code(clean_env: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    clock = Clock(1.0)
+    calls: list[int] = []
+
+    def fake_sync(args: object) -> sync.Outcome:
+        calls.append(1)
+        clock.now += clock.run
+        if len(calls) == 2:
+            raise sync.ConflictError("writing kv/data/c: HTTP 400: check-and-set parameter did not match")
+        return sync.Outcome([("kv/data/c", 5)], [])
+
+    clean_env.setattr(sync, "cmd_hub", fake_sync)
+    clean_env.setattr(sync.time, "monotonic", clock.monotonic)
+    clean_env.setattr(sync.time, "sleep", clock.sleep)
+    assert main(hub_argv("--passes", "3", "--interval", "20")) == sync.EXIT_CONFLICT
+    out, err = capsys.readouterr()
+    assert len(calls) == 2  # no third pass after the failure
+    assert out == "cert-sync: pass 1 of 3: synced 1, unchanged 0 (written kv/data/c (version 5))\n"
+    assert err == ("cert-sync: error: pass 2 of 3: writing kv/data/c: HTTP 400: check-and-set parameter did "
+                   "not match\n")
+
+
+def test_one_pass_is_todays_single_run(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    clean_env.setattr(sync, "cmd_hub", lambda args: sync.Outcome([("kv/data/c", 1)], []))
+    clean_env.setattr(sync.time, "sleep", lambda seconds: pytest.fail("one pass never sleeps"))
+    assert main(hub_argv()) == 0
+    assert capsys.readouterr().out == "cert-sync: synced 1, unchanged 0 (written kv/data/c (version 1))\n"
+    clean_env.setenv("CERT_SYNC_PASSES", "2")
+    clean_env.setenv("CERT_SYNC_INTERVAL", "0.5")
+    args = parse_args(hub_argv())
+    assert (args.passes, args.interval) == (2, 0.5)

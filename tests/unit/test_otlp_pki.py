@@ -59,6 +59,7 @@ def test_cert_sync_copies_the_pki_and_only_the_certificate_of_client_ca(hub: Rec
         "--secret", "fedobs-pki/otel-client-tls-edge-eu=edges/edge-eu/otel-client-tls",
         "--secret", "fedobs-pki/otel-gateway-tls=otel/otel-gateway-tls",
         "--ca-secret", "fedobs-pki/client-ca=otel/client-ca",
+        "--passes", "3", "--interval", "20",  # the shipped cadence (tests/unit/test_cert_sync_component.py)
     ]
 
 

@@ -1,0 +1,50 @@
+"""How often cert-sync runs inside the minute: the passes of one CronJob run (pure, no Pulumi).
+
+A CronJob runs at most once a minute. To carry a renewed certificate faster, each run makes several
+sync passes (``programs.cert_sync --passes N --interval I``): pass k starts ``k * I`` seconds into
+the run, so with ``I`` dividing 60 the passes of consecutive every-minute runs are ``I`` seconds
+apart. The Job is stopped ``JOB_DEADLINE_SECONDS`` after it started, before the next scheduled run:
+with ``concurrencyPolicy: Forbid`` a Job still running at the next schedule would make the
+CronJob skip that run (a two-minute gap), not wait for it. The last pass starts ``60 - I`` seconds
+into the run and keeps at least ``LAST_PASS_ROOM_SECONDS`` before that deadline for the container's
+start latency and the pass itself (about a second, measured by ``make bench``). Hence an interval
+must divide 60 and be at least ``MIN_INTERVAL_SECONDS``: 20 (three passes), 30 (two) or 60 (one).
+
+``config`` validates ``fedobs:distribution.certSyncInterval`` with :func:`interval_problem`,
+``components.cert_sync`` renders the Job with :func:`passes_per_run` and the deadline, and
+``offline.secret_flow`` reads the passes back from the rendered CronJob.
+"""
+
+from __future__ import annotations
+
+#: Seconds after a run's Job started when Kubernetes stops it (``activeDeadlineSeconds``): it must
+#: be over before the next run of an every-minute schedule.
+JOB_DEADLINE_SECONDS = 55
+#: The least time the last pass of a run keeps before the deadline (container start + one pass).
+LAST_PASS_ROOM_SECONDS = 15
+#: The shortest interval whose last pass (at ``60 - interval`` s) keeps that room.
+MIN_INTERVAL_SECONDS = 60 - JOB_DEADLINE_SECONDS + LAST_PASS_ROOM_SECONDS
+#: The intervals that pass all rules, for messages and docs.
+VALID_INTERVALS = tuple(i for i in range(MIN_INTERVAL_SECONDS, 61) if 60 % i == 0)
+
+
+def interval_problem(interval: int) -> str | None:
+    """Why ``interval`` (seconds between passes) cannot be used, or ``None`` if it can."""
+    if interval < 1 or interval > 60:
+        return f"{interval} is not between 1 and 60 seconds"
+    if 60 % interval:
+        return (f"{interval} does not divide 60, so the passes would not cover the minute evenly "
+                f"(use one of {', '.join(map(str, VALID_INTERVALS))})")
+    if interval < MIN_INTERVAL_SECONDS:
+        return (f"{interval} leaves the last pass (at {60 - interval} s) less than {LAST_PASS_ROOM_SECONDS} s "
+                f"before the Job's {JOB_DEADLINE_SECONDS} s deadline "
+                f"(use one of {', '.join(map(str, VALID_INTERVALS))})")
+    return None
+
+
+def passes_per_run(interval: int) -> int:
+    """The passes of one run: every ``interval`` seconds through the minute (60: one pass)."""
+    problem = interval_problem(interval)
+    if problem:
+        raise ValueError(f"cert-sync interval: {problem}")
+    return 60 // interval

@@ -1,0 +1,100 @@
+"""The benchmark harness's pure parts (the wait graph and its longest chain, targets, the results
+page) and a smoke run of the harness on the sections that need no server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.bootstrap import server_defaults, without_flag
+from bench.chains import longest_chain, nodes_of, render_chain
+from bench.evaluation import edge_names, hub_config
+from bench.report import Section, Target, missed, render_markdown, table
+from offline.engine import ROOT, RecordedResource
+
+
+def resource(name: str, *, custom: bool = True, parent: str = "", provider: str = "",
+             dependencies: tuple[str, ...] = ()) -> RecordedResource:
+    return RecordedResource(urn=f"urn:{name}", type="test:index:Thing" if custom else "test:index:Component",
+                            name=name, custom=custom, inputs={}, secret_inputs=set(), parent=parent,
+                            provider=provider, dependencies=list(dependencies), protect=False, ignore_changes=[],
+                            additional_secret_outputs=[])
+
+
+def test_the_longest_chain_follows_inputs_parents_and_providers() -> None:
+    graph = [
+        resource("cluster"),
+        resource("provider", dependencies=("urn:cluster",)),
+        resource("component", custom=False, dependencies=("urn:provider",)),  # a component's dependsOn...
+        resource("child", parent="urn:component"),  # ...holds back its children
+        resource("uses-provider", provider="urn:provider::some-id"),
+        resource("after-child", dependencies=("urn:child",)),
+        resource("alone"),
+    ]
+    chain = longest_chain(nodes_of(graph))
+    assert chain.steps == 4  # cluster, provider, child, after-child: the component adds no step
+    assert [n.name for n in chain.nodes] == ["cluster", "provider", "component", "child", "after-child"]
+    lines = render_chain(chain)
+    assert lines[0] == " 1. test:index:Thing cluster"
+    assert lines[2] == "    (component test:index:Component component)  <- input or dependsOn"
+    assert lines[3] == " 3. test:index:Thing child  <- parent"
+    only_provider = longest_chain(nodes_of([resource("p"), resource("r", provider="urn:p::id")]))
+    assert only_provider.steps == 2 and render_chain(only_provider)[1].endswith("<- provider")
+
+
+def test_waits_outside_the_recording_are_dropped_and_cycles_refused() -> None:
+    assert longest_chain(nodes_of([resource("a", parent="urn:the-stack", provider="urn:default::x")])).steps == 1
+    with pytest.raises(ValueError, match="dependency cycle"):
+        longest_chain(nodes_of([resource("a", dependencies=("urn:b",)), resource("b", dependencies=("urn:a",))]))
+    assert longest_chain({}).steps == 0
+
+
+def test_targets_and_the_results_page() -> None:
+    met = Target("evaluation, 100 edges / 1 edge", 1.62, "<=", 2.0, "x")
+    over = Target("longest dependency chain, hub", 18, "<=", 8, " steps")
+    exact = Target("no-op writes", 0, "==", 0)
+    assert met.met and not over.met and exact.met
+    assert missed([met, over, exact]) == [over]
+    with pytest.raises(ValueError):
+        Target("x", 1, "~", 1)
+    page = render_markdown("fedobs benchmarks", ["context line"],
+                           [Section("Evaluation", ["a | b"], [met]), Section("Chains", ["```", "1. x", "```"], [over])],
+                           "results.png")
+    assert page.startswith("# fedobs benchmarks\n\ncontext line\n\n## Targets\n\n**1 of 2 targets missed**\n")
+    assert "| evaluation, 100 edges / 1 edge | 1.62x | <= 2x | yes |" in page
+    assert "| longest dependency chain, hub | 18 steps | <= 8 steps | **no** |" in page
+    assert "![the figures](results.png)" in page and "## Chains\n\n```\n1. x\n```" in page
+    assert table(["a"], [["x|y"]]) == ["| a |", "|---|", "| x\\|y |"]
+
+
+def test_hub_configs_of_n_edges_keep_the_shipped_edges_first() -> None:
+    assert edge_names(1) == ["edge-eu"] and edge_names(3) == ["edge-eu", "edge-ap", "edge-003"]
+    config, secret_keys = hub_config(100)
+    assert len(config["fedobs:edges"]) == 100 and "fedobs:snapshotCredentials" in secret_keys
+    assert len({e["name"] for e in config["fedobs:edges"]}) == 100
+
+
+def test_server_defaults_remove_only_the_raft_tuning() -> None:
+    hcl = 'storage "raft" {\n  path = "/vault/data"\n  performance_multiplier = 1\n}\n'
+    assert server_defaults(hcl) == 'storage "raft" {\n  path = "/vault/data"\n}\n'
+    with pytest.raises(ValueError, match="found 0"):
+        server_defaults('storage "raft" {}\n')
+    assert without_flag(["--a", "1", "--b", "2"], "--a") == ["--b", "2"]
+    assert without_flag(["--b", "2"], "--a") == ["--b", "2"]
+
+
+def test_the_harness_writes_its_page_and_exits_1_exactly_when_a_target_is_missed(tmp_path: Path) -> None:
+    """The sections without servers, quick (a few seconds)."""
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--sections", "chains,rotation",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    steps = json.loads((tmp_path / "results.json").read_text())["chain_hub"]["steps"]
+    assert done.returncode == (1 if steps > 8 else 0), done.stderr
+    assert ("MISSED longest dependency chain, hub" in done.stderr) == (steps > 8)
+    page = (tmp_path / "results.md").read_text()
+    assert f"**hub: {steps} steps**" in page and "## Worst-case rotation delay (shipped config)" in page
+    assert "the run times are missing and the target is not checked" in page
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
