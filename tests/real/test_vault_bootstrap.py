@@ -421,7 +421,8 @@ def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstra
         assert set(applied.tokens) == {"hub-transit-unseal-edge-eu-token", "hub-transit-unseal-edge-ap-token"}
 
         # The hub's snapshot CronJob, as its pod runs it, against this cluster with the declared role.
-        cronjob = next(o for o in hub.kubernetes_objects() if o["kind"] == "CronJob")
+        cronjob = next(o for o in hub.kubernetes_objects() if o["kind"] == "CronJob"
+                       and o["metadata"]["name"] == "vault-raft-snapshot")
         container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         pod_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         jwt_file = boot.workdir / "snapshot-token"

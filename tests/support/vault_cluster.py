@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components.vault_server_config import (
     SERVER_CERTIFICATE_IP_ADDRESSES,
@@ -133,8 +134,15 @@ def build_loopback_vault(
     return LoopbackVault(spec, pod_hcl, layout, ca, ca_file, cluster, texts, base)
 
 
+def bootstrap_job(recording: Recording) -> dict[str, Any]:
+    """The stack's bootstrap Job (``vault-bootstrap-<digest>``), whatever else the stack runs as Jobs."""
+    (job,) = [o for o in recording.kubernetes_objects()
+              if o["kind"] == "Job" and o["metadata"]["name"].startswith("vault-bootstrap-")]
+    return job
+
+
 def job_command(recording: Recording) -> list[str]:
-    job = next(o for o in recording.kubernetes_objects() if o["kind"] == "Job")
+    job = bootstrap_job(recording)
     return list(job["spec"]["template"]["spec"]["containers"][0]["command"])
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from offline.engine import Recording
 from tests.support.schemas import validate_helm_values, validate_kubernetes_object
+from tests.support.vault_cluster import bootstrap_job
 
 #: Charts whose upstream values (and schema, where one exists) are in ../shared/schemas.
 VALIDATED_CHARTS = {"vault": "vault", "vault-secrets-operator": "vault-secrets-operator"}
@@ -37,7 +38,7 @@ def test_chart_values_are_valid(stack: str, request: pytest.FixtureRequest) -> N
 
 def test_a_misspelled_object_is_caught(hub: Recording) -> None:
     """The validators are not vacuous on our own objects."""
-    job = next(o for o in hub.kubernetes_objects() if o["kind"] == "Job")
+    job = bootstrap_job(hub)
     broken = {**job, "spec": {**job["spec"], "backofLimit": 3}}
     assert any("backofLimit" in p for p in validate_kubernetes_object(broken))
     release = next(r for r in hub.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")

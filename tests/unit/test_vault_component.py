@@ -12,6 +12,7 @@ from hcl2 import SerializationOptions
 from components.transit_unseal import transit_policy_hcl
 from components.vault_server_config import VaultServerSpec, server_certificate_dns_names
 from offline.engine import Recording, load_stack_file, run_program
+from tests.support.vault_cluster import bootstrap_job
 
 HUB_REF = "organization/fedobs/hub"
 
@@ -106,7 +107,7 @@ def test_awskms_seal(hub: Recording) -> None:
     secret = next(r for r in recording.of_type("kubernetes:core/v1:Secret") if r.name.endswith("vault-seal-secret"))
     assert secret.is_secret_input("stringData.access-key-id")
     assert secret.is_secret_input("stringData.secret-access-key")
-    job = next(o for o in recording.kubernetes_objects() if o["kind"] == "Job")
+    job = bootstrap_job(recording)
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--seal") + 1] == "auto"
 
@@ -173,7 +174,7 @@ def test_chart_values_are_production_shaped(stack: str, request: pytest.FixtureR
 
 
 def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> None:
-    job = next(o for o in hub.kubernetes_objects() if o["kind"] == "Job")
+    job = bootstrap_job(hub)
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert pod["serviceAccountName"] == "vault-bootstrap"
@@ -270,8 +271,8 @@ def test_bumping_the_admin_credential_generation_replaces_password_and_reruns_bo
     before = hub.one("random:index/randomPassword:RandomPassword")
     after = rotated.one("random:index/randomPassword:RandomPassword")
     assert before.inputs["keepers"] == {"generation": "1"} and after.inputs["keepers"] == {"generation": "2"}
-    old_job = next(o for o in hub.kubernetes_objects() if o["kind"] == "Job")
-    new_job = next(o for o in rotated.kubernetes_objects() if o["kind"] == "Job")
+    old_job = bootstrap_job(hub)
+    new_job = bootstrap_job(rotated)
     assert old_job["metadata"]["name"] != new_job["metadata"]["name"]
     assert old_job["spec"] == new_job["spec"]
     assert not any("mock-password" in part for part in new_job["metadata"]["name"])
