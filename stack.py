@@ -247,12 +247,13 @@ def collector_args(cfg: AnyStackConfig, provider: k8s.Provider, after: tuple[pul
                          memory_limit=settings.memory_limit, receiver=receiver, exporter=exporter)
 
 
-def admission_args(cfg: AnyStackConfig, provider: k8s.Provider, vso: VaultSecretsOperator) -> AdmissionArgs:
-    """Kyverno's guard over the collector namespace: its Deployments mount only VSO's Secrets."""
+def admission_args(cfg: AnyStackConfig, provider: k8s.Provider, vso: VaultSecretsOperator | None) -> AdmissionArgs:
+    """Kyverno's guard over the collector namespace: its Deployments mount only VSO's Secrets.
+    (An enabled collector always has VSO syncs in its namespace: config.py checks it.)"""
     assert cfg.admission is not None
     namespaces = (cfg.collector.namespace,) if cfg.collector is not None and cfg.collector.enabled else ()
     return AdmissionArgs(provider=provider, mode=cfg.admission.mode, collector_namespaces=namespaces,
-                         namespaces_ready=tuple(vso.target_namespaces[ns] for ns in namespaces))
+                         namespaces_ready=tuple(vso.target_namespaces[ns] for ns in namespaces) if vso else ())
 
 
 def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
@@ -314,18 +315,19 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
             schedule=cfg.distribution.cert_sync_schedule, kv_mount=kv_mount,
             interval=cfg.distribution.cert_sync_interval, vault_ready=(auth, configuration.kv_ready)),
             vault_ca_cert=vault.ca_cert)
+    vso = None
     if syncs:
         vso = VaultSecretsOperator(f"{prefix}-vso", VsoArgs(
             provider=cluster.provider, syncs=syncs, vault_address=f"{in_cluster_vault}:8200",
             vault_tls_server_name=in_cluster_vault.removeprefix("https://"),
             vault_ca_cert=vault.ca_cert, kv_mount=kv_mount,
             use_vault_auth_global=cfg.distribution.vault_auth_global))
-        guardrails: tuple[pulumi.Resource, ...] = ()
-        if cfg.admission is not None and cfg.admission.enabled:
-            guardrails = (Admission(f"{prefix}-admission", admission_args(cfg, cluster.provider, vso)),)
-        collector = collector_args(cfg, cluster.provider, (vso, *guardrails), hub)
-        if collector is not None:
-            OtelCollector(f"{prefix}-collector", collector)
+    guardrails: tuple[pulumi.Resource, ...] = ()
+    if cfg.admission is not None and cfg.admission.enabled:
+        guardrails = (Admission(f"{prefix}-admission", admission_args(cfg, cluster.provider, vso)),)
+    collector = collector_args(cfg, cluster.provider, (*([vso] if vso else []), *guardrails), hub)
+    if collector is not None:
+        OtelCollector(f"{prefix}-collector", collector)
     for workload in cfg.dynamic_secrets:
         consumer = next(c for c in cfg.vault_config.consumers if c.name == workload.consumer)
         DynamicSecrets(f"{prefix}-{consumer.name}", DynamicSecretsArgs(

@@ -155,3 +155,20 @@ def test_disabled_collector_declares_nothing_and_frees_its_restart_target() -> N
     assert recording.error is None, recording.error
     assert not [r for r in recording.resources if r.type == "fedobs:observability:OtelCollector"]
     assert not [o for o in recording.kubernetes_objects() if o["kind"] == "Deployment"]
+
+
+def test_admission_stands_without_collector_or_syncs_and_can_be_switched_off() -> None:
+    config, secret_keys = load_stack_file("edge")
+    config["fedobs:collector"] = {"enabled": False}
+    config["fedobs:distribution"] = {"syncs": []}
+    hub = run_program("hub", *load_stack_file("hub"))
+    recording = run_program("edge", config, secret_keys, {"organization/fedobs/hub": hub.outputs})
+    assert recording.error is None, recording.error
+    (policy,) = [o for o in recording.kubernetes_objects() if o["kind"] == "ValidatingPolicy"]
+    # no collector namespace: only Deployments labelled as collectors are matched, and refused
+    assert policy["spec"]["matchConditions"][0]["expression"].startswith("object.metadata.namespace in []")
+    assert not [r for r in recording.resources if r.type.endswith(":Role") and r.name.endswith("-lookups")]
+    config["fedobs:admission"] = {"enabled": False}
+    switched_off = run_program("edge", config, secret_keys, {"organization/fedobs/hub": hub.outputs})
+    assert switched_off.error is None, switched_off.error
+    assert not [r for r in switched_off.resources if r.type == "fedobs:guardrails:Admission"]
