@@ -17,10 +17,8 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from programs.vault_bootstrap.bootstrap import (
     VaultClient,
     run,
 )
+from tests.support.kube_api import KubeAPIServer
 from tests.support.openbao import ApiResponse, api
 from tests.support.vault_cluster import (
     LoopbackVault,
@@ -345,64 +344,27 @@ def test_neither_password_works_exits_4_and_generate_root_recovery_records_the_n
 # ------------------------------------------------------------------------------------------------
 # the production store's compare-and-swap, against a loopback fake of the Kubernetes API
 # ------------------------------------------------------------------------------------------------
-class FakeSecrets(BaseHTTPRequestHandler):
-    secret: dict[str, Any] | None = None
-    version = 0
-    puts: list[str | None] = []
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def do_GET(self) -> None:
-        if FakeSecrets.secret is None:
-            return self._send(404, {"message": "not found"})
-        self._send(200, FakeSecrets.secret)
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeSecrets.version += 1
-        body["metadata"]["resourceVersion"] = str(FakeSecrets.version)
-        FakeSecrets.secret = body
-        self._send(201, body)
-
-    def do_PUT(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeSecrets.puts.append(body["metadata"].get("resourceVersion"))
-        assert FakeSecrets.secret is not None
-        if body["metadata"].get("resourceVersion") != FakeSecrets.secret["metadata"]["resourceVersion"]:
-            return self._send(409, {"message": "the object has been modified"})
-        FakeSecrets.version += 1
-        body["metadata"]["resourceVersion"] = str(FakeSecrets.version)
-        FakeSecrets.secret = body
-        self._send(200, body)
-
-
 def test_kubernetes_secret_store_replace_is_a_compare_and_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeSecrets.secret, FakeSecrets.version, FakeSecrets.puts = None, 0, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecrets)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with KubeAPIServer() as kube:
+        kube.create_service_account("vault", "vault-bootstrap")
+        kube.allow_service_account("vault", "vault-bootstrap", ["get", "create", "update"], ["secrets"], "vault")
         token = tmp_path / "token"
-        token.write_text("sa-token\n")
-        store = KubernetesSecretStateStore(
-            "vault", "vault-init", api_url=f"http://127.0.0.1:{server.server_port}", token_file=token, ca_file=None
-        )
+        token.write_text(kube.mint_service_account_token("vault", "vault-bootstrap") + "\n")
+        store = KubernetesSecretStateStore("vault", "vault-init", api_url=kube.url, token_file=token,
+                                           ca_file=kube.ca_file)
+
+        def puts() -> list[str | None]:
+            return [r.resource_version for r in kube.requests if r.method == "PUT"]
+
         first = {"format": "x", "init_response": {"keys": ["k"]}}
         store.save(first)
+        saved = kube.get_secret("vault", "vault-init")
+        assert saved is not None
         second = first | {APPLIED_PASSWORD: "a"}
         store.replace(first, second)
-        assert store.load() == second and FakeSecrets.puts == ["1"]
+        assert store.load() == second and puts() == [saved["metadata"]["resourceVersion"]]
         store.replace(first, second)  # already there: no write
-        assert FakeSecrets.puts == ["1"]
+        assert len(puts()) == 1
         with pytest.raises(BootstrapError, match="changed during the run"):
             store.replace(first, first | {APPLIED_PASSWORD: "b"})
         # someone writes between our GET and our PUT: the conditional PUT answers 409
@@ -410,9 +372,9 @@ def test_kubernetes_secret_store_replace_is_a_compare_and_swap(tmp_path: Path, m
 
         def load_then_race() -> dict[str, Any] | None:
             loaded = real_load()
-            assert FakeSecrets.secret is not None
-            FakeSecrets.version += 1
-            FakeSecrets.secret["metadata"]["resourceVersion"] = str(FakeSecrets.version)
+            current = kube.secret_data("vault", "vault-init")
+            assert current is not None
+            kube.put_secret("vault", "vault-init", current)  # the same data, a new resourceVersion
             return loaded
 
         monkeypatch.setattr(store, "load", load_then_race)
@@ -420,7 +382,4 @@ def test_kubernetes_secret_store_replace_is_a_compare_and_swap(tmp_path: Path, m
             store.replace(second, second | {APPLIED_PASSWORD: "c"})
         monkeypatch.undo()
         assert store.load() == second
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        assert [r.status for r in kube.requests if r.method == "PUT"] == [200, 409]

@@ -19,11 +19,9 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -657,99 +655,40 @@ def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
 
 
 # ------------------------------------------------------------------------------------------------
-# the Kubernetes Secret state store, against a loopback fake of the API server (no cluster here)
+# the Kubernetes Secret state store, against the loopback fake of the API server (no cluster here)
 # ------------------------------------------------------------------------------------------------
-class FakeSecretsAPI(BaseHTTPRequestHandler):
-    secrets: dict[str, dict[str, Any]] = {}
-    seen: list[tuple[str, str, str | None]] = []
-    version = 0
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def _body(self) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        return body
-
-    def do_GET(self) -> None:
-        self.seen.append(("GET", self.path, self.headers.get("Authorization")))
-        name = self.path.rsplit("/", 1)[1]
-        if name in self.secrets:
-            self._send(200, self.secrets[name])
-        else:
-            self._send(404, {"kind": "Status", "message": f'secrets "{name}" not found'})
-
-    def do_POST(self) -> None:
-        self.seen.append(("POST", self.path, self.headers.get("Authorization")))
-        body = self._body()
-        name = body["metadata"]["name"]
-        if name in self.secrets:
-            return self._send(409, {"message": "already exists"})
-        FakeSecretsAPI.version += 1
-        body["metadata"]["resourceVersion"] = str(self.version)
-        if "dryRun=All" not in self.path:
-            self.secrets[name] = body
-        self._send(201, body)
-
-    def do_PUT(self) -> None:
-        self.seen.append(("PUT", self.path, self.headers.get("Authorization")))
-        body = self._body()
-        name = body["metadata"]["name"]
-        if self.secrets[name]["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion"):
-            return self._send(409, {"message": "the object has been modified"})
-        FakeSecretsAPI.version += 1
-        body["metadata"]["resourceVersion"] = str(self.version)
-        self.secrets[name] = body
-        self._send(200, body)
-
-
 def test_kubernetes_secret_store_creates_once_and_never_replaces(tmp_path: Path) -> None:
-    FakeSecretsAPI.secrets, FakeSecretsAPI.seen = {}, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretsAPI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with KubeAPIServer() as kube:
+        kube.create_service_account("vault", "vault-bootstrap")
+        kube.allow_service_account("vault", "vault-bootstrap", ["get", "create", "update"], ["secrets"], "vault")
         token = tmp_path / "token"
-        token.write_text("sa-token\n")
-        store = KubernetesSecretStateStore(
-            "vault",
-            "vault-init",
-            api_url=f"http://127.0.0.1:{server.server_port}",
-            token_file=token,
-            ca_file=None,
-        )
+        token.write_text(kube.mint_service_account_token("vault", "vault-bootstrap") + "\n")
+
+        def store_for(name: str) -> KubernetesSecretStateStore:
+            return KubernetesSecretStateStore("vault", name, api_url=kube.url, token_file=token,
+                                              ca_file=kube.ca_file)
+
+        store = store_for("vault-init")
         store.preflight()  # GET 404, then a dry-run create: nothing stored
-        assert FakeSecretsAPI.secrets == {}
+        assert kube.get_secret("vault", "vault-init") is None
+        assert kube.count("POST", "/api/v1/namespaces/vault/secrets", status=201) == 1
         assert store.load() is None
         record = {"format": "x", "init_response": {"keys": ["k1"]}}
         store.save(record)
-        stored = FakeSecretsAPI.secrets["vault-init"]
-        assert json.loads(base64.b64decode(stored["data"]["init.json"])) == record
+        stored = kube.secret_data("vault", "vault-init")
+        assert stored is not None and json.loads(stored["init.json"]) == record
         assert store.load() == record
         store.save(record)  # same record: no write
         with pytest.raises(BootstrapError, match="already holds a different init result"):
             store.save({"format": "x", "init_response": {"keys": ["other"]}})
-        assert {m for m, _, _ in FakeSecretsAPI.seen} == {"GET", "POST"}
-        assert all(auth == "Bearer sa-token" for _, _, auth in FakeSecretsAPI.seen)
+        assert {r.method for r in kube.requests} == {"GET", "POST"}
+        assert all(r.user == "system:serviceaccount:vault:vault-bootstrap" for r in kube.requests)
         # an existing Secret without the key is updated with its resourceVersion
-        FakeSecretsAPI.secrets["other"] = {"metadata": {"name": "other", "resourceVersion": "77"}, "data": {}}
-        other = KubernetesSecretStateStore(
-            "vault", "other", api_url=f"http://127.0.0.1:{server.server_port}", token_file=token, ca_file=None
-        )
-        other.save(record)
-        assert ("PUT", "/api/v1/namespaces/vault/secrets/other", "Bearer sa-token") in FakeSecretsAPI.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        existing = kube.put_secret("vault", "other", {})
+        store_for("other").save(record)
+        (update,) = [r for r in kube.requests if r.method == "PUT"]
+        assert (update.path, update.status) == ("/api/v1/namespaces/vault/secrets/other", 200)
+        assert update.resource_version == existing["metadata"]["resourceVersion"]
 
 
 # ------------------------------------------------------------------------------------------------

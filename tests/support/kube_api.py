@@ -15,7 +15,8 @@ documents for them:
   Creating a TokenReview is itself authorised (verb ``create``, resource ``tokenreviews``,
   cluster scope), as with the ``system:auth-delegator`` ClusterRole.
 * Secrets (``/api/v1/namespaces/<ns>/secrets[/<name>]`` and ``/api/v1/secrets``): ``get``, ``list``
-  (with an equality-based ``labelSelector``), ``create`` (POST: ``201``, ``409 AlreadyExists``),
+  (with an equality-based ``labelSelector``), ``create`` (POST: ``201``, ``409 AlreadyExists``;
+  with ``?dryRun=All`` authorised and validated the same way, then not stored),
   ``update`` (PUT: ``409 Conflict`` on a stale ``metadata.resourceVersion``, unconditional when
   the body has none, ``404`` when the Secret does not exist, ``400`` when the body's name or
   namespace does not match the URL), ``patch`` (JSON merge patch / strategic merge patch, which
@@ -145,6 +146,8 @@ class RequestRecord:
     user: str | None
     verb: str | None
     status: int
+    #: For a write: the ``metadata.resourceVersion`` its body carried (a conditional update's precondition).
+    resource_version: str | None = None
 
 
 @dataclass
@@ -756,7 +759,7 @@ class KubeAPIServer:
         obj["metadata"]["namespace"] = namespace
         return obj
 
-    def _secret_create(self, namespace: str, body: _JSON) -> _JSON:
+    def _secret_create(self, namespace: str, body: _JSON, *, dry_run: bool = False) -> _JSON:
         obj = self._normalize_secret_body(body, namespace, None)
         meta = obj["metadata"]
         meta.pop("resourceVersion", None)
@@ -789,8 +792,10 @@ class KubeAPIServer:
                     {"name": name, "kind": "secrets"},
                 )
             meta["uid"] = str(uuid.uuid4())
-            meta["resourceVersion"] = self._next_rv()
             meta["creationTimestamp"] = _now_rfc3339()
+            if dry_run:  # what the API server answers for a dry run: the object, nothing persisted
+                return _copy(obj)
+            meta["resourceVersion"] = self._next_rv()
             self._secrets[(namespace, name)] = obj
             return _copy(obj)
 
@@ -914,12 +919,12 @@ class KubeAPIServer:
         """Answer one request (also usable without HTTP) and log it. Returns (status, JSON body)."""
         split = urlsplit(raw_path)
         path, query = split.path.rstrip("/") or "/", split.query
-        seen: dict[str, str | None] = {"user": None, "verb": None}
+        seen: dict[str, str | None] = {"user": None, "verb": None, "resource_version": None}
         try:
             code, obj = self._dispatch(method, path, query, headers, body, seen)
         except _APIError as exc:
             code, obj = exc.code, exc.status()
-        self._record(RequestRecord(method, path, query, seen["user"], seen["verb"], code))
+        self._record(RequestRecord(method, path, query, seen["user"], seen["verb"], code, seen["resource_version"]))
         return code, obj
 
     def _dispatch(
@@ -959,6 +964,8 @@ class KubeAPIServer:
                 payload = json.loads(body or b"null")
             except ValueError as exc:
                 raise _APIError(400, "BadRequest", f"the request body is not valid JSON: {exc}") from exc
+            if isinstance(payload, dict) and isinstance(payload.get("metadata"), dict):
+                seen["resource_version"] = payload["metadata"].get("resourceVersion")
         if path == "/apis/authentication.k8s.io/v1/tokenreviews":
             if method != "POST":
                 raise not_allowed
@@ -1004,7 +1011,8 @@ class KubeAPIServer:
             if method == "POST" and namespace:
                 seen["verb"] = "create"
                 self._authorize(identity, "create", "secrets", namespace, "")
-                return 201, self._secret_create(namespace, payload)
+                dry_run = parse_qs(query).get("dryRun") == ["All"]
+                return 201, self._secret_create(namespace, payload, dry_run=dry_run)
             raise not_allowed
         raise _APIError(404, "NotFound", "the server could not find the requested resource", {})
 

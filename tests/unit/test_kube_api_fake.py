@@ -232,6 +232,21 @@ def test_secret_create_get_update_delete(kube: KubeAPIServer, writer: str) -> No
     assert status == 404
 
 
+def test_dry_run_create_stores_nothing_and_the_log_keeps_write_preconditions(kube: KubeAPIServer,
+                                                                           writer: str) -> None:
+    base = "/api/v1/namespaces/sync/secrets"
+    status, answered = call(kube, "POST", f"{base}?dryRun=All", token=writer, body=_secret("dry", {"k": b"v"}))
+    assert status == 201 and answered["metadata"]["name"] == "dry"
+    assert kube.get_secret("sync", "dry") is None
+    _, created = call(kube, "POST", base, token=writer, body=_secret("dry", {"k": b"v"}))
+    rv = created["metadata"]["resourceVersion"]
+    status, _ = call(kube, "POST", f"{base}?dryRun=All", token=writer, body=_secret("dry", {"k": b"w"}))
+    assert status == 409  # a dry run is validated like the real create
+    call(kube, "PUT", f"{base}/dry", token=writer, body=_secret("dry", {"k": b"w"}, resourceVersion=rv))
+    (update,) = [r for r in kube.requests if r.method == "PUT" and r.path == f"{base}/dry"]
+    assert (update.resource_version, update.status) == (rv, 200)
+
+
 def test_secret_validation_and_string_data(kube: KubeAPIServer, writer: str) -> None:
     base = "/api/v1/namespaces/sync/secrets"
     status, _ = call(kube, "POST", base, token=writer,
