@@ -128,7 +128,6 @@ import contextlib
 import datetime as _dt
 import http.client
 import json
-import os
 import re
 import signal
 import ssl
@@ -147,6 +146,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from programs.cli import env, raise_terminated
 from programs.errors import ProgramError, Terminated
 
 __all__ = [
@@ -766,11 +766,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value else default
-
-
 def _timeout(text: str) -> float:
     try:
         value = float(text)
@@ -805,23 +800,23 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option also reads an environment variable)."""
     common = _Parser(add_help=False)
     v = common.add_argument_group("target Vault (TLS is always verified)")
-    v.add_argument("--vault-addr", default=_env("VAULT_ADDR"), help="target Vault URL, https:// [VAULT_ADDR]")
-    v.add_argument("--ca-file", default=_env("VAULT_CACERT"),
+    v.add_argument("--vault-addr", default=env("VAULT_ADDR"), help="target Vault URL, https:// [VAULT_ADDR]")
+    v.add_argument("--ca-file", default=env("VAULT_CACERT"),
                    help="PEM CA bundle for the target Vault (default: system CAs) [VAULT_CACERT]")
-    v.add_argument("--auth-path", default=_env("CERT_SYNC_AUTH_PATH", DEFAULT_AUTH_PATH),
+    v.add_argument("--auth-path", default=env("CERT_SYNC_AUTH_PATH", DEFAULT_AUTH_PATH),
                    help=f"Kubernetes auth mount (default {DEFAULT_AUTH_PATH}) [CERT_SYNC_AUTH_PATH]")
-    v.add_argument("--role", default=_env("CERT_SYNC_ROLE", DEFAULT_ROLE),
+    v.add_argument("--role", default=env("CERT_SYNC_ROLE", DEFAULT_ROLE),
                    help=f"Kubernetes auth role (default {DEFAULT_ROLE}) [CERT_SYNC_ROLE]")
-    v.add_argument("--jwt-file", default=_env("CERT_SYNC_JWT_FILE", DEFAULT_JWT_FILE),
+    v.add_argument("--jwt-file", default=env("CERT_SYNC_JWT_FILE", DEFAULT_JWT_FILE),
                    help=f"projected service-account token (default {DEFAULT_JWT_FILE}) [CERT_SYNC_JWT_FILE]")
-    v.add_argument("--kv-mount", default=_env("CERT_SYNC_KV_MOUNT", DEFAULT_KV_MOUNT),
+    v.add_argument("--kv-mount", default=env("CERT_SYNC_KV_MOUNT", DEFAULT_KV_MOUNT),
                    help=f"KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_KV_MOUNT]")
-    v.add_argument("--timeout", type=_timeout, default=_env("CERT_SYNC_TIMEOUT", str(DEFAULT_TIMEOUT)),
+    v.add_argument("--timeout", type=_timeout, default=env("CERT_SYNC_TIMEOUT", str(DEFAULT_TIMEOUT)),
                    help=f"seconds per network operation (default {DEFAULT_TIMEOUT:g}) [CERT_SYNC_TIMEOUT]")
     r = common.add_argument_group("passes (a run may sync several times: see the module docstring)")
-    r.add_argument("--passes", type=_passes, default=_env("CERT_SYNC_PASSES", "1"),
+    r.add_argument("--passes", type=_passes, default=env("CERT_SYNC_PASSES", "1"),
                    help="sync passes in this run (default 1) [CERT_SYNC_PASSES]")
-    r.add_argument("--interval", type=_interval, default=_env("CERT_SYNC_INTERVAL"),
+    r.add_argument("--interval", type=_interval, default=env("CERT_SYNC_INTERVAL"),
                    help="seconds between the starts of two passes; required with more than one pass "
                         "[CERT_SYNC_INTERVAL]")
 
@@ -833,29 +828,29 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--ca-secret", action="append", metavar="NS/NAME=KV_PATH", dest="ca_secret",
                      help="a CA's Secret: only its certificate is stored, as ca.crt; repeatable "
                           "[CERT_SYNC_CA_SECRETS]")
-    hub.add_argument("--kube-api", default=_env("CERT_SYNC_KUBE_API", DEFAULT_KUBE_API),
+    hub.add_argument("--kube-api", default=env("CERT_SYNC_KUBE_API", DEFAULT_KUBE_API),
                      help=f"Kubernetes API URL (default {DEFAULT_KUBE_API}) [CERT_SYNC_KUBE_API]")
-    hub.add_argument("--kube-token-file", default=_env("CERT_SYNC_KUBE_TOKEN_FILE", DEFAULT_KUBE_TOKEN_FILE),
+    hub.add_argument("--kube-token-file", default=env("CERT_SYNC_KUBE_TOKEN_FILE", DEFAULT_KUBE_TOKEN_FILE),
                      help="token for the Kubernetes API [CERT_SYNC_KUBE_TOKEN_FILE]")
-    hub.add_argument("--kube-ca-file", default=_env("CERT_SYNC_KUBE_CA_FILE", DEFAULT_KUBE_CA_FILE),
+    hub.add_argument("--kube-ca-file", default=env("CERT_SYNC_KUBE_CA_FILE", DEFAULT_KUBE_CA_FILE),
                      help="CA of the Kubernetes API [CERT_SYNC_KUBE_CA_FILE]")
 
     edge = sub.add_parser("edge", parents=[common], help="the hub Vault -> this edge's Vault")
-    edge.add_argument("--edge", default=_env("CERT_SYNC_EDGE"), help="this edge's name [CERT_SYNC_EDGE]")
-    edge.add_argument("--hub-addr", default=_env("CERT_SYNC_HUB_ADDR"), help="hub Vault URL [CERT_SYNC_HUB_ADDR]")
-    edge.add_argument("--hub-ca-file", default=_env("CERT_SYNC_HUB_CA_FILE"),
+    edge.add_argument("--edge", default=env("CERT_SYNC_EDGE"), help="this edge's name [CERT_SYNC_EDGE]")
+    edge.add_argument("--hub-addr", default=env("CERT_SYNC_HUB_ADDR"), help="hub Vault URL [CERT_SYNC_HUB_ADDR]")
+    edge.add_argument("--hub-ca-file", default=env("CERT_SYNC_HUB_CA_FILE"),
                       help="PEM CA bundle for the hub Vault [CERT_SYNC_HUB_CA_FILE]")
     edge.add_argument("--hub-approle-mount",
-                      default=_env("CERT_SYNC_HUB_APPROLE_MOUNT", DEFAULT_HUB_APPROLE_MOUNT),
+                      default=env("CERT_SYNC_HUB_APPROLE_MOUNT", DEFAULT_HUB_APPROLE_MOUNT),
                       help=f"AppRole mount on the hub (default {DEFAULT_HUB_APPROLE_MOUNT}) "
                            "[CERT_SYNC_HUB_APPROLE_MOUNT]")
-    edge.add_argument("--hub-role-id-file", default=_env("CERT_SYNC_HUB_ROLE_ID_FILE"),
+    edge.add_argument("--hub-role-id-file", default=env("CERT_SYNC_HUB_ROLE_ID_FILE"),
                       help="file with the AppRole role_id [CERT_SYNC_HUB_ROLE_ID_FILE]")
-    edge.add_argument("--hub-secret-id-file", default=_env("CERT_SYNC_HUB_SECRET_ID_FILE"),
+    edge.add_argument("--hub-secret-id-file", default=env("CERT_SYNC_HUB_SECRET_ID_FILE"),
                       help="file with the AppRole secret_id [CERT_SYNC_HUB_SECRET_ID_FILE]")
-    edge.add_argument("--hub-kv-mount", default=_env("CERT_SYNC_HUB_KV_MOUNT", DEFAULT_KV_MOUNT),
+    edge.add_argument("--hub-kv-mount", default=env("CERT_SYNC_HUB_KV_MOUNT", DEFAULT_KV_MOUNT),
                       help=f"the hub's KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_HUB_KV_MOUNT]")
-    edge.add_argument("--kv-path", default=_env("CERT_SYNC_KV_PATH", DEFAULT_KV_PATH),
+    edge.add_argument("--kv-path", default=env("CERT_SYNC_KV_PATH", DEFAULT_KV_PATH),
                       help=f"where to store it locally (default {DEFAULT_KV_PATH}) [CERT_SYNC_KV_PATH]")
     return parser
 
@@ -872,7 +867,7 @@ _REQUIRED = {
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and check the command line (:class:`UsageError` on any problem)."""
     arguments = list(argv)
-    mode_env = _env("CERT_SYNC_MODE")
+    mode_env = env("CERT_SYNC_MODE")
     if mode_env and not (arguments and arguments[0] in ("hub", "edge", "-h", "--help")):
         arguments.insert(0, mode_env)
     args = build_parser().parse_args(arguments)
@@ -884,9 +879,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     _https_url(args.vault_addr, "--vault-addr")
     _check_kv_path(args.kv_mount, "--kv-mount")
     if args.mode == "hub":
-        raw = args.secret if args.secret is not None else re.split(r"[\s,]+", _env("CERT_SYNC_SECRETS", "") or "")
+        raw = args.secret if args.secret is not None else re.split(r"[\s,]+", env("CERT_SYNC_SECRETS", "") or "")
         raw_ca = (args.ca_secret if args.ca_secret is not None
-                  else re.split(r"[\s,]+", _env("CERT_SYNC_CA_SECRETS", "") or ""))
+                  else re.split(r"[\s,]+", env("CERT_SYNC_CA_SECRETS", "") or ""))
         args.secrets = [parse_secret_spec(text) for text in raw if text.strip()]
         args.secrets += [parse_secret_spec(text, certificate_only=True) for text in raw_ca if text.strip()]
         if not args.secrets:
@@ -906,10 +901,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
-
-
 def _describe(outcome: Outcome) -> str:
     parts = [f"written {p} (version {v})" for p, v in outcome.written]
     parts += [f"unchanged {p} (version {v})" for p, v in outcome.unchanged]
@@ -920,7 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the program; returns the exit code (see the module docstring)."""
     previous: Callable[[int, FrameType | None], Any] | int | None = None
     with contextlib.suppress(ValueError):  # not in the main thread
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         sync = cmd_hub if args.mode == "hub" else cmd_edge

@@ -73,6 +73,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
+from programs.cli import env, raise_terminated
 from programs.errors import ProgramError, Terminated
 
 __all__ = [
@@ -834,14 +835,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _env(name: str, default: str | None = None, *fallbacks: str) -> str | None:
-    for candidate in (name, *fallbacks):
-        value = os.environ.get(candidate)
-        if value:
-            return value
-    return default
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -860,45 +853,45 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option also reads an environment variable)."""
     s3 = _Parser(add_help=False)
     g = s3.add_argument_group("object storage (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
-    g.add_argument("--s3-endpoint", default=_env("SNAPSHOT_S3_ENDPOINT"),
+    g.add_argument("--s3-endpoint", default=env("SNAPSHOT_S3_ENDPOINT"),
                    help="S3 endpoint URL, e.g. https://us-east-1.linodeobjects.com [SNAPSHOT_S3_ENDPOINT]")
     g.add_argument("--s3-region",
-                   default=_env("SNAPSHOT_S3_REGION", None, "AWS_REGION", "AWS_DEFAULT_REGION"),
+                   default=env("SNAPSHOT_S3_REGION", None, "AWS_REGION", "AWS_DEFAULT_REGION"),
                    help="region [SNAPSHOT_S3_REGION, AWS_REGION]")
-    g.add_argument("--bucket", default=_env("SNAPSHOT_S3_BUCKET"), help="bucket [SNAPSHOT_S3_BUCKET]")
-    g.add_argument("--prefix", default=_env("SNAPSHOT_S3_PREFIX", DEFAULT_PREFIX),
+    g.add_argument("--bucket", default=env("SNAPSHOT_S3_BUCKET"), help="bucket [SNAPSHOT_S3_BUCKET]")
+    g.add_argument("--prefix", default=env("SNAPSHOT_S3_PREFIX", DEFAULT_PREFIX),
                    help=f"key prefix (default {DEFAULT_PREFIX}) [SNAPSHOT_S3_PREFIX]")
     g.add_argument("--addressing-style", choices=("auto", "path", "virtual"),
-                   default=_env("SNAPSHOT_S3_ADDRESSING_STYLE", "auto"),
+                   default=env("SNAPSHOT_S3_ADDRESSING_STYLE", "auto"),
                    help="S3 addressing style (default auto) [SNAPSHOT_S3_ADDRESSING_STYLE]")
-    g.add_argument("--cluster-name", default=_env("SNAPSHOT_CLUSTER_NAME"),
+    g.add_argument("--cluster-name", default=env("SNAPSHOT_CLUSTER_NAME"),
                    help="cluster name, the key's second path segment [SNAPSHOT_CLUSTER_NAME]")
-    g.add_argument("--timeout", type=float, default=_env("SNAPSHOT_TIMEOUT", str(DEFAULT_TIMEOUT)),
+    g.add_argument("--timeout", type=float, default=env("SNAPSHOT_TIMEOUT", str(DEFAULT_TIMEOUT)),
                    help=f"network timeout per operation in seconds (default {DEFAULT_TIMEOUT:g}) "
                         "[SNAPSHOT_TIMEOUT]")
-    g.add_argument("--tmp-dir", default=_env("SNAPSHOT_TMP_DIR"),
+    g.add_argument("--tmp-dir", default=env("SNAPSHOT_TMP_DIR"),
                    help="directory for the temporary snapshot file (default: TMPDIR) [SNAPSHOT_TMP_DIR]")
 
     vault = _Parser(add_help=False)
     v = vault.add_argument_group("Vault (TLS is always verified)")
-    v.add_argument("--vault-addr", default=_env("VAULT_ADDR"), help="Vault URL [VAULT_ADDR]")
-    v.add_argument("--ca-file", default=_env("VAULT_CACERT"),
+    v.add_argument("--vault-addr", default=env("VAULT_ADDR"), help="Vault URL [VAULT_ADDR]")
+    v.add_argument("--ca-file", default=env("VAULT_CACERT"),
                    help="PEM CA bundle to verify Vault's certificate [VAULT_CACERT]")
 
     parser = _Parser(prog="python -m programs.raft_snapshot", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     take = sub.add_parser("take", parents=[s3, vault], help="take a snapshot and upload it (default)")
-    take.add_argument("--role", default=_env("SNAPSHOT_VAULT_ROLE", DEFAULT_ROLE),
+    take.add_argument("--role", default=env("SNAPSHOT_VAULT_ROLE", DEFAULT_ROLE),
                       help=f"Kubernetes auth role (default {DEFAULT_ROLE}) [SNAPSHOT_VAULT_ROLE]")
-    take.add_argument("--auth-path", default=_env("SNAPSHOT_VAULT_AUTH_PATH", DEFAULT_AUTH_PATH),
+    take.add_argument("--auth-path", default=env("SNAPSHOT_VAULT_AUTH_PATH", DEFAULT_AUTH_PATH),
                       help=f"Kubernetes auth mount path (default {DEFAULT_AUTH_PATH}) "
                            "[SNAPSHOT_VAULT_AUTH_PATH]")
-    take.add_argument("--jwt-file", default=_env("SNAPSHOT_JWT_FILE", DEFAULT_JWT_FILE),
+    take.add_argument("--jwt-file", default=env("SNAPSHOT_JWT_FILE", DEFAULT_JWT_FILE),
                       help="the pod's service-account token [SNAPSHOT_JWT_FILE]")
-    take.add_argument("--keep", type=_positive_int, default=_env("SNAPSHOT_KEEP", str(DEFAULT_KEEP)),
+    take.add_argument("--keep", type=_positive_int, default=env("SNAPSHOT_KEEP", str(DEFAULT_KEEP)),
                       help=f"snapshots of this cluster to keep (default {DEFAULT_KEEP}) [SNAPSHOT_KEEP]")
     take.add_argument("--part-size", type=_part_size,
-                      default=_env("SNAPSHOT_PART_SIZE", str(DEFAULT_PART_SIZE)),
+                      default=env("SNAPSHOT_PART_SIZE", str(DEFAULT_PART_SIZE)),
                       help="multipart part size in bytes; larger snapshots are uploaded in parts "
                            "(S3 requires >= 5 MiB) [SNAPSHOT_PART_SIZE]")
     take.set_defaults(handler=cmd_take, needs=("bucket", "vault_addr"))
@@ -910,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = restore.add_mutually_exclusive_group(required=True)
     which.add_argument("--key", help="object key of the snapshot")
     which.add_argument("--latest", action="store_true", help="the newest snapshot of --cluster-name")
-    restore.add_argument("--token-file", default=_env("VAULT_TOKEN_FILE"),
+    restore.add_argument("--token-file", default=env("VAULT_TOKEN_FILE"),
                          help="file with a Vault token allowed to restore (else VAULT_TOKEN) "
                               "[VAULT_TOKEN_FILE]")
     restore.add_argument("--same-cluster", action="store_true",
@@ -923,10 +916,6 @@ def build_parser() -> argparse.ArgumentParser:
 _FLAGS = {"bucket": "--bucket (SNAPSHOT_S3_BUCKET)", "vault_addr": "--vault-addr (VAULT_ADDR)"}
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the program; returns the exit code (see the module docstring)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -934,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.insert(0, "take")
     previous: Callable[[int, FrameType | None], Any] | int | None = None
     with contextlib.suppress(ValueError):  # not in the main thread
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         args = build_parser().parse_args(arguments)
         missing = [_FLAGS[name] for name in args.needs if not getattr(args, name)]

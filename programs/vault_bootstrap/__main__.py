@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from programs.cli import env
 from programs.vault_bootstrap.bootstrap import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -37,7 +38,7 @@ def _env_list(name: str) -> list[str]:
 
 
 def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(ENV + name) or default
+    return env(ENV + name, default)
 
 
 class _OneLineParser(argparse.ArgumentParser):
