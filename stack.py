@@ -16,7 +16,7 @@ from components.agent_injector import InjectedCredential, InjectorSettings
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cert_sync import CertSync, CertSyncArgs, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster, ClusterArgs, ExistingClusterSpec, LkeClusterSpec, PoolSpec
-from components.collectors import CollectorArgs, MtlsExporter, MtlsReceiver, OtelCollector
+from components.collectors import GRPC_PORT, CollectorArgs, MtlsExporter, MtlsReceiver, OtelCollector
 from components.dynamic_secrets import DynamicSecrets, DynamicSecretsArgs
 from components.hub_link import HubLink, HubLinkArgs
 from components.kubernetes_auth import KubernetesAuth, KubernetesAuthArgs, WorkloadRole
@@ -85,10 +85,6 @@ def cluster_args(cfg: AnyStackConfig) -> ClusterArgs:
     assert isinstance(settings, ExistingClusterSettings)
     kubeconfig = pulumi.Output.secret(cfg.kubeconfig) if cfg.kubeconfig else None
     return ClusterArgs(ExistingClusterSpec(kubeconfig=kubeconfig, context=settings.context))
-
-
-def _hostname(url: str) -> str:
-    return url.removeprefix("https://").split("/")[0].split(":")[0]
 
 
 def vault_args(cfg: AnyStackConfig, provider: k8s.Provider, cert_manager: CertManager,
@@ -275,7 +271,7 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     pki = None
     if isinstance(cfg, HubConfig) and cfg.pki is not None:
         pki = OtlpPki(f"{prefix}-otlp-pki", otlp_pki_args(cfg, cluster.provider, cert_manager))
-        outputs["otlpEndpoint"] = f"https://{cfg.pki.receiver_hostnames[0]}:4317"
+        outputs["otlpEndpoint"] = f"https://{cfg.pki.receiver_hostnames[0]}:{GRPC_PORT}"
     configuration = VaultConfiguration(f"{prefix}-vault-config", vault_configuration_args(cfg, vault))
     syncs = tuple(SecretSync(namespace=s.namespace, secret_name=s.secret_name, kv_path=s.kv_path,
                              secret_type=s.secret_type,

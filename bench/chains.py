@@ -67,9 +67,6 @@ class Chain:
         """Provider resources on the chain (waited for, no step)."""
         return sum(1 for n in self.nodes if n.type.startswith(PROVIDER_TYPE_PREFIX))
 
-    @property
-    def custom_nodes(self) -> tuple[Node, ...]:
-        return tuple(n for n in self.nodes if n.custom)
 
 
 def _provider_urn(reference: str) -> str:

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components.collectors import COMPONENT_LABEL
 from components.pod_security import restricted_namespace
 
 TYPE_TOKEN = "fedobs:guardrails:Admission"
@@ -26,9 +27,6 @@ POLICY_KIND = "ValidatingPolicy"
 #: vault-secrets-operator``, ``app.kubernetes.io/component: secret-sync`` and the owner's UID).
 VSO_MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 VSO_MANAGED_BY = "hashicorp-vso"
-#: A Deployment anywhere carrying this label is an OTel collector (components/collectors.py sets it).
-COLLECTOR_LABEL = "app.kubernetes.io/component"
-COLLECTOR_COMPONENT = "opentelemetry-collector"
 #: The admission controller's ServiceAccount, named explicitly in the chart values so that the
 #: namespaced lookup grants below bind to it.
 ADMISSION_SERVICE_ACCOUNT = "kyverno-admission-controller"
@@ -143,9 +141,11 @@ def require_vso_policy(mode: Mode, collector_namespaces: Sequence[str],
         {"name": "offending", "expression": "variables.unmanagedSecrets + variables.missingSecrets"},
     ]
     in_collector_namespace = f"{ns} in {_cel_list(collector_namespaces)}"
+    # A Deployment anywhere carrying the collectors' component label is a collector too.
+    ((label, component),) = COMPONENT_LABEL.items()
     is_collector = (f"{in_collector_namespace}"
-                    f" || object.metadata.?labels[?{_cel_string(COLLECTOR_LABEL)}].orValue(\"\")"
-                    f" == {_cel_string(COLLECTOR_COMPONENT)}")
+                    f" || object.metadata.?labels[?{_cel_string(label)}].orValue(\"\")"
+                    f" == {_cel_string(component)}")
     message_expression = (
         f"\"Deployment \" + {ns} + \"/\" + object.metadata.name"
         " + \" references Secret(s) not managed by the Vault Secrets Operator: \""
@@ -276,7 +276,6 @@ class Admission(pulumi.ComponentResource):
             f"{name}-policy", api_version=policy["apiVersion"], kind=policy["kind"],
             metadata=policy["metadata"], spec=policy["spec"],
             opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[self.release, *grants])))
-        self.policy_name = POLICY_NAME
         self.register_outputs({"policy": POLICY_NAME, "mode": args.mode,
                                "validationActions": validation_actions(args.mode),
                                "kyvernoVersion": versions.KYVERNO_VERSION, "namespace": args.namespace})

@@ -36,6 +36,11 @@ def render_config(config: dict[str, Any]) -> str:
     return yaml.dump(config, Dumper=_PlainDumper, sort_keys=False)
 
 
+def selector_labels(args: CollectorArgs) -> dict[str, str]:
+    """The labels that pick this collector's Pods (Deployment, Service, NetworkPolicy, PDB)."""
+    return {"app.kubernetes.io/name": args.deployment, **COMPONENT_LABEL}
+
+
 def secret_dir(secret_name: str) -> str:
     """Where a mounted Secret's keys appear in the collector's container."""
     return f"{SECRETS_DIR}/{secret_name}"
@@ -138,7 +143,7 @@ def collector_config(args: CollectorArgs, exporter_endpoint: str | None) -> dict
 def deployment_spec(args: CollectorArgs, config_text: str) -> dict[str, Any]:
     """The Deployment spec: restricted, read-only, no API token, only VSO-synced Secrets mounted.
     The config's digest in the Pod template rolls the Pods when the config changes."""
-    labels = {"app.kubernetes.io/name": args.deployment, **COMPONENT_LABEL}
+    labels = selector_labels(args)
     secrets = mounted_secrets(args)
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{args.deployment}-config"}}]
     volumes += [{"name": name, "secret": {"secretName": name, "defaultMode": 0o440}} for name in secrets]
@@ -181,18 +186,22 @@ def deployment_spec(args: CollectorArgs, config_text: str) -> dict[str, Any]:
     }
 
 
+#: Bytes per unit of every Kubernetes quantity suffix the config accepts (``config.QUANTITY``).
+_QUANTITY_BYTES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9,
+                   "m": 10**-3, "": 1}
+
+
 def _go_memory_limit(limit: str) -> str:
     """80% of the container's memory limit, in the Go runtime's notation (``MiB``)."""
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
-    number, unit = (limit[:-2], limit[-2:]) if limit[-2:] in units else (limit, "")
-    mebibytes = float(number) * units[unit] if unit else float(number) / (1024 * 1024)
+    number = limit.rstrip("KMGTimk")
+    mebibytes = float(number) * _QUANTITY_BYTES[limit[len(number):]] / 2**20
     return f"{int(mebibytes * 0.8)}MiB"
 
 
 def service_spec(args: CollectorArgs) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Service's metadata extras and spec: the hub's receiver behind a restricted NodeBalancer
     (TLS passes through to the collector), an edge's receiver inside its cluster only."""
-    selector = {"app.kubernetes.io/name": args.deployment, **COMPONENT_LABEL}
+    selector = selector_labels(args)
     ports = [{"name": "otlp-grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT, "protocol": "TCP"},
              {"name": "otlp-http", "port": HTTP_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"}]
     if args.receiver is None:
@@ -208,7 +217,7 @@ def service_spec(args: CollectorArgs) -> tuple[dict[str, Any], dict[str, Any]]:
 def network_policy_spec(args: CollectorArgs) -> dict[str, Any]:
     """Ingress to the OTLP ports only: from anywhere for the hub's gateway (the LoadBalancer's
     source ranges and mTLS decide), from this cluster's own Pods for an edge's collector."""
-    selector = {"matchLabels": {"app.kubernetes.io/name": args.deployment, **COMPONENT_LABEL}}
+    selector = {"matchLabels": selector_labels(args)}
     ports = [{"port": GRPC_PORT, "protocol": "TCP"}, {"port": HTTP_PORT, "protocol": "TCP"}]
     rule: dict[str, Any] = {"ports": ports}
     if args.receiver is None:
@@ -251,9 +260,7 @@ class OtelCollector(pulumi.ComponentResource):
         if args.replicas > 1:
             k8s.policy.v1.PodDisruptionBudget(
                 f"{name}-pdb", metadata=metadata,
-                spec={"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": args.deployment,
-                                                                       **COMPONENT_LABEL}}},
+                spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(args)}},
                 opts=k8s_opts)
-        self.deployment_name = args.deployment
         self.register_outputs({"deployment": f"{args.namespace}/{args.deployment}",
                                "secrets": list(mounted_secrets(args)), "deploymentUid": deployment.metadata.uid})

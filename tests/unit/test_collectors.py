@@ -172,3 +172,11 @@ def test_admission_stands_without_collector_or_syncs_and_can_be_switched_off() -
     switched_off = run_program("edge", config, secret_keys, {"organization/fedobs/hub": hub.outputs})
     assert switched_off.error is None, switched_off.error
     assert not [r for r in switched_off.resources if r.type == "fedobs:guardrails:Admission"]
+
+
+@pytest.mark.parametrize(("limit", "expected"), [("512Mi", "409MiB"), ("1Gi", "819MiB"), ("512M", "390MiB"),
+                                                 ("1G", "762MiB"), ("2048Ki", "1MiB")])
+def test_go_memory_limit_reads_every_quantity_suffix_the_config_accepts(limit: str, expected: str) -> None:
+    from components.collectors import _go_memory_limit
+
+    assert _go_memory_limit(limit) == expected
