@@ -13,8 +13,8 @@ The project tunes one server timing: ``performance_multiplier = 1`` in ``storage
 (``components.vault_server_config``; the server's default scales Raft's timeouts by 5). The
 "server defaults" variant removes that line and changes nothing else. ``localize_job_command`` adds
 what the tests add to the Job's own flags: deadlines, a 0.2 s poll and an autopilot
-``server_stabilization_time`` of 2 s (the stack leaves the server's 10 s); ``as_deployed`` drops
-that last test shortcut, so the autopilot runs at its own defaults as in the cluster.
+``server_stabilization_time`` of 2 s (the stack leaves the server's 10 s); the bench leaves that
+last test shortcut out, so the autopilot runs at its own defaults as in the cluster.
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ from typing import Any
 from offline.engine import Recording
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import FileStateStore, run
-from tests.support.hub_edge import k8s_object, openbao_pod_hcl
-from tests.support.pki import write_private_file
-from tests.support.vault_cluster import build_loopback_vault, job_command, localize_job_command, running, stack_server
+from tests.support.hub_edge import bootstrap_job_command, openbao_pod_hcl
+from tests.support.vault_cluster import build_loopback_vault, running, stack_server
 
 TUNED_LINE = re.compile(r"^[ \t]*performance_multiplier[ \t]*=[ \t]*1[ \t]*\n", re.MULTILINE)
-STABILIZATION_FLAG = "--autopilot-server-stabilization-time"
 VOTERS_LINE = re.compile(r"^\d+ voters, autopilot healthy$")
 PASSWORD = "bench admin password 0123456789"
 TIMEOUT = 120.0
@@ -48,26 +46,14 @@ def server_defaults(pod_hcl: str) -> str:
     return untuned
 
 
-def without_flag(command: list[str], flag: str) -> list[str]:
-    if flag not in command:
-        return command
-    at = command.index(flag)
-    return [*command[:at], *command[at + 2:]]
-
-
-def bootstrap_once(hub: Recording, base: Path, *, tuned: bool, as_deployed: bool) -> dict[str, float]:
+def bootstrap_once(hub: Recording, base: Path, *, tuned: bool) -> dict[str, float]:
     """Start the cluster, run the Job's bootstrap, return its timeline (seconds)."""
     server = stack_server(hub)
     pod_hcl = openbao_pod_hcl(hub)
     vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=pod_hcl if tuned else server_defaults(pod_hcl),
                                  dns_names=server.dns_names)
     job = base / "job"
-    job.mkdir(parents=True)
-    write_private_file(job / "password", PASSWORD)
-    (job / "admin-policy.hcl").write_text(k8s_object(hub, "ConfigMap", "vault-admin-policy")["data"]["admin.hcl"])
-    command = localize_job_command(job_command(hub), vault, job, job / "vault-init.json", timeout=TIMEOUT)
-    if as_deployed:
-        command = without_flag(command, STABILIZATION_FLAG)
+    command = bootstrap_job_command(hub, vault, job, PASSWORD, timeout=TIMEOUT, autopilot_stabilization=None)
     config, _ = config_from_args(build_parser().parse_args(command))
     timeline: dict[str, float] = {}
     with running(vault.cluster):
@@ -85,8 +71,8 @@ def bootstrap_once(hub: Recording, base: Path, *, tuned: bool, as_deployed: bool
 
 
 VARIANTS: dict[str, dict[str, bool]] = {
-    "stack": {"tuned": True, "as_deployed": True},
-    "server_defaults": {"tuned": False, "as_deployed": True},
+    "stack": {"tuned": True},
+    "server_defaults": {"tuned": False},
 }
 
 

@@ -126,17 +126,24 @@ def openbao_pod_hcl(recording: Recording) -> str:
 # --------------------------------------------------------------------------------------------------
 # bootstrap and the admin login
 # --------------------------------------------------------------------------------------------------
-def run_bootstrap_job(recording: Recording, vault: LoopbackVault, workdir: Path, password: str, *,
-                      timeout: float = 45.0) -> subprocess.CompletedProcess[str]:
-    """Run the stack's bootstrap Job against ``vault`` as its pod would: the admin password and the
-    admin policy (from the stack's ``vault-admin-policy`` ConfigMap) as the files its volumes mount,
-    the init result in ``workdir/vault-init.json`` instead of the Kubernetes Secret."""
+def bootstrap_job_command(recording: Recording, vault: LoopbackVault, workdir: Path, password: str, *,
+                          timeout: float = 45.0, autopilot_stabilization: str | None = "2s") -> list[str]:
+    """The stack's bootstrap Job arguments against ``vault`` as its pod would have them: the admin
+    password and the admin policy (from the stack's ``vault-admin-policy`` ConfigMap) written as the
+    files its volumes mount, the init result in ``workdir/vault-init.json`` instead of the Kubernetes
+    Secret (see ``localize_job_command``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     write_private_file(workdir / "password", password)
     policy = k8s_object(recording, "ConfigMap", "vault-admin-policy")
     (workdir / "admin-policy.hcl").write_text(policy["data"]["admin.hcl"])
-    command = localize_job_command(job_command(recording), vault, workdir, workdir / "vault-init.json",
-                                   timeout=timeout)
+    return localize_job_command(job_command(recording), vault, workdir, workdir / "vault-init.json",
+                                timeout=timeout, autopilot_stabilization=autopilot_stabilization)
+
+
+def run_bootstrap_job(recording: Recording, vault: LoopbackVault, workdir: Path, password: str, *,
+                      timeout: float = 45.0) -> subprocess.CompletedProcess[str]:
+    """Run the stack's bootstrap Job (``bootstrap_job_command``) against ``vault`` as its pod would."""
+    command = bootstrap_job_command(recording, vault, workdir, password, timeout=timeout)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     return subprocess.run([sys.executable, "-m", "programs.vault_bootstrap", *command], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=2 * timeout)

@@ -147,12 +147,14 @@ def job_command(recording: Recording) -> list[str]:
 
 
 def localize_job_command(
-    command: list[str], vault: LoopbackVault, workdir: Path, state_file: Path, *, timeout: float = 45.0
+    command: list[str], vault: LoopbackVault, workdir: Path, state_file: Path, *, timeout: float = 45.0,
+    autopilot_stabilization: str | None = "2s",
 ) -> list[str]:
     """The bootstrap Job's command as it runs here: pod peers -> the cluster's loopback URLs (pods
     that were not started are dropped), mounted files -> ``workdir/password`` and
     ``workdir/admin-policy.hcl``, the Kubernetes Secret store -> a file store; plus test deadlines
-    and a short autopilot stabilisation time. Everything else is the Job's own argument list."""
+    and, unless ``autopilot_stabilization`` is ``None`` (the server's own 10 s, as deployed), a short
+    autopilot stabilisation time. Everything else is the Job's own argument list."""
     replacements = {
         "--ca-file": vault.ca_file,
         "--admin-password-file": str(workdir / "password"),
@@ -170,7 +172,10 @@ def localize_job_command(
         elif part == "--state-kubernetes-secret":
             part, value = "--state-file", str(state_file)
         args += [part, replacements.get(part, value)]
-    return [*args, "--timeout", str(timeout), "--poll-interval", "0.2", "--autopilot-server-stabilization-time", "2s"]
+    args += ["--timeout", str(timeout), "--poll-interval", "0.2"]
+    if autopilot_stabilization is not None:
+        args += ["--autopilot-server-stabilization-time", autopilot_stabilization]
+    return args
 
 
 @contextlib.contextmanager

@@ -7,14 +7,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from bench.bootstrap import server_defaults, without_flag
+from bench.bootstrap import server_defaults
 from bench.chains import longest_chain, nodes_of, render_chain
 from bench.evaluation import edge_names, hub_config
 from bench.report import Section, Target, missed, render_markdown, table
-from offline.engine import ROOT, RecordedResource
+from offline.engine import ROOT, RecordedResource, Recording
+from tests.support.vault_cluster import job_command, localize_job_command
 
 
 def resource(name: str, *, custom: bool = True, parent: str = "", provider: str = "",
@@ -83,8 +85,17 @@ def test_server_defaults_remove_only_the_raft_tuning() -> None:
     assert server_defaults(hcl) == 'storage "raft" {\n  path = "/vault/data"\n}\n'
     with pytest.raises(ValueError, match="found 0"):
         server_defaults('storage "raft" {}\n')
-    assert without_flag(["--a", "1", "--b", "2"], "--a") == ["--b", "2"]
-    assert without_flag(["--b", "2"], "--a") == ["--b", "2"]
+
+
+def test_the_bench_runs_the_job_with_the_autopilot_at_its_own_defaults(hub: Recording, tmp_path: Path) -> None:
+    vault = SimpleNamespace(ca_file="/ca.pem", urls=["https://127.0.0.1:1", "https://127.0.0.1:2",
+                                                     "https://127.0.0.1:3"])
+    flag = "--autopilot-server-stabilization-time"
+    as_tests_run = localize_job_command(job_command(hub), vault, tmp_path, tmp_path / "init.json")  # type: ignore[arg-type]
+    as_deployed = localize_job_command(job_command(hub), vault, tmp_path, tmp_path / "init.json",  # type: ignore[arg-type]
+                                       autopilot_stabilization=None)
+    assert as_tests_run[as_tests_run.index(flag) + 1] == "2s" and flag not in as_deployed
+    assert as_tests_run[:as_tests_run.index(flag)] == as_deployed
 
 
 def test_the_harness_writes_its_page_and_exits_1_exactly_when_a_target_is_missed(tmp_path: Path) -> None:
