@@ -31,6 +31,7 @@ from bench.evaluation import hub_config
 from offline.engine import RecordedResource, Recording, load_stack_file, run_program
 from tests.support.applier import VaultApplier
 from tests.support.hub_edge import (
+    Pki,
     children,
     issue_pki,
     k8s_object,
@@ -38,7 +39,6 @@ from tests.support.hub_edge import (
     publish_pki,
     real_hub_outputs,
     run_cert_sync,
-    tls_secret,
 )
 from tests.support.kube_api import KubeAPIServer
 from tests.support.pki import TestCA
@@ -68,7 +68,7 @@ class Peers:
     hub_kube: KubeAPIServer
     edge_kube: KubeAPIServer
     synced_paths: list[str]
-    client_ca: TestCA
+    pki: Pki
     workdir: Path
 
 
@@ -104,7 +104,7 @@ def peers(workdir: Path, edges: int) -> Iterator[Peers]:
             "containers"][0]["command"]
         paths = [part.split("=", 1)[1] for flag, part in itertools.pairwise(command)
                  if flag in ("--secret", "--ca-secret")]
-        yield Peers(hub, edge, hub_vault, edge_vault, hub_kube, edge_kube, paths, pki.client_ca, workdir)
+        yield Peers(hub, edge, hub_vault, edge_vault, hub_kube, edge_kube, paths, pki, workdir)
 
 
 @dataclass(frozen=True)
@@ -136,14 +136,12 @@ def measure(workdir: Path, edges: int = 100, reps: int = 5) -> dict[str, Any]:
                 p.hub_vault.api("DELETE", f"kv/metadata/{path}")
             runs["full"].append(_run(p, "hub"))
             runs["noop"].append(_run(p, "hub"))
-            renewed = p.client_ca.issue(EDGE, [], [], server=False, client=True)
-            p.hub_kube.put_secret("fedobs-pki", f"otel-client-tls-{EDGE}",
-                                  tls_secret(renewed.cert_pem, renewed.key_pem, p.client_ca.cert_pem),
-                                  type="kubernetes.io/tls")
+            renewed = p.pki.renew_client(EDGE).secret_data
+            p.hub_kube.put_secret("fedobs-pki", f"otel-client-tls-{EDGE}", renewed, type="kubernetes.io/tls")
             runs["rotation_hub"].append(_run(p, "hub"))
             runs["rotation_edge"].append(_run(p, "edge"))
             delivered = p.edge_vault.kv("otel/otel-client-tls") or {}
-            if delivered.get("tls.crt") != renewed.cert_pem:
+            if delivered.get("tls.crt") != renewed["tls.crt"]:
                 raise RuntimeError("the renewed certificate did not reach the edge Vault")
 
     def median(kind: str, field: str) -> float:

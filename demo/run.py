@@ -72,7 +72,6 @@ from tests.support.hub_edge import (
     real_hub_outputs,
     run_bootstrap_job,
     run_cert_sync,
-    tls_secret,
     vso_login,
 )
 from tests.support.kube_api import KubeAPIServer
@@ -446,7 +445,7 @@ class Demo:
         assert hub is not None and hub.kube is not None and edge is not None
         self.issued = issued = issue_pki(hub.recording)
         spec = issued.specs[f"otel-client-tls-{edge.name}"]
-        cert = issued.clients[edge.name].certificate
+        cert = issued.client(edge.name).certificate
         cn = str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
         usages = list(cert.extensions.get_extension_for_class(ExtendedKeyUsage).value)
         check(cn == spec["commonName"], f"CN {cn!r} != the spec's {spec['commonName']!r}")
@@ -456,8 +455,9 @@ class Demo:
                  f"(issuer {spec['issuerRef']['name']}, {spec['privateKey']['algorithm']}): CN={cn}, clientAuth only, "
                  "signed by the client CA")
         names = publish_pki(hub.recording, hub.kube, issued)
+        readable = k8s_object(hub.recording, "Role", "cert-sync-reader")["rules"][0]["resourceNames"]
         r.proven(f"served as cert-manager's Secrets in fedobs-pki on the hub's Kubernetes API ({', '.join(names)}); "
-                 "cert-sync may get exactly those the hub's Role cert-sync-reader names")
+                 f"cert-sync may get only those its Role cert-sync-reader names ({', '.join(readable)})")
 
     # -- 7 ---------------------------------------------------------------------------------------
     def cert_sync(self) -> None:
@@ -481,14 +481,14 @@ class Demo:
         both()
         hub_token, edge_token = hub.token(), edge.token()
         delivered = api(edge.url, "GET", "kv/data/otel/otel-client-tls", token=edge_token, ca_file=edge.ca_file)
-        client = issued.clients[edge.name]
-        expected = tls_secret(client.cert_pem, client.key_pem, issued.client_ca.cert_pem)
+        expected = issued.client(edge.name).secret_data
         check(delivered.status == 200 and delivered.data.get("data") == expected,
               "the edge's kv/otel/otel-client-tls does not hold the issued certificate, key and CA")
         on_hub = api(hub.url, "GET", f"kv/data/edges/{edge.name}/otel-client-tls", token=hub_token, ca_file=hub.ca_file)
         check(on_hub.status == 200 and on_hub.data.get("data") == expected, "the hub's copy differs")
         client_ca = api(hub.url, "GET", "kv/data/otel/client-ca", token=hub_token, ca_file=hub.ca_file)
-        check(client_ca.status == 200 and client_ca.data.get("data") == {"ca.crt": issued.client_ca.cert_pem},
+        ca_only = {"ca.crt": issued.client_ca.secret_data["tls.crt"]}
+        check(client_ca.status == 200 and client_ca.data.get("data") == ca_only,
               "the hub's kv/otel/client-ca is not the CA certificate alone")
         r.proven(f"hub run then edge run: hub kv/edges/{edge.name}/otel-client-tls -> edge kv/otel/otel-client-tls, "
                  "byte for byte; the client CA's private key stayed out of Vault")

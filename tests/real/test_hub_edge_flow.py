@@ -32,7 +32,6 @@ from tests.support.hub_edge import (
     publish_pki,
     real_hub_outputs,
     run_cert_sync,
-    tls_secret,
     vso_login,
 )
 from tests.support.kube_api import KubeAPIServer
@@ -99,25 +98,22 @@ def test_hub_then_edge_cert_sync_delivers_the_edge_certificate(flow: Flow) -> No
     edge_run = flow.cert_sync(flow.edge, flow.edge_vault, flow.edge_kube)
     assert edge_run.returncode == 0, edge_run.stderr
     delivered = flow.edge_vault.kv("otel/otel-client-tls")
-    assert delivered == tls_secret(flow.pki.clients[EDGE].cert_pem, flow.pki.clients[EDGE].key_pem,
-                                   flow.pki.client_ca.cert_pem)
+    assert delivered == flow.pki.client(EDGE).secret_data
     # the hub keeps client-ca's certificate only: its private key never leaves the cluster
-    assert flow.hub_vault.kv("otel/client-ca") == {"ca.crt": flow.pki.client_ca.cert_pem}
+    assert flow.hub_vault.kv("otel/client-ca") == {"ca.crt": flow.pki.client_ca.secret_data["tls.crt"]}
     assert flow.hub_vault.kv(f"edges/{EDGE}/otel-client-tls") == delivered
 
 
 def test_a_renewed_certificate_reaches_the_edge(flow: Flow) -> None:
     before = flow.edge_vault.version("otel/otel-client-tls")
-    renewed = flow.pki.client_ca.issue(EDGE, [], [], server=False, client=True)
-    flow.hub_kube.put_secret("fedobs-pki", f"otel-client-tls-{EDGE}",
-                             tls_secret(renewed.cert_pem, renewed.key_pem, flow.pki.client_ca.cert_pem),
-                             type="kubernetes.io/tls")
+    renewed = flow.pki.renew_client(EDGE).secret_data
+    flow.hub_kube.put_secret("fedobs-pki", f"otel-client-tls-{EDGE}", renewed, type="kubernetes.io/tls")
     for recording, vault, kube in ((flow.hub, flow.hub_vault, flow.hub_kube),
                                    (flow.edge, flow.edge_vault, flow.edge_kube)):
         result = flow.cert_sync(recording, vault, kube)
         assert result.returncode == 0, result.stderr
     assert flow.edge_vault.version("otel/otel-client-tls") == before + 1
-    assert flow.edge_vault.kv("otel/otel-client-tls")["tls.crt"] == renewed.cert_pem  # type: ignore[index]
+    assert flow.edge_vault.kv("otel/otel-client-tls")["tls.crt"] == renewed["tls.crt"]  # type: ignore[index]
 
 
 def test_the_edge_vso_role_reads_exactly_what_its_static_secret_names(flow: Flow) -> None:

@@ -28,7 +28,7 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
     and AppRole credentials as the applier created them), for the edge's stack reference.
 ``edge_vault(edge, base, token=None, pod_hcl=None)``
     One pod of the edge's Vault (not started), with the hub CA and seal token its Secrets carry.
-``issue_pki(hub)`` / ``publish_pki(hub, kube, pki)`` / ``tls_secret(...)``
+``issue_pki(hub)`` / ``publish_pki(hub, kube, pki)``
     Certificates issued as the hub's ``Certificate`` resources specify (``components.otlp_pki.
     certificate_specs``), served as cert-manager's Secrets by the hub's Kubernetes API, readable by
     the cert-sync ServiceAccount exactly as the hub's Role says.
@@ -48,13 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.otlp_pki import client_secret_name
 from components.vault import ADMIN_AUTH_MOUNT, ADMIN_USERNAME
 from components.vault_server_config import HUB_CA_DIR
 from offline.engine import RecordedResource, Recording
 from tests.support.applier import AppliedVault
+from tests.support.cert_manager_pki import Issued, issue, issue_secrets
 from tests.support.kube_api import KubeAPIServer
 from tests.support.openbao import ApiResponse, api, openbao_audit_stanza
-from tests.support.pki import IssuedCert, TestCA, write_private_file
+from tests.support.pki import write_private_file
 from tests.support.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
@@ -62,6 +64,9 @@ from tests.support.vault_cluster import (
     localize_job_command,
     stack_server,
 )
+
+#: The shipped hub's PKI namespace (``fedobs:pki.namespace``), where cert-manager keeps its Secrets.
+PKI_NAMESPACE = "fedobs-pki"
 
 __all__ = [
     "REPO",
@@ -79,7 +84,6 @@ __all__ = [
     "run_bootstrap_job",
     "run_cert_sync",
     "secret_value",
-    "tls_secret",
     "vso_login",
 ]
 
@@ -215,35 +219,39 @@ def edge_vault(edge: Recording, base: Path, token: str | None = None, *, pod_hcl
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Pki:
-    root: TestCA
-    client_ca: TestCA
-    gateway: IssuedCert
-    clients: dict[str, IssuedCert]
+    """The hub's OTLP PKI as cert-manager would issue it from the hub's own Issuers and Certificates
+    (``tests.support.cert_manager_pki``), by Secret name, with the Certificate specs."""
+
+    issued: dict[str, Issued]
     specs: dict[str, dict[str, Any]]
+
+    @property
+    def client_ca(self) -> Issued:
+        return self.issued["client-ca"]
+
+    def client(self, edge: str) -> Issued:
+        return self.issued[client_secret_name(edge)]
+
+    def renew_client(self, edge: str) -> Issued:
+        """cert-manager's renewal of ``edge``'s client certificate: a new key and certificate per its
+        spec from ``client-ca`` (``rotationPolicy: Always``); what the Secret then holds."""
+        name = client_secret_name(edge)
+        if self.specs[name]["issuerRef"]["name"] != "client-ca":
+            raise ValueError(f"{name} is not issued by client-ca")
+        self.issued[name] = issue(self.specs[name], self.client_ca)
+        return self.issued[name]
 
 
 def issue_pki(hub: Recording) -> Pki:
-    """Certificates as the hub's ``Certificate`` resources specify them (names, usages, key type)."""
-    specs = {o["metadata"]["name"]: o["spec"] for o in hub.kubernetes_objects()
-             if o["kind"] == "Certificate" and o["metadata"]["namespace"] == "fedobs-pki"}
-    root = TestCA(specs["otel-root-ca"]["commonName"])
-    client_ca = TestCA(specs["client-ca"]["commonName"])  # self-signed here; the hub chains it to the root
-    gateway_spec = specs["otel-gateway-tls"]
-    gateway = root.issue(gateway_spec["commonName"], gateway_spec["dnsNames"], [], server=True,
-                         key_algorithm=gateway_spec["privateKey"]["algorithm"])
-    clients = {}
+    """Certificates as the hub's ``Certificate`` resources specify them (chain, usages, SANs, key type)."""
+    objects = hub.kubernetes_objects()
+    specs = {o["spec"]["secretName"]: o["spec"] for o in objects
+             if o["kind"] == "Certificate" and o["metadata"]["namespace"] == PKI_NAMESPACE}
     for name, spec in specs.items():
-        if name.startswith("otel-client-tls-"):
-            if spec["usages"] != ["client auth", "digital signature", "key encipherment"]:
-                raise ValueError(f"{name}: a client certificate must have client-auth usages only: {spec['usages']}")
-            clients[spec["commonName"]] = client_ca.issue(spec["commonName"], [], [], server=False, client=True,
-                                                          key_algorithm=spec["privateKey"]["algorithm"])
-    return Pki(root, client_ca, gateway, clients, specs)
-
-
-def tls_secret(cert: str, key: str, ca: str) -> dict[str, str]:
-    """The data of a cert-manager ``kubernetes.io/tls`` Secret."""
-    return {"tls.crt": cert, "tls.key": key, "ca.crt": ca}
+        if name.startswith("otel-client-tls-") and spec["usages"] != [
+                "client auth", "digital signature", "key encipherment"]:
+            raise ValueError(f"{name}: a client certificate must have client-auth usages only: {spec['usages']}")
+    return Pki(issue_secrets(objects, PKI_NAMESPACE), specs)
 
 
 def publish_pki(hub: Recording, kube: KubeAPIServer, pki: Pki) -> list[str]:
@@ -253,13 +261,9 @@ def publish_pki(hub: Recording, kube: KubeAPIServer, pki: Pki) -> list[str]:
     namespace = reader["metadata"]["namespace"]
     kube.allow_service_account("fedobs-cert-sync", "cert-sync", verbs=["get"], resources=["secrets"],
                                namespace=namespace, resource_names=reader["rules"][0]["resourceNames"])
-    secrets = {"otel-gateway-tls": tls_secret(pki.gateway.cert_pem, pki.gateway.key_pem, pki.root.cert_pem),
-               "client-ca": tls_secret(pki.client_ca.cert_pem, pki.client_ca.key_pem, pki.root.cert_pem)}
-    for edge_name, cert in pki.clients.items():
-        secrets[f"otel-client-tls-{edge_name}"] = tls_secret(cert.cert_pem, cert.key_pem, pki.client_ca.cert_pem)
-    for name, data in secrets.items():
-        kube.put_secret(namespace, name, data, type="kubernetes.io/tls")
-    return sorted(secrets)
+    for name, issued in pki.issued.items():
+        kube.put_secret(namespace, name, issued.secret_data, type="kubernetes.io/tls")
+    return sorted(pki.issued)
 
 
 def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: KubeAPIServer, workdir: Path,
