@@ -18,7 +18,6 @@ pass run times of the rotation delay).
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import time
 from collections.abc import Iterator
@@ -28,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.evaluation import hub_config
-from offline.engine import RecordedResource, Recording, load_stack_file, run_program
+from offline.engine import RecordedResource, Recording, run_program, run_stack_file
 from tests.support.applier import VaultApplier
 from tests.support.hub_edge import (
     Pki,
     children,
+    hub_cert_sync_sources,
     issue_pki,
-    k8s_object,
     kubernetes_auth_overrides,
     publish_pki,
     real_hub_outputs,
@@ -90,9 +89,8 @@ def peers(workdir: Path, edges: int) -> Iterator[Peers]:
         applied = VaultApplier(hub_vault.url, hub_vault.root, ca_file=hub_vault.ca_file,
                                in_cluster_overrides=kubernetes_auth_overrides(hub_kube)).apply(
             cert_sync_configuration(hub))
-        edge_config, edge_secret_keys = load_stack_file("edge")
-        edge = run_program("edge", edge_config, edge_secret_keys,
-                           {HUB_REF: real_hub_outputs(hub, applied, address=hub_vault.url, ca_pem=ca.cert_pem)})
+        edge = run_stack_file("edge", {HUB_REF: real_hub_outputs(hub, applied, address=hub_vault.url,
+                                                                   ca_pem=ca.cert_pem)})
         if edge.error is not None:
             raise RuntimeError(f"the edge stack failed: {edge.error}")
         VaultApplier(edge_vault.url, edge_vault.root, ca_file=edge_vault.ca_file,
@@ -100,10 +98,7 @@ def peers(workdir: Path, edges: int) -> Iterator[Peers]:
             children(edge, f"{EDGE}-vault-config", f"{EDGE}-kubernetes-auth"))
         pki = issue_pki(hub)
         publish_pki(hub, hub_kube, pki)
-        command = k8s_object(hub, "CronJob", "cert-sync")["spec"]["jobTemplate"]["spec"]["template"]["spec"][
-            "containers"][0]["command"]
-        paths = [part.split("=", 1)[1] for flag, part in itertools.pairwise(command)
-                 if flag in ("--secret", "--ca-secret")]
+        paths = [path for _, path, _ in hub_cert_sync_sources(hub)]
         yield Peers(hub, edge, hub_vault, edge_vault, hub_kube, edge_kube, paths, pki, workdir)
 
 

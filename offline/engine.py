@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import functools
 import gc
 import hashlib
 import json
@@ -96,7 +97,12 @@ class Recording:
         return found[0]
 
     def by_urn(self, urn: str) -> RecordedResource | None:
-        return next((r for r in self.resources if r.urn == urn), None)
+        return self._by_urn.get(urn)
+
+    @functools.cached_property
+    def _by_urn(self) -> dict[str, RecordedResource]:
+        # built on first use: callers look up every resource's parent and provider
+        return {r.urn: r for r in self.resources}
 
     def children_of(self, urn: str) -> list[RecordedResource]:
         return [r for r in self.resources if r.parent == urn]
@@ -309,8 +315,8 @@ def load_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list
     return config, secret_keys
 
 
-def _engine_form(config: Mapping[str, Any]) -> dict[str, str]:
-    # The engine passes structured values as JSON text and scalars as strings.
+def engine_form(config: Mapping[str, Any]) -> dict[str, str]:
+    """Config as the Pulumi engine passes it on: structured values as JSON text, scalars as strings."""
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
 
@@ -462,7 +468,7 @@ def _run_in_process(
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
-    runtime_config.set_all_config(_engine_form(config), list(secret_keys or []))
+    runtime_config.set_all_config(engine_form(config), list(secret_keys or []))
     error: BaseException | None = None
 
     def run() -> None:

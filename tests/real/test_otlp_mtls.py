@@ -15,7 +15,6 @@ certificate of the pool) and client certificates checked for the client-auth usa
 
 from __future__ import annotations
 
-import itertools
 import socket
 import ssl
 import threading
@@ -32,10 +31,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from offline.engine import Recording
 from tests.support.cert_manager_pki import Issued, issue, issue_secrets
+from tests.support.hub_edge import PKI_NAMESPACE, cert_sync_command, hub_cert_sync_sources
 
 pytestmark = pytest.mark.real
 
-PKI_NAMESPACE = "fedobs-pki"
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -49,16 +48,12 @@ def named(recording: Recording, kind: str, name: str) -> dict[str, Any]:
 
 def hub_kv(hub: Recording, issued: dict[str, Issued]) -> dict[str, dict[str, str]]:
     """What the hub's cert-sync CronJob writes to KV, from its own command line."""
-    cronjob = named(hub, "CronJob", "cert-sync")
-    command = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
     kv: dict[str, dict[str, str]] = {}
-    for flag, value in itertools.pairwise(command):
-        if flag in ("--secret", "--ca-secret"):
-            source, path = value.split("=", 1)
-            namespace, name = source.split("/", 1)
-            assert namespace == PKI_NAMESPACE
-            data = issued[name].secret_data
-            kv[path] = {"ca.crt": data["tls.crt"]} if flag == "--ca-secret" else data
+    for source, path, certificate_only in hub_cert_sync_sources(hub):
+        namespace, name = source.split("/", 1)
+        assert namespace == PKI_NAMESPACE
+        data = issued[name].secret_data
+        kv[path] = {"ca.crt": data["tls.crt"]} if certificate_only else data
     return kv
 
 
@@ -172,8 +167,7 @@ def mtls(hub: Recording, edge: Recording, tmp_path_factory: pytest.TempPathFacto
     issued = issue_secrets(hub.kubernetes_objects(), PKI_NAMESPACE)
     kv = hub_kv(hub, issued)
     hub_files = mounted_files(hub, "otel-gateway", vso_secrets(hub, kv), workdir / "hub")
-    sync = named(edge, "CronJob", "cert-sync")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    command = sync["command"]
+    command = cert_sync_command(edge)
     edge_id, edge_path = command[command.index("--edge") + 1], command[command.index("--kv-path") + 1]
     # The edge's cert-sync copies the hub's edges/<edge>/otel-client-tls to its own KV path unchanged.
     edge_kv = {edge_path: kv[f"edges/{edge_id}/otel-client-tls"]}

@@ -41,6 +41,7 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -266,6 +267,22 @@ def publish_pki(hub: Recording, kube: KubeAPIServer, pki: Pki) -> list[str]:
     return sorted(pki.issued)
 
 
+def cert_sync_command(recording: Recording) -> list[str]:
+    """The command of the stack's ``cert-sync`` CronJob."""
+    return list(pod_template(recording, "CronJob", "cert-sync")["spec"]["containers"][0]["command"])
+
+
+def hub_cert_sync_sources(recording: Recording) -> list[tuple[str, str, bool]]:
+    """What the hub's cert-sync copies, from its command: ``(namespace/name, KV path, certificate_only)``
+    per ``--secret`` (the whole Secret) and ``--ca-secret`` (its certificate only)."""
+    sources = []
+    for flag, value in itertools.pairwise(cert_sync_command(recording)):
+        if flag in ("--secret", "--ca-secret"):
+            secret, path = value.split("=", 1)
+            sources.append((secret, path, flag == "--ca-secret"))
+    return sources
+
+
 def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: KubeAPIServer, workdir: Path,
                   *, timeout: float = 90.0, passes: int | None = 1) -> subprocess.CompletedProcess[str]:
     """Run the stack's ``cert-sync`` CronJob as its pod would: its command and environment, with only
@@ -274,7 +291,7 @@ def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: Kube
     ``passes``: how many of the run's sync passes (``--passes``) to make, at the CronJob's interval;
     one by default, a single sync; ``None``: all of them, as the pod does."""
     cronjob = k8s_object(recording, "CronJob", "cert-sync")
-    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod = pod_template(recording, "CronJob", "cert-sync")["spec"]
     container = pod["containers"][0]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CERT_SYNC_", "BAO_"))}
     env |= {e["name"]: e["value"] for e in container["env"]}

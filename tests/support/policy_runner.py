@@ -41,7 +41,7 @@ from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.proxy import unknown_checking_proxy
 
-from offline.engine import RecordedResource, Recording, load_stack_file
+from offline.engine import RecordedResource, Recording, engine_form, load_stack_file
 from policy import rules
 
 
@@ -138,8 +138,7 @@ def analyze_stack_request(recording: Recording) -> proto.AnalyzeStackRequest:
 def cli_config(stack: str) -> dict[str, str]:
     """The stack's config as the CLI hands it to a policy pack in ``PULUMI_CONFIG``: every value a string,
     structured values as JSON (``secure:`` values are placeholders here, as in the offline engine)."""
-    config, _ = load_stack_file(stack)
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+    return engine_form(load_stack_file(stack)[0])
 
 
 @contextmanager
