@@ -24,6 +24,7 @@ from tests.support.databases import (
     PostgresServer,
     available,
     live_servers,
+    process_alive,
     reap,
 )
 
@@ -49,14 +50,6 @@ def no_database_left_behind() -> Iterator[None]:
     assert not leftovers, f"database servers were still running (stopped now): {leftovers}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _pgrep(pattern: str) -> list[str]:
     out = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, timeout=10, check=False)
     return [line for line in out.stdout.splitlines() if line.strip()]
@@ -64,7 +57,7 @@ def _pgrep(pattern: str) -> list[str]:
 
 def _assert_gone(server: PostgresServer | MariaDBServer, pids: list[int], data_dir: Path, workdir: Path) -> None:
     assert server not in live_servers()
-    assert not [p for p in pids if _alive(p)], f"server processes survived stop(): {pids}"
+    assert not [p for p in pids if process_alive(p)], f"server processes survived stop(): {pids}"
     assert _pgrep(str(data_dir)) == [], _pgrep(str(data_dir))
     assert not workdir.exists()
 

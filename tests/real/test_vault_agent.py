@@ -49,7 +49,7 @@ from tests.support.applier import VaultApplier
 from tests.support.databases import MariaDBServer, PostgresServer
 from tests.support.hub_edge import children, kubernetes_auth_overrides, pod_template
 from tests.support.kube_api import KubeAPIServer
-from tests.support.local_hub import AWS_TYPES, hub_against, local_databases, use_telemetry
+from tests.support.local_hub import AWS_TYPES, hub_against, local_databases, use_results, use_telemetry
 from tests.support.openbao import api
 from tests.support.pki import TestCA, write_private_file
 from tests.support.s3 import MotoS3
@@ -269,17 +269,9 @@ def postgres_login_works(hub: Hub, username: str, password: str) -> bool:
 
 
 def use_mariadb(hub: Hub, creds: dict[str, Any]) -> None:
-    import pymysql
-
-    connection = hub.mysql.connect(creds["username"], creds["password"], "results")
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT ok FROM results WHERE run = 'r1'")
-            assert cursor.fetchone() == (1,)
-            with pytest.raises(pymysql.err.OperationalError, match="INSERT command denied"):
-                cursor.execute("INSERT INTO results VALUES ('r2', 0)")
-    finally:
-        connection.close()
+    value, refused = use_results(hub.mysql, creds["username"], creds["password"])
+    assert value == 1 and refused is not None
+    assert refused.startswith("OperationalError: ") and "INSERT command denied" in refused
 
 
 def use_s3(hub: Hub, creds: dict[str, str]) -> None:

@@ -23,7 +23,15 @@ from offline.engine import RecordedResource, Recording
 from tests.support.applier import AppliedVault, VaultApplier
 from tests.support.databases import MariaDBServer, PostgresServer
 from tests.support.kube_api import KubeAPIServer
-from tests.support.local_hub import AWS_TYPES, MYSQL_ADMIN, PG_ADMIN, hub_against, local_databases
+from tests.support.local_hub import (
+    AWS_TYPES,
+    MYSQL_ADMIN,
+    PG_ADMIN,
+    hub_against,
+    local_databases,
+    use_results,
+    use_telemetry,
+)
 from tests.support.openbao import DevServer, api, dev_server
 from tests.support.s3 import MotoS3
 
@@ -173,10 +181,7 @@ def test_postgres_credentials_have_exactly_the_granted_privileges(configured: Co
     assert issued.status == 200, issued.text
     assert issued.body["lease_duration"] == 3600  # defaultTtl
     user, password = issued.data["username"], issued.data["password"]
-    with configured.pg.connect(user, password, "telemetry") as connection:
-        assert connection.execute("SELECT value FROM app.metrics WHERE name = 'up'").fetchone() == (1,)
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            connection.execute("INSERT INTO app.metrics VALUES ('down', 0)")
+    assert use_telemetry(configured.pg, user, password) == (1, "InsufficientPrivilege")
     lease = issued.body["lease_id"]
     renewed = api(configured.vault.url, "PUT", "sys/leases/renew", token=configured.vault.token,
                   body={"lease_id": lease, "increment": 7200})
@@ -196,15 +201,9 @@ def test_mariadb_credentials_have_exactly_the_granted_privileges(configured: Con
     assert issued.status == 200, issued.text
     user, password = issued.data["username"], issued.data["password"]
     assert len(user) <= 32
-    connection = configured.mysql.connect(user, password, "results")
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT ok FROM results WHERE run = 'r1'")
-            assert cursor.fetchone() == (1,)
-            with pytest.raises(pymysql.err.OperationalError, match="INSERT command denied"):
-                cursor.execute("INSERT INTO results VALUES ('r2', 0)")
-    finally:
-        connection.close()
+    value, refused = use_results(configured.mysql, user, password)
+    assert value == 1 and refused is not None
+    assert refused.startswith("OperationalError: ") and "INSERT command denied" in refused
     revoked = api(configured.vault.url, "PUT", "sys/leases/revoke", token=configured.vault.token,
                   body={"lease_id": issued.body["lease_id"]})
     assert revoked.status == 204

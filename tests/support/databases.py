@@ -216,7 +216,7 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -316,7 +316,7 @@ class _Server:
                         proc.kill()
                     proc.wait(timeout=10)
             deadline = time.monotonic() + self.stop_timeout
-            while (left := [p for p in self._pids if _alive(p)]) and time.monotonic() < deadline:
+            while (left := [p for p in self._pids if process_alive(p)]) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for pid in left:  # only processes of this server (recorded as its descendants)
                 with contextlib.suppress(ProcessLookupError):

@@ -107,3 +107,23 @@ def use_telemetry(pg: PostgresServer, username: str, password: str) -> tuple[obj
         except psycopg.Error as exc:
             return (row[0] if row else None), type(exc).__name__
     return (row[0] if row else None), None
+
+
+def use_results(mysql: MariaDBServer, username: str, password: str) -> tuple[object, str | None]:
+    """What a consumer of the ``results-readonly`` credential does: a NEW connection to ``results``
+    that SELECTs the seeded row, then tries an INSERT. Returns (the value read, the error the INSERT
+    raised as ``<class>: <message>``, or ``None`` if it was allowed)."""
+    import pymysql
+
+    connection = mysql.connect(username, password, "results")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT ok FROM results WHERE run = 'r1'")
+            row = cursor.fetchone()
+            try:
+                cursor.execute("INSERT INTO results VALUES ('r2', 0)")
+            except pymysql.err.MySQLError as exc:
+                return (row[0] if row else None), f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+    return (row[0] if row else None), None
