@@ -50,6 +50,8 @@ class Bench:
     reps: int
     quick: bool
     workdir: Path
+    #: Repetitions of the bootstrap section (each is a 3-node cluster started twice).
+    bootstrap_reps: int = 3
     figures: dict[str, Any] = field(default_factory=dict)
     sections: list[Section] = field(default_factory=list)
     panels: list[dict[str, Any]] = field(default_factory=list)
@@ -161,8 +163,9 @@ class Bench:
     def bootstrap(self) -> None:
         from bench import bootstrap
 
-        say(f"bootstrap of the 3-node cluster, {self.reps} repetition(s) of each variant")
-        result = bootstrap.measure(self.recording("hub"), self.workdir / "bootstrap", self.reps, progress=say)
+        say(f"bootstrap of the 3-node cluster, {self.bootstrap_reps} repetition(s) of each variant")
+        result = bootstrap.measure(self.recording("hub"), self.workdir / "bootstrap", self.bootstrap_reps,
+                                   progress=say)
         self.figures["bootstrap"] = result
         rows = [["the stack's server config (`performance_multiplier = 1`)", f"{result['voters']['stack']:.1f}",
                  f"{result['job']['stack']:.1f}"],
@@ -265,14 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fedobs-bench-") as workdir:
-        bench = Bench(reps, args.quick, Path(workdir))
+        bench = Bench(reps, args.quick, Path(workdir),
+                      bootstrap_reps=reps if args.reps is not None or args.quick else 3)
         try:
             for name in SECTIONS:  # always in this order: rotation uses the cert-sync figures
                 if name in chosen:
-                    if name == "bootstrap" and args.reps is None and not args.quick:
-                        bench.reps = 3
                     getattr(bench, name)()
-                    bench.reps = reps
         except Exception as exc:
             say(f"a measurement failed: {type(exc).__name__}: {exc}")
             return 2

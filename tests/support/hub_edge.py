@@ -303,9 +303,6 @@ def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: Kube
     command = list(container["command"])
     if passes is not None and "--passes" in command:
         command[command.index("--passes") + 1] = str(passes)
-        if passes == 1:  # the program's single sync: no pass flags at all
-            cadence = ("--passes", "--interval")
-            command = [part for i, part in enumerate(command) if part not in cadence and command[i - 1] not in cadence]
     if command[3] == "hub":
         kube_token = workdir / "kube-token"
         write_private_file(kube_token, kube.mint_service_account_token("fedobs-cert-sync", "cert-sync"))
