@@ -83,9 +83,7 @@ Quantity = Annotated[str, AfterValidator(_check(QUANTITY, "10Gi"))]
 class Model(BaseModel):
     """Base of every config model: camelCase keys, unknown keys rejected, immutable."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 # --- cluster ---------------------------------------------------------------------------------
@@ -122,8 +120,7 @@ class NodePool(Model):
     def _count_within_autoscaler(self) -> NodePool:
         if self.autoscaler and not self.autoscaler.min <= self.count <= self.autoscaler.max:
             raise ValueError(
-                f"count ({self.count}) is outside the autoscaler range "
-                f"{self.autoscaler.min}..{self.autoscaler.max}"
+                f"count ({self.count}) is outside the autoscaler range {self.autoscaler.min}..{self.autoscaler.max}"
             )
         return self
 
@@ -171,9 +168,7 @@ class ShamirSeal(Model):
     @model_validator(mode="after")
     def _threshold_not_above_shares(self) -> ShamirSeal:
         if self.key_threshold > self.key_shares:
-            raise ValueError(
-                f"keyThreshold ({self.key_threshold}) is greater than keyShares ({self.key_shares})"
-            )
+            raise ValueError(f"keyThreshold ({self.key_threshold}) is greater than keyShares ({self.key_shares})")
         return self
 
 
@@ -259,10 +254,19 @@ class VaultSettings(Model):
 
 # --- what lives inside Vault ------------------------------------------------------------------
 
-KvPath = Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*(/\*)?$"),
-                                              "otel/otel-client-tls or edges/edge-eu/*"))]
-CredentialRef = Annotated[str, AfterValidator(_check(re.compile(r"^(database|aws)/[a-z0-9][a-z0-9-]*$"),
-                                                     "database/readonly or aws/s3-readonly"))]
+KvPath = Annotated[
+    str,
+    AfterValidator(
+        _check(
+            re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*(/\*)?$"),
+            "otel/otel-client-tls or edges/edge-eu/*",
+        )
+    ),
+]
+CredentialRef = Annotated[
+    str,
+    AfterValidator(_check(re.compile(r"^(database|aws)/[a-z0-9][a-z0-9-]*$"), "database/readonly or aws/s3-readonly")),
+]
 
 
 class KvSettings(Model):
@@ -377,8 +381,10 @@ class SyncSettings(Model):
 
     namespace: DnsLabel
     secret_name: DnsLabel
-    kv_path: Annotated[str, AfterValidator(_check(re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$"),
-                                                  "otel/otel-client-tls"))]
+    kv_path: Annotated[
+        str,
+        AfterValidator(_check(re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$"), "otel/otel-client-tls")),
+    ]
     secret_type: Literal["kubernetes.io/tls", "Opaque"] = "kubernetes.io/tls"
     restart: tuple[RestartTargetSettings, ...] = ()
 
@@ -567,14 +573,23 @@ def _vault_config_problems(values: Mapping[str, Any]) -> list[Problem]:
     engines: dict[str, tuple[bool, set[str]]] = {}
     database = config.get("database")
     if isinstance(database, Mapping):
-        roles = {str(r.get("name")) for c in database.get("connections") or [] if isinstance(c, Mapping)
-                 for r in c.get("roles") or [] if isinstance(r, Mapping)}
+        roles = {
+            str(r.get("name"))
+            for c in database.get("connections") or []
+            if isinstance(c, Mapping)
+            for r in c.get("roles") or []
+            if isinstance(r, Mapping)
+        }
         engines["database"] = (database.get("enabled", True) is not False, roles)
         for i, connection in enumerate(database.get("connections") or []):
             name = connection.get("name") if isinstance(connection, Mapping) else None
             if database.get("enabled", True) is not False and name and name not in (values.get("databaseAdmins") or {}):
-                problems.append(Problem(f"{base}.database.connections[{i}]",
-                                        f"needs its admin login in {NAMESPACE}:databaseAdmins.{name} (a secret)"))
+                problems.append(
+                    Problem(
+                        f"{base}.database.connections[{i}]",
+                        f"needs its admin login in {NAMESPACE}:databaseAdmins.{name} (a secret)",
+                    )
+                )
     aws = config.get("aws")
     if isinstance(aws, Mapping):
         roles = {str(r.get("name")) for r in aws.get("roles") or [] if isinstance(r, Mapping)}
@@ -600,22 +615,32 @@ def _vault_config_problems(values: Mapping[str, Any]) -> list[Problem]:
 def _dynamic_secret_problems(values: Mapping[str, Any]) -> list[Problem]:
     """An injected file names a declared consumer and one of that consumer's credentials."""
     config = values.get("vaultConfig")
-    consumers = {str(c.get("name")): c for c in (config.get("consumers") or [] if isinstance(config, Mapping) else [])
-                 if isinstance(c, Mapping)}
+    consumers = {
+        str(c.get("name")): c
+        for c in (config.get("consumers") or [] if isinstance(config, Mapping) else [])
+        if isinstance(c, Mapping)
+    }
     problems = []
     for i, workload in enumerate(values.get("dynamicSecrets") or []):
         if not isinstance(workload, Mapping):
             continue
         consumer = consumers.get(str(workload.get("consumer")))
         if consumer is None:
-            problems.append(Problem(f"{NAMESPACE}:dynamicSecrets[{i}].consumer",
-                                    f"'{workload.get('consumer')}' is not in {NAMESPACE}:vaultConfig.consumers"))
+            problems.append(
+                Problem(
+                    f"{NAMESPACE}:dynamicSecrets[{i}].consumer",
+                    f"'{workload.get('consumer')}' is not in {NAMESPACE}:vaultConfig.consumers",
+                )
+            )
             continue
         for j, file in enumerate(workload.get("files") or []):
             if isinstance(file, Mapping) and file.get("credential") not in (consumer.get("credentials") or []):
-                problems.append(Problem(
-                    f"{NAMESPACE}:dynamicSecrets[{i}].files[{j}].credential",
-                    f"'{file.get('credential')}' is not among the credentials of consumer '{consumer.get('name')}'"))
+                problems.append(
+                    Problem(
+                        f"{NAMESPACE}:dynamicSecrets[{i}].files[{j}].credential",
+                        f"'{file.get('credential')}' is not among the credentials of consumer '{consumer.get('name')}'",
+                    )
+                )
     return problems
 
 
@@ -645,27 +670,46 @@ def _collector_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     if role == "hub":
         if not values.get("pki"):
-            problems.append(Problem(f"{NAMESPACE}:pki", f"required when {base} is enabled: the gateway's server "
-                                    "certificate and the client CA come from it"))
+            problems.append(
+                Problem(
+                    f"{NAMESPACE}:pki",
+                    f"required when {base} is enabled: the gateway's server certificate and the client CA come from it",
+                )
+            )
         if not collector.get("allowedSourceRanges"):
-            problems.append(Problem(f"{base}.allowedSourceRanges", "the OTLP LoadBalancer must be restricted: list "
-                                    "the CIDRs the edges send from"))
+            problems.append(
+                Problem(
+                    f"{base}.allowedSourceRanges",
+                    "the OTLP LoadBalancer must be restricted: list the CIDRs the edges send from",
+                )
+            )
     elif collector.get("allowedSourceRanges"):
         problems.append(Problem(f"{base}.allowedSourceRanges", "only the hub exposes an OTLP receiver"))
     _, namespace, deployment = workload
     distribution = values.get("distribution")
     syncs = distribution.get("syncs") or [] if isinstance(distribution, Mapping) else []
     for secret in COLLECTOR_SHAPES[role].mounted_secrets:
-        found = [(i, s) for i, s in enumerate(syncs) if isinstance(s, Mapping)
-                 and s.get("namespace") == namespace and s.get("secretName") == secret]
+        found = [
+            (i, s)
+            for i, s in enumerate(syncs)
+            if isinstance(s, Mapping) and s.get("namespace") == namespace and s.get("secretName") == secret
+        ]
         if not found:
-            problems.append(Problem(f"{NAMESPACE}:distribution.syncs", f"the collector {deployment} mounts Secret "
-                                    f"{namespace}/{secret}: add a sync that creates it"))
+            problems.append(
+                Problem(
+                    f"{NAMESPACE}:distribution.syncs",
+                    f"the collector {deployment} mounts Secret {namespace}/{secret}: add a sync that creates it",
+                )
+            )
         for i, sync in found:
             targets = [t for t in sync.get("restart") or [] if isinstance(t, Mapping)]
             if not any(t.get("kind") == "Deployment" and t.get("name") == deployment for t in targets):
-                problems.append(Problem(f"{NAMESPACE}:distribution.syncs[{i}].restart",
-                                        f"must restart Deployment {deployment}, which mounts {secret}"))
+                problems.append(
+                    Problem(
+                        f"{NAMESPACE}:distribution.syncs[{i}].restart",
+                        f"must restart Deployment {deployment}, which mounts {secret}",
+                    )
+                )
     return problems
 
 
@@ -674,8 +718,11 @@ def _restart_target_problems(role: str, values: Mapping[str, Any]) -> list[Probl
     distribution = values.get("distribution")
     if not isinstance(distribution, Mapping):
         return []
-    known = {(w.get("kind"), w.get("namespace"), w.get("name"))
-             for w in distribution.get("workloads") or [] if isinstance(w, Mapping)}
+    known = {
+        (w.get("kind"), w.get("namespace"), w.get("name"))
+        for w in distribution.get("workloads") or []
+        if isinstance(w, Mapping)
+    }
     collector = _collector_workload(role, values)
     if collector is not None:
         known.add(collector)
@@ -687,10 +734,13 @@ def _restart_target_problems(role: str, values: Mapping[str, Any]) -> list[Probl
             if not isinstance(target, Mapping):
                 continue
             if (target.get("kind"), sync.get("namespace"), target.get("name")) not in known:
-                problems.append(Problem(
-                    f"{NAMESPACE}:distribution.syncs[{i}].restart[{j}]",
-                    f"{target.get('kind')} {sync.get('namespace')}/{target.get('name')} is not a workload of this "
-                    f"stack (fedobs:distribution.workloads or an enabled fedobs:collector)"))
+                problems.append(
+                    Problem(
+                        f"{NAMESPACE}:distribution.syncs[{i}].restart[{j}]",
+                        f"{target.get('kind')} {sync.get('namespace')}/{target.get('name')} is not a workload of this "
+                        f"stack (fedobs:distribution.workloads or an enabled fedobs:collector)",
+                    )
+                )
     return problems
 
 
@@ -698,26 +748,37 @@ def _cross_key_problems(role: str, values: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     seal = _get(values, "vault.seal.type")
     if role == "hub" and seal == "transit":
-        problems.append(Problem(f"{NAMESPACE}:vault.seal.type",
-                                "'transit' is for edges: the hub has no upstream Vault to unseal through"))
+        problems.append(
+            Problem(
+                f"{NAMESPACE}:vault.seal.type",
+                "'transit' is for edges: the hub has no upstream Vault to unseal through",
+            )
+        )
     if seal == "awskms" and not values.get("awsKmsCredentials"):
-        problems.append(Problem(f"{NAMESPACE}:awsKmsCredentials",
-                                f"required when {NAMESPACE}:vault.seal.type is 'awskms'"))
+        problems.append(
+            Problem(f"{NAMESPACE}:awsKmsCredentials", f"required when {NAMESPACE}:vault.seal.type is 'awskms'")
+        )
     snapshots = _get(values, "vault.snapshots")
     if isinstance(snapshots, Mapping) and snapshots.get("enabled", True) and not values.get("snapshotCredentials"):
-        problems.append(Problem(f"{NAMESPACE}:snapshotCredentials",
-                                f"required when {NAMESPACE}:vault.snapshots is enabled"))
+        problems.append(
+            Problem(f"{NAMESPACE}:snapshotCredentials", f"required when {NAMESPACE}:vault.snapshots is enabled")
+        )
     problems.extend(_vault_config_problems(values))
     problems.extend(_restart_target_problems(role, values))
     problems.extend(_collector_problems(role, values))
     problems.extend(_dynamic_secret_problems(values))
     mode = _get(values, "cluster.mode")
     if role == "hub" and mode == "lke" and not _get(values, "cluster.controlPlaneAcl"):
-        problems.append(Problem(f"{NAMESPACE}:cluster.controlPlaneAcl",
-                                "the hub's control plane must be restricted: list the CIDRs allowed to reach it"))
+        problems.append(
+            Problem(
+                f"{NAMESPACE}:cluster.controlPlaneAcl",
+                "the hub's control plane must be restricted: list the CIDRs allowed to reach it",
+            )
+        )
     if mode == "existing" and values.get("kubeconfig") and _get(values, "cluster.context"):
-        problems.append(Problem(f"{NAMESPACE}:cluster.context",
-                                f"give either this or {NAMESPACE}:kubeconfig, not both"))
+        problems.append(
+            Problem(f"{NAMESPACE}:cluster.context", f"give either this or {NAMESPACE}:kubeconfig, not both")
+        )
     return problems
 
 
@@ -748,8 +809,15 @@ def _key_path(loc: Iterable[int | str]) -> str:
     text = f"{NAMESPACE}:{parts[0]}" if parts else NAMESPACE
     for part in parts[1:]:
         # pydantic puts the discriminator tag in the location of tagged unions; it is not a key.
-        if isinstance(part, str) and part in {"lke", "existing", "shamir", "transit", "awskms",
-                                              "loadBalancer", "address"}:
+        if isinstance(part, str) and part in {
+            "lke",
+            "existing",
+            "shamir",
+            "transit",
+            "awskms",
+            "loadBalancer",
+            "address",
+        }:
             continue
         text += f"[{part}]" if isinstance(part, int) else f".{part}"
     return text
@@ -781,9 +849,7 @@ def _secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list
     return paths
 
 
-def parse_stack_config(
-    stack: str, raw: Mapping[str, Any], secret_keys: Iterable[str] = ()
-) -> AnyStackConfig:
+def parse_stack_config(stack: str, raw: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> AnyStackConfig:
     """Parse the ``fedobs:`` config of one stack.
 
     ``raw`` maps config keys without the namespace (``cluster``) to their values, as Pulumi gives
@@ -802,10 +868,12 @@ def parse_stack_config(
     for path in _secret_fields(model):
         top = path[0]
         if _has_path(values, path) and top not in secret:
-            problems.append(Problem(
-                f"{NAMESPACE}:{'.'.join(path)}",
-                f"must be a secret: pulumi config set --secret --path '{NAMESPACE}:{'.'.join(path)}' ...",
-            ))
+            problems.append(
+                Problem(
+                    f"{NAMESPACE}:{'.'.join(path)}",
+                    f"must be a secret: pulumi config set --secret --path '{NAMESPACE}:{'.'.join(path)}' ...",
+                )
+            )
     problems.extend(_cross_key_problems(str(role), values))
     try:
         parsed = model.model_validate(values)
@@ -845,6 +913,6 @@ def load_from_pulumi() -> AnyStackConfig:
 
     prefix = f"{NAMESPACE}:"
     all_config = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    raw = {k[len(prefix):]: v for k, v in all_config.items() if k.startswith(prefix)}
+    raw = {k[len(prefix) :]: v for k, v in all_config.items() if k.startswith(prefix)}
     secret_keys = [k for k in raw if runtime_config.is_config_secret(prefix + k)]
     return parse_stack_config(pulumi.get_stack(), raw, secret_keys)

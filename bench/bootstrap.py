@@ -50,8 +50,12 @@ def bootstrap_once(hub: Recording, base: Path, *, tuned: bool) -> dict[str, floa
     """Start the cluster, run the Job's bootstrap, return its timeline (seconds)."""
     server = stack_server(hub)
     pod_hcl = openbao_pod_hcl(hub)
-    vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=pod_hcl if tuned else server_defaults(pod_hcl),
-                                 dns_names=server.dns_names)
+    vault = build_loopback_vault(
+        base / "cluster",
+        server.spec,
+        pod_hcl=pod_hcl if tuned else server_defaults(pod_hcl),
+        dns_names=server.dns_names,
+    )
     job = base / "job"
     command = bootstrap_job_command(hub, vault, job, PASSWORD, timeout=TIMEOUT, autopilot_stabilization=None)
     config, _ = config_from_args(build_parser().parse_args(command))
@@ -76,8 +80,9 @@ VARIANTS: dict[str, dict[str, bool]] = {
 }
 
 
-def measure(hub: Recording, workdir: Path, reps: int = 3,
-            progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+def measure(
+    hub: Recording, workdir: Path, reps: int = 3, progress: Callable[[str], None] = lambda m: None
+) -> dict[str, Any]:
     """Each repetition bootstraps every variant once, side by side; medians and per-repetition ratios."""
     runs: list[dict[str, dict[str, float]]] = []
     for rep in range(reps):
@@ -91,6 +96,7 @@ def measure(hub: Recording, workdir: Path, reps: int = 3,
         "voters": {name: statistics.median(r[name]["voters"] for r in runs) for name in VARIANTS},
         "job": {name: statistics.median(r[name]["job"] for r in runs) for name in VARIANTS},
         "ratio_defaults_to_stack": statistics.median(
-            r["server_defaults"]["voters"] / r["stack"]["voters"] for r in runs),
+            r["server_defaults"]["voters"] / r["stack"]["voters"] for r in runs
+        ),
         "runs": runs,
     }

@@ -52,10 +52,14 @@ NOT_APPLIED = ("vault:database/", "vault:aws/", "vault:generic/endpoint:Endpoint
 def cert_sync_configuration(hub: Recording) -> list[RecordedResource]:
     """The hub's Vault configuration without its database and AWS engines: cert-sync uses KV,
     Kubernetes auth and, for the edges, the AppRoles; an edge stack also reads its transit token."""
-    return [r for r in children(hub, f"{hub.stack}-vault-config", f"{hub.stack}-kubernetes-auth",
-                                f"{hub.stack}-transit-unseal")
-            if not r.type.startswith(NOT_APPLIED)
-            and not (r.type == "vault:index/mount:Mount" and r.inputs.get("type") == "database")]
+    return [
+        r
+        for r in children(
+            hub, f"{hub.stack}-vault-config", f"{hub.stack}-kubernetes-auth", f"{hub.stack}-transit-unseal"
+        )
+        if not r.type.startswith(NOT_APPLIED)
+        and not (r.type == "vault:index/mount:Mount" and r.inputs.get("type") == "database")
+    ]
 
 
 @dataclass
@@ -86,16 +90,23 @@ def peers(workdir: Path, edges: int) -> Iterator[Peers]:
         edge_node = start_vault("edge", workdir / "edge", ca)
         stack.callback(edge_node.kill)
         hub_vault, edge_vault = initialise("hub", hub_node, kv=False), initialise("edge", edge_node, kv=False)
-        applied = VaultApplier(hub_vault.url, hub_vault.root, ca_file=hub_vault.ca_file,
-                               in_cluster_overrides=kubernetes_auth_overrides(hub_kube)).apply(
-            cert_sync_configuration(hub))
-        edge = run_stack_file("edge", {HUB_REF: real_hub_outputs(hub, applied, address=hub_vault.url,
-                                                                   ca_pem=ca.cert_pem)})
+        applied = VaultApplier(
+            hub_vault.url,
+            hub_vault.root,
+            ca_file=hub_vault.ca_file,
+            in_cluster_overrides=kubernetes_auth_overrides(hub_kube),
+        ).apply(cert_sync_configuration(hub))
+        edge = run_stack_file(
+            "edge", {HUB_REF: real_hub_outputs(hub, applied, address=hub_vault.url, ca_pem=ca.cert_pem)}
+        )
         if edge.error is not None:
             raise RuntimeError(f"the edge stack failed: {edge.error}")
-        VaultApplier(edge_vault.url, edge_vault.root, ca_file=edge_vault.ca_file,
-                     in_cluster_overrides=kubernetes_auth_overrides(edge_kube)).apply(
-            children(edge, f"{EDGE}-vault-config", f"{EDGE}-kubernetes-auth"))
+        VaultApplier(
+            edge_vault.url,
+            edge_vault.root,
+            ca_file=edge_vault.ca_file,
+            in_cluster_overrides=kubernetes_auth_overrides(edge_kube),
+        ).apply(children(edge, f"{EDGE}-vault-config", f"{EDGE}-kubernetes-auth"))
         pki = issue_pki(hub)
         publish_pki(hub, hub_kube, pki)
         paths = [path for _, path, _ in hub_cert_sync_sources(hub)]
@@ -111,8 +122,7 @@ class Run:
 
 
 def _run(p: Peers, side: str) -> Run:
-    recording, vault, kube = ((p.hub, p.hub_vault, p.hub_kube) if side == "hub"
-                              else (p.edge, p.edge_vault, p.edge_kube))
+    recording, vault, kube = (p.hub, p.hub_vault, p.hub_kube) if side == "hub" else (p.edge, p.edge_vault, p.edge_kube)
     mark, kube_before = vault.audit_mark(), len(kube.requests)
     started = time.perf_counter()
     result = run_cert_sync(recording, vault.url, vault.ca_file, kube, p.workdir / "job")

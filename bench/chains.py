@@ -68,7 +68,6 @@ class Chain:
         return sum(1 for n in self.nodes if n.type.startswith(PROVIDER_TYPE_PREFIX))
 
 
-
 def _provider_urn(reference: str) -> str:
     """``<urn>::<id>`` (how a provider reference is sent) -> the provider's URN."""
     return reference.rsplit("::", 1)[0] if reference else ""
@@ -84,8 +83,9 @@ def nodes_of(resources: Iterable[RecordedResource]) -> dict[str, Node]:
         why = [(d, "input or dependsOn") for d in r.dependencies]
         why += [(r.parent, "parent"), (_provider_urn(r.provider), "provider")]
         why = [(u, reason) for u, reason in why if u and u in known and u != r.urn]
-        nodes[r.urn] = Node(r.urn, r.type, r.name, r.custom, tuple(sorted({u for u, _ in why})),
-                            tuple(sorted(set(why))))
+        nodes[r.urn] = Node(
+            r.urn, r.type, r.name, r.custom, tuple(sorted({u for u, _ in why})), tuple(sorted(set(why)))
+        )
     return nodes
 
 

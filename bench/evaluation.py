@@ -125,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in result["edges"]:
             print(f"{n:4d} edges: {result['resources'][n]:5d} resources, {result['program'][n]:.3f} s")
         print(f"SDK import ({result['sdk_modules']} modules): {result['sdk_import']:.3f} s")
-        print(f"{result['largest']} edges / 1 edge: {result['ratio_largest_to_1']:.2f}; "
-              f"1 edge / SDK import: {result['ratio_1_to_import']:.2f}")
+        print(
+            f"{result['largest']} edges / 1 edge: {result['ratio_largest_to_1']:.2f}; "
+            f"1 edge / SDK import: {result['ratio_1_to_import']:.2f}"
+        )
     return 0
 
 

@@ -11,7 +11,11 @@ from typing import Any
 __all__ = ["Section", "Target", "missed", "render_markdown", "write_plot"]
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, "<": operator.lt, "==": operator.eq, ">=": operator.ge}
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    ">=": operator.ge,
+}
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,15 @@ def missed(targets: Sequence[Target]) -> list[Target]:
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """A markdown table (cells are str()-ed, pipes escaped)."""
+
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|")
 
-    return [f"| {' | '.join(map(cell, header))} |", f"|{'|'.join('---' for _ in header)}|",
-            *(f"| {' | '.join(map(cell, row))} |" for row in rows)]
+    return [
+        f"| {' | '.join(map(cell, header))} |",
+        f"|{'|'.join('---' for _ in header)}|",
+        *(f"| {' | '.join(map(cell, row))} |" for row in rows),
+    ]
 
 
 def render_markdown(title: str, context: Sequence[str], sections: Sequence[Section], plot: str | None) -> str:
@@ -65,12 +73,23 @@ def render_markdown(title: str, context: Sequence[str], sections: Sequence[Secti
     targets = [t for s in sections for t in s.targets]
     lines = [f"# {title}", "", *context, ""]
     if targets:
-        verdict = ("every target met" if not missed(targets)
-                   else f"{len(missed(targets))} of {len(targets)} targets missed")
-        lines += ["## Targets", "", f"**{verdict}**", "",
-                  *table(["figure", "value", "target", "met"],
-                         [[t.figure, t.shown(t.value), f"{t.op} {t.shown(t.limit)}", "yes" if t.met else "**no**"]
-                          for t in targets]), ""]
+        verdict = (
+            "every target met" if not missed(targets) else f"{len(missed(targets))} of {len(targets)} targets missed"
+        )
+        lines += [
+            "## Targets",
+            "",
+            f"**{verdict}**",
+            "",
+            *table(
+                ["figure", "value", "target", "met"],
+                [
+                    [t.figure, t.shown(t.value), f"{t.op} {t.shown(t.limit)}", "yes" if t.met else "**no**"]
+                    for t in targets
+                ],
+            ),
+            "",
+        ]
     if plot:
         lines += [f"![the figures]({plot})", ""]
     for section in sections:
@@ -108,7 +127,7 @@ def write_plot(path: Path, panels: Sequence[Mapping[str, Any]]) -> None:
         ax.set_title(panel["title"], fontsize=10)
         ax.set_ylabel(panel.get("ylabel", ""))
         ax.set_ylim(bottom=0)
-    for ax in flat[len(panels):]:
+    for ax in flat[len(panels) :]:
         ax.set_visible(False)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

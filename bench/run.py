@@ -73,9 +73,14 @@ class Bench:
     def evaluation(self) -> None:
         say(f"program evaluation, {self.reps} repetition(s), in a fresh interpreter")
         edges = "1,10,50,100"
-        done = subprocess.run([sys.executable, "-m", "bench.evaluation", "--json", "--edges", edges,
-                               "--reps", str(self.reps)], cwd=ROOT, capture_output=True, text=True, check=False,
-                              timeout=1800)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.evaluation", "--json", "--edges", edges, "--reps", str(self.reps)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1800,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"bench.evaluation failed:\n{done.stderr}")
         result = json.loads(done.stdout)
@@ -85,43 +90,75 @@ class Bench:
         resources = {int(k): v for k, v in result["resources"].items()}
         largest = int(result["largest"])
         rows = [[n, resources[n], f"{program[n]:.3f}", f"{program[n] / program[1]:.2f}x"] for n in ns]
-        section = Section("Program evaluation (offline engine)", [
-            f"`run_program` on the hub (`Pulumi.hub.yaml` with N edges), fork to recording, median of "
-            f"{result['reps']}; the SDK baseline imports, in a child started the same way, the "
-            f"{result['sdk_modules']} modules of {', '.join(result['sdk_packages'])} that the 1-edge run loads.",
-            "", *table(["edges", "resources", "seconds", "vs 1 edge"], rows), "",
-            f"SDK import: **{result['sdk_import']:.3f} s**. Ratios are medians of the per-repetition ratios.",
-        ])
+        section = Section(
+            "Program evaluation (offline engine)",
+            [
+                f"`run_program` on the hub (`Pulumi.hub.yaml` with N edges), fork to recording, median of "
+                f"{result['reps']}; the SDK baseline imports, in a child started the same way, the "
+                f"{result['sdk_modules']} modules of {', '.join(result['sdk_packages'])} that the 1-edge run loads.",
+                "",
+                *table(["edges", "resources", "seconds", "vs 1 edge"], rows),
+                "",
+                f"SDK import: **{result['sdk_import']:.3f} s**. Ratios are medians of the per-repetition ratios.",
+            ],
+        )
         section.targets += [
-            Target(f"evaluation, {largest} edges / 1 edge", result["ratio_largest_to_1"], "<=",
-                   EVALUATION_GROWTH_LIMIT, "x"),
-            Target("evaluation, 1-edge hub / SDK import", result["ratio_1_to_import"], "<=",
-                   EVALUATION_IMPORT_LIMIT, "x"),
+            Target(
+                f"evaluation, {largest} edges / 1 edge",
+                result["ratio_largest_to_1"],
+                "<=",
+                EVALUATION_GROWTH_LIMIT,
+                "x",
+            ),
+            Target(
+                "evaluation, 1-edge hub / SDK import", result["ratio_1_to_import"], "<=", EVALUATION_IMPORT_LIMIT, "x"
+            ),
         ]
         self.sections.append(section)
-        self.panels.append({"title": "program evaluation (hub)", "kind": "line", "x": ns,
-                            "y": [program[n] for n in ns], "xlabel": "edges", "ylabel": "seconds",
-                            "baseline": result["sdk_import"], "baseline_label": "SDK import",
-                            "limit": EVALUATION_GROWTH_LIMIT * program[1], "limit_label": "2 x 1-edge"})
+        self.panels.append(
+            {
+                "title": "program evaluation (hub)",
+                "kind": "line",
+                "x": ns,
+                "y": [program[n] for n in ns],
+                "xlabel": "edges",
+                "ylabel": "seconds",
+                "baseline": result["sdk_import"],
+                "baseline_label": "SDK import",
+                "limit": EVALUATION_GROWTH_LIMIT * program[1],
+                "limit_label": "2 x 1-edge",
+            }
+        )
 
     # ------------------------------------------------------------------------------ chains
     def chains(self) -> None:
         from bench.chains import recording_chain, render_chain
 
         say("dependency chains of the hub and the edge")
-        section = Section("Longest dependency chain (critical path of `pulumi up`)", [
-            "Steps are resource operations that must run one after the other (docs/performance.md, "
-            "\"Dependency chains\", for what waits for what).", ""])
+        section = Section(
+            "Longest dependency chain (critical path of `pulumi up`)",
+            [
+                "Steps are resource operations that must run one after the other (docs/performance.md, "
+                '"Dependency chains", for what waits for what).',
+                "",
+            ],
+        )
         for stack in ("hub", "edge"):
             chain = recording_chain(self.recording(stack))
-            self.figures[f"chain_{stack}"] = {"steps": chain.steps, "providers": chain.providers,
-                                              "chain": [f"{n.type} {n.name}" for n in chain.nodes]}
-            headline = (f"**{stack}: {chain.steps} steps** ({chain.steps + chain.providers} counting the "
-                        f"{chain.providers} provider resources on it)")
+            self.figures[f"chain_{stack}"] = {
+                "steps": chain.steps,
+                "providers": chain.providers,
+                "chain": [f"{n.type} {n.name}" for n in chain.nodes],
+            }
+            headline = (
+                f"**{stack}: {chain.steps} steps** ({chain.steps + chain.providers} counting the "
+                f"{chain.providers} provider resources on it)"
+            )
             section.lines += [headline, "", "```", *render_chain(chain), "```", ""]
             if stack == "hub":
-                section.targets.append(Target("longest dependency chain, hub", chain.steps, "<=", HUB_CHAIN_LIMIT,
-                                              " steps"))
+                section.targets.append(
+                    Target("longest dependency chain, hub", chain.steps, "<=", HUB_CHAIN_LIMIT, " steps")
+                )
         self.sections.append(section)
 
     # ------------------------------------------------------------------------------ cert-sync
@@ -132,55 +169,118 @@ class Bench:
         result = certsync.measure(self.workdir / "certsync", edges=100, reps=self.reps)
         self.figures["certsync"] = result
         rows = [
-            ["full sync (every certificate written)", f"{result['full_seconds']:.3f}", int(result["full_writes"]),
-             f"{result['full_vault_requests_per_certificate']:.2f}",
-             f"{result['full_kube_requests_per_certificate']:.2f}"],
-            ["no-op run (nothing changed)", f"{result['noop_seconds']:.3f}", result["noop_writes"],
-             f"{result['noop_vault_requests_per_certificate']:.2f}",
-             f"{result['noop_kube_requests_per_certificate']:.2f}"],
+            [
+                "full sync (every certificate written)",
+                f"{result['full_seconds']:.3f}",
+                int(result["full_writes"]),
+                f"{result['full_vault_requests_per_certificate']:.2f}",
+                f"{result['full_kube_requests_per_certificate']:.2f}",
+            ],
+            [
+                "no-op run (nothing changed)",
+                f"{result['noop_seconds']:.3f}",
+                result["noop_writes"],
+                f"{result['noop_vault_requests_per_certificate']:.2f}",
+                f"{result['noop_kube_requests_per_certificate']:.2f}",
+            ],
             ["renewal: hub run", f"{result['rotation_hub_seconds']:.3f}", int(result["rotation_hub_writes"]), "", ""],
-            ["renewal: edge run", f"{result['rotation_edge_seconds']:.3f}", int(result["rotation_edge_writes"]), "",
-             ""],
+            [
+                "renewal: edge run",
+                f"{result['rotation_edge_seconds']:.3f}",
+                int(result["rotation_edge_writes"]),
+                "",
+                "",
+            ],
         ]
-        section = Section(f"cert-sync, {result['certificates']} certificates ({result['edges']} edges)", [
-            "The stacks' own CronJob commands, one pass each, interpreter start included; writes and requests "
-            f"counted in the hub Vault's audit log and the Kubernetes API's request log; median of {result['reps']}.",
-            "", *table(["run", "seconds", "Vault writes", "Vault requests / certificate",
-                        "Kubernetes requests / certificate"], rows)])
+        section = Section(
+            f"cert-sync, {result['certificates']} certificates ({result['edges']} edges)",
+            [
+                "The stacks' own CronJob commands, one pass each, interpreter start included; writes and requests "
+                "counted in the hub Vault's audit log and the Kubernetes API's request log; "
+                f"median of {result['reps']}.",
+                "",
+                *table(
+                    [
+                        "run",
+                        "seconds",
+                        "Vault writes",
+                        "Vault requests / certificate",
+                        "Kubernetes requests / certificate",
+                    ],
+                    rows,
+                ),
+            ],
+        )
         section.targets += [
             Target("cert-sync no-op run: writes", result["noop_writes"], "==", 0),
-            Target(f"cert-sync no-op run: time ({result['certificates']} certificates)", result["noop_seconds"], "<",
-                   NOOP_SECONDS_LIMIT, " s"),
+            Target(
+                f"cert-sync no-op run: time ({result['certificates']} certificates)",
+                result["noop_seconds"],
+                "<",
+                NOOP_SECONDS_LIMIT,
+                " s",
+            ),
         ]
         self.sections.append(section)
-        self.panels.append({"title": f"cert-sync, {result['certificates']} certificates", "kind": "bar",
-                            "labels": ["full", "no-op", "renewal hub", "renewal edge"],
-                            "values": [result["full_seconds"], result["noop_seconds"], result["rotation_hub_seconds"],
-                                       result["rotation_edge_seconds"]], "ylabel": "seconds",
-                            "limit": NOOP_SECONDS_LIMIT, "limit_label": "no-op target"})
+        self.panels.append(
+            {
+                "title": f"cert-sync, {result['certificates']} certificates",
+                "kind": "bar",
+                "labels": ["full", "no-op", "renewal hub", "renewal edge"],
+                "values": [
+                    result["full_seconds"],
+                    result["noop_seconds"],
+                    result["rotation_hub_seconds"],
+                    result["rotation_edge_seconds"],
+                ],
+                "ylabel": "seconds",
+                "limit": NOOP_SECONDS_LIMIT,
+                "limit_label": "no-op target",
+            }
+        )
 
     # ------------------------------------------------------------------------------ bootstrap
     def bootstrap(self) -> None:
         from bench import bootstrap
 
         say(f"bootstrap of the 3-node cluster, {self.bootstrap_reps} repetition(s) of each variant")
-        result = bootstrap.measure(self.recording("hub"), self.workdir / "bootstrap", self.bootstrap_reps,
-                                   progress=say)
+        result = bootstrap.measure(self.recording("hub"), self.workdir / "bootstrap", self.bootstrap_reps, progress=say)
         self.figures["bootstrap"] = result
-        rows = [["the stack's server config (`performance_multiplier = 1`)", f"{result['voters']['stack']:.1f}",
-                 f"{result['job']['stack']:.1f}"],
-                ["the server's default Raft timings", f"{result['voters']['server_defaults']:.1f}",
-                 f"{result['job']['server_defaults']:.1f}"]]
-        self.sections.append(Section("Bootstrap of the 3-node cluster", [
-            "The hub's rendered server HCL on three loopback OpenBao nodes, its bootstrap Job's own "
-            f"argument list run from three started, uninitialised nodes; median of {result['reps']}.", "",
-            *table(["cluster", "seconds to 3 healthy voters", "seconds, whole Job"], rows), "",
-            f"Server defaults take **{result['ratio_defaults_to_stack']:.2f}x** as long (median of the "
-            "per-repetition ratios)."]))
-        self.panels.append({"title": "bootstrap: seconds to 3 healthy voters", "kind": "bar",
-                            "labels": ["stack config", "server defaults"],
-                            "values": [result["voters"]["stack"], result["voters"]["server_defaults"]],
-                            "ylabel": "seconds"})
+        rows = [
+            [
+                "the stack's server config (`performance_multiplier = 1`)",
+                f"{result['voters']['stack']:.1f}",
+                f"{result['job']['stack']:.1f}",
+            ],
+            [
+                "the server's default Raft timings",
+                f"{result['voters']['server_defaults']:.1f}",
+                f"{result['job']['server_defaults']:.1f}",
+            ],
+        ]
+        self.sections.append(
+            Section(
+                "Bootstrap of the 3-node cluster",
+                [
+                    "The hub's rendered server HCL on three loopback OpenBao nodes, its bootstrap Job's own "
+                    f"argument list run from three started, uninitialised nodes; median of {result['reps']}.",
+                    "",
+                    *table(["cluster", "seconds to 3 healthy voters", "seconds, whole Job"], rows),
+                    "",
+                    f"Server defaults take **{result['ratio_defaults_to_stack']:.2f}x** as long (median of the "
+                    "per-repetition ratios).",
+                ],
+            )
+        )
+        self.panels.append(
+            {
+                "title": "bootstrap: seconds to 3 healthy voters",
+                "kind": "bar",
+                "labels": ["stack config", "server defaults"],
+                "values": [result["voters"]["stack"], result["voters"]["server_defaults"]],
+                "ylabel": "seconds",
+            }
+        )
 
     # ------------------------------------------------------------------------------ rotation
     def rotation(self) -> None:
@@ -196,46 +296,76 @@ class Bench:
         hub_run = measured["rotation_hub_seconds"] if measured else 0.0
         edge_run = measured["rotation_edge_seconds"] if measured else 0.0
         delay = worst_case_rotation_delay(hub_cadence, edge_cadence, refresh, hub_run, edge_run)
-        self.figures["rotation"] = {"hub_gap": delay.hub_sync_gap, "edge_gap": delay.edge_sync_gap,
-                                    "vso_refresh": delay.vso_refresh, "hub_run": hub_run, "edge_run": edge_run,
-                                    "total": delay.total, "measured": measured is not None}
+        self.figures["rotation"] = {
+            "hub_gap": delay.hub_sync_gap,
+            "edge_gap": delay.edge_sync_gap,
+            "vso_refresh": delay.vso_refresh,
+            "hub_run": hub_run,
+            "edge_run": edge_run,
+            "total": delay.total,
+            "measured": measured is not None,
+        }
         rows: list[list[Any]] = [
-            ["hub cert-sync: longest gap between passes",
-             f"{hub_cadence.passes} passes, {hub_cadence.interval} s apart, `{hub_cadence.schedule}`",
-             delay.hub_sync_gap],
-            ["hub cert-sync: one pass (measured, 100 edges)" if measured else "hub cert-sync: one pass",
-             "renewal run" if measured else "not measured", f"{hub_run:.2f}"],
-            ["edge cert-sync: longest gap between passes",
-             f"{edge_cadence.passes} passes, {edge_cadence.interval} s apart, `{edge_cadence.schedule}`",
-             delay.edge_sync_gap],
-            ["edge cert-sync: one pass" + (" (measured)" if measured else ""),
-             "renewal run" if measured else "not measured", f"{edge_run:.2f}"],
+            [
+                "hub cert-sync: longest gap between passes",
+                f"{hub_cadence.passes} passes, {hub_cadence.interval} s apart, `{hub_cadence.schedule}`",
+                delay.hub_sync_gap,
+            ],
+            [
+                "hub cert-sync: one pass (measured, 100 edges)" if measured else "hub cert-sync: one pass",
+                "renewal run" if measured else "not measured",
+                f"{hub_run:.2f}",
+            ],
+            [
+                "edge cert-sync: longest gap between passes",
+                f"{edge_cadence.passes} passes, {edge_cadence.interval} s apart, `{edge_cadence.schedule}`",
+                delay.edge_sync_gap,
+            ],
+            [
+                "edge cert-sync: one pass" + (" (measured)" if measured else ""),
+                "renewal run" if measured else "not measured",
+                f"{edge_run:.2f}",
+            ],
             ["VSO refresh", f"`refreshAfter: {refresh}`", delay.vso_refresh],
-            ["**worst case**", "renewal → edge Secret updated → restart", f"**{delay.total:.1f}**"]]
-        section = Section("Worst-case rotation delay (shipped config)", [
-            "From the CronJobs and the VaultStaticSecret the stacks render (`offline/secret_flow.py`, "
-            "docs/secret-flow.md), with the pass run times measured above.", "",
-            *table(["stage", "from", "seconds"], rows)])
+            ["**worst case**", "renewal → edge Secret updated → restart", f"**{delay.total:.1f}**"],
+        ]
+        section = Section(
+            "Worst-case rotation delay (shipped config)",
+            [
+                "From the CronJobs and the VaultStaticSecret the stacks render (`offline/secret_flow.py`, "
+                "docs/secret-flow.md), with the pass run times measured above.",
+                "",
+                *table(["stage", "from", "seconds"], rows),
+            ],
+        )
         if measured:
-            section.targets.append(Target("worst-case rotation delay", delay.total, "<=", ROTATION_LIMIT_SECONDS,
-                                          " s"))
+            section.targets.append(Target("worst-case rotation delay", delay.total, "<=", ROTATION_LIMIT_SECONDS, " s"))
         else:
-            section.lines += ["", "The cert-sync section did not run: the run times are missing and the target "
-                              "is not checked."]
+            section.lines += [
+                "",
+                "The cert-sync section did not run: the run times are missing and the target is not checked.",
+            ]
         self.sections.append(section)
-        self.panels.append({"title": "worst-case rotation delay (stages)", "kind": "bar",
-                            "labels": ["hub gap", "hub pass", "edge gap", "edge pass", "VSO", "total"],
-                            "values": [delay.hub_sync_gap, hub_run, delay.edge_sync_gap, edge_run, delay.vso_refresh,
-                                       delay.total], "ylabel": "seconds",
-                            "limit": ROTATION_LIMIT_SECONDS, "limit_label": "2 minutes"})
+        self.panels.append(
+            {
+                "title": "worst-case rotation delay (stages)",
+                "kind": "bar",
+                "labels": ["hub gap", "hub pass", "edge gap", "edge pass", "VSO", "total"],
+                "values": [delay.hub_sync_gap, hub_run, delay.edge_sync_gap, edge_run, delay.vso_refresh, delay.total],
+                "ylabel": "seconds",
+                "limit": ROTATION_LIMIT_SECONDS,
+                "limit_label": "2 minutes",
+            }
+        )
 
 
 def _context(args: argparse.Namespace, reps: int, load_before: tuple[float, ...], seconds: float) -> list[str]:
     from tests.support.openbao import bao_binary
 
     try:
-        bao = subprocess.run([bao_binary(), "version"], capture_output=True, text=True, timeout=30,
-                             check=False).stdout.strip()
+        bao = subprocess.run(
+            [bao_binary(), "version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout.strip()
     except (OSError, RuntimeError) as exc:
         bao = f"unknown ({exc})"
     load_after = os.getloadavg()
@@ -251,8 +381,9 @@ def _context(args: argparse.Namespace, reps: int, load_before: tuple[float, ...]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="one repetition each; results into build/bench/")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, bootstrap 3; quick: 1)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
@@ -268,8 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fedobs-bench-") as workdir:
-        bench = Bench(reps, args.quick, Path(workdir),
-                      bootstrap_reps=reps if args.reps is not None or args.quick else 3)
+        bench = Bench(
+            reps, args.quick, Path(workdir), bootstrap_reps=reps if args.reps is not None or args.quick else 3
+        )
         try:
             for name in SECTIONS:  # always in this order: rotation uses the cert-sync figures
                 if name in chosen:
@@ -287,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(bench.figures, indent=1, default=str) + "\n")
     targets = [t for s in bench.sections for t in s.targets]
     for target in targets:
-        say(f"{'met   ' if target.met else 'MISSED'} {target.figure}: {target.shown(target.value)} "
-            f"(target {target.op} {target.shown(target.limit)})")
+        say(
+            f"{'met   ' if target.met else 'MISSED'} {target.figure}: {target.shown(target.value)} "
+            f"(target {target.op} {target.shown(target.limit)})"
+        )
     say(f"wrote {out / 'results.md'}")
     return 1 if missed(targets) else 0

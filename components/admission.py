@@ -91,19 +91,20 @@ def _cel_list(values: Sequence[str]) -> str:
 #: cel-expr-python does not): every nested list is joined with commas, then the whole is split
 #: again. Secret names are DNS-1123 subdomains, which never contain a comma.
 SECRET_NAMES_EXPRESSION = (
-    "(variables.podSpec.?volumes.orValue([]).map(v, v.?secret.?secretName.orValue(\"\"))"
+    '(variables.podSpec.?volumes.orValue([]).map(v, v.?secret.?secretName.orValue(""))'
     " + variables.podSpec.?volumes.orValue([]).map(v, v.?projected.?sources.orValue([])"
-    ".map(p, p.?secret.?name.orValue(\"\")).join(\",\"))"
+    '.map(p, p.?secret.?name.orValue("")).join(","))'
     " + variables.containers.map(c, c.?env.orValue([])"
-    ".map(e, e.?valueFrom.?secretKeyRef.?name.orValue(\"\")).join(\",\"))"
-    " + variables.containers.map(c, c.?envFrom.orValue([]).map(e, e.?secretRef.?name.orValue(\"\")).join(\",\"))"
-    " + variables.podSpec.?imagePullSecrets.orValue([]).map(s, s.?name.orValue(\"\"))"
-    ").join(\",\").split(\",\").filter(n, n != \"\")"
+    '.map(e, e.?valueFrom.?secretKeyRef.?name.orValue("")).join(","))'
+    ' + variables.containers.map(c, c.?envFrom.orValue([]).map(e, e.?secretRef.?name.orValue("")).join(","))'
+    ' + variables.podSpec.?imagePullSecrets.orValue([]).map(s, s.?name.orValue(""))'
+    ').join(",").split(",").filter(n, n != "")'
 )
 
 
-def require_vso_policy(mode: Mode, collector_namespaces: Sequence[str],
-                       background_scan: bool = False) -> dict[str, Any]:
+def require_vso_policy(
+    mode: Mode, collector_namespaces: Sequence[str], background_scan: bool = False
+) -> dict[str, Any]:
     """The ``require-vault-secrets-operator`` ValidatingPolicy (pure: the tests evaluate its CEL).
 
     A Deployment labelled ``app.kubernetes.io/component: opentelemetry-collector`` must run in one of
@@ -119,37 +120,55 @@ def require_vso_policy(mode: Mode, collector_namespaces: Sequence[str],
     ns = "object.metadata.namespace"
     variables = [
         {"name": "podSpec", "expression": "object.spec.template.spec"},
-        {"name": "containers", "expression": "variables.podSpec.?containers.orValue([])"
-                                             " + variables.podSpec.?initContainers.orValue([])"
-                                             " + variables.podSpec.?ephemeralContainers.orValue([])"},
+        {
+            "name": "containers",
+            "expression": "variables.podSpec.?containers.orValue([])"
+            " + variables.podSpec.?initContainers.orValue([])"
+            " + variables.podSpec.?ephemeralContainers.orValue([])",
+        },
         {"name": "secretNames", "expression": SECRET_NAMES_EXPRESSION},
-        {"name": "namespaceSecrets", "expression": f"resource.List(\"v1\", \"secrets\", {ns}).items"},
+        {"name": "namespaceSecrets", "expression": f'resource.List("v1", "secrets", {ns}).items'},
         # Existing referenced Secrets VSO does not manage; one entry per Secret (names are unique).
-        {"name": "unmanagedSecrets", "expression": (
-            "variables.namespaceSecrets.filter(s, s.metadata.name in variables.secretNames"
-            f" && s.metadata.?labels[?{_cel_string(VSO_MANAGED_BY_LABEL)}].orValue(\"\")"
-            f" != {_cel_string(VSO_MANAGED_BY)}).map(s, s.metadata.name)")},
+        {
+            "name": "unmanagedSecrets",
+            "expression": (
+                "variables.namespaceSecrets.filter(s, s.metadata.name in variables.secretNames"
+                f' && s.metadata.?labels[?{_cel_string(VSO_MANAGED_BY_LABEL)}].orValue("")'
+                f" != {_cel_string(VSO_MANAGED_BY)}).map(s, s.metadata.name)"
+            ),
+        },
         # Where VSO will create a Secret: only listed when some referenced Secret does not exist.
-        {"name": "syncTargets", "expression": (
-            f"resource.List(\"secrets.hashicorp.com/v1beta1\", \"vaultstaticsecrets\", {ns}).items"
-            ".filter(v, v.spec.?destination.?create.orValue(false) == true).map(v, v.spec.destination.name)")},
+        {
+            "name": "syncTargets",
+            "expression": (
+                f'resource.List("secrets.hashicorp.com/v1beta1", "vaultstaticsecrets", {ns}).items'
+                ".filter(v, v.spec.?destination.?create.orValue(false) == true).map(v, v.spec.destination.name)"
+            ),
+        },
         # Referenced Secrets that neither exist nor will be created. Named once per reference: without
         # ext.Lists' distinct() (absent from cel-expr-python) standard CEL cannot deduplicate a list.
-        {"name": "missingSecrets", "expression": (
-            "variables.secretNames.filter(n, !variables.namespaceSecrets.exists(s, s.metadata.name == n)"
-            " && !(n in variables.syncTargets))")},
+        {
+            "name": "missingSecrets",
+            "expression": (
+                "variables.secretNames.filter(n, !variables.namespaceSecrets.exists(s, s.metadata.name == n)"
+                " && !(n in variables.syncTargets))"
+            ),
+        },
         {"name": "offending", "expression": "variables.unmanagedSecrets + variables.missingSecrets"},
     ]
     in_collector_namespace = f"{ns} in {_cel_list(collector_namespaces)}"
     # A Deployment anywhere carrying the collectors' component label is a collector too.
     ((label, component),) = COMPONENT_LABEL.items()
-    is_collector = (f"{in_collector_namespace}"
-                    f" || object.metadata.?labels[?{_cel_string(label)}].orValue(\"\")"
-                    f" == {_cel_string(component)}")
+    is_collector = (
+        f"{in_collector_namespace}"
+        f' || object.metadata.?labels[?{_cel_string(label)}].orValue("")'
+        f" == {_cel_string(component)}"
+    )
     message_expression = (
-        f"\"Deployment \" + {ns} + \"/\" + object.metadata.name"
-        " + \" references Secret(s) not managed by the Vault Secrets Operator: \""
-        " + variables.offending.join(\", \") + \" (sync them with a VaultStaticSecret)\"")
+        f'"Deployment " + {ns} + "/" + object.metadata.name'
+        ' + " references Secret(s) not managed by the Vault Secrets Operator: "'
+        ' + variables.offending.join(", ") + " (sync them with a VaultStaticSecret)"'
+    )
     return {
         "apiVersion": POLICY_API_VERSION,
         "kind": POLICY_KIND,
@@ -160,26 +179,38 @@ def require_vso_policy(mode: Mode, collector_namespaces: Sequence[str],
             "evaluation": {"admission": {"enabled": True}, "background": {"enabled": background_scan}},
             # Kubernetes' own ValidatingAdmissionPolicy has no resource lookups: never generate one.
             "autogen": {"validatingAdmissionPolicy": {"enabled": False}},
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                "resources": ["deployments"], "scope": "Namespaced"}]},
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["apps"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["deployments"],
+                        "scope": "Namespaced",
+                    }
+                ]
+            },
             "matchConditions": [{"name": "is-otel-collector", "expression": is_collector}],
             "variables": variables,
-            "validations": [{
-                "expression": in_collector_namespace,
-                "message": "OpenTelemetry collector Deployments run only in the collector namespaces "
-                           f"({', '.join(collector_namespaces)})",
-                "messageExpression": (
-                    f"\"Deployment \" + {ns} + \"/\" + object.metadata.name + \" is labelled as an OpenTelemetry "
-                    f"collector but runs outside the collector namespaces ({', '.join(collector_namespaces)})\""),
-            }, {
-                # Outside the collector namespaces the first validation already failed, and the lookups
-                # (lazily evaluated variables) are never made there.
-                "expression": f"!({in_collector_namespace}) || size(variables.offending) == 0",
-                "message": "OpenTelemetry collector Deployments may reference only Secrets managed by the "
-                           "Vault Secrets Operator (sync them with a VaultStaticSecret)",
-                "messageExpression": message_expression,
-            }],
+            "validations": [
+                {
+                    "expression": in_collector_namespace,
+                    "message": "OpenTelemetry collector Deployments run only in the collector namespaces "
+                    f"({', '.join(collector_namespaces)})",
+                    "messageExpression": (
+                        f'"Deployment " + {ns} + "/" + object.metadata.name + " is labelled as an OpenTelemetry '
+                        f'collector but runs outside the collector namespaces ({", ".join(collector_namespaces)})"'
+                    ),
+                },
+                {
+                    # Outside the collector namespaces the first validation already failed, and the lookups
+                    # (lazily evaluated variables) are never made there.
+                    "expression": f"!({in_collector_namespace}) || size(variables.offending) == 0",
+                    "message": "OpenTelemetry collector Deployments may reference only Secrets managed by the "
+                    "Vault Secrets Operator (sync them with a VaultStaticSecret)",
+                    "messageExpression": message_expression,
+                },
+            ],
         },
     }
 
@@ -209,8 +240,11 @@ def kyverno_values(replicas: int = 3, background_scan: bool = False) -> dict[str
     lookups = LOOKUP_RULES
     reports: dict[str, Any] = {"image": image("kyverno/reports-controller")}
     if background_scan:
-        reports["rbac"] = {"clusterRole": {"extraResources": [
-            {"apiGroups": rule["apiGroups"], "resources": rule["resources"]} for rule in lookups]}}
+        reports["rbac"] = {
+            "clusterRole": {
+                "extraResources": [{"apiGroups": rule["apiGroups"], "resources": rule["resources"]} for rule in lookups]
+            }
+        }
     return {
         "crds": {"migration": {"image": image("kyverno/kyverno-cli")}},
         "webhooksCleanup": {"image": image("kyverno/readiness-checker", versions.KYVERNO_HOOK_REGISTRY)},
@@ -254,28 +288,56 @@ class Admission(pulumi.ComponentResource):
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
         namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
         self.release = k8s.helm.v3.Release(
-            f"{name}-release", name="kyverno", chart=versions.KYVERNO_CHART,
+            f"{name}-release",
+            name="kyverno",
+            chart=versions.KYVERNO_CHART,
             version=versions.KYVERNO_CHART_VERSION,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.KYVERNO_CHART_REPO),
-            namespace=args.namespace, values=kyverno_values(args.replicas, args.background_scan), atomic=True,
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace])))
+            namespace=args.namespace,
+            values=kyverno_values(args.replicas, args.background_scan),
+            atomic=True,
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace])),
+        )
         grants: list[pulumi.Resource] = []
         in_collector_namespaces = pulumi.ResourceOptions.merge(
-            k8s_opts, pulumi.ResourceOptions(depends_on=list(args.namespaces_ready)))
+            k8s_opts, pulumi.ResourceOptions(depends_on=list(args.namespaces_ready))
+        )
         for collector_namespace in args.collector_namespaces:
             metadata = {"name": LOOKUP_ROLE, "namespace": collector_namespace}
-            role = k8s.rbac.v1.Role(f"{name}-{collector_namespace}-lookups", metadata=metadata, rules=LOOKUP_RULES,
-                                    opts=in_collector_namespaces)
-            grants.append(k8s.rbac.v1.RoleBinding(
-                f"{name}-{collector_namespace}-lookups-binding", metadata=metadata,
-                role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LOOKUP_ROLE},
-                subjects=[{"kind": "ServiceAccount", "name": ADMISSION_SERVICE_ACCOUNT, "namespace": args.namespace}],
-                opts=pulumi.ResourceOptions.merge(in_collector_namespaces, pulumi.ResourceOptions(depends_on=[role]))))
+            role = k8s.rbac.v1.Role(
+                f"{name}-{collector_namespace}-lookups",
+                metadata=metadata,
+                rules=LOOKUP_RULES,
+                opts=in_collector_namespaces,
+            )
+            grants.append(
+                k8s.rbac.v1.RoleBinding(
+                    f"{name}-{collector_namespace}-lookups-binding",
+                    metadata=metadata,
+                    role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LOOKUP_ROLE},
+                    subjects=[
+                        {"kind": "ServiceAccount", "name": ADMISSION_SERVICE_ACCOUNT, "namespace": args.namespace}
+                    ],
+                    opts=pulumi.ResourceOptions.merge(
+                        in_collector_namespaces, pulumi.ResourceOptions(depends_on=[role])
+                    ),
+                )
+            )
         policy = require_vso_policy(args.mode, args.collector_namespaces, args.background_scan)
         self.policy = k8s.apiextensions.CustomResource(
-            f"{name}-policy", api_version=policy["apiVersion"], kind=policy["kind"],
-            metadata=policy["metadata"], spec=policy["spec"],
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[self.release, *grants])))
-        self.register_outputs({"policy": POLICY_NAME, "mode": args.mode,
-                               "validationActions": validation_actions(args.mode),
-                               "kyvernoVersion": versions.KYVERNO_VERSION, "namespace": args.namespace})
+            f"{name}-policy",
+            api_version=policy["apiVersion"],
+            kind=policy["kind"],
+            metadata=policy["metadata"],
+            spec=policy["spec"],
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[self.release, *grants])),
+        )
+        self.register_outputs(
+            {
+                "policy": POLICY_NAME,
+                "mode": args.mode,
+                "validationActions": validation_actions(args.mode),
+                "kyvernoVersion": versions.KYVERNO_VERSION,
+                "namespace": args.namespace,
+            }
+        )

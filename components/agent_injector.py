@@ -27,8 +27,11 @@ Kind = Literal["database", "aws"]
 #: The fields of Vault's answer per engine, and the variable each becomes in a dotenv file.
 FIELDS: dict[Kind, tuple[tuple[str, str], ...]] = {
     "database": (("username", "USERNAME"), ("password", "PASSWORD")),
-    "aws": (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"),
-            ("security_token", "AWS_SESSION_TOKEN")),
+    "aws": (
+        ("access_key", "AWS_ACCESS_KEY_ID"),
+        ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+        ("security_token", "AWS_SESSION_TOKEN"),
+    ),
 }
 
 
@@ -61,8 +64,12 @@ class InjectorSettings:
 
 def token_volume() -> dict[str, object]:
     """The Pod volume the agent's login token comes from (``agent-service-account-token-volume-name``)."""
-    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-        "path": "token", "audience": "vault", "expirationSeconds": 3600}}]}}
+    return {
+        "name": TOKEN_VOLUME,
+        "projected": {
+            "sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 3600}}]
+        },
+    }
 
 
 def render_template(credential: InjectedCredential) -> str:
@@ -70,13 +77,15 @@ def render_template(credential: InjectedCredential) -> str:
     opening = '{{- with secret "' + credential.path + '" -}}'
     if credential.format == "json":
         return opening + "{{ .Data | toJSON }}{{- end }}\n"
-    lines = [f"{credential.env_prefix}{variable}='{{{{ .Data.{field} }}}}'"
-             for field, variable in FIELDS[credential.kind]]
+    lines = [
+        f"{credential.env_prefix}{variable}='{{{{ .Data.{field} }}}}'" for field, variable in FIELDS[credential.kind]
+    ]
     return opening + "\n" + "\n".join(lines) + "\n{{- end }}\n"
 
 
-def injector_annotations(settings: InjectorSettings, credentials: tuple[InjectedCredential, ...],
-                         *, run_to_completion: bool) -> dict[str, str]:
+def injector_annotations(
+    settings: InjectorSettings, credentials: tuple[InjectedCredential, ...], *, run_to_completion: bool
+) -> dict[str, str]:
     """Annotations for a Pod template. ``run_to_completion`` (Jobs, CronJobs): the agent only
     pre-populates and exits, because a sidecar would keep the Pod from finishing."""
     if not credentials:
@@ -101,8 +110,15 @@ def injector_annotations(settings: InjectorSettings, credentials: tuple[Injected
     return {PREFIX + key: value for key, value in annotations.items()}
 
 
-def pod_template_metadata(settings: InjectorSettings, credentials: tuple[InjectedCredential, ...], *,
-                          run_to_completion: bool, labels: dict[str, str]) -> dict[str, object]:
+def pod_template_metadata(
+    settings: InjectorSettings,
+    credentials: tuple[InjectedCredential, ...],
+    *,
+    run_to_completion: bool,
+    labels: dict[str, str],
+) -> dict[str, object]:
     """``spec.template.metadata`` of a workload whose Pods get these credentials."""
-    return {"labels": dict(labels),
-            "annotations": injector_annotations(settings, credentials, run_to_completion=run_to_completion)}
+    return {
+        "labels": dict(labels),
+        "annotations": injector_annotations(settings, credentials, run_to_completion=run_to_completion),
+    }

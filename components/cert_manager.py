@@ -43,8 +43,9 @@ class CertManager(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CertManagerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
-        namespace = restricted_namespace(f"{name}-namespace", args.namespace,
-                                         pulumi.ResourceOptions(parent=self, provider=args.provider))
+        namespace = restricted_namespace(
+            f"{name}-namespace", args.namespace, pulumi.ResourceOptions(parent=self, provider=args.provider)
+        )
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             name="cert-manager",

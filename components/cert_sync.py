@@ -67,8 +67,14 @@ def written_paths(source: HubSource | EdgeSource) -> list[str]:
 def cert_sync_role(source: HubSource | EdgeSource, kv_mount: str) -> WorkloadRole:
     """The Vault role the job logs in with: check-and-set writes on exactly the paths it syncs."""
     grants = [g for path in written_paths(source) for g in kv_write(kv_mount, path)]
-    return WorkloadRole(name=ROLE, service_account=SERVICE_ACCOUNT, namespace=NAMESPACE,
-                        policy_hcl=render_policy(ROLE, grants), token_ttl_seconds=300, token_max_ttl_seconds=600)
+    return WorkloadRole(
+        name=ROLE,
+        service_account=SERVICE_ACCOUNT,
+        namespace=NAMESPACE,
+        policy_hcl=render_policy(ROLE, grants),
+        token_ttl_seconds=300,
+        token_max_ttl_seconds=600,
+    )
 
 
 def command(args: CertSyncArgs) -> list[str]:
@@ -76,14 +82,36 @@ def command(args: CertSyncArgs) -> list[str]:
     passes = passes_per_run(args.interval)
     cadence = ["--passes", str(passes), "--interval", str(args.interval)] if passes > 1 else []
     if isinstance(args.source, HubSource):
-        return [*base, "hub",
-                *[part for secret, path in sorted(args.source.secrets.items())
-                  for part in ("--secret", f"{secret}={path}")],
-                *[part for secret, path in sorted(args.source.ca_secrets.items())
-                  for part in ("--ca-secret", f"{secret}={path}")], *cadence]
-    return [*base, "edge", "--edge", args.source.edge, "--kv-path", args.source.kv_path,
-            "--hub-ca-file", f"{HUB_DIR}/ca.crt", "--hub-role-id-file", f"{HUB_DIR}/role-id",
-            "--hub-secret-id-file", f"{HUB_DIR}/secret-id", *cadence]
+        return [
+            *base,
+            "hub",
+            *[
+                part
+                for secret, path in sorted(args.source.secrets.items())
+                for part in ("--secret", f"{secret}={path}")
+            ],
+            *[
+                part
+                for secret, path in sorted(args.source.ca_secrets.items())
+                for part in ("--ca-secret", f"{secret}={path}")
+            ],
+            *cadence,
+        ]
+    return [
+        *base,
+        "edge",
+        "--edge",
+        args.source.edge,
+        "--kv-path",
+        args.source.kv_path,
+        "--hub-ca-file",
+        f"{HUB_DIR}/ca.crt",
+        "--hub-role-id-file",
+        f"{HUB_DIR}/role-id",
+        "--hub-secret-id-file",
+        f"{HUB_DIR}/secret-id",
+        *cadence,
+    ]
 
 
 def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
@@ -97,11 +125,17 @@ def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
     ]
     if hub_address is not None:
         env.append({"name": "CERT_SYNC_HUB_ADDR", "value": hub_address})
-    mounts = [{"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
-              {"name": "vault-ca", "mountPath": TLS_DIR, "readOnly": True}]
+    mounts = [
+        {"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
+        {"name": "vault-ca", "mountPath": TLS_DIR, "readOnly": True},
+    ]
     volumes: list[dict[str, Any]] = [
-        {"name": "vault-token", "projected": {"sources": [{"serviceAccountToken": {
-            "path": "token", "audience": "vault", "expirationSeconds": 600}}]}},
+        {
+            "name": "vault-token",
+            "projected": {
+                "sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 600}}]
+            },
+        },
         {"name": "vault-ca", "secret": {"secretName": "vault-ca"}},
     ]
     if not hub_mode:
@@ -113,32 +147,38 @@ def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
         "startingDeadlineSeconds": 50,
         "successfulJobsHistoryLimit": 3,
         "failedJobsHistoryLimit": 5,
-        "jobTemplate": {"spec": {
-            "backoffLimit": 1,
-            # Over before the next every-minute run, which Forbid would otherwise skip.
-            "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
-            "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": "cert-sync"}},
-                "spec": {
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    # Hub mode reads Secrets from the Kubernetes API with the pod's own token.
-                    "automountServiceAccountToken": hub_mode,
-                    "restartPolicy": "Never",
-                    "securityContext": restricted_pod(),
-                    "containers": [{
-                        "name": "cert-sync",
-                        "image": versions.PROGRAMS_IMAGE,
-                        "command": command(args),
-                        "env": env,
-                        "securityContext": restricted_container(),
-                        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"},
-                                      "limits": {"cpu": "200m", "memory": "128Mi"}},
-                        "volumeMounts": mounts,
-                    }],
-                    "volumes": volumes,
+        "jobTemplate": {
+            "spec": {
+                "backoffLimit": 1,
+                # Over before the next every-minute run, which Forbid would otherwise skip.
+                "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
+                "template": {
+                    "metadata": {"labels": {"app.kubernetes.io/name": "cert-sync"}},
+                    "spec": {
+                        "serviceAccountName": SERVICE_ACCOUNT,
+                        # Hub mode reads Secrets from the Kubernetes API with the pod's own token.
+                        "automountServiceAccountToken": hub_mode,
+                        "restartPolicy": "Never",
+                        "securityContext": restricted_pod(),
+                        "containers": [
+                            {
+                                "name": "cert-sync",
+                                "image": versions.PROGRAMS_IMAGE,
+                                "command": command(args),
+                                "env": env,
+                                "securityContext": restricted_container(),
+                                "resources": {
+                                    "requests": {"cpu": "20m", "memory": "64Mi"},
+                                    "limits": {"cpu": "200m", "memory": "128Mi"},
+                                },
+                                "volumeMounts": mounts,
+                            }
+                        ],
+                        "volumes": volumes,
+                    },
                 },
-            },
-        }},
+            }
+        },
     }
 
 
@@ -153,17 +193,29 @@ class CertSync(pulumi.ComponentResource):
     reaches it only as a Secret mounted read-only.
     """
 
-    def __init__(self, name: str, args: CertSyncArgs, vault_ca_cert: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: CertSyncArgs,
+        vault_ca_cert: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
         namespace = restricted_namespace(f"{name}-namespace", NAMESPACE, k8s_opts)
         in_ns = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
         account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa", metadata={"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
-            automount_service_account_token=False, opts=in_ns)
-        ca = k8s.core.v1.Secret(f"{name}-vault-ca", metadata={"name": "vault-ca", "namespace": NAMESPACE},
-                                string_data={"ca.crt": vault_ca_cert}, opts=in_ns)
+            f"{name}-sa",
+            metadata={"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
+            automount_service_account_token=False,
+            opts=in_ns,
+        )
+        ca = k8s.core.v1.Secret(
+            f"{name}-vault-ca",
+            metadata={"name": "vault-ca", "namespace": NAMESPACE},
+            string_data={"ca.crt": vault_ca_cert},
+            opts=in_ns,
+        )
         dependencies: list[pulumi.Resource] = [account, ca]
         hub_address: pulumi.Input[str] | None = None
         source = args.source
@@ -173,33 +225,54 @@ class CertSync(pulumi.ComponentResource):
                 secret_namespace, secret_name = secret.split("/", 1)
                 by_namespace.setdefault(secret_namespace, []).append(secret_name)
             for secret_namespace, names in sorted(by_namespace.items()):
-                rules: Any = [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(names),
-                               "verbs": ["get"]}]
+                rules: Any = [
+                    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(names), "verbs": ["get"]}
+                ]
                 role = k8s.rbac.v1.Role(
                     f"{name}-{secret_namespace}-reader",
-                    metadata={"name": "cert-sync-reader", "namespace": secret_namespace}, rules=rules, opts=in_ns)
-                subjects: Any = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
-                dependencies.append(k8s.rbac.v1.RoleBinding(
-                    f"{name}-{secret_namespace}-reader-binding",
                     metadata={"name": "cert-sync-reader", "namespace": secret_namespace},
-                    role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "cert-sync-reader"},
-                    subjects=subjects, opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(
-                        depends_on=[role]))))
+                    rules=rules,
+                    opts=in_ns,
+                )
+                subjects: Any = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
+                dependencies.append(
+                    k8s.rbac.v1.RoleBinding(
+                        f"{name}-{secret_namespace}-reader-binding",
+                        metadata={"name": "cert-sync-reader", "namespace": secret_namespace},
+                        role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "cert-sync-reader"},
+                        subjects=subjects,
+                        opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[role])),
+                    )
+                )
         else:
             credential = pulumi.Output.secret(source.hub_credential)
-            dependencies.append(k8s.core.v1.Secret(
-                f"{name}-hub-credential", metadata={"name": "hub-credential", "namespace": NAMESPACE},
-                string_data={
-                    "role-id": credential.apply(lambda c: c["roleId"]),
-                    "secret-id": credential.apply(lambda c: c["secretId"]),
-                    "ca.crt": source.hub_ca_cert,
-                },
-                opts=in_ns))
+            dependencies.append(
+                k8s.core.v1.Secret(
+                    f"{name}-hub-credential",
+                    metadata={"name": "hub-credential", "namespace": NAMESPACE},
+                    string_data={
+                        "role-id": credential.apply(lambda c: c["roleId"]),
+                        "secret-id": credential.apply(lambda c: c["secretId"]),
+                        "ca.crt": source.hub_ca_cert,
+                    },
+                    opts=in_ns,
+                )
+            )
             hub_address = source.hub_address
         spec = pulumi.Output.from_input(hub_address).apply(lambda address: cronjob_spec(args, address))
         k8s.batch.v1.CronJob(
-            f"{name}-cronjob", metadata={"name": "cert-sync", "namespace": NAMESPACE}, spec=spec,
-            opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(
-                depends_on=[*dependencies, *args.vault_ready])))
-        self.register_outputs({"namespace": NAMESPACE, "schedule": args.schedule,
-                               "passesPerRun": passes_per_run(args.interval), "paths": written_paths(source)})
+            f"{name}-cronjob",
+            metadata={"name": "cert-sync", "namespace": NAMESPACE},
+            spec=spec,
+            opts=pulumi.ResourceOptions.merge(
+                in_ns, pulumi.ResourceOptions(depends_on=[*dependencies, *args.vault_ready])
+            ),
+        )
+        self.register_outputs(
+            {
+                "namespace": NAMESPACE,
+                "schedule": args.schedule,
+                "passesPerRun": passes_per_run(args.interval),
+                "paths": written_paths(source),
+            }
+        )

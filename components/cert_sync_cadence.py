@@ -33,12 +33,16 @@ def interval_problem(interval: int) -> str | None:
     if interval < 1 or interval > 60:
         return f"{interval} is not between 1 and 60 seconds"
     if 60 % interval:
-        return (f"{interval} does not divide 60, so the passes would not cover the minute evenly "
-                f"(use one of {', '.join(map(str, VALID_INTERVALS))})")
+        return (
+            f"{interval} does not divide 60, so the passes would not cover the minute evenly "
+            f"(use one of {', '.join(map(str, VALID_INTERVALS))})"
+        )
     if interval < MIN_INTERVAL_SECONDS:
-        return (f"{interval} leaves the last pass (at {60 - interval} s) less than {LAST_PASS_ROOM_SECONDS} s "
-                f"before the Job's {JOB_DEADLINE_SECONDS} s deadline "
-                f"(use one of {', '.join(map(str, VALID_INTERVALS))})")
+        return (
+            f"{interval} leaves the last pass (at {60 - interval} s) less than {LAST_PASS_ROOM_SECONDS} s "
+            f"before the Job's {JOB_DEADLINE_SECONDS} s deadline "
+            f"(use one of {', '.join(map(str, VALID_INTERVALS))})"
+        )
     return None
 
 

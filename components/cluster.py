@@ -101,9 +101,7 @@ class Cluster(pulumi.ComponentResource):
                         if pool.autoscaler
                         else None,
                         labels=dict(pool.labels),
-                        taints=[
-                            linode.LkeClusterPoolTaintArgs(key=k, value=v, effect=e) for k, v, e in pool.taints
-                        ],
+                        taints=[linode.LkeClusterPoolTaintArgs(key=k, value=v, effect=e) for k, v, e in pool.taints],
                         tags=list(pool.tags),
                     )
                     for pool in spec.pools
@@ -123,7 +121,5 @@ class Cluster(pulumi.ComponentResource):
             kubeconfig = pulumi.Output.secret(spec.kubeconfig) if spec.kubeconfig is not None else None
             self.kubeconfig = kubeconfig if kubeconfig is not None else pulumi.Output.secret("")
             self.api_endpoint = pulumi.Output.from_input("(from the operator's kubeconfig)")
-            self.provider = k8s.Provider(
-                f"{name}-k8s", kubeconfig=kubeconfig, context=spec.context, opts=child
-            )
+            self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, context=spec.context, opts=child)
         self.register_outputs({"kubeconfig": self.kubeconfig, "api_endpoint": self.api_endpoint})

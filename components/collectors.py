@@ -116,13 +116,20 @@ def collector_config(args: CollectorArgs, exporter_endpoint: str | None) -> dict
     if args.exporter is not None:
         assert exporter_endpoint is not None
         client_dir = secret_dir(args.exporter.client_tls_secret)
-        exporters = {"otlp/hub": {
-            "endpoint": exporter_endpoint,
-            "tls": {"insecure": False, "ca_file": f"{client_dir}/ca.crt", "cert_file": f"{client_dir}/tls.crt",
-                    "key_file": f"{client_dir}/tls.key", "min_version": args.tls_min_version},
-            "sending_queue": {"enabled": True},
-            "retry_on_failure": {"enabled": True},
-        }}
+        exporters = {
+            "otlp/hub": {
+                "endpoint": exporter_endpoint,
+                "tls": {
+                    "insecure": False,
+                    "ca_file": f"{client_dir}/ca.crt",
+                    "cert_file": f"{client_dir}/tls.crt",
+                    "key_file": f"{client_dir}/tls.key",
+                    "min_version": args.tls_min_version,
+                },
+                "sending_queue": {"enabled": True},
+                "retry_on_failure": {"enabled": True},
+            }
+        }
     else:
         # The hub's storage backends are not part of the secrets plane; the debug exporter keeps the
         # pipeline whole until one is added.
@@ -131,12 +138,15 @@ def collector_config(args: CollectorArgs, exporter_endpoint: str | None) -> dict
     return {
         "extensions": {"health_check": {"endpoint": f"${{env:MY_POD_IP}}:{HEALTH_PORT}"}},
         "receivers": {"otlp": {"protocols": {"grpc": protocol(GRPC_PORT), "http": protocol(HTTP_PORT)}}},
-        "processors": {"memory_limiter": {"check_interval": "1s", "limit_percentage": 80,
-                                          "spike_limit_percentage": 20},
-                       "batch": {}},
+        "processors": {
+            "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
+            "batch": {},
+        },
         "exporters": exporters,
-        "service": {"extensions": ["health_check"],
-                    "pipelines": {signal: dict(pipeline) for signal in ("traces", "metrics", "logs")}},
+        "service": {
+            "extensions": ["health_check"],
+            "pipelines": {signal: dict(pipeline) for signal in ("traces", "metrics", "logs")},
+        },
     }
 
 
@@ -155,46 +165,70 @@ def deployment_spec(args: CollectorArgs, config_text: str) -> dict[str, Any]:
         "selector": {"matchLabels": labels},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
-            "metadata": {"labels": labels, "annotations": {
-                "fedobs.io/config-sha256": hashlib.sha256(config_text.encode()).hexdigest()}},
+            "metadata": {
+                "labels": labels,
+                "annotations": {"fedobs.io/config-sha256": hashlib.sha256(config_text.encode()).hexdigest()},
+            },
             "spec": {
                 "serviceAccountName": args.deployment,
                 "automountServiceAccountToken": False,
                 "securityContext": {**restricted_pod(COLLECTOR_UID), "fsGroup": COLLECTOR_UID},
-                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                                               "whenUnsatisfiable": "ScheduleAnyway",
-                                               "labelSelector": {"matchLabels": labels}}],
+                "topologySpreadConstraints": [
+                    {
+                        "maxSkew": 1,
+                        "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": labels},
+                    }
+                ],
                 "volumes": volumes,
-                "containers": [{
-                    "name": "otelcol",
-                    "image": f"{versions.OTEL_COLLECTOR_IMAGE}:{versions.OTEL_COLLECTOR_VERSION}",
-                    "args": [f"--config={CONFIG_DIR}/config.yaml"],
-                    "env": [{"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                            {"name": "GOMEMLIMIT", "value": _go_memory_limit(args.memory_limit)}],
-                    "ports": [{"name": "otlp-grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                              {"name": "otlp-http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-                              {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
-                    "volumeMounts": mounts,
-                    "livenessProbe": probe,
-                    "readinessProbe": probe,
-                    "securityContext": restricted_container(),
-                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                                  "limits": {"cpu": "1", "memory": args.memory_limit}},
-                }],
+                "containers": [
+                    {
+                        "name": "otelcol",
+                        "image": f"{versions.OTEL_COLLECTOR_IMAGE}:{versions.OTEL_COLLECTOR_VERSION}",
+                        "args": [f"--config={CONFIG_DIR}/config.yaml"],
+                        "env": [
+                            {"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                            {"name": "GOMEMLIMIT", "value": _go_memory_limit(args.memory_limit)},
+                        ],
+                        "ports": [
+                            {"name": "otlp-grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                            {"name": "otlp-http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                            {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+                        ],
+                        "volumeMounts": mounts,
+                        "livenessProbe": probe,
+                        "readinessProbe": probe,
+                        "securityContext": restricted_container(),
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "128Mi"},
+                            "limits": {"cpu": "1", "memory": args.memory_limit},
+                        },
+                    }
+                ],
             },
         },
     }
 
 
 #: Bytes per unit of every Kubernetes quantity suffix the config accepts (``config.QUANTITY``).
-_QUANTITY_BYTES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9,
-                   "m": 10**-3, "": 1}
+_QUANTITY_BYTES = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "m": 10**-3,
+    "": 1,
+}
 
 
 def _go_memory_limit(limit: str) -> str:
     """80% of the container's memory limit, in the Go runtime's notation (``MiB``)."""
     number = limit.rstrip("KMGTimk")
-    mebibytes = float(number) * _QUANTITY_BYTES[limit[len(number):]] / 2**20
+    mebibytes = float(number) * _QUANTITY_BYTES[limit[len(number) :]] / 2**20
     return f"{int(mebibytes * 0.8)}MiB"
 
 
@@ -202,16 +236,23 @@ def service_spec(args: CollectorArgs) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Service's metadata extras and spec: the hub's receiver behind a restricted NodeBalancer
     (TLS passes through to the collector), an edge's receiver inside its cluster only."""
     selector = selector_labels(args)
-    ports = [{"name": "otlp-grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT, "protocol": "TCP"},
-             {"name": "otlp-http", "port": HTTP_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"}]
+    ports = [
+        {"name": "otlp-grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT, "protocol": "TCP"},
+        {"name": "otlp-http", "port": HTTP_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"},
+    ]
     if args.receiver is None:
         return {}, {"type": "ClusterIP", "selector": selector, "ports": ports}
-    annotations = {"service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
-                   "external-dns.alpha.kubernetes.io/hostname": args.receiver.hostname}
+    annotations = {
+        "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
+        "external-dns.alpha.kubernetes.io/hostname": args.receiver.hostname,
+    }
     return {"annotations": annotations}, {
-        "type": "LoadBalancer", "selector": selector, "ports": ports,
+        "type": "LoadBalancer",
+        "selector": selector,
+        "ports": ports,
         "loadBalancerSourceRanges": list(args.receiver.allowed_source_ranges),
-        "externalTrafficPolicy": "Local"}
+        "externalTrafficPolicy": "Local",
+    }
 
 
 def network_policy_spec(args: CollectorArgs) -> dict[str, Any]:
@@ -242,25 +283,41 @@ class OtelCollector(pulumi.ComponentResource):
         metadata = {"name": args.deployment, "namespace": args.namespace, "labels": dict(COMPONENT_LABEL)}
         endpoint = pulumi.Output.from_input(args.exporter.endpoint if args.exporter else "")
         config_text = endpoint.apply(lambda value: render_config(collector_config(args, value or None)))
-        account = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=metadata, automount_service_account_token=False,
-                                             opts=k8s_opts)
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata=metadata, automount_service_account_token=False, opts=k8s_opts
+        )
         config_map = k8s.core.v1.ConfigMap(
-            f"{name}-config", metadata={**metadata, "name": f"{args.deployment}-config"},
-            data={"config.yaml": config_text}, opts=k8s_opts)
+            f"{name}-config",
+            metadata={**metadata, "name": f"{args.deployment}-config"},
+            data={"config.yaml": config_text},
+            opts=k8s_opts,
+        )
         # Only the Pods need their Secrets' VaultStaticSecrets and the admission policy in place.
-        after = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(
-            depends_on=[account, config_map, *args.after]))
+        after = pulumi.ResourceOptions.merge(
+            k8s_opts, pulumi.ResourceOptions(depends_on=[account, config_map, *args.after])
+        )
         deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment", metadata=metadata, spec=config_text.apply(lambda text: deployment_spec(args, text)),
-            opts=after)
+            f"{name}-deployment",
+            metadata=metadata,
+            spec=config_text.apply(lambda text: deployment_spec(args, text)),
+            opts=after,
+        )
         service_extras, spec = service_spec(args)
         k8s.core.v1.Service(f"{name}-service", metadata={**metadata, **service_extras}, spec=spec, opts=k8s_opts)
-        k8s.networking.v1.NetworkPolicy(f"{name}-network-policy", metadata=metadata,
-                                        spec=network_policy_spec(args), opts=k8s_opts)
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy", metadata=metadata, spec=network_policy_spec(args), opts=k8s_opts
+        )
         if args.replicas > 1:
             k8s.policy.v1.PodDisruptionBudget(
-                f"{name}-pdb", metadata=metadata,
+                f"{name}-pdb",
+                metadata=metadata,
                 spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(args)}},
-                opts=k8s_opts)
-        self.register_outputs({"deployment": f"{args.namespace}/{args.deployment}",
-                               "secrets": list(mounted_secrets(args)), "deploymentUid": deployment.metadata.uid})
+                opts=k8s_opts,
+            )
+        self.register_outputs(
+            {
+                "deployment": f"{args.namespace}/{args.deployment}",
+                "secrets": list(mounted_secrets(args)),
+                "deploymentUid": deployment.metadata.uid,
+            }
+        )

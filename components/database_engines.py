@@ -56,14 +56,19 @@ class RoleStatements:
 def role_statements(engine: Engine, access: Access, schema: str) -> RoleStatements:
     """What Vault runs to create and to drop a user of this role."""
     values = {"schema": schema, "privileges": PRIVILEGES[access]}
-    return RoleStatements(tuple(fill(s, **values) for s in CREATION[engine]),
-                          tuple(fill(s, **values) for s in REVOCATION[engine]))
+    return RoleStatements(
+        tuple(fill(s, **values) for s in CREATION[engine]), tuple(fill(s, **values) for s in REVOCATION[engine])
+    )
 
 
 def connection_url(engine: Engine, host: str, port: int, database: str, tls: bool) -> str:
     """The templated connection URL: Vault fills in the login; the URL never holds a secret."""
     if engine == "postgresql":
-        return fill(CONNECTION_URL[engine], host=host, port=str(port), database=database or "postgres",
-                    sslmode="require" if tls else "disable")
-    return fill(CONNECTION_URL[engine], host=host, port=str(port), database=database,
-                tls="?tls=true" if tls else "")
+        return fill(
+            CONNECTION_URL[engine],
+            host=host,
+            port=str(port),
+            database=database or "postgres",
+            sslmode="require" if tls else "disable",
+        )
+    return fill(CONNECTION_URL[engine], host=host, port=str(port), database=database, tls="?tls=true" if tls else "")

@@ -37,31 +37,44 @@ class DynamicSecretsArgs:
 def example_job_spec(args: DynamicSecretsArgs) -> dict[str, Any]:
     """A Job that loads its injected credentials and proves they are there, printing no secret."""
     files = [f"{SECRETS_DIR}/{c.name}" for c in args.credentials]
-    check = ("import sys, programs.credentials as c; loaded = [c.load(p) for p in sys.argv[1:]]; "
-             "print(f'{len(loaded)} credential files loaded')")
+    check = (
+        "import sys, programs.credentials as c; loaded = [c.load(p) for p in sys.argv[1:]]; "
+        "print(f'{len(loaded)} credential files loaded')"
+    )
     return {
         "backoffLimit": 1,
         "activeDeadlineSeconds": 600,
         "ttlSecondsAfterFinished": 3600,
         "template": {
-            "metadata": pod_template_metadata(args.injector, args.credentials, run_to_completion=True,
-                                              labels={"app.kubernetes.io/name": "notebook-validation-example"}),
+            "metadata": pod_template_metadata(
+                args.injector,
+                args.credentials,
+                run_to_completion=True,
+                labels={"app.kubernetes.io/name": "notebook-validation-example"},
+            ),
             "spec": {
                 "serviceAccountName": args.service_account,
                 "automountServiceAccountToken": False,
                 "restartPolicy": "Never",
                 "securityContext": restricted_pod(),
                 "volumes": [token_volume()],
-                "containers": [{
-                    "name": "validate",
-                    "image": versions.PROGRAMS_IMAGE,
-                    "command": ["python", "-c", check, *files],
-                    # agent-run-as-same-user takes the agent's UID from the first container's own context
-                    "securityContext": {**restricted_container(), "runAsUser": PROGRAMS_UID,
-                                        "runAsGroup": PROGRAMS_UID},
-                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                  "limits": {"cpu": "500m", "memory": "256Mi"}},
-                }],
+                "containers": [
+                    {
+                        "name": "validate",
+                        "image": versions.PROGRAMS_IMAGE,
+                        "command": ["python", "-c", check, *files],
+                        # agent-run-as-same-user takes the agent's UID from the first container's own context
+                        "securityContext": {
+                            **restricted_container(),
+                            "runAsUser": PROGRAMS_UID,
+                            "runAsGroup": PROGRAMS_UID,
+                        },
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": "64Mi"},
+                            "limits": {"cpu": "500m", "memory": "256Mi"},
+                        },
+                    }
+                ],
             },
         },
     }
@@ -82,15 +95,24 @@ class DynamicSecrets(pulumi.ComponentResource):
         namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
         in_ns = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
         account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa", metadata={"name": args.service_account, "namespace": args.namespace},
-            automount_service_account_token=False, opts=in_ns)
+            f"{name}-sa",
+            metadata={"name": args.service_account, "namespace": args.namespace},
+            automount_service_account_token=False,
+            opts=in_ns,
+        )
         ca = k8s.core.v1.Secret(
-            f"{name}-vault-ca", metadata={"name": args.injector.ca_secret, "namespace": args.namespace},
-            string_data={"ca.crt": args.vault_ca_cert}, opts=in_ns)
+            f"{name}-vault-ca",
+            metadata={"name": args.injector.ca_secret, "namespace": args.namespace},
+            string_data={"ca.crt": args.vault_ca_cert},
+            opts=in_ns,
+        )
         if args.example_job:
             k8s.batch.v1.Job(
-                f"{name}-example-job", metadata={"name": f"{args.namespace}-example", "namespace": args.namespace},
+                f"{name}-example-job",
+                metadata={"name": f"{args.namespace}-example", "namespace": args.namespace},
                 spec=example_job_spec(args),
-                opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(
-                    depends_on=[account, ca, *args.vault_ready])))
+                opts=pulumi.ResourceOptions.merge(
+                    in_ns, pulumi.ResourceOptions(depends_on=[account, ca, *args.vault_ready])
+                ),
+            )
         self.register_outputs({"namespace": args.namespace, "service_account": args.service_account})

@@ -30,16 +30,21 @@ def hub_output_rules(edge_name: str) -> dict[str, tuple[Callable[[Any], bool], s
     return {
         "vaultAddress": (lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)), "an https:// URL"),
         "vaultCaCert": (lambda v: isinstance(v, str) and bool(_PEM_CERT.search(v)), "a PEM certificate"),
-        "otlpEndpoint": (lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)),
-                         "the hub's OTLP endpoint, an https:// URL (is fedobs:pki set on the hub?)"),
+        "otlpEndpoint": (
+            lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)),
+            "the hub's OTLP endpoint, an https:// URL (is fedobs:pki set on the hub?)",
+        ),
         "edgeTransitTokens": (
             lambda v: isinstance(v, dict) and isinstance(v.get(edge_name), str),
             f"a map holding this edge's transit token under '{edge_name}' "
             f"(is the edge listed in the hub's fedobs:edges?)",
         ),
         "edgeCredentials": (
-            lambda v: isinstance(v, dict) and isinstance(v.get(edge_name), dict)
-            and {"mount", "roleId", "secretId"} <= set(v[edge_name]),
+            lambda v: (
+                isinstance(v, dict)
+                and isinstance(v.get(edge_name), dict)
+                and {"mount", "roleId", "secretId"} <= set(v[edge_name])
+            ),
             f"a map holding this edge's AppRole credential (mount, roleId, secretId) under '{edge_name}'",
         ),
     }
@@ -89,6 +94,12 @@ class HubLink(pulumi.ComponentResource):
         self.hub_credential = pulumi.Output.secret(
             validated.apply(lambda o: {k: str(v) for k, v in o["edgeCredentials"][args.edge_name].items()})
         )
-        self.register_outputs({"vault_address": self.vault_address, "vault_ca_cert": self.vault_ca_cert,
-                               "transit_token": self.transit_token, "hub_credential": self.hub_credential,
-                               "otlp_endpoint": self.otlp_endpoint})
+        self.register_outputs(
+            {
+                "vault_address": self.vault_address,
+                "vault_ca_cert": self.vault_ca_cert,
+                "transit_token": self.transit_token,
+                "hub_credential": self.hub_credential,
+                "otlp_endpoint": self.otlp_endpoint,
+            }
+        )

@@ -51,15 +51,23 @@ class KubernetesAuth(pulumi.ComponentResource):
                 if not value or "*" in value:
                     raise ValueError(f"role {role.name}: {field_name} must name exactly one, got {value!r}")
         vault_opts = pulumi.ResourceOptions(parent=self, provider=args.vault_provider)
-        backend = vault.AuthBackend(f"{name}-backend", type="kubernetes", path=args.mount_path,
-                                    description="Service accounts of this cluster", opts=vault_opts)
+        backend = vault.AuthBackend(
+            f"{name}-backend",
+            type="kubernetes",
+            path=args.mount_path,
+            description="Service accounts of this cluster",
+            opts=vault_opts,
+        )
         vault.kubernetes.AuthBackendConfig(
-            f"{name}-config", backend=backend.path, kubernetes_host=IN_CLUSTER_API,
-            disable_local_ca_jwt=False, opts=vault_opts)
+            f"{name}-config",
+            backend=backend.path,
+            kubernetes_host=IN_CLUSTER_API,
+            disable_local_ca_jwt=False,
+            opts=vault_opts,
+        )
         self.role_names: dict[str, pulumi.Output[str]] = {}
         for role in args.roles:
-            policy = vault.Policy(f"{name}-{role.name}-policy", name=role.name, policy=role.policy_hcl,
-                                  opts=vault_opts)
+            policy = vault.Policy(f"{name}-{role.name}-policy", name=role.name, policy=role.policy_hcl, opts=vault_opts)
             created = vault.kubernetes.AuthBackendRole(
                 f"{name}-{role.name}-role",
                 backend=backend.path,

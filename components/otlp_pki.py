@@ -61,23 +61,47 @@ def certificate_specs(args: OtlpPkiArgs) -> dict[str, dict[str, Any]]:
         return {"name": name, "kind": "Issuer", "group": "cert-manager.io"}
 
     specs: dict[str, dict[str, Any]] = {
-        "otel-root-ca": {"isCA": True, "commonName": f"{args.organization} OTLP root CA", "secretName": "otel-root-ca",
-                         "subject": subject, "privateKey": key, "issuerRef": issuer("selfsigned"),
-                         "usages": ["cert sign", "crl sign"], **_lifetime(args.ca_duration_hours)},
-        "client-ca": {"isCA": True, "commonName": f"{args.organization} OTLP client CA", "secretName": "client-ca",
-                      "subject": subject, "privateKey": key, "issuerRef": issuer("otel-root"),
-                      "usages": ["cert sign", "crl sign"], **_lifetime(args.ca_duration_hours)},
-        "otel-gateway-tls": {"commonName": args.receiver_hostnames[0], "dnsNames": list(args.receiver_hostnames),
-                             "secretName": "otel-gateway-tls", "subject": subject, "privateKey": key,
-                             "issuerRef": issuer("otel-root"),
-                             "usages": ["server auth", "digital signature", "key encipherment"],
-                             **_lifetime(args.cert_duration_hours)},
+        "otel-root-ca": {
+            "isCA": True,
+            "commonName": f"{args.organization} OTLP root CA",
+            "secretName": "otel-root-ca",
+            "subject": subject,
+            "privateKey": key,
+            "issuerRef": issuer("selfsigned"),
+            "usages": ["cert sign", "crl sign"],
+            **_lifetime(args.ca_duration_hours),
+        },
+        "client-ca": {
+            "isCA": True,
+            "commonName": f"{args.organization} OTLP client CA",
+            "secretName": "client-ca",
+            "subject": subject,
+            "privateKey": key,
+            "issuerRef": issuer("otel-root"),
+            "usages": ["cert sign", "crl sign"],
+            **_lifetime(args.ca_duration_hours),
+        },
+        "otel-gateway-tls": {
+            "commonName": args.receiver_hostnames[0],
+            "dnsNames": list(args.receiver_hostnames),
+            "secretName": "otel-gateway-tls",
+            "subject": subject,
+            "privateKey": key,
+            "issuerRef": issuer("otel-root"),
+            "usages": ["server auth", "digital signature", "key encipherment"],
+            **_lifetime(args.cert_duration_hours),
+        },
     }
     for edge in args.edges:
         specs[client_secret_name(edge)] = {
-            "commonName": edge, "secretName": client_secret_name(edge), "subject": subject, "privateKey": key,
-            "issuerRef": issuer("client-ca"), "usages": ["client auth", "digital signature", "key encipherment"],
-            **_lifetime(args.cert_duration_hours)}
+            "commonName": edge,
+            "secretName": client_secret_name(edge),
+            "subject": subject,
+            "privateKey": key,
+            "issuerRef": issuer("client-ca"),
+            "usages": ["client auth", "digital signature", "key encipherment"],
+            **_lifetime(args.cert_duration_hours),
+        }
     return specs
 
 
@@ -100,15 +124,23 @@ class OtlpPki(pulumi.ComponentResource):
 
         def issuer(resource_name: str, issuer_name: str, spec: dict[str, Any]) -> k8s.apiextensions.CustomResource:
             return k8s.apiextensions.CustomResource(
-                f"{name}-{resource_name}", api_version="cert-manager.io/v1", kind="Issuer",
-                metadata={"name": issuer_name, "namespace": args.namespace}, spec=spec,
-                opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=list(after))))
+                f"{name}-{resource_name}",
+                api_version="cert-manager.io/v1",
+                kind="Issuer",
+                metadata={"name": issuer_name, "namespace": args.namespace},
+                spec=spec,
+                opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=list(after))),
+            )
 
         def certificate(cert_name: str, spec: dict[str, Any]) -> k8s.apiextensions.CustomResource:
             return k8s.apiextensions.CustomResource(
-                f"{name}-{cert_name}", api_version="cert-manager.io/v1", kind="Certificate",
-                metadata={"name": cert_name, "namespace": args.namespace}, spec=spec,
-                opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=list(after))))
+                f"{name}-{cert_name}",
+                api_version="cert-manager.io/v1",
+                kind="Certificate",
+                metadata={"name": cert_name, "namespace": args.namespace},
+                spec=spec,
+                opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=list(after))),
+            )
 
         specs = certificate_specs(args)
         issuer("selfsigned", "selfsigned", {"selfSigned": {}})
@@ -118,5 +150,4 @@ class OtlpPki(pulumi.ComponentResource):
             certificate(cert_name, spec)
         self.sync_map = sync_map(args)
         self.ca_sync_map = ca_sync_map(args)
-        self.register_outputs({"namespace": args.namespace, "sync_map": self.sync_map,
-                               "ca_sync_map": self.ca_sync_map})
+        self.register_outputs({"namespace": args.namespace, "sync_map": self.sync_map, "ca_sync_map": self.ca_sync_map})

@@ -31,5 +31,7 @@ def restricted_pod(uid: int = PROGRAMS_UID) -> dict[str, Any]:
 def restricted_namespace(resource_name: str, namespace: str, opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:
     """A Namespace whose Pods must meet the "restricted" Pod Security Standard (enforced by the API server)."""
     return k8s.core.v1.Namespace(
-        resource_name, metadata={"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-        opts=opts)
+        resource_name,
+        metadata={"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        opts=opts,
+    )

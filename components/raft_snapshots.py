@@ -45,8 +45,14 @@ class RaftSnapshotsArgs:
 
 def snapshot_role(namespace: str) -> WorkloadRole:
     """The Vault role the CronJob logs in with: the snapshot SA only, read on the snapshot only."""
-    return WorkloadRole(name=ROLE, service_account=SERVICE_ACCOUNT, namespace=namespace,
-                        policy_hcl=SNAPSHOT_POLICY_HCL, token_ttl_seconds=600, token_max_ttl_seconds=900)
+    return WorkloadRole(
+        name=ROLE,
+        service_account=SERVICE_ACCOUNT,
+        namespace=namespace,
+        policy_hcl=SNAPSHOT_POLICY_HCL,
+        token_ttl_seconds=600,
+        token_max_ttl_seconds=900,
+    )
 
 
 def snapshot_cronjob_spec(args: RaftSnapshotsArgs) -> dict[str, Any]:
@@ -62,10 +68,14 @@ def snapshot_cronjob_spec(args: RaftSnapshotsArgs) -> dict[str, Any]:
         {"name": "SNAPSHOT_CLUSTER_NAME", "value": args.cluster_name},
         {"name": "SNAPSHOT_KEEP", "value": str(args.retain)},
         {"name": "SNAPSHOT_TMP_DIR", "value": "/scratch"},
-        {"name": "AWS_ACCESS_KEY_ID",
-         "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "access-key-id"}}},
-        {"name": "AWS_SECRET_ACCESS_KEY",
-         "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "secret-access-key"}}},
+        {
+            "name": "AWS_ACCESS_KEY_ID",
+            "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "access-key-id"}},
+        },
+        {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "secret-access-key"}},
+        },
     ]
     return {
         "schedule": args.schedule,
@@ -73,41 +83,64 @@ def snapshot_cronjob_spec(args: RaftSnapshotsArgs) -> dict[str, Any]:
         "startingDeadlineSeconds": 600,
         "successfulJobsHistoryLimit": 3,
         "failedJobsHistoryLimit": 5,
-        "jobTemplate": {"spec": {
-            "backoffLimit": 2,
-            "activeDeadlineSeconds": 900,
-            "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": "vault-snapshot"}},
-                "spec": {
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    "automountServiceAccountToken": False,
-                    "restartPolicy": "Never",
-                    "securityContext": restricted_pod(),
-                    "containers": [{
-                        "name": "snapshot",
-                        "image": versions.PROGRAMS_IMAGE,
-                        "command": ["python", "-m", "programs.raft_snapshot", "take"],
-                        "env": env,
-                        "securityContext": restricted_container(),
-                        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
-                                      "limits": {"cpu": "500m", "memory": "512Mi"}},
-                        "volumeMounts": [
-                            {"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
-                            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
-                            {"name": "scratch", "mountPath": "/scratch"},
+        "jobTemplate": {
+            "spec": {
+                "backoffLimit": 2,
+                "activeDeadlineSeconds": 900,
+                "template": {
+                    "metadata": {"labels": {"app.kubernetes.io/name": "vault-snapshot"}},
+                    "spec": {
+                        "serviceAccountName": SERVICE_ACCOUNT,
+                        "automountServiceAccountToken": False,
+                        "restartPolicy": "Never",
+                        "securityContext": restricted_pod(),
+                        "containers": [
+                            {
+                                "name": "snapshot",
+                                "image": versions.PROGRAMS_IMAGE,
+                                "command": ["python", "-m", "programs.raft_snapshot", "take"],
+                                "env": env,
+                                "securityContext": restricted_container(),
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                                    "limits": {"cpu": "500m", "memory": "512Mi"},
+                                },
+                                "volumeMounts": [
+                                    {"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
+                                    {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+                                    {"name": "scratch", "mountPath": "/scratch"},
+                                ],
+                            }
                         ],
-                    }],
-                    "volumes": [
-                        # A short-lived token for audience "vault" only, not the API token.
-                        {"name": "vault-token", "projected": {"sources": [{"serviceAccountToken": {
-                            "path": "token", "audience": "vault", "expirationSeconds": 600}}]}},
-                        {"name": "tls", "secret": {"secretName": "vault-server-tls",
-                                                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                        {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}},
-                    ],
+                        "volumes": [
+                            # A short-lived token for audience "vault" only, not the API token.
+                            {
+                                "name": "vault-token",
+                                "projected": {
+                                    "sources": [
+                                        {
+                                            "serviceAccountToken": {
+                                                "path": "token",
+                                                "audience": "vault",
+                                                "expirationSeconds": 600,
+                                            }
+                                        }
+                                    ]
+                                },
+                            },
+                            {
+                                "name": "tls",
+                                "secret": {
+                                    "secretName": "vault-server-tls",
+                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                                },
+                            },
+                            {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}},
+                        ],
+                    },
                 },
-            },
-        }},
+            }
+        },
     }
 
 
@@ -124,22 +157,34 @@ class RaftSnapshots(pulumi.ComponentResource):
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
         if args.create_bucket:
             linode.ObjectStorageBucket(
-                f"{name}-bucket", label=args.bucket_name, region=args.bucket_region, versioning=True,
+                f"{name}-bucket",
+                label=args.bucket_name,
+                region=args.bucket_region,
+                versioning=True,
                 acl="private",
-                opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
+                opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+            )
         credentials = k8s.core.v1.Secret(
             f"{name}-s3-credentials",
             metadata={"name": "vault-snapshot-s3", "namespace": args.namespace},
-            string_data={"access-key-id": pulumi.Output.secret(args.access_key_id),
-                         "secret-access-key": pulumi.Output.secret(args.secret_access_key)},
-            opts=k8s_opts)
+            string_data={
+                "access-key-id": pulumi.Output.secret(args.access_key_id),
+                "secret-access-key": pulumi.Output.secret(args.secret_access_key),
+            },
+            opts=k8s_opts,
+        )
         account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa", metadata={"name": SERVICE_ACCOUNT, "namespace": args.namespace},
-            automount_service_account_token=False, opts=k8s_opts)
+            f"{name}-sa",
+            metadata={"name": SERVICE_ACCOUNT, "namespace": args.namespace},
+            automount_service_account_token=False,
+            opts=k8s_opts,
+        )
         k8s.batch.v1.CronJob(
             f"{name}-cronjob",
             metadata={"name": "vault-raft-snapshot", "namespace": args.namespace},
             spec=snapshot_cronjob_spec(args),
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(
-                depends_on=[credentials, account, args.vault_ready])))
+            opts=pulumi.ResourceOptions.merge(
+                k8s_opts, pulumi.ResourceOptions(depends_on=[credentials, account, args.vault_ready])
+            ),
+        )
         self.register_outputs({"bucket": args.bucket_name, "schedule": args.schedule, "retain": args.retain})

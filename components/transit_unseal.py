@@ -45,16 +45,28 @@ class TransitUnseal(pulumi.ComponentResource):
     def __init__(self, name: str, args: TransitUnsealArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         vault_opts = pulumi.ResourceOptions(parent=self, provider=args.vault_provider)
-        mount = vault.Mount(f"{name}-mount", path=MOUNT_PATH, type="transit",
-                            description="Auto-unseal keys of the edge Vaults", opts=vault_opts)
+        mount = vault.Mount(
+            f"{name}-mount",
+            path=MOUNT_PATH,
+            type="transit",
+            description="Auto-unseal keys of the edge Vaults",
+            opts=vault_opts,
+        )
         self.tokens = {}
         for edge in args.edges:
             key = vault.transit.SecretBackendKey(
-                f"{name}-{edge}-key", backend=mount.path, name=edge, type="aes256-gcm96",
-                deletion_allowed=False, exportable=False, allow_plaintext_backup=False,
-                opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(protect=True)))
-            policy = vault.Policy(f"{name}-{edge}-policy", name=f"transit-unseal-{edge}",
-                                  policy=transit_policy_hcl(edge), opts=vault_opts)
+                f"{name}-{edge}-key",
+                backend=mount.path,
+                name=edge,
+                type="aes256-gcm96",
+                deletion_allowed=False,
+                exportable=False,
+                allow_plaintext_backup=False,
+                opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(protect=True)),
+            )
+            policy = vault.Policy(
+                f"{name}-{edge}-policy", name=f"transit-unseal-{edge}", policy=transit_policy_hcl(edge), opts=vault_opts
+            )
             role = vault.tokenauth.AuthBackendRole(
                 f"{name}-{edge}-token-role",
                 role_name=f"transit-unseal-{edge}",

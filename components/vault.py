@@ -132,8 +132,11 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
             {"envName": "AWS_ACCESS_KEY_ID", "secretName": "vault-seal", "secretKey": "access-key-id"},
             {"envName": "AWS_SECRET_ACCESS_KEY", "secretName": "vault-seal", "secretKey": "secret-access-key"},
         ]
-    server_labels = {"app.kubernetes.io/name": "vault", "app.kubernetes.io/instance": spec.release,
-                     "component": "server"}
+    server_labels = {
+        "app.kubernetes.io/name": "vault",
+        "app.kubernetes.io/instance": spec.release,
+        "component": "server",
+    }
     return {
         "global": {"enabled": True, "tlsDisable": False, "psp": {"enable": False}},
         "injector": {
@@ -142,8 +145,7 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
             "leaderElector": {"enabled": True},
             "image": {"repository": versions.VAULT_K8S_IMAGE, "tag": versions.VAULT_K8S_VERSION},
             "agentImage": {"repository": versions.VAULT_IMAGE, "tag": versions.VAULT_VERSION},
-            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                          "limits": {"cpu": "250m", "memory": "256Mi"}},
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}},
             "securityContext": {"container": restricted_container()},
         },
         "server": {
@@ -151,29 +153,50 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
             # OnDelete: a chart upgrade never restarts Vault pods by itself; docs/vault.md rolls
             # them one by one, standbys first, the active node last.
             "updateStrategyType": "OnDelete",
-            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
-                          "limits": {"cpu": "1", "memory": "1Gi"}},
-            "readinessProbe": {"enabled": True,
-                               "path": "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204"},
-            "extraEnvironmentVars": {"VAULT_CACERT": f"{TLS_DIR}/ca.crt",
-                                     "VAULT_TLS_SERVER_NAME": spec.peer_hostname(0)},
+            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            "readinessProbe": {"enabled": True, "path": "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204"},
+            "extraEnvironmentVars": {
+                "VAULT_CACERT": f"{TLS_DIR}/ca.crt",
+                "VAULT_TLS_SERVER_NAME": spec.peer_hostname(0),
+            },
             "extraSecretEnvironmentVars": env_secrets,
             "volumes": volumes,
             "volumeMounts": mounts,
-            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": server_labels}, "topologyKey": "kubernetes.io/hostname"}
-            ]}},
-            "dataStorage": {"enabled": True, "size": args.data_storage_size, "storageClass": args.storage_class,
-                            "mountPath": "/vault/data", "accessMode": "ReadWriteOnce"},
-            "auditStorage": {"enabled": True, "size": args.audit_storage_size, "storageClass": args.storage_class,
-                             "mountPath": "/vault/audit", "accessMode": "ReadWriteOnce"},
+            "affinity": {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": server_labels}, "topologyKey": "kubernetes.io/hostname"}
+                    ]
+                }
+            },
+            "dataStorage": {
+                "enabled": True,
+                "size": args.data_storage_size,
+                "storageClass": args.storage_class,
+                "mountPath": "/vault/data",
+                "accessMode": "ReadWriteOnce",
+            },
+            "auditStorage": {
+                "enabled": True,
+                "size": args.audit_storage_size,
+                "storageClass": args.storage_class,
+                "mountPath": "/vault/audit",
+                "accessMode": "ReadWriteOnce",
+            },
             # Raft data outlives the StatefulSet: deleting or scaling it never deletes a volume.
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
-            "statefulSet": {"securityContext": {
-                "pod": {"runAsNonRoot": True, "runAsUser": 100, "runAsGroup": 1000, "fsGroup": 1000,
-                        "seccompProfile": {"type": "RuntimeDefault"}},
-                "container": restricted_container(),
-            }},
+            "statefulSet": {
+                "securityContext": {
+                    "pod": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 100,
+                        "runAsGroup": 1000,
+                        "fsGroup": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "container": restricted_container(),
+                }
+            },
             "service": {"enabled": True, "type": "ClusterIP"},
             "ha": {
                 "enabled": True,
@@ -204,19 +227,32 @@ def bootstrap_command(args: VaultArgs) -> list[str]:
     """The bootstrap Job's command line (programs/vault_bootstrap)."""
     spec = args.server
     command = [
-        "python", "-m", "programs.vault_bootstrap",
-        "--seal", "shamir" if spec.seal is None and args.transit_seal is None else "auto",
-        "--key-shares", str(args.key_shares),
-        "--key-threshold", str(args.key_threshold),
-        "--ca-file", f"{TLS_DIR}/ca.crt",
-        "--admin-mount", ADMIN_AUTH_MOUNT,
-        "--admin-username", ADMIN_USERNAME,
-        "--admin-password-file", "/fedobs/admin/password",
+        "python",
+        "-m",
+        "programs.vault_bootstrap",
+        "--seal",
+        "shamir" if spec.seal is None and args.transit_seal is None else "auto",
+        "--key-shares",
+        str(args.key_shares),
+        "--key-threshold",
+        str(args.key_threshold),
+        "--ca-file",
+        f"{TLS_DIR}/ca.crt",
+        "--admin-mount",
+        ADMIN_AUTH_MOUNT,
+        "--admin-username",
+        ADMIN_USERNAME,
+        "--admin-password-file",
+        "/fedobs/admin/password",
         # A new password in the mounted Secret (a new adminCredentialGeneration) is rotated to.
-        "--rotate-admin-password", "true",
-        "--admin-policy-name", ADMIN_POLICY,
-        "--admin-policy-file", "/fedobs/policy/admin.hcl",
-        "--state-kubernetes-secret", f"{spec.namespace}/{INIT_STATE_SECRET}",
+        "--rotate-admin-password",
+        "true",
+        "--admin-policy-name",
+        ADMIN_POLICY,
+        "--admin-policy-file",
+        "/fedobs/policy/admin.hcl",
+        "--state-kubernetes-secret",
+        f"{spec.namespace}/{INIT_STATE_SECRET}",
     ]
     for i in range(spec.replicas):
         command += ["--peer", f"https://{spec.peer_hostname(i)}:{API_PORT}"]
@@ -256,21 +292,24 @@ class Vault(pulumi.ComponentResource):
         self.release_name = spec.release
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
 
-        namespace = restricted_namespace(f"{name}-namespace", spec.namespace,
-                                         pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(protect=True)))
+        namespace = restricted_namespace(
+            f"{name}-namespace",
+            spec.namespace,
+            pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(protect=True)),
+        )
         ns_opts = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
 
         # --- TLS: a per-cluster CA (kept in Pulumi state as a secret) issues via cert-manager.
-        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256",
-                                opts=pulumi.ResourceOptions(parent=self))
+        ca_key = tls.PrivateKey(
+            f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=pulumi.ResourceOptions(parent=self)
+        )
         ca_cert = tls.SelfSignedCert(
             f"{name}-ca",
             private_key_pem=ca_key.private_key_pem,
             is_ca_certificate=True,
             validity_period_hours=CA_VALIDITY_HOURS,
             allowed_uses=["cert_signing", "crl_signing"],
-            subject=tls.SelfSignedCertSubjectArgs(common_name=f"{spec.cluster_name} Vault CA",
-                                                   organization="fedobs"),
+            subject=tls.SelfSignedCertSubjectArgs(common_name=f"{spec.cluster_name} Vault CA", organization="fedobs"),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.ca_cert = ca_cert.cert_pem
@@ -314,22 +353,36 @@ class Vault(pulumi.ComponentResource):
         # --- seal material, as Secrets the chart turns into environment variables.
         seal_dependencies: list[pulumi.Resource] = []
         if args.transit_seal is not None:
-            seal_dependencies.append(k8s.core.v1.Secret(
-                f"{name}-seal-secret", metadata={"name": "vault-seal", "namespace": spec.namespace},
-                string_data={"token": pulumi.Output.secret(args.transit_seal.token)}, opts=ns_opts))
-            seal_dependencies.append(k8s.core.v1.Secret(
-                f"{name}-hub-ca", metadata={"name": "hub-vault-ca", "namespace": spec.namespace},
-                string_data={"ca.crt": args.transit_seal.hub_ca_cert}, opts=ns_opts))
+            seal_dependencies.append(
+                k8s.core.v1.Secret(
+                    f"{name}-seal-secret",
+                    metadata={"name": "vault-seal", "namespace": spec.namespace},
+                    string_data={"token": pulumi.Output.secret(args.transit_seal.token)},
+                    opts=ns_opts,
+                )
+            )
+            seal_dependencies.append(
+                k8s.core.v1.Secret(
+                    f"{name}-hub-ca",
+                    metadata={"name": "hub-vault-ca", "namespace": spec.namespace},
+                    string_data={"ca.crt": args.transit_seal.hub_ca_cert},
+                    opts=ns_opts,
+                )
+            )
         elif isinstance(spec.seal, AwsKmsSealSpec):
             if args.aws_kms_credentials is None:
                 raise ValueError("an awskms seal needs aws_kms_credentials")
-            seal_dependencies.append(k8s.core.v1.Secret(
-                f"{name}-seal-secret", metadata={"name": "vault-seal", "namespace": spec.namespace},
-                string_data={
-                    "access-key-id": pulumi.Output.secret(args.aws_kms_credentials.access_key_id),
-                    "secret-access-key": pulumi.Output.secret(args.aws_kms_credentials.secret_access_key),
-                },
-                opts=ns_opts))
+            seal_dependencies.append(
+                k8s.core.v1.Secret(
+                    f"{name}-seal-secret",
+                    metadata={"name": "vault-seal", "namespace": spec.namespace},
+                    string_data={
+                        "access-key-id": pulumi.Output.secret(args.aws_kms_credentials.access_key_id),
+                        "secret-access-key": pulumi.Output.secret(args.aws_kms_credentials.secret_access_key),
+                    },
+                    opts=ns_opts,
+                )
+            )
 
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
@@ -339,29 +392,43 @@ class Vault(pulumi.ComponentResource):
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.VAULT_CHART_REPO),
             namespace=spec.namespace,
             values=_resolved_values(args),
-            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(
-                # Not after the Certificate: its Pods wait for the Secret cert-manager writes (see above).
-                protect=True, depends_on=seal_dependencies)),
+            opts=pulumi.ResourceOptions.merge(
+                ns_opts,
+                pulumi.ResourceOptions(
+                    # Not after the Certificate: its Pods wait for the Secret cert-manager writes (see above).
+                    protect=True,
+                    depends_on=seal_dependencies,
+                ),
+            ),
         )
 
         # --- how Pulumi and the edges reach this Vault.
         if isinstance(args.access, LoadBalancerAccess):
-            service_metadata: Any = {"name": f"{spec.release}-external", "namespace": spec.namespace,
-                          "annotations": {
-                              # TLS passes through the NodeBalancer and terminates at Vault.
-                              "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
-                              "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
-                          }}
+            service_metadata: Any = {
+                "name": f"{spec.release}-external",
+                "namespace": spec.namespace,
+                "annotations": {
+                    # TLS passes through the NodeBalancer and terminates at Vault.
+                    "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
+                    "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
+                },
+            }
             service_spec: Any = {
-                    "type": "LoadBalancer",
-                    "selector": {"app.kubernetes.io/name": "vault", "app.kubernetes.io/instance": spec.release,
-                                 "component": "server", "vault-active": "true"},
-                    "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
-                    "loadBalancerSourceRanges": list(args.access.allowed_source_ranges),
-                    "externalTrafficPolicy": "Local",
-                }
+                "type": "LoadBalancer",
+                "selector": {
+                    "app.kubernetes.io/name": "vault",
+                    "app.kubernetes.io/instance": spec.release,
+                    "component": "server",
+                    "vault-active": "true",
+                },
+                "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
+                "loadBalancerSourceRanges": list(args.access.allowed_source_ranges),
+                "externalTrafficPolicy": "Local",
+            }
             k8s.core.v1.Service(
-                f"{name}-external", metadata=service_metadata, spec=service_spec,
+                f"{name}-external",
+                metadata=service_metadata,
+                spec=service_spec,
                 opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[self.release])),
             )
             self.address = pulumi.Output.from_input(f"https://{spec.external_hostname}:{API_PORT}")
@@ -372,9 +439,12 @@ class Vault(pulumi.ComponentResource):
         # A new generation is a new password: the next bootstrap Job logs in with the one it applied
         # last time and sets this one (programs/vault_bootstrap, "rotation").
         admin_password = random.RandomPassword(
-            f"{name}-admin-password", length=40, special=False,
+            f"{name}-admin-password",
+            length=40,
+            special=False,
             keepers={"generation": str(args.admin_credential_generation)},
-            opts=pulumi.ResourceOptions(parent=self))
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         admin_secret = k8s.core.v1.Secret(
             f"{name}-admin-credential",
             metadata={"name": "vault-admin-credential", "namespace": spec.namespace},
@@ -387,11 +457,11 @@ class Vault(pulumi.ComponentResource):
             data={"admin.hcl": ADMIN_POLICY_HCL},
             opts=ns_opts,
         )
-        job = self._bootstrap_job(name, args, ns_opts, [self.release, admin_secret, policy_map],
-                                  admin_password.result)
+        job = self._bootstrap_job(name, args, ns_opts, [self.release, admin_secret, policy_map], admin_password.result)
 
         ca_file = pulumi.Output.all(ca_cert.cert_pem, pulumi.get_stack()).apply(
-            lambda parts: _write_ca_file(args.local_ca_dir, parts[1], parts[0]))
+            lambda parts: _write_ca_file(args.local_ca_dir, parts[1], parts[0])
+        )
         self.vault_provider = vault.Provider(
             f"{name}-provider",
             address=self.address,
@@ -399,9 +469,16 @@ class Vault(pulumi.ComponentResource):
             tls_server_name=spec.external_hostname,
             skip_child_token=False,
             # The provider logs in on every run, so no token that could expire is kept in state.
-            auth_login_userpass=cast(Any, pulumi.Output.secret(admin_password.result.apply(
-                lambda password: vault.ProviderAuthLoginUserpassArgs(
-                    mount=ADMIN_AUTH_MOUNT, username=ADMIN_USERNAME, password=password)))),
+            auth_login_userpass=cast(
+                Any,
+                pulumi.Output.secret(
+                    admin_password.result.apply(
+                        lambda password: vault.ProviderAuthLoginUserpassArgs(
+                            mount=ADMIN_AUTH_MOUNT, username=ADMIN_USERNAME, password=password
+                        )
+                    )
+                ),
+            ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
         )
         vault_opts = pulumi.ResourceOptions(parent=self, provider=self.vault_provider)
@@ -423,75 +500,111 @@ class Vault(pulumi.ComponentResource):
             options={"file_path": "/vault/audit/audit.log", "mode": "0600"},
             opts=vault_opts,
         )
-        self.register_outputs({"address": self.address, "ca_cert": self.ca_cert,
-                               "namespace": spec.namespace, "chart_version": versions.VAULT_CHART_VERSION})
+        self.register_outputs(
+            {
+                "address": self.address,
+                "ca_cert": self.ca_cert,
+                "namespace": spec.namespace,
+                "chart_version": versions.VAULT_CHART_VERSION,
+            }
+        )
 
-    def _bootstrap_job(self, name: str, args: VaultArgs, ns_opts: pulumi.ResourceOptions,
-                       depends_on: list[pulumi.Resource], admin_password: pulumi.Output[str]) -> k8s.batch.v1.Job:
+    def _bootstrap_job(
+        self,
+        name: str,
+        args: VaultArgs,
+        ns_opts: pulumi.ResourceOptions,
+        depends_on: list[pulumi.Resource],
+        admin_password: pulumi.Output[str],
+    ) -> k8s.batch.v1.Job:
         spec = args.server
         account = k8s.core.v1.ServiceAccount(
-            f"{name}-bootstrap-sa", metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
-            automount_service_account_token=True, opts=ns_opts)
+            f"{name}-bootstrap-sa",
+            metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
+            automount_service_account_token=True,
+            opts=ns_opts,
+        )
         rules: Any = [
-                # create cannot be limited by name in RBAC; get/update are limited to the state Secret.
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [INIT_STATE_SECRET],
-                 "verbs": ["get", "update"]},
-            ]
+            # create cannot be limited by name in RBAC; get/update are limited to the state Secret.
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [INIT_STATE_SECRET],
+                "verbs": ["get", "update"],
+            },
+        ]
         role = k8s.rbac.v1.Role(
             f"{name}-bootstrap-role",
             metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
             rules=rules,
-            opts=ns_opts)
+            opts=ns_opts,
+        )
         subjects: Any = [{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": spec.namespace}]
         binding = k8s.rbac.v1.RoleBinding(
             f"{name}-bootstrap-binding",
             metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
             role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "vault-bootstrap"},
             subjects=subjects,
-            opts=ns_opts)
+            opts=ns_opts,
+        )
         command = bootstrap_command(args)
         # A new Job (new name) whenever what it does or the admin password changes; an unchanged
         # one is not re-run. Only a digest of the password shows in the name.
-        job_name = pulumi.Output.unsecret(admin_password.apply(lambda password: "vault-bootstrap-" + hashlib.sha256(
-            json.dumps([command, ADMIN_POLICY_HCL, password]).encode()).hexdigest()[:10]))
+        job_name = pulumi.Output.unsecret(
+            admin_password.apply(
+                lambda password: (
+                    "vault-bootstrap-"
+                    + hashlib.sha256(json.dumps([command, ADMIN_POLICY_HCL, password]).encode()).hexdigest()[:10]
+                )
+            )
+        )
         job_spec: Any = {
-                "backoffLimit": 3,
-                "activeDeadlineSeconds": 900,
-                "ttlSecondsAfterFinished": 86400,
-                "template": {
-                    "metadata": {"labels": {"app.kubernetes.io/name": "vault-bootstrap"}},
-                    "spec": {
-                        "serviceAccountName": "vault-bootstrap",
-                        "restartPolicy": "Never",
-                        "securityContext": restricted_pod(),
-                        "containers": [{
+            "backoffLimit": 3,
+            "activeDeadlineSeconds": 900,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "vault-bootstrap"}},
+                "spec": {
+                    "serviceAccountName": "vault-bootstrap",
+                    "restartPolicy": "Never",
+                    "securityContext": restricted_pod(),
+                    "containers": [
+                        {
                             "name": "bootstrap",
                             "image": versions.PROGRAMS_IMAGE,
                             "command": command,
                             "securityContext": restricted_container(),
-                            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                          "limits": {"cpu": "200m", "memory": "128Mi"}},
+                            "resources": {
+                                "requests": {"cpu": "50m", "memory": "64Mi"},
+                                "limits": {"cpu": "200m", "memory": "128Mi"},
+                            },
                             "volumeMounts": [
                                 {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
                                 {"name": "admin", "mountPath": "/fedobs/admin", "readOnly": True},
                                 {"name": "policy", "mountPath": "/fedobs/policy", "readOnly": True},
                             ],
-                        }],
-                        "volumes": [
-                            {"name": "tls", "secret": {"secretName": "vault-server-tls",
-                                                       "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                            {"name": "admin", "secret": {"secretName": "vault-admin-credential",
-                                                         "defaultMode": 0o400}},
-                            {"name": "policy", "configMap": {"name": "vault-admin-policy"}},
-                        ],
-                    },
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "tls",
+                            "secret": {
+                                "secretName": "vault-server-tls",
+                                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                            },
+                        },
+                        {"name": "admin", "secret": {"secretName": "vault-admin-credential", "defaultMode": 0o400}},
+                        {"name": "policy", "configMap": {"name": "vault-admin-policy"}},
+                    ],
                 },
-            }
+            },
+        }
         return k8s.batch.v1.Job(
             f"{name}-bootstrap",
             metadata={"name": job_name, "namespace": spec.namespace},
             spec=job_spec,
-            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(
-                depends_on=[*depends_on, account, role, binding])),
+            opts=pulumi.ResourceOptions.merge(
+                ns_opts, pulumi.ResourceOptions(depends_on=[*depends_on, account, role, binding])
+            ),
         )

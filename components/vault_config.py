@@ -86,8 +86,9 @@ def edge_kv_prefix(edge: str) -> str:
 
 
 def edge_access_policy(edge: str, kv_mount: str, transit_mount: str) -> str:
-    return render_policy(f"hub-access-{edge}",
-                         [*kv_read(kv_mount, edge_kv_prefix(edge)), *transit_use(transit_mount, edge)])
+    return render_policy(
+        f"hub-access-{edge}", [*kv_read(kv_mount, edge_kv_prefix(edge)), *transit_use(transit_mount, edge)]
+    )
 
 
 class VaultConfiguration(pulumi.ComponentResource):
@@ -105,12 +106,22 @@ class VaultConfiguration(pulumi.ComponentResource):
     def __init__(self, name: str, args: VaultConfigurationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.vault_opts = pulumi.ResourceOptions(parent=self, provider=args.vault_provider)
-        kv_mount = vault.Mount(f"{name}-kv", path=args.kv.path, type="kv", options={"version": "2"},
-                               description="Platform secrets (certificates)", opts=self.vault_opts)
+        kv_mount = vault.Mount(
+            f"{name}-kv",
+            path=args.kv.path,
+            type="kv",
+            options={"version": "2"},
+            description="Platform secrets (certificates)",
+            opts=self.vault_opts,
+        )
         #: What a KV writer waits for: the mount with check-and-set required.
-        self.kv_ready = vault.kv.SecretBackendV2(f"{name}-kv-config", mount=kv_mount.path,
-                                                 max_versions=args.kv.max_versions, cas_required=True,
-                                                 opts=self.vault_opts)
+        self.kv_ready = vault.kv.SecretBackendV2(
+            f"{name}-kv-config",
+            mount=kv_mount.path,
+            max_versions=args.kv.max_versions,
+            cas_required=True,
+            opts=self.vault_opts,
+        )
         #: What a credentials consumer waits for: every database and AWS role.
         self.credential_roles: list[pulumi.Resource] = []
         if args.database is not None:
@@ -121,12 +132,18 @@ class VaultConfiguration(pulumi.ComponentResource):
         self.register_outputs({"kv_path": args.kv.path, "edge_credentials": self.edge_credentials})
 
     def _database(self, name: str, spec: DatabaseSpec) -> None:
-        mount = vault.Mount(f"{name}-database", path=spec.path, type="database",
-                            description="Short-lived database users", opts=self.vault_opts)
+        mount = vault.Mount(
+            f"{name}-database",
+            path=spec.path,
+            type="database",
+            description="Short-lived database users",
+            opts=self.vault_opts,
+        )
         for connection in spec.connections:
             prefix = f"{name}-db-{connection.name}"
-            url = connection_url(connection.engine, connection.host, connection.port, connection.database,
-                                 connection.tls)
+            url = connection_url(
+                connection.engine, connection.host, connection.port, connection.database, connection.tls
+            )
             username = pulumi.Output.secret(connection.admin_username)
             password = pulumi.Output.secret(connection.admin_password)
             created = vault.database.SecretBackendConnection(
@@ -136,29 +153,39 @@ class VaultConfiguration(pulumi.ComponentResource):
                 allowed_roles=[role.name for role in connection.roles],
                 verify_connection=True,
                 postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(
-                    connection_url=url, username=username, password=password, max_open_connections=4)
-                if connection.engine == "postgresql" else None,
+                    connection_url=url, username=username, password=password, max_open_connections=4
+                )
+                if connection.engine == "postgresql"
+                else None,
                 mysql=vault.database.SecretBackendConnectionMysqlArgs(
-                    connection_url=url, username=username, password=password, max_open_connections=4)
-                if connection.engine == "mysql" else None,
-                opts=pulumi.ResourceOptions.merge(self.vault_opts, pulumi.ResourceOptions(
-                    # After rotate-root only Vault knows the admin password; never send the old one.
-                    ignore_changes=[f"{connection.engine}.password"])),
+                    connection_url=url, username=username, password=password, max_open_connections=4
+                )
+                if connection.engine == "mysql"
+                else None,
+                opts=pulumi.ResourceOptions.merge(
+                    self.vault_opts,
+                    pulumi.ResourceOptions(
+                        # After rotate-root only Vault knows the admin password; never send the old one.
+                        ignore_changes=[f"{connection.engine}.password"]
+                    ),
+                ),
             )
             roles: list[pulumi.Resource] = []
             for role in connection.roles:
                 statements = role_statements(connection.engine, role.access, role.schema)
-                roles.append(vault.database.SecretBackendRole(
-                    f"{prefix}-{role.name}",
-                    backend=mount.path,
-                    name=role.name,
-                    db_name=created.name,
-                    creation_statements=list(statements.creation),
-                    revocation_statements=list(statements.revocation),
-                    default_ttl=role.default_ttl,
-                    max_ttl=role.max_ttl,
-                    opts=self.vault_opts,
-                ))
+                roles.append(
+                    vault.database.SecretBackendRole(
+                        f"{prefix}-{role.name}",
+                        backend=mount.path,
+                        name=role.name,
+                        db_name=created.name,
+                        creation_statements=list(statements.creation),
+                        revocation_statements=list(statements.revocation),
+                        default_ttl=role.default_ttl,
+                        max_ttl=role.max_ttl,
+                        opts=self.vault_opts,
+                    )
+                )
             vault.generic.Endpoint(
                 f"{prefix}-rotate-root",
                 path=pulumi.Output.concat(mount.path, "/rotate-root/", created.name),
@@ -182,26 +209,36 @@ class VaultConfiguration(pulumi.ComponentResource):
             opts=self.vault_opts,
         )
         for role in spec.roles:
-            self.credential_roles.append(vault.aws.SecretBackendRole(
-                f"{name}-aws-{role.name}",
-                backend=spec.path,
-                name=role.name,
-                credential_type="assumed_role",
-                role_arns=list(role.role_arns),
-                default_sts_ttl=role.default_sts_ttl,
-                max_sts_ttl=role.max_sts_ttl,
-                # the path is known up front; the dependency orders the role after its backend
-                opts=pulumi.ResourceOptions.merge(self.vault_opts, pulumi.ResourceOptions(depends_on=[backend])),
-            ))
+            self.credential_roles.append(
+                vault.aws.SecretBackendRole(
+                    f"{name}-aws-{role.name}",
+                    backend=spec.path,
+                    name=role.name,
+                    credential_type="assumed_role",
+                    role_arns=list(role.role_arns),
+                    default_sts_ttl=role.default_sts_ttl,
+                    max_sts_ttl=role.max_sts_ttl,
+                    # the path is known up front; the dependency orders the role after its backend
+                    opts=pulumi.ResourceOptions.merge(self.vault_opts, pulumi.ResourceOptions(depends_on=[backend])),
+                )
+            )
 
     def _edge_access(self, name: str, args: VaultConfigurationArgs) -> dict[str, pulumi.Output[dict[str, str]]]:
-        backend = vault.AuthBackend(f"{name}-edge-approle", type="approle", path=EDGE_APPROLE_MOUNT,
-                                    description="One credential per edge cluster", opts=self.vault_opts)
+        backend = vault.AuthBackend(
+            f"{name}-edge-approle",
+            type="approle",
+            path=EDGE_APPROLE_MOUNT,
+            description="One credential per edge cluster",
+            opts=self.vault_opts,
+        )
         credentials: dict[str, pulumi.Output[dict[str, str]]] = {}
         for edge in args.edges:
-            policy = vault.Policy(f"{name}-edge-{edge}-policy", name=f"hub-access-{edge}",
-                                  policy=edge_access_policy(edge, args.kv.path, args.transit_mount),
-                                  opts=self.vault_opts)
+            policy = vault.Policy(
+                f"{name}-edge-{edge}-policy",
+                name=f"hub-access-{edge}",
+                policy=edge_access_policy(edge, args.kv.path, args.transit_mount),
+                opts=self.vault_opts,
+            )
             role = vault.approle.AuthBackendRole(
                 f"{name}-edge-{edge}-role",
                 backend=backend.path,
@@ -213,8 +250,11 @@ class VaultConfiguration(pulumi.ComponentResource):
                 opts=self.vault_opts,
             )
             secret_id = vault.approle.AuthBackendRoleSecretId(
-                f"{name}-edge-{edge}-secret-id", backend=backend.path, role_name=role.role_name,
-                opts=self.vault_opts)
-            credentials[edge] = pulumi.Output.secret(pulumi.Output.all(role.role_id, secret_id.secret_id).apply(
-                lambda ids: {"mount": EDGE_APPROLE_MOUNT, "roleId": ids[0], "secretId": ids[1]}))
+                f"{name}-edge-{edge}-secret-id", backend=backend.path, role_name=role.role_name, opts=self.vault_opts
+            )
+            credentials[edge] = pulumi.Output.secret(
+                pulumi.Output.all(role.role_id, secret_id.secret_id).apply(
+                    lambda ids: {"mount": EDGE_APPROLE_MOUNT, "roleId": ids[0], "secretId": ids[1]}
+                )
+            )
         return credentials

@@ -131,14 +131,20 @@ SERVER_CERTIFICATE_IP_ADDRESSES = ("127.0.0.1",)
 
 def _seal_block(seal: SealSpec) -> tuple[Block, ...]:
     if isinstance(seal, TransitSealSpec):
-        return (Block("seal", ("transit",), (
-            ("address", seal.address),
-            ("key_name", seal.key_name),
-            ("mount_path", seal.mount_path),
-            ("tls_ca_cert", seal.tls_ca_cert),
-            ("tls_server_name", seal.tls_server_name),
-            ("disable_renewal", False),
-        )),)
+        return (
+            Block(
+                "seal",
+                ("transit",),
+                (
+                    ("address", seal.address),
+                    ("key_name", seal.key_name),
+                    ("mount_path", seal.mount_path),
+                    ("tls_ca_cert", seal.tls_ca_cert),
+                    ("tls_server_name", seal.tls_server_name),
+                    ("disable_renewal", False),
+                ),
+            ),
+        )
     if isinstance(seal, AwsKmsSealSpec):
         body: tuple[Attribute, ...] = (("region", seal.region), ("kms_key_id", seal.kms_key_id))
         if seal.endpoint:
@@ -150,11 +156,15 @@ def _seal_block(seal: SealSpec) -> tuple[Block, ...]:
 def server_config_blocks(spec: VaultServerSpec) -> tuple[Attribute | Block, ...]:
     """The server configuration as data (what :func:`render_server_hcl` writes)."""
     retry_joins = tuple(
-        Block("retry_join", (), (
-            ("leader_api_addr", f"https://{spec.peer_hostname(i)}:{API_PORT}"),
-            ("leader_ca_cert_file", f"{TLS_DIR}/ca.crt"),
-            ("leader_tls_servername", spec.peer_hostname(i)),
-        ))
+        Block(
+            "retry_join",
+            (),
+            (
+                ("leader_api_addr", f"https://{spec.peer_hostname(i)}:{API_PORT}"),
+                ("leader_ca_cert_file", f"{TLS_DIR}/ca.crt"),
+                ("leader_tls_servername", spec.peer_hostname(i)),
+            ),
+        )
         for i in range(spec.replicas)
     )
     return (
@@ -162,27 +172,39 @@ def server_config_blocks(spec: VaultServerSpec) -> tuple[Attribute | Block, ...]
         ("cluster_name", spec.cluster_name),
         # Raft storage does not use mlock-able swap; HashiCorp recommends disabling mlock with it.
         ("disable_mlock", True),
-        Block("listener", ("tcp",), (
-            ("address", f"[::]:{API_PORT}"),
-            ("cluster_address", f"[::]:{CLUSTER_PORT}"),
-            ("tls_disable", False),
-            ("tls_cert_file", f"{TLS_DIR}/tls.crt"),
-            ("tls_key_file", f"{TLS_DIR}/tls.key"),
-            ("tls_min_version", "tls12"),
-            Block("telemetry", (), (("unauthenticated_metrics_access", False),)),
-        )),
-        Block("storage", ("raft",), (
-            ("path", DATA_PATH),
-            # 1 is HashiCorp's production recommendation: faster leader failure detection.
-            ("performance_multiplier", 1),
-            *retry_joins,
-        )),
+        Block(
+            "listener",
+            ("tcp",),
+            (
+                ("address", f"[::]:{API_PORT}"),
+                ("cluster_address", f"[::]:{CLUSTER_PORT}"),
+                ("tls_disable", False),
+                ("tls_cert_file", f"{TLS_DIR}/tls.crt"),
+                ("tls_key_file", f"{TLS_DIR}/tls.key"),
+                ("tls_min_version", "tls12"),
+                Block("telemetry", (), (("unauthenticated_metrics_access", False),)),
+            ),
+        ),
+        Block(
+            "storage",
+            ("raft",),
+            (
+                ("path", DATA_PATH),
+                # 1 is HashiCorp's production recommendation: faster leader failure detection.
+                ("performance_multiplier", 1),
+                *retry_joins,
+            ),
+        ),
         *_seal_block(spec.seal),
         Block("service_registration", ("kubernetes",), ()),
-        Block("telemetry", (), (
-            ("prometheus_retention_time", "30s"),
-            ("disable_hostname", True),
-        )),
+        Block(
+            "telemetry",
+            (),
+            (
+                ("prometheus_retention_time", "30s"),
+                ("disable_hostname", True),
+            ),
+        ),
     )
 
 

@@ -63,9 +63,16 @@ def vso_roles(syncs: tuple[SecretSync, ...], kv_mount: str) -> list[WorkloadRole
     for namespace in namespaces(syncs):
         paths = sorted({s.kv_path for s in syncs if s.namespace == namespace})
         name = role_name(namespace)
-        roles.append(WorkloadRole(name=name, service_account=SERVICE_ACCOUNT, namespace=namespace,
-                                  policy_hcl=render_policy(name, [g for p in paths for g in kv_read(kv_mount, p)]),
-                                  token_ttl_seconds=600, token_max_ttl_seconds=1200))
+        roles.append(
+            WorkloadRole(
+                name=name,
+                service_account=SERVICE_ACCOUNT,
+                namespace=namespace,
+                policy_hcl=render_policy(name, [g for p in paths for g in kv_read(kv_mount, p)]),
+                token_ttl_seconds=600,
+                token_max_ttl_seconds=1200,
+            )
+        )
     return roles
 
 
@@ -76,8 +83,10 @@ def operator_values() -> dict[str, Any]:
             "replicas": 2,
             "manager": {
                 "image": {"repository": "hashicorp/vault-secrets-operator", "tag": versions.VSO_VERSION},
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
-                              "limits": {"cpu": "500m", "memory": "256Mi"}},
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                    "limits": {"cpu": "500m", "memory": "256Mi"},
+                },
             },
             "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
         },
@@ -115,53 +124,95 @@ class VaultSecretsOperator(pulumi.ComponentResource):
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
         operator_ns = restricted_namespace(f"{name}-namespace", OPERATOR_NAMESPACE, k8s_opts)
         release = k8s.helm.v3.Release(
-            f"{name}-release", name="vault-secrets-operator", chart="vault-secrets-operator",
+            f"{name}-release",
+            name="vault-secrets-operator",
+            chart="vault-secrets-operator",
             version=versions.VSO_CHART_VERSION,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.VAULT_CHART_REPO),
-            namespace=OPERATOR_NAMESPACE, values=operator_values(), atomic=True,
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[operator_ns])))
+            namespace=OPERATOR_NAMESPACE,
+            values=operator_values(),
+            atomic=True,
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[operator_ns])),
+        )
         after = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[release]))
 
         created: dict[str, pulumi.Resource] = {OPERATOR_NAMESPACE: operator_ns}
 
-        def custom(resource: str, kind: str, namespace: str, object_name: str,
-                   spec: dict[str, Any]) -> k8s.apiextensions.CustomResource:
+        def custom(
+            resource: str, kind: str, namespace: str, object_name: str, spec: dict[str, Any]
+        ) -> k8s.apiextensions.CustomResource:
             return k8s.apiextensions.CustomResource(
-                f"{name}-{resource}", api_version="secrets.hashicorp.com/v1beta1", kind=kind,
-                metadata={"name": object_name, "namespace": namespace}, spec=spec,
-                opts=pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[created[namespace]])))
+                f"{name}-{resource}",
+                api_version="secrets.hashicorp.com/v1beta1",
+                kind=kind,
+                metadata={"name": object_name, "namespace": namespace},
+                spec=spec,
+                opts=pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[created[namespace]])),
+            )
 
         kubernetes_auth = {"serviceAccount": SERVICE_ACCOUNT, "audiences": ["vault"], "tokenExpirationSeconds": 600}
         if args.use_vault_auth_global:
-            custom("auth-global", "VaultAuthGlobal", OPERATOR_NAMESPACE, "default", {
-                "allowedNamespaces": namespaces(args.syncs),
-                "defaultAuthMethod": "kubernetes",
-                "kubernetes": {"mount": args.auth_mount, **kubernetes_auth},
-            })
+            custom(
+                "auth-global",
+                "VaultAuthGlobal",
+                OPERATOR_NAMESPACE,
+                "default",
+                {
+                    "allowedNamespaces": namespaces(args.syncs),
+                    "defaultAuthMethod": "kubernetes",
+                    "kubernetes": {"mount": args.auth_mount, **kubernetes_auth},
+                },
+            )
         for namespace in namespaces(args.syncs):
             # The target namespaces are declared here; the workloads in them use them as they are.
             target = restricted_namespace(f"{name}-{namespace}", namespace, k8s_opts)
             created[namespace] = target
             in_target = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[target]))
             k8s.core.v1.ServiceAccount(
-                f"{name}-{namespace}-sa", metadata={"name": SERVICE_ACCOUNT, "namespace": namespace},
-                automount_service_account_token=False, opts=in_target)
+                f"{name}-{namespace}-sa",
+                metadata={"name": SERVICE_ACCOUNT, "namespace": namespace},
+                automount_service_account_token=False,
+                opts=in_target,
+            )
             k8s.core.v1.Secret(
-                f"{name}-{namespace}-vault-ca", metadata={"name": "vault-ca", "namespace": namespace},
-                string_data={"ca.crt": args.vault_ca_cert}, opts=in_target)
-            custom(f"{namespace}-connection", "VaultConnection", namespace, "vault", {
-                "address": args.vault_address, "tlsServerName": args.vault_tls_server_name,
-                "caCertSecretRef": "vault-ca", "skipTLSVerify": False})
-            auth: dict[str, Any] = {"vaultConnectionRef": "vault", "method": "kubernetes", "mount": args.auth_mount,
-                                    "kubernetes": {"role": role_name(namespace), **kubernetes_auth}}
+                f"{name}-{namespace}-vault-ca",
+                metadata={"name": "vault-ca", "namespace": namespace},
+                string_data={"ca.crt": args.vault_ca_cert},
+                opts=in_target,
+            )
+            custom(
+                f"{namespace}-connection",
+                "VaultConnection",
+                namespace,
+                "vault",
+                {
+                    "address": args.vault_address,
+                    "tlsServerName": args.vault_tls_server_name,
+                    "caCertSecretRef": "vault-ca",
+                    "skipTLSVerify": False,
+                },
+            )
+            auth: dict[str, Any] = {
+                "vaultConnectionRef": "vault",
+                "method": "kubernetes",
+                "mount": args.auth_mount,
+                "kubernetes": {"role": role_name(namespace), **kubernetes_auth},
+            }
             if args.use_vault_auth_global:
-                auth = {"vaultConnectionRef": "vault", "vaultAuthGlobalRef": {
-                    "name": "default", "namespace": OPERATOR_NAMESPACE, "allowDefault": False},
-                    "kubernetes": {"role": role_name(namespace), "serviceAccount": SERVICE_ACCOUNT}}
+                auth = {
+                    "vaultConnectionRef": "vault",
+                    "vaultAuthGlobalRef": {"name": "default", "namespace": OPERATOR_NAMESPACE, "allowDefault": False},
+                    "kubernetes": {"role": role_name(namespace), "serviceAccount": SERVICE_ACCOUNT},
+                }
             custom(f"{namespace}-auth", "VaultAuth", namespace, "vault", auth)
         for sync in args.syncs:
-            custom(f"{sync.namespace}-{sync.secret_name}", "VaultStaticSecret", sync.namespace, sync.secret_name,
-                   static_secret_spec(sync, args.kv_mount))
+            custom(
+                f"{sync.namespace}-{sync.secret_name}",
+                "VaultStaticSecret",
+                sync.namespace,
+                sync.secret_name,
+                static_secret_spec(sync, args.kv_mount),
+            )
         #: The target namespaces this component declares, by name.
         self.target_namespaces = {ns: created[ns] for ns in namespaces(args.syncs)}
         self.register_outputs({"namespaces": namespaces(args.syncs), "version": versions.VSO_VERSION})

@@ -288,8 +288,11 @@ class Demo:
         r = self.report
         if self.database:
             self.pg = self.stack.enter_context(seeded_postgres())
-            r.listening("PostgreSQL", f"postgresql://{self.pg.host}:{self.pg.port}",
-                        "database telemetry; Vault's admin role vault-admin")
+            r.listening(
+                "PostgreSQL",
+                f"postgresql://{self.pg.host}:{self.pg.port}",
+                "database telemetry; Vault's admin role vault-admin",
+            )
             recording = hub_against(self.pg, None)
             r.info(f"the hub's {PG_CONNECTION} connection points at it; {MYSQL_CONNECTION} (MariaDB) is not started")
         else:
@@ -297,9 +300,11 @@ class Demo:
             check(recording.error is None, f"the hub stack failed under mocks: {recording.error}")
         server = stack_server(recording)
         declared = vault_resources(recording)
-        r.proven(f"hub program evaluated with Pulumi.hub.yaml: {len(recording.resources)} resources, "
-                 f"{len(declared)} of them Vault configuration; Vault: {server.spec.replicas} replicas, "
-                 f"edges {', '.join(sorted(recording.outputs['edgeTransitTokens']))}")
+        r.proven(
+            f"hub program evaluated with Pulumi.hub.yaml: {len(recording.resources)} resources, "
+            f"{len(declared)} of them Vault configuration; Vault: {server.spec.replicas} replicas, "
+            f"edges {', '.join(sorted(recording.outputs['edgeTransitTokens']))}"
+        )
         self.hub_recording = recording
 
     # -- 2 ---------------------------------------------------------------------------------------
@@ -307,13 +312,16 @@ class Demo:
         r, recording = self.report, self.hub_recording
         assert recording is not None
         server = stack_server(recording)
-        vault = build_loopback_vault(self.base / "hub" / "cluster", server.spec, pod_hcl=openbao_pod_hcl(recording),
-                                     dns_names=server.dns_names)
+        vault = build_loopback_vault(
+            self.base / "hub" / "cluster", server.spec, pod_hcl=openbao_pod_hcl(recording), dns_names=server.dns_names
+        )
         self.stack.enter_context(running(vault.cluster))
         for i, node in enumerate(vault.cluster.nodes):
             r.listening(f"hub Vault {server.spec.release}-{i}", node.url)
-        r.info(f"TLS: server certificate with the {len(server.dns_names)} DNS names of the hub's vault-server-tls "
-               f"Certificate + the loopback IPs, CA {vault.ca_file}")
+        r.info(
+            f"TLS: server certificate with the {len(server.dns_names)} DNS names of the hub's vault-server-tls "
+            f"Certificate + the loopback IPs, CA {vault.ca_file}"
+        )
         password = secrets.token_urlsafe(24)
         started = time.monotonic()
         job = run_bootstrap_job(recording, vault, self.base / "hub" / "job", password)
@@ -322,27 +330,39 @@ class Demo:
         hub = Hub(recording, vault, leader, password)
         self.hub = hub
         token = hub.token()
-        servers = ok(api(leader.url, "GET", "sys/storage/raft/configuration", token=token, ca_file=vault.ca_file),
-                     "raft configuration").data["config"]["servers"]
-        check(len(servers) == 3 and all(s["voter"] for s in servers),
-              f"expected 3 voters, got {[(s['node_id'], s['voter']) for s in servers]}")
+        servers = ok(
+            api(leader.url, "GET", "sys/storage/raft/configuration", token=token, ca_file=vault.ca_file),
+            "raft configuration",
+        ).data["config"]["servers"]
+        check(
+            len(servers) == 3 and all(s["voter"] for s in servers),
+            f"expected 3 voters, got {[(s['node_id'], s['voter']) for s in servers]}",
+        )
         check(sum(1 for s in servers if s["leader"]) == 1, "expected exactly one leader")
-        r.proven(f"bootstrap Job ({' '.join(['python', '-m', 'programs.vault_bootstrap'])} with the Job's arguments) "
-                 f"exited 0 in {time.monotonic() - started:.1f} s: 3 voters "
-                 f"({', '.join(sorted(s['node_id'] for s in servers))}), leader "
-                 f"{next(s['node_id'] for s in servers if s['leader'])}")
+        r.proven(
+            f"bootstrap Job ({' '.join(['python', '-m', 'programs.vault_bootstrap'])} with the Job's arguments) "
+            f"exited 0 in {time.monotonic() - started:.1f} s: 3 voters "
+            f"({', '.join(sorted(s['node_id'] for s in servers))}), leader "
+            f"{next(s['node_id'] for s in servers if s['leader'])}"
+        )
         state_file = self.base / "hub" / "job" / "vault-init.json"
         record = json.loads(state_file.read_text())
         check(stat.S_IMODE(state_file.stat().st_mode) == 0o600, "the init result is not private (0600)")
         check("root_token" not in record["init_response"], "the init result kept the root token")
         check(len(record["init_response"]["keys"]) == record["shares"], "unseal key count != shares")
-        r.proven(f"Shamir init once: {record['shares']} key shares, threshold {record['threshold']}, stored 0600 "
-                 "(stands for Secret vault/vault-init); the root token was not stored")
+        r.proven(
+            f"Shamir init once: {record['shares']} key shares, threshold {record['threshold']}, stored 0600 "
+            "(stands for Secret vault/vault-init); the root token was not stored"
+        )
         me = ok(api(leader.url, "GET", "auth/token/lookup-self", token=token, ca_file=vault.ca_file), "lookup-self")
-        check(ADMIN_POLICY in me.data["policies"] and "root" not in me.data["policies"],
-              f"admin login policies: {me.data['policies']}")
-        r.proven(f"admin login auth/{ADMIN_AUTH_MOUNT}/login/{ADMIN_USERNAME} works with policies "
-                 f"{sorted(me.data['policies'])} (not root)")
+        check(
+            ADMIN_POLICY in me.data["policies"] and "root" not in me.data["policies"],
+            f"admin login policies: {me.data['policies']}",
+        )
+        r.proven(
+            f"admin login auth/{ADMIN_AUTH_MOUNT}/login/{ADMIN_USERNAME} works with policies "
+            f"{sorted(me.data['policies'])} (not root)"
+        )
 
     # -- 3 ---------------------------------------------------------------------------------------
     def hub_config(self) -> None:
@@ -353,21 +373,31 @@ class Demo:
         declared = vault_resources(hub.recording)
         without = [PG_CONNECTION, MYSQL_CONNECTION] if self.pg is None else [MYSQL_CONNECTION]
         left_out = {x.urn for x in connection_resources(declared, without)}
-        applier = VaultApplier(hub.url, hub.token(), ca_file=hub.ca_file, not_in_openbao=AWS_TYPES,
-                               in_cluster_overrides=kubernetes_auth_overrides(hub.kube))
+        applier = VaultApplier(
+            hub.url,
+            hub.token(),
+            ca_file=hub.ca_file,
+            not_in_openbao=AWS_TYPES,
+            in_cluster_overrides=kubernetes_auth_overrides(hub.kube),
+        )
         hub.applied = applier.apply([x for x in declared if x.urn not in left_out])
         applied = len(declared) - len(left_out) - len(hub.applied.skipped)
-        r.proven(f"{applied} of {len(declared)} declared Vault resources applied with the provider's API calls "
-                 f"({len(hub.applied.calls)} calls) by the admin login, not root")
-        r.info(f"left out: {len(hub.applied.skipped)} AWS engine resources (not in OpenBao); {len(left_out)} of the "
-               f"{'/'.join(without)} connection(s) (no server for them here)")
+        r.proven(
+            f"{applied} of {len(declared)} declared Vault resources applied with the provider's API calls "
+            f"({len(hub.applied.calls)} calls) by the admin login, not root"
+        )
+        r.info(
+            f"left out: {len(hub.applied.skipped)} AWS engine resources (not in OpenBao); {len(left_out)} of the "
+            f"{'/'.join(without)} connection(s) (no server for them here)"
+        )
         token = hub.token()
         edges = sorted(hub.recording.outputs["edgeTransitTokens"])
         keys = listed(ok(api(hub.url, "LIST", "transit/keys", token=token, ca_file=hub.ca_file), "transit keys"))
         check(keys == edges, f"transit keys {keys} != edges {edges}")
         roles = listed(ok(api(hub.url, "LIST", "auth/kubernetes/role", token=token, ca_file=hub.ca_file), "roles"))
-        declared_roles = sorted(x.inputs["roleName"] for x in declared
-                                if x.type == "vault:kubernetes/authBackendRole:AuthBackendRole")
+        declared_roles = sorted(
+            x.inputs["roleName"] for x in declared if x.type == "vault:kubernetes/authBackendRole:AuthBackendRole"
+        )
         check(roles == declared_roles, f"Kubernetes auth roles {roles} != declared {declared_roles}")
         kv = ok(api(hub.url, "GET", "kv/config", token=token, ca_file=hub.ca_file), "kv config").data
         check(kv.get("cas_required") is True, "kv does not require check-and-set")
@@ -383,38 +413,59 @@ class Demo:
         recording = run_stack_file("edge", {hub_ref: outputs})
         check(recording.error is None, f"the edge stack failed under mocks: {recording.error}")
         pod_hcl = openbao_pod_hcl(recording)
-        check(f'address = "{hub.url}"' in pod_hcl and f'key_name = "{name}"' in pod_hcl,
-              "the edge's seal stanza does not name the real hub and its key")
-        r.proven(f"edge program ({name}) evaluated with the real hub outputs in its stack reference {hub_ref}: "
-                 f"seal \"transit\" at {hub.url}, key {name}, the hub's transit token in Secret vault-seal")
+        check(
+            f'address = "{hub.url}"' in pod_hcl and f'key_name = "{name}"' in pod_hcl,
+            "the edge's seal stanza does not name the real hub and its key",
+        )
+        r.proven(
+            f"edge program ({name}) evaluated with the real hub outputs in its stack reference {hub_ref}: "
+            f'seal "transit" at {hub.url}, key {name}, the hub\'s transit token in Secret vault-seal'
+        )
         vault = edge_vault(recording, self.base / "edge", pod_hcl=pod_hcl)
         self.stack.enter_context(running(vault.cluster))
         edge = Edge(name, recording, vault, secrets.token_urlsafe(24))
         self.edge = edge
         r.listening(f"edge Vault {name} (1 of its pods)", edge.url)
         job = run_bootstrap_job(recording, vault, self.base / "edge" / "job", edge.password)
-        check(job.returncode == 0,
-              f"the edge's bootstrap Job exited {job.returncode}:\n{tail(job.stderr + job.stdout)}")
+        check(
+            job.returncode == 0, f"the edge's bootstrap Job exited {job.returncode}:\n{tail(job.stderr + job.stdout)}"
+        )
         record = json.loads((self.base / "edge" / "job" / "vault-init.json").read_text())
-        check(record["seal"] == "auto" and not record["init_response"].get("keys"),
-              f"the edge was not initialised for auto-unseal: seal={record['seal']}")
-        r.proven(f"edge bootstrap Job exited 0: auto-unseal init, {len(record['init_response']['recovery_keys'])} "
-                 "recovery keys and no unseal keys")
+        check(
+            record["seal"] == "auto" and not record["init_response"].get("keys"),
+            f"the edge was not initialised for auto-unseal: seal={record['seal']}",
+        )
+        r.proven(
+            f"edge bootstrap Job exited 0: auto-unseal init, {len(record['init_response']['recovery_keys'])} "
+            "recovery keys and no unseal keys"
+        )
         audit_log = self.hub_audit_log()
         mark = audit_log.stat().st_size
         restarted = time.monotonic()
         edge.node.restart()
-        wait_until(lambda: edge.node.seal_status().get("sealed") is False, 20, 0.05,
-                   "the restarted edge to auto-unseal", ignore=(OSError,))
+        wait_until(
+            lambda: edge.node.seal_status().get("sealed") is False,
+            20,
+            0.05,
+            "the restarted edge to auto-unseal",
+            ignore=(OSError,),
+        )
         took = time.monotonic() - restarted
-        wait_until(lambda: edge.node.api("GET", "sys/health", timeout=2).status == 200, 20, 0.05,
-                   "the restarted edge to become active", ignore=(OSError,))
+        wait_until(
+            lambda: edge.node.api("GET", "sys/health", timeout=2).status == 200,
+            20,
+            0.05,
+            "the restarted edge to become active",
+            ignore=(OSError,),
+        )
         status = edge.node.seal_status()
         decrypts = [q for q in audit_requests(audit_log, mark) if q.get("path") == f"transit/decrypt/{name}"]
         check(status.get("type") == "transit", f"the edge's seal type is {status.get('type')}")
         check(decrypts, f"the hub's audit log shows no transit/decrypt/{name} after the edge restarted")
-        r.proven(f"restarted edge (SIGTERM, start) unsealed itself {took:.1f} s later, no unseal key sent: "
-                 f"seal type transit, {len(decrypts)} transit/decrypt/{name} request(s) in the hub's audit log")
+        r.proven(
+            f"restarted edge (SIGTERM, start) unsealed itself {took:.1f} s later, no unseal key sent: "
+            f"seal type transit, {len(decrypts)} transit/decrypt/{name} request(s) in the hub's audit log"
+        )
 
     def hub_audit_log(self) -> Path:
         hub = self.hub
@@ -429,10 +480,13 @@ class Demo:
         edge.kube = self.kube_api()
         r.listening(f"edge {edge.name} Kubernetes API (loopback stand-in)", edge.kube.url)
         declared = vault_resources(edge.recording)
-        applied = VaultApplier(edge.url, edge.token(), ca_file=edge.ca_file,
-                               in_cluster_overrides=kubernetes_auth_overrides(edge.kube)).apply(declared)
-        r.proven(f"all {len(declared)} declared Vault resources applied ({len(applied.calls)} calls) by the edge's "
-                 "admin login")
+        applied = VaultApplier(
+            edge.url, edge.token(), ca_file=edge.ca_file, in_cluster_overrides=kubernetes_auth_overrides(edge.kube)
+        ).apply(declared)
+        r.proven(
+            f"all {len(declared)} declared Vault resources applied ({len(applied.calls)} calls) by the edge's "
+            "admin login"
+        )
         token = edge.token()
         roles = listed(ok(api(edge.url, "LIST", "auth/kubernetes/role", token=token, ca_file=edge.ca_file), "roles"))
         kv = ok(api(edge.url, "GET", "kv/config", token=token, ca_file=edge.ca_file), "kv config").data
@@ -451,13 +505,17 @@ class Demo:
         check(cn == spec["commonName"], f"CN {cn!r} != the spec's {spec['commonName']!r}")
         check(usages == [ExtendedKeyUsageOID.CLIENT_AUTH], f"extended key usages {usages}")
         cert.verify_directly_issued_by(issued.client_ca.certificate)
-        r.proven(f"{edge.name}'s client certificate per Certificate otel-client-tls-{edge.name} "
-                 f"(issuer {spec['issuerRef']['name']}, {spec['privateKey']['algorithm']}): CN={cn}, clientAuth only, "
-                 "signed by the client CA")
+        r.proven(
+            f"{edge.name}'s client certificate per Certificate otel-client-tls-{edge.name} "
+            f"(issuer {spec['issuerRef']['name']}, {spec['privateKey']['algorithm']}): CN={cn}, clientAuth only, "
+            "signed by the client CA"
+        )
         names = publish_pki(hub.recording, hub.kube, issued)
         readable = k8s_object(hub.recording, "Role", "cert-sync-reader")["rules"][0]["resourceNames"]
-        r.proven(f"served as cert-manager's Secrets in fedobs-pki on the hub's Kubernetes API ({', '.join(names)}); "
-                 f"cert-sync may get only those its Role cert-sync-reader names ({', '.join(readable)})")
+        r.proven(
+            f"served as cert-manager's Secrets in fedobs-pki on the hub's Kubernetes API ({', '.join(names)}); "
+            f"cert-sync may get only those its Role cert-sync-reader names ({', '.join(readable)})"
+        )
 
     # -- 7 ---------------------------------------------------------------------------------------
     def cert_sync(self) -> None:
@@ -468,11 +526,16 @@ class Demo:
         workdir = self.base / "cert-sync"
 
         def both() -> None:
-            for recording, url, ca, kube in ((hub.recording, hub.url, hub.ca_file, hub_kube),
-                                             (edge.recording, edge.url, edge.ca_file, edge_kube)):
+            for recording, url, ca, kube in (
+                (hub.recording, hub.url, hub.ca_file, hub_kube),
+                (edge.recording, edge.url, edge.ca_file, edge_kube),
+            ):
                 run = run_cert_sync(recording, url, ca, kube, workdir)
-                check(run.returncode == 0, f"the {recording.stack} cert-sync CronJob exited {run.returncode}:\n"
-                                           f"{tail(run.stderr + run.stdout)}")
+                check(
+                    run.returncode == 0,
+                    f"the {recording.stack} cert-sync CronJob exited {run.returncode}:\n"
+                    f"{tail(run.stderr + run.stdout)}",
+                )
 
         def version(url: str, ca: str, token: str, path: str) -> int:
             meta = api(url, "GET", f"kv/metadata/{path}", token=token, ca_file=ca)
@@ -482,19 +545,27 @@ class Demo:
         hub_token, edge_token = hub.token(), edge.token()
         delivered = api(edge.url, "GET", "kv/data/otel/otel-client-tls", token=edge_token, ca_file=edge.ca_file)
         expected = issued.client(edge.name).secret_data
-        check(delivered.status == 200 and delivered.data.get("data") == expected,
-              "the edge's kv/otel/otel-client-tls does not hold the issued certificate, key and CA")
+        check(
+            delivered.status == 200 and delivered.data.get("data") == expected,
+            "the edge's kv/otel/otel-client-tls does not hold the issued certificate, key and CA",
+        )
         on_hub = api(hub.url, "GET", f"kv/data/edges/{edge.name}/otel-client-tls", token=hub_token, ca_file=hub.ca_file)
         check(on_hub.status == 200 and on_hub.data.get("data") == expected, "the hub's copy differs")
         client_ca = api(hub.url, "GET", "kv/data/otel/client-ca", token=hub_token, ca_file=hub.ca_file)
         ca_only = {"ca.crt": issued.client_ca.secret_data["tls.crt"]}
-        check(client_ca.status == 200 and client_ca.data.get("data") == ca_only,
-              "the hub's kv/otel/client-ca is not the CA certificate alone")
-        r.proven(f"hub run then edge run: hub kv/edges/{edge.name}/otel-client-tls -> edge kv/otel/otel-client-tls, "
-                 "byte for byte; the client CA's private key stayed out of Vault")
-        paths = [(hub.url, hub.ca_file, hub_token, f"edges/{edge.name}/otel-client-tls"),
-                 (hub.url, hub.ca_file, hub_token, "otel/client-ca"),
-                 (edge.url, edge.ca_file, edge_token, "otel/otel-client-tls")]
+        check(
+            client_ca.status == 200 and client_ca.data.get("data") == ca_only,
+            "the hub's kv/otel/client-ca is not the CA certificate alone",
+        )
+        r.proven(
+            f"hub run then edge run: hub kv/edges/{edge.name}/otel-client-tls -> edge kv/otel/otel-client-tls, "
+            "byte for byte; the client CA's private key stayed out of Vault"
+        )
+        paths = [
+            (hub.url, hub.ca_file, hub_token, f"edges/{edge.name}/otel-client-tls"),
+            (hub.url, hub.ca_file, hub_token, "otel/client-ca"),
+            (edge.url, edge.ca_file, edge_token, "otel/otel-client-tls"),
+        ]
         before = [version(*p) for p in paths]
         both()
         after = [version(*p) for p in paths]
@@ -506,11 +577,19 @@ class Demo:
         read = api(edge.url, "GET", path, token=vso, ca_file=edge.ca_file)
         check(read.status == 200 and read.data.get("data") == expected, f"the VSO role cannot read {path}")
         denied = api(edge.url, "GET", "kv/data/otel/other", token=vso, ca_file=edge.ca_file)
-        written = api(edge.url, "POST", path, token=vso, ca_file=edge.ca_file,
-                      body={"options": {"cas": after[2]}, "data": {"x": "y"}})
+        written = api(
+            edge.url,
+            "POST",
+            path,
+            token=vso,
+            ca_file=edge.ca_file,
+            body={"options": {"cas": after[2]}, "data": {"x": "y"}},
+        )
         check(denied.status == 403 and written.status == 403, "the VSO role can do more than read its one path")
-        r.proven(f"the edge VSO's VaultAuth login reads {path} (what its VaultStaticSecret names) and may neither "
-                 "read another path nor write")
+        r.proven(
+            f"the edge VSO's VaultAuth login reads {path} (what its VaultStaticSecret names) and may neither "
+            "read another path nor write"
+        )
 
     # -- 8 ---------------------------------------------------------------------------------------
     def database_credential(self) -> None:
@@ -524,46 +603,68 @@ class Demo:
         secrets_dir, home, jwt = pod / "secrets", pod / "home", pod / "token"
         secrets_dir.mkdir(parents=True)
         jwt.write_text(hub.kube.mint_service_account_token(namespace, account, audiences=["vault"]))
-        config = agent_config_from_annotations(annotations, vault_addr=hub.url, ca_file=hub.ca_file,
-                                               jwt_file=str(jwt), secrets_dir=str(secrets_dir), home_dir=str(home))
+        config = agent_config_from_annotations(
+            annotations,
+            vault_addr=hub.url,
+            ca_file=hub.ca_file,
+            jwt_file=str(jwt),
+            secrets_dir=str(secrets_dir),
+            home_dir=str(home),
+        )
         started = time.monotonic()
         agent = run_agent(config, pod / "agent", timeout=30)
         check(agent.returncode == 0, f"bao agent exited {agent.returncode}:\n{tail(agent.stdout)}")
         rendered = secrets_dir / "db"
-        check(rendered.exists() and stat.S_IMODE(rendered.stat().st_mode) == 0o400,
-              "the agent did not render /vault/secrets/db with mode 0400")
-        r.proven(f"bao agent (pre-populate, Kubernetes auth as {namespace}/{account}, role "
-                 f"{annotations['vault.hashicorp.com/role']}) rendered /vault/secrets/db (0400) in "
-                 f"{time.monotonic() - started:.1f} s; the Job's other files (MariaDB, AWS) are left out here")
+        check(
+            rendered.exists() and stat.S_IMODE(rendered.stat().st_mode) == 0o400,
+            "the agent did not render /vault/secrets/db with mode 0400",
+        )
+        r.proven(
+            f"bao agent (pre-populate, Kubernetes auth as {namespace}/{account}, role "
+            f"{annotations['vault.hashicorp.com/role']}) rendered /vault/secrets/db (0400) in "
+            f"{time.monotonic() - started:.1f} s; the Job's other files (MariaDB, AWS) are left out here"
+        )
         command = template["spec"]["containers"][0]["command"]
-        args = [str(secrets_dir / "db") if a == "/vault/secrets/db" else a for a in command[1:]
-                if not a.startswith("/vault/secrets/") or a == "/vault/secrets/db"]
-        consumer = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=30,
-                                  check=False)
+        args = [
+            str(secrets_dir / "db") if a == "/vault/secrets/db" else a
+            for a in command[1:]
+            if not a.startswith("/vault/secrets/") or a == "/vault/secrets/db"
+        ]
+        consumer = subprocess.run(
+            [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
+        )
         check(consumer.returncode == 0, f"the Job's consumer failed: {consumer.stderr.strip()}")
         creds = credentials.load_dotenv(rendered)
         value, refused = use_telemetry(pg, creds["DB_USERNAME"], creds["DB_PASSWORD"])
         check(value == 1, f"SELECT with the rendered credential read {value!r}")
         check(refused == "InsufficientPrivilege", f"INSERT with the rendered credential: {refused or 'allowed'}")
-        r.proven(f"the Job's own consumer command loaded it ({consumer.stdout.strip()}); as "
-                 f"{creds['DB_USERNAME'][:24]}… SELECT on telemetry.app.metrics works, INSERT is refused")
+        r.proven(
+            f"the Job's own consumer command loaded it ({consumer.stdout.strip()}); as "
+            f"{creds['DB_USERNAME'][:24]}… SELECT on telemetry.app.metrics works, INSERT is refused"
+        )
 
     # -- keep ---------------------------------------------------------------------------------------
     def exports(self) -> list[str]:
         """Shell lines for the ``bao`` CLI, one block per Vault (paste one), with a fresh admin token."""
         lines: list[str] = []
-        for label, target, job in (("the hub", self.hub, "hub"), (f"the edge {self.edge.name}" if self.edge else "",
-                                                                  self.edge, "edge")):
+        for label, target, job in (
+            ("the hub", self.hub, "hub"),
+            (f"the edge {self.edge.name}" if self.edge else "", self.edge, "edge"),
+        ):
             if target is None:
                 continue
             token = target.token()
             password = self.base / job / "job" / "password"
-            login = (f".venv/bin/bao login -no-store -token-only -method=userpass -path={ADMIN_AUTH_MOUNT} "
-                     f'username={ADMIN_USERNAME} password="$(cat {password})"')
-            lines += [f"# {label}: an admin token (policy {ADMIN_POLICY}, expires after 20 min; a new one: "
-                      f"export BAO_TOKEN=$({login}))",
-                      f"export BAO_ADDR={target.url} BAO_CACERT={target.ca_file} BAO_TOKEN={token}",
-                      f"export VAULT_ADDR={target.url} VAULT_CACERT={target.ca_file} VAULT_TOKEN={token}"]
+            login = (
+                f".venv/bin/bao login -no-store -token-only -method=userpass -path={ADMIN_AUTH_MOUNT} "
+                f'username={ADMIN_USERNAME} password="$(cat {password})"'
+            )
+            lines += [
+                f"# {label}: an admin token (policy {ADMIN_POLICY}, expires after 20 min; a new one: "
+                f"export BAO_TOKEN=$({login}))",
+                f"export BAO_ADDR={target.url} BAO_CACERT={target.ca_file} BAO_TOKEN={token}",
+                f"export VAULT_ADDR={target.url} VAULT_CACERT={target.ca_file} VAULT_TOKEN={token}",
+            ]
         return lines
 
 
@@ -576,10 +677,13 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--no-database", action="store_true",
-                        help="skip the database step (PostgreSQL is not started)")
-    parser.add_argument("--keep", action="store_true", default=os.environ.get("KEEP", "") in ("1", "true", "yes"),
-                        help="leave everything running until Ctrl-C (also KEEP=1)")
+    parser.add_argument("--no-database", action="store_true", help="skip the database step (PostgreSQL is not started)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        default=os.environ.get("KEEP", "") in ("1", "true", "yes"),
+        help="leave everything running until Ctrl-C (also KEEP=1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -614,9 +718,15 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         with stack:
             demo = Demo(report, stack, base, database=database)
             steps: list[tuple[str, Callable[[], None]]] = [
-                ("plan", demo.plan), ("hub-cluster", demo.hub_cluster), ("hub-config", demo.hub_config),
-                ("edge-unseal", demo.edge_unseal), ("edge-config", demo.edge_config), ("pki", demo.pki),
-                ("cert-sync", demo.cert_sync), ("database", demo.database_credential)]
+                ("plan", demo.plan),
+                ("hub-cluster", demo.hub_cluster),
+                ("hub-config", demo.hub_config),
+                ("edge-unseal", demo.edge_unseal),
+                ("edge-config", demo.edge_config),
+                ("pki", demo.pki),
+                ("cert-sync", demo.cert_sync),
+                ("database", demo.database_credential),
+            ]
             for name, run in steps:
                 if name == "database" and not database:
                     report.skip(name, why)
@@ -638,8 +748,10 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 report.line("KEEP: everything stays up until Ctrl-C. Servers:")
                 for listener in report.listeners:
                     report.line(f"  {listener.what:<62} {listener.url}")
-                report.line("To use the bao CLI from the venv (e.g. .venv/bin/bao operator raft list-peers), paste one "
-                            "block into a shell:")
+                report.line(
+                    "To use the bao CLI from the venv (e.g. .venv/bin/bao operator raft list-peers), paste one "
+                    "block into a shell:"
+                )
                 for line in demo.exports():
                     report.line(line)
                 try:

@@ -131,14 +131,16 @@ def _strip_secrets(value: Any, path: str, secret_paths: set[str]) -> Any:
     return value
 
 
-FAKE_KUBECONFIG = yaml.safe_dump({
-    "apiVersion": "v1",
-    "kind": "Config",
-    "clusters": [{"name": "lke", "cluster": {"server": "https://mock.lke.invalid:443"}}],
-    "users": [{"name": "lke-admin", "user": {"token": "mock-token"}}],
-    "contexts": [{"name": "lke", "context": {"cluster": "lke", "user": "lke-admin"}}],
-    "current-context": "lke",
-})
+FAKE_KUBECONFIG = yaml.safe_dump(
+    {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "lke", "cluster": {"server": "https://mock.lke.invalid:443"}}],
+        "users": [{"name": "lke-admin", "user": {"token": "mock-token"}}],
+        "contexts": [{"name": "lke", "context": {"cluster": "lke", "user": "lke-admin"}}],
+        "current-context": "lke",
+    }
+)
 
 
 class FedobsMocks(pulumi.runtime.Mocks):
@@ -175,8 +177,11 @@ class FedobsMocks(pulumi.runtime.Mocks):
             keepers = json.dumps(args.inputs.get("keepers") or {}, sort_keys=True)
             outputs["result"] = f"mock-password-{hashlib.sha256((digest + keepers).encode()).hexdigest()[:16]}"
         elif args.typ.startswith("kubernetes:helm.sh/v3:Release"):
-            outputs["status"] = {"name": args.inputs.get("name", args.name),
-                                 "namespace": args.inputs.get("namespace", "default"), "status": "deployed"}
+            outputs["status"] = {
+                "name": args.inputs.get("name", args.name),
+                "namespace": args.inputs.get("namespace", "default"),
+                "status": "deployed",
+            }
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -233,18 +238,26 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             return super().RegisterResource(request)  # type: ignore[no-untyped-call]
         raw_inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
         if not _is_plain(raw_inputs):
-            raise RuntimeError(f"{request.type} {request.name!r}: the offline engine records plain inputs only, "
-                               "not resource references, assets or output values")
+            raise RuntimeError(
+                f"{request.type} {request.name!r}: the offline engine records plain inputs only, "
+                "not resource references, assets or output values"
+            )
         mock_inputs = raw_inputs
         if not settings.is_dry_run() and rpc.contains_unknowns(raw_inputs):
             mock_inputs = rpc.deserialize_properties(request.object)  # outside preview the mocks get none
         urn = self.make_urn(request.parent, request.type, request.name)
         resource_id: Any  # None is passed on as the SDK's mock monitor does
-        resource_id, state = self.mocks.new_resource(pulumi.runtime.MockResourceArgs(
-            typ=request.type, name=request.name, inputs=mock_inputs, provider=request.provider,
-            resource_id=request.importId, custom=request.custom or False,
-            transforms=pulumi_mocks._resolve_callbacks(request.transforms),
-        ))
+        resource_id, state = self.mocks.new_resource(
+            pulumi.runtime.MockResourceArgs(
+                typ=request.type,
+                name=request.name,
+                inputs=mock_inputs,
+                provider=request.provider,
+                resource_id=request.importId,
+                custom=request.custom or False,
+                transforms=pulumi_mocks._resolve_callbacks(request.transforms),
+            )
+        )
         if not _is_plain(state):
             raise RuntimeError(f"{request.type} {request.name!r}: the mocks returned a state that is not plain data")
         obj_proto = _serialize_plain(state)
@@ -256,29 +269,38 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def _record(self, request: Any, urn: str, raw_inputs: Any) -> None:
         secret_paths: set[str] = set()
         inputs = _strip_secrets(raw_inputs, "", secret_paths)
-        self.recorded.append(RecordedResource(
-            urn=urn,
-            type=request.type,
-            name=request.name,
-            custom=bool(request.custom),
-            inputs=inputs,
-            secret_inputs=secret_paths,
-            parent=request.parent,
-            provider=request.provider,
-            dependencies=list(request.dependencies),
-            protect=bool(request.protect),
-            ignore_changes=list(request.ignoreChanges),
-            additional_secret_outputs=list(request.additionalSecretOutputs),
-        ))
+        self.recorded.append(
+            RecordedResource(
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                custom=bool(request.custom),
+                inputs=inputs,
+                secret_inputs=secret_paths,
+                parent=request.parent,
+                provider=request.provider,
+                dependencies=list(request.dependencies),
+                protect=bool(request.protect),
+                ignore_changes=list(request.ignoreChanges),
+                additional_secret_outputs=list(request.additionalSecretOutputs),
+            )
+        )
 
     def ReadResource(self, request: Any) -> Any:
         response = super().ReadResource(request)  # type: ignore[no-untyped-call]
         self.recorded.append(
             RecordedResource(
-                urn=response.urn, type=request.type, name=request.name, custom=True,
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                custom=True,
                 inputs=_strip_secrets(rpc.deserialize_properties(request.properties), "", set()),
-                secret_inputs=set(), parent=request.parent, provider=request.provider,
-                dependencies=list(request.dependencies), protect=False, ignore_changes=[],
+                secret_inputs=set(),
+                parent=request.parent,
+                provider=request.provider,
+                dependencies=list(request.dependencies),
+                protect=False,
+                ignore_changes=[],
                 additional_secret_outputs=list(request.additionalSecretOutputs),
             )
         )
@@ -346,8 +368,15 @@ def run_program(
     """
     try:
         recording: Recording = in_child(
-            _run_recorded, stack, dict(config), list(secret_keys or []), dict(stack_references or {}), preview,
-            program, what=f"the program for stack {stack!r}")
+            _run_recorded,
+            stack,
+            dict(config),
+            list(secret_keys or []),
+            dict(stack_references or {}),
+            preview,
+            program,
+            what=f"the program for stack {stack!r}",
+        )
     except ChildError as exc:
         return Recording(stack, [], {}, set(), ProgramError(str(exc)))
     return recording
@@ -367,8 +396,9 @@ class ChildError(Exception):
     """The function run by :func:`in_child` raised; carries its type and message."""
 
 
-def in_child(function: Callable[..., Any], *args: Any, what: str = "the child process",
-             timeout: float = RUN_TIMEOUT_SECONDS) -> Any:
+def in_child(
+    function: Callable[..., Any], *args: Any, what: str = "the child process", timeout: float = RUN_TIMEOUT_SECONDS
+) -> Any:
     """``function(*args)`` in a forked child, set up as every program run is (see
     ``_prepare_child``), and its (picklable) result; :class:`ChildError` if it raised,
     ``TimeoutError`` after ``timeout`` seconds. The benchmarks start their children through it
@@ -436,18 +466,21 @@ def _no_stack_trace() -> Any:
 _sdk_create_urn = runtime_resource.create_urn
 
 
-def _create_urn(name: Any, type_: Any, parent: Any = None, project: str | None = None,
-                stack: str | None = None) -> pulumi.Output[str]:
+def _create_urn(
+    name: Any, type_: Any, parent: Any = None, project: str | None = None, stack: str | None = None
+) -> pulumi.Output[str]:
     """``create_urn`` for plain strings without its Output plumbing (the SDK computes a URN this way
     for every resource it registers, and uses it only when there is no monitor); anything else
     goes to the SDK's own."""
     if not (isinstance(name, str) and isinstance(type_, str) and (parent is None or isinstance(parent, str))):
         return _sdk_create_urn(name, type_, parent, project, stack)
     if parent is not None:
-        prefix = parent[0:parent.rfind("::")] + "$"
+        prefix = parent[0 : parent.rfind("::")] + "$"
     else:
-        prefix = (f"urn:pulumi:{stack if stack is not None else settings.get_stack()}::"
-                  f"{project if project is not None else settings.get_project()}::")
+        prefix = (
+            f"urn:pulumi:{stack if stack is not None else settings.get_stack()}::"
+            f"{project if project is not None else settings.get_project()}::"
+        )
     return pulumi.Output.from_input(prefix + type_ + "::" + name)
 
 

@@ -116,10 +116,12 @@ class RotationDelay:
         return self.schedule_total + self.hub_sync_run + self.edge_sync_run
 
 
-def worst_case_rotation_delay(hub: Cadence | str, edge: Cadence | str, refresh_after: str,
-                              hub_sync_run: float = 0.0, edge_sync_run: float = 0.0) -> RotationDelay:
+def worst_case_rotation_delay(
+    hub: Cadence | str, edge: Cadence | str, refresh_after: str, hub_sync_run: float = 0.0, edge_sync_run: float = 0.0
+) -> RotationDelay:
     """The worst case for these cadences (a bare schedule: one pass per run) and VSO refresh."""
     hub_cadence = hub if isinstance(hub, Cadence) else Cadence(hub)
     edge_cadence = edge if isinstance(edge, Cadence) else Cadence(edge)
-    return RotationDelay(hub_cadence.max_gap, edge_cadence.max_gap, _duration_seconds(refresh_after),
-                         hub_sync_run, edge_sync_run)
+    return RotationDelay(
+        hub_cadence.max_gap, edge_cadence.max_gap, _duration_seconds(refresh_after), hub_sync_run, edge_sync_run
+    )

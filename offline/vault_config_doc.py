@@ -36,67 +36,151 @@ def _of(recording: Recording, token: str) -> list[RecordedResource]:
 
 def section(title: str, recording: Recording) -> list[str]:
     lines = [f"## {title}", ""]
-    mounts = [(f"`{m.inputs['path']}/`", m.inputs["type"] + (" v2" if m.inputs.get("options") == {"version": "2"}
-                                                                else ""), m.inputs.get("description", ""))
-              for m in _of(recording, "vault:index/mount:Mount")]
-    mounts += [(f"`{b.inputs['path']}/`", "aws", b.inputs.get("description", ""))
-               for b in _of(recording, "vault:aws/secretBackend:SecretBackend")]
+    mounts = [
+        (
+            f"`{m.inputs['path']}/`",
+            m.inputs["type"] + (" v2" if m.inputs.get("options") == {"version": "2"} else ""),
+            m.inputs.get("description", ""),
+        )
+        for m in _of(recording, "vault:index/mount:Mount")
+    ]
+    mounts += [
+        (f"`{b.inputs['path']}/`", "aws", b.inputs.get("description", ""))
+        for b in _of(recording, "vault:aws/secretBackend:SecretBackend")
+    ]
     lines += ["### Secrets engines", "", *_table(("path", "type", "what for"), sorted(mounts)), ""]
     for kv in _of(recording, "vault:kv/secretBackendV2:SecretBackendV2"):
-        lines += [f"KV `{kv.inputs['mount']}/`: check-and-set required: {kv.inputs.get('casRequired')}, "
-                  f"versions kept: {kv.inputs.get('maxVersions')}.", ""]
-    auths = [(f"`auth/{a.inputs.get('path') or a.inputs['type']}/`", a.inputs["type"], a.inputs.get("description", ""))
-             for a in _of(recording, "vault:index/authBackend:AuthBackend")]
+        lines += [
+            f"KV `{kv.inputs['mount']}/`: check-and-set required: {kv.inputs.get('casRequired')}, "
+            f"versions kept: {kv.inputs.get('maxVersions')}.",
+            "",
+        ]
+    auths = [
+        (f"`auth/{a.inputs.get('path') or a.inputs['type']}/`", a.inputs["type"], a.inputs.get("description", ""))
+        for a in _of(recording, "vault:index/authBackend:AuthBackend")
+    ]
     auths.append(("`auth/userpass-pulumi/`", "userpass", "Pulumi's own login (created by the bootstrap Job)"))
     lines += ["### Auth methods", "", *_table(("path", "type", "what for"), sorted(auths)), ""]
-    k8s_roles = [(f"`{r.inputs['roleName']}`", ", ".join(r.inputs["boundServiceAccountNamespaces"]),
-                  ", ".join(r.inputs["boundServiceAccountNames"]), r.inputs.get("audience", ""),
-                  _ttl(r.inputs.get("tokenTtl")), _ttl(r.inputs.get("tokenMaxTtl")),
-                  ", ".join(r.inputs.get("tokenPolicies", [])))
-                 for r in _of(recording, "vault:kubernetes/authBackendRole:AuthBackendRole")]
-    lines += ["### Kubernetes auth roles", "",
-              *_table(("role", "namespace", "service account", "audience", "token TTL", "max TTL", "policies"),
-                      sorted(k8s_roles)), ""]
-    approles = [(f"`{r.inputs['roleName']}`", f"`auth/{r.inputs['backend']}`", ", ".join(r.inputs["tokenPolicies"]),
-                 _ttl(r.inputs.get("tokenTtl")))
-                for r in _of(recording, "vault:appRole/authBackendRole:AuthBackendRole")]
+    k8s_roles = [
+        (
+            f"`{r.inputs['roleName']}`",
+            ", ".join(r.inputs["boundServiceAccountNamespaces"]),
+            ", ".join(r.inputs["boundServiceAccountNames"]),
+            r.inputs.get("audience", ""),
+            _ttl(r.inputs.get("tokenTtl")),
+            _ttl(r.inputs.get("tokenMaxTtl")),
+            ", ".join(r.inputs.get("tokenPolicies", [])),
+        )
+        for r in _of(recording, "vault:kubernetes/authBackendRole:AuthBackendRole")
+    ]
+    lines += [
+        "### Kubernetes auth roles",
+        "",
+        *_table(
+            ("role", "namespace", "service account", "audience", "token TTL", "max TTL", "policies"), sorted(k8s_roles)
+        ),
+        "",
+    ]
+    approles = [
+        (
+            f"`{r.inputs['roleName']}`",
+            f"`auth/{r.inputs['backend']}`",
+            ", ".join(r.inputs["tokenPolicies"]),
+            _ttl(r.inputs.get("tokenTtl")),
+        )
+        for r in _of(recording, "vault:appRole/authBackendRole:AuthBackendRole")
+    ]
     if approles:
-        lines += ["### AppRoles (one per edge; role id and secret id are the secret output `edgeCredentials`)",
-                  "", *_table(("role", "mount", "policies", "token TTL"), sorted(approles)), ""]
+        lines += [
+            "### AppRoles (one per edge; role id and secret id are the secret output `edgeCredentials`)",
+            "",
+            *_table(("role", "mount", "policies", "token TTL"), sorted(approles)),
+            "",
+        ]
     connections = []
     for c in _of(recording, "vault:database/secretBackendConnection:SecretBackendConnection"):
         engine = "postgresql" if c.inputs.get("postgresql") else "mysql"
-        connections.append((f"`{c.inputs['name']}`", engine, f"`{c.inputs[engine]['connectionUrl']}`",
-                            ", ".join(c.inputs.get("allowedRoles", []))))
+        connections.append(
+            (
+                f"`{c.inputs['name']}`",
+                engine,
+                f"`{c.inputs[engine]['connectionUrl']}`",
+                ", ".join(c.inputs.get("allowedRoles", [])),
+            )
+        )
     if connections:
-        lines += ["### Database connections (admin login from Pulumi secrets, rotated by Vault after setup)", "",
-                  *_table(("connection", "engine", "connection URL", "roles"), sorted(connections)), ""]
-        db_roles = [(f"`{r.inputs['backend']}/creds/{r.inputs['name']}`", f"`{r.inputs['dbName']}`",
-                     _ttl(r.inputs.get("defaultTtl")), _ttl(r.inputs.get("maxTtl")),
-                     "<br>".join(f"`{s}`" for s in r.inputs["creationStatements"]))
-                    for r in _of(recording, "vault:database/secretBackendRole:SecretBackendRole")]
-        lines += ["Database roles:", "", *_table(("credentials at", "connection", "default TTL", "max TTL",
-                                                   "creation statements"), sorted(db_roles)), ""]
-    aws_roles = [(f"`{r.inputs['backend']}/creds/{r.inputs['name']}`", r.inputs["credentialType"],
-                  ", ".join(r.inputs.get("roleArns", [])), _ttl(r.inputs.get("defaultStsTtl")),
-                  _ttl(r.inputs.get("maxStsTtl")))
-                 for r in _of(recording, "vault:aws/secretBackendRole:SecretBackendRole")]
+        lines += [
+            "### Database connections (admin login from Pulumi secrets, rotated by Vault after setup)",
+            "",
+            *_table(("connection", "engine", "connection URL", "roles"), sorted(connections)),
+            "",
+        ]
+        db_roles = [
+            (
+                f"`{r.inputs['backend']}/creds/{r.inputs['name']}`",
+                f"`{r.inputs['dbName']}`",
+                _ttl(r.inputs.get("defaultTtl")),
+                _ttl(r.inputs.get("maxTtl")),
+                "<br>".join(f"`{s}`" for s in r.inputs["creationStatements"]),
+            )
+            for r in _of(recording, "vault:database/secretBackendRole:SecretBackendRole")
+        ]
+        lines += [
+            "Database roles:",
+            "",
+            *_table(
+                ("credentials at", "connection", "default TTL", "max TTL", "creation statements"), sorted(db_roles)
+            ),
+            "",
+        ]
+    aws_roles = [
+        (
+            f"`{r.inputs['backend']}/creds/{r.inputs['name']}`",
+            r.inputs["credentialType"],
+            ", ".join(r.inputs.get("roleArns", [])),
+            _ttl(r.inputs.get("defaultStsTtl")),
+            _ttl(r.inputs.get("maxStsTtl")),
+        )
+        for r in _of(recording, "vault:aws/secretBackendRole:SecretBackendRole")
+    ]
     if aws_roles:
-        lines += ["### AWS roles", "", *_table(("credentials at", "type", "role ARNs", "default STS TTL",
-                                                 "max STS TTL"), sorted(aws_roles)), ""]
-    keys = [(f"`{k.inputs['backend']}/keys/{k.inputs['name']}`", k.inputs.get("type", ""),
-             "no" if not k.inputs.get("exportable") else "yes")
-            for k in _of(recording, "vault:transit/secretBackendKey:SecretBackendKey")]
+        lines += [
+            "### AWS roles",
+            "",
+            *_table(("credentials at", "type", "role ARNs", "default STS TTL", "max STS TTL"), sorted(aws_roles)),
+            "",
+        ]
+    keys = [
+        (
+            f"`{k.inputs['backend']}/keys/{k.inputs['name']}`",
+            k.inputs.get("type", ""),
+            "no" if not k.inputs.get("exportable") else "yes",
+        )
+        for k in _of(recording, "vault:transit/secretBackendKey:SecretBackendKey")
+    ]
     if keys:
-        lines += ["### Transit keys (edge auto-unseal; tokens are the secret output `edgeTransitTokens`)", "",
-                  *_table(("key", "type", "exportable"), sorted(keys)), ""]
+        lines += [
+            "### Transit keys (edge auto-unseal; tokens are the secret output `edgeTransitTokens`)",
+            "",
+            *_table(("key", "type", "exportable"), sorted(keys)),
+            "",
+        ]
     lines += ["### Policies", ""]
     for policy in sorted(_of(recording, "vault:index/policy:Policy"), key=lambda p: str(p.inputs["name"])):
         lines += [f"`{policy.inputs['name']}`:", "", "```hcl", policy.inputs["policy"].rstrip(), "```", ""]
-    admin = next(o for o in recording.kubernetes_objects()
-                 if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vault-admin-policy")
-    lines += ["`fedobs-admin` (written by the bootstrap Job, used by Pulumi through `auth/userpass-pulumi`):", "",
-              "```hcl", admin["data"]["admin.hcl"].rstrip(), "```", ""]
+    admin = next(
+        o
+        for o in recording.kubernetes_objects()
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "vault-admin-policy"
+    )
+    lines += [
+        "`fedobs-admin` (written by the bootstrap Job, used by Pulumi through `auth/userpass-pulumi`):",
+        "",
+        "```hcl",
+        admin["data"]["admin.hcl"].rstrip(),
+        "```",
+        "",
+    ]
     return lines
 
 

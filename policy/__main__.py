@@ -23,5 +23,5 @@ PolicyPack(
     enforcement_level=EnforcementLevel.MANDATORY,
     policies=rules.policies(),
     description="fedobs guardrails checked before any change: Vault TLS, exact Kubernetes auth bindings, "
-                "VSO TLS, pinned charts and images, secret inputs, the hub's control-plane ACL, protected state.",
+    "VSO TLS, pinned charts and images, secret inputs, the hub's control-plane ACL, protected state.",
 )

@@ -72,10 +72,17 @@ class _Unknown:
 
 
 UNKNOWN: Final = _Unknown()
-_UNKNOWN_SENTINELS: Final = frozenset({
-    UNKNOWN_BOOLEAN_VALUE, UNKNOWN_NUMBER_VALUE, UNKNOWN_STRING_VALUE, UNKNOWN_ARRAY_VALUE,
-    UNKNOWN_ASSET_VALUE, UNKNOWN_ARCHIVE_VALUE, UNKNOWN_OBJECT_VALUE,
-})
+_UNKNOWN_SENTINELS: Final = frozenset(
+    {
+        UNKNOWN_BOOLEAN_VALUE,
+        UNKNOWN_NUMBER_VALUE,
+        UNKNOWN_STRING_VALUE,
+        UNKNOWN_ARRAY_VALUE,
+        UNKNOWN_ASSET_VALUE,
+        UNKNOWN_ARCHIVE_VALUE,
+        UNKNOWN_OBJECT_VALUE,
+    }
+)
 
 
 def plain(value: Any) -> Any:
@@ -180,8 +187,10 @@ def keep_secret_markers() -> None:
     if current is deserialize_keeping_secrets:
         return
     if current is not _SDK_DESERIALIZE_PROPERTIES:
-        raise RuntimeError("pulumi_policy.policy.deserialize_properties is not the SDK's own function; "
-                           "the fedobs pack cannot see which inputs are secret")
+        raise RuntimeError(
+            "pulumi_policy.policy.deserialize_properties is not the SDK's own function; "
+            "the fedobs pack cannot see which inputs are secret"
+        )
     sdk_policy.deserialize_properties = deserialize_keeping_secrets  # type: ignore[attr-defined]
 
 
@@ -293,6 +302,7 @@ def _check_vault_provider(props: Mapping[str, Any], report: Callable[[str], None
 def validate_vault_tls(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     """The ``vault`` chart with TLS on (global.tlsDisable false, no listener with tls_disable) and the
     Vault provider verifying TLS."""
+
     def report(message: str) -> None:
         report_violation(message, None)
 
@@ -333,8 +343,11 @@ def validate_kubernetes_auth_role(args: ResourceValidationArgs, report_violation
         report_violation("boundServiceAccountNames is empty: the role must name its service accounts", None)
     selector = props.get("boundServiceAccountNamespaceSelector")
     if isinstance(namespaces, list) and not namespaces and selector is not UNKNOWN and _selector_is_empty(selector):
-        report_violation("boundServiceAccountNamespaces is empty and boundServiceAccountNamespaceSelector selects "
-                         "every namespace: bind the role to exact namespaces", None)
+        report_violation(
+            "boundServiceAccountNamespaces is empty and boundServiceAccountNamespaceSelector selects "
+            "every namespace: bind the role to exact namespaces",
+            None,
+        )
 
 
 # --- rule: VSO connections verify Vault's TLS ----------------------------------------------------------
@@ -353,6 +366,7 @@ def _check_connection(spec: Any, where: str, report: Callable[[str], None]) -> N
 
 def validate_vso_connection(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     """No ``VaultConnection`` (or the VSO chart's default connection) skips TLS verification or uses http."""
+
     def report(message: str) -> None:
         report_violation(message, None)
 
@@ -371,7 +385,8 @@ def validate_vso_connection(args: ResourceValidationArgs, report_violation: Repo
 
 #: An exact chart version (SemVer 2, optional leading v): no range, no "latest", no partial version.
 EXACT_VERSION: Final = re.compile(
-    r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?")
+    r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?"
+)
 #: Tags that name a moving target.
 FLOATING_TAGS: Final = frozenset({"latest", "stable", "main", "master", "nightly", "edge", "dev"})
 _DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
@@ -443,8 +458,9 @@ def _check_chart(props: Mapping[str, Any], report: Callable[[str], None]) -> Non
     elif not isinstance(version, str) or not version:
         report(f"chart {chart!r} has no version: Helm would install whatever is newest")
     elif not EXACT_VERSION.fullmatch(version):
-        report(f"chart {chart!r} version {version!r} is not an exact version (ranges, 'latest' and partial "
-               "versions float)")
+        report(
+            f"chart {chart!r} version {version!r} is not an exact version (ranges, 'latest' and partial versions float)"
+        )
     for where, problem in _values_images(props.get("values"), ""):
         report(f"chart {chart!r} values {where}: {problem}")
 
@@ -475,6 +491,7 @@ def _check_workload(kind: str, props: Mapping[str, Any], report: Callable[[str],
 def validate_pinned(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     """Every Helm chart at an exact version; every container image (workloads and chart values) tagged
     with a fixed tag or pinned by digest."""
+
     def report(message: str) -> None:
         report_violation(message, None)
 
@@ -491,8 +508,17 @@ def validate_pinned(args: ResourceValidationArgs, report_violation: ReportViolat
 
 #: Secret fields of the database engine blocks of ``vault:database/secretBackendConnection`` (pulumi-vault
 #: 7.7.0 marks them ``secret: true``; a test compares this with the schema extract).
-DATABASE_SECRET_FIELDS: Final = ("password", "passwordWo", "privateKey", "privateKeyWo", "pemBundle", "pemJson",
-                                 "base64Pem", "tlsCertificateKey", "serviceAccountJson")
+DATABASE_SECRET_FIELDS: Final = (
+    "password",
+    "passwordWo",
+    "privateKey",
+    "privateKeyWo",
+    "pemBundle",
+    "pemJson",
+    "base64Pem",
+    "tlsCertificateKey",
+    "serviceAccountJson",
+)
 
 #: Inputs that carry a credential, by resource type. A path step ``*`` is every key (or item) at that
 #: level; a provider's structured inputs arrive as JSON text and are looked into.
@@ -501,13 +527,22 @@ SECRET_INPUTS: Final[dict[str, tuple[str, ...]]] = {
     "pulumi:providers:kubernetes": ("kubeconfig",),
     "pulumi:providers:linode": ("token",),
     "pulumi:providers:vault": (
-        "token", "authLogin.parameters", "authLoginUserpass.password", "authLoginApprole.secretId",
-        "authLoginJwt.jwt", "authLoginKubernetes.jwt", "authLoginAzure.jwt", "authLoginGcp.jwt",
-        "authLoginGcp.credentials", "authLoginAws.awsSecretAccessKey", "authLoginAws.awsSessionToken",
+        "token",
+        "authLogin.parameters",
+        "authLoginUserpass.password",
+        "authLoginApprole.secretId",
+        "authLoginJwt.jwt",
+        "authLoginKubernetes.jwt",
+        "authLoginAzure.jwt",
+        "authLoginGcp.jwt",
+        "authLoginGcp.credentials",
+        "authLoginAws.awsSecretAccessKey",
+        "authLoginAws.awsSessionToken",
         "authLoginRadius.password",
     ),
     "vault:database/secretBackendConnection:SecretBackendConnection": (
-        *(f"*.{field}" for field in DATABASE_SECRET_FIELDS), "redisElasticache.username",
+        *(f"*.{field}" for field in DATABASE_SECRET_FIELDS),
+        "redisElasticache.username",
     ),
     "vault:aws/secretBackend:SecretBackend": ("accessKey", "secretKey", "secretKeyWo"),
     "vault:kubernetes/authBackendConfig:AuthBackendConfig": ("tokenReviewerJwt", "tokenReviewerJwtWo"),
@@ -599,8 +634,10 @@ def validate_secret_inputs(args: ResourceValidationArgs, report_violation: Repor
         for path in plaintext_at(props, spec):
             if path not in reported:
                 reported.add(path)
-                report_violation(f"input {path} is not a secret: wrap it in pulumi.Output.secret "
-                                 "(or take it from secret config)", None)
+                report_violation(
+                    f"input {path} is not a secret: wrap it in pulumi.Output.secret (or take it from secret config)",
+                    None,
+                )
     for path in _private_keys_in_plain(props, ""):
         if path not in reported:
             reported.add(path)
@@ -637,8 +674,11 @@ def validate_hub_control_plane_acl(args: ResourceValidationArgs, report_violatio
         return
     enabled = dig(props, "controlPlane", "acl", "enabled")
     if enabled is not UNKNOWN and not truthy(enabled):
-        report_violation(f"controlPlane.acl.enabled is {enabled!r} on the hub: the Kubernetes API of the cluster "
-                         "every edge trusts must be reachable only from listed addresses", None)
+        report_violation(
+            f"controlPlane.acl.enabled is {enabled!r} on the hub: the Kubernetes API of the cluster "
+            "every edge trusts must be reachable only from listed addresses",
+            None,
+        )
     addresses = dig(props, "controlPlane", "acl", "addresses")
     if addresses is UNKNOWN:
         return
@@ -648,8 +688,11 @@ def validate_hub_control_plane_acl(args: ResourceValidationArgs, report_violatio
             values = entry.get(family) if isinstance(entry, dict) else None
             listed += [v for v in values if isinstance(v, str) and v] if isinstance(values, list) else []
     if not listed:
-        report_violation("controlPlane.acl.addresses lists no address on the hub: an ACL must allow at least "
-                         "the operators' and CI's addresses", None)
+        report_violation(
+            "controlPlane.acl.addresses lists no address on the hub: an ACL must allow at least "
+            "the operators' and CI's addresses",
+            None,
+        )
     for address in listed:
         try:
             network = ipaddress.ip_network(address, strict=False)
@@ -665,8 +708,9 @@ def validate_hub_control_plane_acl(args: ResourceValidationArgs, report_violatio
 STATEFUL_TYPES: Final[dict[str, str]] = {
     "linode:index/lkeCluster:LkeCluster": "the cluster holds every volume, Secret and workload of the stack",
     "linode:index/objectStorageBucket:ObjectStorageBucket": "the bucket holds the Raft snapshots",
-    "vault:transit/secretBackendKey:SecretBackendKey":
-        "an edge Vault unseals with this key: losing it leaves that Vault sealed for good",
+    "vault:transit/secretBackendKey:SecretBackendKey": (
+        "an edge Vault unseals with this key: losing it leaves that Vault sealed for good"
+    ),
     "kubernetes:core/v1:PersistentVolumeClaim": "the claim holds a volume's data",
 }
 #: Charts whose release owns persistent volumes.
@@ -695,8 +739,9 @@ def validate_stateful_protected(args: ResourceValidationArgs, report_violation: 
 
 def _namespace_of(resource: PolicyResource) -> str | None:
     props = reveal(plain(resource.props))
-    namespace = props.get("namespace") if is_helm_release(resource.resource_type) else dig(
-        props, "metadata", "namespace")
+    namespace = (
+        props.get("namespace") if is_helm_release(resource.resource_type) else dig(props, "metadata", "namespace")
+    )
     return namespace if isinstance(namespace, str) and namespace else None
 
 
@@ -716,8 +761,11 @@ def validate_stateful_namespaces(args: StackValidationArgs, report_violation: Re
             continue
         name = dig(reveal(plain(resource.props)), "metadata", "name")
         if isinstance(name, str) and name in holders:
-            report_violation(f"Namespace {name!r} ({resource.name}) is not protected (protect=True): it holds "
-                             f"{holders[name]}, and deleting the namespace deletes its volume claims", resource.urn)
+            report_violation(
+                f"Namespace {name!r} ({resource.name}) is not protected (protect=True): it holds "
+                f"{holders[name]}, and deleting the namespace deletes its volume claims",
+                resource.urn,
+            )
 
 
 # --- the pack's policies ---------------------------------------------------------------------------
@@ -725,37 +773,66 @@ def validate_stateful_namespaces(args: StackValidationArgs, report_violation: Re
 Validation = Callable[[ResourceValidationArgs, ReportViolation], None]
 
 RESOURCE_RULES: Final[tuple[tuple[str, str, Validation], ...]] = (
-    ("vault-tls-enabled", "Vault TLS is never disabled: the vault chart keeps TLS on every listener "
-     "(global.tlsDisable false) and the Vault provider verifies https.", validate_vault_tls),
-    ("vault-kubernetes-auth-roles-exact", "Kubernetes auth roles are bound to exact service accounts and "
-     "namespaces, never '*'.", validate_kubernetes_auth_role),
-    ("vso-connections-verify-tls", "Vault Secrets Operator connections use https and verify Vault's "
-     "certificate (no skipTLSVerify).", validate_vso_connection),
-    ("charts-and-images-pinned", "Helm charts are pinned to exact versions and container images to fixed tags "
-     "or digests (no 'latest', no ranges).", validate_pinned),
-    ("no-plaintext-secret-inputs", "Inputs that carry credentials reach the engine as secrets.",
-     validate_secret_inputs),
-    ("hub-control-plane-acl", "The hub's LKE control plane has an ACL with at least one allowed address.",
-     validate_hub_control_plane_acl),
-    ("stateful-resources-protected", "Stateful resources (clusters, snapshot buckets, transit unseal keys, "
-     "volumes, the Vault release) are protected from deletion and replacement.", validate_stateful_protected),
+    (
+        "vault-tls-enabled",
+        "Vault TLS is never disabled: the vault chart keeps TLS on every listener "
+        "(global.tlsDisable false) and the Vault provider verifies https.",
+        validate_vault_tls,
+    ),
+    (
+        "vault-kubernetes-auth-roles-exact",
+        "Kubernetes auth roles are bound to exact service accounts and namespaces, never '*'.",
+        validate_kubernetes_auth_role,
+    ),
+    (
+        "vso-connections-verify-tls",
+        "Vault Secrets Operator connections use https and verify Vault's certificate (no skipTLSVerify).",
+        validate_vso_connection,
+    ),
+    (
+        "charts-and-images-pinned",
+        "Helm charts are pinned to exact versions and container images to fixed tags "
+        "or digests (no 'latest', no ranges).",
+        validate_pinned,
+    ),
+    (
+        "no-plaintext-secret-inputs",
+        "Inputs that carry credentials reach the engine as secrets.",
+        validate_secret_inputs,
+    ),
+    (
+        "hub-control-plane-acl",
+        "The hub's LKE control plane has an ACL with at least one allowed address.",
+        validate_hub_control_plane_acl,
+    ),
+    (
+        "stateful-resources-protected",
+        "Stateful resources (clusters, snapshot buckets, transit unseal keys, "
+        "volumes, the Vault release) are protected from deletion and replacement.",
+        validate_stateful_protected,
+    ),
 )
 STACK_RULES: Final[tuple[tuple[str, str, Callable[[StackValidationArgs, ReportViolation], None]], ...]] = (
-    ("stateful-namespaces-protected", "Namespaces that hold stateful releases or volumes are protected.",
-     validate_stateful_namespaces),
+    (
+        "stateful-namespaces-protected",
+        "Namespaces that hold stateful releases or volumes are protected.",
+        validate_stateful_namespaces,
+    ),
 )
 
 
 def policies() -> list[Policy]:
     """Every rule of the pack, each MANDATORY."""
     built: list[Policy] = [
-        ResourceValidationPolicy(name=name, description=description, validate=validate,
-                                 enforcement_level=EnforcementLevel.MANDATORY)
+        ResourceValidationPolicy(
+            name=name, description=description, validate=validate, enforcement_level=EnforcementLevel.MANDATORY
+        )
         for name, description, validate in RESOURCE_RULES
     ]
     built += [
-        StackValidationPolicy(name=name, description=description, validate=validate,
-                              enforcement_level=EnforcementLevel.MANDATORY)
+        StackValidationPolicy(
+            name=name, description=description, validate=validate, enforcement_level=EnforcementLevel.MANDATORY
+        )
         for name, description, validate in STACK_RULES
     ]
     return built

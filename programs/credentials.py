@@ -60,7 +60,8 @@ def _read_private(path: str | os.PathLike[str]) -> str:
         if mode & 0o077:
             raise CredentialFileError(
                 f"{name}: mode {mode:04o} lets group or others access it; credential files must be "
-                "private to their owner (0400 or 0600)")
+                "private to their owner (0400 or 0600)"
+            )
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, 65536):
@@ -129,4 +130,3 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     if text.lstrip().startswith("{"):
         return _parse_json(text, name)
     return _parse_dotenv(text, name)
-

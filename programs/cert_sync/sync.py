@@ -285,9 +285,7 @@ def _pem_certificates(text: str, key: str, what: str) -> list[x509.Certificate]:
 
 
 def _spki(public_key: Any) -> bytes:
-    der: bytes = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    der: bytes = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return der
 
 
@@ -295,9 +293,7 @@ def _utc(moment: _dt.datetime) -> str:
     return moment.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def validate_bundle(
-    bundle: Mapping[str, object], what: str, now: _dt.datetime | None = None
-) -> CertSummary:
+def validate_bundle(bundle: Mapping[str, object], what: str, now: _dt.datetime | None = None) -> CertSummary:
     """Check one ``{"tls.crt", "tls.key", "ca.crt"}`` bundle (see the module docstring, rule 1);
     raise :class:`InvalidCertificateError` naming ``what`` and the reason. Never puts key
     material into the message."""
@@ -337,12 +333,9 @@ def validate_bundle(
             f"{what}: the certificate in tls.crt is not valid yet (notBefore {_utc(not_before)})"
         )
     if moment > not_after:
-        raise InvalidCertificateError(
-            f"{what}: the certificate in tls.crt expired at {_utc(not_after)}"
-        )
+        raise InvalidCertificateError(f"{what}: the certificate in tls.crt expired at {_utc(not_after)}")
     ca = _pem_certificates(ca_text, "ca.crt", what)
-    return CertSummary(leaf.subject.rfc4514_string(), leaf.serial_number, not_before, not_after, len(chain),
-                       len(ca))
+    return CertSummary(leaf.subject.rfc4514_string(), leaf.serial_number, not_before, not_after, len(chain), len(ca))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,8 +373,16 @@ class _Response:
 class _HttpPeer:
     """One HTTPS server this program talks to; network failures raise ``error``."""
 
-    def __init__(self, label: str, base_url: str, ca_file: str | None, timeout: float,
-                 error: type[SyncError], flag: str, ca_flag: str) -> None:
+    def __init__(
+        self,
+        label: str,
+        base_url: str,
+        ca_file: str | None,
+        timeout: float,
+        error: type[SyncError],
+        flag: str,
+        ca_flag: str,
+    ) -> None:
         self.label = label
         self.base_url = _https_url(base_url, flag)
         self.timeout = timeout
@@ -389,8 +390,16 @@ class _HttpPeer:
         context = _tls_context(ca_file, ca_flag)
         self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect())
 
-    def send(self, method: str, url: str, *, action: str, headers: Mapping[str, str] | None = None,
-             body: Mapping[str, Any] | None = None, timeout: float | None = None) -> _Response:
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        action: str,
+        headers: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> _Response:
         """One request; any HTTP status is returned, a network failure raises ``self.error``
         naming ``action``, the peer and the URL."""
         data = json.dumps(body).encode() if body is not None else None
@@ -413,8 +422,7 @@ class _HttpPeer:
             finally:
                 exc.close()
         except urllib.error.URLError as exc:
-            raise self.error(f"{where}: cannot reach the {self.label}: {_describe_network(exc.reason, wait)}"
-                             ) from None
+            raise self.error(f"{where}: cannot reach the {self.label}: {_describe_network(exc.reason, wait)}") from None
         except TimeoutError:
             raise self.error(f"{where}: no answer from the {self.label}: timed out after {wait:g}s") from None
         except (OSError, http.client.HTTPException) as exc:
@@ -551,15 +559,31 @@ class KvState:
 
 
 class Vault(_HttpPeer):
-    def __init__(self, label: str, addr: str, ca_file: str | None, timeout: float, error: type[SyncError],
-                 flag: str, ca_flag: str) -> None:
+    def __init__(
+        self,
+        label: str,
+        addr: str,
+        ca_file: str | None,
+        timeout: float,
+        error: type[SyncError],
+        flag: str,
+        ca_flag: str,
+    ) -> None:
         super().__init__(label, addr, ca_file, timeout, error, flag, ca_flag)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/v1/{path.lstrip('/')}"
 
-    def call(self, method: str, path: str, *, action: str, token: str | None = None,
-             body: Mapping[str, Any] | None = None, timeout: float | None = None) -> _Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        token: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> _Response:
         headers = {"X-Vault-Request": "true"}
         if token:
             headers["X-Vault-Token"] = token
@@ -576,12 +600,12 @@ class Vault(_HttpPeer):
         return token
 
     def login_kubernetes(self, mount: str, role: str, jwt: str) -> str:
-        return self._login(mount, {"role": role, "jwt": jwt},
-                           f"Kubernetes auth login (role {role}) to the {self.label}")
+        return self._login(
+            mount, {"role": role, "jwt": jwt}, f"Kubernetes auth login (role {role}) to the {self.label}"
+        )
 
     def login_approle(self, mount: str, role_id: str, secret_id: str) -> str:
-        return self._login(mount, {"role_id": role_id, "secret_id": secret_id},
-                           f"AppRole login to the {self.label}")
+        return self._login(mount, {"role_id": role_id, "secret_id": secret_id}, f"AppRole login to the {self.label}")
 
     def kv_read(self, token: str, mount: str, path: str) -> KvState:
         api_path = f"{mount}/data/{path}"
@@ -596,16 +620,16 @@ class Vault(_HttpPeer):
             raise self.fail(action, "GET", self.url(api_path), response)
         version, data = metadata.get("version"), outer.get("data")
         if not isinstance(version, int) or not (data is None or isinstance(data, dict)):
-            raise self.error(f"{action}: GET {self.url(api_path)} did not return a KV v2 secret "
-                             f"(is {mount} a KV version 2 mount?)")
+            raise self.error(
+                f"{action}: GET {self.url(api_path)} did not return a KV v2 secret (is {mount} a KV version 2 mount?)"
+            )
         return KvState(version, data)
 
     def check_can_write(self, token: str, mount: str, states: Mapping[str, KvState]) -> None:
         """Pre-flight (module docstring, rule 3): raise if the token cannot write a path."""
         paths = {f"{mount}/data/{path}": state for path, state in states.items()}
         action = f"checking the token's capabilities at the {self.label}"
-        response = self.call("POST", "sys/capabilities-self", action=action, token=token,
-                             body={"paths": sorted(paths)})
+        response = self.call("POST", "sys/capabilities-self", action=action, token=token, body={"paths": sorted(paths)})
         if response.status != 200 or response.body is None:
             return  # not allowed to ask (no default policy): the writes themselves will tell
         answer = _mapping(response.body.get("data")) or response.body
@@ -627,16 +651,18 @@ class Vault(_HttpPeer):
         """Write with check-and-set; returns the new version."""
         api_path = f"{mount}/data/{path}"
         action = f"writing {api_path} to the {self.label}"
-        response = self.call("POST", api_path, action=action, token=token,
-                             body={"options": {"cas": cas}, "data": dict(data)})
+        response = self.call(
+            "POST", api_path, action=action, token=token, body={"options": {"cas": cas}, "data": dict(data)}
+        )
         if response.status == 400 and _CAS_MISMATCH in response.text:
             raise ConflictError(
                 f"{action}: POST {self.url(api_path)}: HTTP 400: {_error_detail(response)}: another writer "
                 f"changed it after this run read version {cas}; nothing was overwritten"
             )
         if response.status == 204:
-            raise self.error(f"{action}: POST {self.url(api_path)}: HTTP 204 without a version: "
-                             f"is {mount} a KV version 2 mount?")
+            raise self.error(
+                f"{action}: POST {self.url(api_path)}: HTTP 204 without a version: is {mount} a KV version 2 mount?"
+            )
         if response.status != 200:
             raise self.fail(action, "POST", self.url(api_path), response)
         version = _mapping((response.body or {}).get("data")).get("version")
@@ -645,8 +671,14 @@ class Vault(_HttpPeer):
     def revoke_self(self, token: str) -> None:
         """Best effort (the token is short-lived anyway); short timeout."""
         with contextlib.suppress(SyncError):
-            self.call("POST", "auth/token/revoke-self", action="token revocation", token=token, body={},
-                      timeout=min(self.timeout, 5.0))
+            self.call(
+                "POST",
+                "auth/token/revoke-self",
+                action="token revocation",
+                token=token,
+                body={},
+                timeout=min(self.timeout, 5.0),
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,8 +704,9 @@ def write_changed(vault: Vault, token: str, mount: str, items: Sequence[Item]) -
     """Rule 2 and 3 of the module docstring: read every target, then write what differs."""
     states = {item.kv_path: vault.kv_read(token, mount, item.kv_path) for item in items}
     changed = [item for item in items if states[item.kv_path].data != item.bundle]
-    unchanged = [(f"{mount}/data/{item.kv_path}", states[item.kv_path].version)
-                 for item in items if item not in changed]
+    unchanged = [
+        (f"{mount}/data/{item.kv_path}", states[item.kv_path].version) for item in items if item not in changed
+    ]
     if changed:
         vault.check_can_write(token, mount, {item.kv_path: states[item.kv_path] for item in changed})
     written: list[tuple[str, int]] = []
@@ -741,8 +774,7 @@ def cmd_edge(args: argparse.Namespace) -> Outcome:
     role_id = _read_secret_file(args.hub_role_id_file, "AppRole role_id", "--hub-role-id-file")
     secret_id = _read_secret_file(args.hub_secret_id_file, "AppRole secret_id", "--hub-secret-id-file")
     vault = _target(args)
-    hub = Vault("hub Vault", args.hub_addr, args.hub_ca_file, args.timeout, SourceError, "--hub-addr",
-                "--hub-ca-file")
+    hub = Vault("hub Vault", args.hub_addr, args.hub_ca_file, args.timeout, SourceError, "--hub-addr", "--hub-ca-file")
     source_path = hub_kv_path(args.edge)
     token = hub.login_approle(args.hub_approle_mount, role_id, secret_id)
     try:
@@ -801,66 +833,129 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     v = common.add_argument_group("target Vault (TLS is always verified)")
     v.add_argument("--vault-addr", default=env("VAULT_ADDR"), help="target Vault URL, https:// [VAULT_ADDR]")
-    v.add_argument("--ca-file", default=env("VAULT_CACERT"),
-                   help="PEM CA bundle for the target Vault (default: system CAs) [VAULT_CACERT]")
-    v.add_argument("--auth-path", default=env("CERT_SYNC_AUTH_PATH", DEFAULT_AUTH_PATH),
-                   help=f"Kubernetes auth mount (default {DEFAULT_AUTH_PATH}) [CERT_SYNC_AUTH_PATH]")
-    v.add_argument("--role", default=env("CERT_SYNC_ROLE", DEFAULT_ROLE),
-                   help=f"Kubernetes auth role (default {DEFAULT_ROLE}) [CERT_SYNC_ROLE]")
-    v.add_argument("--jwt-file", default=env("CERT_SYNC_JWT_FILE", DEFAULT_JWT_FILE),
-                   help=f"projected service-account token (default {DEFAULT_JWT_FILE}) [CERT_SYNC_JWT_FILE]")
-    v.add_argument("--kv-mount", default=env("CERT_SYNC_KV_MOUNT", DEFAULT_KV_MOUNT),
-                   help=f"KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_KV_MOUNT]")
-    v.add_argument("--timeout", type=_timeout, default=env("CERT_SYNC_TIMEOUT", str(DEFAULT_TIMEOUT)),
-                   help=f"seconds per network operation (default {DEFAULT_TIMEOUT:g}) [CERT_SYNC_TIMEOUT]")
+    v.add_argument(
+        "--ca-file",
+        default=env("VAULT_CACERT"),
+        help="PEM CA bundle for the target Vault (default: system CAs) [VAULT_CACERT]",
+    )
+    v.add_argument(
+        "--auth-path",
+        default=env("CERT_SYNC_AUTH_PATH", DEFAULT_AUTH_PATH),
+        help=f"Kubernetes auth mount (default {DEFAULT_AUTH_PATH}) [CERT_SYNC_AUTH_PATH]",
+    )
+    v.add_argument(
+        "--role",
+        default=env("CERT_SYNC_ROLE", DEFAULT_ROLE),
+        help=f"Kubernetes auth role (default {DEFAULT_ROLE}) [CERT_SYNC_ROLE]",
+    )
+    v.add_argument(
+        "--jwt-file",
+        default=env("CERT_SYNC_JWT_FILE", DEFAULT_JWT_FILE),
+        help=f"projected service-account token (default {DEFAULT_JWT_FILE}) [CERT_SYNC_JWT_FILE]",
+    )
+    v.add_argument(
+        "--kv-mount",
+        default=env("CERT_SYNC_KV_MOUNT", DEFAULT_KV_MOUNT),
+        help=f"KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_KV_MOUNT]",
+    )
+    v.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=env("CERT_SYNC_TIMEOUT", str(DEFAULT_TIMEOUT)),
+        help=f"seconds per network operation (default {DEFAULT_TIMEOUT:g}) [CERT_SYNC_TIMEOUT]",
+    )
     r = common.add_argument_group("passes (a run may sync several times: see the module docstring)")
-    r.add_argument("--passes", type=_passes, default=env("CERT_SYNC_PASSES", "1"),
-                   help="sync passes in this run (default 1) [CERT_SYNC_PASSES]")
-    r.add_argument("--interval", type=_interval, default=env("CERT_SYNC_INTERVAL"),
-                   help="seconds between the starts of two passes; required with more than one pass "
-                        "[CERT_SYNC_INTERVAL]")
+    r.add_argument(
+        "--passes",
+        type=_passes,
+        default=env("CERT_SYNC_PASSES", "1"),
+        help="sync passes in this run (default 1) [CERT_SYNC_PASSES]",
+    )
+    r.add_argument(
+        "--interval",
+        type=_interval,
+        default=env("CERT_SYNC_INTERVAL"),
+        help="seconds between the starts of two passes; required with more than one pass [CERT_SYNC_INTERVAL]",
+    )
 
     parser = _Parser(prog="python -m programs.cert_sync", description=(__doc__ or "").split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     hub = sub.add_parser("hub", parents=[common], help="Kubernetes TLS Secrets -> this cluster's Vault")
-    hub.add_argument("--secret", action="append", metavar="NS/NAME=KV_PATH", dest="secret",
-                     help="a Secret and the KV path to store it at; repeatable [CERT_SYNC_SECRETS]")
-    hub.add_argument("--ca-secret", action="append", metavar="NS/NAME=KV_PATH", dest="ca_secret",
-                     help="a CA's Secret: only its certificate is stored, as ca.crt; repeatable "
-                          "[CERT_SYNC_CA_SECRETS]")
-    hub.add_argument("--kube-api", default=env("CERT_SYNC_KUBE_API", DEFAULT_KUBE_API),
-                     help=f"Kubernetes API URL (default {DEFAULT_KUBE_API}) [CERT_SYNC_KUBE_API]")
-    hub.add_argument("--kube-token-file", default=env("CERT_SYNC_KUBE_TOKEN_FILE", DEFAULT_KUBE_TOKEN_FILE),
-                     help="token for the Kubernetes API [CERT_SYNC_KUBE_TOKEN_FILE]")
-    hub.add_argument("--kube-ca-file", default=env("CERT_SYNC_KUBE_CA_FILE", DEFAULT_KUBE_CA_FILE),
-                     help="CA of the Kubernetes API [CERT_SYNC_KUBE_CA_FILE]")
+    hub.add_argument(
+        "--secret",
+        action="append",
+        metavar="NS/NAME=KV_PATH",
+        dest="secret",
+        help="a Secret and the KV path to store it at; repeatable [CERT_SYNC_SECRETS]",
+    )
+    hub.add_argument(
+        "--ca-secret",
+        action="append",
+        metavar="NS/NAME=KV_PATH",
+        dest="ca_secret",
+        help="a CA's Secret: only its certificate is stored, as ca.crt; repeatable [CERT_SYNC_CA_SECRETS]",
+    )
+    hub.add_argument(
+        "--kube-api",
+        default=env("CERT_SYNC_KUBE_API", DEFAULT_KUBE_API),
+        help=f"Kubernetes API URL (default {DEFAULT_KUBE_API}) [CERT_SYNC_KUBE_API]",
+    )
+    hub.add_argument(
+        "--kube-token-file",
+        default=env("CERT_SYNC_KUBE_TOKEN_FILE", DEFAULT_KUBE_TOKEN_FILE),
+        help="token for the Kubernetes API [CERT_SYNC_KUBE_TOKEN_FILE]",
+    )
+    hub.add_argument(
+        "--kube-ca-file",
+        default=env("CERT_SYNC_KUBE_CA_FILE", DEFAULT_KUBE_CA_FILE),
+        help="CA of the Kubernetes API [CERT_SYNC_KUBE_CA_FILE]",
+    )
 
     edge = sub.add_parser("edge", parents=[common], help="the hub Vault -> this edge's Vault")
     edge.add_argument("--edge", default=env("CERT_SYNC_EDGE"), help="this edge's name [CERT_SYNC_EDGE]")
     edge.add_argument("--hub-addr", default=env("CERT_SYNC_HUB_ADDR"), help="hub Vault URL [CERT_SYNC_HUB_ADDR]")
-    edge.add_argument("--hub-ca-file", default=env("CERT_SYNC_HUB_CA_FILE"),
-                      help="PEM CA bundle for the hub Vault [CERT_SYNC_HUB_CA_FILE]")
-    edge.add_argument("--hub-approle-mount",
-                      default=env("CERT_SYNC_HUB_APPROLE_MOUNT", DEFAULT_HUB_APPROLE_MOUNT),
-                      help=f"AppRole mount on the hub (default {DEFAULT_HUB_APPROLE_MOUNT}) "
-                           "[CERT_SYNC_HUB_APPROLE_MOUNT]")
-    edge.add_argument("--hub-role-id-file", default=env("CERT_SYNC_HUB_ROLE_ID_FILE"),
-                      help="file with the AppRole role_id [CERT_SYNC_HUB_ROLE_ID_FILE]")
-    edge.add_argument("--hub-secret-id-file", default=env("CERT_SYNC_HUB_SECRET_ID_FILE"),
-                      help="file with the AppRole secret_id [CERT_SYNC_HUB_SECRET_ID_FILE]")
-    edge.add_argument("--hub-kv-mount", default=env("CERT_SYNC_HUB_KV_MOUNT", DEFAULT_KV_MOUNT),
-                      help=f"the hub's KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_HUB_KV_MOUNT]")
-    edge.add_argument("--kv-path", default=env("CERT_SYNC_KV_PATH", DEFAULT_KV_PATH),
-                      help=f"where to store it locally (default {DEFAULT_KV_PATH}) [CERT_SYNC_KV_PATH]")
+    edge.add_argument(
+        "--hub-ca-file",
+        default=env("CERT_SYNC_HUB_CA_FILE"),
+        help="PEM CA bundle for the hub Vault [CERT_SYNC_HUB_CA_FILE]",
+    )
+    edge.add_argument(
+        "--hub-approle-mount",
+        default=env("CERT_SYNC_HUB_APPROLE_MOUNT", DEFAULT_HUB_APPROLE_MOUNT),
+        help=f"AppRole mount on the hub (default {DEFAULT_HUB_APPROLE_MOUNT}) [CERT_SYNC_HUB_APPROLE_MOUNT]",
+    )
+    edge.add_argument(
+        "--hub-role-id-file",
+        default=env("CERT_SYNC_HUB_ROLE_ID_FILE"),
+        help="file with the AppRole role_id [CERT_SYNC_HUB_ROLE_ID_FILE]",
+    )
+    edge.add_argument(
+        "--hub-secret-id-file",
+        default=env("CERT_SYNC_HUB_SECRET_ID_FILE"),
+        help="file with the AppRole secret_id [CERT_SYNC_HUB_SECRET_ID_FILE]",
+    )
+    edge.add_argument(
+        "--hub-kv-mount",
+        default=env("CERT_SYNC_HUB_KV_MOUNT", DEFAULT_KV_MOUNT),
+        help=f"the hub's KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_HUB_KV_MOUNT]",
+    )
+    edge.add_argument(
+        "--kv-path",
+        default=env("CERT_SYNC_KV_PATH", DEFAULT_KV_PATH),
+        help=f"where to store it locally (default {DEFAULT_KV_PATH}) [CERT_SYNC_KV_PATH]",
+    )
     return parser
 
 
 _REQUIRED = {
     "hub": (("vault_addr", "--vault-addr (VAULT_ADDR)"),),
-    "edge": (("vault_addr", "--vault-addr (VAULT_ADDR)"), ("edge", "--edge (CERT_SYNC_EDGE)"),
-             ("hub_addr", "--hub-addr (CERT_SYNC_HUB_ADDR)"),
-             ("hub_role_id_file", "--hub-role-id-file (CERT_SYNC_HUB_ROLE_ID_FILE)"),
-             ("hub_secret_id_file", "--hub-secret-id-file (CERT_SYNC_HUB_SECRET_ID_FILE)")),
+    "edge": (
+        ("vault_addr", "--vault-addr (VAULT_ADDR)"),
+        ("edge", "--edge (CERT_SYNC_EDGE)"),
+        ("hub_addr", "--hub-addr (CERT_SYNC_HUB_ADDR)"),
+        ("hub_role_id_file", "--hub-role-id-file (CERT_SYNC_HUB_ROLE_ID_FILE)"),
+        ("hub_secret_id_file", "--hub-secret-id-file (CERT_SYNC_HUB_SECRET_ID_FILE)"),
+    ),
 }
 
 
@@ -880,8 +975,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     _check_kv_path(args.kv_mount, "--kv-mount")
     if args.mode == "hub":
         raw = args.secret if args.secret is not None else re.split(r"[\s,]+", env("CERT_SYNC_SECRETS", "") or "")
-        raw_ca = (args.ca_secret if args.ca_secret is not None
-                  else re.split(r"[\s,]+", env("CERT_SYNC_CA_SECRETS", "") or ""))
+        raw_ca = (
+            args.ca_secret if args.ca_secret is not None else re.split(r"[\s,]+", env("CERT_SYNC_CA_SECRETS", "") or "")
+        )
         args.secrets = [parse_secret_spec(text) for text in raw if text.strip()]
         args.secrets += [parse_secret_spec(text, certificate_only=True) for text in raw_ca if text.strip()]
         if not args.secrets:

@@ -232,9 +232,7 @@ def verify_snapshot(path: str | os.PathLike[str]) -> SnapshotInfo:
         with gzip.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
                 if not member.isfile():
-                    raise SnapshotInvalidError(
-                        f"snapshot contains an unexpected non-file entry {member.name!r}"
-                    )
+                    raise SnapshotInvalidError(f"snapshot contains an unexpected non-file entry {member.name!r}")
                 if member.name in hashes:
                     raise SnapshotInvalidError(f"snapshot contains {member.name!r} twice")
                 extracted = archive.extractfile(member)
@@ -293,9 +291,7 @@ def verify_snapshot(path: str | os.PathLike[str]) -> SnapshotInfo:
         raise SnapshotInvalidError("meta.json is not a JSON object")
     declared = meta.get("Size")
     if isinstance(declared, int) and declared != sizes["state.bin"]:
-        raise SnapshotInvalidError(
-            f"state.bin has {sizes['state.bin']} bytes but meta.json declares {declared}"
-        )
+        raise SnapshotInvalidError(f"state.bin has {sizes['state.bin']} bytes but meta.json declares {declared}")
     index, term = meta.get("Index"), meta.get("Term")
     return SnapshotInfo(
         files={name: hashes[name] for name in sorted(hashes)},
@@ -364,9 +360,7 @@ class VaultClient:
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, ssl.SSLCertVerificationError):
-                raise VaultError(
-                    f"TLS verification of Vault at {url} failed: {reason.verify_message}"
-                ) from None
+                raise VaultError(f"TLS verification of Vault at {url} failed: {reason.verify_message}") from None
             raise VaultError(f"cannot reach Vault at {url}: {reason}") from None
         except TimeoutError as exc:
             raise VaultError(f"cannot reach Vault at {url}: timed out ({exc})") from None
@@ -406,16 +400,15 @@ class VaultClient:
 
     def restore_snapshot(self, token: str, source: IO[bytes], size: int, force: bool) -> None:
         path = "sys/storage/raft/snapshot-force" if force else "sys/storage/raft/snapshot"
-        with self.request(
-            "POST", path, what="snapshot restore", token=token, body_file=source, body_size=size
-        ) as resp:
+        with self.request("POST", path, what="snapshot restore", token=token, body_file=source, body_size=size) as resp:
             resp.read()
 
     def revoke_self(self, token: str) -> None:
         """Best effort: the token is short-lived anyway."""
-        with contextlib.suppress(SnapshotError), self.request(
-            "POST", "auth/token/revoke-self", what="token revocation", token=token, json_body={}
-        ) as resp:
+        with (
+            contextlib.suppress(SnapshotError),
+            self.request("POST", "auth/token/revoke-self", what="token revocation", token=token, json_body={}) as resp,
+        ):
             resp.read()
 
 
@@ -504,17 +497,20 @@ class ObjectStore:
             raise self._fail("checking for an existing object at", key, exc) from None
         return True
 
-    def upload(
-        self, path: Path, key: str, digest: FileDigest, part_size: int, metadata: dict[str, str]
-    ) -> str:
+    def upload(self, path: Path, key: str, digest: FileDigest, part_size: int, metadata: dict[str, str]) -> str:
         """Upload ``path`` as ``key``; returns the ETag S3 must report. Leaves nothing behind
         on failure (single PUTs are atomic; a failed multipart upload is aborted)."""
         if digest.size <= part_size:
             try:
                 with open(path, "rb") as body:
                     self.client.put_object(
-                        Bucket=self.bucket, Key=key, Body=body, ContentLength=digest.size,
-                        ContentMD5=digest.md5_b64, ContentType="application/gzip", Metadata=metadata,
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=body,
+                        ContentLength=digest.size,
+                        ContentMD5=digest.md5_b64,
+                        ContentType="application/gzip",
+                        Metadata=metadata,
                     )
             except Exception as exc:
                 raise self._fail("upload to", key, exc) from None
@@ -534,8 +530,13 @@ class ObjectStore:
                     number = len(parts) + 1
                     try:
                         result = self.client.upload_part(
-                            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk,
-                            ContentLength=len(chunk), ContentMD5=base64.b64encode(md5).decode(),
+                            Bucket=self.bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=chunk,
+                            ContentLength=len(chunk),
+                            ContentMD5=base64.b64encode(md5).decode(),
                         )
                     except Exception as exc:
                         raise self._fail(f"upload of part {number} to", key, exc) from None
@@ -569,9 +570,7 @@ class ObjectStore:
         if stored_sha != digest.sha256:
             problems.append("SHA-256 metadata differs")
         if problems:
-            raise StorageError(
-                f"uploaded object {self.where(key)} does not match the snapshot: {'; '.join(problems)}"
-            )
+            raise StorageError(f"uploaded object {self.where(key)} does not match the snapshot: {'; '.join(problems)}")
 
     def delete(self, key: str) -> None:
         try:
@@ -589,7 +588,7 @@ class ObjectStore:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
                 for obj in page.get("Contents", []):
                     key = str(obj["Key"])
-                    rest = key[len(base):].split("/")
+                    rest = key[len(base) :].split("/")
                     if len(rest) != 2 or (cluster and rest[0] != cluster):
                         continue
                     match = _SNAPSHOT_NAME.match(rest[1])
@@ -686,9 +685,7 @@ def cmd_take(args: argparse.Namespace) -> int:
     try:
         jwt = Path(args.jwt_file).read_text().strip()
     except OSError as exc:
-        raise UsageError(
-            f"cannot read the service-account token file {args.jwt_file}: {exc.strerror}"
-        ) from None
+        raise UsageError(f"cannot read the service-account token file {args.jwt_file}: {exc.strerror}") from None
     if not jwt:
         raise UsageError(f"the service-account token file {args.jwt_file} is empty")
     vault = VaultClient(args.vault_addr, args.ca_file, args.timeout)
@@ -720,26 +717,21 @@ def cmd_take(args: argparse.Namespace) -> int:
     finally:
         if token:
             vault.revoke_self(token)
-    _out(
-        f"uploaded {store.where(key)} ({digest.size} bytes, sha256 {digest.sha256}, "
-        f"raft index {info.raft_index})"
-    )
+    _out(f"uploaded {store.where(key)} ({digest.size} bytes, sha256 {digest.sha256}, raft index {info.raft_index})")
     deleted = apply_retention(store, args.prefix, cluster, args.keep, key)
-    _out(f"retention: keeping the newest {args.keep}; deleted {len(deleted)}" +
-         (f": {', '.join(deleted)}" if deleted else ""))
+    _out(
+        f"retention: keeping the newest {args.keep}; deleted {len(deleted)}"
+        + (f": {', '.join(deleted)}" if deleted else "")
+    )
     return 0
 
 
-def apply_retention(
-    store: ObjectStore, prefix: str, cluster: str, keep: int, just_uploaded: str
-) -> list[str]:
+def apply_retention(store: ObjectStore, prefix: str, cluster: str, keep: int, just_uploaded: str) -> list[str]:
     """Delete all but the newest ``keep`` snapshots of ``cluster`` (never ``just_uploaded``)."""
     try:
         snapshots = store.list_snapshots(prefix, cluster)
     except StorageError as exc:
-        raise RetentionError(
-            f"snapshot {store.where(just_uploaded)} is stored, but retention failed: {exc}"
-        ) from None
+        raise RetentionError(f"snapshot {store.where(just_uploaded)} is stored, but retention failed: {exc}") from None
     doomed = [s.key for s in snapshots[keep:] if s.key != just_uploaded]
     deleted: list[str] = []
     for key in doomed:
@@ -783,9 +775,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         handle.close()
         digest = digest_file(path)
         if digest.size != size:
-            raise StorageError(
-                f"downloaded {size} bytes of {store.where(key)} but the file has {digest.size}"
-            )
+            raise StorageError(f"downloaded {size} bytes of {store.where(key)} but the file has {digest.size}")
         expected_sha = metadata.get("sha256")
         if expected_sha and expected_sha != digest.sha256:
             raise SnapshotInvalidError(f"SHA-256 of {store.where(key)} does not match its upload metadata")
@@ -853,47 +843,83 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option also reads an environment variable)."""
     s3 = _Parser(add_help=False)
     g = s3.add_argument_group("object storage (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
-    g.add_argument("--s3-endpoint", default=env("SNAPSHOT_S3_ENDPOINT"),
-                   help="S3 endpoint URL, e.g. https://us-east-1.linodeobjects.com [SNAPSHOT_S3_ENDPOINT]")
-    g.add_argument("--s3-region",
-                   default=env("SNAPSHOT_S3_REGION", None, "AWS_REGION", "AWS_DEFAULT_REGION"),
-                   help="region [SNAPSHOT_S3_REGION, AWS_REGION]")
+    g.add_argument(
+        "--s3-endpoint",
+        default=env("SNAPSHOT_S3_ENDPOINT"),
+        help="S3 endpoint URL, e.g. https://us-east-1.linodeobjects.com [SNAPSHOT_S3_ENDPOINT]",
+    )
+    g.add_argument(
+        "--s3-region",
+        default=env("SNAPSHOT_S3_REGION", None, "AWS_REGION", "AWS_DEFAULT_REGION"),
+        help="region [SNAPSHOT_S3_REGION, AWS_REGION]",
+    )
     g.add_argument("--bucket", default=env("SNAPSHOT_S3_BUCKET"), help="bucket [SNAPSHOT_S3_BUCKET]")
-    g.add_argument("--prefix", default=env("SNAPSHOT_S3_PREFIX", DEFAULT_PREFIX),
-                   help=f"key prefix (default {DEFAULT_PREFIX}) [SNAPSHOT_S3_PREFIX]")
-    g.add_argument("--addressing-style", choices=("auto", "path", "virtual"),
-                   default=env("SNAPSHOT_S3_ADDRESSING_STYLE", "auto"),
-                   help="S3 addressing style (default auto) [SNAPSHOT_S3_ADDRESSING_STYLE]")
-    g.add_argument("--cluster-name", default=env("SNAPSHOT_CLUSTER_NAME"),
-                   help="cluster name, the key's second path segment [SNAPSHOT_CLUSTER_NAME]")
-    g.add_argument("--timeout", type=float, default=env("SNAPSHOT_TIMEOUT", str(DEFAULT_TIMEOUT)),
-                   help=f"network timeout per operation in seconds (default {DEFAULT_TIMEOUT:g}) "
-                        "[SNAPSHOT_TIMEOUT]")
-    g.add_argument("--tmp-dir", default=env("SNAPSHOT_TMP_DIR"),
-                   help="directory for the temporary snapshot file (default: TMPDIR) [SNAPSHOT_TMP_DIR]")
+    g.add_argument(
+        "--prefix",
+        default=env("SNAPSHOT_S3_PREFIX", DEFAULT_PREFIX),
+        help=f"key prefix (default {DEFAULT_PREFIX}) [SNAPSHOT_S3_PREFIX]",
+    )
+    g.add_argument(
+        "--addressing-style",
+        choices=("auto", "path", "virtual"),
+        default=env("SNAPSHOT_S3_ADDRESSING_STYLE", "auto"),
+        help="S3 addressing style (default auto) [SNAPSHOT_S3_ADDRESSING_STYLE]",
+    )
+    g.add_argument(
+        "--cluster-name",
+        default=env("SNAPSHOT_CLUSTER_NAME"),
+        help="cluster name, the key's second path segment [SNAPSHOT_CLUSTER_NAME]",
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=env("SNAPSHOT_TIMEOUT", str(DEFAULT_TIMEOUT)),
+        help=f"network timeout per operation in seconds (default {DEFAULT_TIMEOUT:g}) [SNAPSHOT_TIMEOUT]",
+    )
+    g.add_argument(
+        "--tmp-dir",
+        default=env("SNAPSHOT_TMP_DIR"),
+        help="directory for the temporary snapshot file (default: TMPDIR) [SNAPSHOT_TMP_DIR]",
+    )
 
     vault = _Parser(add_help=False)
     v = vault.add_argument_group("Vault (TLS is always verified)")
     v.add_argument("--vault-addr", default=env("VAULT_ADDR"), help="Vault URL [VAULT_ADDR]")
-    v.add_argument("--ca-file", default=env("VAULT_CACERT"),
-                   help="PEM CA bundle to verify Vault's certificate [VAULT_CACERT]")
+    v.add_argument(
+        "--ca-file", default=env("VAULT_CACERT"), help="PEM CA bundle to verify Vault's certificate [VAULT_CACERT]"
+    )
 
     parser = _Parser(prog="python -m programs.raft_snapshot", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     take = sub.add_parser("take", parents=[s3, vault], help="take a snapshot and upload it (default)")
-    take.add_argument("--role", default=env("SNAPSHOT_VAULT_ROLE", DEFAULT_ROLE),
-                      help=f"Kubernetes auth role (default {DEFAULT_ROLE}) [SNAPSHOT_VAULT_ROLE]")
-    take.add_argument("--auth-path", default=env("SNAPSHOT_VAULT_AUTH_PATH", DEFAULT_AUTH_PATH),
-                      help=f"Kubernetes auth mount path (default {DEFAULT_AUTH_PATH}) "
-                           "[SNAPSHOT_VAULT_AUTH_PATH]")
-    take.add_argument("--jwt-file", default=env("SNAPSHOT_JWT_FILE", DEFAULT_JWT_FILE),
-                      help="the pod's service-account token [SNAPSHOT_JWT_FILE]")
-    take.add_argument("--keep", type=_positive_int, default=env("SNAPSHOT_KEEP", str(DEFAULT_KEEP)),
-                      help=f"snapshots of this cluster to keep (default {DEFAULT_KEEP}) [SNAPSHOT_KEEP]")
-    take.add_argument("--part-size", type=_part_size,
-                      default=env("SNAPSHOT_PART_SIZE", str(DEFAULT_PART_SIZE)),
-                      help="multipart part size in bytes; larger snapshots are uploaded in parts "
-                           "(S3 requires >= 5 MiB) [SNAPSHOT_PART_SIZE]")
+    take.add_argument(
+        "--role",
+        default=env("SNAPSHOT_VAULT_ROLE", DEFAULT_ROLE),
+        help=f"Kubernetes auth role (default {DEFAULT_ROLE}) [SNAPSHOT_VAULT_ROLE]",
+    )
+    take.add_argument(
+        "--auth-path",
+        default=env("SNAPSHOT_VAULT_AUTH_PATH", DEFAULT_AUTH_PATH),
+        help=f"Kubernetes auth mount path (default {DEFAULT_AUTH_PATH}) [SNAPSHOT_VAULT_AUTH_PATH]",
+    )
+    take.add_argument(
+        "--jwt-file",
+        default=env("SNAPSHOT_JWT_FILE", DEFAULT_JWT_FILE),
+        help="the pod's service-account token [SNAPSHOT_JWT_FILE]",
+    )
+    take.add_argument(
+        "--keep",
+        type=_positive_int,
+        default=env("SNAPSHOT_KEEP", str(DEFAULT_KEEP)),
+        help=f"snapshots of this cluster to keep (default {DEFAULT_KEEP}) [SNAPSHOT_KEEP]",
+    )
+    take.add_argument(
+        "--part-size",
+        type=_part_size,
+        default=env("SNAPSHOT_PART_SIZE", str(DEFAULT_PART_SIZE)),
+        help="multipart part size in bytes; larger snapshots are uploaded in parts "
+        "(S3 requires >= 5 MiB) [SNAPSHOT_PART_SIZE]",
+    )
     take.set_defaults(handler=cmd_take, needs=("bucket", "vault_addr"))
 
     lst = sub.add_parser("list", parents=[s3], help="list stored snapshots, newest first")
@@ -903,11 +929,16 @@ def build_parser() -> argparse.ArgumentParser:
     which = restore.add_mutually_exclusive_group(required=True)
     which.add_argument("--key", help="object key of the snapshot")
     which.add_argument("--latest", action="store_true", help="the newest snapshot of --cluster-name")
-    restore.add_argument("--token-file", default=env("VAULT_TOKEN_FILE"),
-                         help="file with a Vault token allowed to restore (else VAULT_TOKEN) "
-                              "[VAULT_TOKEN_FILE]")
-    restore.add_argument("--same-cluster", action="store_true",
-                         help="use sys/storage/raft/snapshot (refused for another cluster's snapshot)")
+    restore.add_argument(
+        "--token-file",
+        default=env("VAULT_TOKEN_FILE"),
+        help="file with a Vault token allowed to restore (else VAULT_TOKEN) [VAULT_TOKEN_FILE]",
+    )
+    restore.add_argument(
+        "--same-cluster",
+        action="store_true",
+        help="use sys/storage/raft/snapshot (refused for another cluster's snapshot)",
+    )
     restore.add_argument("--yes", action="store_true", help="really replace the target's data")
     restore.set_defaults(handler=cmd_restore, needs=("bucket", "vault_addr"))
     return parser
@@ -938,8 +969,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     except Terminated:
-        print(f"{PROG}: error: terminated by SIGTERM (temporary file removed, unfinished upload aborted)",
-              file=sys.stderr, flush=True)
+        print(
+            f"{PROG}: error: terminated by SIGTERM (temporary file removed, unfinished upload aborted)",
+            file=sys.stderr,
+            flush=True,
+        )
         return EXIT_TERMINATED
     except Exception as exc:
         message = " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -74,9 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="shamir (unseal keys) or auto (transit/awskms: recovery keys) [SEAL], default shamir",
     )
-    p.add_argument(
-        "--key-shares", type=int, default=None, help="unseal/recovery key shares [KEY_SHARES], default 5"
-    )
+    p.add_argument("--key-shares", type=int, default=None, help="unseal/recovery key shares [KEY_SHARES], default 5")
     p.add_argument("--key-threshold", type=int, default=None, help="key threshold [KEY_THRESHOLD], default 3")
     p.add_argument(
         "--pgp-key",
@@ -117,18 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="admin policy name [ADMIN_POLICY_NAME], default pulumi-admin",
     )
-    p.add_argument(
-        "--admin-policy-file", default=None, help="admin policy HCL file [ADMIN_POLICY_FILE], required"
-    )
+    p.add_argument("--admin-policy-file", default=None, help="admin policy HCL file [ADMIN_POLICY_FILE], required")
     p.add_argument("--admin-token-ttl", default=None, help="admin token TTL [ADMIN_TOKEN_TTL], default 20m")
-    p.add_argument(
-        "--admin-token-max-ttl", default=None, help="admin token max TTL [ADMIN_TOKEN_MAX_TTL], default 1h"
-    )
+    p.add_argument("--admin-token-max-ttl", default=None, help="admin token max TTL [ADMIN_TOKEN_MAX_TTL], default 1h")
     p.add_argument(
         "--root-token-file",
         default=None,
-        help="recovery only: root token from generate-root; admin path is re-created, token revoked "
-        "[ROOT_TOKEN_FILE]",
+        help="recovery only: root token from generate-root; admin path is re-created, token revoked [ROOT_TOKEN_FILE]",
     )
     p.add_argument(
         "--rotate-admin-password",
@@ -140,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--state",
         default=None,
-        help="init result store: file:PATH or kubernetes-secret:NAMESPACE/NAME [STATE]; "
-        "or one of the two flags below",
+        help="init result store: file:PATH or kubernetes-secret:NAMESPACE/NAME [STATE]; or one of the two flags below",
     )
     p.add_argument("--state-file", default=None, metavar="PATH", help="same as --state file:PATH")
     p.add_argument(
@@ -153,13 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=None, help="deadline in seconds for each wait [TIMEOUT], default 600"
     )
-    p.add_argument(
-        "--request-timeout", type=float, default=None, help="per HTTP request, seconds, default 10"
-    )
+    p.add_argument("--request-timeout", type=float, default=None, help="per HTTP request, seconds, default 10")
     p.add_argument("--poll-interval", type=float, default=None, help="seconds between polls, default 0.5")
-    ap = p.add_argument_group(
-        "autopilot (sys/storage/raft/autopilot/configuration; written only if different)"
-    )
+    ap = p.add_argument_group("autopilot (sys/storage/raft/autopilot/configuration; written only if different)")
     ap.add_argument(
         "--autopilot-server-stabilization-time",
         default=None,
@@ -185,9 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="needs min quorum >= 3 [AUTOPILOT_CLEANUP_DEAD_SERVERS]",
     )
     ap.add_argument("--autopilot-min-quorum", type=int, default=None, help="[AUTOPILOT_MIN_QUORUM]")
-    ap.add_argument(
-        "--autopilot-max-trailing-logs", type=int, default=None, help="[AUTOPILOT_MAX_TRAILING_LOGS]"
-    )
+    ap.add_argument("--autopilot-max-trailing-logs", type=int, default=None, help="[AUTOPILOT_MAX_TRAILING_LOGS]")
     return p
 
 
@@ -267,9 +253,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         userpass_path=args.userpass_path or _env("USERPASS_PATH", "userpass-pulumi") or "userpass-pulumi",
         username=args.username or _env("USERNAME", "pulumi") or "pulumi",
         password_file=need(args.password_file or _env("PASSWORD_FILE"), "--password-file"),
-        admin_policy_name=args.admin_policy_name
-        or _env("ADMIN_POLICY_NAME", "pulumi-admin")
-        or "pulumi-admin",
+        admin_policy_name=args.admin_policy_name or _env("ADMIN_POLICY_NAME", "pulumi-admin") or "pulumi-admin",
         admin_policy_file=need(args.admin_policy_file or _env("ADMIN_POLICY_FILE"), "--admin-policy-file"),
         admin_token_ttl=args.admin_token_ttl or _env("ADMIN_TOKEN_TTL", "20m") or "20m",
         admin_token_max_ttl=args.admin_token_max_ttl or _env("ADMIN_TOKEN_MAX_TTL", "1h") or "1h",

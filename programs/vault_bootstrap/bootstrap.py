@@ -202,9 +202,7 @@ class _HTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         http.client.HTTPConnection.connect(self)
-        self.sock = self._fedobs_context.wrap_socket(
-            self.sock, server_hostname=self._fedobs_server_name or self.host
-        )
+        self.sock = self._fedobs_context.wrap_socket(self.sock, server_hostname=self._fedobs_server_name or self.host)
 
 
 @dataclass(frozen=True)
@@ -354,9 +352,7 @@ class FileStateStore:
         if existing == record:
             return
         if existing is not None:
-            raise BootstrapError(
-                f"state store {self.path} already holds a different init result; not replacing it"
-            )
+            raise BootstrapError(f"state store {self.path} already holds a different init result; not replacing it")
         self._write(record)
 
     def replace(self, expected: Json, record: Json) -> None:
@@ -418,9 +414,7 @@ class KubernetesSecretStateStore:
             host = os.environ.get("KUBERNETES_SERVICE_HOST")
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
             if not host:
-                raise ConfigError(
-                    "KUBERNETES_SERVICE_HOST is not set: the kubernetes-secret store works in a pod only"
-                )
+                raise ConfigError("KUBERNETES_SERVICE_HOST is not set: the kubernetes-secret store works in a pod only")
             api_url = f"https://{f'[{host}]' if ':' in host else host}:{port}"
         self.namespace, self.name, self.key = namespace, name, key
         self.api_url = api_url.rstrip("/")
@@ -436,16 +430,12 @@ class KubernetesSecretStateStore:
         try:
             token = self.token_file.read_text().strip()
         except OSError as exc:
-            raise BootstrapError(
-                f"cannot read service-account token {self.token_file}: {exc.strerror}"
-            ) from exc
+            raise BootstrapError(f"cannot read service-account token {self.token_file}: {exc.strerror}") from exc
         parts = urllib.parse.urlsplit(self.api_url)
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
             ctx = ssl.create_default_context(cafile=self.ca_file)
-            conn = http.client.HTTPSConnection(
-                parts.hostname or "", parts.port, timeout=self.timeout, context=ctx
-            )
+            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=self.timeout, context=ctx)
         else:
             conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout)
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -859,9 +849,7 @@ class Bootstrap:
         if not self.cfg.autopilot:
             return
         active = self.active_client()
-        current = (
-            active.call("GET", "sys/storage/raft/autopilot/configuration", token=token).get("data") or {}
-        )
+        current = active.call("GET", "sys/storage/raft/autopilot/configuration", token=token).get("data") or {}
         changes: Json = {}
         for key, want in self.cfg.autopilot.items():
             have = current.get(key)
@@ -896,9 +884,7 @@ class Bootstrap:
         if not isinstance(token, str) or not token:
             return None
         if self.cfg.admin_policy_name not in (auth.get("token_policies") or auth.get("policies") or []):
-            raise BootstrapError(
-                f"admin login works but its token lacks policy {self.cfg.admin_policy_name!r}"
-            )
+            raise BootstrapError(f"admin login works but its token lacks policy {self.cfg.admin_policy_name!r}")
         return token
 
     def configure_admin(self, root: str) -> str:
@@ -1051,9 +1037,7 @@ class Bootstrap:
                 c.call("POST", "auth/token/revoke-self", token=token)
                 check = c.raw("GET", "auth/token/lookup-self", token=token)
                 if check.status != 403:
-                    raise BootstrapError(
-                        f"the {what} token still answers lookup-self ({check.status}) after revoke"
-                    )
+                    raise BootstrapError(f"the {what} token still answers lookup-self ({check.status}) after revoke")
                 return
             except (PeerUnreachable, VaultAPIError) as exc:
                 last = exc

@@ -350,8 +350,9 @@ def test_kubernetes_secret_store_replace_is_a_compare_and_swap(tmp_path: Path, m
         kube.allow_service_account("vault", "vault-bootstrap", ["get", "create", "update"], ["secrets"], "vault")
         token = tmp_path / "token"
         token.write_text(kube.mint_service_account_token("vault", "vault-bootstrap") + "\n")
-        store = KubernetesSecretStateStore("vault", "vault-init", api_url=kube.url, token_file=token,
-                                           ca_file=kube.ca_file)
+        store = KubernetesSecretStateStore(
+            "vault", "vault-init", api_url=kube.url, token_file=token, ca_file=kube.ca_file
+        )
 
         def puts() -> list[str | None]:
             return [r.resource_version for r in kube.requests if r.method == "PUT"]

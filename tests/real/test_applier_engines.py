@@ -59,8 +59,11 @@ _NESTED: dict[tuple[str, str], type] = {
 
 def _input_names(args_class: type) -> set[str]:
     """The schema names of an SDK ``*Args`` class (``@pulumi.getter(name=...)``, else the Python name)."""
-    return {getattr(prop.fget, "_pulumi_name", name)
-            for name, prop in inspect.getmembers(args_class) if isinstance(prop, property)}
+    return {
+        getattr(prop.fget, "_pulumi_name", name)
+        for name, prop in inspect.getmembers(args_class)
+        if isinstance(prop, property)
+    }
 
 
 def res(type_: str, resource_name: str, /, **inputs: Any) -> RecordedResource:
@@ -73,9 +76,17 @@ def res(type_: str, resource_name: str, /, **inputs: Any) -> RecordedResource:
                 unknown = set(value) - _input_names(_NESTED[type_, key])
                 assert not unknown, f"{type_}.{key} has no inputs {sorted(unknown)}"
     return RecordedResource(
-        urn=f"urn:pulumi:test::fedobs::{type_}::{resource_name}", type=type_, name=resource_name, custom=True,
+        urn=f"urn:pulumi:test::fedobs::{type_}::{resource_name}",
+        type=type_,
+        name=resource_name,
+        custom=True,
         inputs=inputs,
-        secret_inputs=set(), parent="", provider="", dependencies=[], protect=False, ignore_changes=[],
+        secret_inputs=set(),
+        parent="",
+        provider="",
+        dependencies=[],
+        protect=False,
+        ignore_changes=[],
         additional_secret_outputs=[],
     )
 
@@ -85,8 +96,9 @@ class RecordingApplier(VaultApplier):
 
     bodies: list[tuple[str, str, dict[str, Any] | None]]
 
-    def send(self, method: str, path: str, body: Mapping[str, Any] | None,
-             headers: Mapping[str, str] | None = None) -> ApiResponse:
+    def send(
+        self, method: str, path: str, body: Mapping[str, Any] | None, headers: Mapping[str, str] | None = None
+    ) -> ApiResponse:
         if not hasattr(self, "bodies"):
             self.bodies = []
         self.bodies.append((method, path, dict(body) if body is not None else None))
@@ -109,16 +121,32 @@ def _require(engine: str) -> None:
         pytest.fail(f"{engine} test servers are not available: {why}")
 
 
-def _database_resources(connection: RecordedResource, creation: list[str], revocation: list[str]
-                        ) -> list[RecordedResource]:
+def _database_resources(
+    connection: RecordedResource, creation: list[str], revocation: list[str]
+) -> list[RecordedResource]:
     name = connection.inputs["name"]
     return [
         res(MOUNT, "db-mount", path="database", type="database", description="dynamic database credentials"),
         connection,
-        res(DB_ROLE, "app-read", backend="database", name="app-read", dbName=name, creationStatements=creation,
-            revocationStatements=revocation, defaultTtl=300, maxTtl=600),
-        res(ENDPOINT, f"{name}-rotate-root", path=f"database/rotate-root/{name}", dataJson="{}",
-            disableRead=True, disableDelete=True),
+        res(
+            DB_ROLE,
+            "app-read",
+            backend="database",
+            name="app-read",
+            dbName=name,
+            creationStatements=creation,
+            revocationStatements=revocation,
+            defaultTtl=300,
+            maxTtl=600,
+        ),
+        res(
+            ENDPOINT,
+            f"{name}-rotate-root",
+            path=f"database/rotate-root/{name}",
+            dataJson="{}",
+            disableRead=True,
+            disableDelete=True,
+        ),
     ]
 
 
@@ -145,34 +173,62 @@ def test_database_postgresql_connection_role_and_rotate_root() -> None:
 
     _require("postgresql")
     with dev_server() as bao, PostgresServer() as pg:
-        pg.seed("CREATE TABLE app.items (id integer PRIMARY KEY, name text NOT NULL);"
-                "INSERT INTO app.items VALUES (1, 'alpha'), (2, 'beta');")
+        pg.seed(
+            "CREATE TABLE app.items (id integer PRIMARY KEY, name text NOT NULL);"
+            "INSERT INTO app.items VALUES (1, 'alpha'), (2, 'beta');"
+        )
         admin = pg.create_vault_admin("vault_admin", "initial-admin-password")
         connection = res(
-            DB_CONNECTION, "pg", backend="database", name="pg", allowedRoles=["app-read", "app-report"],
-            verifyConnection=True, rootRotationStatements=PG_ROTATE,
-            postgresql={"connectionUrl": admin.connection_url, "username": admin.username,
-                        "password": admin.password, "maxOpenConnections": 4},
+            DB_CONNECTION,
+            "pg",
+            backend="database",
+            name="pg",
+            allowedRoles=["app-read", "app-report"],
+            verifyConnection=True,
+            rootRotationStatements=PG_ROTATE,
+            postgresql={
+                "connectionUrl": admin.connection_url,
+                "username": admin.username,
+                "password": admin.password,
+                "maxOpenConnections": 4,
+            },
         )
         applier = RecordingApplier(bao.url, bao.token)
         applied = applier.apply(_database_resources(connection, PG_CREATE, PG_REVOKE))
 
-        assert applied.calls == [("POST", "sys/mounts/database"), ("PUT", "database/config/pg"),
-                                 ("PUT", "database/roles/app-read"), ("PUT", "database/rotate-root/pg")]
+        assert applied.calls == [
+            ("POST", "sys/mounts/database"),
+            ("PUT", "database/config/pg"),
+            ("PUT", "database/roles/app-read"),
+            ("PUT", "database/rotate-root/pg"),
+        ]
         # The bodies as terraform-provider-vault 5.7.0 builds them (docs/notes/provider-calls.md).
         assert applier.body("PUT", "database/config/pg") == {
-            "plugin_name": "postgresql-database-plugin", "connection_url": admin.connection_url,
-            "max_open_connections": 4, "username": "vault_admin", "password": "initial-admin-password",
-            "disable_escaping": False, "password_authentication": "password", "verify_connection": True,
-            "allowed_roles": "app-read,app-report", "root_rotation_statements": PG_ROTATE,
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": admin.connection_url,
+            "max_open_connections": 4,
+            "username": "vault_admin",
+            "password": "initial-admin-password",
+            "disable_escaping": False,
+            "password_authentication": "password",
+            "verify_connection": True,
+            "allowed_roles": "app-read,app-report",
+            "root_rotation_statements": PG_ROTATE,
         }
         assert applier.body("PUT", "database/roles/app-read") == {
-            "db_name": "pg", "creation_statements": PG_CREATE, "default_ttl": 300, "max_ttl": 600,
+            "db_name": "pg",
+            "creation_statements": PG_CREATE,
+            "default_ttl": 300,
+            "max_ttl": 600,
             "revocation_statements": PG_REVOKE,
         }
         assert applier.body("POST", "sys/mounts/database") == {
-            "type": "database", "description": "dynamic database credentials", "local": False,
-            "seal_wrap": False, "external_entropy_access": False, "options": {},
+            "type": "database",
+            "description": "dynamic database credentials",
+            "local": False,
+            "seal_wrap": False,
+            "external_entropy_access": False,
+            "options": {},
             "config": {"default_lease_ttl": "0s", "max_lease_ttl": "0s", "force_no_cache": False},
         }
         config = bao.api("GET", "database/config/pg").data
@@ -206,7 +262,8 @@ def test_database_postgresql_connection_role_and_rotate_root() -> None:
         # is a GET, which that path does not support (the rotation itself has happened again).
         with pytest.raises(ApplyError, match=r"GET database/rotate-root/pg -> 405"):
             VaultApplier(bao.url, bao.token).apply(
-                [res(ENDPOINT, "pg-rotate-root-read", path="database/rotate-root/pg", dataJson="{}")])
+                [res(ENDPOINT, "pg-rotate-root-read", path="database/rotate-root/pg", dataJson="{}")]
+            )
         assert bao.api("GET", "database/creds/app-read").status == 200
 
 
@@ -222,23 +279,43 @@ def test_database_mysql_connection_role_and_rotate_root() -> None:
 
     _require("mariadb")
     with dev_server() as bao, MariaDBServer() as db:
-        db.seed("CREATE TABLE items (id integer PRIMARY KEY, name varchar(40) NOT NULL);"
-                "INSERT INTO items VALUES (1, 'alpha'), (2, 'beta');")
+        db.seed(
+            "CREATE TABLE items (id integer PRIMARY KEY, name varchar(40) NOT NULL);"
+            "INSERT INTO items VALUES (1, 'alpha'), (2, 'beta');"
+        )
         admin = db.create_vault_admin("vault_admin", "initial-admin-password")
         connection = res(
-            DB_CONNECTION, "maria", backend="database", name="maria", allowedRoles=["app-read"],
-            mysql={"connectionUrl": admin.connection_url, "username": admin.username,
-                   "password": admin.password, "maxConnectionLifetime": 60, "maxIdleConnections": 1},
+            DB_CONNECTION,
+            "maria",
+            backend="database",
+            name="maria",
+            allowedRoles=["app-read"],
+            mysql={
+                "connectionUrl": admin.connection_url,
+                "username": admin.username,
+                "password": admin.password,
+                "maxConnectionLifetime": 60,
+                "maxIdleConnections": 1,
+            },
         )
         applier = RecordingApplier(bao.url, bao.token)
         applied = applier.apply(_database_resources(connection, MYSQL_CREATE, MYSQL_REVOKE))
 
-        assert applied.calls == [("POST", "sys/mounts/database"), ("PUT", "database/config/maria"),
-                                 ("PUT", "database/roles/app-read"), ("PUT", "database/rotate-root/maria")]
+        assert applied.calls == [
+            ("POST", "sys/mounts/database"),
+            ("PUT", "database/config/maria"),
+            ("PUT", "database/roles/app-read"),
+            ("PUT", "database/rotate-root/maria"),
+        ]
         assert applier.body("PUT", "database/config/maria") == {
-            "plugin_name": "mysql-database-plugin", "connection_url": admin.connection_url,
-            "max_open_connections": 2, "max_idle_connections": 1, "max_connection_lifetime": "60s",
-            "username": "vault_admin", "password": "initial-admin-password", "verify_connection": True,
+            "plugin_name": "mysql-database-plugin",
+            "connection_url": admin.connection_url,
+            "max_open_connections": 2,
+            "max_idle_connections": 1,
+            "max_connection_lifetime": "60s",
+            "username": "vault_admin",
+            "password": "initial-admin-password",
+            "verify_connection": True,
             "allowed_roles": "app-read",
         }
         config = bao.api("GET", "database/config/maria").data
@@ -270,8 +347,13 @@ def test_database_mysql_connection_role_and_rotate_root() -> None:
 
 
 def test_database_connection_with_an_unmapped_engine_block_raises() -> None:
-    connection = res(DB_CONNECTION, "mongo", backend="database", name="mongo",
-                     mongodb={"connectionUrl": "mongodb://{{username}}:{{password}}@127.0.0.1:1/admin"})
+    connection = res(
+        DB_CONNECTION,
+        "mongo",
+        backend="database",
+        name="mongo",
+        mongodb={"connectionUrl": "mongodb://{{username}}:{{password}}@127.0.0.1:1/admin"},
+    )
     with pytest.raises(UnknownResourceType, match="engine block 'mongodb' is not mapped"):
         VaultApplier("http://127.0.0.1:1", "unused").apply([connection])
 
@@ -289,12 +371,29 @@ def test_approle_role_and_secret_ids_log_in_with_exactly_the_role_policies() -> 
             res(AUTH_BACKEND, "approle", type="approle", path="approle"),
             res(POLICY, "app-read", name="app-read", policy='path "secret/data/app/*" { capabilities = ["read"] }'),
             res(POLICY, "app-list", name="app-list", policy='path "secret/metadata/app/*" { capabilities = ["list"] }'),
-            res(APPROLE_ROLE, "app", backend="approle", roleName="app", tokenPolicies=["app-read", "app-list"],
-                tokenNoDefaultPolicy=True, tokenTtl=600, tokenMaxTtl=1200, tokenBoundCidrs=["127.0.0.1/32"],
-                secretIdTtl=3600, secretIdNumUses=5, secretIdBoundCidrs=["127.0.0.0/8"]),
+            res(
+                APPROLE_ROLE,
+                "app",
+                backend="approle",
+                roleName="app",
+                tokenPolicies=["app-read", "app-list"],
+                tokenNoDefaultPolicy=True,
+                tokenTtl=600,
+                tokenMaxTtl=1200,
+                tokenBoundCidrs=["127.0.0.1/32"],
+                secretIdTtl=3600,
+                secretIdNumUses=5,
+                secretIdBoundCidrs=["127.0.0.0/8"],
+            ),
             res(APPROLE_ROLE, "fixed", roleName="fixed", roleId="fixed-role-id", tokenPolicies=["app-read"]),
-            res(APPROLE_SECRET_ID, "app-secret", backend="approle", roleName="app",
-                metadata=json.dumps({"team": "obs", "env": "test"}), cidrLists=["127.0.0.1/32"]),
+            res(
+                APPROLE_SECRET_ID,
+                "app-secret",
+                backend="approle",
+                roleName="app",
+                metadata=json.dumps({"team": "obs", "env": "test"}),
+                cidrLists=["127.0.0.1/32"],
+            ),
             res(APPROLE_SECRET_ID, "fixed-secret", roleName="fixed", secretId="custom-secret-value-0123"),
             res(APPROLE_SECRET_ID, "app-wrapped", backend="approle", roleName="app", wrappingTtl="120s"),
         ]
@@ -302,20 +401,34 @@ def test_approle_role_and_secret_ids_log_in_with_exactly_the_role_policies() -> 
         applied = applier.apply(resources)
 
         assert applied.calls == [
-            ("POST", "sys/auth/approle"), ("PUT", "sys/policies/acl/app-read"), ("PUT", "sys/policies/acl/app-list"),
-            ("PUT", "auth/approle/role/app"), ("GET", "auth/approle/role/app/role-id"),
-            ("PUT", "auth/approle/role/fixed"), ("PUT", "auth/approle/role/fixed/role-id"),
+            ("POST", "sys/auth/approle"),
+            ("PUT", "sys/policies/acl/app-read"),
+            ("PUT", "sys/policies/acl/app-list"),
+            ("PUT", "auth/approle/role/app"),
+            ("GET", "auth/approle/role/app/role-id"),
+            ("PUT", "auth/approle/role/fixed"),
+            ("PUT", "auth/approle/role/fixed/role-id"),
             ("GET", "auth/approle/role/fixed/role-id"),
-            ("PUT", "auth/approle/role/app/secret-id"), ("PUT", "auth/approle/role/fixed/custom-secret-id"),
+            ("PUT", "auth/approle/role/app/secret-id"),
+            ("PUT", "auth/approle/role/fixed/custom-secret-id"),
             ("PUT", "auth/approle/role/app/secret-id"),
         ]
         assert applier.body("PUT", "auth/approle/role/app") == {
-            "token_bound_cidrs": ["127.0.0.1/32"], "token_policies": ["app-read", "app-list"], "token_max_ttl": 1200,
-            "token_ttl": 600, "token_no_default_policy": True, "bind_secret_id": True, "secret_id_num_uses": 5,
-            "secret_id_ttl": 3600, "secret_id_bound_cidrs": ["127.0.0.0/8"], "local_secret_ids": False,
+            "token_bound_cidrs": ["127.0.0.1/32"],
+            "token_policies": ["app-read", "app-list"],
+            "token_max_ttl": 1200,
+            "token_ttl": 600,
+            "token_no_default_policy": True,
+            "bind_secret_id": True,
+            "secret_id_num_uses": 5,
+            "secret_id_ttl": 3600,
+            "secret_id_bound_cidrs": ["127.0.0.0/8"],
+            "local_secret_ids": False,
         }
         assert applier.body("PUT", "auth/approle/role/app/secret-id") == {
-            "cidr_list": "127.0.0.1/32", "metadata": '{"env":"test","team":"obs"}'}
+            "cidr_list": "127.0.0.1/32",
+            "metadata": '{"env":"test","team":"obs"}',
+        }
         assert set(applied.role_ids) == {"app", "fixed"}
         assert applied.role_ids["fixed"] == "fixed-role-id"
         assert set(applied.secret_ids) == {"app-secret", "fixed-secret"}
@@ -353,13 +466,14 @@ def test_approle_role_and_secret_ids_log_in_with_exactly_the_role_policies() -> 
 def test_kv_v2_mount_and_config_with_cas_required() -> None:
     with dev_server() as bao:
         applier = RecordingApplier(bao.url, bao.token)
-        applied = applier.apply([
-            res(MOUNT, "kv", path="kv", type="kv", options={"version": "2"}, description="app secrets"),
-            res(KV_V2, "kv-config", mount="kv", casRequired=True, maxVersions=3),
-        ])
+        applied = applier.apply(
+            [
+                res(MOUNT, "kv", path="kv", type="kv", options={"version": "2"}, description="app secrets"),
+                res(KV_V2, "kv-config", mount="kv", casRequired=True, maxVersions=3),
+            ]
+        )
         assert applied.calls == [("POST", "sys/mounts/kv"), ("PUT", "kv/config")]
-        assert applier.body("PUT", "kv/config") == {"max_versions": 3, "cas_required": True,
-                                                    "delete_version_after": 0}
+        assert applier.body("PUT", "kv/config") == {"max_versions": 3, "cas_required": True, "delete_version_after": 0}
         mount = bao.api("GET", "sys/mounts/kv").data
         assert (mount["type"], mount["options"]) == ("kv", {"version": "2"})
         config = bao.api("GET", "kv/config").data
@@ -397,8 +511,14 @@ def test_kv_v2_config_retries_400_until_the_deadline_but_not_other_errors() -> N
 def _aws() -> list[RecordedResource]:
     return [
         res(AWS_BACKEND, "aws", path="aws", accessKey="AKIAEXAMPLE", secretKey="example-secret", region="eu-west-1"),
-        res(AWS_ROLE, "aws-deploy", backend="aws", name="deploy", credentialType="iam_user",
-            policyArns=["arn:aws:iam::aws:policy/ReadOnlyAccess"]),
+        res(
+            AWS_ROLE,
+            "aws-deploy",
+            backend="aws",
+            name="deploy",
+            credentialType="iam_user",
+            policyArns=["arn:aws:iam::aws:policy/ReadOnlyAccess"],
+        ),
     ]
 
 
@@ -414,7 +534,8 @@ def test_aws_types_raise_unless_listed_in_not_in_openbao() -> None:
         assert only_backend.result.skipped == [(AWS_BACKEND, "aws")]
 
         applied = VaultApplier(bao.url, bao.token, not_in_openbao=(AWS_BACKEND, AWS_ROLE)).apply(
-            [res(MOUNT, "kv-b", path="kv-b", type="kv"), *_aws()])
+            [res(MOUNT, "kv-b", path="kv-b", type="kv"), *_aws()]
+        )
         assert applied.skipped == [(AWS_BACKEND, "aws"), (AWS_ROLE, "aws-deploy")]
         assert applied.calls == [("POST", "sys/mounts/kv-b")]
         mounts = bao.api("GET", "sys/mounts").data
@@ -431,12 +552,14 @@ def test_aws_types_raise_unless_listed_in_not_in_openbao() -> None:
 
 def test_an_unknown_type_still_raises() -> None:
     with dev_server() as bao:
-        for n, type_ in enumerate(("vault:pkiSecret/secretBackendRole:SecretBackendRole",
-                      "vault:approle/authBackendRole:AuthBackendRole")):  # the SDK spells it appRole
+        for n, type_ in enumerate(
+            ("vault:pkiSecret/secretBackendRole:SecretBackendRole", "vault:approle/authBackendRole:AuthBackendRole")
+        ):  # the SDK spells it appRole
             applier = VaultApplier(bao.url, bao.token)
             with pytest.raises(UnknownResourceType, match="no mapping for") as raised:
-                applier.apply([res(MOUNT, "kv", path=f"kv-{n}", type="kv"),
-                               res(type_, "x", backend="approle", roleName="x")])
+                applier.apply(
+                    [res(MOUNT, "kv", path=f"kv-{n}", type="kv"), res(type_, "x", backend="approle", roleName="x")]
+                )
             assert not isinstance(raised.value, NotInOpenBao)
             assert applier.result.calls == [("POST", f"sys/mounts/kv-{n}")]
         with pytest.raises(ApplyError, match="namespace"):

@@ -73,18 +73,30 @@ def configure_kubernetes_auth(vault: Vault, kube: KubeAPIServer) -> None:
     """Vault's own service account reviews tokens (the chart binds it to system:auth-delegator)."""
     kube.allow_token_reviews(f"system:serviceaccount:{SYNC_NS}:vault")
     vault.ok("POST", "sys/auth/kubernetes", {"type": "kubernetes"})
-    vault.ok("POST", "auth/kubernetes/config", {
-        "kubernetes_host": kube.url, "kubernetes_ca_cert": kube.ca_pem,
-        "token_reviewer_jwt": kube.mint_service_account_token(SYNC_NS, "vault"),
-    })
+    vault.ok(
+        "POST",
+        "auth/kubernetes/config",
+        {
+            "kubernetes_host": kube.url,
+            "kubernetes_ca_cert": kube.ca_pem,
+            "token_reviewer_jwt": kube.mint_service_account_token(SYNC_NS, "vault"),
+        },
+    )
 
 
 def kube_role(vault: Vault, role: str, policy_hcl: str, *, default_policy: bool = True) -> None:
     vault.ok("PUT", f"sys/policies/acl/{role}", {"policy": policy_hcl})
-    vault.ok("POST", f"auth/kubernetes/role/{role}", {
-        "bound_service_account_names": [SYNC_SA], "bound_service_account_namespaces": [SYNC_NS],
-        "token_policies": [role], "token_no_default_policy": not default_policy, "token_ttl": "5m",
-    })
+    vault.ok(
+        "POST",
+        f"auth/kubernetes/role/{role}",
+        {
+            "bound_service_account_names": [SYNC_SA],
+            "bound_service_account_namespaces": [SYNC_NS],
+            "token_policies": [role],
+            "token_no_default_policy": not default_policy,
+            "token_ttl": "5m",
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,8 +106,7 @@ class InjectingProxy:
     """HTTPS on 127.0.0.1 in front of ``upstream``. Every request is forwarded unchanged; when a
     write to ``/v1/kv/data/<path>`` arrives for the first time, ``before_write(path)`` runs first."""
 
-    def __init__(self, upstream: Vault, cert: IssuedCert, workdir: Path,
-                 before_write: Callable[[str], object]) -> None:
+    def __init__(self, upstream: Vault, cert: IssuedCert, workdir: Path, before_write: Callable[[str], object]) -> None:
         self.upstream = upstream
         self.before_write = before_write
         self.injected: list[str] = []
@@ -117,7 +128,7 @@ class InjectingProxy:
                 body = self.rfile.read(length) if length else None
                 prefix = "/v1/kv/data/"
                 if self.command in ("POST", "PUT") and self.path.startswith(prefix):
-                    path = self.path[len(prefix):]
+                    path = self.path[len(prefix) :]
                     if path not in proxy.injected:
                         proxy.injected.append(path)
                         proxy.before_write(path)
@@ -173,16 +184,23 @@ class Env:
 
     def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
         scrubbed = ("VAULT_", "CERT_SYNC_", "BAO_")
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(scrubbed) and k.lower() not in ("https_proxy", "http_proxy", "all_proxy")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(scrubbed) and k.lower() not in ("https_proxy", "http_proxy", "all_proxy")
+        }
         env.update(extra or {})
         return env
 
-    def run(self, mode: str, *args: str, env: dict[str, str], timeout: float = 60
-            ) -> subprocess.CompletedProcess[str]:
+    def run(self, mode: str, *args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "programs.cert_sync", mode, *args],
-            cwd=REPO, env=self._env(env), capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=REPO,
+            env=self._env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         output = result.stdout + result.stderr
         for secret in self.secrets:
@@ -193,8 +211,14 @@ class Env:
 
     def start(self, mode: str, *args: str, env: dict[str, str]) -> Passes:
         """The program started (not waited for), its stdout read line by line as it comes."""
-        process = subprocess.Popen([sys.executable, "-m", "programs.cert_sync", mode, *args], cwd=REPO,
-                                   env=self._env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "programs.cert_sync", mode, *args],
+            cwd=REPO,
+            env=self._env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         return Passes(process, self)
 
     def run_hub(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -203,9 +227,11 @@ class Env:
 
     def hub_env(self, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         env = {
-            "VAULT_ADDR": self.hub.url, "VAULT_CACERT": self.hub.ca_file,
+            "VAULT_ADDR": self.hub.url,
+            "VAULT_CACERT": self.hub.ca_file,
             "CERT_SYNC_JWT_FILE": str(self.files["hub_jwt"]),
-            "CERT_SYNC_KUBE_API": self.hub_kube.url, "CERT_SYNC_KUBE_TOKEN_FILE": str(self.files["hub_jwt"]),
+            "CERT_SYNC_KUBE_API": self.hub_kube.url,
+            "CERT_SYNC_KUBE_TOKEN_FILE": str(self.files["hub_jwt"]),
             "CERT_SYNC_KUBE_CA_FILE": self.hub_kube.ca_file,
             "CERT_SYNC_SECRETS": " ".join(s.removeprefix("--secret=") for s in HUB_SPECS),
         }
@@ -218,9 +244,12 @@ class Env:
 
     def edge_env(self, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         env = {
-            "VAULT_ADDR": self.edge.url, "VAULT_CACERT": self.edge.ca_file,
+            "VAULT_ADDR": self.edge.url,
+            "VAULT_CACERT": self.edge.ca_file,
             "CERT_SYNC_JWT_FILE": str(self.files["edge_jwt"]),
-            "CERT_SYNC_EDGE": EDGE, "CERT_SYNC_HUB_ADDR": self.hub.url, "CERT_SYNC_HUB_CA_FILE": self.hub.ca_file,
+            "CERT_SYNC_EDGE": EDGE,
+            "CERT_SYNC_HUB_ADDR": self.hub.url,
+            "CERT_SYNC_HUB_CA_FILE": self.hub.ca_file,
             "CERT_SYNC_HUB_ROLE_ID_FILE": str(self.files[f"{EDGE}_role_id"]),
             "CERT_SYNC_HUB_SECRET_ID_FILE": str(self.files[f"{EDGE}_secret_id"]),
         }
@@ -237,8 +266,9 @@ class Env:
         return {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": self.client_ca.cert_pem}
 
     def versions(self) -> dict[str, int]:
-        return {"hub:" + p: self.hub.version(p) for p in (EDGE_KV, CA_KV)} | {"edge:" + LOCAL_KV:
-                                                                             self.edge.version(LOCAL_KV)}
+        return {"hub:" + p: self.hub.version(p) for p in (EDGE_KV, CA_KV)} | {
+            "edge:" + LOCAL_KV: self.edge.version(LOCAL_KV)
+        }
 
     def marks(self) -> tuple[int, int]:
         return self.hub.audit_mark(), self.edge.audit_mark()
@@ -325,15 +355,22 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         read_only = render_policy("cert-sync-readonly", [*kv_read("kv", EDGE_KV), *kv_read("kv", CA_KV)])
         kube_role(hub, "cert-sync-readonly", read_only)
         kube_role(hub, "cert-sync-readonly-nodefault", read_only, default_policy=False)
-        kube_role(hub, "cert-sync-half-nodefault", render_policy(
-            "cert-sync-half-nodefault", [*kv_write("kv", EDGE_KV), *kv_read("kv", CA_KV)]), default_policy=False)
+        kube_role(
+            hub,
+            "cert-sync-half-nodefault",
+            render_policy("cert-sync-half-nodefault", [*kv_write("kv", EDGE_KV), *kv_read("kv", CA_KV)]),
+            default_policy=False,
+        )
         hub.ok("POST", f"sys/auth/{EDGE_APPROLE_MOUNT}", {"type": "approle"})
         files: dict[str, Path] = {}
         secrets: list[str] = [hub.root, edge.root]
         for name in (EDGE, OTHER_EDGE):
             hub.ok("PUT", f"sys/policies/acl/hub-access-{name}", {"policy": edge_access_policy(name, "kv", "transit")})
-            hub.ok("POST", f"auth/{EDGE_APPROLE_MOUNT}/role/{name}",
-                   {"token_policies": [f"hub-access-{name}"], "token_ttl": "1h", "secret_id_num_uses": 0})
+            hub.ok(
+                "POST",
+                f"auth/{EDGE_APPROLE_MOUNT}/role/{name}",
+                {"token_policies": [f"hub-access-{name}"], "token_ttl": "1h", "secret_id_num_uses": 0},
+            )
             role_id = hub.ok("GET", f"auth/{EDGE_APPROLE_MOUNT}/role/{name}/role-id").data["role_id"]
             secret_id = hub.ok("POST", f"auth/{EDGE_APPROLE_MOUNT}/role/{name}/secret-id").data["secret_id"]
             files[f"{name}_role_id"] = base / f"{name}-role-id"
@@ -342,8 +379,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             files[f"{name}_secret_id"].write_text(secret_id + "\n")
             secrets += [role_id, secret_id]
         # the hub job may get exactly the two Secrets, by name
-        hub_kube.allow_service_account(SYNC_NS, SYNC_SA, ["get"], ["secrets"], namespace=CERT_NS,
-                                       resource_names=[EDGE_SECRET, CA_SECRET])
+        hub_kube.allow_service_account(
+            SYNC_NS, SYNC_SA, ["get"], ["secrets"], namespace=CERT_NS, resource_names=[EDGE_SECRET, CA_SECRET]
+        )
 
         # edge: Kubernetes auth for the edge's cert-sync job
         configure_kubernetes_auth(edge, edge_kube)
@@ -379,22 +417,38 @@ def test_roles_have_exactly_the_documented_capabilities(env: Env) -> None:
         assert resp.status == 200, resp.text
         return {p: sorted(resp.data[p]) for p in paths}
 
-    login = env.hub.api("POST", "auth/kubernetes/login",
-                        {"role": "cert-sync", "jwt": env.files["hub_jwt"].read_text()})
+    login = env.hub.api("POST", "auth/kubernetes/login", {"role": "cert-sync", "jwt": env.files["hub_jwt"].read_text()})
     assert login.status == 200, login.text
-    hub_caps = caps(env.hub, login.body["auth"]["client_token"],
-                    [f"kv/data/{EDGE_KV}", f"kv/data/{CA_KV}", f"kv/metadata/{EDGE_KV}", "kv/data/otel/other"])
-    assert hub_caps == {f"kv/data/{EDGE_KV}": ["create", "read", "update"],
-                        f"kv/data/{CA_KV}": ["create", "read", "update"],
-                        f"kv/metadata/{EDGE_KV}": ["deny"], "kv/data/otel/other": ["deny"]}
-    approle = env.hub.api("POST", f"auth/{EDGE_APPROLE_MOUNT}/login", {
-        "role_id": env.files[f"{EDGE}_role_id"].read_text().strip(),
-        "secret_id": env.files[f"{EDGE}_secret_id"].read_text().strip()})
+    hub_caps = caps(
+        env.hub,
+        login.body["auth"]["client_token"],
+        [f"kv/data/{EDGE_KV}", f"kv/data/{CA_KV}", f"kv/metadata/{EDGE_KV}", "kv/data/otel/other"],
+    )
+    assert hub_caps == {
+        f"kv/data/{EDGE_KV}": ["create", "read", "update"],
+        f"kv/data/{CA_KV}": ["create", "read", "update"],
+        f"kv/metadata/{EDGE_KV}": ["deny"],
+        "kv/data/otel/other": ["deny"],
+    }
+    approle = env.hub.api(
+        "POST",
+        f"auth/{EDGE_APPROLE_MOUNT}/login",
+        {
+            "role_id": env.files[f"{EDGE}_role_id"].read_text().strip(),
+            "secret_id": env.files[f"{EDGE}_secret_id"].read_text().strip(),
+        },
+    )
     assert approle.status == 200, approle.text
-    edge_caps = caps(env.hub, approle.body["auth"]["client_token"],
-                     [f"kv/data/{EDGE_KV}", f"kv/data/edges/{OTHER_EDGE}/otel-client-tls", f"kv/data/{CA_KV}"])
-    assert edge_caps == {f"kv/data/{EDGE_KV}": ["read"], f"kv/data/edges/{OTHER_EDGE}/otel-client-tls": ["deny"],
-                         f"kv/data/{CA_KV}": ["deny"]}
+    edge_caps = caps(
+        env.hub,
+        approle.body["auth"]["client_token"],
+        [f"kv/data/{EDGE_KV}", f"kv/data/edges/{OTHER_EDGE}/otel-client-tls", f"kv/data/{CA_KV}"],
+    )
+    assert edge_caps == {
+        f"kv/data/{EDGE_KV}": ["read"],
+        f"kv/data/edges/{OTHER_EDGE}/otel-client-tls": ["deny"],
+        f"kv/data/{CA_KV}": ["deny"],
+    }
     for token in (login.body["auth"]["client_token"], approle.body["auth"]["client_token"]):
         env.hub.api("POST", "auth/token/revoke-self", {}, token=token)
 
@@ -430,8 +484,15 @@ def test_first_sync_hub_then_edge(env: Env) -> None:
     # the pod's identity was checked by each cluster's TokenReview, on Vault's behalf
     assert env.hub_kube.count("POST", "/apis/authentication.k8s.io/v1/tokenreviews", status=201) >= 1
     assert env.edge_kube.count("POST", "/apis/authentication.k8s.io/v1/tokenreviews", status=201) >= 1
-    assert env.hub_kube.count("GET", f"/api/v1/namespaces/{CERT_NS}/secrets/{EDGE_SECRET}",
-                              user=f"system:serviceaccount:{SYNC_NS}:{SYNC_SA}", status=200) >= 1
+    assert (
+        env.hub_kube.count(
+            "GET",
+            f"/api/v1/namespaces/{CERT_NS}/secrets/{EDGE_SECRET}",
+            user=f"system:serviceaccount:{SYNC_NS}:{SYNC_SA}",
+            status=200,
+        )
+        >= 1
+    )
 
 
 def test_a_run_with_nothing_new_writes_nothing(env: Env) -> None:
@@ -460,8 +521,11 @@ def test_a_rotated_certificate_reaches_the_edge(env: Env) -> None:
     assert edge_run.returncode == 0, edge_run.stderr
     assert edge_run.stdout.startswith("cert-sync: synced 1, unchanged 0 ")
     assert env.edge.kv(LOCAL_KV) == rotated
-    assert env.versions() == {f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1, f"hub:{CA_KV}": before[f"hub:{CA_KV}"],
-                              f"edge:{LOCAL_KV}": before[f"edge:{LOCAL_KV}"] + 1}
+    assert env.versions() == {
+        f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1,
+        f"hub:{CA_KV}": before[f"hub:{CA_KV}"],
+        f"edge:{LOCAL_KV}": before[f"edge:{LOCAL_KV}"] + 1,
+    }
 
 
 @pytest.mark.usefixtures("restore_secrets")
@@ -510,8 +574,9 @@ def test_hub_vault_down(env: Env) -> None:
     hub_run = env.run_hub("--vault-addr", dead)
     failed_with_one_line(hub_run, EXIT_TARGET, f"{dead}/v1/auth/kubernetes/login", "connection refused")
     edge_run = env.run_edge("--hub-addr", dead)
-    failed_with_one_line(edge_run, EXIT_SOURCE, f"{dead}/v1/auth/{EDGE_APPROLE_MOUNT}/login", "hub Vault",
-                         "connection refused")
+    failed_with_one_line(
+        edge_run, EXIT_SOURCE, f"{dead}/v1/auth/{EDGE_APPROLE_MOUNT}/login", "hub Vault", "connection refused"
+    )
     assert env.writes(marks) == ([], [])
     assert env.versions() == before
 
@@ -554,8 +619,14 @@ def test_permission_denied_by_the_hub_vault_is_a_real_403(env: Env) -> None:
     env.put_secret(EDGE_SECRET, env.new_client_cert())
     before, marks = env.versions(), env.marks()
     result = env.run_hub("--role", "cert-sync-narrow")
-    failed_with_one_line(result, EXIT_TARGET, f"reading kv/data/{CA_KV}", f"{env.hub.url}/v1/kv/data/{CA_KV}",
-                         "HTTP 403", "permission denied")
+    failed_with_one_line(
+        result,
+        EXIT_TARGET,
+        f"reading kv/data/{CA_KV}",
+        f"{env.hub.url}/v1/kv/data/{CA_KV}",
+        "HTTP 403",
+        "permission denied",
+    )
     assert env.writes(marks) == ([], [])
     assert env.versions() == before
 
@@ -563,14 +634,26 @@ def test_permission_denied_by_the_hub_vault_is_a_real_403(env: Env) -> None:
 def test_a_read_only_role_writes_nothing(env: Env) -> None:
     env.synced()
     env.put_secret(EDGE_SECRET, env.new_client_cert())
-    env.put_secret(CA_SECRET, {"tls.crt": env.client_ca.cert_pem, "tls.key": env.client_ca.key_pem,
-                               "ca.crt": env.client_ca.cert_pem + env.client_ca.cert_pem})
+    env.put_secret(
+        CA_SECRET,
+        {
+            "tls.crt": env.client_ca.cert_pem,
+            "tls.key": env.client_ca.key_pem,
+            "ca.crt": env.client_ca.cert_pem + env.client_ca.cert_pem,
+        },
+    )
     before, marks = env.versions(), env.marks()
     # with Vault's default policy the pre-flight (sys/capabilities-self) stops it before any write
     checked = env.run_hub("--role", "cert-sync-readonly")
-    failed_with_one_line(checked, EXIT_TARGET, "permission denied", f"lacks update on kv/data/{EDGE_KV}",
-                         f"update on kv/data/{CA_KV}", env.hub.url,
-                         "nothing was written")
+    failed_with_one_line(
+        checked,
+        EXIT_TARGET,
+        "permission denied",
+        f"lacks update on kv/data/{EDGE_KV}",
+        f"update on kv/data/{CA_KV}",
+        env.hub.url,
+        "nothing was written",
+    )
     assert env.writes(marks) == ([], [])
     # without it, the write itself is refused: a real 403 from the server
     refused = env.run_hub("--role", "cert-sync-readonly-nodefault", "--secret", f"{CERT_NS}/{EDGE_SECRET}={EDGE_KV}")
@@ -583,11 +666,15 @@ def test_a_read_only_role_writes_nothing(env: Env) -> None:
 def test_permission_denied_for_another_edges_path(env: Env) -> None:
     env.synced()
     before, marks = env.versions(), env.marks()
-    result = env.run_edge(extra_env={
-        "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{OTHER_EDGE}_role_id"]),
-        "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{OTHER_EDGE}_secret_id"])})
-    failed_with_one_line(result, EXIT_SOURCE, f"{env.hub.url}/v1/kv/data/{EDGE_KV}", "hub Vault", "HTTP 403",
-                         "permission denied")
+    result = env.run_edge(
+        extra_env={
+            "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{OTHER_EDGE}_role_id"]),
+            "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{OTHER_EDGE}_secret_id"]),
+        }
+    )
+    failed_with_one_line(
+        result, EXIT_SOURCE, f"{env.hub.url}/v1/kv/data/{EDGE_KV}", "hub Vault", "HTTP 403", "permission denied"
+    )
     assert env.writes(marks) == ([], [])
     assert env.versions() == before
 
@@ -599,8 +686,13 @@ def test_a_service_account_the_role_does_not_bind_is_refused(env: Env) -> None:
     other.write_text(token)
     before = env.versions()
     result = env.run_edge("--jwt-file", str(other))
-    failed_with_one_line(result, EXIT_TARGET, "Kubernetes auth login (role cert-sync) to the edge Vault", "HTTP 403",
-                         "service account name not authorized")
+    failed_with_one_line(
+        result,
+        EXIT_TARGET,
+        "Kubernetes auth login (role cert-sync) to the edge Vault",
+        "HTTP 403",
+        "service account name not authorized",
+    )
     assert env.versions() == before
 
 
@@ -619,8 +711,15 @@ def test_a_concurrent_write_is_never_overwritten(env: Env, mode: str) -> None:
     with InjectingProxy(target, proxy_cert, env.workdir, lambda p: target.put(p, theirs)) as proxy:
         run = env.run_hub if mode == "hub" else env.run_edge
         result = run("--vault-addr", proxy.url)
-    failed_with_one_line(result, EXIT_CONFLICT, f"writing kv/data/{path}", f"{proxy.url}/v1/kv/data/{path}",
-                         "HTTP 400", "did not match", "nothing was overwritten")
+    failed_with_one_line(
+        result,
+        EXIT_CONFLICT,
+        f"writing kv/data/{path}",
+        f"{proxy.url}/v1/kv/data/{path}",
+        "HTTP 400",
+        "did not match",
+        "nothing was overwritten",
+    )
     assert proxy.injected == [path]
     assert ("POST", f"/v1/kv/data/{path}", 400) in proxy.forwarded
     key = f"{mode}:{path}"
@@ -643,8 +742,14 @@ def test_vault_tls_is_always_verified(env: Env) -> None:
 
 def test_a_forbidden_secret_names_the_secret_and_status(env: Env) -> None:
     result = env.run_hub("--secret", f"{CERT_NS}/not-granted=otel/x")
-    failed_with_one_line(result, EXIT_SOURCE, f"Secret {CERT_NS}/not-granted", "HTTP 403", env.hub_kube.url,
-                         'secrets "not-granted" is forbidden')
+    failed_with_one_line(
+        result,
+        EXIT_SOURCE,
+        f"Secret {CERT_NS}/not-granted",
+        "HTTP 403",
+        env.hub_kube.url,
+        'secrets "not-granted" is forbidden',
+    )
 
 
 def test_a_write_refused_half_way_names_what_was_written(env: Env) -> None:
@@ -654,12 +759,19 @@ def test_a_write_refused_half_way_names_what_was_written(env: Env) -> None:
     fresh = env.new_client_cert()
     env.put_secret(EDGE_SECRET, fresh)
     bundle_with_a_new_ca = env.client_ca.cert_pem + TestCA("next-client-ca").cert_pem
-    env.put_secret(CA_SECRET, {"tls.crt": env.client_ca.cert_pem, "tls.key": env.client_ca.key_pem,
-                               "ca.crt": bundle_with_a_new_ca})
+    env.put_secret(
+        CA_SECRET, {"tls.crt": env.client_ca.cert_pem, "tls.key": env.client_ca.key_pem, "ca.crt": bundle_with_a_new_ca}
+    )
     before, marks = env.versions(), env.marks()
     result = env.run_hub("--role", "cert-sync-half-nodefault")
-    failed_with_one_line(result, EXIT_TARGET, f"writing kv/data/{CA_KV}", "HTTP 403", "permission denied",
-                         f"written before this failure: kv/data/{EDGE_KV} (version {before[f'hub:{EDGE_KV}'] + 1})")
+    failed_with_one_line(
+        result,
+        EXIT_TARGET,
+        f"writing kv/data/{CA_KV}",
+        "HTTP 403",
+        "permission denied",
+        f"written before this failure: kv/data/{EDGE_KV} (version {before[f'hub:{EDGE_KV}'] + 1})",
+    )
     assert env.hub.kv(EDGE_KV) == fresh
     assert env.versions() == {**before, f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1}
     assert sorted(env.writes(marks)[0]) == sorted([f"kv/data/{EDGE_KV}", f"kv/data/{CA_KV}"])
@@ -668,11 +780,17 @@ def test_a_write_refused_half_way_names_what_was_written(env: Env) -> None:
 
 def test_nothing_on_the_hub_for_this_edge(env: Env) -> None:
     before = env.versions()
-    result = env.run_edge("--edge", OTHER_EDGE, extra_env={
-        "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{OTHER_EDGE}_role_id"]),
-        "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{OTHER_EDGE}_secret_id"])})
-    failed_with_one_line(result, EXIT_SOURCE, f"kv/data/edges/{OTHER_EDGE}/otel-client-tls", env.hub.url,
-                         "nothing is stored there")
+    result = env.run_edge(
+        "--edge",
+        OTHER_EDGE,
+        extra_env={
+            "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{OTHER_EDGE}_role_id"]),
+            "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{OTHER_EDGE}_secret_id"]),
+        },
+    )
+    failed_with_one_line(
+        result, EXIT_SOURCE, f"kv/data/edges/{OTHER_EDGE}/otel-client-tls", env.hub.url, "nothing is stored there"
+    )
     assert env.versions() == before
 
 
@@ -682,6 +800,7 @@ def test_sigterm_ends_it_with_one_line(env: Env) -> None:
     accepted = threading.Event()
     held: list[socket.socket] = []
     with socket.create_server(("127.0.0.1", 0)) as silent:
+
         def accept() -> None:
             conn, _ = silent.accept()
             held.append(conn)
@@ -691,12 +810,21 @@ def test_sigterm_ends_it_with_one_line(env: Env) -> None:
         hub = f"https://127.0.0.1:{silent.getsockname()[1]}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "programs.cert_sync", "edge", "--hub-addr", hub, "--timeout", "30"],
-            cwd=REPO, env=env._env({
-                "VAULT_ADDR": env.edge.url, "VAULT_CACERT": env.edge.ca_file,
-                "CERT_SYNC_JWT_FILE": str(env.files["edge_jwt"]), "CERT_SYNC_EDGE": EDGE,
-                "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{EDGE}_role_id"]),
-                "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{EDGE}_secret_id"])}),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=REPO,
+            env=env._env(
+                {
+                    "VAULT_ADDR": env.edge.url,
+                    "VAULT_CACERT": env.edge.ca_file,
+                    "CERT_SYNC_JWT_FILE": str(env.files["edge_jwt"]),
+                    "CERT_SYNC_EDGE": EDGE,
+                    "CERT_SYNC_HUB_ROLE_ID_FILE": str(env.files[f"{EDGE}_role_id"]),
+                    "CERT_SYNC_HUB_SECRET_ID_FILE": str(env.files[f"{EDGE}_secret_id"]),
+                }
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert accepted.wait(20), "the program never connected"
             proc.send_signal(signal.SIGTERM)
@@ -730,8 +858,10 @@ def test_a_rotation_between_passes_is_picked_up_by_the_next_pass_of_the_same_run
     assert [line.split(":")[1].strip() for line in lines] == ["pass 1 of 3", "pass 2 of 3", "pass 3 of 3"]
     synced = [line.split(": ")[2].split(" (")[0] for line in lines]
     # the renewal is written by the first pass after it (pass 2, or pass 3 if pass 1 ran over the interval)
-    assert synced in (["synced 0, unchanged 2", "synced 1, unchanged 1", "synced 0, unchanged 2"],
-                      ["synced 0, unchanged 2", "synced 0, unchanged 2", "synced 1, unchanged 1"]), lines
+    assert synced in (
+        ["synced 0, unchanged 2", "synced 1, unchanged 1", "synced 0, unchanged 2"],
+        ["synced 0, unchanged 2", "synced 0, unchanged 2", "synced 1, unchanged 1"],
+    ), lines
     assert env.hub.kv(EDGE_KV) == rotated
     assert env.writes(marks) == ([f"kv/data/{EDGE_KV}"], [])  # one write, by the servers' audit log
     assert env.versions() == {**before, f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1}
@@ -774,7 +904,8 @@ def test_a_failed_second_pass_ends_the_run_and_keeps_what_the_first_wrote(env: E
     failed = len(lines) + 1
     assert failed in (2, 3) and all(" synced " in line for line in lines), lines
     assert err.count("\n") == 1 and err.startswith(
-        f"cert-sync: error: pass {failed} of 3: Secret {CERT_NS}/{EDGE_SECRET}: tls.key does not match"), err
+        f"cert-sync: error: pass {failed} of 3: Secret {CERT_NS}/{EDGE_SECRET}: tls.key does not match"
+    ), err
     assert env.hub.kv(EDGE_KV) == renewed  # pass 1's complete, validated write
     assert env.writes(marks) == ([f"kv/data/{EDGE_KV}"], [])
     assert env.versions() == {**before, f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1}

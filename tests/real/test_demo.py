@@ -42,8 +42,15 @@ class RunningDemo:
         tmpdir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_")) and k != "KEEP"}
         env["TMPDIR"] = str(tmpdir)
-        self.process = subprocess.Popen([sys.executable, "-m", "demo", *args], cwd=REPO, env=env, text=True,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "demo", *args],
+            cwd=REPO,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -150,8 +157,13 @@ def test_the_reduced_demo_proves_every_step_keeps_running_and_cleans_up_on_ctrl_
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env |= dict(part.split("=", 1) for part in hub_block.removeprefix("export ").split())
         env["HOME"] = str(tmp_path)  # a CLI login would write ~/.vault-token: keep it in the test's directory
-        peers = subprocess.run([bao_binary(), "operator", "raft", "list-peers", "-format=json"], env=env,
-                               capture_output=True, text=True, timeout=30)
+        peers = subprocess.run(
+            [bao_binary(), "operator", "raft", "list-peers", "-format=json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert peers.returncode == 0, peers.stderr
         assert peers.stdout.count('"voter": true') == 3, peers.stdout
         assert output.count("\nexport BAO_ADDR=") == 2 and output.count("\nexport VAULT_ADDR=") == 2

@@ -67,22 +67,28 @@ class Flow:
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
     base = tmp_path_factory.mktemp("flow")
     ca = TestCA("fedobs-test-vault-ca")
-    with (local_databases() as (pg, mysql), KubeAPIServer() as hub_kube, KubeAPIServer() as edge_kube):
+    with local_databases() as (pg, mysql), KubeAPIServer() as hub_kube, KubeAPIServer() as edge_kube:
         hub = hub_against(pg, mysql)
         hub_node = start_vault("hub", base / "hub", ca)
         edge_node = start_vault("edge", base / "edge", ca)
         try:
             hub_vault, edge_vault = initialise("hub", hub_node, kv=False), initialise("edge", edge_node, kv=False)
-            applied_hub = VaultApplier(hub_vault.url, hub_vault.root, ca_file=hub_vault.ca_file,
-                                       not_in_openbao=AWS_TYPES,
-                                       in_cluster_overrides=kubernetes_auth_overrides(hub_kube)).apply(
-                children(hub, "hub-vault-config", "hub-kubernetes-auth", "hub-transit-unseal"))
+            applied_hub = VaultApplier(
+                hub_vault.url,
+                hub_vault.root,
+                ca_file=hub_vault.ca_file,
+                not_in_openbao=AWS_TYPES,
+                in_cluster_overrides=kubernetes_auth_overrides(hub_kube),
+            ).apply(children(hub, "hub-vault-config", "hub-kubernetes-auth", "hub-transit-unseal"))
             hub_outputs = real_hub_outputs(hub, applied_hub, address=hub_vault.url, ca_pem=ca.cert_pem)
             edge = run_stack_file("edge", {HUB_REF: hub_outputs})
             assert edge.error is None, edge.error
-            VaultApplier(edge_vault.url, edge_vault.root, ca_file=edge_vault.ca_file,
-                         in_cluster_overrides=kubernetes_auth_overrides(edge_kube)).apply(
-                children(edge, f"{EDGE}-vault-config", f"{EDGE}-kubernetes-auth"))
+            VaultApplier(
+                edge_vault.url,
+                edge_vault.root,
+                ca_file=edge_vault.ca_file,
+                in_cluster_overrides=kubernetes_auth_overrides(edge_kube),
+            ).apply(children(edge, f"{EDGE}-vault-config", f"{EDGE}-kubernetes-auth"))
 
             pki = issue_pki(hub)
             publish_pki(hub, hub_kube, pki)
@@ -108,8 +114,10 @@ def test_a_renewed_certificate_reaches_the_edge(flow: Flow) -> None:
     before = flow.edge_vault.version("otel/otel-client-tls")
     renewed = flow.pki.renew_client(EDGE).secret_data
     flow.hub_kube.put_secret("fedobs-pki", f"otel-client-tls-{EDGE}", renewed, type="kubernetes.io/tls")
-    for recording, vault, kube in ((flow.hub, flow.hub_vault, flow.hub_kube),
-                                   (flow.edge, flow.edge_vault, flow.edge_kube)):
+    for recording, vault, kube in (
+        (flow.hub, flow.hub_vault, flow.hub_kube),
+        (flow.edge, flow.edge_vault, flow.edge_kube),
+    ):
         result = flow.cert_sync(recording, vault, kube)
         assert result.returncode == 0, result.stderr
     assert flow.edge_vault.version("otel/otel-client-tls") == before + 1
@@ -124,13 +132,30 @@ def test_the_edge_vso_role_reads_exactly_what_its_static_secret_names(flow: Flow
     assert path == f"{static['mount']}/data/{static['path']}"
     read = api(flow.edge_vault.url, "GET", path, token=token, ca_file=flow.edge_vault.ca_file)
     assert read.status == 200 and read.data["data"]["tls.crt"].startswith("-----BEGIN CERTIFICATE-----")
-    others = [f"{static['mount']}/data/otel/other", f"{static['mount']}/metadata/{static['path']}",
-              f"{static['mount']}/data/edges/{EDGE}/otel-client-tls", "sys/mounts", "auth/token/create"]
-    capabilities = api(flow.edge_vault.url, "POST", "sys/capabilities", token=flow.edge_vault.root,
-                       ca_file=flow.edge_vault.ca_file, body={"token": token, "paths": [path, *others]}).body
+    others = [
+        f"{static['mount']}/data/otel/other",
+        f"{static['mount']}/metadata/{static['path']}",
+        f"{static['mount']}/data/edges/{EDGE}/otel-client-tls",
+        "sys/mounts",
+        "auth/token/create",
+    ]
+    capabilities = api(
+        flow.edge_vault.url,
+        "POST",
+        "sys/capabilities",
+        token=flow.edge_vault.root,
+        ca_file=flow.edge_vault.ca_file,
+        body={"token": token, "paths": [path, *others]},
+    ).body
     assert capabilities[path] == ["read"]
     for other in others:
         assert capabilities[other] == ["deny"], other
-    write = api(flow.edge_vault.url, "POST", path, token=token, ca_file=flow.edge_vault.ca_file,
-                body={"options": {"cas": 1}, "data": {"x": "y"}})
+    write = api(
+        flow.edge_vault.url,
+        "POST",
+        path,
+        token=token,
+        ca_file=flow.edge_vault.ca_file,
+        body={"options": {"cas": 1}, "data": {"x": "y"}},
+    )
     assert write.status == 403

@@ -34,17 +34,25 @@ def peers() -> Iterator[Peers]:
         kube.allow_token_reviews(reviewer_user)
         for method, path, body in [
             ("POST", "sys/auth/kubernetes", {"type": "kubernetes"}),
-            ("POST", "auth/kubernetes/config", {
-                "kubernetes_host": kube.url,
-                "kubernetes_ca_cert": kube.ca_pem,
-                "token_reviewer_jwt": kube.mint_service_account_token("vault", "vault"),
-            }),
+            (
+                "POST",
+                "auth/kubernetes/config",
+                {
+                    "kubernetes_host": kube.url,
+                    "kubernetes_ca_cert": kube.ca_pem,
+                    "token_reviewer_jwt": kube.mint_service_account_token("vault", "vault"),
+                },
+            ),
             ("PUT", "sys/policies/acl/collector", {"policy": COLLECTOR_POLICY}),
-            ("POST", "auth/kubernetes/role/collector", {
-                "bound_service_account_names": ["otel-collector"],
-                "bound_service_account_namespaces": ["otel"],
-                "token_policies": ["collector"],
-            }),
+            (
+                "POST",
+                "auth/kubernetes/role/collector",
+                {
+                    "bound_service_account_names": ["otel-collector"],
+                    "bound_service_account_namespaces": ["otel"],
+                    "token_policies": ["collector"],
+                },
+            ),
         ]:
             resp = vault.api(method, path, body)
             assert resp.status in (200, 204), (path, resp.status, resp.text)

@@ -159,9 +159,7 @@ def localize(pod_hcl: str, node_index: int, tmp: Path) -> tuple[str, dict[str, A
         "api": layout.ports[8200],
         "cluster": layout.ports[8201],
         "tls": tls_files,
-        "pod_view": apply_chart_placeholders(
-            pod_hcl, {"HOST_IP": ip, "POD_IP": ip, "HOSTNAME": f"vault-{node_index}"}
-        ),
+        "pod_view": apply_chart_placeholders(pod_hcl, {"HOST_IP": ip, "POD_IP": ip, "HOSTNAME": f"vault-{node_index}"}),
     }
     return text, facts
 
@@ -264,9 +262,7 @@ def test_localized_rendered_config_passes_bao_diagnose(tmp_path: Path) -> None:
 @pytest.mark.real
 @pytest.mark.parametrize("algorithm", ["ECDSA", "RSA"])
 @pytest.mark.parametrize(("server", "client"), [(True, False), (False, True), (True, True)])
-def test_pki_issues_exactly_the_sans_given(
-    algorithm: str, server: bool, client: bool, tmp_path: Path
-) -> None:
+def test_pki_issues_exactly_the_sans_given(algorithm: str, server: bool, client: bool, tmp_path: Path) -> None:
     ca = TestCA("fedobs test CA")
     dns = ["vault-0.vault-internal", "vault.vault.svc", "vault.example.test"]
     ips = ["127.0.0.2", "::1"]
@@ -278,15 +274,11 @@ def test_pki_issues_exactly_the_sans_given(
     assert len(list(san)) == len(dns) + len(ips)
     eku = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     assert eku == [
-        o
-        for o, on in ((ExtendedKeyUsageOID.SERVER_AUTH, server), (ExtendedKeyUsageOID.CLIENT_AUTH, client))
-        if on
+        o for o, on in ((ExtendedKeyUsageOID.SERVER_AUTH, server), (ExtendedKeyUsageOID.CLIENT_AUTH, client)) if on
     ]
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.digital_signature and not ku.key_cert_sign
-    assert isinstance(
-        cert.public_key(), ec.EllipticCurvePublicKey if algorithm == "ECDSA" else rsa.RSAPublicKey
-    )
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey if algorithm == "ECDSA" else rsa.RSAPublicKey)
     cert.verify_directly_issued_by(ca.certificate)
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     cert_path, key_path = issued.write(tmp_path)
@@ -319,8 +311,6 @@ def test_dev_server_serves_and_is_gone_after_the_block() -> None:
 def test_wait_until_names_what_it_waited_for() -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError, match=r"waiting for the moon to rise \(last error: OSError: nope\)"):
-        wait_until(
-            lambda: (_ for _ in ()).throw(OSError("nope")), 0.3, 0.05, "the moon to rise", ignore=(OSError,)
-        )
+        wait_until(lambda: (_ for _ in ()).throw(OSError("nope")), 0.3, 0.05, "the moon to rise", ignore=(OSError,))
     assert time.monotonic() - started < 2
     assert wait_until(lambda: 42, 1, what="the answer") == 42

@@ -62,8 +62,9 @@ def vso_secrets(recording: Recording, kv: dict[str, dict[str, str]]) -> dict[str
     return {o["spec"]["destination"]["name"]: kv[o["spec"]["path"]] for o in objects(recording, "VaultStaticSecret")}
 
 
-def mounted_files(recording: Recording, deployment: str, secrets: dict[str, dict[str, str]],
-                  directory: Path) -> dict[str, str]:
+def mounted_files(
+    recording: Recording, deployment: str, secrets: dict[str, dict[str, str]], directory: Path
+) -> dict[str, str]:
     """The collector's mounted Secret files written under ``directory``: container path -> local path."""
     pod = named(recording, "Deployment", deployment)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -117,8 +118,10 @@ class Gateway:
         thread.start()
         client_error = None
         try:
-            with socket.create_connection(listener.getsockname(), timeout=10) as raw, \
-                    client.wrap_socket(raw, server_hostname=server_hostname) as tls:
+            with (
+                socket.create_connection(listener.getsockname(), timeout=10) as raw,
+                client.wrap_socket(raw, server_hostname=server_hostname) as tls,
+            ):
                 tls.sendall(b"ping")
                 if tls.recv(16) != b"ok:ping":
                     client_error = "no answer"
@@ -189,17 +192,21 @@ def test_certificates_are_issued_as_the_hub_declares(hub: Recording, mtls: Mtls)
     specs = {o["spec"]["secretName"]: o["spec"] for o in objects(hub, "Certificate")}
     gateway = mtls.issued["otel-gateway-tls"].certificate
     sans = gateway.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName)
+        x509.DNSName
+    )
     assert sans == specs["otel-gateway-tls"]["dnsNames"]
     assert mtls.endpoint_host in sans, "the edge dials a name the gateway's certificate does not carry"
     client = mtls.issued["otel-client-tls-edge-eu"].certificate
     assert list(client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
-        ExtendedKeyUsageOID.CLIENT_AUTH]
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
     assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "edge-eu"
     assert client.issuer == mtls.issued["client-ca"].certificate.subject
     key = client.public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size == specs[
-        "otel-client-tls-edge-eu"]["privateKey"]["size"]
+    assert (
+        isinstance(key, ec.EllipticCurvePublicKey)
+        and key.curve.key_size == specs["otel-client-tls-edge-eu"]["privateKey"]["size"]
+    )
     assert mtls.receiver_tls["min_version"] == "1.3"
 
 
@@ -210,10 +217,20 @@ def test_the_edge_collector_is_accepted(mtls: Mtls) -> None:
 
 
 def test_a_certificate_from_another_ca_is_refused(mtls: Mtls) -> None:
-    foreign_root = issue({"isCA": True, "commonName": "foreign CA", "usages": ["cert sign", "crl sign"],
-                          "privateKey": {"algorithm": "ECDSA", "size": 256}}, None)
-    spec = {"commonName": "edge-eu", "usages": ["client auth", "digital signature", "key encipherment"],
-            "privateKey": {"algorithm": "ECDSA", "size": 256}}
+    foreign_root = issue(
+        {
+            "isCA": True,
+            "commonName": "foreign CA",
+            "usages": ["cert sign", "crl sign"],
+            "privateKey": {"algorithm": "ECDSA", "size": 256},
+        },
+        None,
+    )
+    spec = {
+        "commonName": "edge-eu",
+        "usages": ["client auth", "digital signature", "key encipherment"],
+        "privateKey": {"algorithm": "ECDSA", "size": 256},
+    }
     cert, key = mtls.write("foreign", issue(spec, foreign_root))
     result = mtls.gateway.handshake(mtls.edge_client((cert, key)), mtls.endpoint_host)
     assert result.server_error is not None and "certificate verify failed" in result.server_error
@@ -221,8 +238,11 @@ def test_a_certificate_from_another_ca_is_refused(mtls: Mtls) -> None:
 
 
 def test_a_server_usage_only_certificate_from_client_ca_is_refused(mtls: Mtls) -> None:
-    spec = {"commonName": "edge-eu", "usages": ["server auth", "digital signature", "key encipherment"],
-            "privateKey": {"algorithm": "ECDSA", "size": 256}}
+    spec = {
+        "commonName": "edge-eu",
+        "usages": ["server auth", "digital signature", "key encipherment"],
+        "privateKey": {"algorithm": "ECDSA", "size": 256},
+    }
     cert, key = mtls.write("server-only", issue(spec, mtls.issued["client-ca"]))
     result = mtls.gateway.handshake(mtls.edge_client((cert, key)), mtls.endpoint_host)
     assert result.server_error is not None and "unsuitable certificate purpose" in result.server_error
@@ -251,8 +271,14 @@ def test_tls_below_the_declared_minimum_is_refused(mtls: Mtls) -> None:
 
 def test_the_edge_refuses_a_gateway_it_cannot_verify(mtls: Mtls) -> None:
     impostor_root = issue({"isCA": True, "commonName": "impostor", "usages": ["cert sign", "crl sign"]}, None)
-    impostor = issue({"commonName": mtls.endpoint_host, "dnsNames": [mtls.endpoint_host],
-                      "usages": ["server auth", "digital signature"]}, impostor_root)
+    impostor = issue(
+        {
+            "commonName": mtls.endpoint_host,
+            "dnsNames": [mtls.endpoint_host],
+            "usages": ["server auth", "digital signature"],
+        },
+        impostor_root,
+    )
     cert, key = mtls.write("impostor", impostor)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)

@@ -61,8 +61,12 @@ class Env:
     jwt: str
     workdir: Path
 
-    def run(self, *args: str, timeout: float = 60, extra_env: dict[str, str] | None = None,
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        timeout: float = 60,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the program as a subprocess, as the CronJob pod would (env + flags)."""
         scrubbed = ("AWS_", "VAULT_", "SNAPSHOT_", "BAO_")
         env = {k: v for k, v in os.environ.items() if not k.startswith(scrubbed)}
@@ -81,7 +85,12 @@ class Env:
         env.update(extra_env or {})
         return subprocess.run(
             [sys.executable, "-m", "programs.raft_snapshot", *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def snapshots(self, cluster: str) -> list[str]:
@@ -127,17 +136,27 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         kube.allow_token_reviews(f"system:serviceaccount:{NAMESPACE}:vault")
         reviewer = kube.mint_service_account_token(NAMESPACE, "vault")
         ok("POST", "sys/auth/kubernetes", {"type": "kubernetes"})
-        ok("POST", "auth/kubernetes/config", {
-            "kubernetes_host": kube.url, "kubernetes_ca_cert": kube.ca_pem, "token_reviewer_jwt": reviewer,
-        })
+        ok(
+            "POST",
+            "auth/kubernetes/config",
+            {
+                "kubernetes_host": kube.url,
+                "kubernetes_ca_cert": kube.ca_pem,
+                "token_reviewer_jwt": reviewer,
+            },
+        )
         ok("PUT", f"sys/policies/acl/{ROLE}", {"policy": SNAPSHOT_POLICY_HCL})
-        ok("POST", f"auth/kubernetes/role/{ROLE}", {
-            "bound_service_account_names": [SNAPSHOT_SA],
-            "bound_service_account_namespaces": [NAMESPACE],
-            "token_policies": [ROLE],
-            "token_no_default_policy": False,
-            "token_ttl": "5m",
-        })
+        ok(
+            "POST",
+            f"auth/kubernetes/role/{ROLE}",
+            {
+                "bound_service_account_names": [SNAPSHOT_SA],
+                "bound_service_account_namespaces": [NAMESPACE],
+                "token_policies": [ROLE],
+                "token_no_default_policy": False,
+                "token_ttl": "5m",
+            },
+        )
         ok("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}})
         deadline = time.monotonic() + 10
         while True:  # a new KV v2 mount needs a moment before it accepts writes
@@ -157,9 +176,14 @@ def test_snapshot_role_has_only_the_snapshot_capability(env: Env) -> None:
     login = env.source.api("POST", "auth/kubernetes/login", body={"role": ROLE, "jwt": env.jwt})
     assert login.status == 200, login.text
     token = login.body["auth"]["client_token"]
-    caps = env.source.api("POST", "sys/capabilities-self", token=token, body={
-        "paths": ["sys/storage/raft/snapshot", "sys/storage/raft/snapshot-force", "secret/data/otel/db"],
-    }).body
+    caps = env.source.api(
+        "POST",
+        "sys/capabilities-self",
+        token=token,
+        body={
+            "paths": ["sys/storage/raft/snapshot", "sys/storage/raft/snapshot-force", "secret/data/otel/db"],
+        },
+    ).body
     assert caps["sys/storage/raft/snapshot"] == ["read"]
     assert caps["sys/storage/raft/snapshot-force"] == ["deny"]
     assert caps["secret/data/otel/db"] == ["deny"]
@@ -190,8 +214,15 @@ def test_take_uploads_a_verified_snapshot(env: Env) -> None:
     assert head["ETag"].strip('"') == hashlib.md5(data).hexdigest()
     assert head["Metadata"]["cluster"] == "hub"
     # the pod's identity was checked by the Kubernetes API's TokenReview, on Vault's behalf
-    assert env.kube.count("POST", "/apis/authentication.k8s.io/v1/tokenreviews",
-                          user=f"system:serviceaccount:{NAMESPACE}:vault", status=201) >= 1
+    assert (
+        env.kube.count(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            user=f"system:serviceaccount:{NAMESPACE}:vault",
+            status=201,
+        )
+        >= 1
+    )
     assert env.s3.count("upload") == 1
     assert not list((env.workdir / "tmp").iterdir()), "the temporary snapshot file was left behind"
 
@@ -199,8 +230,11 @@ def test_take_uploads_a_verified_snapshot(env: Env) -> None:
 def test_retention_keeps_the_newest_n(env: Env) -> None:
     keep = 2
     # Objects retention must never touch: not snapshots of this cluster or not snapshot names.
-    bystanders = [f"{PREFIX}/edge-a/README.txt", f"{PREFIX}/edge-b/20000101T000000.000Z.snap",
-                  f"{PREFIX}/edge-a/nested/20000101T000000.000Z.snap"]
+    bystanders = [
+        f"{PREFIX}/edge-a/README.txt",
+        f"{PREFIX}/edge-b/20000101T000000.000Z.snap",
+        f"{PREFIX}/edge-a/nested/20000101T000000.000Z.snap",
+    ]
     for key in bystanders:
         env.s3.client().put_object(Bucket=env.bucket, Key=key, Body=b"x")
     seen: list[str] = []
@@ -368,23 +402,40 @@ def test_the_documented_restore_procedure_brings_the_data_back(env: Env, tmp_pat
         token_file.write_text(target_init.root_token)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_", "SNAPSHOT_", "BAO_"))}
         shell_env = {
-            **base_env, **env.s3.env(),
+            **base_env,
+            **env.s3.env(),
             "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
-            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-            "VAULT_ADDR": target.url, "VAULT_CACERT": target.ca_file,
-            "SNAPSHOT_S3_ENDPOINT": env.s3.endpoint_url, "SNAPSHOT_S3_BUCKET": env.bucket, "SNAPSHOT_S3_PREFIX": PREFIX,
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "VAULT_ADDR": target.url,
+            "VAULT_CACERT": target.ca_file,
+            "SNAPSHOT_S3_ENDPOINT": env.s3.endpoint_url,
+            "SNAPSHOT_S3_BUCKET": env.bucket,
+            "SNAPSHOT_S3_PREFIX": PREFIX,
             "SNAPSHOT_TMP_DIR": str(env.workdir / "tmp"),
-            "CLUSTER": "doc-restore", "TOKEN_FILE": str(token_file),
+            "CLUSTER": "doc-restore",
+            "TOKEN_FILE": str(token_file),
         }
-        restore = subprocess.run(["bash", "-euo", "pipefail", "-c", documented_block("restore-procedure")],
-                                 cwd=REPO, env=shell_env, capture_output=True, text=True, timeout=120)
+        restore = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", documented_block("restore-procedure")],
+            cwd=REPO,
+            env=shell_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert restore.returncode == 0, restore.stderr
         assert "doc-restore/" in restore.stdout  # the list step showed the snapshot
         target.wait_sealed()
         for key in env.source_init.keys[:THRESHOLD]:
-            unseal = subprocess.run(["bash", "-euo", "pipefail", "-c", documented_block("unseal-procedure")],
-                                    cwd=REPO, env={**shell_env, "UNSEAL_KEY": key},
-                                    capture_output=True, text=True, timeout=60)
+            unseal = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", documented_block("unseal-procedure")],
+                cwd=REPO,
+                env={**shell_env, "UNSEAL_KEY": key},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert unseal.returncode == 0, unseal.stderr
         target.wait_active()
         read = target.api("GET", "secret/data/otel/db", token=env.source_init.root_token)

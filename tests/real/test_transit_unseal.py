@@ -54,14 +54,14 @@ class Hub:
 def real_hub(hub: Recording, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     base = tmp_path_factory.mktemp("transit-hub")
     server = stack_server(hub)
-    vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=server.pod_hcl,
-                                 dns_names=server.dns_names, nodes=[0])
+    vault = build_loopback_vault(
+        base / "cluster", server.spec, pod_hcl=server.pod_hcl, dns_names=server.dns_names, nodes=[0]
+    )
     with running(vault.cluster):
         result = run_bootstrap_job(hub, vault, base / "job", PASSWORD, timeout=TIMEOUT)
         assert result.returncode == 0, result.stderr
         token = admin_token(vault.urls[0], vault.ca_file, PASSWORD)
-        applied = VaultApplier(vault.urls[0], token, ca_file=vault.ca_file).apply(
-            children(hub, "hub-transit-unseal"))
+        applied = VaultApplier(vault.urls[0], token, ca_file=vault.ca_file).apply(children(hub, "hub-transit-unseal"))
         outputs = real_hub_outputs(hub, applied, address=vault.urls[0], ca_pem=vault.ca.cert_pem)
         yield Hub(vault, token, outputs["edgeTransitTokens"], outputs)
 
@@ -103,8 +103,13 @@ def test_edge_auto_unseals_through_its_hub_key_after_a_restart(
         assert not record["init_response"].get("keys"), "an auto-unsealed Vault has no unseal keys"
 
         node.restart()  # nothing in this test sends an unseal key after this
-        wait_until(lambda: node.seal_status().get("sealed") is False, 15, 0.1,
-                   "the restarted edge to auto-unseal through the hub", ignore=(OSError,))
+        wait_until(
+            lambda: node.seal_status().get("sealed") is False,
+            15,
+            0.1,
+            "the restarted edge to auto-unseal through the hub",
+            ignore=(OSError,),
+        )
         # the key used is this edge's own: the hub's transit key has been used to wrap it
         key = api(real_hub.url, "GET", "transit/keys/edge-eu", token=real_hub.token, ca_file=real_hub.vault.ca_file)
         assert key.status == 200 and key.data["name"] == "edge-eu"
@@ -121,12 +126,29 @@ def test_a_token_that_cannot_decrypt_leaves_the_edge_sealed(
         # issues seal tokens (a token role), by Pulumi's admin identity.
         url, ca, token = real_hub.url, real_hub.vault.ca_file, real_hub.token
         policy = 'path "transit/encrypt/edge-eu" { capabilities = ["update"] }\n'
-        assert api(url, "PUT", "sys/policies/acl/encrypt-only", token=token, body={"policy": policy},
-                   ca_file=ca).status == 204
-        assert api(url, "POST", "auth/token/roles/encrypt-only", token=token,
-                   body={"allowed_policies": ["encrypt-only"], "orphan": True}, ca_file=ca).status == 204
-        weak = api(url, "POST", "auth/token/create/encrypt-only", token=token,
-                   body={"policies": ["encrypt-only"], "ttl": "10m"}, ca_file=ca)
+        assert (
+            api(url, "PUT", "sys/policies/acl/encrypt-only", token=token, body={"policy": policy}, ca_file=ca).status
+            == 204
+        )
+        assert (
+            api(
+                url,
+                "POST",
+                "auth/token/roles/encrypt-only",
+                token=token,
+                body={"allowed_policies": ["encrypt-only"], "orphan": True},
+                ca_file=ca,
+            ).status
+            == 204
+        )
+        weak = api(
+            url,
+            "POST",
+            "auth/token/create/encrypt-only",
+            token=token,
+            body={"policies": ["encrypt-only"], "ttl": "10m"},
+            ca_file=ca,
+        )
         assert weak.status == 200, weak.text
         weak_token = weak.body["auth"]["client_token"]
         node.env.update({"VAULT_TOKEN": weak_token, "BAO_TOKEN": weak_token})

@@ -76,9 +76,13 @@ SHORT_ROLE, SHORT_K8S_ROLE = "short", "notebook-validation-short"
 FAST_FAIL_SECONDS = 15.0
 
 
-def job_annotations(*, role: str = "notebook-validation", tls_server_name: str = TLS_SERVER_NAME,
-                    files: tuple[InjectedCredential, ...] = JOB_CREDENTIALS,
-                    run_to_completion: bool = True) -> dict[str, str]:
+def job_annotations(
+    *,
+    role: str = "notebook-validation",
+    tls_server_name: str = TLS_SERVER_NAME,
+    files: tuple[InjectedCredential, ...] = JOB_CREDENTIALS,
+    run_to_completion: bool = True,
+) -> dict[str, str]:
     """THE annotations of the example Job's Pod template (the one place they come from; the
     defaults are exactly the Job's declaration). Variations are for the failure and continuous
     cases only."""
@@ -106,15 +110,23 @@ class Hub:
         root = self.base / name
         pod = Pod(root / "secrets", root / "home-init", root / "home-sidecar", root / "token")
         pod.secrets.mkdir(parents=True)
-        write_private_file(pod.jwt, self.kube.mint_service_account_token(NAMESPACE, SERVICE_ACCOUNT,
-                                                                         audiences=["vault"]))
+        write_private_file(
+            pod.jwt, self.kube.mint_service_account_token(NAMESPACE, SERVICE_ACCOUNT, audiences=["vault"])
+        )
         return pod
 
-    def config(self, annotations: dict[str, str], pod: Pod, *, home: Path,
-               exit_after_auth_override: bool | None = None) -> str:
+    def config(
+        self, annotations: dict[str, str], pod: Pod, *, home: Path, exit_after_auth_override: bool | None = None
+    ) -> str:
         return agent_config_from_annotations(
-            annotations, vault_addr=self.vault.url, ca_file=self.vault.ca_file, jwt_file=str(pod.jwt),
-            secrets_dir=str(pod.secrets), home_dir=str(home), exit_after_auth_override=exit_after_auth_override)
+            annotations,
+            vault_addr=self.vault.url,
+            ca_file=self.vault.ca_file,
+            jwt_file=str(pod.jwt),
+            secrets_dir=str(pod.secrets),
+            home_dir=str(home),
+            exit_after_auth_override=exit_after_auth_override,
+        )
 
     def token_valid(self, home: Path) -> bool:
         """Whether the token the agent's sink wrote under ``home`` still works."""
@@ -133,9 +145,14 @@ class Pod:
 
 def _aws_client(service: str, endpoint: str, key: str, secret: str, token: str | None = None) -> Any:
     return boto3.session.Session().client(
-        service, endpoint_url=endpoint, region_name="eu-central-1", aws_access_key_id=key,
-        aws_secret_access_key=secret, aws_session_token=token,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, s3={"addressing_style": "path"}))
+        service,
+        endpoint_url=endpoint,
+        region_name="eu-central-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, s3={"addressing_style": "path"}),
+    )
 
 
 @contextlib.contextmanager
@@ -150,21 +167,46 @@ def moto_with_iam_auth(moto: MotoS3, role_arn: str) -> Iterator[tuple[dict[str, 
     iam.put_user_policy(UserName="fedobs-admin", PolicyName="all", PolicyDocument=json.dumps(allow))
     admin = iam.create_access_key(UserName="fedobs-admin")["AccessKey"]
     iam.create_user(UserName="vault-aws")  # Vault's aws/config/root user: may only assume the roles
-    iam.put_user_policy(UserName="vault-aws", PolicyName="assume", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]}))
+    iam.put_user_policy(
+        UserName="vault-aws",
+        PolicyName="assume",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+            }
+        ),
+    )
     vault_user = iam.create_access_key(UserName="vault-aws")["AccessKey"]
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {
-        "AWS": "arn:aws:iam::123456789012:user/vault-aws"}}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:user/vault-aws"},
+            }
+        ],
+    }
     role_name = role_arn.rsplit("/", 1)[1]
     iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(RoleName=role_name, PolicyName="s3-readonly", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+    iam.put_role_policy(
+        RoleName=role_name,
+        PolicyName="s3-readonly",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}],
+            }
+        ),
+    )
     before = settings.INITIAL_NO_AUTH_ACTION_COUNT
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     try:
-        yield ({"key": vault_user["AccessKeyId"], "secret": vault_user["SecretAccessKey"]},
-               _aws_client("s3", moto.endpoint_url, admin["AccessKeyId"], admin["SecretAccessKey"]))
+        yield (
+            {"key": vault_user["AccessKeyId"], "secret": vault_user["SecretAccessKey"]},
+            _aws_client("s3", moto.endpoint_url, admin["AccessKeyId"], admin["SecretAccessKey"]),
+        )
     finally:
         settings.INITIAL_NO_AUTH_ACTION_COUNT = before
 
@@ -177,15 +219,32 @@ def serve_aws_creds(vault: Vault, hub: Recording, moto: MotoS3, vault_user: dict
     assert role.inputs["credentialType"] == "assumed_role" and role.inputs["backend"] == backend.inputs["path"]
     ttl = int(role.inputs["defaultStsTtl"])
     sts = _aws_client("sts", moto.endpoint_url, vault_user["key"], vault_user["secret"])
-    answer = sts.assume_role(RoleArn=role.inputs["roleArns"][0], DurationSeconds=ttl,
-                             RoleSessionName=f"vault-kubernetes-{role.inputs['name']}-{int(time.time())}"[:64])
+    answer = sts.assume_role(
+        RoleArn=role.inputs["roleArns"][0],
+        DurationSeconds=ttl,
+        RoleSessionName=f"vault-kubernetes-{role.inputs['name']}-{int(time.time())}"[:64],
+    )
     issued = answer["Credentials"]
-    vault.ok("POST", f"sys/mounts/{backend.inputs['path']}", {
-        "type": "kv", "options": {"version": "1"}, "description": "TEST: stands in for the AWS engine",
-        "config": {"default_lease_ttl": f"{ttl}s", "max_lease_ttl": f"{ttl}s"}})
-    vault.ok("POST", f"{backend.inputs['path']}/creds/{role.inputs['name']}", {
-        "access_key": issued["AccessKeyId"], "secret_key": issued["SecretAccessKey"],
-        "security_token": issued["SessionToken"], "arn": answer["AssumedRoleUser"]["Arn"]})
+    vault.ok(
+        "POST",
+        f"sys/mounts/{backend.inputs['path']}",
+        {
+            "type": "kv",
+            "options": {"version": "1"},
+            "description": "TEST: stands in for the AWS engine",
+            "config": {"default_lease_ttl": f"{ttl}s", "max_lease_ttl": f"{ttl}s"},
+        },
+    )
+    vault.ok(
+        "POST",
+        f"{backend.inputs['path']}/creds/{role.inputs['name']}",
+        {
+            "access_key": issued["AccessKeyId"],
+            "secret_key": issued["SecretAccessKey"],
+            "security_token": issued["SessionToken"],
+            "arn": answer["AssumedRoleUser"]["Arn"],
+        },
+    )
 
 
 def add_short_lived_role(hub: Hub) -> None:
@@ -196,14 +255,33 @@ def add_short_lived_role(hub: Hub) -> None:
     readonly = vault.ok("GET", "database/roles/readonly").data
     allowed = vault.ok("GET", "database/config/telemetry-pg").data["allowed_roles"]
     vault.ok("POST", "database/config/telemetry-pg", {"allowed_roles": sorted({*allowed, SHORT_ROLE})})
-    vault.ok("POST", f"database/roles/{SHORT_ROLE}", {
-        "db_name": "telemetry-pg", "creation_statements": readonly["creation_statements"],
-        "revocation_statements": readonly["revocation_statements"], "default_ttl": 20, "max_ttl": 40})
-    vault.ok("PUT", "sys/policies/acl/test-short-lived-db",
-             {"policy": f'path "database/creds/{SHORT_ROLE}" {{ capabilities = ["read"] }}'})
-    vault.ok("POST", f"auth/kubernetes/role/{SHORT_K8S_ROLE}", {
-        "bound_service_account_names": [SERVICE_ACCOUNT], "bound_service_account_namespaces": [NAMESPACE],
-        "audience": "vault", "token_policies": ["test-short-lived-db"], "token_ttl": 3600})
+    vault.ok(
+        "POST",
+        f"database/roles/{SHORT_ROLE}",
+        {
+            "db_name": "telemetry-pg",
+            "creation_statements": readonly["creation_statements"],
+            "revocation_statements": readonly["revocation_statements"],
+            "default_ttl": 20,
+            "max_ttl": 40,
+        },
+    )
+    vault.ok(
+        "PUT",
+        "sys/policies/acl/test-short-lived-db",
+        {"policy": f'path "database/creds/{SHORT_ROLE}" {{ capabilities = ["read"] }}'},
+    )
+    vault.ok(
+        "POST",
+        f"auth/kubernetes/role/{SHORT_K8S_ROLE}",
+        {
+            "bound_service_account_names": [SERVICE_ACCOUNT],
+            "bound_service_account_namespaces": [NAMESPACE],
+            "audience": "vault",
+            "token_policies": ["test-short-lived-db"],
+            "token_ttl": 3600,
+        },
+    )
 
 
 def bao_agents_of_this_process() -> list[str]:
@@ -228,13 +306,18 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     base = tmp_path_factory.mktemp("agent")
     with local_databases() as (pg, mysql), KubeAPIServer() as kube, MotoS3() as moto:
         recording = hub_against(pg, mysql)
-        node = start_vault("hub", base / "vault", TestCA("fedobs-test-vault-ca"),
-                           dns_names=("localhost", TLS_SERVER_NAME))
+        node = start_vault(
+            "hub", base / "vault", TestCA("fedobs-test-vault-ca"), dns_names=("localhost", TLS_SERVER_NAME)
+        )
         try:
             vault = initialise("hub", node, kv=False)
-            applied = VaultApplier(vault.url, vault.root, ca_file=vault.ca_file, not_in_openbao=AWS_TYPES,
-                                   in_cluster_overrides=kubernetes_auth_overrides(kube),
-                                   ).apply(children(recording, "hub-vault-config", "hub-kubernetes-auth"))
+            applied = VaultApplier(
+                vault.url,
+                vault.root,
+                ca_file=vault.ca_file,
+                not_in_openbao=AWS_TYPES,
+                in_cluster_overrides=kubernetes_auth_overrides(kube),
+            ).apply(children(recording, "hub-vault-config", "hub-kubernetes-auth"))
             assert sorted(t for t, _ in applied.skipped) == sorted(AWS_TYPES)
             role_arn = recording.one(AWS_TYPES[1]).inputs["roleArns"][0]
             with moto_with_iam_auth(moto, role_arn) as (vault_user, admin_s3):
@@ -275,15 +358,21 @@ def use_mariadb(hub: Hub, creds: dict[str, Any]) -> None:
 
 
 def use_s3(hub: Hub, creds: dict[str, str]) -> None:
-    s3 = _aws_client("s3", hub.moto.endpoint_url, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"],
-                     creds["AWS_SESSION_TOKEN"])
+    s3 = _aws_client(
+        "s3",
+        hub.moto.endpoint_url,
+        creds["AWS_ACCESS_KEY_ID"],
+        creds["AWS_SECRET_ACCESS_KEY"],
+        creds["AWS_SESSION_TOKEN"],
+    )
     assert s3.get_object(Bucket=BUCKET, Key=OBJECT_KEY)["Body"].read() == OBJECT_BODY
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]] == [OBJECT_KEY]
     with pytest.raises(ClientError) as denied:
         s3.put_object(Bucket=BUCKET, Key="runs/r2.json", Body=b"{}")
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
-    without_session = _aws_client("s3", hub.moto.endpoint_url, creds["AWS_ACCESS_KEY_ID"],
-                                  creds["AWS_SECRET_ACCESS_KEY"])
+    without_session = _aws_client(
+        "s3", hub.moto.endpoint_url, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"]
+    )
     with pytest.raises(ClientError):  # the session token is part of the credential
         without_session.get_object(Bucket=BUCKET, Key=OBJECT_KEY)
 
@@ -308,8 +397,9 @@ def test_pre_populate_renders_private_files_the_consumer_uses(hub: Hub) -> None:
     assert annotations == job_annotations()
     pod = hub.pod("job")
     started = time.monotonic()
-    result = run_agent(hub.config(annotations, pod, home=pod.home_init), pod.home_init.parent / "agent-init",
-                       timeout=30)
+    result = run_agent(
+        hub.config(annotations, pod, home=pod.home_init), pod.home_init.parent / "agent-init", timeout=30
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout
     assert elapsed < FAST_FAIL_SECONDS, elapsed
@@ -331,32 +421,48 @@ def test_pre_populate_renders_private_files_the_consumer_uses(hub: Hub) -> None:
 
     # pre-populate-only Pods have no agent sidecar, hence no preStop hook: agent-revoke-on-shutdown
     # does not apply, and the init container's token and leases outlive it (as with the injector)
-    assert pre_stop_revocation(annotations, vault_addr=hub.vault.url, ca_file=hub.vault.ca_file,
-                               secrets_dir=str(pod.secrets)) is None
+    assert (
+        pre_stop_revocation(
+            annotations, vault_addr=hub.vault.url, ca_file=hub.vault.ca_file, secrets_dir=str(pod.secrets)
+        )
+        is None
+    )
     assert hub.token_valid(pod.home_init)
     assert postgres_login_works(hub, db["DB_USERNAME"], db["DB_PASSWORD"])
 
 
 def test_continuous_mode_renews_credentials_and_revokes_them_on_shutdown(hub: Hub) -> None:
     add_short_lived_role(hub)
-    annotations = job_annotations(role=SHORT_K8S_ROLE, run_to_completion=False, files=(
-        InjectedCredential("db", f"database/creds/{SHORT_ROLE}", "database", "dotenv", "DB_"),))
+    annotations = job_annotations(
+        role=SHORT_K8S_ROLE,
+        run_to_completion=False,
+        files=(InjectedCredential("db", f"database/creds/{SHORT_ROLE}", "database", "dotenv", "DB_"),),
+    )
     pod = hub.pod("deployment")
     db_file = pod.secrets / "db"
 
     # the injector's init container first (exit_after_auth), then the sidecar
-    init = run_agent(hub.config(annotations, pod, home=pod.home_init, exit_after_auth_override=True),
-                     pod.home_init.parent / "agent-init", timeout=30)
+    init = run_agent(
+        hub.config(annotations, pod, home=pod.home_init, exit_after_auth_override=True),
+        pod.home_init.parent / "agent-init",
+        timeout=30,
+    )
     assert init.returncode == 0, init.stdout
     init_user = credentials.load_dotenv(db_file)["DB_USERNAME"]
 
-    pre_stop = pre_stop_revocation(annotations, vault_addr=hub.vault.url, ca_file=hub.vault.ca_file,
-                                   secrets_dir=str(pod.secrets), home_dir=str(pod.home_sidecar))
+    pre_stop = pre_stop_revocation(
+        annotations,
+        vault_addr=hub.vault.url,
+        ca_file=hub.vault.ca_file,
+        secrets_dir=str(pod.secrets),
+        home_dir=str(pod.home_sidecar),
+    )
     assert pre_stop is not None and pre_stop.argv[1:3] == ("token", "revoke") and pre_stop.argv[-1] == "-self"
     audit_mark = hub.vault.audit_mark()
     seen: list[dict[str, str]] = []
-    with continuous_agent(hub.config(annotations, pod, home=pod.home_sidecar), pod.home_sidecar.parent / "agent",
-                          pre_stop=pre_stop) as agent:
+    with continuous_agent(
+        hub.config(annotations, pod, home=pod.home_sidecar), pod.home_sidecar.parent / "agent", pre_stop=pre_stop
+    ) as agent:
         deadline = time.monotonic() + 10
         while credentials.load_dotenv(db_file)["DB_USERNAME"] == init_user:  # the sidecar's own first render
             assert agent.running(), agent.log_text()
@@ -381,14 +487,17 @@ def test_continuous_mode_renews_credentials_and_revokes_them_on_shutdown(hub: Hu
         use_postgres(hub, seen[-1])
     requests = hub.vault.audit_requests(audit_mark)
     renewals = [r for r in requests if r.get("path") == "sys/leases/renew"]
-    print(f"continuous: new credentials {rotated_after:.1f} s after the first render; "
-          f"{len(renewals)} lease renewals by the agent")
+    print(
+        f"continuous: new credentials {rotated_after:.1f} s after the first render; "
+        f"{len(renewals)} lease renewals by the agent"
+    )
 
     assert agent.pre_stop_result is not None, "the preStop hook did not run"
     assert agent.pre_stop_result.returncode == 0, agent.pre_stop_result.stdout + agent.pre_stop_result.stderr
     assert "Revoked token" in agent.pre_stop_result.stdout
     assert [r["path"] for r in requests if r.get("path", "").startswith("auth/token/revoke")] == [
-        "auth/token/revoke-self"]
+        "auth/token/revoke-self"
+    ]
     assert not agent.running()
     assert not hub.token_valid(pod.home_sidecar)
     for creds in seen:  # the sidecar's token is revoked, and with it every lease it created
@@ -397,23 +506,28 @@ def test_continuous_mode_renews_credentials_and_revokes_them_on_shutdown(hub: Hu
     assert hub.token_valid(pod.home_init)
 
 
-@pytest.mark.parametrize(("case", "reason"), [
-    ("wrong role", "service account name not authorized"),
-    ("denied path", "permission denied"),
-    ("wrong TLS server name", "x509: certificate is valid for"),
-])
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("wrong role", "service account name not authorized"),
+        ("denied path", "permission denied"),
+        ("wrong TLS server name", "x509: certificate is valid for"),
+    ],
+)
 def test_failures_end_the_pre_populate_run_quickly_with_the_reason(hub: Hub, case: str, reason: str) -> None:
     if case == "wrong role":  # a role bound to another ServiceAccount
         annotations = job_annotations(role="vso-observability")
     elif case == "denied path":  # another consumer's secret, outside this role's policy
-        annotations = job_annotations(files=(*JOB_CREDENTIALS, InjectedCredential(
-            "gateway", "kv/data/otel/otel-gateway-tls", "database", "json")))
+        annotations = job_annotations(
+            files=(*JOB_CREDENTIALS, InjectedCredential("gateway", "kv/data/otel/otel-gateway-tls", "database", "json"))
+        )
     else:
         annotations = job_annotations(tls_server_name="vault.elsewhere.svc")
     pod = hub.pod(case.replace(" ", "-"))
     started = time.monotonic()
-    result = run_agent(hub.config(annotations, pod, home=pod.home_init), pod.home_init.parent / "agent-init",
-                       timeout=60)
+    result = run_agent(
+        hub.config(annotations, pod, home=pod.home_init), pod.home_init.parent / "agent-init", timeout=60
+    )
     elapsed = time.monotonic() - started
     print(f"{case}: exit {result.returncode} after {elapsed:.1f} s")
     assert result.returncode != 0, result.stdout

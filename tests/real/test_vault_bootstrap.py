@@ -156,8 +156,9 @@ def boot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[B
     base = tmp_path_factory.mktemp("bootstrap")
     server = stack_server(hub)
     # the pods' HCL + the hub's declared audit device in OpenBao's config form
-    vault = build_loopback_vault(base / "cluster", server.spec, pod_hcl=openbao_pod_hcl(hub),
-                                 dns_names=server.dns_names)
+    vault = build_loopback_vault(
+        base / "cluster", server.spec, pod_hcl=openbao_pod_hcl(hub), dns_names=server.dns_names
+    )
     workdir = base / "job"
     workdir.mkdir()
     (workdir / "password").write_text(PASSWORD + "\n")
@@ -419,8 +420,11 @@ def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstra
         assert set(applied.tokens) == {"hub-transit-unseal-edge-eu-token", "hub-transit-unseal-edge-ap-token"}
 
         # The hub's snapshot CronJob, as its pod runs it, against this cluster with the declared role.
-        cronjob = next(o for o in hub.kubernetes_objects() if o["kind"] == "CronJob"
-                       and o["metadata"]["name"] == "vault-raft-snapshot")
+        cronjob = next(
+            o
+            for o in hub.kubernetes_objects()
+            if o["kind"] == "CronJob" and o["metadata"]["name"] == "vault-raft-snapshot"
+        )
         container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         pod_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         jwt_file = boot.workdir / "snapshot-token"
@@ -428,25 +432,51 @@ def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstra
         (boot.workdir / "scratch").mkdir(exist_ok=True)
         bucket = s3.create_bucket(pod_env["SNAPSHOT_S3_BUCKET"])
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_", "SNAPSHOT_", "BAO_"))}
-        env |= pod_env | s3.env() | {
-            # what differs from the pod: where Vault, its CA, the token, scratch space and S3 are
-            "VAULT_ADDR": url, "VAULT_CACERT": ca, "SNAPSHOT_JWT_FILE": str(jwt_file),
-            "SNAPSHOT_TMP_DIR": str(boot.workdir / "scratch"), "SNAPSHOT_S3_ENDPOINT": s3.endpoint_url,
-            "AWS_CONFIG_FILE": str(boot.workdir / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(boot.workdir / "none"),
-        }
-        result = subprocess.run([sys.executable, *container["command"][1:]], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=60)
+        env |= (
+            pod_env
+            | s3.env()
+            | {
+                # what differs from the pod: where Vault, its CA, the token, scratch space and S3 are
+                "VAULT_ADDR": url,
+                "VAULT_CACERT": ca,
+                "SNAPSHOT_JWT_FILE": str(jwt_file),
+                "SNAPSHOT_TMP_DIR": str(boot.workdir / "scratch"),
+                "SNAPSHOT_S3_ENDPOINT": s3.endpoint_url,
+                "AWS_CONFIG_FILE": str(boot.workdir / "none"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(boot.workdir / "none"),
+            }
+        )
+        result = subprocess.run(
+            [sys.executable, *container["command"][1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         keys_in_bucket = s3.keys(bucket, f"vault-raft-snapshots/{pod_env['SNAPSHOT_CLUSTER_NAME']}/")
         assert len(keys_in_bucket) == 1 and keys_in_bucket[0].endswith(".snap")
         # the role's token can take snapshots and nothing else
-        login = api(url, "POST", "auth/kubernetes/login", ca_file=ca,
-                    body={"role": "raft-snapshot", "jwt": jwt_file.read_text()})
+        login = api(
+            url,
+            "POST",
+            "auth/kubernetes/login",
+            ca_file=ca,
+            body={"role": "raft-snapshot", "jwt": jwt_file.read_text()},
+        )
         assert login.status == 200, login.text
         snapshot_token = login.body["auth"]["client_token"]
-        caps = api(url, "POST", "sys/capabilities-self", token=snapshot_token, ca_file=ca,
-                   body={"paths": ["sys/storage/raft/snapshot", "sys/storage/raft/snapshot-force", "transit/keys",
-                                   "sys/policies/acl/fedobs-admin"]})
+        caps = api(
+            url,
+            "POST",
+            "sys/capabilities-self",
+            token=snapshot_token,
+            ca_file=ca,
+            body={
+                "paths": [
+                    "sys/storage/raft/snapshot",
+                    "sys/storage/raft/snapshot-force",
+                    "transit/keys",
+                    "sys/policies/acl/fedobs-admin",
+                ]
+            },
+        )
         assert caps.body["sys/storage/raft/snapshot"] == ["read"]
         for other in ("sys/storage/raft/snapshot-force", "transit/keys", "sys/policies/acl/fedobs-admin"):
             assert caps.body[other] == ["deny"], (other, caps.body)
@@ -665,8 +695,7 @@ def test_kubernetes_secret_store_creates_once_and_never_replaces(tmp_path: Path)
         token.write_text(kube.mint_service_account_token("vault", "vault-bootstrap") + "\n")
 
         def store_for(name: str) -> KubernetesSecretStateStore:
-            return KubernetesSecretStateStore("vault", name, api_url=kube.url, token_file=token,
-                                              ca_file=kube.ca_file)
+            return KubernetesSecretStateStore("vault", name, api_url=kube.url, token_file=token, ca_file=kube.ca_file)
 
         store = store_for("vault-init")
         store.preflight()  # GET 404, then a dry-run create: nothing stored
@@ -698,9 +727,13 @@ def test_the_components_job_command_parses() -> None:
     spec = make_spec(3)
     args = vault_component.VaultArgs(
         provider=None,  # type: ignore[arg-type]
-        server=spec, access=vault_component.OperatorAddress("https://vault.test:8200"),
+        server=spec,
+        access=vault_component.OperatorAddress("https://vault.test:8200"),
         cert_manager=None,  # type: ignore[arg-type]
-        key_shares=5, key_threshold=3, operator_pgp_keys=("a2V5MQ==",) * 5)
+        key_shares=5,
+        key_threshold=3,
+        operator_pgp_keys=("a2V5MQ==",) * 5,
+    )
     command = vault_component.bootstrap_command(args)
     assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]
     config, state = config_from_args(build_parser().parse_args(command[3:]))

@@ -60,8 +60,9 @@ class Configured:
 
     def capabilities(self, token: str, paths: list[str]) -> dict[str, list[str]]:
         # sys/capabilities as root: tokens without the default policy may not ask for themselves
-        answer = api(self.vault.url, "POST", "sys/capabilities", token=self.vault.token,
-                     body={"token": token, "paths": paths})
+        answer = api(
+            self.vault.url, "POST", "sys/capabilities", token=self.vault.token, body={"token": token, "paths": paths}
+        )
         assert answer.status == 200, answer.text
         return {path: answer.body[path] for path in paths}
 
@@ -76,10 +77,19 @@ def configured() -> Iterator[Configured]:
     with local_databases() as (pg, mysql), KubeAPIServer() as kube, dev_server() as vault:
         hub = hub_against(pg, mysql)
         kube.allow_token_reviews("system:serviceaccount:vault:vault")
-        applier = VaultApplier(vault.url, vault.token, not_in_openbao=AWS_TYPES, in_cluster_overrides={
-            "vault:kubernetes/authBackendConfig:AuthBackendConfig": {
-                "kubernetesHost": kube.url, "kubernetesCaCert": kube.ca_pem, "disableLocalCaJwt": True,
-                "tokenReviewerJwt": kube.mint_service_account_token("vault", "vault")}})
+        applier = VaultApplier(
+            vault.url,
+            vault.token,
+            not_in_openbao=AWS_TYPES,
+            in_cluster_overrides={
+                "vault:kubernetes/authBackendConfig:AuthBackendConfig": {
+                    "kubernetesHost": kube.url,
+                    "kubernetesCaCert": kube.ca_pem,
+                    "disableLocalCaJwt": True,
+                    "tokenReviewerJwt": kube.mint_service_account_token("vault", "vault"),
+                }
+            },
+        )
         applied = applier.apply(configuration_resources(hub))
         yield Configured(vault, hub, applied, kube, pg, mysql)
 
@@ -90,13 +100,19 @@ def consumer_roles(recording: Recording) -> list[RecordedResource]:
 
 def test_aws_resources_were_not_silently_dropped(configured: Configured) -> None:
     assert sorted(configured.applied.skipped) == [
-        (AWS_TYPES[0], "hub-vault-config-aws"), (AWS_TYPES[1], "hub-vault-config-aws-s3-readonly")]
+        (AWS_TYPES[0], "hub-vault-config-aws"),
+        (AWS_TYPES[1], "hub-vault-config-aws-s3-readonly"),
+    ]
 
 
 def test_every_role_accepts_its_service_account_and_no_other(configured: Configured) -> None:
     roles = consumer_roles(configured.hub)
-    assert {r.inputs["roleName"] for r in roles} == {"vso-observability", "notebook-validation", "raft-snapshot",
-                                                     "cert-sync"}
+    assert {r.inputs["roleName"] for r in roles} == {
+        "vso-observability",
+        "notebook-validation",
+        "raft-snapshot",
+        "cert-sync",
+    }
     for role in roles:
         name = role.inputs["roleName"]
         (namespace,) = role.inputs["boundServiceAccountNamespaces"]
@@ -108,27 +124,50 @@ def test_every_role_accepts_its_service_account_and_no_other(configured: Configu
         assert other_namespace.status == 403 and "namespace not authorized" in other_namespace.text
 
 
-SENSITIVE = ["sys/mounts/kv", "sys/policies/acl/vso-observability", "auth/token/create", "auth/kubernetes/role/x",
-             "kv/data/edges/edge-eu/otel-client-tls", "kv/metadata/otel/otel-gateway-tls",
-             "transit/decrypt/edge-eu", "database/config/telemetry-pg", "database/rotate-root/telemetry-pg"]
+SENSITIVE = [
+    "sys/mounts/kv",
+    "sys/policies/acl/vso-observability",
+    "auth/token/create",
+    "auth/kubernetes/role/x",
+    "kv/data/edges/edge-eu/otel-client-tls",
+    "kv/metadata/otel/otel-gateway-tls",
+    "transit/decrypt/edge-eu",
+    "database/config/telemetry-pg",
+    "database/rotate-root/telemetry-pg",
+]
 
 
 def test_every_consumer_policy_grants_exactly_what_was_declared(configured: Configured) -> None:
     expected = {
         "vso-observability": {"kv/data/otel/otel-gateway-tls": ["read"], "kv/data/otel/client-ca": ["read"]},
-        "notebook-validation": {"database/creds/readonly": ["read"], "database/creds/results-readonly": ["read"],
-                                "aws/creds/s3-readonly": ["read"]},
+        "notebook-validation": {
+            "database/creds/readonly": ["read"],
+            "database/creds/results-readonly": ["read"],
+            "aws/creds/s3-readonly": ["read"],
+        },
         "raft-snapshot": {"sys/storage/raft/snapshot": ["read"]},
-        "cert-sync": {f"kv/data/{path}": ["create", "read", "update"] for path in (
-            "otel/client-ca", "otel/otel-gateway-tls", "edges/edge-eu/otel-client-tls",
-            "edges/edge-ap/otel-client-tls")},
+        "cert-sync": {
+            f"kv/data/{path}": ["create", "read", "update"]
+            for path in (
+                "otel/client-ca",
+                "otel/otel-gateway-tls",
+                "edges/edge-eu/otel-client-tls",
+                "edges/edge-ap/otel-client-tls",
+            )
+        },
     }
-    siblings = ["kv/data/otel/otel-client-tls", "kv/data/otel", "kv/data/otel/client-ca/x", "database/creds/other",
-                "aws/creds/other"]
+    siblings = [
+        "kv/data/otel/otel-client-tls",
+        "kv/data/otel",
+        "kv/data/otel/client-ca/x",
+        "database/creds/other",
+        "aws/creds/other",
+    ]
     for role in consumer_roles(configured.hub):
         name = role.inputs["roleName"]
-        token = configured.token(name, role.inputs["boundServiceAccountNamespaces"][0],
-                                 role.inputs["boundServiceAccountNames"][0])
+        token = configured.token(
+            name, role.inputs["boundServiceAccountNamespaces"][0], role.inputs["boundServiceAccountNames"][0]
+        )
         granted = configured.capabilities(token, list(expected[name]))
         assert granted == expected[name], name
         for path, capabilities in configured.capabilities(token, siblings + SENSITIVE).items():
@@ -139,8 +178,13 @@ def test_every_consumer_policy_grants_exactly_what_was_declared(configured: Conf
 def test_each_edge_credential_reads_its_own_prefix_and_uses_its_own_key(configured: Configured) -> None:
     url, root = configured.vault.url, configured.vault.token
     for edge in ("edge-eu", "edge-ap"):
-        written = api(url, "POST", f"kv/data/edges/{edge}/otel-client-tls", token=root,
-                      body={"options": {"cas": 0}, "data": {"edge": edge}})
+        written = api(
+            url,
+            "POST",
+            f"kv/data/edges/{edge}/otel-client-tls",
+            token=root,
+            body={"options": {"cas": 0}, "data": {"edge": edge}},
+        )
         assert written.status == 200, written.text
     for edge, other in (("edge-eu", "edge-ap"), ("edge-ap", "edge-eu")):
         role_id = configured.applied.role_ids[f"hub-vault-config-edge-{edge}-role"]
@@ -155,17 +199,26 @@ def test_each_edge_credential_reads_its_own_prefix_and_uses_its_own_key(configur
         assert denied.status == 403 and "permission denied" in denied.text
         sealed = api(url, "POST", f"transit/encrypt/{edge}", token=token, body={"plaintext": "c2VjcmV0"})
         assert sealed.status == 200, sealed.text
-        opened = api(url, "POST", f"transit/decrypt/{edge}", token=token,
-                     body={"ciphertext": sealed.data["ciphertext"]})
+        opened = api(
+            url, "POST", f"transit/decrypt/{edge}", token=token, body={"ciphertext": sealed.data["ciphertext"]}
+        )
         assert opened.status == 200 and opened.data["plaintext"] == "c2VjcmV0"
         assert api(url, "POST", f"transit/encrypt/{other}", token=token, body={"plaintext": "eA=="}).status == 403
         assert configured.capabilities(token, ["sys/mounts", "auth/token/create", f"kv/data/edges/{other}/x"]) == {
-            "sys/mounts": ["deny"], "auth/token/create": ["deny"], f"kv/data/edges/{other}/x": ["deny"]}
+            "sys/mounts": ["deny"],
+            "auth/token/create": ["deny"],
+            f"kv/data/edges/{other}/x": ["deny"],
+        }
 
 
 def test_kv_requires_check_and_set(configured: Configured) -> None:
-    answer = api(configured.vault.url, "POST", "kv/data/otel/client-ca", token=configured.vault.token,
-                 body={"data": {"ca.crt": "x"}})
+    answer = api(
+        configured.vault.url,
+        "POST",
+        "kv/data/otel/client-ca",
+        token=configured.vault.token,
+        body={"data": {"ca.crt": "x"}},
+    )
     assert answer.status == 400 and "check-and-set parameter required" in answer.text
 
 
@@ -183,11 +236,17 @@ def test_postgres_credentials_have_exactly_the_granted_privileges(configured: Co
     user, password = issued.data["username"], issued.data["password"]
     assert use_telemetry(configured.pg, user, password) == (1, "InsufficientPrivilege")
     lease = issued.body["lease_id"]
-    renewed = api(configured.vault.url, "PUT", "sys/leases/renew", token=configured.vault.token,
-                  body={"lease_id": lease, "increment": 7200})
+    renewed = api(
+        configured.vault.url,
+        "PUT",
+        "sys/leases/renew",
+        token=configured.vault.token,
+        body={"lease_id": lease, "increment": 7200},
+    )
     assert renewed.status == 200 and 0 < renewed.body["lease_duration"] <= 86400  # within maxTtl
-    revoked = api(configured.vault.url, "PUT", "sys/leases/revoke", token=configured.vault.token,
-                  body={"lease_id": lease})
+    revoked = api(
+        configured.vault.url, "PUT", "sys/leases/revoke", token=configured.vault.token, body={"lease_id": lease}
+    )
     assert revoked.status == 204, revoked.text
     with pytest.raises(psycopg.OperationalError):
         configured.pg.connect(user, password, "telemetry")  # a new connection: the user is gone
@@ -204,8 +263,13 @@ def test_mariadb_credentials_have_exactly_the_granted_privileges(configured: Con
     value, refused = use_results(configured.mysql, user, password)
     assert value == 1 and refused is not None
     assert refused.startswith("OperationalError: ") and "INSERT command denied" in refused
-    revoked = api(configured.vault.url, "PUT", "sys/leases/revoke", token=configured.vault.token,
-                  body={"lease_id": issued.body["lease_id"]})
+    revoked = api(
+        configured.vault.url,
+        "PUT",
+        "sys/leases/revoke",
+        token=configured.vault.token,
+        body={"lease_id": issued.body["lease_id"]},
+    )
     assert revoked.status == 204
     with pytest.raises(pymysql.err.OperationalError):
         configured.mysql.connect(user, password, "results")
@@ -227,34 +291,60 @@ def test_aws_role_arns_are_assumable_for_the_declared_ttl(configured: Configured
     """OpenBao has no AWS engine: the declared role ARNs are exercised with moto's STS AssumeRole."""
     role = configured.hub.one("vault:aws/secretBackendRole:SecretBackendRole")
     with MotoS3() as moto:
-        sts = boto3.client("sts", endpoint_url=moto.endpoint_url, region_name="eu-central-1",
-                           aws_access_key_id="AKIAEXAMPLEEXAMPLE0", aws_secret_access_key="x" * 40)
+        sts = boto3.client(
+            "sts",
+            endpoint_url=moto.endpoint_url,
+            region_name="eu-central-1",
+            aws_access_key_id="AKIAEXAMPLEEXAMPLE0",
+            aws_secret_access_key="x" * 40,
+        )
         for arn in role.inputs["roleArns"]:
             before = time.time()
-            answer = sts.assume_role(RoleArn=arn, RoleSessionName="vault-notebook-validation",
-                                     DurationSeconds=role.inputs["defaultStsTtl"])
+            answer = sts.assume_role(
+                RoleArn=arn, RoleSessionName="vault-notebook-validation", DurationSeconds=role.inputs["defaultStsTtl"]
+            )
             credentials = answer["Credentials"]
-            assert answer["AssumedRoleUser"]["Arn"].startswith(arn.replace(":iam::", ":sts::").replace(":role/",
-                                                                                                     ":assumed-role/"))
+            assert answer["AssumedRoleUser"]["Arn"].startswith(
+                arn.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
+            )
             lifetime = credentials["Expiration"].timestamp() - before
             assert abs(lifetime - role.inputs["defaultStsTtl"]) < 60
 
 
 def test_each_transit_seal_token_can_use_only_its_own_key(configured: Configured) -> None:
-    tokens = {name.removeprefix("hub-transit-unseal-").removesuffix("-token"): token
-              for name, token in configured.applied.tokens.items()}
+    tokens = {
+        name.removeprefix("hub-transit-unseal-").removesuffix("-token"): token
+        for name, token in configured.applied.tokens.items()
+    }
     assert set(tokens) == {"edge-eu", "edge-ap"}
     for edge, other in (("edge-eu", "edge-ap"), ("edge-ap", "edge-eu")):
-        paths = [f"transit/encrypt/{edge}", f"transit/decrypt/{edge}", f"transit/encrypt/{other}",
-                 f"transit/decrypt/{other}", f"transit/keys/{edge}", "kv/data/edges/" + edge + "/x",
-                 "sys/mounts", "auth/token/create"]
+        paths = [
+            f"transit/encrypt/{edge}",
+            f"transit/decrypt/{edge}",
+            f"transit/encrypt/{other}",
+            f"transit/decrypt/{other}",
+            f"transit/keys/{edge}",
+            "kv/data/edges/" + edge + "/x",
+            "sys/mounts",
+            "auth/token/create",
+        ]
         assert configured.capabilities(tokens[edge], paths) == {
-            f"transit/encrypt/{edge}": ["update"], f"transit/decrypt/{edge}": ["update"],
-            f"transit/encrypt/{other}": ["deny"], f"transit/decrypt/{other}": ["deny"],
-            f"transit/keys/{edge}": ["deny"], f"kv/data/edges/{edge}/x": ["deny"],
-            "sys/mounts": ["deny"], "auth/token/create": ["deny"]}
-        me = api(configured.vault.url, "POST", "auth/token/lookup", token=configured.vault.token,
-                 body={"token": tokens[edge]})
+            f"transit/encrypt/{edge}": ["update"],
+            f"transit/decrypt/{edge}": ["update"],
+            f"transit/encrypt/{other}": ["deny"],
+            f"transit/decrypt/{other}": ["deny"],
+            f"transit/keys/{edge}": ["deny"],
+            f"kv/data/edges/{edge}/x": ["deny"],
+            "sys/mounts": ["deny"],
+            "auth/token/create": ["deny"],
+        }
+        me = api(
+            configured.vault.url,
+            "POST",
+            "auth/token/lookup",
+            token=configured.vault.token,
+            body={"token": tokens[edge]},
+        )
         assert me.status == 200 and me.data["policies"] == [f"transit-unseal-{edge}"]
         assert me.data["orphan"] is True and me.data["creation_ttl"] == 768 * 3600
         assert me.data["explicit_max_ttl"] == 0  # periodic: renewable for as long as it is renewed

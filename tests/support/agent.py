@@ -113,18 +113,36 @@ DEFAULT_REVOKE_GRACE = 5
 _DEFAULT_AUTH_PATH = "auth/kubernetes"
 
 #: Pod-wide annotations the mapping knows (without the prefix).
-_POD_KEYS = frozenset({
-    "agent-inject", "role", "auth-path", "service", "ca-cert", "tls-secret", "tls-server-name",
-    "agent-pre-populate-only", "agent-revoke-on-shutdown", "agent-revoke-grace", "agent-run-as-same-user",
-    "agent-service-account-token-volume-name",
-})
+_POD_KEYS = frozenset(
+    {
+        "agent-inject",
+        "role",
+        "auth-path",
+        "service",
+        "ca-cert",
+        "tls-secret",
+        "tls-server-name",
+        "agent-pre-populate-only",
+        "agent-revoke-on-shutdown",
+        "agent-revoke-grace",
+        "agent-run-as-same-user",
+        "agent-service-account-token-volume-name",
+    }
+)
 #: Per-secret annotations (``<key>-<name>``) the mapping knows.
 _SECRET_KEYS = ("agent-inject-secret", "agent-inject-template", "agent-inject-perms")
 #: Per-secret injector annotations that would change the files and are not mapped: refused by name
 #: (checked first, since e.g. ``agent-inject-template-file-x`` also starts like a template key).
-_UNMAPPED_SECRET_KEYS = ("agent-inject-template-file", "agent-inject-file", "agent-inject-command",
-                         "agent-template-left-delim", "agent-template-right-delim", "error-on-missing-key",
-                         "preserve-secret-case", "secret-volume-path")
+_UNMAPPED_SECRET_KEYS = (
+    "agent-inject-template-file",
+    "agent-inject-file",
+    "agent-inject-command",
+    "agent-template-left-delim",
+    "agent-template-right-delim",
+    "error-on-missing-key",
+    "preserve-secret-case",
+    "secret-volume-path",
+)
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool, as the injector
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 _PERMS = re.compile(r"0?[0-7]{3}")
@@ -163,8 +181,10 @@ def _split(annotations: Mapping[str, str]) -> tuple[dict[str, str], dict[str, di
         unmapped = next((u for u in _UNMAPPED_SECRET_KEYS if key.startswith(u + "-") or key == u), None)
         secret_key = next((s for s in _SECRET_KEYS if key.startswith(s + "-")), None)
         if unmapped is not None or secret_key is None:
-            raise ValueError(f"annotation {full!r} is not mapped to the agent config by tests.support.agent; "
-                             "map it (with the injector's documented meaning) before using it")
+            raise ValueError(
+                f"annotation {full!r} is not mapped to the agent config by tests.support.agent; "
+                "map it (with the injector's documented meaning) before using it"
+            )
         name = key.removeprefix(secret_key + "-")
         if not name:
             raise ValueError(f"annotation {full!r} names no secret")
@@ -191,8 +211,10 @@ def _secrets(per_secret: Mapping[str, Mapping[str, str]]) -> list[_Secret]:
             raise ValueError(f"{PREFIX}agent-inject-template/perms-{name} without {PREFIX}agent-inject-secret-{name}")
         template = keys.get("agent-inject-template")
         if not template:
-            raise ValueError(f"{PREFIX}agent-inject-secret-{name} has no agent-inject-template-{name}: the "
-                             "injector's default template is not a format programs.credentials reads")
+            raise ValueError(
+                f"{PREFIX}agent-inject-secret-{name} has no agent-inject-template-{name}: the "
+                "injector's default template is not a format programs.credentials reads"
+            )
         if f'"{path}"' not in template:
             raise ValueError(f"agent-inject-template-{name} does not read the path its secret annotation names")
         perms = keys.get("agent-inject-perms")
@@ -220,9 +242,16 @@ def _home(secrets_dir: str, home_dir: str | None) -> str:
     return home_dir if home_dir is not None else str(Path(secrets_dir).parent / "home")
 
 
-def agent_config_from_annotations(annotations: Mapping[str, str], *, vault_addr: str, ca_file: str,
-                                  jwt_file: str, secrets_dir: str, home_dir: str | None = None,
-                                  exit_after_auth_override: bool | None = None) -> str:
+def agent_config_from_annotations(
+    annotations: Mapping[str, str],
+    *,
+    vault_addr: str,
+    ca_file: str,
+    jwt_file: str,
+    secrets_dir: str,
+    home_dir: str | None = None,
+    exit_after_auth_override: bool | None = None,
+) -> str:
     """The ``bao agent`` HCL config the injector would give a Pod with these ``annotations``
     (mapping and the deliberate replacements: module docstring).
 
@@ -234,7 +263,7 @@ def agent_config_from_annotations(annotations: Mapping[str, str], *, vault_addr:
     """
     pod, per_secret = _split(annotations)
     if pod.get("agent-inject") not in _TRUE:
-        raise ValueError(f"{PREFIX}agent-inject is not \"true\": the injector would inject no agent")
+        raise ValueError(f'{PREFIX}agent-inject is not "true": the injector would inject no agent')
     role = pod.get("role", "")
     if not role:
         raise ValueError(f"{PREFIX}role is required for kubernetes auto-auth")
@@ -285,11 +314,14 @@ def agent_config_from_annotations(annotations: Mapping[str, str], *, vault_addr:
         "}",
     ]
     for secret in secrets:
-        lines += ["", "template {",
-                  f"  destination = {_hcl(str(Path(secrets_dir) / secret.name))}",
-                  f"  contents = {_hcl(secret.template)}",
-                  f"  left_delimiter = {_hcl('{{')}",
-                  f"  right_delimiter = {_hcl('}}')}"]
+        lines += [
+            "",
+            "template {",
+            f"  destination = {_hcl(str(Path(secrets_dir) / secret.name))}",
+            f"  contents = {_hcl(secret.template)}",
+            f"  left_delimiter = {_hcl('{{')}",
+            f"  right_delimiter = {_hcl('}}')}",
+        ]
         if secret.perms is not None:
             lines.append(f"  perms = {_hcl(secret.perms)}")
         lines.append("}")
@@ -307,8 +339,9 @@ class PreStop:
     home_dir: str
 
 
-def pre_stop_revocation(annotations: Mapping[str, str], *, vault_addr: str, ca_file: str, secrets_dir: str,
-                        home_dir: str | None = None) -> PreStop | None:
+def pre_stop_revocation(
+    annotations: Mapping[str, str], *, vault_addr: str, ca_file: str, secrets_dir: str, home_dir: str | None = None
+) -> PreStop | None:
     """The preStop hook the injector gives the agent sidecar (``None``: no hook, i.e. without
     ``agent-revoke-on-shutdown`` or with ``agent-pre-populate-only``, which has no sidecar)."""
     pod, _ = _split(annotations)
@@ -356,15 +389,25 @@ def _prepare_dirs(config_text: str) -> None:
         Path(json.loads(f'"{match.group(1)}"')).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-def run_agent(config_text: str, workdir: str | os.PathLike[str], env: Mapping[str, str] | None = None,
-              timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run_agent(
+    config_text: str, workdir: str | os.PathLike[str], env: Mapping[str, str] | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
     """Run ``bao agent -config=<workdir>/agent.hcl`` to its exit (pre-populate mode); stdout and
     stderr together in ``.stdout``. ``subprocess.TimeoutExpired`` (the agent killed) after ``timeout``."""
     config = _write_config(config_text, Path(workdir), "agent.hcl")
     _prepare_dirs(config_text)
-    return subprocess.run([bao_binary(), "agent", f"-config={config}"], cwd=workdir, env=_environment(env or {}),
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, preexec_fn=_set_pdeathsig, check=False)
+    return subprocess.run(
+        [bao_binary(), "agent", f"-config={config}"],
+        cwd=workdir,
+        env=_environment(env or {}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_set_pdeathsig,
+        check=False,
+    )
 
 
 @dataclass
@@ -398,9 +441,15 @@ def _kill(process: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def continuous_agent(config_text: str, workdir: str | os.PathLike[str], env: Mapping[str, str] | None = None, *,
-                     pre_stop: PreStop | None = None, stop_timeout: float = 10.0,
-                     pre_stop_timeout: float = 15.0) -> Iterator[RunningAgent]:
+def continuous_agent(
+    config_text: str,
+    workdir: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    pre_stop: PreStop | None = None,
+    stop_timeout: float = 10.0,
+    pre_stop_timeout: float = 15.0,
+) -> Iterator[RunningAgent]:
     """Start ``bao agent`` (output in ``<workdir>/agent.log``) and yield it. On the way out, as the
     kubelet stops a container: ``pre_stop`` (if given and the agent still runs), then SIGTERM, then
     SIGKILL after ``stop_timeout``. The agent never outlives the block; if the block raised, its
@@ -411,9 +460,16 @@ def continuous_agent(config_text: str, workdir: str | os.PathLike[str], env: Map
     log_path = directory / "agent.log"
     environment = _environment(env or {})
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([bao_binary(), "agent", f"-config={config}"], cwd=directory, env=environment,
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, preexec_fn=_set_pdeathsig)
+        process = subprocess.Popen(
+            [bao_binary(), "agent", f"-config={config}"],
+            cwd=directory,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_set_pdeathsig,
+        )
     agent = RunningAgent(process, log_path, config)
     failed = False
     try:
@@ -426,13 +482,19 @@ def continuous_agent(config_text: str, workdir: str | os.PathLike[str], env: Map
             if pre_stop is not None and agent.running() and not failed:
                 time.sleep(pre_stop.grace_seconds)
                 agent.pre_stop_result = subprocess.run(
-                    list(pre_stop.argv), env=_environment({"HOME": pre_stop.home_dir}), cwd=directory,
-                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=pre_stop_timeout,
-                    preexec_fn=_set_pdeathsig, check=False)
+                    list(pre_stop.argv),
+                    env=_environment({"HOME": pre_stop.home_dir}),
+                    cwd=directory,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=pre_stop_timeout,
+                    preexec_fn=_set_pdeathsig,
+                    check=False,
+                )
         finally:
             _kill(process, stop_timeout)
             agent.exit_code = process.returncode
             agent.stopped_at = time.monotonic()
             if failed:
                 print(f"bao agent log ({log_path}):\n{agent.log_text()}", file=sys.stderr)
-

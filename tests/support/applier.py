@@ -147,9 +147,24 @@ DATABASE_ENGINES: dict[str, str] = {
 }
 #: Every engine block ``vault.database.SecretBackendConnection`` has (pulumi-vault 7.7.0 schema).
 _ALL_DATABASE_BLOCKS = (
-    "cassandra", "couchbase", "elasticsearch", "hana", "influxdb", "mongodb", "mongodbatlas", "mssql",
-    "mysql", "mysqlAurora", "mysqlLegacy", "mysqlRds", "oracle", "postgresql", "redis",
-    "redisElasticache", "redshift", "snowflake",
+    "cassandra",
+    "couchbase",
+    "elasticsearch",
+    "hana",
+    "influxdb",
+    "mongodb",
+    "mongodbatlas",
+    "mssql",
+    "mysql",
+    "mysqlAurora",
+    "mysqlLegacy",
+    "mysqlRds",
+    "oracle",
+    "postgresql",
+    "redis",
+    "redisElasticache",
+    "redshift",
+    "snowflake",
 )
 #: What the provider's ``util.DefaultRequestOpts()`` retries (KV v2 config): 400, every 0.5 s, 60 times.
 _RETRY_INTERVAL_S = 0.5
@@ -221,19 +236,34 @@ class VaultApplier:
         if self.not_in_openbao and not self.openbao:
             raise ValueError("not_in_openbao applies to OpenBao servers only (openbao=True)")
 
-    def send(self, method: str, path: str, body: Mapping[str, Any] | None,
-             headers: Mapping[str, str] | None = None) -> ApiResponse:
+    def send(
+        self, method: str, path: str, body: Mapping[str, Any] | None, headers: Mapping[str, str] | None = None
+    ) -> ApiResponse:
         """One call, recorded in ``result.calls``; the answer whatever its status."""
         self.result.calls.append((method, path))
-        return api(self.url, method, path, token=self.token, body=dict(body) if body is not None else None,
-                   ca_file=self.ca_file, headers=headers)
+        return api(
+            self.url,
+            method,
+            path,
+            token=self.token,
+            body=dict(body) if body is not None else None,
+            ca_file=self.ca_file,
+            headers=headers,
+        )
 
-    def call(self, method: str, path: str, body: Mapping[str, Any] | None, resource: RecordedResource,
-             headers: Mapping[str, str] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        resource: RecordedResource,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         response = self.send(method, path, body, headers)
         if response.status >= 400:
-            raise ApplyError(f"{resource.type} {resource.name}: {method} {path} -> {response.status} "
-                             f"{response.text.strip()}")
+            raise ApplyError(
+                f"{resource.type} {resource.name}: {method} {path} -> {response.status} {response.text.strip()}"
+            )
         return response.body
 
     def retry_call(self, method: str, path: str, body: Mapping[str, Any], resource: RecordedResource) -> Any:
@@ -245,10 +275,11 @@ class VaultApplier:
             response = self.send(method, path, body)
             if response.status < 400:
                 return response.body
-            if (response.status != 400 or retries >= _RETRY_MAX
-                    or time.monotonic() + _RETRY_INTERVAL_S > deadline):
-                raise ApplyError(f"{resource.type} {resource.name}: {method} {path} -> {response.status} "
-                                 f"{response.text.strip()} (after {retries} retries)")
+            if response.status != 400 or retries >= _RETRY_MAX or time.monotonic() + _RETRY_INTERVAL_S > deadline:
+                raise ApplyError(
+                    f"{resource.type} {resource.name}: {method} {path} -> {response.status} "
+                    f"{response.text.strip()} (after {retries} retries)"
+                )
             retries += 1
             time.sleep(_RETRY_INTERVAL_S)
 
@@ -280,14 +311,18 @@ class VaultApplier:
             if self.openbao and _absent_from_openbao(resource.type):
                 raise NotInOpenBao(
                     f"{resource.type} ({resource.name}) needs a secrets engine OpenBao does not have; "
-                    "pass the type in not_in_openbao=... to leave it out knowingly")
+                    "pass the type in not_in_openbao=... to leave it out knowingly"
+                )
             handler = handlers.get(resource.type)
             if handler is None:
                 raise UnknownResourceType(
-                    f"no mapping for {resource.type} ({resource.name}); add one to tests/support/applier.py")
+                    f"no mapping for {resource.type} ({resource.name}); add one to tests/support/applier.py"
+                )
             if resource.inputs.get("namespace"):
-                raise ApplyError(f"{resource.type} {resource.name}: input namespace "
-                                 f"{resource.inputs['namespace']!r} (X-Vault-Namespace) is not mapped")
+                raise ApplyError(
+                    f"{resource.type} {resource.name}: input namespace "
+                    f"{resource.inputs['namespace']!r} (X-Vault-Namespace) is not mapped"
+                )
             overrides = self.in_cluster_overrides.get(resource.type)
             if overrides:
                 resource = replace(resource, inputs={**resource.inputs, **overrides})
@@ -303,28 +338,47 @@ class VaultApplier:
             "max_lease_ttl": f"{i.get('maxLeaseTtlSeconds') or 0}s",
             "force_no_cache": bool(i.get("forceNoCache", False)),
         }
-        for key in ("auditNonHmacRequestKeys", "auditNonHmacResponseKeys", "allowedManagedKeys",
-                    "passthroughRequestHeaders", "allowedResponseHeaders", "delegatedAuthAccessors",
-                    "listingVisibility", "pluginVersion"):
+        for key in (
+            "auditNonHmacRequestKeys",
+            "auditNonHmacResponseKeys",
+            "allowedManagedKeys",
+            "passthroughRequestHeaders",
+            "allowedResponseHeaders",
+            "delegatedAuthAccessors",
+            "listingVisibility",
+            "pluginVersion",
+        ):
             if _nonzero(i, key):
                 config[snake(key)] = i[key]
-        body = {"type": i["type"], "description": i.get("description", ""), "local": i.get("local", False),
-                "seal_wrap": i.get("sealWrap", False),
-                "external_entropy_access": i.get("externalEntropyAccess", False),
-                "options": i.get("options") or {}, "config": config}
+        body = {
+            "type": i["type"],
+            "description": i.get("description", ""),
+            "local": i.get("local", False),
+            "seal_wrap": i.get("sealWrap", False),
+            "external_entropy_access": i.get("externalEntropyAccess", False),
+            "options": i.get("options") or {},
+            "config": config,
+        }
         self.call("POST", f"sys/mounts/{i['path']}", body, r)
 
     def _kv_v2_config(self, r: RecordedResource) -> None:
         i = r.inputs
-        body = {"max_versions": i.get("maxVersions") or 0, "cas_required": i.get("casRequired") or False,
-                "delete_version_after": i.get("deleteVersionAfter") or 0}
+        body = {
+            "max_versions": i.get("maxVersions") or 0,
+            "cas_required": i.get("casRequired") or False,
+            "delete_version_after": i.get("deleteVersionAfter") or 0,
+        }
         self.retry_call("PUT", f"{i['mount']}/config", body, r)
 
     def _auth_backend(self, r: RecordedResource) -> None:
         i = r.inputs
         path = i.get("path") or i["type"]
-        self.call("POST", f"sys/auth/{path}", {"type": i["type"], "description": i.get("description", ""),
-                                               "local": i.get("local", False)}, r)
+        self.call(
+            "POST",
+            f"sys/auth/{path}",
+            {"type": i["type"], "description": i.get("description", ""), "local": i.get("local", False)},
+            r,
+        )
 
     def _kubernetes_config(self, r: RecordedResource) -> None:
         body = _snake_keys({k: v for k, v in r.inputs.items() if k != "backend"})
@@ -339,25 +393,47 @@ class VaultApplier:
 
     def _transit_key(self, r: RecordedResource) -> None:
         i = r.inputs
-        create = {k: v for k, v in {
-            "type": i.get("type", "aes256-gcm96"), "exportable": i.get("exportable", False),
-            "allow_plaintext_backup": i.get("allowPlaintextBackup", False), "derived": i.get("derived", False),
-            "convergent_encryption": i.get("convergentEncryption", False)}.items()}
+        create = {
+            k: v
+            for k, v in {
+                "type": i.get("type", "aes256-gcm96"),
+                "exportable": i.get("exportable", False),
+                "allow_plaintext_backup": i.get("allowPlaintextBackup", False),
+                "derived": i.get("derived", False),
+                "convergent_encryption": i.get("convergentEncryption", False),
+            }.items()
+        }
         self.call("POST", f"{i['backend']}/keys/{i['name']}", create, r)
-        config = {k: v for k, v in {
-            "deletion_allowed": i.get("deletionAllowed", False), "exportable": i.get("exportable", False),
-            "allow_plaintext_backup": i.get("allowPlaintextBackup", False),
-            "min_decryption_version": i.get("minDecryptionVersion"),
-            "min_encryption_version": i.get("minEncryptionVersion")}.items() if v is not None}
+        config = {
+            k: v
+            for k, v in {
+                "deletion_allowed": i.get("deletionAllowed", False),
+                "exportable": i.get("exportable", False),
+                "allow_plaintext_backup": i.get("allowPlaintextBackup", False),
+                "min_decryption_version": i.get("minDecryptionVersion"),
+                "min_encryption_version": i.get("minEncryptionVersion"),
+            }.items()
+            if v is not None
+        }
         self.call("POST", f"{i['backend']}/keys/{i['name']}/config", config, r)
 
     def _token(self, r: RecordedResource) -> None:
         i = r.inputs
-        body = {k: v for k, v in {
-            "policies": i.get("policies"), "no_default_policy": i.get("noDefaultPolicy"),
-            "renewable": i.get("renewable"), "ttl": i.get("ttl"), "explicit_max_ttl": i.get("explicitMaxTtl"),
-            "period": i.get("period"), "display_name": i.get("displayName"), "num_uses": i.get("numUses"),
-            "meta": i.get("metadata")}.items() if v is not None}
+        body = {
+            k: v
+            for k, v in {
+                "policies": i.get("policies"),
+                "no_default_policy": i.get("noDefaultPolicy"),
+                "renewable": i.get("renewable"),
+                "ttl": i.get("ttl"),
+                "explicit_max_ttl": i.get("explicitMaxTtl"),
+                "period": i.get("period"),
+                "display_name": i.get("displayName"),
+                "num_uses": i.get("numUses"),
+                "meta": i.get("metadata"),
+            }.items()
+            if v is not None
+        }
         if i.get("roleName"):
             path = f"auth/token/create/{i['roleName']}"
         else:
@@ -375,15 +451,21 @@ class VaultApplier:
     def _audit(self, r: RecordedResource) -> None:
         path = r.inputs.get("path") or r.inputs["type"]
         if not self.openbao:
-            body = {"type": r.inputs["type"], "description": r.inputs.get("description", ""),
-                    "local": r.inputs.get("local", False), "options": r.inputs.get("options") or {}}
+            body = {
+                "type": r.inputs["type"],
+                "description": r.inputs.get("description", ""),
+                "local": r.inputs.get("local", False),
+                "options": r.inputs.get("options") or {},
+            }
             self.call("PUT", f"sys/audit/{path}", body, r)
             return
         devices = self.call("GET", "sys/audit", None, r)
         device = (devices.get("data") or devices).get(f"{path}/")
         if not device or device.get("type") != r.inputs["type"]:
-            raise ApplyError(f"{r.type} {r.name}: OpenBao declares audit devices in its server config; "
-                             f"the server has no '{r.inputs['type']}' device at '{path}/'")
+            raise ApplyError(
+                f"{r.type} {r.name}: OpenBao declares audit devices in its server config; "
+                f"the server has no '{r.inputs['type']}' device at '{path}/'"
+            )
 
     def _database_connection(self, r: RecordedResource) -> None:
         i = r.inputs
@@ -392,8 +474,9 @@ class VaultApplier:
             raise ApplyError(f"{r.type} {r.name}: needs exactly one engine block, has {blocks or 'none'}")
         engine = blocks[0]
         if engine not in DATABASE_ENGINES:
-            raise UnknownResourceType(f"{r.type} {r.name}: engine block {engine!r} is not mapped; "
-                                      "add it to tests/support/applier.py")
+            raise UnknownResourceType(
+                f"{r.type} {r.name}: engine block {engine!r} is not mapped; add it to tests/support/applier.py"
+            )
         b: Mapping[str, Any] = i[engine]
         body: dict[str, Any] = {"plugin_name": i.get("pluginName") or DATABASE_ENGINES[engine]}
         # setDatabaseConnectionData
@@ -442,8 +525,15 @@ class VaultApplier:
     def _database_role(self, r: RecordedResource) -> None:
         i = r.inputs
         body: dict[str, Any] = {"db_name": i["dbName"], "creation_statements": list(i.get("creationStatements") or [])}
-        for key in ("defaultTtl", "maxTtl", "revocationStatements", "rollbackStatements", "renewStatements",
-                    "credentialConfig", "credentialType"):
+        for key in (
+            "defaultTtl",
+            "maxTtl",
+            "revocationStatements",
+            "rollbackStatements",
+            "renewStatements",
+            "credentialConfig",
+            "credentialType",
+        ):
             if _nonzero(i, key):  # HasChange from the empty state
                 body[snake(key)] = i[key]
         self.call("PUT", f"{i['backend']}/roles/{i['name']}", body, r)
@@ -461,9 +551,11 @@ class VaultApplier:
         if not i.get("disableRead", False):
             answer = self.send("GET", path, None)
             if answer.status >= 400:
-                raise ApplyError(f"{r.type} {r.name}: the read after the write, GET {path} -> {answer.status} "
-                                 f"{answer.text.strip()} (the provider fails here too; set disableRead for "
-                                 "write-only paths)")
+                raise ApplyError(
+                    f"{r.type} {r.name}: the read after the write, GET {path} -> {answer.status} "
+                    f"{answer.text.strip()} (the provider fails here too; set disableRead for "
+                    "write-only paths)"
+                )
 
     def _approle_role(self, r: RecordedResource) -> None:
         i = r.inputs
@@ -474,8 +566,15 @@ class VaultApplier:
         for key in ("tokenBoundCidrs", "tokenPolicies"):
             if _nonzero(i, key):
                 body[snake(key)] = list(i[key])
-        for key in ("tokenExplicitMaxTtl", "tokenMaxTtl", "tokenPeriod", "tokenType", "tokenTtl",
-                    "tokenNumUses", "aliasMetadata"):
+        for key in (
+            "tokenExplicitMaxTtl",
+            "tokenMaxTtl",
+            "tokenPeriod",
+            "tokenType",
+            "tokenTtl",
+            "tokenNumUses",
+            "aliasMetadata",
+        ):
             if _nonzero(i, key):
                 body[snake(key)] = i[key]
         if _given(i, "tokenNoDefaultPolicy"):

@@ -27,12 +27,28 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
-_KEY_USAGES = {"digital signature": "digital_signature", "key encipherment": "key_encipherment",
-               "cert sign": "key_cert_sign", "crl sign": "crl_sign", "content commitment": "content_commitment",
-               "data encipherment": "data_encipherment", "key agreement": "key_agreement"}
+_KEY_USAGES = {
+    "digital signature": "digital_signature",
+    "key encipherment": "key_encipherment",
+    "cert sign": "key_cert_sign",
+    "crl sign": "crl_sign",
+    "content commitment": "content_commitment",
+    "data encipherment": "data_encipherment",
+    "key agreement": "key_agreement",
+}
 _EXTENDED_USAGES = {"server auth": ExtendedKeyUsageOID.SERVER_AUTH, "client auth": ExtendedKeyUsageOID.CLIENT_AUTH}
-_KNOWN_FIELDS = {"commonName", "dnsNames", "subject", "isCA", "usages", "privateKey", "duration", "renewBefore",
-                 "secretName", "issuerRef"}
+_KNOWN_FIELDS = {
+    "commonName",
+    "dnsNames",
+    "subject",
+    "isCA",
+    "usages",
+    "privateKey",
+    "duration",
+    "renewBefore",
+    "secretName",
+    "issuerRef",
+}
 
 
 @dataclass(frozen=True)
@@ -47,8 +63,11 @@ class Issued:
     def secret_data(self) -> dict[str, str]:
         above = [c for c in self.chain if c.subject != c.issuer]
         root = self.chain[-1] if self.chain else self.certificate
-        return {"tls.crt": "".join(_pem(c) for c in (self.certificate, *above)),
-                "tls.key": _key_pem(self.key), "ca.crt": _pem(root)}
+        return {
+            "tls.crt": "".join(_pem(c) for c in (self.certificate, *above)),
+            "tls.key": _key_pem(self.key),
+            "ca.crt": _pem(root),
+        }
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -56,8 +75,9 @@ def _pem(cert: x509.Certificate) -> str:
 
 
 def _key_pem(key: PrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def new_key(private_key: dict[str, Any]) -> PrivateKey:
@@ -82,8 +102,9 @@ def issue(spec: dict[str, Any], issuer: Issued | None, *, key: PrivateKey | None
     if unknown:
         raise ValueError(f"Certificate spec fields this test PKI does not implement: {sorted(unknown)}")
     key = key or new_key(spec.get("privateKey", {}))
-    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o)
-                  for o in spec.get("subject", {}).get("organizations", [])]
+    attributes = [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in spec.get("subject", {}).get("organizations", [])
+    ]
     if spec.get("commonName"):
         attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, spec["commonName"]))
     subject = x509.Name(attributes)
@@ -112,11 +133,12 @@ def issue(spec: dict[str, Any], issuer: Issued | None, *, key: PrivateKey | None
         builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
     if issuer:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-            critical=False)
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+        )
     if spec.get("dnsNames"):
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in spec["dnsNames"]]),
-                                        critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in spec["dnsNames"]]), critical=False
+        )
     algorithm = None if isinstance(signer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     certificate = builder.sign(signer_key, algorithm)
     chain = (issuer.certificate, *issuer.chain) if issuer else ()
@@ -125,10 +147,16 @@ def issue(spec: dict[str, Any], issuer: Issued | None, *, key: PrivateKey | None
 
 def issue_secrets(objects: list[dict[str, Any]], namespace: str) -> dict[str, Issued]:
     """Every Certificate of ``namespace`` issued through its Issuer chain, by Secret name."""
-    issuers = {o["metadata"]["name"]: o["spec"] for o in objects
-               if o["kind"] == "Issuer" and o["metadata"]["namespace"] == namespace}
-    certificates = {o["spec"]["secretName"]: o["spec"] for o in objects
-                    if o["kind"] == "Certificate" and o["metadata"]["namespace"] == namespace}
+    issuers = {
+        o["metadata"]["name"]: o["spec"]
+        for o in objects
+        if o["kind"] == "Issuer" and o["metadata"]["namespace"] == namespace
+    }
+    certificates = {
+        o["spec"]["secretName"]: o["spec"]
+        for o in objects
+        if o["kind"] == "Certificate" and o["metadata"]["namespace"] == namespace
+    }
     issued: dict[str, Issued] = {}
 
     def resolve(secret_name: str) -> Issued:

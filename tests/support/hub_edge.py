@@ -131,8 +131,15 @@ def openbao_pod_hcl(recording: Recording) -> str:
 # --------------------------------------------------------------------------------------------------
 # bootstrap and the admin login
 # --------------------------------------------------------------------------------------------------
-def bootstrap_job_command(recording: Recording, vault: LoopbackVault, workdir: Path, password: str, *,
-                          timeout: float = 45.0, autopilot_stabilization: str | None = "2s") -> list[str]:
+def bootstrap_job_command(
+    recording: Recording,
+    vault: LoopbackVault,
+    workdir: Path,
+    password: str,
+    *,
+    timeout: float = 45.0,
+    autopilot_stabilization: str | None = "2s",
+) -> list[str]:
     """The stack's bootstrap Job arguments against ``vault`` as its pod would have them: the admin
     password and the admin policy (from the stack's ``vault-admin-policy`` ConfigMap) written as the
     files its volumes mount, the init result in ``workdir/vault-init.json`` instead of the Kubernetes
@@ -141,22 +148,36 @@ def bootstrap_job_command(recording: Recording, vault: LoopbackVault, workdir: P
     write_private_file(workdir / "password", password)
     policy = k8s_object(recording, "ConfigMap", "vault-admin-policy")
     (workdir / "admin-policy.hcl").write_text(policy["data"]["admin.hcl"])
-    return localize_job_command(job_command(recording), vault, workdir, workdir / "vault-init.json",
-                                timeout=timeout, autopilot_stabilization=autopilot_stabilization)
+    return localize_job_command(
+        job_command(recording),
+        vault,
+        workdir,
+        workdir / "vault-init.json",
+        timeout=timeout,
+        autopilot_stabilization=autopilot_stabilization,
+    )
 
 
-def run_bootstrap_job(recording: Recording, vault: LoopbackVault, workdir: Path, password: str, *,
-                      timeout: float = 45.0) -> subprocess.CompletedProcess[str]:
+def run_bootstrap_job(
+    recording: Recording, vault: LoopbackVault, workdir: Path, password: str, *, timeout: float = 45.0
+) -> subprocess.CompletedProcess[str]:
     """Run the stack's bootstrap Job (``bootstrap_job_command``) against ``vault`` as its pod would."""
     command = bootstrap_job_command(recording, vault, workdir, password, timeout=timeout)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-    return subprocess.run([sys.executable, "-m", "programs.vault_bootstrap", *command], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=2 * timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "programs.vault_bootstrap", *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2 * timeout,
+    )
 
 
 def admin_login(url: str, ca_file: str, password: str) -> ApiResponse:
-    return api(url, "POST", f"auth/{ADMIN_AUTH_MOUNT}/login/{ADMIN_USERNAME}", body={"password": password},
-               ca_file=ca_file)
+    return api(
+        url, "POST", f"auth/{ADMIN_AUTH_MOUNT}/login/{ADMIN_USERNAME}", body={"password": password}, ca_file=ca_file
+    )
 
 
 def admin_token(url: str, ca_file: str, password: str) -> str:
@@ -171,9 +192,14 @@ def kubernetes_auth_overrides(kube: KubeAPIServer) -> dict[str, dict[str, Any]]:
     """In the cluster Vault reviews tokens with its own ServiceAccount (``system:auth-delegator``)
     against the in-cluster API; here that is a token of the same account for the loopback API."""
     kube.allow_token_reviews("system:serviceaccount:vault:vault")
-    return {KUBERNETES_AUTH_CONFIG: {
-        "kubernetesHost": kube.url, "kubernetesCaCert": kube.ca_pem, "disableLocalCaJwt": True,
-        "tokenReviewerJwt": kube.mint_service_account_token("vault", "vault")}}
+    return {
+        KUBERNETES_AUTH_CONFIG: {
+            "kubernetesHost": kube.url,
+            "kubernetesCaCert": kube.ca_pem,
+            "disableLocalCaJwt": True,
+            "tokenReviewerJwt": kube.mint_service_account_token("vault", "vault"),
+        }
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,17 +209,26 @@ def real_hub_outputs(hub: Recording, applied: AppliedVault, *, address: str, ca_
     """The hub's outputs as a real hub has them: ``vaultAddress``/``vaultCaCert`` of the running
     server, each edge's transit token and (when the hub's ``VaultConfiguration`` was applied) its
     AppRole credential as the applier created them. Everything else is the recording's."""
-    tokens = {name.removeprefix(f"{hub.stack}-transit-unseal-").removesuffix("-token"): token
-              for name, token in applied.tokens.items()}
-    outputs: dict[str, Any] = {**hub.outputs, "vaultAddress": address, "vaultCaCert": ca_pem,
-                               "edgeTransitTokens": tokens}
+    tokens = {
+        name.removeprefix(f"{hub.stack}-transit-unseal-").removesuffix("-token"): token
+        for name, token in applied.tokens.items()
+    }
+    outputs: dict[str, Any] = {
+        **hub.outputs,
+        "vaultAddress": address,
+        "vaultCaCert": ca_pem,
+        "edgeTransitTokens": tokens,
+    }
     credentials = dict(hub.outputs.get("edgeCredentials") or {})
     for edge, declared in credentials.items():
         role = f"{hub.stack}-vault-config-edge-{edge}-role"
         secret = f"{hub.stack}-vault-config-edge-{edge}-secret-id"
         if role in applied.role_ids and secret in applied.secret_ids:
-            credentials[edge] = {"mount": declared["mount"], "roleId": applied.role_ids[role],
-                                 "secretId": applied.secret_ids[secret]}
+            credentials[edge] = {
+                "mount": declared["mount"],
+                "roleId": applied.role_ids[role],
+                "secretId": applied.secret_ids[secret],
+            }
     if credentials:
         outputs["edgeCredentials"] = credentials
     return outputs
@@ -209,10 +244,15 @@ def edge_vault(edge: Recording, base: Path, token: str | None = None, *, pod_hcl
     hub_ca.write_text(secret_value(edge, "hub-vault-ca", "ca.crt"))
     seal_token = token if token is not None else secret_value(edge, "vault-seal", "token")
     # The chart maps the Secret to VAULT_TOKEN; OpenBao reads BAO_TOKEN first.
-    return build_loopback_vault(base / "cluster", server.spec, pod_hcl=server.pod_hcl if pod_hcl is None else pod_hcl,
-                                dns_names=server.dns_names, nodes=[0],
-                                extra_tls_files={f"{HUB_CA_DIR}/ca.crt": str(hub_ca)},
-                                extra_env={"VAULT_TOKEN": seal_token, "BAO_TOKEN": seal_token})
+    return build_loopback_vault(
+        base / "cluster",
+        server.spec,
+        pod_hcl=server.pod_hcl if pod_hcl is None else pod_hcl,
+        dns_names=server.dns_names,
+        nodes=[0],
+        extra_tls_files={f"{HUB_CA_DIR}/ca.crt": str(hub_ca)},
+        extra_env={"VAULT_TOKEN": seal_token, "BAO_TOKEN": seal_token},
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,11 +286,17 @@ class Pki:
 def issue_pki(hub: Recording) -> Pki:
     """Certificates as the hub's ``Certificate`` resources specify them (chain, usages, SANs, key type)."""
     objects = hub.kubernetes_objects()
-    specs = {o["spec"]["secretName"]: o["spec"] for o in objects
-             if o["kind"] == "Certificate" and o["metadata"]["namespace"] == PKI_NAMESPACE}
+    specs = {
+        o["spec"]["secretName"]: o["spec"]
+        for o in objects
+        if o["kind"] == "Certificate" and o["metadata"]["namespace"] == PKI_NAMESPACE
+    }
     for name, spec in specs.items():
         if name.startswith("otel-client-tls-") and spec["usages"] != [
-                "client auth", "digital signature", "key encipherment"]:
+            "client auth",
+            "digital signature",
+            "key encipherment",
+        ]:
             raise ValueError(f"{name}: a client certificate must have client-auth usages only: {spec['usages']}")
     return Pki(issue_secrets(objects, PKI_NAMESPACE), specs)
 
@@ -260,8 +306,14 @@ def publish_pki(hub: Recording, kube: KubeAPIServer, pki: Pki) -> list[str]:
     ServiceAccount get exactly the Secrets the hub's ``cert-sync-reader`` Role names. Returns their names."""
     reader = k8s_object(hub, "Role", "cert-sync-reader")
     namespace = reader["metadata"]["namespace"]
-    kube.allow_service_account("fedobs-cert-sync", "cert-sync", verbs=["get"], resources=["secrets"],
-                               namespace=namespace, resource_names=reader["rules"][0]["resourceNames"])
+    kube.allow_service_account(
+        "fedobs-cert-sync",
+        "cert-sync",
+        verbs=["get"],
+        resources=["secrets"],
+        namespace=namespace,
+        resource_names=reader["rules"][0]["resourceNames"],
+    )
     for name, issued in pki.issued.items():
         kube.put_secret(namespace, name, issued.secret_data, type="kubernetes.io/tls")
     return sorted(pki.issued)
@@ -283,8 +335,16 @@ def hub_cert_sync_sources(recording: Recording) -> list[tuple[str, str, bool]]:
     return sources
 
 
-def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: KubeAPIServer, workdir: Path,
-                  *, timeout: float = 90.0, passes: int | None = 1) -> subprocess.CompletedProcess[str]:
+def run_cert_sync(
+    recording: Recording,
+    vault_url: str,
+    ca_file: str,
+    kube: KubeAPIServer,
+    workdir: Path,
+    *,
+    timeout: float = 90.0,
+    passes: int | None = 1,
+) -> subprocess.CompletedProcess[str]:
     """Run the stack's ``cert-sync`` CronJob as its pod would: its command and environment, with only
     where Vault is (``vault_url``, the active node), the files its volumes mount and, on the hub, the
     Kubernetes API replaced. ``kube`` is the stack's own Kubernetes API (TokenReview for its Vault).
@@ -297,8 +357,12 @@ def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: Kube
     env |= {e["name"]: e["value"] for e in container["env"]}
     workdir.mkdir(parents=True, exist_ok=True)
     jwt = workdir / f"{recording.stack}-jwt"
-    write_private_file(jwt, kube.mint_service_account_token(cronjob["metadata"]["namespace"],
-                                                            pod["serviceAccountName"], audiences=["vault"]))
+    write_private_file(
+        jwt,
+        kube.mint_service_account_token(
+            cronjob["metadata"]["namespace"], pod["serviceAccountName"], audiences=["vault"]
+        ),
+    )
     env |= {"VAULT_ADDR": vault_url, "VAULT_CACERT": ca_file, "CERT_SYNC_JWT_FILE": str(jwt)}
     command = list(container["command"])
     if passes is not None and "--passes" in command:
@@ -313,10 +377,13 @@ def run_cert_sync(recording: Recording, vault_url: str, ca_file: str, kube: Kube
         mounted.mkdir(exist_ok=True)
         for key in ("role-id", "secret-id", "ca.crt"):
             write_private_file(mounted / key, credential[key])
-        command = [str(mounted / part.removeprefix("/fedobs/hub/")) if part.startswith("/fedobs/hub/") else part
-                   for part in command]
-    return subprocess.run([sys.executable, *command[1:]], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+        command = [
+            str(mounted / part.removeprefix("/fedobs/hub/")) if part.startswith("/fedobs/hub/") else part
+            for part in command
+        ]
+    return subprocess.run(
+        [sys.executable, *command[1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def vso_login(edge: Recording, url: str, ca_file: str, kube: KubeAPIServer) -> tuple[ApiResponse, str]:
@@ -326,8 +393,14 @@ def vso_login(edge: Recording, url: str, ca_file: str, kube: KubeAPIServer) -> t
     static = k8s_object(edge, "VaultStaticSecret", "otel-client-tls")["spec"]
     auth = k8s_object(edge, "VaultAuth", "vault")
     kubernetes = auth["spec"]["kubernetes"]
-    jwt = kube.mint_service_account_token(auth["metadata"]["namespace"], kubernetes["serviceAccount"],
-                                          audiences=kubernetes["audiences"])
-    login = api(url, "POST", f"auth/{auth['spec']['mount']}/login", ca_file=ca_file,
-                body={"role": kubernetes["role"], "jwt": jwt})
+    jwt = kube.mint_service_account_token(
+        auth["metadata"]["namespace"], kubernetes["serviceAccount"], audiences=kubernetes["audiences"]
+    )
+    login = api(
+        url,
+        "POST",
+        f"auth/{auth['spec']['mount']}/login",
+        ca_file=ca_file,
+        body={"role": kubernetes["role"], "jwt": jwt},
+    )
     return login, f"{static['mount']}/data/{static['path']}"

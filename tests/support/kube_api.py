@@ -275,8 +275,11 @@ class KubeAPIServer:
         self.api_audiences: list[str] = list(api_audiences) if api_audiences is not None else [issuer]
         self._ca = TestCA("fake-kube-api-ca")
         self._serving = self._ca.issue(
-            "kube-apiserver", ["localhost", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
-            ["127.0.0.1"], days=1)
+            "kube-apiserver",
+            ["localhost", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
+            ["127.0.0.1"],
+            days=1,
+        )
         self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         der = self._signing_key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -528,13 +531,9 @@ class KubeAPIServer:
         with self._lock:
             sa = self._service_accounts.get((namespace, name))
             if sa is None or sa.deleted:
-                raise _TokenError(
-                    f"invalid bearer token, service account {namespace}/{name} has been deleted"
-                )
+                raise _TokenError(f"invalid bearer token, service account {namespace}/{name} has been deleted")
             if sa.uid != uid:
-                raise _TokenError(
-                    f"invalid bearer token, service account UID ({sa.uid}) does not match claim ({uid})"
-                )
+                raise _TokenError(f"invalid bearer token, service account UID ({sa.uid}) does not match claim ({uid})")
         identity = _Identity(
             username=service_account_username(namespace, name),
             uid=uid,
@@ -573,9 +572,7 @@ class KubeAPIServer:
         resource_names: Iterable[str] = (),
     ) -> Rule:
         """:meth:`allow` for ``system:serviceaccount:<sa_namespace>:<sa_name>``."""
-        return self.allow(
-            service_account_username(sa_namespace, sa_name), verbs, resources, namespace, resource_names
-        )
+        return self.allow(service_account_username(sa_namespace, sa_name), verbs, resources, namespace, resource_names)
 
     def allow_token_reviews(self, subject: str) -> Rule:
         """What the ``system:auth-delegator`` ClusterRole grants: create TokenReviews."""
@@ -658,9 +655,7 @@ class KubeAPIServer:
         annotations: Mapping[str, str] | None = None,
     ) -> _JSON:
         """Create or replace a Secret directly (no authorisation, not logged); returns it."""
-        encoded = {
-            k: base64.b64encode(v.encode() if isinstance(v, str) else v).decode() for k, v in data.items()
-        }
+        encoded = {k: base64.b64encode(v.encode() if isinstance(v, str) else v).decode() for k, v in data.items()}
         with self._lock:
             old = self._secrets.get((namespace, name))
             meta: _JSON = {
@@ -728,8 +723,7 @@ class KubeAPIServer:
                 raise _APIError(
                     400,
                     "BadRequest",
-                    'Secret in version "v1" cannot be handled as a Secret: '
-                    f"illegal base64 data at key {key!r}",
+                    f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data at key {key!r}',
                 ) from exc
         merged = dict(data)
         for key, value in (body.get("stringData") or {}).items():
@@ -818,8 +812,7 @@ class KubeAPIServer:
                 raise _APIError(
                     422,
                     "Invalid",
-                    f'Secret "{name}" is invalid: data: Forbidden: '
-                    "field is immutable when `immutable` is set",
+                    f'Secret "{name}" is invalid: data: Forbidden: field is immutable when `immutable` is set',
                     {"name": name, "kind": "Secret"},
                 )
             meta = obj["metadata"]
@@ -860,8 +853,7 @@ class KubeAPIServer:
             items = [
                 {k: v for k, v in _copy(obj).items() if k not in ("kind", "apiVersion")}
                 for (ns, _), obj in sorted(self._secrets.items())
-                if (not namespace or ns == namespace)
-                and _labels_match(obj["metadata"].get("labels") or {}, terms)
+                if (not namespace or ns == namespace) and _labels_match(obj["metadata"].get("labels") or {}, terms)
             ]
             rv = str(self._resource_version)
         return {"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}
@@ -913,9 +905,7 @@ class KubeAPIServer:
             raise _APIError(401, "Unauthorized", "Unauthorized") from exc
         return identity
 
-    def handle(
-        self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, _JSON]:
+    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, _JSON]:
         """Answer one request (also usable without HTTP) and log it. Returns (status, JSON body)."""
         split = urlsplit(raw_path)
         path, query = split.path.rstrip("/") or "/", split.query

@@ -115,7 +115,8 @@ class Cluster:
     objects: list[dict[str, Any]] = field(default_factory=list)
     #: (apiVersion, plural) served; by default every resource in :data:`RESOURCES`.
     served: frozenset[tuple[str, str]] = field(
-        default_factory=lambda: frozenset((api, plural) for (api, _), (plural, _) in RESOURCES.items()))
+        default_factory=lambda: frozenset((api, plural) for (api, _), (plural, _) in RESOURCES.items())
+    )
     #: Every call made through the resource library, in order: (function, arguments).
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
@@ -131,21 +132,29 @@ class Cluster:
         return self._kind_of(api_version, plural)
 
     def _select(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
-        return [o for o in self.objects if o.get("apiVersion") == api_version and o.get("kind") == kind
-                and (namespace == "" or o.get("metadata", {}).get("namespace") == namespace)]
+        return [
+            o
+            for o in self.objects
+            if o.get("apiVersion") == api_version
+            and o.get("kind") == kind
+            and (namespace == "" or o.get("metadata", {}).get("namespace") == namespace)
+        ]
 
-    def list(self, api_version: str, plural: str, namespace: str,
-             labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def list(
+        self, api_version: str, plural: str, namespace: str, labels: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         self.calls.append(("List", (api_version, plural, namespace, dict(labels or {}))))
         try:
             kind = self._check_served(api_version, plural)
         except LookupFailed as exc:
             raise LookupFailed(f"failed to list resource: {exc}") from None
-        items = [copy.deepcopy(o) for o in self._select(api_version, kind, namespace)
-                 if all(o.get("metadata", {}).get("labels", {}).get(k) == v for k, v in (labels or {}).items())]
+        items = [
+            copy.deepcopy(o)
+            for o in self._select(api_version, kind, namespace)
+            if all(o.get("metadata", {}).get("labels", {}).get(k) == v for k, v in (labels or {}).items())
+        ]
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        return {"apiVersion": api_version, "kind": f"{kind}List", "metadata": {"resourceVersion": "1"},
-                "items": items}
+        return {"apiVersion": api_version, "kind": f"{kind}List", "metadata": {"resourceVersion": "1"}, "items": items}
 
     def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append(("Get", (api_version, plural, namespace, name)))
@@ -159,13 +168,15 @@ class Cluster:
     def namespace_object(self, name: str) -> dict[str, Any]:
         """The Namespace (its ``kubernetes.io/metadata.name`` label set, as the API server does)."""
         found = [o for o in self.objects if o.get("kind") == "Namespace" and o["metadata"]["name"] == name]
-        obj: dict[str, Any] = (copy.deepcopy(found[0]) if found
-                               else {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        obj: dict[str, Any] = (
+            copy.deepcopy(found[0]) if found else {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        )
         obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
         return obj
 
 
 # --- the CEL environment --------------------------------------------------------------------------
+
 
 def _functions(cluster: Cluster) -> list[Any]:
     def list3(api_version: str, plural: str, namespace: str) -> dict[str, Any]:
@@ -180,25 +191,51 @@ def _functions(cluster: Cluster) -> list[Any]:
     result_map = T.Map(T.STRING, T.DYN)
     decls = []
     for name in ("List", "list"):
-        decls.append(cel.FunctionDecl(f"resource.{name}", [
-            cel.Overload(f"resource_{name}_string_string_string", result_map, [T.STRING, T.STRING, T.STRING],
-                         impl=list3),
-            cel.Overload(f"resource_{name}_string_string_string_map", result_map,
-                         [T.STRING, T.STRING, T.STRING, T.Map(T.STRING, T.STRING)], impl=list4),
-        ]))
+        decls.append(
+            cel.FunctionDecl(
+                f"resource.{name}",
+                [
+                    cel.Overload(
+                        f"resource_{name}_string_string_string", result_map, [T.STRING, T.STRING, T.STRING], impl=list3
+                    ),
+                    cel.Overload(
+                        f"resource_{name}_string_string_string_map",
+                        result_map,
+                        [T.STRING, T.STRING, T.STRING, T.Map(T.STRING, T.STRING)],
+                        impl=list4,
+                    ),
+                ],
+            )
+        )
     for name in ("Get", "get"):
-        decls.append(cel.FunctionDecl(f"resource.{name}", [
-            cel.Overload(f"resource_{name}_string_string_string_string", T.DYN,
-                         [T.STRING, T.STRING, T.STRING, T.STRING], impl=get4)]))
+        decls.append(
+            cel.FunctionDecl(
+                f"resource.{name}",
+                [
+                    cel.Overload(
+                        f"resource_{name}_string_string_string_string",
+                        T.DYN,
+                        [T.STRING, T.STRING, T.STRING, T.STRING],
+                        impl=get4,
+                    )
+                ],
+            )
+        )
     return decls
 
 
 def _env(cluster: Cluster) -> Any:
     return cel.NewEnv(
         variables={name: T.DYN for name in ("object", "oldObject", "request", "namespaceObject", "variables")},
-        extensions=[ext_optional.ExtOptional(), ext_strings.ExtStrings(), ext_bindings.ExtBindings(),
-                    ext_math.ExtMath(), ext_encoders.ExtEncoders()],
-        functions=_functions(cluster))
+        extensions=[
+            ext_optional.ExtOptional(),
+            ext_strings.ExtStrings(),
+            ext_bindings.ExtBindings(),
+            ext_math.ExtMath(),
+            ext_encoders.ExtEncoders(),
+        ],
+        functions=_functions(cluster),
+    )
 
 
 def _is_error(value: Any) -> bool:
@@ -246,8 +283,10 @@ def compile_policy(policy: Mapping[str, Any], cluster: Cluster | None = None) ->
             raise PolicyCompileError(f"{path}: variables are not available in match conditions")
         unknown = [r for r in refs if r not in defined]
         if unknown:
-            raise PolicyCompileError(f"{path}: undefined field(s) {', '.join(unknown)} of variables "
-                                     "(a variable may only use those defined before it)")
+            raise PolicyCompileError(
+                f"{path}: undefined field(s) {', '.join(unknown)} of variables "
+                "(a variable may only use those defined before it)"
+            )
         try:
             program = env.compile(source)
         except Exception as exc:
@@ -260,7 +299,8 @@ def compile_policy(policy: Mapping[str, Any], cluster: Cluster | None = None) ->
 
     conditions = tuple(
         (c["name"], compile_one(f"spec.matchConditions[{i}].expression", c["expression"], T.BOOL, False))
-        for i, c in enumerate(spec.get("matchConditions", [])))
+        for i, c in enumerate(spec.get("matchConditions", []))
+    )
     variables: dict[str, _Expr] = {}
     for i, variable in enumerate(spec.get("variables", [])):
         if variable["name"] in variables:
@@ -272,13 +312,15 @@ def compile_policy(policy: Mapping[str, Any], cluster: Cluster | None = None) ->
         expression = compile_one(f"spec.validations[{i}].expression", rule["expression"], T.BOOL)
         message_expression = None
         if rule.get("messageExpression"):
-            message_expression = compile_one(f"spec.validations[{i}].messageExpression",
-                                             rule["messageExpression"], T.STRING)
+            message_expression = compile_one(
+                f"spec.validations[{i}].messageExpression", rule["messageExpression"], T.STRING
+            )
         validations.append((expression, rule.get("message", ""), message_expression))
     return CompiledPolicy(policy, cluster, conditions, variables, tuple(validations))
 
 
 # --- matching ---------------------------------------------------------------------------------------
+
 
 def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
     if not selector:
@@ -298,8 +340,9 @@ def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, s
     return True
 
 
-def _rule_matches(rule: Mapping[str, Any], operation: str, api_version: str, plural: str, namespaced: bool,
-                  name: str) -> bool:
+def _rule_matches(
+    rule: Mapping[str, Any], operation: str, api_version: str, plural: str, namespaced: bool, name: str
+) -> bool:
     group, _, version = api_version.rpartition("/")
 
     def has(key: str, value: str) -> bool:
@@ -307,13 +350,23 @@ def _rule_matches(rule: Mapping[str, Any], operation: str, api_version: str, plu
         return "*" in values or value in values
 
     scope = rule.get("scope", "*")
-    return (has("operations", operation) and has("apiGroups", group) and has("apiVersions", version)
-            and has("resources", plural) and (not rule.get("resourceNames") or name in rule["resourceNames"])
-            and (scope == "*" or (scope == "Namespaced") == namespaced))
+    return (
+        has("operations", operation)
+        and has("apiGroups", group)
+        and has("apiVersions", version)
+        and has("resources", plural)
+        and (not rule.get("resourceNames") or name in rule["resourceNames"])
+        and (scope == "*" or (scope == "Namespaced") == namespaced)
+    )
 
 
-def _constraints_match(constraints: Mapping[str, Any], operation: str, obj: Mapping[str, Any],
-                       old: Mapping[str, Any] | None, namespace_labels: Mapping[str, str]) -> bool:
+def _constraints_match(
+    constraints: Mapping[str, Any],
+    operation: str,
+    obj: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    namespace_labels: Mapping[str, str],
+) -> bool:
     api_version, kind = obj["apiVersion"], obj["kind"]
     if (api_version, kind) not in RESOURCES:
         raise KeyError(f"the stand-in does not know the resource of {api_version} {kind}")
@@ -333,6 +386,7 @@ def _constraints_match(constraints: Mapping[str, Any], operation: str, obj: Mapp
 
 
 # --- evaluation -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -370,10 +424,18 @@ def _request(operation: str, obj: Mapping[str, Any], namespace: str) -> dict[str
     plural, _ = RESOURCES[(api_version, obj["kind"])]
     gvk = {"group": group, "version": version, "kind": obj["kind"]}
     gvr = {"group": group, "version": version, "resource": plural}
-    return {"uid": "00000000-0000-0000-0000-000000000000", "kind": gvk, "resource": gvr, "requestKind": gvk,
-            "requestResource": gvr, "name": obj["metadata"].get("name", ""), "namespace": namespace,
-            "operation": operation, "userInfo": {"username": "system:serviceaccount:test:pulumi"},
-            "dryRun": False}
+    return {
+        "uid": "00000000-0000-0000-0000-000000000000",
+        "kind": gvk,
+        "resource": gvr,
+        "requestKind": gvk,
+        "requestResource": gvr,
+        "name": obj["metadata"].get("name", ""),
+        "namespace": namespace,
+        "operation": operation,
+        "userInfo": {"username": "system:serviceaccount:test:pulumi"},
+        "dryRun": False,
+    }
 
 
 class _Run:
@@ -409,8 +471,13 @@ class _Run:
         return False, message
 
 
-def evaluate(policy: Mapping[str, Any] | CompiledPolicy, obj: Mapping[str, Any], cluster: Cluster | None = None,
-             operation: str = "CREATE", old_object: Mapping[str, Any] | None = None) -> Evaluation:
+def evaluate(
+    policy: Mapping[str, Any] | CompiledPolicy,
+    obj: Mapping[str, Any],
+    cluster: Cluster | None = None,
+    operation: str = "CREATE",
+    old_object: Mapping[str, Any] | None = None,
+) -> Evaluation:
     """What Kyverno decides for ``operation`` on ``obj`` (namespace from ``obj.metadata.namespace``)."""
     compiled = policy if isinstance(policy, CompiledPolicy) else compile_policy(policy, cluster)
     if cluster is not None and compiled.cluster is not cluster:
@@ -425,8 +492,12 @@ def evaluate(policy: Mapping[str, Any] | CompiledPolicy, obj: Mapping[str, Any],
     ns_labels = namespace_object["metadata"]["labels"] if namespace_object else {}
     if not _constraints_match(spec.get("matchConstraints", {}), operation, obj, old_object, ns_labels):
         return skip
-    data = {"object": copy.deepcopy(dict(obj)), "oldObject": copy.deepcopy(dict(old_object)) if old_object else None,
-            "request": _request(operation, obj, namespace), "namespaceObject": namespace_object}
+    data = {
+        "object": copy.deepcopy(dict(obj)),
+        "oldObject": copy.deepcopy(dict(old_object)) if old_object else None,
+        "request": _request(operation, obj, namespace),
+        "namespaceObject": namespace_object,
+    }
     run = _Run(compiled, data)
     errors = []
     for name, condition in compiled.match_conditions:
@@ -447,13 +518,13 @@ def evaluate(policy: Mapping[str, Any] | CompiledPolicy, obj: Mapping[str, Any],
             if message_expression is not None:
                 ok, rendered = run.eval(message_expression)
                 message = str(rendered) if ok else f"failed to evaluate message expression: {rendered}"
-            return Evaluation("fail", message or f"CEL expression validation failed at index {index}",
-                              actions, index)
+            return Evaluation("fail", message or f"CEL expression validation failed at index {index}", actions, index)
     return Evaluation("pass", "", actions)
 
 
-def evaluate_all(policy: Mapping[str, Any], objects: Iterable[Mapping[str, Any]], cluster: Cluster,
-                 operation: str = "CREATE") -> list[tuple[Mapping[str, Any], Evaluation]]:
+def evaluate_all(
+    policy: Mapping[str, Any], objects: Iterable[Mapping[str, Any]], cluster: Cluster, operation: str = "CREATE"
+) -> list[tuple[Mapping[str, Any], Evaluation]]:
     """``evaluate`` for each object, compiling the policy once."""
     compiled = compile_policy(policy, cluster)
     return [(obj, evaluate(compiled, obj, operation=operation)) for obj in objects]
@@ -464,13 +535,32 @@ def vso_secret(static_secret: Mapping[str, Any], uid: str = "vss-uid") -> dict[s
     ``destination`` name, type, labels and annotations, plus VSO's owner labels (helpers/secrets.go,
     ``OwnerLabels`` and ``OwnerLabelsForObj``) and an owner reference to the VaultStaticSecret."""
     destination = static_secret["spec"]["destination"]
-    labels = {**destination.get("labels", {}), "app.kubernetes.io/managed-by": "hashicorp-vso",
-              "app.kubernetes.io/name": "vault-secrets-operator", "app.kubernetes.io/component": "secret-sync",
-              "secrets.hashicorp.com/vso-ownerRefUID": uid}
-    metadata = {"name": destination["name"], "namespace": static_secret["metadata"]["namespace"], "labels": labels,
-                "ownerReferences": [{"apiVersion": static_secret["apiVersion"], "kind": static_secret["kind"],
-                                     "name": static_secret["metadata"]["name"], "uid": uid}]}
+    labels = {
+        **destination.get("labels", {}),
+        "app.kubernetes.io/managed-by": "hashicorp-vso",
+        "app.kubernetes.io/name": "vault-secrets-operator",
+        "app.kubernetes.io/component": "secret-sync",
+        "secrets.hashicorp.com/vso-ownerRefUID": uid,
+    }
+    metadata = {
+        "name": destination["name"],
+        "namespace": static_secret["metadata"]["namespace"],
+        "labels": labels,
+        "ownerReferences": [
+            {
+                "apiVersion": static_secret["apiVersion"],
+                "kind": static_secret["kind"],
+                "name": static_secret["metadata"]["name"],
+                "uid": uid,
+            }
+        ],
+    }
     if destination.get("annotations"):
         metadata["annotations"] = dict(destination["annotations"])
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata,
-            "type": destination.get("type", "Opaque"), "data": {}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": destination.get("type", "Opaque"),
+        "data": {},
+    }

@@ -32,8 +32,11 @@ def seeded_postgres() -> Iterator[PostgresServer]:
     """PostgreSQL with database ``telemetry``, schema ``app`` (one row in ``app.metrics``) and Vault's admin role."""
     with PostgresServer() as pg:
         pg.ensure_database("telemetry")
-        pg.seed("CREATE SCHEMA app; CREATE TABLE app.metrics (name text, value int);"
-                "INSERT INTO app.metrics VALUES ('up', 1);", database="telemetry")
+        pg.seed(
+            "CREATE SCHEMA app; CREATE TABLE app.metrics (name text, value int);"
+            "INSERT INTO app.metrics VALUES ('up', 1);",
+            database="telemetry",
+        )
         pg.create_vault_admin(*PG_ADMIN, database="telemetry", schema="app")
         yield pg
 
@@ -43,8 +46,9 @@ def seeded_mariadb() -> Iterator[MariaDBServer]:
     """MariaDB with database ``results`` (one row in ``results``) and Vault's admin account."""
     with MariaDBServer() as mysql:
         mysql.ensure_database("results")
-        mysql.seed("CREATE TABLE results (run varchar(32), ok int); INSERT INTO results VALUES ('r1', 1);",
-                   database="results")
+        mysql.seed(
+            "CREATE TABLE results (run varchar(32), ok int); INSERT INTO results VALUES ('r1', 1);", database="results"
+        )
         mysql.create_vault_admin(*MYSQL_ADMIN, database="results")
         yield mysql
 
@@ -82,14 +86,16 @@ def hub_against(pg: PostgresServer, mysql: MariaDBServer | None) -> Recording:
 def connection_resources(resources: list[RecordedResource], connections: Collection[str]) -> list[RecordedResource]:
     """The resources that need the named database connections' servers: the connections themselves,
     their roles and their ``rotate-root`` endpoints (each verified against the server when applied)."""
+
     def needs_them(r: RecordedResource) -> bool:
         if r.type == "vault:database/secretBackendConnection:SecretBackendConnection":
             return r.inputs["name"] in connections
         if r.type == "vault:database/secretBackendRole:SecretBackendRole":
             return r.inputs["dbName"] in connections
         path = str(r.inputs.get("path", ""))
-        return r.type == "vault:generic/endpoint:Endpoint" and any(path.endswith(f"/rotate-root/{c}")
-                                                                   for c in connections)
+        return r.type == "vault:generic/endpoint:Endpoint" and any(
+            path.endswith(f"/rotate-root/{c}") for c in connections
+        )
 
     return [r for r in resources if needs_them(r)]
 

@@ -334,9 +334,7 @@ def dev_server(token: str = "root", host: str = "127.0.0.1", timeout: float = 20
 
         def ready() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"bao dev server exited with {proc.returncode}:\n{server.log_text()[-3000:]}"
-                )
+                raise RuntimeError(f"bao dev server exited with {proc.returncode}:\n{server.log_text()[-3000:]}")
             return api(server.url, "GET", "sys/health", timeout=1).status == 200
 
         wait_until(ready, timeout, 0.05, f"bao dev server on {server.url}", ignore=(OSError,))
@@ -800,17 +798,13 @@ def _scan(src: str) -> _Scan:
                     i = body(v + 1, (*path, key), (*labels, ()), True)
                     continue
                 if vt.kind == "STRING" and toks[v + 1].kind in ("NL", "}", ",", "EOF"):
-                    out.attrs.append(
-                        _Attr(path, labels, key, vt.text, _decode_string(vt.text), (vt.start, vt.end))
-                    )
+                    out.attrs.append(_Attr(path, labels, key, vt.text, _decode_string(vt.text), (vt.start, vt.end)))
                     i = v + 1
                     continue
                 start = vt.start
                 while toks[v].kind not in ("NL", "}", ",", "EOF"):
                     v = skip_balanced(v) if toks[v].kind in "{[(" else v + 1
-                out.attrs.append(
-                    _Attr(path, labels, key, src[start : toks[v - 1].end], None, (start, toks[v - 1].end))
-                )
+                out.attrs.append(_Attr(path, labels, key, src[start : toks[v - 1].end], None, (start, toks[v - 1].end)))
                 i = v
                 continue
             # a block: type, labels..., '{'
@@ -853,7 +847,7 @@ def openbao_audit_stanza(device_type: str, path: str, options: Mapping[str, str]
     starts a stack's HCL on OpenBao appends this stanza; docs/testing.md records the difference.
     """
     body = "".join(f"    {k} = {json.dumps(v)}\n" for k, v in sorted(options.items()))
-    return f'audit {json.dumps(device_type)} {json.dumps(path)} {{\n  options {{\n{body}  }}\n}}\n'
+    return f"audit {json.dumps(device_type)} {json.dumps(path)} {{\n  options {{\n{body}  }}\n}}\n"
 
 
 def localize_server_hcl(

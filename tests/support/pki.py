@@ -189,9 +189,7 @@ class TestCA:
             )
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
         )
         san: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
         san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]

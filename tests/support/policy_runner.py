@@ -103,16 +103,22 @@ def _provider_message(recording: Recording, resource: RecordedResource) -> proto
     if provider is None:
         return None
     return proto.AnalyzerProviderResource(
-        type=provider.type, name=provider.name, urn=provider.urn,
-        properties=wire_properties(provider.inputs, provider.secret_inputs))
+        type=provider.type,
+        name=provider.name,
+        urn=provider.urn,
+        properties=wire_properties(provider.inputs, provider.secret_inputs),
+    )
 
 
 def analyze_request(recording: Recording, resource: RecordedResource) -> proto.AnalyzeRequest:
     """What the engine sends the pack before it creates or updates ``resource``."""
     request = proto.AnalyzeRequest(
-        urn=resource.urn, type=resource.type, name=resource.name,
+        urn=resource.urn,
+        type=resource.type,
+        name=resource.name,
         properties=wire_properties(resource.inputs, resource.secret_inputs),
-        options=_options(resource))
+        options=_options(resource),
+    )
     provider = _provider_message(recording, resource)
     if provider is not None:
         request.provider.CopyFrom(provider)
@@ -125,9 +131,14 @@ def analyze_stack_request(recording: Recording) -> proto.AnalyzeStackRequest:
     for resource in recording.resources:
         secret = set(resource.secret_inputs) | set(resource.additional_secret_outputs)
         message = proto.AnalyzerResource(
-            urn=resource.urn, type=resource.type, name=resource.name,
+            urn=resource.urn,
+            type=resource.type,
+            name=resource.name,
             properties=wire_properties(resource.outputs or resource.inputs, secret),
-            options=_options(resource), parent=resource.parent, dependencies=list(resource.dependencies))
+            options=_options(resource),
+            parent=resource.parent,
+            dependencies=list(resource.dependencies),
+        )
         provider = _provider_message(recording, resource)
         if provider is not None:
             message.provider.CopyFrom(provider)
@@ -169,13 +180,12 @@ class PackRunner:
     def __init__(self, policies: list[Policy] | None = None) -> None:
         rules.keep_secret_markers()
         self.servicer = _PolicyAnalyzerServicer(
-            rules.PACK_NAME, "0.1.0", policies if policies is not None else rules.policies(),
-            EnforcementLevel.MANDATORY)
+            rules.PACK_NAME, "0.1.0", policies if policies is not None else rules.policies(), EnforcementLevel.MANDATORY
+        )
 
     def _violations(self, response: proto.AnalyzeResponse, default_urn: str = "") -> list[Violation]:
         return [
-            Violation(d.policyName, d.urn or default_urn, d.message,
-                      proto.EnforcementLevel.Name(d.enforcementLevel))
+            Violation(d.policyName, d.urn or default_urn, d.message, proto.EnforcementLevel.Name(d.enforcementLevel))
             for d in response.diagnostics
         ]
 
@@ -197,14 +207,25 @@ class PackRunner:
         return found
 
 
-def validation_args(resource_type: str, props: Mapping[str, Any], *, name: str = "example", protect: bool = False,
-                    urn: str | None = None) -> ResourceValidationArgs:
+def validation_args(
+    resource_type: str,
+    props: Mapping[str, Any],
+    *,
+    name: str = "example",
+    protect: bool = False,
+    urn: str | None = None,
+) -> ResourceValidationArgs:
     """``ResourceValidationArgs`` for a hand-made resource. Put ``pulumi_policy.Secret(...)`` where the engine
     would send a secret (what :func:`policy.rules.keep_secret_markers` makes the SDK hand the rules)."""
     options = PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
     return ResourceValidationArgs(
-        resource_type, unknown_checking_proxy(dict(props)),
-        urn or f"urn:pulumi:test::fedobs::{resource_type}::{name}", name, options, None)
+        resource_type,
+        unknown_checking_proxy(dict(props)),
+        urn or f"urn:pulumi:test::fedobs::{resource_type}::{name}",
+        name,
+        options,
+        None,
+    )
 
 
 def recorded_validation_args(recording: Recording, resource: RecordedResource) -> ResourceValidationArgs:
@@ -213,6 +234,12 @@ def recorded_validation_args(recording: Recording, resource: RecordedResource) -
     request = analyze_request(recording, resource)
     props = unknown_checking_proxy(rules.deserialize_keeping_secrets(json_format.MessageToDict(request.properties)))
     options = PolicyResourceOptions(
-        request.options.protect, list(request.options.ignoreChanges), None, list(request.options.aliases),
-        PolicyCustomTimeouts(0, 0, 0), list(request.options.additionalSecretOutputs), request.options.parent or None)
+        request.options.protect,
+        list(request.options.ignoreChanges),
+        None,
+        list(request.options.aliases),
+        PolicyCustomTimeouts(0, 0, 0),
+        list(request.options.additionalSecretOutputs),
+        request.options.parent or None,
+    )
     return ResourceValidationArgs(request.type, props, request.urn, request.name, options, None)

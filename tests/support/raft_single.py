@@ -94,7 +94,12 @@ listener "tcp" {{
         self.stop()
 
     def api(
-        self, method: str, path: str, *, token: str | None = None, body: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: dict[str, Any] | None = None,
         timeout: float = 5.0,
     ) -> ApiResponse:
         return self.node.api(method, path, token=token, body=body, timeout=timeout)

@@ -401,9 +401,7 @@ class MotoS3:
                 return start_response(status, headers, exc_info)
 
             result = app(environ, recording_start_response)
-            self._append(
-                S3Request(method, path, query, operation, status_holder[0] if status_holder else 0, False)
-            )
+            self._append(S3Request(method, path, query, operation, status_holder[0] if status_holder else 0, False))
             return result
 
         return wrapped

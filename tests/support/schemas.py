@@ -226,13 +226,7 @@ def _walk_unknown(obj: Any, schema: Any, path: PathParts, found: list[PathParts]
         additional = schema.get("additionalProperties")
         preserve = schema.get("x-kubernetes-preserve-unknown-fields") is True
         embedded = schema.get("x-kubernetes-embedded-resource") is True
-        if (
-            props is None
-            and additional is None
-            and not preserve
-            and not embedded
-            and schema.get("type") != "object"
-        ):
+        if props is None and additional is None and not preserve and not embedded and schema.get("type") != "object":
             return  # this schema does not constrain keys
         for key, value in obj.items():
             where = (*path, str(key))
@@ -332,12 +326,9 @@ def _validate_custom(obj: Mapping[str, Any], schemas: Path) -> list[str]:
     api_version, kind = obj["apiVersion"], obj["kind"]
     entry = _index(str(schemas)).get((api_version, kind))
     if entry is None:
-        known = sorted(
-            f"{a} {k}" for a, k in _index(str(schemas)) if a.split("/")[0] == api_version.split("/")[0]
-        )
+        known = sorted(f"{a} {k}" for a, k in _index(str(schemas)) if a.split("/")[0] == api_version.split("/")[0])
         return [
-            f"{label}: <root>: unknown apiVersion/kind {api_version} {kind} (schemas/index.json has "
-            f"{', '.join(known)})"
+            f"{label}: <root>: unknown apiVersion/kind {api_version} {kind} (schemas/index.json has {', '.join(known)})"
         ]
     version = api_version.split("/", 1)[1]
     crd = _crd_schema(str(schemas / entry["file"]), version)
@@ -358,13 +349,9 @@ def _schema_errors(validator: jsonschema.protocols.Validator, instance: Any, lab
         if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
             declared = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
             patterns = error.schema.get("patternProperties", {}) if isinstance(error.schema, Mapping) else {}
-            extras = [
-                k for k in error.instance if k not in declared and not any(re.search(p, k) for p in patterns)
-            ]
+            extras = [k for k in error.instance if k not in declared and not any(re.search(p, k) for p in patterns)]
             if extras:
-                problems += [
-                    f"{label}: {format_path((*error.absolute_path, k))}: unknown field" for k in extras
-                ]
+                problems += [f"{label}: {format_path((*error.absolute_path, k))}: unknown field" for k in extras]
                 continue
         if error.context:
             best = jsonschema.exceptions.best_match(error.context)
@@ -434,10 +421,7 @@ def validate_kubernetes_object(obj: Mapping[str, Any], kubernetes_version: str =
     label = _object_label(obj)
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
     if not isinstance(api_version, str) or not api_version or not isinstance(kind, str) or not kind:
-        return [
-            f"{label}: <root>: apiVersion and kind must both be non-empty strings "
-            f"(got {api_version!r}, {kind!r})"
-        ]
+        return [f"{label}: <root>: apiVersion and kind must both be non-empty strings (got {api_version!r}, {kind!r})"]
     group = api_version.split("/", 1)[0] if "/" in api_version else ""
     schemas = schemas_dir()
     if group in _index_groups(str(schemas)):

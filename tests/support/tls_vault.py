@@ -37,8 +37,7 @@ class Vault:
         assert self.node.ca_file
         return self.node.ca_file
 
-    def api(self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
-            ) -> ApiResponse:
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> ApiResponse:
         return self.node.api(method, path, token=token or self.root, body=body)
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> ApiResponse:
@@ -72,8 +71,11 @@ class Vault:
 
     def kv_writes(self, since: int) -> list[str]:
         """Paths of every create/update request on ``kv/data/`` after ``since`` (allowed or not)."""
-        return [r["path"] for r in self.audit_requests(since)
-                if r.get("operation") in ("create", "update") and str(r.get("path", "")).startswith("kv/data/")]
+        return [
+            r["path"]
+            for r in self.audit_requests(since)
+            if r.get("operation") in ("create", "update") and str(r.get("path", "")).startswith("kv/data/")
+        ]
 
     def count(self, since: int, path: str) -> int:
         return sum(1 for r in self.audit_requests(since) if r.get("path") == path)
@@ -119,8 +121,13 @@ def initialise(name: str, node: BaoNode, *, kv: bool = True) -> Vault:
     init = node.api("PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1})
     assert init.status == 200, init.text
     assert node.api("PUT", "sys/unseal", body={"key": init.body["keys_base64"][0]}).status == 200
-    wait_until(lambda: node.api("GET", "sys/health", timeout=2).status == 200, 20, 0.05,
-               f"{name} Vault to be active", ignore=(OSError,))
+    wait_until(
+        lambda: node.api("GET", "sys/health", timeout=2).status == 200,
+        20,
+        0.05,
+        f"{name} Vault to be active",
+        ignore=(OSError,),
+    )
     vault = Vault(name, node, str(init.body["root_token"]), node.workdir / "audit.log")
     if not kv:
         return vault

@@ -40,13 +40,25 @@ class StackServer:
 def stack_server(recording: Recording) -> StackServer:
     release = next(r for r in recording.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")
     values = release.inputs["values"]
-    certificate = next(o for o in recording.kubernetes_objects()
-                       if o["kind"] == "Certificate" and o["metadata"]["name"] == "vault-server-tls")
+    certificate = next(
+        o
+        for o in recording.kubernetes_objects()
+        if o["kind"] == "Certificate" and o["metadata"]["name"] == "vault-server-tls"
+    )
     replicas = int(values["server"]["ha"]["replicas"])
-    spec = VaultServerSpec(cluster_name=recording.stack, external_hostname=certificate["spec"]["dnsNames"][-1],
-                           release=release.inputs["name"], namespace=release.inputs["namespace"], replicas=replicas)
-    return StackServer(values["server"]["ha"]["raft"]["config"], list(certificate["spec"]["dnsNames"]),
-                       list(certificate["spec"].get("ipAddresses", [])), spec)
+    spec = VaultServerSpec(
+        cluster_name=recording.stack,
+        external_hostname=certificate["spec"]["dnsNames"][-1],
+        release=release.inputs["name"],
+        namespace=release.inputs["namespace"],
+        replicas=replicas,
+    )
+    return StackServer(
+        values["server"]["ha"]["raft"]["config"],
+        list(certificate["spec"]["dnsNames"]),
+        list(certificate["spec"].get("ipAddresses", [])),
+        spec,
+    )
 
 
 #: The files of the ``vault-server-tls`` Secret as the chart mounts them.
@@ -73,9 +85,7 @@ class LoopbackVault:
 
 def make_spec(replicas: int = 3) -> VaultServerSpec:
     """The spec the real tests render: 3 pods of release ``vault`` in namespace ``vault``."""
-    return VaultServerSpec(
-        cluster_name="fedobs-test", external_hostname="vault.fedobs.test", replicas=replicas
-    )
+    return VaultServerSpec(cluster_name="fedobs-test", external_hostname="vault.fedobs.test", replicas=replicas)
 
 
 def build_loopback_vault(
@@ -117,8 +127,7 @@ def build_loopback_vault(
                 node_index=i,
                 addresses=layout.addresses,
                 ports=layout.ports,
-                tls_files={f"{TLS_DIR}/{n}": str(tls_dir / n) for n in TLS_FILE_NAMES}
-                | dict(extra_tls_files or {}),
+                tls_files={f"{TLS_DIR}/{n}": str(tls_dir / n) for n in TLS_FILE_NAMES} | dict(extra_tls_files or {}),
                 data_dir=str(node_dir / "data"),
             )
         )
@@ -136,8 +145,11 @@ def build_loopback_vault(
 
 def bootstrap_job(recording: Recording) -> dict[str, Any]:
     """The stack's bootstrap Job (``vault-bootstrap-<digest>``), whatever else the stack runs as Jobs."""
-    (job,) = [o for o in recording.kubernetes_objects()
-              if o["kind"] == "Job" and o["metadata"]["name"].startswith("vault-bootstrap-")]
+    (job,) = [
+        o
+        for o in recording.kubernetes_objects()
+        if o["kind"] == "Job" and o["metadata"]["name"].startswith("vault-bootstrap-")
+    ]
     return job
 
 
@@ -147,7 +159,12 @@ def job_command(recording: Recording) -> list[str]:
 
 
 def localize_job_command(
-    command: list[str], vault: LoopbackVault, workdir: Path, state_file: Path, *, timeout: float = 45.0,
+    command: list[str],
+    vault: LoopbackVault,
+    workdir: Path,
+    state_file: Path,
+    *,
+    timeout: float = 45.0,
     autopilot_stabilization: str | None = "2s",
 ) -> list[str]:
     """The bootstrap Job's command as it runs here: pod peers -> the cluster's loopback URLs (pods

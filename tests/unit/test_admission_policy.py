@@ -36,33 +36,63 @@ COLLECTOR_LABELS = {"app.kubernetes.io/component": "opentelemetry-collector"}
 
 
 def static_secret(name: str, namespace: str = NS, create: bool = True) -> dict[str, Any]:
-    return {"apiVersion": "secrets.hashicorp.com/v1beta1", "kind": "VaultStaticSecret",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"vaultAuthRef": "vault", "type": "kv-v2", "mount": "kv", "path": f"otel/{name}",
-                     "destination": {"name": name, "create": create, "type": "kubernetes.io/tls"}}}
+    return {
+        "apiVersion": "secrets.hashicorp.com/v1beta1",
+        "kind": "VaultStaticSecret",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "vaultAuthRef": "vault",
+            "type": "kv-v2",
+            "mount": "kv",
+            "path": f"otel/{name}",
+            "destination": {"name": name, "create": create, "type": "kubernetes.io/tls"},
+        },
+    }
 
 
 def plain_secret(name: str, namespace: str = NS) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
-            "type": "Opaque", "data": {}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": {},
+    }
 
 
-def deployment(pod: dict[str, Any] | None = None, name: str = "otel-gateway", namespace: str = NS,
-               labels: dict[str, str] | None = None) -> dict[str, Any]:
+def deployment(
+    pod: dict[str, Any] | None = None,
+    name: str = "otel-gateway",
+    namespace: str = NS,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A collector mounting the two VSO Secrets, as the hub's gateway does; ``pod`` is merged into its Pod spec."""
     spec: dict[str, Any] = {
-        "containers": [{"name": "otelcol", "image": "otel/opentelemetry-collector-k8s:0.117.0",
-                        "volumeMounts": [{"name": "tls", "mountPath": "/tls"}, {"name": "ca", "mountPath": "/ca"}]}],
-        "volumes": [{"name": "config", "configMap": {"name": "otel-gateway-config"}},
-                    {"name": "tls", "secret": {"secretName": "otel-gateway-tls"}},
-                    {"name": "ca", "secret": {"secretName": "otel-client-ca"}}],
+        "containers": [
+            {
+                "name": "otelcol",
+                "image": "otel/opentelemetry-collector-k8s:0.117.0",
+                "volumeMounts": [{"name": "tls", "mountPath": "/tls"}, {"name": "ca", "mountPath": "/ca"}],
+            }
+        ],
+        "volumes": [
+            {"name": "config", "configMap": {"name": "otel-gateway-config"}},
+            {"name": "tls", "secret": {"secretName": "otel-gateway-tls"}},
+            {"name": "ca", "secret": {"secretName": "otel-client-ca"}},
+        ],
     }
     for key, value in (pod or {}).items():
         spec[key] = spec.get(key, []) + value if isinstance(value, list) else value
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+        },
+    }
 
 
 @pytest.fixture
@@ -70,19 +100,31 @@ def cluster() -> Cluster:
     """VSO's two Secrets in the collector namespace, a hand-made one beside them, and a VSO Secret of
     another namespace."""
     synced = [static_secret("otel-gateway-tls"), static_secret("otel-client-ca")]
-    return Cluster([*synced, *(vso_secret(s) for s in synced), plain_secret("hand-made"),
-                    vso_secret(static_secret("elsewhere-tls", namespace="apps"))])
+    return Cluster(
+        [
+            *synced,
+            *(vso_secret(s) for s in synced),
+            plain_secret("hand-made"),
+            vso_secret(static_secret("elsewhere-tls", namespace="apps")),
+        ]
+    )
 
 
 def refused(names: str, deployment_name: str = "otel-gateway", namespace: str = NS) -> str:
-    return (f"Deployment {namespace}/{deployment_name} references Secret(s) not managed by the Vault Secrets "
-            f"Operator: {names} (sync them with a VaultStaticSecret)")
+    return (
+        f"Deployment {namespace}/{deployment_name} references Secret(s) not managed by the Vault Secrets "
+        f"Operator: {names} (sync them with a VaultStaticSecret)"
+    )
 
 
 # --- (a) the object against the ValidatingPolicy CRD ----------------------------------------------------
 
-@pytest.mark.parametrize("policy", [ENFORCE, AUDIT, require_vso_policy("Enforce", (), background_scan=True)],
-                         ids=["enforce", "audit", "background"])
+
+@pytest.mark.parametrize(
+    "policy",
+    [ENFORCE, AUDIT, require_vso_policy("Enforce", (), background_scan=True)],
+    ids=["enforce", "audit", "background"],
+)
 def test_policy_is_valid_against_the_crd(policy: dict[str, Any]) -> None:
     assert policy["apiVersion"] == "policies.kyverno.io/v1" and policy["kind"] == "ValidatingPolicy"
     assert policy["metadata"] == {"name": POLICY_NAME}
@@ -120,31 +162,104 @@ def test_every_expression_compiles_and_broken_ones_do_not() -> None:
 
 # --- (b) the CEL, evaluated ------------------------------------------------------------------------
 
+
 def test_compliant_collector_passes(cluster: Cluster) -> None:
     result = evaluate(ENFORCE, deployment(), cluster)
     assert result.matched and result.status == "pass" and not result.denied
     assert ("List", ("v1", "secrets", NS, {})) in cluster.calls
 
 
-@pytest.mark.parametrize(("pod", "names"), [
-    ({"volumes": [{"name": "x", "secret": {"secretName": "hand-made"}}]}, "hand-made"),
-    ({"volumes": [{"name": "x", "projected": {"sources": [
-        {"configMap": {"name": "otel-gateway-config"}}, {"secret": {"name": "otel-client-ca"}},
-        {"secret": {"name": "hand-made", "items": [{"key": "k", "path": "k"}]}}]}}]}, "hand-made"),
-    ({"containers": [{"name": "side", "image": "busybox:1.37", "env": [
-        {"name": "PLAIN", "value": "x"},
-        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hand-made", "key": "token"}}}]}]}, "hand-made"),
-    ({"containers": [{"name": "side", "image": "busybox:1.37", "envFrom": [
-        {"configMapRef": {"name": "settings"}}, {"secretRef": {"name": "hand-made"}}]}]}, "hand-made"),
-    ({"imagePullSecrets": [{"name": "registry-creds"}]}, "registry-creds"),
-    ({"initContainers": [{"name": "init", "image": "busybox:1.37", "env": [
-        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hand-made", "key": "token"}}}]}]}, "hand-made"),
-    ({"initContainers": [{"name": "init", "image": "busybox:1.37", "envFrom": [
-        {"secretRef": {"name": "init-creds"}}]}]}, "init-creds"),
-    ({"ephemeralContainers": [{"name": "debug", "image": "busybox:1.37", "envFrom": [
-        {"secretRef": {"name": "hand-made"}}]}]}, "hand-made"),
-], ids=["secret-volume", "projected-secret", "env-secretKeyRef", "envFrom-secretRef", "imagePullSecret",
-        "initContainer-secretKeyRef", "initContainer-envFrom", "ephemeralContainer-envFrom"])
+@pytest.mark.parametrize(
+    ("pod", "names"),
+    [
+        ({"volumes": [{"name": "x", "secret": {"secretName": "hand-made"}}]}, "hand-made"),
+        (
+            {
+                "volumes": [
+                    {
+                        "name": "x",
+                        "projected": {
+                            "sources": [
+                                {"configMap": {"name": "otel-gateway-config"}},
+                                {"secret": {"name": "otel-client-ca"}},
+                                {"secret": {"name": "hand-made", "items": [{"key": "k", "path": "k"}]}},
+                            ]
+                        },
+                    }
+                ]
+            },
+            "hand-made",
+        ),
+        (
+            {
+                "containers": [
+                    {
+                        "name": "side",
+                        "image": "busybox:1.37",
+                        "env": [
+                            {"name": "PLAIN", "value": "x"},
+                            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hand-made", "key": "token"}}},
+                        ],
+                    }
+                ]
+            },
+            "hand-made",
+        ),
+        (
+            {
+                "containers": [
+                    {
+                        "name": "side",
+                        "image": "busybox:1.37",
+                        "envFrom": [{"configMapRef": {"name": "settings"}}, {"secretRef": {"name": "hand-made"}}],
+                    }
+                ]
+            },
+            "hand-made",
+        ),
+        ({"imagePullSecrets": [{"name": "registry-creds"}]}, "registry-creds"),
+        (
+            {
+                "initContainers": [
+                    {
+                        "name": "init",
+                        "image": "busybox:1.37",
+                        "env": [
+                            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hand-made", "key": "token"}}}
+                        ],
+                    }
+                ]
+            },
+            "hand-made",
+        ),
+        (
+            {
+                "initContainers": [
+                    {"name": "init", "image": "busybox:1.37", "envFrom": [{"secretRef": {"name": "init-creds"}}]}
+                ]
+            },
+            "init-creds",
+        ),
+        (
+            {
+                "ephemeralContainers": [
+                    {"name": "debug", "image": "busybox:1.37", "envFrom": [{"secretRef": {"name": "hand-made"}}]}
+                ]
+            },
+            "hand-made",
+        ),
+    ],
+    ids=[
+        "secret-volume",
+        "projected-secret",
+        "env-secretKeyRef",
+        "envFrom-secretRef",
+        "imagePullSecret",
+        "initContainer-secretKeyRef",
+        "initContainer-envFrom",
+        "ephemeralContainer-envFrom",
+    ],
+)
 def test_a_secret_vso_does_not_manage_is_refused(cluster: Cluster, pod: dict[str, Any], names: str) -> None:
     result = evaluate(ENFORCE, deployment(pod), cluster)
     assert result.status == "fail" and result.denied
@@ -152,10 +267,17 @@ def test_a_secret_vso_does_not_manage_is_refused(cluster: Cluster, pod: dict[str
 
 
 def test_every_offending_secret_is_named_once(cluster: Cluster) -> None:
-    pod = {"volumes": [{"name": "x", "secret": {"secretName": "hand-made"}}],
-           "containers": [{"name": "side", "image": "busybox:1.37",
-                           "envFrom": [{"secretRef": {"name": "hand-made"}}, {"secretRef": {"name": "ghost"}}]}],
-           "imagePullSecrets": [{"name": "registry-creds"}]}
+    pod = {
+        "volumes": [{"name": "x", "secret": {"secretName": "hand-made"}}],
+        "containers": [
+            {
+                "name": "side",
+                "image": "busybox:1.37",
+                "envFrom": [{"secretRef": {"name": "hand-made"}}, {"secretRef": {"name": "ghost"}}],
+            }
+        ],
+        "imagePullSecrets": [{"name": "registry-creds"}],
+    }
     assert evaluate(ENFORCE, deployment(pod), cluster).message == refused("hand-made, ghost, registry-creds")
 
 
@@ -190,7 +312,8 @@ def test_a_labelled_collector_outside_the_collector_namespaces_is_refused_withou
     result = evaluate(ENFORCE, labelled, cluster)
     assert result.denied and result.message == (
         "Deployment apps/otel-agent is labelled as an OpenTelemetry collector but runs outside the collector "
-        "namespaces (observability)")
+        "namespaces (observability)"
+    )
     # Kyverno may look Secrets up only in the collector namespaces: none is attempted elsewhere.
     assert all(args[2] == NS for _, args in cluster.calls), cluster.calls
 
@@ -229,38 +352,59 @@ def test_a_failed_lookup_fails_closed_in_enforce(cluster: Cluster) -> None:
 
 def probe(expression: str) -> dict[str, Any]:
     """A one-validation policy on Deployments, to exercise the resource-library stand-in directly."""
-    return {"apiVersion": "policies.kyverno.io/v1", "kind": "ValidatingPolicy", "metadata": {"name": "probe"},
-            "spec": {"validationActions": ["Deny"], "matchConstraints": {"resourceRules": [{
-                "apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["deployments"]}]},
-                "validations": [{"expression": expression}]}}
+    return {
+        "apiVersion": "policies.kyverno.io/v1",
+        "kind": "ValidatingPolicy",
+        "metadata": {"name": "probe"},
+        "spec": {
+            "validationActions": ["Deny"],
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["apps"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["deployments"],
+                    }
+                ]
+            },
+            "validations": [{"expression": expression}],
+        },
+    }
 
 
-@pytest.mark.parametrize("expression", [
-    'resource.List("v1", "secrets", "observability", {"app.kubernetes.io/managed-by": "hashicorp-vso"})'
-    '.items.map(s, s.metadata.name) == ["otel-client-ca", "otel-gateway-tls"]',
-    'resource.List("v1", "secrets", "").items.size() == 4'
-    ' && resource.List("v1", "secrets", "apps").kind == "SecretList"',
-    'resource.list("v1", "secrets", "observability").items.all(s, s.kind == "Secret" && s.apiVersion == "v1")',
-    'type(resource.Get("v1", "secrets", "observability", "nope")) == type(null)'
-    ' && resource.get("v1", "secrets", "observability", "hand-made").metadata.name == "hand-made"',
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        'resource.List("v1", "secrets", "observability", {"app.kubernetes.io/managed-by": "hashicorp-vso"})'
+        '.items.map(s, s.metadata.name) == ["otel-client-ca", "otel-gateway-tls"]',
+        'resource.List("v1", "secrets", "").items.size() == 4'
+        ' && resource.List("v1", "secrets", "apps").kind == "SecretList"',
+        'resource.list("v1", "secrets", "observability").items.all(s, s.kind == "Secret" && s.apiVersion == "v1")',
+        'type(resource.Get("v1", "secrets", "observability", "nope")) == type(null)'
+        ' && resource.get("v1", "secrets", "observability", "hand-made").metadata.name == "hand-made"',
+    ],
+)
 def test_resource_library_stand_in(cluster: Cluster, expression: str) -> None:
     assert evaluate(probe(expression), deployment(), cluster).status == "pass"
 
 
 def test_resource_library_stand_in_errors_on_unserved_resources(cluster: Cluster) -> None:
-    result = evaluate(probe('resource.List("example.com/v1", "widgets", "apps").items.size() == 0'), deployment(),
-                      cluster)
+    result = evaluate(
+        probe('resource.List("example.com/v1", "widgets", "apps").items.size() == 0'), deployment(), cluster
+    )
     assert result.status == "error" and result.denied and "failed to list resource" in result.message
 
 
 # --- (c) the collectors the stacks declare ----------------------------------------------------------
 
+
 def cluster_of(recording: Recording) -> tuple[Cluster, list[dict[str, Any]]]:
     """The stack's objects as they would be in the cluster once VSO synced its VaultStaticSecrets."""
     objects = recording.kubernetes_objects()
-    synced = [vso_secret(o) for o in objects if o["kind"] == "VaultStaticSecret"
-              and o["spec"]["destination"].get("create")]
+    synced = [
+        vso_secret(o) for o in objects if o["kind"] == "VaultStaticSecret" and o["spec"]["destination"].get("create")
+    ]
     declared = [o for o in objects if o["kind"] == "Secret" or o["kind"] == "VaultStaticSecret"]
     return Cluster([*declared, *synced]), objects
 
@@ -280,7 +424,8 @@ def test_the_stacks_collectors_mount_only_vso_secrets(stack: str, request: pytes
     for collector, _ in checked:
         spoiled = copy.deepcopy(collector)
         spoiled["spec"]["template"]["spec"].setdefault("volumes", []).append(
-            {"name": "spoil", "secret": {"secretName": "hand-made"}})
+            {"name": "spoil", "secret": {"secretName": "hand-made"}}
+        )
         cluster.objects.append(plain_secret("hand-made", collector["metadata"]["namespace"]))
         assert "hand-made" in evaluate(policy, spoiled, cluster).message
 
@@ -296,10 +441,20 @@ VERIFIED_VALUE_PATHS = {
     "admissionController.podDisruptionBudget.enabled",
     "admissionController.podDisruptionBudget.minAvailable",
     "admissionController.rbac.serviceAccount.name",
-    *(f"{image}.{part}" for image in (
-        "admissionController.container.image", "admissionController.initContainer.image",
-        "backgroundController.image", "cleanupController.image", "reportsController.image",
-        "crds.migration.image", "webhooksCleanup.image", "test.image") for part in ("registry", "repository", "tag")),
+    *(
+        f"{image}.{part}"
+        for image in (
+            "admissionController.container.image",
+            "admissionController.initContainer.image",
+            "backgroundController.image",
+            "cleanupController.image",
+            "reportsController.image",
+            "crds.migration.image",
+            "webhooksCleanup.image",
+            "test.image",
+        )
+        for part in ("registry", "repository", "tag")
+    ),
     "reportsController.rbac.clusterRole.extraResources",
     "features.policyExceptions.enabled",
 }
@@ -345,17 +500,25 @@ def test_component_installs_kyverno_then_the_policy(tmp_path: Path) -> None:
     assert recording.error is None, recording.error
     component = recording.one("fedobs:guardrails:Admission", "guardrails")
     children = recording.children_of(component.urn)
-    assert {c.type for c in children} == {"kubernetes:core/v1:Namespace", "kubernetes:helm.sh/v3:Release",
-                                          "kubernetes:rbac.authorization.k8s.io/v1:Role",
-                                          "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
-                                          "kubernetes:policies.kyverno.io/v1:ValidatingPolicy"}
+    assert {c.type for c in children} == {
+        "kubernetes:core/v1:Namespace",
+        "kubernetes:helm.sh/v3:Release",
+        "kubernetes:rbac.authorization.k8s.io/v1:Role",
+        "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding",
+        "kubernetes:policies.kyverno.io/v1:ValidatingPolicy",
+    }
     assert all(c.name.startswith("guardrails-") and c.provider for c in children)
     namespace = next(c for c in children if c.type == "kubernetes:core/v1:Namespace")
-    assert namespace.inputs["metadata"] == {"name": "kyverno",
-                                            "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}
+    assert namespace.inputs["metadata"] == {
+        "name": "kyverno",
+        "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+    }
     release = next(c for c in children if c.type == "kubernetes:helm.sh/v3:Release")
     assert (release.inputs["chart"], release.inputs["version"], release.inputs["namespace"]) == (
-        "kyverno", "3.9.0", "kyverno")
+        "kyverno",
+        "3.9.0",
+        "kyverno",
+    )
     assert release.inputs["repositoryOpts"]["repo"] == "https://kyverno.github.io/kyverno/"
     assert release.inputs["values"] == kyverno_values(3, False) and namespace.urn in release.dependencies
     policy = next(c for c in children if c.type.endswith(":ValidatingPolicy"))
@@ -365,9 +528,11 @@ def test_component_installs_kyverno_then_the_policy(tmp_path: Path) -> None:
     assert role.inputs["metadata"] == {"name": "kyverno-vso-lookups", "namespace": "observability"}
     assert role.inputs["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]},
-        {"apiGroups": ["secrets.hashicorp.com"], "resources": ["vaultstaticsecrets"], "verbs": ["get", "list"]}]
+        {"apiGroups": ["secrets.hashicorp.com"], "resources": ["vaultstaticsecrets"], "verbs": ["get", "list"]},
+    ]
     assert binding.inputs["subjects"] == [
-        {"kind": "ServiceAccount", "name": "kyverno-admission-controller", "namespace": "kyverno"}]
+        {"kind": "ServiceAccount", "name": "kyverno-admission-controller", "namespace": "kyverno"}
+    ]
     assert binding.inputs["roleRef"]["name"] == "kyverno-vso-lookups" and binding.urn in policy.dependencies
     assert {k: v for k, v in policy.inputs.items() if not k.startswith("__")} == require_vso_policy("Audit", (NS,))
     for obj in (namespace.inputs, policy.inputs):

@@ -51,20 +51,23 @@ def test_dotenv_in_the_rendered_format_is_loaded(tmp_path: Path) -> None:
     assert credentials.load_dotenv(no_final_newline) == {"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SESSION_TOKEN": ""}
 
 
-@pytest.mark.parametrize(("text", "line"), [
-    (f"A='x'\n\nB='{SECRET}'\n", 2),                 # blank line
-    (f"# comment {SECRET}\n", 1),
-    (f"export A='{SECRET}'\n", 1),
-    (f'A="{SECRET}"\n', 1),                           # double quotes
-    (f"A={SECRET}\n", 1),                             # unquoted
-    (f"A='x'\nB='{SECRET}'x'\n", 2),                  # a quote inside the value
-    (f"A='{SECRET}' \n", 1),                          # trailing space
-    (f" A='{SECRET}'\n", 1),                          # leading space
-    (f"1A='{SECRET}'\n", 1),                          # not a variable name
-    (f"A='x'\r\nB='{SECRET}'\r\n", 1),                # CRLF
-    (f"A='{SECRET}'\nA='other'\n", 2),                # repeated key
-    (f"A='x'\nB='$(touch /tmp/pwned){SECRET}\n", 2),  # unterminated
-])
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (f"A='x'\n\nB='{SECRET}'\n", 2),  # blank line
+        (f"# comment {SECRET}\n", 1),
+        (f"export A='{SECRET}'\n", 1),
+        (f'A="{SECRET}"\n', 1),  # double quotes
+        (f"A={SECRET}\n", 1),  # unquoted
+        (f"A='x'\nB='{SECRET}'x'\n", 2),  # a quote inside the value
+        (f"A='{SECRET}' \n", 1),  # trailing space
+        (f" A='{SECRET}'\n", 1),  # leading space
+        (f"1A='{SECRET}'\n", 1),  # not a variable name
+        (f"A='x'\r\nB='{SECRET}'\r\n", 1),  # CRLF
+        (f"A='{SECRET}'\nA='other'\n", 2),  # repeated key
+        (f"A='x'\nB='$(touch /tmp/pwned){SECRET}\n", 2),  # unterminated
+    ],
+)
 def test_anything_else_is_refused_by_line_number_without_its_content(tmp_path: Path, text: str, line: int) -> None:
     path = write(tmp_path / "db", text)
     with pytest.raises(ValueError, match=rf"line {line}\b") as refused:
@@ -109,8 +112,11 @@ def test_json_objects_are_loaded_and_anything_else_refused(tmp_path: Path) -> No
     path = write(tmp_path / "results", json.dumps(data) + "\n")
     assert credentials.load_json(path) == data
     assert credentials.load(path) == data
-    for text, message in ((json.dumps([SECRET]), "not an object"), ('{"password": "' + SECRET, "not valid JSON"),
-                          (f"{{{SECRET}}}", "not valid JSON")):
+    for text, message in (
+        (json.dumps([SECRET]), "not an object"),
+        ('{"password": "' + SECRET, "not valid JSON"),
+        (f"{{{SECRET}}}", "not valid JSON"),
+    ):
         with pytest.raises(ValueError, match=message) as refused:
             credentials.load_json(write(tmp_path / "bad", text, 0o600))
         assert SECRET not in str(refused.value)
@@ -132,34 +138,43 @@ def test_non_utf8_is_refused_without_its_bytes(tmp_path: Path) -> None:
 
 def test_the_loader_never_executes_anything() -> None:
     tree = ast.parse(Path(credentials.__file__).read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
-                for alias in node.names} | {node.module for node in ast.walk(tree)
-                                            if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names
+    } | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not imported & {"subprocess", "shlex", "runpy", "importlib", "pickle", "ctypes"}, imported
     names = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert not names & {"exec", "eval", "compile", "__import__", "open"}, names
-    methods = {node.func.attr for node in ast.walk(tree)
-               if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
+    methods = {
+        node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
     assert not {m for m in methods if m.startswith(("exec", "spawn", "popen", "system"))}, methods
 
 
 # --------------------------------------------------------------------------------------------------
 # tests.support.agent
 # --------------------------------------------------------------------------------------------------
-SETTINGS = InjectorSettings(role="notebook-validation", vault_address="https://vault-active.vault.svc:8200",
-                            tls_server_name="vault-active.vault.svc")
+SETTINGS = InjectorSettings(
+    role="notebook-validation",
+    vault_address="https://vault-active.vault.svc:8200",
+    tls_server_name="vault-active.vault.svc",
+)
 FILES = (
     InjectedCredential("db", "database/creds/readonly", "database", "dotenv", "DB_"),
     InjectedCredential("results", "database/creds/results-readonly", "database", "json"),
     InjectedCredential("aws", "aws/creds/s3-readonly", "aws", "dotenv"),
 )
-PATHS: dict[str, Any] = {"vault_addr": "https://127.0.0.1:8200", "ca_file": "/t/ca.crt", "jwt_file": "/t/jwt",
-         "secrets_dir": "/t/pod/secrets"}
+PATHS: dict[str, Any] = {
+    "vault_addr": "https://127.0.0.1:8200",
+    "ca_file": "/t/ca.crt",
+    "jwt_file": "/t/jwt",
+    "secrets_dir": "/t/pod/secrets",
+}
 
 
 def parse(text: str) -> dict[str, Any]:
-    parsed: dict[str, Any] = hcl2.loads(text, serialization_options=SerializationOptions(
-        strip_string_quotes=True, explicit_blocks=False))
+    parsed: dict[str, Any] = hcl2.loads(
+        text, serialization_options=SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
+    )
     parsed.pop("__comments__", None)
     return parsed
 
@@ -174,17 +189,39 @@ def test_the_project_annotations_map_to_the_documented_config(run_to_completion:
     assert config(annotations) == {
         "pid_file": "/t/pod/home/.pid",
         "exit_after_auth": run_to_completion,
-        "vault": [{"address": "https://127.0.0.1:8200", "ca_cert": "/t/ca.crt",
-                   "tls_server_name": "vault-active.vault.svc", "retry": [{"num_retries": 2}]}],
-        "auto_auth": [{
-            "method": [{"kubernetes": {"mount_path": "auth/kubernetes", "exit_on_err": True,
-                                       "config": {"role": "notebook-validation", "token_path": "/t/jwt"}}}],
-            "sink": [{"file": {"config": {"path": "/t/pod/home/.vault-token"}}}],
-        }],
+        "vault": [
+            {
+                "address": "https://127.0.0.1:8200",
+                "ca_cert": "/t/ca.crt",
+                "tls_server_name": "vault-active.vault.svc",
+                "retry": [{"num_retries": 2}],
+            }
+        ],
+        "auto_auth": [
+            {
+                "method": [
+                    {
+                        "kubernetes": {
+                            "mount_path": "auth/kubernetes",
+                            "exit_on_err": True,
+                            "config": {"role": "notebook-validation", "token_path": "/t/jwt"},
+                        }
+                    }
+                ],
+                "sink": [{"file": {"config": {"path": "/t/pod/home/.vault-token"}}}],
+            }
+        ],
         "template_config": [{"exit_on_retry_failure": True}],
-        "template": [{"destination": f"/t/pod/secrets/{c.name}", "contents": render_template(c),
-                      "left_delimiter": "{{", "right_delimiter": "}}", "perms": "0400"}
-                     for c in sorted(FILES, key=lambda c: c.name)],
+        "template": [
+            {
+                "destination": f"/t/pod/secrets/{c.name}",
+                "contents": render_template(c),
+                "left_delimiter": "{{",
+                "right_delimiter": "}}",
+                "perms": "0400",
+            }
+            for c in sorted(FILES, key=lambda c: c.name)
+        ],
     }
 
 
@@ -193,8 +230,10 @@ def test_exit_after_auth_can_be_overridden_for_the_init_container_or_a_sidecar()
     job = injector_annotations(SETTINGS, FILES, run_to_completion=True)
     assert config(sidecar, exit_after_auth_override=True)["exit_after_auth"] is True
     assert config(job, exit_after_auth_override=False)["exit_after_auth"] is False
-    assert config(job, home_dir="/t/home-init")["auto_auth"][0]["sink"][0]["file"]["config"]["path"] == \
-        "/t/home-init/.vault-token"
+    assert (
+        config(job, home_dir="/t/home-init")["auto_auth"][0]["sink"][0]["file"]["config"]["path"]
+        == "/t/home-init/.vault-token"
+    )
 
 
 def test_every_annotation_the_project_produces_is_mapped() -> None:
@@ -204,11 +243,24 @@ def test_every_annotation_the_project_produces_is_mapped() -> None:
         agent_config_from_annotations(annotations, **PATHS)  # raises on any annotation it does not map
 
 
-@pytest.mark.parametrize("unknown", [
-    "agent-cache-enable", "agent-inject-file-db", "agent-inject-template-file-db", "agent-inject-command-db",
-    "agent-inject-containers", "namespace", "tls-skip-verify", "auth-config-token-path", "agent-init-first",
-    "agent-inject-status", "preserve-secret-case-db", "secret-volume-path", "agent-inject-default-template",
-])
+@pytest.mark.parametrize(
+    "unknown",
+    [
+        "agent-cache-enable",
+        "agent-inject-file-db",
+        "agent-inject-template-file-db",
+        "agent-inject-command-db",
+        "agent-inject-containers",
+        "namespace",
+        "tls-skip-verify",
+        "auth-config-token-path",
+        "agent-init-first",
+        "agent-inject-status",
+        "preserve-secret-case-db",
+        "secret-volume-path",
+        "agent-inject-default-template",
+    ],
+)
 def test_an_unknown_injector_annotation_is_refused_by_name(unknown: str) -> None:
     annotations = injector_annotations(SETTINGS, FILES, run_to_completion=True) | {PREFIX + unknown: "x"}
     with pytest.raises(ValueError, match=f"'{PREFIX}{unknown}' is not mapped"):
@@ -217,22 +269,27 @@ def test_an_unknown_injector_annotation_is_refused_by_name(unknown: str) -> None
 
 def test_annotations_of_others_are_left_alone() -> None:
     annotations = injector_annotations(SETTINGS, FILES, run_to_completion=True) | {
-        "kubectl.kubernetes.io/restartedAt": "now", "prometheus.io/scrape": "true"}
+        "kubectl.kubernetes.io/restartedAt": "now",
+        "prometheus.io/scrape": "true",
+    }
     assert config(annotations)["exit_after_auth"] is True
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"agent-inject": "false"}, "agent-inject is not"),
-    ({"agent-inject": None}, "agent-inject is not"),
-    ({"role": ""}, "role is required"),
-    ({"service": None}, "service"),
-    ({"agent-pre-populate-only": "yes"}, "not a boolean"),
-    ({"agent-inject-perms-db": "rw"}, "not an octal file mode"),
-    ({"agent-inject-template-db": None}, "has no agent-inject-template-db"),
-    ({"agent-inject-secret-db": None}, "without"),
-    ({"agent-inject-template-db": '{{ with secret "database/creds/other" }}{{ end }}'}, "does not read the path"),
-    ({"agent-inject-template-db": '{{ with secret "database/creds/readonly" }}${x}{{ end }}'}, r"\$\{"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"agent-inject": "false"}, "agent-inject is not"),
+        ({"agent-inject": None}, "agent-inject is not"),
+        ({"role": ""}, "role is required"),
+        ({"service": None}, "service"),
+        ({"agent-pre-populate-only": "yes"}, "not a boolean"),
+        ({"agent-inject-perms-db": "rw"}, "not an octal file mode"),
+        ({"agent-inject-template-db": None}, "has no agent-inject-template-db"),
+        ({"agent-inject-secret-db": None}, "without"),
+        ({"agent-inject-template-db": '{{ with secret "database/creds/other" }}{{ end }}'}, "does not read the path"),
+        ({"agent-inject-template-db": '{{ with secret "database/creds/readonly" }}${x}{{ end }}'}, r"\$\{"),
+    ],
+)
 def test_inconsistent_annotations_are_refused(change: dict[str, str | None], message: str) -> None:
     annotations = injector_annotations(SETTINGS, FILES, run_to_completion=True)
     for key, value in change.items():
@@ -245,8 +302,9 @@ def test_inconsistent_annotations_are_refused(change: dict[str, str | None], mes
 
 
 def test_secret_names_are_lower_cased_like_the_injector_does() -> None:
-    annotations = injector_annotations(SETTINGS, (InjectedCredential("DB", "database/creds/readonly", "database"),),
-                                       run_to_completion=True)
+    annotations = injector_annotations(
+        SETTINGS, (InjectedCredential("DB", "database/creds/readonly", "database"),), run_to_completion=True
+    )
     assert config(annotations)["template"][0]["destination"] == "/t/pod/secrets/db"
 
 
@@ -272,8 +330,11 @@ def test_the_stack_pod_templates_with_injector_annotations_all_map(hub: Recordin
         if obj["kind"] == "ServiceAccount":  # the injector reads Pods only
             assert not any(k.startswith(PREFIX) for k in obj["metadata"].get("annotations") or {})
         spec = obj.get("spec") or {}
-        template = spec.get("jobTemplate", {}).get("spec", {}).get("template") if obj["kind"] == "CronJob" \
+        template = (
+            spec.get("jobTemplate", {}).get("spec", {}).get("template")
+            if obj["kind"] == "CronJob"
             else spec.get("template")
+        )
         annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
         if any(key.startswith(PREFIX) for key in annotations):
             found += 1

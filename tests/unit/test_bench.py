@@ -19,12 +19,23 @@ from offline.engine import ROOT, RecordedResource, Recording
 from tests.support.vault_cluster import job_command, localize_job_command
 
 
-def resource(name: str, *, custom: bool = True, parent: str = "", provider: str = "",
-             dependencies: tuple[str, ...] = ()) -> RecordedResource:
-    return RecordedResource(urn=f"urn:{name}", type="test:index:Thing" if custom else "test:index:Component",
-                            name=name, custom=custom, inputs={}, secret_inputs=set(), parent=parent,
-                            provider=provider, dependencies=list(dependencies), protect=False, ignore_changes=[],
-                            additional_secret_outputs=[])
+def resource(
+    name: str, *, custom: bool = True, parent: str = "", provider: str = "", dependencies: tuple[str, ...] = ()
+) -> RecordedResource:
+    return RecordedResource(
+        urn=f"urn:{name}",
+        type="test:index:Thing" if custom else "test:index:Component",
+        name=name,
+        custom=custom,
+        inputs={},
+        secret_inputs=set(),
+        parent=parent,
+        provider=provider,
+        dependencies=list(dependencies),
+        protect=False,
+        ignore_changes=[],
+        additional_secret_outputs=[],
+    )
 
 
 def test_the_longest_chain_follows_inputs_parents_and_providers() -> None:
@@ -63,9 +74,12 @@ def test_targets_and_the_results_page() -> None:
     assert missed([met, over, exact]) == [over]
     with pytest.raises(ValueError):
         Target("x", 1, "~", 1)
-    page = render_markdown("fedobs benchmarks", ["context line"],
-                           [Section("Evaluation", ["a | b"], [met]), Section("Chains", ["```", "1. x", "```"], [over])],
-                           "results.png")
+    page = render_markdown(
+        "fedobs benchmarks",
+        ["context line"],
+        [Section("Evaluation", ["a | b"], [met]), Section("Chains", ["```", "1. x", "```"], [over])],
+        "results.png",
+    )
     assert page.startswith("# fedobs benchmarks\n\ncontext line\n\n## Targets\n\n**1 of 2 targets missed**\n")
     assert "| evaluation, 100 edges / 1 edge | 1.62x | <= 2x | yes |" in page
     assert "| longest dependency chain, hub | 18 steps | <= 8 steps | **no** |" in page
@@ -88,20 +102,32 @@ def test_server_defaults_remove_only_the_raft_tuning() -> None:
 
 
 def test_the_bench_runs_the_job_with_the_autopilot_at_its_own_defaults(hub: Recording, tmp_path: Path) -> None:
-    vault = SimpleNamespace(ca_file="/ca.pem", urls=["https://127.0.0.1:1", "https://127.0.0.1:2",
-                                                     "https://127.0.0.1:3"])
+    vault = SimpleNamespace(
+        ca_file="/ca.pem", urls=["https://127.0.0.1:1", "https://127.0.0.1:2", "https://127.0.0.1:3"]
+    )
     flag = "--autopilot-server-stabilization-time"
     as_tests_run = localize_job_command(job_command(hub), vault, tmp_path, tmp_path / "init.json")  # type: ignore[arg-type]
-    as_deployed = localize_job_command(job_command(hub), vault, tmp_path, tmp_path / "init.json",  # type: ignore[arg-type]
-                                       autopilot_stabilization=None)
+    as_deployed = localize_job_command(
+        job_command(hub),
+        vault,
+        tmp_path,
+        tmp_path / "init.json",  # type: ignore[arg-type]
+        autopilot_stabilization=None,
+    )
     assert as_tests_run[as_tests_run.index(flag) + 1] == "2s" and flag not in as_deployed
-    assert as_tests_run[:as_tests_run.index(flag)] == as_deployed
+    assert as_tests_run[: as_tests_run.index(flag)] == as_deployed
 
 
 def test_the_harness_writes_its_page_and_exits_1_exactly_when_a_target_is_missed(tmp_path: Path) -> None:
     """The sections without servers, quick (a few seconds)."""
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--sections", "chains,rotation",
-                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--sections", "chains,rotation", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     steps = json.loads((tmp_path / "results.json").read_text())["chain_hub"]["steps"]
     assert done.returncode == (1 if steps > 8 else 0), done.stderr
     assert ("MISSED longest dependency chain, hub" in done.stderr) == (steps > 8)

@@ -14,8 +14,13 @@ from offline.engine import Recording
 
 
 def find(recording: Recording, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
-    return next(o for o in recording.kubernetes_objects() if o["kind"] == kind and o["metadata"]["name"] == name
-                and (namespace is None or o["metadata"]["namespace"] == namespace))
+    return next(
+        o
+        for o in recording.kubernetes_objects()
+        if o["kind"] == kind
+        and o["metadata"]["name"] == name
+        and (namespace is None or o["metadata"]["namespace"] == namespace)
+    )
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -41,8 +46,14 @@ def test_cronjob_is_restricted_and_never_overlaps(stack: str, request: pytest.Fi
 
 def test_hub_may_get_exactly_the_named_secrets(hub: Recording) -> None:
     role = find(hub, "Role", "cert-sync-reader", "fedobs-pki")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": [
-        "client-ca", "otel-client-tls-edge-ap", "otel-client-tls-edge-eu", "otel-gateway-tls"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": ["client-ca", "otel-client-tls-edge-ap", "otel-client-tls-edge-eu", "otel-gateway-tls"],
+        }
+    ]
     binding = find(hub, "RoleBinding", "cert-sync-reader", "fedobs-pki")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cert-sync", "namespace": "fedobs-cert-sync"}]
     pod = find(hub, "CronJob", "cert-sync")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -51,20 +62,27 @@ def test_hub_may_get_exactly_the_named_secrets(hub: Recording) -> None:
 
 def policy(recording: Recording, name: str) -> dict[str, list[str]]:
     text = next(r for r in recording.of_type("vault:index/policy:Policy") if r.inputs["name"] == name).inputs["policy"]
-    parsed = hcl2.loads(text, serialization_options=SerializationOptions(strip_string_quotes=True,
-                                                                          explicit_blocks=False))
+    parsed = hcl2.loads(
+        text, serialization_options=SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
+    )
     return {path: rule["capabilities"] for entry in parsed["path"] for path, rule in entry.items()}
 
 
 def test_vault_roles_write_exactly_the_synced_paths(hub: Recording, edge: Recording) -> None:
     write = ["create", "read", "update"]
-    assert policy(hub, "cert-sync") == {"kv/data/edges/edge-ap/otel-client-tls": write,
-                                        "kv/data/edges/edge-eu/otel-client-tls": write,
-                                        "kv/data/otel/client-ca": write, "kv/data/otel/otel-gateway-tls": write}
+    assert policy(hub, "cert-sync") == {
+        "kv/data/edges/edge-ap/otel-client-tls": write,
+        "kv/data/edges/edge-eu/otel-client-tls": write,
+        "kv/data/otel/client-ca": write,
+        "kv/data/otel/otel-gateway-tls": write,
+    }
     assert policy(edge, "cert-sync") == {"kv/data/otel/otel-client-tls": write}
     for recording in (hub, edge):
-        role = next(r for r in recording.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
-                    if r.inputs["roleName"] == "cert-sync")
+        role = next(
+            r
+            for r in recording.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+            if r.inputs["roleName"] == "cert-sync"
+        )
         assert role.inputs["boundServiceAccountNames"] == ["cert-sync"]
         assert role.inputs["boundServiceAccountNamespaces"] == ["fedobs-cert-sync"]
 
@@ -78,9 +96,25 @@ def test_edge_gets_its_hub_credential_as_a_mounted_secret(edge: Recording, hub: 
     assert pod["automountServiceAccountToken"] is False
     container = pod["containers"][0]
     assert container["command"] == [
-        "python", "-m", "programs.cert_sync", "edge", "--edge", "edge-eu", "--kv-path", "otel/otel-client-tls",
-        "--hub-ca-file", "/fedobs/hub/ca.crt", "--hub-role-id-file", "/fedobs/hub/role-id",
-        "--hub-secret-id-file", "/fedobs/hub/secret-id", "--passes", "3", "--interval", "20"]
+        "python",
+        "-m",
+        "programs.cert_sync",
+        "edge",
+        "--edge",
+        "edge-eu",
+        "--kv-path",
+        "otel/otel-client-tls",
+        "--hub-ca-file",
+        "/fedobs/hub/ca.crt",
+        "--hub-role-id-file",
+        "/fedobs/hub/role-id",
+        "--hub-secret-id-file",
+        "/fedobs/hub/secret-id",
+        "--passes",
+        "3",
+        "--interval",
+        "20",
+    ]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["CERT_SYNC_HUB_ADDR"] == "https://vault.hub.fedobs.example.com:8200"
     hub_volume = next(v for v in pod["volumes"] if v["name"] == "hub")
@@ -89,7 +123,8 @@ def test_edge_gets_its_hub_credential_as_a_mounted_secret(edge: Recording, hub: 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
 def test_the_shipped_cadence_syncs_every_20_seconds_and_ends_before_the_next_run(
-        stack: str, request: pytest.FixtureRequest) -> None:
+    stack: str, request: pytest.FixtureRequest
+) -> None:
     recording: Recording = request.getfixturevalue(stack)
     spec = find(recording, "CronJob", "cert-sync", "fedobs-cert-sync")["spec"]
     command = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -99,17 +134,25 @@ def test_the_shipped_cadence_syncs_every_20_seconds_and_ends_before_the_next_run
     assert last_pass_start + LAST_PASS_ROOM_SECONDS <= deadline < 60  # room for the last pass, no overlap
 
 
-@pytest.mark.parametrize(("interval", "flags"), [(60, []), (30, ["--passes", "2", "--interval", "30"]),
-                                                 (20, ["--passes", "3", "--interval", "20"])])
+@pytest.mark.parametrize(
+    ("interval", "flags"),
+    [(60, []), (30, ["--passes", "2", "--interval", "30"]), (20, ["--passes", "3", "--interval", "20"])],
+)
 def test_the_interval_decides_the_passes(interval: int, flags: list[str]) -> None:
-    args = CertSyncArgs(provider=None, source=HubSource({"ns/a": "a"}, {}), vault_address="https://v:8200",  # type: ignore[arg-type]
-                        interval=interval)
+    args = CertSyncArgs(
+        provider=None,
+        source=HubSource({"ns/a": "a"}, {}),
+        vault_address="https://v:8200",  # type: ignore[arg-type]
+        interval=interval,
+    )
     assert command(args) == ["python", "-m", "programs.cert_sync", "hub", "--secret", "ns/a=a", *flags]
     assert passes_per_run(interval) * interval == 60
 
 
-@pytest.mark.parametrize(("interval", "reason"), [(25, "does not divide 60"), (15, "less than 15 s"),
-                                                  (10, "less than 15 s"), (0, "not between 1 and 60")])
+@pytest.mark.parametrize(
+    ("interval", "reason"),
+    [(25, "does not divide 60"), (15, "less than 15 s"), (10, "less than 15 s"), (0, "not between 1 and 60")],
+)
 def test_intervals_that_do_not_cover_the_minute_are_refused(interval: int, reason: str) -> None:
     assert reason in (interval_problem(interval) or "")
     with pytest.raises(ValueError, match=reason):

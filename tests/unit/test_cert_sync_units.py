@@ -81,8 +81,7 @@ def test_a_key_of_another_certificate_is_rejected(ca: TestCA, leaf: IssuedCert) 
 
 
 def test_the_key_must_match_the_leaf_not_a_later_certificate(ca: TestCA, leaf: IssuedCert) -> None:
-    rejected({"tls.crt": ca.cert_pem + leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem},
-             "does not match")
+    rejected({"tls.crt": ca.cert_pem + leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}, "does not match")
 
 
 def test_validity_window_is_enforced(ca: TestCA, leaf: IssuedCert) -> None:
@@ -111,16 +110,20 @@ def test_every_key_is_required(ca: TestCA, leaf: IssuedCert, key: str) -> None:
 def test_tls_crt_must_hold_only_certificates(ca: TestCA, leaf: IssuedCert) -> None:
     data = bundle(ca, leaf)
     rejected({**data, "tls.crt": "not a certificate"}, "tls.crt holds no PEM certificate")
-    rejected({**data, "tls.crt": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
-             "tls.crt is not valid PEM certificate data")
+    rejected(
+        {**data, "tls.crt": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
+        "tls.crt is not valid PEM certificate data",
+    )
     rejected({**data, "tls.crt": leaf.cert_pem + leaf.key_pem}, r"tls.crt holds PEM blocks that are not certificates")
 
 
 def test_ca_crt_must_parse(ca: TestCA, leaf: IssuedCert) -> None:
     data = bundle(ca, leaf)
     rejected({**data, "ca.crt": "garbage"}, "ca.crt holds no PEM certificate")
-    rejected({**data, "ca.crt": ca.cert_pem + ca.key_pem},
-             r"ca.crt holds PEM blocks that are not certificates \(private key\)")
+    rejected(
+        {**data, "ca.crt": ca.cert_pem + ca.key_pem},
+        r"ca.crt holds PEM blocks that are not certificates \(private key\)",
+    )
     broken = ca.cert_pem.replace("\n", "\n!", 3)
     rejected({**data, "ca.crt": broken}, "ca.crt")
 
@@ -128,13 +131,16 @@ def test_ca_crt_must_parse(ca: TestCA, leaf: IssuedCert) -> None:
 def test_tls_key_must_be_one_unencrypted_private_key(ca: TestCA, leaf: IssuedCert) -> None:
     data = bundle(ca, leaf)
     key = serialization.load_pem_private_key(leaf.key_pem.encode(), password=None)
-    encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.BestAvailableEncryption(b"pw")).decode()
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    ).decode()
     rejected({**data, "tls.key": encrypted}, "tls.key is encrypted")
     rejected({**data, "tls.key": leaf.key_pem + leaf.key_pem}, "exactly one PEM private key")
     rejected({**data, "tls.key": leaf.cert_pem}, "exactly one PEM private key")
-    rejected({**data, "tls.key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"},
-             "tls.key is not a valid PEM private key")
+    rejected(
+        {**data, "tls.key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"},
+        "tls.key is not a valid PEM private key",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,9 +148,19 @@ def test_tls_key_must_be_one_unencrypted_private_key(ca: TestCA, leaf: IssuedCer
 # ---------------------------------------------------------------------------------------------
 def test_secret_specs() -> None:
     assert parse_secret_spec("otel/otel-client-tls-edge-eu=edges/edge-eu/otel-client-tls") == SecretSpec(
-        "otel", "otel-client-tls-edge-eu", "edges/edge-eu/otel-client-tls")
-    for bad in ("otel-client-tls=kv", "otel/x", "Otel/x=a", "otel/x=", "otel/x=/a", "otel/x=a/", "otel/x=a/../b",
-                "otel/x=a//b", "otel/X_y=a"):
+        "otel", "otel-client-tls-edge-eu", "edges/edge-eu/otel-client-tls"
+    )
+    for bad in (
+        "otel-client-tls=kv",
+        "otel/x",
+        "Otel/x=a",
+        "otel/x=",
+        "otel/x=/a",
+        "otel/x=a/",
+        "otel/x=a/../b",
+        "otel/x=a//b",
+        "otel/X_y=a",
+    ):
         with pytest.raises(UsageError):
             parse_secret_spec(bad)
     assert hub_kv_path("edge-eu") == "edges/edge-eu/otel-client-tls"
@@ -181,32 +197,74 @@ def test_everything_comes_from_the_environment(clean_env: pytest.MonkeyPatch) ->
     clean_env.setenv("CERT_SYNC_HUB_SECRET_ID_FILE", "/s")
     args = parse_args([])
     assert (args.mode, args.edge, args.kv_path, args.hub_approle_mount, args.kv_mount) == (
-        "edge", "edge-eu", "otel/otel-client-tls", "approle-edges", "kv")
+        "edge",
+        "edge-eu",
+        "otel/otel-client-tls",
+        "approle-edges",
+        "kv",
+    )
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["hub"], "missing --vault-addr"),
-    (["hub", "--vault-addr", "https://v"], "missing --secret"),
-    (["hub", "--vault-addr", "http://v:8200", "--secret", "a/b=c"], "must be an https:// URL"),
-    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--secret", "a/d=c"], "KV path c is given twice"),
-    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--kube-api", "http://k"], "--kube-api"),
-    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--timeout", "0"], "must be positive"),
-    (["edge", "--vault-addr", "https://v"], "missing --edge"),
-    (["edge", "--vault-addr", "https://v", "--edge", "Edge_1", "--hub-addr", "https://h",
-      "--hub-role-id-file", "r", "--hub-secret-id-file", "s"], "not a valid edge name"),
-    (["edge", "--vault-addr", "https://v", "--edge", "e", "--hub-addr", "https://h",
-      "--hub-role-id-file", "/nonexistent/r", "--hub-secret-id-file", "s", "--jwt-file", "/nonexistent/j"],
-     "cannot read the Vault service-account token file /nonexistent/j"),
-    (["sideways"], "invalid choice"),
-    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "3"],
-     "missing --interval (CERT_SYNC_INTERVAL), needed with --passes 3"),
-    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "0"], "must be between 1 and 60"),
-    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "two"], "'two' is not a whole number"),
-    (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "2", "--interval", "0"],
-     "must be more than 0"),
-])
-def test_usage_errors_are_one_line_and_exit_2(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                              argv: list[str], needle: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["hub"], "missing --vault-addr"),
+        (["hub", "--vault-addr", "https://v"], "missing --secret"),
+        (["hub", "--vault-addr", "http://v:8200", "--secret", "a/b=c"], "must be an https:// URL"),
+        (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--secret", "a/d=c"], "KV path c is given twice"),
+        (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--kube-api", "http://k"], "--kube-api"),
+        (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--timeout", "0"], "must be positive"),
+        (["edge", "--vault-addr", "https://v"], "missing --edge"),
+        (
+            [
+                "edge",
+                "--vault-addr",
+                "https://v",
+                "--edge",
+                "Edge_1",
+                "--hub-addr",
+                "https://h",
+                "--hub-role-id-file",
+                "r",
+                "--hub-secret-id-file",
+                "s",
+            ],
+            "not a valid edge name",
+        ),
+        (
+            [
+                "edge",
+                "--vault-addr",
+                "https://v",
+                "--edge",
+                "e",
+                "--hub-addr",
+                "https://h",
+                "--hub-role-id-file",
+                "/nonexistent/r",
+                "--hub-secret-id-file",
+                "s",
+                "--jwt-file",
+                "/nonexistent/j",
+            ],
+            "cannot read the Vault service-account token file /nonexistent/j",
+        ),
+        (["sideways"], "invalid choice"),
+        (
+            ["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "3"],
+            "missing --interval (CERT_SYNC_INTERVAL), needed with --passes 3",
+        ),
+        (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "0"], "must be between 1 and 60"),
+        (["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "two"], "'two' is not a whole number"),
+        (
+            ["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "2", "--interval", "0"],
+            "must be more than 0",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
     assert main(argv) == EXIT_USAGE
     out, err = capsys.readouterr()
     assert out == ""
@@ -246,8 +304,9 @@ def hub_argv(*extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("run", "sleeps"), [(1.0, [19.0, 19.0]), (25.0, [0.0, 0.0])])
-def test_passes_start_on_a_fixed_schedule(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                          run: float, sleeps: list[float]) -> None:
+def test_passes_start_on_a_fixed_schedule(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], run: float, sleeps: list[float]
+) -> None:
     clock = Clock(run)
     starts: list[float] = []
 
@@ -262,15 +321,17 @@ def test_passes_start_on_a_fixed_schedule(clean_env: pytest.MonkeyPatch, capsys:
     assert main(hub_argv("--passes", "3", "--interval", "20")) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    assert out.splitlines() == [f"cert-sync: pass {k} of 3: synced 0, unchanged 1 (unchanged kv/data/c (version 4))"
-                                for k in (1, 2, 3)]
+    assert out.splitlines() == [
+        f"cert-sync: pass {k} of 3: synced 0, unchanged 1 (unchanged kv/data/c (version 4))" for k in (1, 2, 3)
+    ]
     # pass k starts k * 20 s after the first; one that ran over starts right after the one before
     assert clock.sleeps == sleeps
     assert [s - starts[0] for s in starts] == ([0.0, 20.0, 40.0] if run < 20 else [0.0, 25.0, 50.0])
 
 
-def test_the_first_failed_pass_ends_the_run_with_its_exit_code(clean_env: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_first_failed_pass_ends_the_run_with_its_exit_code(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     clock = Clock(1.0)
     calls: list[int] = []
 
@@ -288,8 +349,9 @@ def test_the_first_failed_pass_ends_the_run_with_its_exit_code(clean_env: pytest
     out, err = capsys.readouterr()
     assert len(calls) == 2  # no third pass after the failure
     assert out == "cert-sync: pass 1 of 3: synced 1, unchanged 0 (written kv/data/c (version 5))\n"
-    assert err == ("cert-sync: error: pass 2 of 3: writing kv/data/c: HTTP 400: check-and-set parameter did "
-                   "not match\n")
+    assert err == (
+        "cert-sync: error: pass 2 of 3: writing kv/data/c: HTTP 400: check-and-set parameter did not match\n"
+    )
 
 
 def test_one_pass_is_todays_single_run(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

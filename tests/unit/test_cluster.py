@@ -19,10 +19,16 @@ def test_lke_cluster_arguments(hub: Recording) -> None:
         "highAvailability": True,
         "acl": {"enabled": True, "addresses": [{"ipv4s": ["203.0.113.0/24"], "ipv6s": ["2001:db8:1234::/48"]}]},
     }
-    assert lke.inputs["pools"] == [{
-        "type": "g6-standard-4", "count": 3, "autoscaler": {"min": 3, "max": 6},
-        "labels": {"fedobs.io/pool": "platform"}, "taints": [], "tags": ["fedobs-platform"],
-    }]
+    assert lke.inputs["pools"] == [
+        {
+            "type": "g6-standard-4",
+            "count": 3,
+            "autoscaler": {"min": 3, "max": 6},
+            "labels": {"fedobs.io/pool": "platform"},
+            "taints": [],
+            "tags": ["fedobs-platform"],
+        }
+    ]
     # The autoscaler owns the live node count; the kubeconfig is a secret output.
     assert lke.ignore_changes == ["pools[0].count"]
     assert "kubeconfig" in lke.additional_secret_outputs
@@ -41,8 +47,9 @@ def test_edge_pool_taints_and_no_ha(edge: Recording) -> None:
     assert lke.inputs["controlPlane"]["acl"]["addresses"] == [{"ipv4s": ["203.0.113.0/24"], "ipv6s": []}]
 
 
-def run_existing(cluster: dict[str, object], extra: dict[str, object] | None = None,
-                 secret: tuple[str, ...] = ()) -> Recording:
+def run_existing(
+    cluster: dict[str, object], extra: dict[str, object] | None = None, secret: tuple[str, ...] = ()
+) -> Recording:
     config, secret_keys = load_stack_file("hub")
     config = copy.deepcopy(config)
     config["fedobs:cluster"] = cluster

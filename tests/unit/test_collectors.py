@@ -14,8 +14,9 @@ from tests.support.schemas import validate_kubernetes_object
 
 
 def objects(recording: Recording, kind: str, namespace: str = "observability") -> list[dict[str, Any]]:
-    return [o for o in recording.kubernetes_objects()
-            if o["kind"] == kind and o["metadata"].get("namespace") == namespace]
+    return [
+        o for o in recording.kubernetes_objects() if o["kind"] == kind and o["metadata"].get("namespace") == namespace
+    ]
 
 
 def one(recording: Recording, kind: str, name: str) -> dict[str, Any]:
@@ -37,12 +38,16 @@ def config(recording: Recording, deployment: str) -> dict[str, Any]:
     return loaded
 
 
-@pytest.mark.parametrize(("stack", "deployment", "secrets"), [
-    ("hub", "otel-gateway", ["otel-client-ca", "otel-gateway-tls"]),
-    ("edge", "otel-collector", ["otel-client-tls"]),
-])
+@pytest.mark.parametrize(
+    ("stack", "deployment", "secrets"),
+    [
+        ("hub", "otel-gateway", ["otel-client-ca", "otel-gateway-tls"]),
+        ("edge", "otel-collector", ["otel-client-tls"]),
+    ],
+)
 def test_collectors_mount_only_vso_secrets_that_restart_them(
-        stack: str, deployment: str, secrets: list[str], hub: Recording, edge: Recording) -> None:
+    stack: str, deployment: str, secrets: list[str], hub: Recording, edge: Recording
+) -> None:
     recording = {"hub": hub, "edge": edge}[stack]
     assert mounted_secret_names(recording, deployment) == secrets
     synced = {o["spec"]["destination"]["name"]: o["spec"] for o in objects(recording, "VaultStaticSecret")}
@@ -60,8 +65,11 @@ def test_collector_waits_for_the_vault_static_secrets(hub: Recording) -> None:
     collector = next(r for r in hub.resources if r.name == "hub-collector")
     deployment = next(r for r in hub.resources if r.name == "hub-collector-deployment")
     assert deployment.parent == collector.urn
-    static_secrets = {r.urn for r in hub.of_type("kubernetes:secrets.hashicorp.com/v1beta1:VaultStaticSecret")
-                      if r.get("metadata.name") in ("otel-gateway-tls", "otel-client-ca")}
+    static_secrets = {
+        r.urn
+        for r in hub.of_type("kubernetes:secrets.hashicorp.com/v1beta1:VaultStaticSecret")
+        if r.get("metadata.name") in ("otel-gateway-tls", "otel-client-ca")
+    }
     assert len(static_secrets) == 2
     assert static_secrets <= set(deployment.dependencies)
 
@@ -86,8 +94,11 @@ def test_hub_receiver_is_a_restricted_load_balancer_on_the_certificate_name(hub:
     assert [p["port"] for p in service["spec"]["ports"]] == [4317, 4318]
     hostname = service["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"]
     assert hub.outputs["otlpEndpoint"] == f"https://{hostname}:4317"
-    certificate = next(o for o in hub.kubernetes_objects()
-                       if o["kind"] == "Certificate" and o["metadata"]["name"] == "otel-gateway-tls")
+    certificate = next(
+        o
+        for o in hub.kubernetes_objects()
+        if o["kind"] == "Certificate" and o["metadata"]["name"] == "otel-gateway-tls"
+    )
     assert hostname in certificate["spec"]["dnsNames"]
 
 
@@ -96,20 +107,31 @@ def test_edge_exports_to_the_hub_with_its_client_certificate(hub: Recording, edg
     assert list(exporters) == ["otlp/hub"]
     exporter = exporters["otlp/hub"]
     assert exporter["endpoint"] == hub.outputs["otlpEndpoint"].removeprefix("https://")
-    mount = next(m["mountPath"] for m in pod_spec(edge, "otel-collector")["containers"][0]["volumeMounts"]
-                 if m["name"] == "otel-client-tls")
-    assert exporter["tls"] == {"insecure": False, "ca_file": f"{mount}/ca.crt", "cert_file": f"{mount}/tls.crt",
-                               "key_file": f"{mount}/tls.key", "min_version": "1.3"}
+    mount = next(
+        m["mountPath"]
+        for m in pod_spec(edge, "otel-collector")["containers"][0]["volumeMounts"]
+        if m["name"] == "otel-client-tls"
+    )
+    assert exporter["tls"] == {
+        "insecure": False,
+        "ca_file": f"{mount}/ca.crt",
+        "cert_file": f"{mount}/tls.crt",
+        "key_file": f"{mount}/tls.key",
+        "min_version": "1.3",
+    }
     service = one(edge, "Service", "otel-collector")
     assert service["spec"]["type"] == "ClusterIP"
     policy = one(edge, "NetworkPolicy", "otel-collector")["spec"]
-    assert policy["ingress"] == [{"ports": [{"port": 4317, "protocol": "TCP"}, {"port": 4318, "protocol": "TCP"}],
-                                  "from": [{"namespaceSelector": {}}]}]
+    assert policy["ingress"] == [
+        {
+            "ports": [{"port": 4317, "protocol": "TCP"}, {"port": 4318, "protocol": "TCP"}],
+            "from": [{"namespaceSelector": {}}],
+        }
+    ]
 
 
 @pytest.mark.parametrize(("stack", "deployment"), [("hub", "otel-gateway"), ("edge", "otel-collector")])
-def test_collector_pods_are_restricted_and_pinned(stack: str, deployment: str, hub: Recording,
-                                                  edge: Recording) -> None:
+def test_collector_pods_are_restricted_and_pinned(stack: str, deployment: str, hub: Recording, edge: Recording) -> None:
     recording = {"hub": hub, "edge": edge}[stack]
     spec = pod_spec(recording, deployment)
     assert spec["automountServiceAccountToken"] is False
@@ -122,8 +144,11 @@ def test_collector_pods_are_restricted_and_pinned(stack: str, deployment: str, h
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["resources"]["limits"]["memory"] == "512Mi"
     assert {"name": "GOMEMLIMIT", "value": "409MiB"} in container["env"]
-    namespace = next(o for o in recording.kubernetes_objects()
-                     if o["kind"] == "Namespace" and o["metadata"]["name"] == "observability")
+    namespace = next(
+        o
+        for o in recording.kubernetes_objects()
+        if o["kind"] == "Namespace" and o["metadata"]["name"] == "observability"
+    )
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -140,7 +165,11 @@ def test_collector_objects_conform_to_kubernetes(stack: str, hub: Recording, edg
     kinds = set()
     for obj in recording.kubernetes_objects():
         if obj["metadata"].get("namespace") == "observability" and obj["kind"] not in (
-                "VaultConnection", "VaultAuth", "VaultStaticSecret", "Secret"):
+            "VaultConnection",
+            "VaultAuth",
+            "VaultStaticSecret",
+            "Secret",
+        ):
             assert validate_kubernetes_object(obj) == []
             kinds.add(obj["kind"])
     assert kinds >= {"Deployment", "Service", "ConfigMap", "ServiceAccount", "NetworkPolicy"}
@@ -149,8 +178,9 @@ def test_collector_objects_conform_to_kubernetes(stack: str, hub: Recording, edg
 def test_disabled_collector_declares_nothing_and_frees_its_restart_target() -> None:
     config, secret_keys = load_stack_file("hub")
     config["fedobs:collector"] = {"enabled": False}
-    config["fedobs:distribution"] = {"syncs": [{"namespace": "observability", "secretName": "otel-gateway-tls",
-                                                "kvPath": "otel/otel-gateway-tls"}]}
+    config["fedobs:distribution"] = {
+        "syncs": [{"namespace": "observability", "secretName": "otel-gateway-tls", "kvPath": "otel/otel-gateway-tls"}]
+    }
     recording = run_program("hub", config, secret_keys)
     assert recording.error is None, recording.error
     assert not [r for r in recording.resources if r.type == "fedobs:observability:OtelCollector"]
@@ -174,8 +204,10 @@ def test_admission_stands_without_collector_or_syncs_and_can_be_switched_off() -
     assert not [r for r in switched_off.resources if r.type == "fedobs:guardrails:Admission"]
 
 
-@pytest.mark.parametrize(("limit", "expected"), [("512Mi", "409MiB"), ("1Gi", "819MiB"), ("512M", "390MiB"),
-                                                 ("1G", "762MiB"), ("2048Ki", "1MiB")])
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [("512Mi", "409MiB"), ("1Gi", "819MiB"), ("512M", "390MiB"), ("1G", "762MiB"), ("2048Ki", "1MiB")],
+)
 def test_go_memory_limit_reads_every_quantity_suffix_the_config_accepts(limit: str, expected: str) -> None:
     from components.collectors import _go_memory_limit
 

@@ -19,8 +19,8 @@ NS = "fedobs:"
 
 def shipped(stack: str) -> tuple[dict[str, Any], set[str]]:
     config, secret_keys = load_stack_file(stack)
-    raw = {k[len(NS):]: copy.deepcopy(v) for k, v in config.items() if k.startswith(NS)}
-    return raw, {k[len(NS):] for k in secret_keys if k.startswith(NS)}
+    raw = {k[len(NS) :]: copy.deepcopy(v) for k, v in config.items() if k.startswith(NS)}
+    return raw, {k[len(NS) :] for k in secret_keys if k.startswith(NS)}
 
 
 def _set(tree: dict[str, Any], path: str, value: Any) -> None:

@@ -13,27 +13,83 @@ from offline.engine import Recording
 #: The injector's documented annotations (hashicorp/vault-k8s, agent/annotations.go), without the
 #: per-secret suffix for the families that take one.
 DOCUMENTED = {
-    "agent-inject", "agent-inject-status", "agent-inject-containers", "agent-inject-default-template",
-    "agent-inject-token", "agent-image", "agent-request-namespace", "agent-init-first", "agent-pre-populate",
-    "agent-pre-populate-only", "agent-configmap", "agent-extra-secret", "agent-limits-cpu", "agent-limits-mem",
-    "agent-limits-ephemeral", "agent-requests-cpu", "agent-requests-mem", "agent-requests-ephemeral",
-    "agent-revoke-on-shutdown", "agent-revoke-grace", "namespace", "agent-run-as-user", "agent-run-as-group",
-    "agent-run-as-same-user", "agent-share-process-namespace", "agent-set-security-context",
-    "agent-service-account-token-volume-name", "service", "proxy-address", "tls-skip-verify", "tls-secret",
-    "tls-server-name", "ca-cert", "ca-key", "client-cert", "client-key", "client-max-retries", "client-timeout",
-    "go-max-procs", "log-level", "log-format", "role", "auth-type", "auth-path", "secret-volume-path",
-    "preserve-secret-case", "agent-cache-enable", "agent-cache-use-auto-auth-token", "agent-cache-listener-port",
-    "agent-cache-exit-on-err", "agent-copy-volume-mounts", "template-config-exit-on-retry-failure",
-    "template-static-secret-render-interval", "template-max-connections-per-host", "agent-enable-quit",
-    "auth-min-backoff", "auth-max-backoff", "agent-disable-idle-connections", "agent-disable-keep-alives",
+    "agent-inject",
+    "agent-inject-status",
+    "agent-inject-containers",
+    "agent-inject-default-template",
+    "agent-inject-token",
+    "agent-image",
+    "agent-request-namespace",
+    "agent-init-first",
+    "agent-pre-populate",
+    "agent-pre-populate-only",
+    "agent-configmap",
+    "agent-extra-secret",
+    "agent-limits-cpu",
+    "agent-limits-mem",
+    "agent-limits-ephemeral",
+    "agent-requests-cpu",
+    "agent-requests-mem",
+    "agent-requests-ephemeral",
+    "agent-revoke-on-shutdown",
+    "agent-revoke-grace",
+    "namespace",
+    "agent-run-as-user",
+    "agent-run-as-group",
+    "agent-run-as-same-user",
+    "agent-share-process-namespace",
+    "agent-set-security-context",
+    "agent-service-account-token-volume-name",
+    "service",
+    "proxy-address",
+    "tls-skip-verify",
+    "tls-secret",
+    "tls-server-name",
+    "ca-cert",
+    "ca-key",
+    "client-cert",
+    "client-key",
+    "client-max-retries",
+    "client-timeout",
+    "go-max-procs",
+    "log-level",
+    "log-format",
+    "role",
+    "auth-type",
+    "auth-path",
+    "secret-volume-path",
+    "preserve-secret-case",
+    "agent-cache-enable",
+    "agent-cache-use-auto-auth-token",
+    "agent-cache-listener-port",
+    "agent-cache-exit-on-err",
+    "agent-copy-volume-mounts",
+    "template-config-exit-on-retry-failure",
+    "template-static-secret-render-interval",
+    "template-max-connections-per-host",
+    "agent-enable-quit",
+    "auth-min-backoff",
+    "auth-max-backoff",
+    "agent-disable-idle-connections",
+    "agent-disable-keep-alives",
 }
-PER_SECRET = ("agent-inject-secret-", "agent-inject-template-", "agent-inject-file-", "agent-inject-perms-",
-              "agent-inject-command-", "agent-inject-template-file-", "auth-config-")
+PER_SECRET = (
+    "agent-inject-secret-",
+    "agent-inject-template-",
+    "agent-inject-file-",
+    "agent-inject-perms-",
+    "agent-inject-command-",
+    "agent-inject-template-file-",
+    "auth-config-",
+)
 
 
 def example_job(recording: Recording) -> dict[str, Any]:
-    return next(o for o in recording.kubernetes_objects()
-                if o["kind"] == "Job" and o["metadata"]["name"] == "notebook-validation-example")
+    return next(
+        o
+        for o in recording.kubernetes_objects()
+        if o["kind"] == "Job" and o["metadata"]["name"] == "notebook-validation-example"
+    )
 
 
 def test_every_annotation_is_one_the_injector_documents(hub: Recording) -> None:
@@ -46,8 +102,9 @@ def test_every_annotation_is_one_the_injector_documents(hub: Recording) -> None:
 
 def test_example_job_annotations(hub: Recording) -> None:
     job = example_job(hub)
-    annotations = {k.removeprefix("vault.hashicorp.com/"): v
-                   for k, v in job["spec"]["template"]["metadata"]["annotations"].items()}
+    annotations = {
+        k.removeprefix("vault.hashicorp.com/"): v for k, v in job["spec"]["template"]["metadata"]["annotations"].items()
+    }
     assert annotations["agent-inject"] == "true" and annotations["role"] == "notebook-validation"
     assert annotations["agent-pre-populate-only"] == "true"  # a Job: no sidecar that never exits
     assert annotations["agent-revoke-on-shutdown"] == "true"
@@ -55,18 +112,30 @@ def test_example_job_annotations(hub: Recording) -> None:
     assert annotations["tls-server-name"] == "vault-active.vault.svc"
     assert annotations["tls-secret"] == "vault-ca" and annotations["ca-cert"] == "/vault/tls/ca.crt"
     assert annotations["agent-service-account-token-volume-name"] == "vault-token"
-    secrets = {k.removeprefix("agent-inject-secret-"): v for k, v in annotations.items()
-               if k.startswith("agent-inject-secret-")}
-    assert secrets == {"db": "database/creds/readonly", "results": "database/creds/results-readonly",
-                       "aws": "aws/creds/s3-readonly"}
+    secrets = {
+        k.removeprefix("agent-inject-secret-"): v
+        for k, v in annotations.items()
+        if k.startswith("agent-inject-secret-")
+    }
+    assert secrets == {
+        "db": "database/creds/readonly",
+        "results": "database/creds/results-readonly",
+        "aws": "aws/creds/s3-readonly",
+    }
     for name in secrets:
         assert annotations[f"agent-inject-perms-{name}"] == "0400"
         assert f'secret "{secrets[name]}"' in annotations[f"agent-inject-template-{name}"]
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "vault-notebook-sa"
     assert pod["containers"][0]["securityContext"]["runAsUser"] == 65532  # agent-run-as-same-user reads it
-    assert pod["volumes"] == [{"name": "vault-token", "projected": {"sources": [{"serviceAccountToken": {
-        "path": "token", "audience": "vault", "expirationSeconds": 3600}}]}}]
+    assert pod["volumes"] == [
+        {
+            "name": "vault-token",
+            "projected": {
+                "sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 3600}}]
+            },
+        }
+    ]
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -77,8 +146,11 @@ def test_no_service_account_carries_injector_annotations(stack: str, request: py
 
 
 def test_the_consumer_role_reads_exactly_its_credentials(hub: Recording) -> None:
-    role = next(r for r in hub.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
-                if r.inputs["roleName"] == "notebook-validation")
+    role = next(
+        r
+        for r in hub.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+        if r.inputs["roleName"] == "notebook-validation"
+    )
     assert role.inputs["boundServiceAccountNames"] == ["vault-notebook-sa"]
     assert role.inputs["boundServiceAccountNamespaces"] == ["notebook-validation"]
     assert role.inputs["tokenTtl"] == 3600
@@ -86,18 +158,25 @@ def test_the_consumer_role_reads_exactly_its_credentials(hub: Recording) -> None
 
 def test_templates() -> None:
     dotenv = render_template(InjectedCredential("db", "database/creds/readonly", "database", "dotenv", "DB_"))
-    assert dotenv == ('{{- with secret "database/creds/readonly" -}}\n'
-                      "DB_USERNAME='{{ .Data.username }}'\nDB_PASSWORD='{{ .Data.password }}'\n{{- end }}\n")
+    assert dotenv == (
+        '{{- with secret "database/creds/readonly" -}}\n'
+        "DB_USERNAME='{{ .Data.username }}'\nDB_PASSWORD='{{ .Data.password }}'\n{{- end }}\n"
+    )
     aws = render_template(InjectedCredential("aws", "aws/creds/s3", "aws", "dotenv"))
     assert re.findall(r"^(\w+)=", aws, re.M) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
     assert render_template(InjectedCredential("r", "database/creds/r", "database", "json")) == (
-        '{{- with secret "database/creds/r" -}}{{ .Data | toJSON }}{{- end }}\n')
+        '{{- with secret "database/creds/r" -}}{{ .Data | toJSON }}{{- end }}\n'
+    )
 
 
 def test_long_running_workloads_keep_the_agent_as_a_sidecar() -> None:
     settings = InjectorSettings(role="r", vault_address="https://v:8200", tls_server_name="v")
     credential = (InjectedCredential("db", "database/creds/r", "database"),)
-    assert injector_annotations(settings, credential, run_to_completion=False)[
-        "vault.hashicorp.com/agent-pre-populate-only"] == "false"
+    assert (
+        injector_annotations(settings, credential, run_to_completion=False)[
+            "vault.hashicorp.com/agent-pre-populate-only"
+        ]
+        == "false"
+    )
     with pytest.raises(ValueError, match="at least one credential"):
         injector_annotations(settings, (), run_to_completion=True)

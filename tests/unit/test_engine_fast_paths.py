@@ -18,13 +18,16 @@ from offline.engine import ChildError, in_child, run_program
 SECRET = {rpc._special_sig_key: rpc._special_secret_sig, "value": "s3cr3t"}
 
 
-@pytest.mark.parametrize("state", [
-    {},
-    {"a": "x", "n": 3, "f": 2.5, "t": True, "gone": None},
-    {"nested": {"keep": None, "empty": {}, "list": [1, None, "x", {"k": []}]}, "empty": [], "none": None},
-    {"secret": SECRET, "inside": {"secret": SECRET}},
-    {"unknown": Unknown(), "deep": {"u": [Unknown(), "x"]}},
-])
+@pytest.mark.parametrize(
+    "state",
+    [
+        {},
+        {"a": "x", "n": 3, "f": 2.5, "t": True, "gone": None},
+        {"nested": {"keep": None, "empty": {}, "list": [1, None, "x", {"k": []}]}, "empty": [], "none": None},
+        {"secret": SECRET, "inside": {"secret": SECRET}},
+        {"unknown": Unknown(), "deep": {"u": [Unknown(), "x"]}},
+    ],
+)
 def test_plain_state_serialises_as_the_sdk_serialises_it(state: dict[str, Any]) -> None:
     assert engine._is_plain(state)
     assert engine._serialize_plain(state) == _sync_await(rpc.serialize_properties(state, {}))
@@ -35,12 +38,15 @@ def test_what_is_not_plain() -> None:
     assert not engine._is_plain({"a": ("tuple",)})
 
 
-@pytest.mark.parametrize(("name", "type_", "parent"), [
-    ("hub-vault", "fedobs:vault:Vault", None),
-    ("hub-vault-release", "kubernetes:helm.sh/v3:Release", "urn:pulumi:hub::fedobs::fedobs:vault:Vault::hub-vault"),
-    ("x", "a:b:C", "urn:pulumi:hub::fedobs::fedobs:a:Outer$fedobs:b:Inner::y"),
-    ("x", "a:b:C", ""),
-])
+@pytest.mark.parametrize(
+    ("name", "type_", "parent"),
+    [
+        ("hub-vault", "fedobs:vault:Vault", None),
+        ("hub-vault-release", "kubernetes:helm.sh/v3:Release", "urn:pulumi:hub::fedobs::fedobs:vault:Vault::hub-vault"),
+        ("x", "a:b:C", "urn:pulumi:hub::fedobs::fedobs:a:Outer$fedobs:b:Inner::y"),
+        ("x", "a:b:C", ""),
+    ],
+)
 def test_urns_are_the_sdks(name: str, type_: str, parent: str | None) -> None:
     ours = engine._create_urn(name, type_, parent, "fedobs", "hub")
     theirs = sdk_create_urn(name, type_, parent, "fedobs", "hub")
@@ -54,7 +60,8 @@ def test_a_program_with_a_resource_reference_input_fails_with_a_clear_error(tmp_
         "import pulumi\n"
         "import pulumi_random as random\n"
         "a = random.RandomPassword('a', length=12)\n"
-        "pulumi.CustomResource('test:index:Thing', 'b', {'ref': a})\n")
+        "pulumi.CustomResource('test:index:Thing', 'b', {'ref': a})\n"
+    )
     recording = run_program("hub", {}, program=program)
     assert recording.error is not None
     assert "test:index:Thing 'b': the offline engine records plain inputs only" in str(recording.error)

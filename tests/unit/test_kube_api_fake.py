@@ -52,16 +52,22 @@ def call(
         return err.code, json.loads(err.read())
 
 
-def review(server: KubeAPIServer, token: str, audiences: list[str] | None = None,
-           reviewer: str | None = None) -> dict[str, Any]:
+def review(
+    server: KubeAPIServer, token: str, audiences: list[str] | None = None, reviewer: str | None = None
+) -> dict[str, Any]:
     if reviewer is None:
         reviewer = server.mint_service_account_token("vault", "vault")
         server.allow_token_reviews(service_account_username("vault", "vault"))
     spec: dict[str, Any] = {"token": token}
     if audiences is not None:
         spec["audiences"] = audiences
-    status, body = call(server, "POST", TR_PATH, token=reviewer, body={
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec})
+    status, body = call(
+        server,
+        "POST",
+        TR_PATH,
+        token=reviewer,
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
+    )
     assert status == 201, body
     assert body["kind"] == "TokenReview" and body["apiVersion"] == "authentication.k8s.io/v1"
     return dict(body["status"])
@@ -85,8 +91,7 @@ def test_minted_token_is_a_signed_service_account_jwt(kube: KubeAPIServer) -> No
     assert claims["sub"] == "system:serviceaccount:obs:collector"
     assert claims["aud"] == [DEFAULT_ISSUER]
     assert claims["exp"] - claims["iat"] == 600
-    assert claims["kubernetes.io"] == {
-        "namespace": "obs", "serviceaccount": {"name": "collector", "uid": "1234-uid"}}
+    assert claims["kubernetes.io"] == {"namespace": "obs", "serviceaccount": {"name": "collector", "uid": "1234-uid"}}
     public_key = serialization.load_pem_public_key(kube.public_key_pem.encode())
     assert isinstance(public_key, rsa.RSAPublicKey)
     signature = base64.urlsafe_b64decode(signature_b64 + "=" * (-len(signature_b64) % 4))
@@ -102,8 +107,7 @@ def test_token_review_authenticates_a_minted_token(kube: KubeAPIServer) -> None:
     assert status["authenticated"] is True
     assert status["user"]["username"] == "system:serviceaccount:obs:collector"
     assert status["user"]["uid"] == "1234-uid"
-    assert status["user"]["groups"] == [
-        "system:serviceaccounts", "system:serviceaccounts:obs", "system:authenticated"]
+    assert status["user"]["groups"] == ["system:serviceaccounts", "system:serviceaccounts:obs", "system:authenticated"]
     credential_id = status["user"]["extra"]["authentication.kubernetes.io/credential-id"]
     assert credential_id == [f"JTI={_claims(token)['jti']}"]
     assert status["audiences"] == [DEFAULT_ISSUER]
@@ -162,8 +166,9 @@ def test_token_review_requires_authorization(kube: KubeAPIServer) -> None:
     status, forbidden = call(kube, "POST", TR_PATH, token=token, body=body)
     assert status == 403 and forbidden["reason"] == "Forbidden" and forbidden["kind"] == "Status"
     kube.allow_token_reviews(service_account_username("vault", "vault"))
-    status, missing = call(kube, "POST", TR_PATH, token=kube.mint_service_account_token("vault", "vault"),
-                           body={"spec": {}})
+    status, missing = call(
+        kube, "POST", TR_PATH, token=kube.mint_service_account_token("vault", "vault"), body={"spec": {}}
+    )
     assert (status, missing["reason"]) == (400, "BadRequest")
 
 
@@ -172,14 +177,19 @@ def test_token_review_requires_authorization(kube: KubeAPIServer) -> None:
 
 @pytest.fixture
 def writer(kube: KubeAPIServer) -> str:
-    kube.allow_service_account("sync", "writer", ["get", "list", "create", "update", "patch", "delete"],
-                               ["secrets"], namespace="sync")
+    kube.allow_service_account(
+        "sync", "writer", ["get", "list", "create", "update", "patch", "delete"], ["secrets"], namespace="sync"
+    )
     return kube.mint_service_account_token("sync", "writer")
 
 
 def _secret(name: str, data: dict[str, bytes], **extra: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, **extra},
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, **extra},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
 
 
 def test_secret_create_get_update_delete(kube: KubeAPIServer, writer: str) -> None:
@@ -193,7 +203,10 @@ def test_secret_create_get_update_delete(kube: KubeAPIServer, writer: str) -> No
     status, again = call(kube, "POST", base, token=writer, body=_secret("tls", {"tls.crt": b"B"}))
     assert status == 409
     assert (again["reason"], again["message"], again["details"]) == (
-        "AlreadyExists", 'secrets "tls" already exists', {"name": "tls", "kind": "secrets"})
+        "AlreadyExists",
+        'secrets "tls" already exists',
+        {"name": "tls", "kind": "secrets"},
+    )
 
     status, got = call(kube, "GET", f"{base}/tls", token=writer)
     assert status == 200 and base64.b64decode(got["data"]["tls.crt"]) == b"A"
@@ -209,31 +222,39 @@ def test_secret_create_get_update_delete(kube: KubeAPIServer, writer: str) -> No
     assert status == 409 and conflict["reason"] == "Conflict"
     assert conflict["message"] == (
         'Operation cannot be fulfilled on secrets "tls": the object has been modified; '
-        "please apply your changes to the latest version and try again")
+        "please apply your changes to the latest version and try again"
+    )
     assert kube.secret_data("sync", "tls") == {"tls.crt": b"B"}
 
     status, _ = call(kube, "PUT", f"{base}/tls", token=writer, body=_secret("tls", {"x": b"D"}))
     assert status == 200  # no resourceVersion: unconditional update
     patch = {"data": {"y": base64.b64encode(b"E").decode()}}
-    status, patched = call(kube, "PATCH", f"{base}/tls", token=writer, body=patch,
-                           content_type="application/merge-patch+json")
+    status, patched = call(
+        kube, "PATCH", f"{base}/tls", token=writer, body=patch, content_type="application/merge-patch+json"
+    )
     assert status == 200 and set(patched["data"]) == {"x", "y"}
 
     status, deleted = call(kube, "DELETE", f"{base}/tls", token=writer)
     assert status == 200 and deleted["status"] == "Success" and deleted["details"]["name"] == "tls"
     status, gone = call(kube, "GET", f"{base}/tls", token=writer)
     assert status == 404
-    assert gone == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": 'secrets "tls" not found', "reason": "NotFound",
-                    "details": {"name": "tls", "kind": "secrets"}, "code": 404}
+    assert gone == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'secrets "tls" not found',
+        "reason": "NotFound",
+        "details": {"name": "tls", "kind": "secrets"},
+        "code": 404,
+    }
     status, _ = call(kube, "PUT", f"{base}/tls", token=writer, body=_secret("tls", {"x": b"F"}))
     assert status == 404
     status, _ = call(kube, "DELETE", f"{base}/tls", token=writer)
     assert status == 404
 
 
-def test_dry_run_create_stores_nothing_and_the_log_keeps_write_preconditions(kube: KubeAPIServer,
-                                                                           writer: str) -> None:
+def test_dry_run_create_stores_nothing_and_the_log_keeps_write_preconditions(kube: KubeAPIServer, writer: str) -> None:
     base = "/api/v1/namespaces/sync/secrets"
     status, answered = call(kube, "POST", f"{base}?dryRun=All", token=writer, body=_secret("dry", {"k": b"v"}))
     assert status == 201 and answered["metadata"]["name"] == "dry"
@@ -249,11 +270,13 @@ def test_dry_run_create_stores_nothing_and_the_log_keeps_write_preconditions(kub
 
 def test_secret_validation_and_string_data(kube: KubeAPIServer, writer: str) -> None:
     base = "/api/v1/namespaces/sync/secrets"
-    status, _ = call(kube, "POST", base, token=writer,
-                     body={"metadata": {"name": "bad"}, "data": {"k": "%%% not base64"}})
+    status, _ = call(
+        kube, "POST", base, token=writer, body={"metadata": {"name": "bad"}, "data": {"k": "%%% not base64"}}
+    )
     assert status == 400
-    status, created = call(kube, "POST", base, token=writer,
-                           body={"metadata": {"name": "sd"}, "stringData": {"user": "otel"}})
+    status, created = call(
+        kube, "POST", base, token=writer, body={"metadata": {"name": "sd"}, "stringData": {"user": "otel"}}
+    )
     assert status == 201 and "stringData" not in created
     assert kube.secret_data("sync", "sd") == {"user": b"otel"}
     status, mismatch = call(kube, "PUT", f"{base}/sd", token=writer, body=_secret("other", {}))
@@ -264,20 +287,26 @@ def test_secret_list_with_label_selector(kube: KubeAPIServer, writer: str) -> No
     kube.put_secret("sync", "l1", {"a": "1"}, labels={"app": "otel", "tier": "edge"})
     kube.put_secret("sync", "l2", {"a": "2"}, labels={"app": "otel"})
     kube.put_secret("sync", "l3", {"a": "3"}, labels={"app": "other"})
-    status, listed = call(kube, "GET", "/api/v1/namespaces/sync/secrets?labelSelector=app%3Dotel",
-                          token=writer)
+    status, listed = call(kube, "GET", "/api/v1/namespaces/sync/secrets?labelSelector=app%3Dotel", token=writer)
     assert status == 200 and listed["kind"] == "SecretList"
     assert [item["metadata"]["name"] for item in listed["items"]] == ["l1", "l2"]
-    status, edge = call(kube, "GET", "/api/v1/namespaces/sync/secrets?labelSelector=app%3Dotel,tier%3Dedge",
-                        token=writer)
+    status, edge = call(
+        kube, "GET", "/api/v1/namespaces/sync/secrets?labelSelector=app%3Dotel,tier%3Dedge", token=writer
+    )
     assert [item["metadata"]["name"] for item in edge["items"]] == ["l1"]
 
 
 def test_rbac_resource_names_and_namespaces(kube: KubeAPIServer) -> None:
     kube.put_secret("edge", "otel-client-tls", {"tls.crt": "x"})
     kube.put_secret("edge", "other", {"k": "v"})
-    kube.allow_service_account("edge", "reader", ["get", "update", "list", "create"], ["secrets"],
-                               namespace="edge", resource_names=["otel-client-tls"])
+    kube.allow_service_account(
+        "edge",
+        "reader",
+        ["get", "update", "list", "create"],
+        ["secrets"],
+        namespace="edge",
+        resource_names=["otel-client-tls"],
+    )
     token = kube.mint_service_account_token("edge", "reader")
     user = "system:serviceaccount:edge:reader"
     assert call(kube, "GET", "/api/v1/namespaces/edge/secrets/otel-client-tls", token=token)[0] == 200
@@ -285,13 +314,16 @@ def test_rbac_resource_names_and_namespaces(kube: KubeAPIServer) -> None:
     assert status == 403 and denied["reason"] == "Forbidden" and denied["code"] == 403
     assert denied["message"] == (
         f'secrets "other" is forbidden: User "{user}" cannot get resource "secrets" in API group "" '
-        'in the namespace "edge"')
+        'in the namespace "edge"'
+    )
     assert denied["details"] == {"name": "other", "kind": "secrets"}
     # resourceNames never match list or create (the request carries no name)
     status, listing = call(kube, "GET", "/api/v1/namespaces/edge/secrets", token=token)
     assert status == 403 and "cannot list resource" in listing["message"]
-    assert call(kube, "POST", "/api/v1/namespaces/edge/secrets", token=token,
-                body=_secret("otel-client-tls", {}))[0] == 403
+    assert (
+        call(kube, "POST", "/api/v1/namespaces/edge/secrets", token=token, body=_secret("otel-client-tls", {}))[0]
+        == 403
+    )
     # a RoleBinding does not reach into another namespace
     kube.put_secret("hub", "otel-client-tls", {"tls.crt": "x"})
     assert call(kube, "GET", "/api/v1/namespaces/hub/secrets/otel-client-tls", token=token)[0] == 403
@@ -316,8 +348,9 @@ def test_request_log_counts(kube: KubeAPIServer) -> None:
 def test_tls_is_signed_by_the_throwaway_ca(kube: KubeAPIServer) -> None:
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(kube.url + "/version", timeout=5, context=ssl.create_default_context())
-    with urllib.request.urlopen(kube.url + "/version", timeout=5,
-                                context=ssl.create_default_context(cafile=kube.ca_file)) as response:
+    with urllib.request.urlopen(
+        kube.url + "/version", timeout=5, context=ssl.create_default_context(cafile=kube.ca_file)
+    ) as response:
         assert json.loads(response.read())["major"] == "1"
     assert kube.ca_pem.startswith("-----BEGIN CERTIFICATE-----")
     assert kube.url.startswith("https://127.0.0.1:")

@@ -8,15 +8,24 @@ from offline.engine import Recording
 
 
 def certificates(recording: Recording) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o["spec"] for o in recording.kubernetes_objects()
-            if o["kind"] == "Certificate" and o["metadata"]["namespace"] == "fedobs-pki"}
+    return {
+        o["metadata"]["name"]: o["spec"]
+        for o in recording.kubernetes_objects()
+        if o["kind"] == "Certificate" and o["metadata"]["namespace"] == "fedobs-pki"
+    }
 
 
 def test_issuer_chain(hub: Recording) -> None:
-    issuers = {o["metadata"]["name"]: o["spec"] for o in hub.kubernetes_objects()
-               if o["kind"] == "Issuer" and o["metadata"]["namespace"] == "fedobs-pki"}
-    assert issuers == {"selfsigned": {"selfSigned": {}}, "otel-root": {"ca": {"secretName": "otel-root-ca"}},
-                       "client-ca": {"ca": {"secretName": "client-ca"}}}
+    issuers = {
+        o["metadata"]["name"]: o["spec"]
+        for o in hub.kubernetes_objects()
+        if o["kind"] == "Issuer" and o["metadata"]["namespace"] == "fedobs-pki"
+    }
+    assert issuers == {
+        "selfsigned": {"selfSigned": {}},
+        "otel-root": {"ca": {"secretName": "otel-root-ca"}},
+        "client-ca": {"ca": {"secretName": "client-ca"}},
+    }
     certs = certificates(hub)
     assert certs["otel-root-ca"]["isCA"] and certs["otel-root-ca"]["issuerRef"]["name"] == "selfsigned"
     assert certs["client-ca"]["isCA"] and certs["client-ca"]["issuerRef"]["name"] == "otel-root"
@@ -50,16 +59,27 @@ def test_lifetimes_keys_and_renewal_at_two_thirds(hub: Recording) -> None:
 
 
 def test_cert_sync_copies_the_pki_and_only_the_certificate_of_client_ca(hub: Recording) -> None:
-    cronjob = next(o for o in hub.kubernetes_objects()
-                   if o["kind"] == "CronJob" and o["metadata"]["name"] == "cert-sync")
+    cronjob = next(
+        o for o in hub.kubernetes_objects() if o["kind"] == "CronJob" and o["metadata"]["name"] == "cert-sync"
+    )
     command = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command == [
-        "python", "-m", "programs.cert_sync", "hub",
-        "--secret", "fedobs-pki/otel-client-tls-edge-ap=edges/edge-ap/otel-client-tls",
-        "--secret", "fedobs-pki/otel-client-tls-edge-eu=edges/edge-eu/otel-client-tls",
-        "--secret", "fedobs-pki/otel-gateway-tls=otel/otel-gateway-tls",
-        "--ca-secret", "fedobs-pki/client-ca=otel/client-ca",
-        "--passes", "3", "--interval", "20",  # the shipped cadence (tests/unit/test_cert_sync_component.py)
+        "python",
+        "-m",
+        "programs.cert_sync",
+        "hub",
+        "--secret",
+        "fedobs-pki/otel-client-tls-edge-ap=edges/edge-ap/otel-client-tls",
+        "--secret",
+        "fedobs-pki/otel-client-tls-edge-eu=edges/edge-eu/otel-client-tls",
+        "--secret",
+        "fedobs-pki/otel-gateway-tls=otel/otel-gateway-tls",
+        "--ca-secret",
+        "fedobs-pki/client-ca=otel/client-ca",
+        "--passes",
+        "3",
+        "--interval",
+        "20",  # the shipped cadence (tests/unit/test_cert_sync_component.py)
     ]
 
 

@@ -12,8 +12,13 @@ from offline.engine import ROOT
 
 
 def run_plan(stack: str, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "offline.plan", "--stack", stack, "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "offline.plan", "--stack", stack, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_hub_plan_prints_the_tree_and_writes_objects(tmp_path: Path) -> None:
@@ -21,13 +26,15 @@ def test_hub_plan_prints_the_tree_and_writes_objects(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith("stack hub: ")
-    for line in ("  fedobs:cluster:Cluster  hub-cluster",
-                 "    linode:index/lkeCluster:LkeCluster  hub-cluster-lke [protected]",
-                 "  fedobs:vault:Vault  hub-vault",
-                 "    kubernetes:helm.sh/v3:Release  hub-vault-release [protected]",
-                 "    vault:transit/secretBackendKey:SecretBackendKey  hub-transit-unseal-edge-eu-key [protected]",
-                 "  kubeconfig: [secret]",
-                 "  edgeTransitTokens: [secret]"):
+    for line in (
+        "  fedobs:cluster:Cluster  hub-cluster",
+        "    linode:index/lkeCluster:LkeCluster  hub-cluster-lke [protected]",
+        "  fedobs:vault:Vault  hub-vault",
+        "    kubernetes:helm.sh/v3:Release  hub-vault-release [protected]",
+        "    vault:transit/secretBackendKey:SecretBackendKey  hub-transit-unseal-edge-eu-key [protected]",
+        "  kubeconfig: [secret]",
+        "  edgeTransitTokens: [secret]",
+    ):
         assert line in out, line
     assert "mock-password" not in out and "mock-token" not in out and "PRIVATE KEY" not in out
     files = sorted(p.name for p in (tmp_path / "hub").glob("*.yaml"))
@@ -49,8 +56,15 @@ def test_plan_of_a_bad_config_names_every_problem(tmp_path: Path) -> None:
     (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": {"fedobs:role": "hub", "fedobs:clustr": {}}}))
     result = subprocess.run(
         [sys.executable, "-m", "offline.plan", "--stack", "bad", "--out", str(tmp_path), "--config-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
-    for key in ("fedobs:clustr: unknown key", "fedobs:cluster: required key is missing",
-                "fedobs:vault: required key is missing"):
+    for key in (
+        "fedobs:clustr: unknown key",
+        "fedobs:cluster: required key is missing",
+        "fedobs:vault: required key is missing",
+    ):
         assert key in result.stderr, result.stderr

@@ -85,9 +85,14 @@ def one_violation(rule: str, args: ResourceValidationArgs, *fragments: str) -> s
 
 def test_every_rule_is_mandatory_and_named() -> None:
     assert set(RULES) == {
-        "vault-tls-enabled", "vault-kubernetes-auth-roles-exact", "vso-connections-verify-tls",
-        "charts-and-images-pinned", "no-plaintext-secret-inputs", "hub-control-plane-acl",
-        "stateful-resources-protected", "stateful-namespaces-protected",
+        "vault-tls-enabled",
+        "vault-kubernetes-auth-roles-exact",
+        "vso-connections-verify-tls",
+        "charts-and-images-pinned",
+        "no-plaintext-secret-inputs",
+        "hub-control-plane-acl",
+        "stateful-resources-protected",
+        "stateful-namespaces-protected",
     }
     assert all(p.enforcement_level is EnforcementLevel.MANDATORY for p in RULES.values())
     assert isinstance(RULES["stateful-namespaces-protected"], StackValidationPolicy)
@@ -99,19 +104,26 @@ SPEC = VaultServerSpec(cluster_name="policy-test", external_hostname="vault.exam
 
 
 def vault_release(values: dict[str, Any], chart: str = "vault") -> ResourceValidationArgs:
-    return validation_args(RELEASE, {"chart": chart, "version": "0.34.1", "namespace": "vault", "values": values},
-                           name="vault-release", protect=True)
+    return validation_args(
+        RELEASE,
+        {"chart": chart, "version": "0.34.1", "namespace": "vault", "values": values},
+        name="vault-release",
+        protect=True,
+    )
 
 
 def raft_values(config: Any, tls_disable: Any = False) -> dict[str, Any]:
-    return {"global": {"tlsDisable": tls_disable},
-            "server": {"ha": {"enabled": True, "raft": {"enabled": True, "config": config}}}}
+    return {
+        "global": {"tlsDisable": tls_disable},
+        "server": {"ha": {"enabled": True, "raft": {"enabled": True, "config": config}}},
+    }
 
 
 def test_vault_release_with_the_stacks_server_config_passes() -> None:
     assert violations("vault-tls-enabled", vault_release(raft_values(render_server_hcl(SPEC)))) == []
-    transit = TransitSealSpec(address="https://vault.hub.example.com:8200", key_name="edge-eu",
-                              tls_server_name="vault.hub.example.com")
+    transit = TransitSealSpec(
+        address="https://vault.hub.example.com:8200", key_name="edge-eu", tls_server_name="vault.hub.example.com"
+    )
     config = render_server_hcl(VaultServerSpec(cluster_name="e", external_hostname="v.example.com", seal=transit))
     assert violations("vault-tls-enabled", vault_release(raft_values(config))) == []
 
@@ -119,13 +131,21 @@ def test_vault_release_with_the_stacks_server_config_passes() -> None:
 @pytest.mark.parametrize("setting", ["tls_disable = 1", 'tls_disable = "true"', "tls_disable = true"])
 def test_listener_with_tls_disabled_fails(setting: str) -> None:
     config = render_server_hcl(SPEC).replace("tls_disable = false", setting)
-    one_violation("vault-tls-enabled", vault_release(raft_values(config)),
-                  "server.ha.raft.config", 'listener "tcp"', "tls_disable")
+    one_violation(
+        "vault-tls-enabled",
+        vault_release(raft_values(config)),
+        "server.ha.raft.config",
+        'listener "tcp"',
+        "tls_disable",
+    )
 
 
 def test_global_tls_disable_must_be_false() -> None:
-    one_violation("vault-tls-enabled", vault_release(raft_values(render_server_hcl(SPEC), tls_disable=True)),
-                  "global.tlsDisable is True")
+    one_violation(
+        "vault-tls-enabled",
+        vault_release(raft_values(render_server_hcl(SPEC), tls_disable=True)),
+        "global.tlsDisable is True",
+    )
 
 
 def test_chart_defaults_alone_disable_tls() -> None:
@@ -136,10 +156,18 @@ def test_chart_defaults_alone_disable_tls() -> None:
 
 
 def test_standalone_json_config_and_seal_and_join_are_checked() -> None:
-    values = {"global": {"tlsDisable": False}, "server": {"standalone": {"config": {
-        "listener": [{"tcp": {"address": "[::]:8200", "tls_disable": "1"}}],
-        "seal": {"transit": {"address": "http://hub:8200", "tls_skip_verify": "true"}},
-    }}, "ha": {"config": 'storage "raft" {\n  retry_join {\n    leader_api_addr = "http://vault-0:8200"\n  }\n}\n'}}}
+    values = {
+        "global": {"tlsDisable": False},
+        "server": {
+            "standalone": {
+                "config": {
+                    "listener": [{"tcp": {"address": "[::]:8200", "tls_disable": "1"}}],
+                    "seal": {"transit": {"address": "http://hub:8200", "tls_skip_verify": "true"}},
+                }
+            },
+            "ha": {"config": 'storage "raft" {\n  retry_join {\n    leader_api_addr = "http://vault-0:8200"\n  }\n}\n'},
+        },
+    }
     found = violations("vault-tls-enabled", vault_release(values))
     assert any("server.standalone.config" in m and "tls_disable = '1'" in m for m in found), found
     assert any("tls_skip_verify" in m for m in found), found
@@ -158,34 +186,54 @@ def test_other_charts_are_not_vault() -> None:
 def test_vault_provider_must_verify_https() -> None:
     good = {"address": "https://vault.example.com:8200", "skipTlsVerify": "false", "caCertFile": "/ca.pem"}
     assert violations("vault-tls-enabled", validation_args("pulumi:providers:vault", good)) == []
-    one_violation("vault-tls-enabled", validation_args("pulumi:providers:vault", {**good, "skipTlsVerify": "true"}),
-                  "skipTlsVerify is 'true'")
-    one_violation("vault-tls-enabled",
-                  validation_args("pulumi:providers:vault", {**good, "address": "http://vault.example.com:8200"}),
-                  "address 'http://vault.example.com:8200' is not https")
+    one_violation(
+        "vault-tls-enabled",
+        validation_args("pulumi:providers:vault", {**good, "skipTlsVerify": "true"}),
+        "skipTlsVerify is 'true'",
+    )
+    one_violation(
+        "vault-tls-enabled",
+        validation_args("pulumi:providers:vault", {**good, "address": "http://vault.example.com:8200"}),
+        "address 'http://vault.example.com:8200' is not https",
+    )
 
 
 # --- Kubernetes auth roles -----------------------------------------------------------------------------
 
 
 def role(names: list[str], namespaces: list[str], **extra: Any) -> ResourceValidationArgs:
-    return validation_args(K8S_ROLE, {"backend": "kubernetes", "roleName": "r", "boundServiceAccountNames": names,
-                                      "boundServiceAccountNamespaces": namespaces, **extra})
+    return validation_args(
+        K8S_ROLE,
+        {
+            "backend": "kubernetes",
+            "roleName": "r",
+            "boundServiceAccountNames": names,
+            "boundServiceAccountNamespaces": namespaces,
+            **extra,
+        },
+    )
 
 
 def test_role_bound_to_exact_accounts_passes() -> None:
     assert violations("vault-kubernetes-auth-roles-exact", role(["vso-auth"], ["observability"])) == []
     selector = json.dumps({"matchLabels": {"fedobs.io/vault": "true"}})
-    assert violations("vault-kubernetes-auth-roles-exact",
-                      role(["vso-auth"], [], boundServiceAccountNamespaceSelector=selector)) == []
+    assert (
+        violations(
+            "vault-kubernetes-auth-roles-exact", role(["vso-auth"], [], boundServiceAccountNamespaceSelector=selector)
+        )
+        == []
+    )
 
 
-@pytest.mark.parametrize(("names", "namespaces", "named"), [
-    (["*"], ["observability"], "boundServiceAccountNames contains '*'"),
-    (["vso-auth"], ["*"], "boundServiceAccountNamespaces contains '*'"),
-    (["vso-*"], ["observability"], "boundServiceAccountNames contains 'vso-*'"),
-    (["vso-auth"], [], "boundServiceAccountNamespaces is empty"),
-])
+@pytest.mark.parametrize(
+    ("names", "namespaces", "named"),
+    [
+        (["*"], ["observability"], "boundServiceAccountNames contains '*'"),
+        (["vso-auth"], ["*"], "boundServiceAccountNamespaces contains '*'"),
+        (["vso-*"], ["observability"], "boundServiceAccountNames contains 'vso-*'"),
+        (["vso-auth"], [], "boundServiceAccountNamespaces is empty"),
+    ],
+)
 def test_role_with_a_wildcard_fails(names: list[str], namespaces: list[str], named: str) -> None:
     one_violation("vault-kubernetes-auth-roles-exact", role(names, namespaces), named)
 
@@ -195,9 +243,15 @@ def test_role_with_a_wildcard_fails(names: list[str], namespaces: list[str], nam
 
 def connection(**spec: Any) -> ResourceValidationArgs:
     base = {"address": "https://vault-active.vault.svc:8200", "caCertSecretRef": "vault-ca", "skipTLSVerify": False}
-    return validation_args(CONNECTION, {"apiVersion": "secrets.hashicorp.com/v1beta1", "kind": "VaultConnection",
-                                        "metadata": {"name": "vault", "namespace": "observability"},
-                                        "spec": {**base, **spec}})
+    return validation_args(
+        CONNECTION,
+        {
+            "apiVersion": "secrets.hashicorp.com/v1beta1",
+            "kind": "VaultConnection",
+            "metadata": {"name": "vault", "namespace": "observability"},
+            "spec": {**base, **spec},
+        },
+    )
 
 
 def test_vault_connection_verifying_tls_passes() -> None:
@@ -206,8 +260,11 @@ def test_vault_connection_verifying_tls_passes() -> None:
 
 def test_vault_connection_skipping_tls_verification_fails() -> None:
     one_violation("vso-connections-verify-tls", connection(skipTLSVerify=True), "spec.skipTLSVerify is True")
-    one_violation("vso-connections-verify-tls", connection(address="http://vault.vault.svc:8200"),
-                  "spec.address 'http://vault.vault.svc:8200' is not https")
+    one_violation(
+        "vso-connections-verify-tls",
+        connection(address="http://vault.vault.svc:8200"),
+        "spec.address 'http://vault.vault.svc:8200' is not https",
+    )
 
 
 def test_vso_chart_default_connection_is_checked() -> None:
@@ -215,8 +272,13 @@ def test_vso_chart_default_connection_is_checked() -> None:
     args = validation_args(RELEASE, {"chart": "vault-secrets-operator", "version": "1.4.1", "values": values})
     one_violation("vso-connections-verify-tls", args, "values defaultVaultConnection.skipTLSVerify is True")
     values["defaultVaultConnection"]["enabled"] = False
-    assert violations("vso-connections-verify-tls", validation_args(RELEASE, {
-        "chart": "vault-secrets-operator", "version": "1.4.1", "values": values})) == []
+    assert (
+        violations(
+            "vso-connections-verify-tls",
+            validation_args(RELEASE, {"chart": "vault-secrets-operator", "version": "1.4.1", "values": values}),
+        )
+        == []
+    )
 
 
 # --- charts and images pinned ------------------------------------------------------------------------
@@ -224,26 +286,43 @@ def test_vso_chart_default_connection_is_checked() -> None:
 
 @pytest.mark.parametrize("version", ["0.34.1", "v1.21.1", "3.9.0", "1.0.0-rc.1"])
 def test_exact_chart_versions_pass(version: str) -> None:
-    args = validation_args(RELEASE, {"chart": "kyverno", "version": version, "values": {
-        "admissionController": {"container": {"image": {"registry": "reg.kyverno.io",
-                                                         "repository": "kyverno/kyverno", "tag": "v1.19.0"}}}}})
+    args = validation_args(
+        RELEASE,
+        {
+            "chart": "kyverno",
+            "version": version,
+            "values": {
+                "admissionController": {
+                    "container": {
+                        "image": {"registry": "reg.kyverno.io", "repository": "kyverno/kyverno", "tag": "v1.19.0"}
+                    }
+                }
+            },
+        },
+    )
     assert violations("charts-and-images-pinned", args) == []
 
 
 @pytest.mark.parametrize("version", ["", "latest", "^1.2.0", "~1.2.0", ">=1.0.0", "1.2", "1.x", "*", "1.2.*"])
 def test_floating_chart_versions_fail(version: str) -> None:
-    message = one_violation("charts-and-images-pinned", validation_args(RELEASE, {"chart": "kyverno",
-                                                                                  "version": version}),
-                            "chart 'kyverno'")
+    message = one_violation(
+        "charts-and-images-pinned",
+        validation_args(RELEASE, {"chart": "kyverno", "version": version}),
+        "chart 'kyverno'",
+    )
     assert (f"version {version!r}" in message) if version else ("has no version" in message)
 
 
 def test_chart_values_images_must_be_pinned() -> None:
-    values = {"controller": {"manager": {"image": {"repository": "hashicorp/vault-secrets-operator", "tag": "latest"}}},
-              "sidecar": {"image": "busybox"}, "helper": {"image": "alpine:3.20"}}
-    found = violations("charts-and-images-pinned",
-                       validation_args(RELEASE, {"chart": "vault-secrets-operator", "version": "1.4.1",
-                                                 "values": values}))
+    values = {
+        "controller": {"manager": {"image": {"repository": "hashicorp/vault-secrets-operator", "tag": "latest"}}},
+        "sidecar": {"image": "busybox"},
+        "helper": {"image": "alpine:3.20"},
+    }
+    found = violations(
+        "charts-and-images-pinned",
+        validation_args(RELEASE, {"chart": "vault-secrets-operator", "version": "1.4.1", "values": values}),
+    )
     assert len(found) == 2, found
     assert any("controller.manager.image.tag" in m and "'latest'" in m for m in found), found
     assert any("sidecar.image" in m and "'busybox'" in m and "no tag" in m for m in found), found
@@ -257,16 +336,25 @@ def workload(kind: str, type_token: str, pod_spec: dict[str, Any]) -> ResourceVa
     return validation_args(type_token, {"apiVersion": "v1", "kind": kind, "metadata": {"name": "w"}, "spec": spec})
 
 
-@pytest.mark.parametrize(("kind", "type_token"), [
-    ("Deployment", "kubernetes:apps/v1:Deployment"), ("StatefulSet", "kubernetes:apps/v1:StatefulSet"),
-    ("DaemonSet", "kubernetes:apps/v1:DaemonSet"), ("Job", "kubernetes:batch/v1:Job"),
-    ("CronJob", "kubernetes:batch/v1:CronJob"),
-])
+@pytest.mark.parametrize(
+    ("kind", "type_token"),
+    [
+        ("Deployment", "kubernetes:apps/v1:Deployment"),
+        ("StatefulSet", "kubernetes:apps/v1:StatefulSet"),
+        ("DaemonSet", "kubernetes:apps/v1:DaemonSet"),
+        ("Job", "kubernetes:batch/v1:Job"),
+        ("CronJob", "kubernetes:batch/v1:CronJob"),
+    ],
+)
 def test_workload_images_must_be_pinned(kind: str, type_token: str) -> None:
     digest = "sha256:" + "a" * 64
-    pinned = {"containers": [{"name": "app", "image": "otel/opentelemetry-collector-k8s:0.117.0"},
-                             {"name": "side", "image": f"ghcr.io/fedobs/programs@{digest}"}],
-              "initContainers": [{"name": "init", "image": "ghcr.io/fedobs/programs:0.1.0"}]}
+    pinned = {
+        "containers": [
+            {"name": "app", "image": "otel/opentelemetry-collector-k8s:0.117.0"},
+            {"name": "side", "image": f"ghcr.io/fedobs/programs@{digest}"},
+        ],
+        "initContainers": [{"name": "init", "image": "ghcr.io/fedobs/programs:0.1.0"}],
+    }
     assert violations("charts-and-images-pinned", workload(kind, type_token, pinned)) == []
     floating = copy.deepcopy(pinned)
     floating["initContainers"][0]["image"] = "busybox"
@@ -278,43 +366,76 @@ def test_workload_images_must_be_pinned(kind: str, type_token: str) -> None:
 
 
 def test_pod_image_with_registry_port_and_no_tag_fails() -> None:
-    args = validation_args("kubernetes:core/v1:Pod", {"spec": {"containers": [
-        {"name": "c", "image": "registry.example.com:5000/team/app"}]}})
-    one_violation("charts-and-images-pinned", args, "spec.containers[0]", "'registry.example.com:5000/team/app'",
-                  "no tag")
+    args = validation_args(
+        "kubernetes:core/v1:Pod",
+        {"spec": {"containers": [{"name": "c", "image": "registry.example.com:5000/team/app"}]}},
+    )
+    one_violation(
+        "charts-and-images-pinned", args, "spec.containers[0]", "'registry.example.com:5000/team/app'", "no tag"
+    )
 
 
 # --- no plain-text secret inputs -----------------------------------------------------------------------
 
 
 def test_secret_inputs_that_are_secrets_pass() -> None:
-    whole = validation_args("kubernetes:core/v1:Secret", {"metadata": {"name": "s"},
-                                                           "stringData": Secret({"password": "p", "user": "u"})})
-    per_key = validation_args("kubernetes:core/v1:Secret", {"metadata": {"name": "s"},
-                                                             "data": {"password": Secret("cA=="), "empty": ""}})
-    db = validation_args("vault:database/secretBackendConnection:SecretBackendConnection", {
-        "name": "pg", "postgresql": Secret({"connectionUrl": "postgres://{{username}}:{{password}}@h/db",
-                                            "username": "admin", "password": "p"})})
-    provider = validation_args("pulumi:providers:vault", {
-        "address": "https://v:8200", "authLoginUserpass": Secret('{"mount": "m", "password": "p"}')})
+    whole = validation_args(
+        "kubernetes:core/v1:Secret", {"metadata": {"name": "s"}, "stringData": Secret({"password": "p", "user": "u"})}
+    )
+    per_key = validation_args(
+        "kubernetes:core/v1:Secret", {"metadata": {"name": "s"}, "data": {"password": Secret("cA=="), "empty": ""}}
+    )
+    db = validation_args(
+        "vault:database/secretBackendConnection:SecretBackendConnection",
+        {
+            "name": "pg",
+            "postgresql": Secret(
+                {"connectionUrl": "postgres://{{username}}:{{password}}@h/db", "username": "admin", "password": "p"}
+            ),
+        },
+    )
+    provider = validation_args(
+        "pulumi:providers:vault",
+        {"address": "https://v:8200", "authLoginUserpass": Secret('{"mount": "m", "password": "p"}')},
+    )
     for args in (whole, per_key, db, provider):
         assert violations("no-plaintext-secret-inputs", args) == [], args.resource_type
 
 
-@pytest.mark.parametrize(("resource_type", "props", "named"), [
-    ("kubernetes:core/v1:Secret", {"stringData": {"password": "hunter2", "ok": Secret("x")}}, "stringData.password"),
-    ("vault:database/secretBackendConnection:SecretBackendConnection",
-     {"name": "pg", "postgresql": {"connectionUrl": "postgres://h/db", "username": "admin", "password": "hunter2"}},
-     "postgresql.password"),
-    ("vault:aws/secretBackend:SecretBackend", {"accessKey": Secret("AKIA"), "secretKey": "hunter2"}, "secretKey"),
-    ("vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId", {"roleName": "r", "secretId": "s"},
-     "secretId"),
-    ("pulumi:providers:kubernetes", {"kubeconfig": "apiVersion: v1\nkind: Config\n"}, "kubeconfig"),
-    ("pulumi:providers:vault", {"address": "https://v:8200", "token": "hvs.x"}, "token"),
-    ("pulumi:providers:vault", {"address": "https://v:8200",
-                                "authLoginUserpass": '{"mount": "m", "username": "u", "password": "hunter2"}'},
-     "authLoginUserpass.password"),
-])
+@pytest.mark.parametrize(
+    ("resource_type", "props", "named"),
+    [
+        (
+            "kubernetes:core/v1:Secret",
+            {"stringData": {"password": "hunter2", "ok": Secret("x")}},
+            "stringData.password",
+        ),
+        (
+            "vault:database/secretBackendConnection:SecretBackendConnection",
+            {
+                "name": "pg",
+                "postgresql": {"connectionUrl": "postgres://h/db", "username": "admin", "password": "hunter2"},
+            },
+            "postgresql.password",
+        ),
+        ("vault:aws/secretBackend:SecretBackend", {"accessKey": Secret("AKIA"), "secretKey": "hunter2"}, "secretKey"),
+        (
+            "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId",
+            {"roleName": "r", "secretId": "s"},
+            "secretId",
+        ),
+        ("pulumi:providers:kubernetes", {"kubeconfig": "apiVersion: v1\nkind: Config\n"}, "kubeconfig"),
+        ("pulumi:providers:vault", {"address": "https://v:8200", "token": "hvs.x"}, "token"),
+        (
+            "pulumi:providers:vault",
+            {
+                "address": "https://v:8200",
+                "authLoginUserpass": '{"mount": "m", "username": "u", "password": "hunter2"}',
+            },
+            "authLoginUserpass.password",
+        ),
+    ],
+)
 def test_plain_secret_inputs_fail(resource_type: str, props: dict[str, Any], named: str) -> None:
     one_violation("no-plaintext-secret-inputs", validation_args(resource_type, props), f"input {named} is not a secret")
 
@@ -342,17 +463,33 @@ def test_secret_inputs_table_covers_the_provider_schema() -> None:
         if token == "vault:database/secretBackendConnection:SecretBackendConnection":
             continue
         assert secret <= set(rules.SECRET_INPUTS.get(token, ())), token
-    engine_fields = {name for token, t in schema["types"].items() if token.startswith("vault:database/")
-                     for name, prop in t.get("properties", {}).items() if prop.get("secret")}
+    engine_fields = {
+        name
+        for token, t in schema["types"].items()
+        if token.startswith("vault:database/")
+        for name, prop in t.get("properties", {}).items()
+        if prop.get("secret")
+    }
     table = set(rules.SECRET_INPUTS["vault:database/secretBackendConnection:SecretBackendConnection"])
     assert {f"*.{name}" for name in engine_fields} - {"*.username"} <= table
     assert "redisElasticache.username" in table
 
 
 def analyze_request_for(resource_type: str, props: dict[str, Any], secret_paths: set[str]) -> proto.AnalyzeRequest:
-    resource = RecordedResource(urn=f"urn:pulumi:t::fedobs::{resource_type}::r", type=resource_type, name="r",
-                                custom=True, inputs=props, secret_inputs=secret_paths, parent="", provider="",
-                                dependencies=[], protect=False, ignore_changes=[], additional_secret_outputs=[])
+    resource = RecordedResource(
+        urn=f"urn:pulumi:t::fedobs::{resource_type}::r",
+        type=resource_type,
+        name="r",
+        custom=True,
+        inputs=props,
+        secret_inputs=secret_paths,
+        parent="",
+        provider="",
+        dependencies=[],
+        protect=False,
+        ignore_changes=[],
+        additional_secret_outputs=[],
+    )
     return analyze_request(Recording("t", [resource], {}, set()), resource)
 
 
@@ -379,8 +516,11 @@ def test_keep_secret_markers_refuses_a_foreign_deserializer(monkeypatch: pytest.
 
 
 def lke(tags: list[str], acl: dict[str, Any] | None) -> ResourceValidationArgs:
-    return validation_args(LKE, {"label": "c", "region": "us-ord", "tags": tags,
-                                 "controlPlane": {"highAvailability": True, "acl": acl}}, protect=True)
+    return validation_args(
+        LKE,
+        {"label": "c", "region": "us-ord", "tags": tags, "controlPlane": {"highAvailability": True, "acl": acl}},
+        protect=True,
+    )
 
 
 GOOD_ACL = {"enabled": True, "addresses": [{"ipv4s": ["203.0.113.0/24"], "ipv6s": []}]}
@@ -392,12 +532,15 @@ def test_hub_with_an_acl_passes_and_edges_are_not_the_hub() -> None:
         assert violations("hub-control-plane-acl", lke(["fedobs", "edge"], None)) == []
 
 
-@pytest.mark.parametrize(("acl", "named"), [
-    ({"enabled": False, "addresses": GOOD_ACL["addresses"]}, "controlPlane.acl.enabled is False"),
-    (None, "controlPlane.acl.enabled is None"),
-    ({"enabled": True, "addresses": [{"ipv4s": [], "ipv6s": []}]}, "controlPlane.acl.addresses lists no address"),
-    ({"enabled": True, "addresses": [{"ipv4s": ["0.0.0.0/0"]}]}, "allows '0.0.0.0/0'"),
-])
+@pytest.mark.parametrize(
+    ("acl", "named"),
+    [
+        ({"enabled": False, "addresses": GOOD_ACL["addresses"]}, "controlPlane.acl.enabled is False"),
+        (None, "controlPlane.acl.enabled is None"),
+        ({"enabled": True, "addresses": [{"ipv4s": [], "ipv6s": []}]}, "controlPlane.acl.addresses lists no address"),
+        ({"enabled": True, "addresses": [{"ipv4s": ["0.0.0.0/0"]}]}, "allows '0.0.0.0/0'"),
+    ],
+)
 def test_hub_without_a_working_acl_fails(acl: dict[str, Any] | None, named: str) -> None:
     with stack_config(None):
         found = violations("hub-control-plane-acl", lke(["fedobs", "hub"], acl))
@@ -415,14 +558,17 @@ def test_hub_is_recognised_by_the_stack_config_the_cli_passes() -> None:
 # --- stateful resources protected ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("resource_type", "props"), [
-    (LKE, {"label": "c"}),
-    ("linode:index/objectStorageBucket:ObjectStorageBucket", {"label": "b"}),
-    ("vault:transit/secretBackendKey:SecretBackendKey", {"name": "edge-eu"}),
-    ("kubernetes:core/v1:PersistentVolumeClaim", {"metadata": {"name": "data"}}),
-    (RELEASE, {"chart": "vault", "version": "0.34.1"}),
-    ("kubernetes:apps/v1:StatefulSet", {"spec": {"volumeClaimTemplates": [{"metadata": {"name": "data"}}]}}),
-])
+@pytest.mark.parametrize(
+    ("resource_type", "props"),
+    [
+        (LKE, {"label": "c"}),
+        ("linode:index/objectStorageBucket:ObjectStorageBucket", {"label": "b"}),
+        ("vault:transit/secretBackendKey:SecretBackendKey", {"name": "edge-eu"}),
+        ("kubernetes:core/v1:PersistentVolumeClaim", {"metadata": {"name": "data"}}),
+        (RELEASE, {"chart": "vault", "version": "0.34.1"}),
+        ("kubernetes:apps/v1:StatefulSet", {"spec": {"volumeClaimTemplates": [{"metadata": {"name": "data"}}]}}),
+    ],
+)
 def test_stateful_resources_must_be_protected(resource_type: str, props: dict[str, Any]) -> None:
     unprotected = validation_args(resource_type, props, name="thing")
     one_violation("stateful-resources-protected", unprotected, resource_type, "'thing' is not protected")
@@ -430,9 +576,11 @@ def test_stateful_resources_must_be_protected(resource_type: str, props: dict[st
 
 
 def test_stateless_resources_need_no_protection() -> None:
-    for resource_type, props in ((RELEASE, {"chart": "cert-manager", "version": "v1.21.1"}),
-                                 ("kubernetes:apps/v1:StatefulSet", {"spec": {"replicas": 1}}),
-                                 ("kubernetes:apps/v1:Deployment", {"spec": {}})):
+    for resource_type, props in (
+        (RELEASE, {"chart": "cert-manager", "version": "v1.21.1"}),
+        ("kubernetes:apps/v1:StatefulSet", {"spec": {"replicas": 1}}),
+        ("kubernetes:apps/v1:Deployment", {"spec": {}}),
+    ):
         assert violations("stateful-resources-protected", validation_args(resource_type, props)) == []
 
 
@@ -488,8 +636,9 @@ def test_the_pack_catches_a_broken_hub_plan(hub: Recording) -> None:
     release = next(r for r in broken.of_type(RELEASE) if r.inputs["chart"] == "vault")
     raft = release.inputs["values"]["server"]["ha"]["raft"]
     raft["config"] = raft["config"].replace("tls_disable = false", "tls_disable = true")
-    next(r for r in broken.of_type("kubernetes:core/v1:Namespace")
-         if r.inputs["metadata"]["name"] == "vault").protect = False
+    next(
+        r for r in broken.of_type("kubernetes:core/v1:Namespace") if r.inputs["metadata"]["name"] == "vault"
+    ).protect = False
     job = broken.one("kubernetes:batch/v1:Job", "hub-vault-bootstrap")
     job.inputs["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/fedobs/programs:latest"
     found = PackRunner().run(broken, cli_config("hub"))
@@ -512,10 +661,16 @@ def test_the_pack_catches_a_broken_hub_plan(hub: Recording) -> None:
 def test_pack_files_pin_what_the_program_uses() -> None:
     manifest = yaml.safe_load((POLICY_DIR / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"] == {"name": "python", "options": {"virtualenv": "venv"}}
-    pins = dict(line.split("==") for line in (POLICY_DIR / "requirements.txt").read_text().splitlines()
-                if line and not line.startswith("#"))
-    program_pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
-                        if line and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in (POLICY_DIR / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    program_pins = dict(
+        line.split("==")
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert pins["pulumi-policy"] == "1.21.0" and pins["pulumi"] == program_pins["pulumi"]
     for package, version in pins.items():  # the tests run the pack with exactly these versions
         assert metadata.version(package) == version, package
@@ -526,8 +681,14 @@ def pack_process() -> Iterator[int]:
     """``policy/`` started the way ``pulumi-analyzer-policy-python`` starts it; yields the gRPC port."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PULUMI_CONFIG"] = json.dumps({"fedobs:role": "hub"})
-    process = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."], cwd=POLICY_DIR,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
+        cwd=POLICY_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         selector = selectors.DefaultSelector()
@@ -559,8 +720,9 @@ def test_the_pack_boots_as_the_cli_runs_it(pack_process: int) -> None:
         (diagnostic,) = stub.Analyze(plain, timeout=30).diagnostics
         assert diagnostic.policyName == "no-plaintext-secret-inputs" and "stringData.password" in diagnostic.message
         # The hub is known from PULUMI_CONFIG (fedobs:role), as the CLI passes the stack's config.
-        cluster = analyze_request_for(LKE, {"label": "c", "tags": [], "controlPlane": {"acl": {"enabled": False}}},
-                                      set())
+        cluster = analyze_request_for(
+            LKE, {"label": "c", "tags": [], "controlPlane": {"acl": {"enabled": False}}}, set()
+        )
         cluster.options.protect = True
         names = sorted(d.policyName for d in stub.Analyze(cluster, timeout=30).diagnostics)
         assert names == ["hub-control-plane-acl", "hub-control-plane-acl"]

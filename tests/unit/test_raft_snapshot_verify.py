@@ -39,14 +39,22 @@ def build(
     sealed: bool = True,
 ) -> bytes:
     state = os.urandom(3000)
-    content = files if files is not None else {
-        "meta.json": json.dumps({"Version": 1, "ID": "bolt-snapshot", "Index": 29, "Term": 3,
-                                 "Size": len(state)}).encode(),
-        "state.bin": state,
-    }
+    content = (
+        files
+        if files is not None
+        else {
+            "meta.json": json.dumps(
+                {"Version": 1, "ID": "bolt-snapshot", "Index": 29, "Term": 3, "Size": len(state)}
+            ).encode(),
+            "state.bin": state,
+        }
+    )
     names = sums_for if sums_for is not None else list(content)
-    sums = sums_override if sums_override is not None else "".join(
-        f"{hashlib.sha256(content[n]).hexdigest()}  {n}\n" for n in names if n in content).encode()
+    sums = (
+        sums_override
+        if sums_override is not None
+        else "".join(f"{hashlib.sha256(content[n]).hexdigest()}  {n}\n" for n in names if n in content).encode()
+    )
     members = dict(content)
     members["SHA256SUMS"] = sums
     if sealed:
@@ -175,7 +183,7 @@ def test_snapshot_key_sorts_by_time() -> None:
 def test_multipart_etag(tmp_path: Path) -> None:
     data = os.urandom(10_000)
     path = write(tmp_path, data)
-    parts = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+    parts = [data[i : i + 4096] for i in range(0, len(data), 4096)]
     expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
     assert multipart_etag(path, 4096) == expected
 
@@ -218,11 +226,25 @@ def test_retention_keeps_newest_and_never_the_new_upload() -> None:
     [
         (["take", "--cluster-name", "hub"], "missing --bucket"),
         (["take", "--bucket", "b", "--vault-addr", "https://v", "--keep", "0"], "--keep"),
-        (["take", "--bucket", "b", "--vault-addr", "ftp://v", "--cluster-name", "hub",
-          "--jwt-file", __file__], "not an http(s) URL"),
+        (
+            ["take", "--bucket", "b", "--vault-addr", "ftp://v", "--cluster-name", "hub", "--jwt-file", __file__],
+            "not an http(s) URL",
+        ),
         (["take", "--bucket", "b", "--vault-addr", "https://v", "--cluster-name", "a/b"], "cluster name"),
-        (["take", "--bucket", "b", "--vault-addr", "https://v", "--cluster-name", "hub",
-          "--jwt-file", "/nonexistent/token"], "cannot read the service-account token file"),
+        (
+            [
+                "take",
+                "--bucket",
+                "b",
+                "--vault-addr",
+                "https://v",
+                "--cluster-name",
+                "hub",
+                "--jwt-file",
+                "/nonexistent/token",
+            ],
+            "cannot read the service-account token file",
+        ),
         (["restore", "--bucket", "b", "--vault-addr", "https://v", "--key", "k"], "needs a Vault token"),
         (["restore", "--bucket", "b", "--vault-addr", "https://v"], "one of the arguments --key --latest"),
     ],

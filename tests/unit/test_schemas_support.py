@@ -91,9 +91,7 @@ CERTIFICATE: dict[str, Any] = {
 }
 
 
-def with_changes(
-    obj: dict[str, Any], path: str, value: Any = None, *, delete: bool = False
-) -> dict[str, Any]:
+def with_changes(obj: dict[str, Any], path: str, value: Any = None, *, delete: bool = False) -> dict[str, Any]:
     """A deep copy of ``obj`` with the dotted ``path`` set to ``value`` (or deleted)."""
     out = copy.deepcopy(obj)
     *parents, last = path.split(".")
@@ -186,9 +184,7 @@ def test_vault_connection_without_skip_tls_verify_passes_only_through_defaulting
     assert validate_kubernetes_object(obj) == []
     # the same object against the raw CRD schema, without the API server's defaulting, is invalid
     crd = yaml.safe_load(
-        (
-            schemas_dir() / "vault-secrets-operator/crds/secrets.hashicorp.com_vaultconnections.yaml"
-        ).read_text()
+        (schemas_dir() / "vault-secrets-operator/crds/secrets.hashicorp.com_vaultconnections.yaml").read_text()
     )
     schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")["schema"]["openAPIV3Schema"]
     errors = list(jsonschema.Draft4Validator(schema).iter_errors(obj))
@@ -330,9 +326,7 @@ def test_vault_realistic_values_pass() -> None:
             "image": {"repository": "hashicorp/vault", "tag": "2.0.4"},
             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
             "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
-            "tolerations": [
-                {"key": "dedicated", "operator": "Equal", "value": "vault", "effect": "NoSchedule"}
-            ],
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "vault", "effect": "NoSchedule"}],
             "extraEnvironmentVars": {"VAULT_CACERT": "/vault/userconfig/tls/ca.crt"},
             "extraSecretEnvironmentVars": [{"envName": "X", "secretName": "s", "secretKey": "k"}],
             "volumes": [{"name": "tls", "secret": {"secretName": "vault-tls"}}],
@@ -363,10 +357,7 @@ def test_vault_realistic_values_pass() -> None:
 
 def test_helm_null_deletes_a_default_like_helm() -> None:
     # server.ha.apiAddr defaults to null (anything goes below it); a null must not fail the schema
-    assert (
-        validate_helm_values("vault", {"server": {"ha": {"apiAddr": None, "clusterAddr": "https://x:8201"}}})
-        == []
-    )
+    assert validate_helm_values("vault", {"server": {"ha": {"apiAddr": None, "clusterAddr": "https://x:8201"}}}) == []
 
 
 def test_vso_values_unknown_and_free_form_keys() -> None:

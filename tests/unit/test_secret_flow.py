@@ -19,51 +19,77 @@ from offline.secret_flow import (
 
 
 def cert_sync(recording: Recording) -> dict[str, Any]:
-    cronjob = next(o for o in recording.kubernetes_objects()
-                   if o["kind"] == "CronJob" and o["metadata"]["name"] == "cert-sync")
+    cronjob = next(
+        o for o in recording.kubernetes_objects() if o["kind"] == "CronJob" and o["metadata"]["name"] == "cert-sync"
+    )
     return dict(cronjob["spec"])
 
 
 def test_doc_states_the_delay_of_the_shipped_config(hub: Recording, edge: Recording) -> None:
     static = next(o for o in edge.kubernetes_objects() if o["kind"] == "VaultStaticSecret")
     assert static["spec"]["refreshAfter"] == REFRESH_AFTER
-    delay = worst_case_rotation_delay(cronjob_cadence(cert_sync(hub)), cronjob_cadence(cert_sync(edge)),
-                                      static["spec"]["refreshAfter"])
+    delay = worst_case_rotation_delay(
+        cronjob_cadence(cert_sync(hub)), cronjob_cadence(cert_sync(edge)), static["spec"]["refreshAfter"]
+    )
     text = (ROOT / "docs" / "secret-flow.md").read_text()
-    match = re.search(r"<!-- rotation-delay -->\s*\*\*worst case (\d+) s\*\* \(hub cert-sync (\d+) s \+ edge "
-                      r"cert-sync (\d+) s \+ VSO refresh (\d+) s\)", text)
+    match = re.search(
+        r"<!-- rotation-delay -->\s*\*\*worst case (\d+) s\*\* \(hub cert-sync (\d+) s \+ edge "
+        r"cert-sync (\d+) s \+ VSO refresh (\d+) s\)",
+        text,
+    )
     assert match, "docs/secret-flow.md lost its rotation-delay statement"
-    assert [int(g) for g in match.groups()] == [delay.schedule_total, delay.hub_sync_gap, delay.edge_sync_gap,
-                                                delay.vso_refresh]
+    assert [int(g) for g in match.groups()] == [
+        delay.schedule_total,
+        delay.hub_sync_gap,
+        delay.edge_sync_gap,
+        delay.vso_refresh,
+    ]
     # the shipped cadence: three passes a minute on both sides, 20 s apart
     assert (delay.hub_sync_gap, delay.edge_sync_gap, delay.vso_refresh) == (20, 20, 60)
 
 
-def test_the_shipped_cadence_meets_the_two_minute_target_with_room_for_the_runs(hub: Recording,
-                                                                                edge: Recording) -> None:
-    delay = worst_case_rotation_delay(cronjob_cadence(cert_sync(hub)), cronjob_cadence(cert_sync(edge)),
-                                      REFRESH_AFTER)
+def test_the_shipped_cadence_meets_the_two_minute_target_with_room_for_the_runs(
+    hub: Recording, edge: Recording
+) -> None:
+    delay = worst_case_rotation_delay(cronjob_cadence(cert_sync(hub)), cronjob_cadence(cert_sync(edge)), REFRESH_AFTER)
     assert delay.schedule_total == 100
     # make bench measures one pass at about a second; ten seconds each still meet the target
-    assert worst_case_rotation_delay(cronjob_cadence(cert_sync(hub)), cronjob_cadence(cert_sync(edge)),
-                                     REFRESH_AFTER, 10.0, 10.0).total <= 120
+    assert (
+        worst_case_rotation_delay(
+            cronjob_cadence(cert_sync(hub)), cronjob_cadence(cert_sync(edge)), REFRESH_AFTER, 10.0, 10.0
+        ).total
+        <= 120
+    )
 
 
 def test_cadence_is_read_from_the_rendered_cronjob(edge: Recording) -> None:
     assert cronjob_cadence(cert_sync(edge)) == Cadence("* * * * *", 3, 20)
-    one_pass = {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": [
-        {"command": ["python", "-m", "programs.cert_sync", "hub", "--secret", "a/b=c"]}]}}}}}
+    one_pass = {
+        "schedule": "*/5 * * * *",
+        "jobTemplate": {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [{"command": ["python", "-m", "programs.cert_sync", "hub", "--secret", "a/b=c"]}]
+                    }
+                }
+            }
+        },
+    }
     assert cronjob_cadence(one_pass) == Cadence("*/5 * * * *")
 
 
-@pytest.mark.parametrize(("cadence", "gap"), [
-    (Cadence("* * * * *"), 60),                     # one pass a minute
-    (Cadence("* * * * *", 3, 20), 20),              # passes cover the minute: the interval
-    (Cadence("* * * * *", 2, 30), 30),
-    (Cadence("* * * * *", 2, 20), 40),              # 0 s, 20 s, then nothing until the next minute
-    (Cadence("*/5 * * * *", 3, 20), 260),           # passes cover one minute of five
-    (Cadence("0 * * * *", 3, 20), 3560),
-])
+@pytest.mark.parametrize(
+    ("cadence", "gap"),
+    [
+        (Cadence("* * * * *"), 60),  # one pass a minute
+        (Cadence("* * * * *", 3, 20), 20),  # passes cover the minute: the interval
+        (Cadence("* * * * *", 2, 30), 30),
+        (Cadence("* * * * *", 2, 20), 40),  # 0 s, 20 s, then nothing until the next minute
+        (Cadence("*/5 * * * *", 3, 20), 260),  # passes cover one minute of five
+        (Cadence("0 * * * *", 3, 20), 3560),
+    ],
+)
 def test_the_longest_wait_between_two_passes(cadence: Cadence, gap: int) -> None:
     assert cadence.max_gap == gap
 
@@ -80,10 +106,17 @@ def test_a_cadence_needs_an_interval_for_several_passes() -> None:
         Cadence("* * * * *", 3, 0)
 
 
-@pytest.mark.parametrize(("expression", "gap"), [
-    ("* * * * *", 60), ("*/5 * * * *", 300), ("0 * * * *", 3600), ("0,10 * * * *", 3000),
-    ("30 2 * * *", 86400), ("*/15 8-17 * * *", 51300),
-])
+@pytest.mark.parametrize(
+    ("expression", "gap"),
+    [
+        ("* * * * *", 60),
+        ("*/5 * * * *", 300),
+        ("0 * * * *", 3600),
+        ("0,10 * * * *", 3000),
+        ("30 2 * * *", 86400),
+        ("*/15 8-17 * * *", 51300),
+    ],
+)
 def test_cron_gaps(expression: str, gap: int) -> None:
     assert cron_max_gap_seconds(expression) == gap
 

@@ -31,7 +31,8 @@ def test_every_resource_is_inside_a_named_component(stack: str, request: pytest.
         parent = recording.by_urn(resource.parent)
         assert parent is not None and not parent.custom, f"orphan resource {resource.type} {resource.name}"
         assert resource.name.startswith(parent.name + "-"), (
-            f"{resource.name} is not prefixed by its component's name {parent.name}")
+            f"{resource.name} is not prefixed by its component's name {parent.name}"
+        )
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -66,7 +67,8 @@ def test_no_secret_value_in_plain_outputs_or_inputs(stack: str, request: pytest.
         for path, value in _flatten(resource.inputs):
             if isinstance(value, str) and secret_marker.search(value):
                 assert resource.is_secret_input(path), (
-                    f"{resource.type} {resource.name} input {path} holds a secret in plain text")
+                    f"{resource.type} {resource.name} input {path} holds a secret in plain text"
+                )
     assert "kubeconfig" in recording.secret_outputs
 
 
@@ -96,19 +98,32 @@ def test_edge_reads_the_hub_through_one_stack_reference(edge: Recording) -> None
     assert edge.outputs["hubOtlpEndpoint"] == "https://otlp.hub.fedobs.example.com:4317"
 
 
-@pytest.mark.parametrize(("outputs", "named"), [
-    ({}, "vaultAddress"),
-    ({"vaultAddress": "http://vault.hub:8200"}, "vaultAddress"),
-    ({"vaultAddress": "https://vault.hub:8200", "vaultCaCert": "not a pem"}, "vaultCaCert"),
-    ({"vaultAddress": "https://vault.hub:8200",
-      "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-      "edgeTransitTokens": {"edge-ap": "t"}}, "edgeTransitTokens"),
-    ({"vaultAddress": "https://vault.hub:8200",
-      "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-      "edgeTransitTokens": {"edge-eu": "t"},
-      "edgeCredentials": {"edge-eu": {"roleId": "r"}}}, "edgeCredentials"),
-    ({"vaultAddress": "https://vault.hub:8200"}, "otlpEndpoint"),
-])
+@pytest.mark.parametrize(
+    ("outputs", "named"),
+    [
+        ({}, "vaultAddress"),
+        ({"vaultAddress": "http://vault.hub:8200"}, "vaultAddress"),
+        ({"vaultAddress": "https://vault.hub:8200", "vaultCaCert": "not a pem"}, "vaultCaCert"),
+        (
+            {
+                "vaultAddress": "https://vault.hub:8200",
+                "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+                "edgeTransitTokens": {"edge-ap": "t"},
+            },
+            "edgeTransitTokens",
+        ),
+        (
+            {
+                "vaultAddress": "https://vault.hub:8200",
+                "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+                "edgeTransitTokens": {"edge-eu": "t"},
+                "edgeCredentials": {"edge-eu": {"roleId": "r"}},
+            },
+            "edgeCredentials",
+        ),
+        ({"vaultAddress": "https://vault.hub:8200"}, "otlpEndpoint"),
+    ],
+)
 def test_missing_or_malformed_hub_output_is_named(outputs: dict[str, Any], named: str) -> None:
     recording = run_stack_file("edge", {"organization/fedobs/hub": outputs})
     assert recording.error is not None
@@ -120,8 +135,9 @@ def test_stateful_resources_are_protected(hub: Recording, edge: Recording) -> No
         assert recording.one("linode:index/lkeCluster:LkeCluster").protect
         release = next(r for r in recording.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")
         assert release.protect
-        vault_ns = next(r for r in recording.of_type("kubernetes:core/v1:Namespace")
-                        if r.inputs["metadata"]["name"] == "vault")
+        vault_ns = next(
+            r for r in recording.of_type("kubernetes:core/v1:Namespace") if r.inputs["metadata"]["name"] == "vault"
+        )
         assert vault_ns.protect
 
 
@@ -138,10 +154,22 @@ def test_program_opens_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: refuse(None, a[0]))  # type: ignore[misc]
     hub = run_stack_file("hub", preview=True)
     assert hub.error is None, hub.error
-    edge = run_stack_file("edge", {"organization/fedobs/hub": json.loads(json.dumps({
-        "vaultAddress": "https://vault.hub.fedobs.example.com:8200",
-        "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-        "edgeTransitTokens": {"edge-eu": "t"}, "otlpEndpoint": "https://otlp.hub:4317",
-        "edgeCredentials": {"edge-eu": {"mount": "approle-edges", "roleId": "r", "secretId": "s"}}}))}, preview=True)
+    edge = run_stack_file(
+        "edge",
+        {
+            "organization/fedobs/hub": json.loads(
+                json.dumps(
+                    {
+                        "vaultAddress": "https://vault.hub.fedobs.example.com:8200",
+                        "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+                        "edgeTransitTokens": {"edge-eu": "t"},
+                        "otlpEndpoint": "https://otlp.hub:4317",
+                        "edgeCredentials": {"edge-eu": {"mount": "approle-edges", "roleId": "r", "secretId": "s"}},
+                    }
+                )
+            )
+        },
+        preview=True,
+    )
     assert edge.error is None, edge.error
     assert attempts == []

@@ -18,8 +18,12 @@ HUB_REF = "organization/fedobs/hub"
 
 
 def parse_hcl(text: str) -> dict[str, Any]:
-    return hcl2.loads(text, serialization_options=SerializationOptions(  # type: ignore[no-any-return]
-        strip_string_quotes=True, explicit_blocks=False))
+    return hcl2.loads(
+        text,
+        serialization_options=SerializationOptions(  # type: ignore[no-any-return]
+            strip_string_quotes=True, explicit_blocks=False
+        ),
+    )
 
 
 def vault_values(recording: Recording) -> dict[str, Any]:
@@ -60,15 +64,23 @@ def test_listener_and_storage_blocks(stack: str, request: pytest.FixtureRequest)
     assert raft["path"] == "/vault/data"
     joins = raft["retry_join"]
     assert [(j["leader_api_addr"], j["leader_tls_servername"]) for j in joins] == [
-        (f"https://vault-{i}.vault-internal:8200", f"vault-{i}.vault-internal") for i in range(3)]
+        (f"https://vault-{i}.vault-internal:8200", f"vault-{i}.vault-internal") for i in range(3)
+    ]
     assert {j["leader_ca_cert_file"] for j in joins} == {"/vault/userconfig/vault-server-tls/ca.crt"}
     assert config["service_registration"][0] == {"kubernetes": {}}
 
 
 def test_hub_uses_shamir_so_no_seal_stanza(hub: Recording) -> None:
     assert "seal" not in server_config(hub)
-    job = k8s_object(hub, "Job", next(o["metadata"]["name"] for o in hub.kubernetes_objects()
-                                      if o["kind"] == "Job" and o["metadata"]["name"].startswith("vault-bootstrap")))
+    job = k8s_object(
+        hub,
+        "Job",
+        next(
+            o["metadata"]["name"]
+            for o in hub.kubernetes_objects()
+            if o["kind"] == "Job" and o["metadata"]["name"].startswith("vault-bootstrap")
+        ),
+    )
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--seal") + 1] == "shamir"
     assert command[command.index("--key-shares") + 1] == "5"
@@ -97,11 +109,14 @@ def test_edge_transit_seal_points_at_its_own_hub_key(edge: Recording, hub: Recor
 
 def test_awskms_seal(hub: Recording) -> None:
     recording = run_edge_with(
-        hub, seal={"type": "awskms", "region": "eu-central-1", "kmsKeyId": "alias/fedobs-edge-eu"},
-        extra_config={"fedobs:awsKmsCredentials": {"accessKeyId": "AKIAEXAMPLEEXAMPLE",
-                                                   "secretAccessKey": "s" * 40}})
-    assert server_config(recording)["seal"][0]["awskms"] == {"region": "eu-central-1",
-                                                             "kms_key_id": "alias/fedobs-edge-eu"}
+        hub,
+        seal={"type": "awskms", "region": "eu-central-1", "kmsKeyId": "alias/fedobs-edge-eu"},
+        extra_config={"fedobs:awsKmsCredentials": {"accessKeyId": "AKIAEXAMPLEEXAMPLE", "secretAccessKey": "s" * 40}},
+    )
+    assert server_config(recording)["seal"][0]["awskms"] == {
+        "region": "eu-central-1",
+        "kms_key_id": "alias/fedobs-edge-eu",
+    }
     env = {e["envName"]: e for e in vault_values(recording)["server"]["extraSecretEnvironmentVars"]}
     assert set(env) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     secret = next(r for r in recording.of_type("kubernetes:core/v1:Secret") if r.name.endswith("vault-seal-secret"))
@@ -113,10 +128,13 @@ def test_awskms_seal(hub: Recording) -> None:
 
 
 def test_operator_address_exposure_creates_no_load_balancer(hub: Recording) -> None:
-    recording = run_edge_with(hub, exposure={"type": "address", "address": "https://vault.edge.internal:8443",
-                                             "hostname": "vault.edge.internal"})
-    assert not [o for o in recording.kubernetes_objects()
-                if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"]
+    recording = run_edge_with(
+        hub,
+        exposure={"type": "address", "address": "https://vault.edge.internal:8443", "hostname": "vault.edge.internal"},
+    )
+    assert not [
+        o for o in recording.kubernetes_objects() if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"
+    ]
     assert recording.outputs["vaultAddress"] == "https://vault.edge.internal:8443"
 
 
@@ -135,8 +153,15 @@ def test_server_certificate_covers_every_name(stack: str, request: pytest.Fixtur
     hostname = "vault.hub.fedobs.example.com" if stack == "hub" else "vault.edge-eu.fedobs.example.com"
     expected = server_certificate_dns_names(VaultServerSpec(cluster_name="x", external_hostname=hostname))
     assert certificate["dnsNames"] == expected
-    for name in ("vault", "vault-active", "vault-internal", "vault-0.vault-internal", "vault-1.vault-internal",
-                 "vault-2.vault-internal", hostname):
+    for name in (
+        "vault",
+        "vault-active",
+        "vault-internal",
+        "vault-0.vault-internal",
+        "vault-1.vault-internal",
+        "vault-2.vault-internal",
+        hostname,
+    ):
         assert name in certificate["dnsNames"]
     assert certificate["ipAddresses"] == ["127.0.0.1"]
     assert certificate["duration"] == "2160h" and certificate["renewBefore"] == "720h"  # renew at 2/3
@@ -180,8 +205,12 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     assert pod["serviceAccountName"] == "vault-bootstrap"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     assert container["image"] == "ghcr.io/fedobs/programs:0.1.0"
     command = container["command"]
     assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]
@@ -256,8 +285,7 @@ def test_snapshot_cronjob(hub: Recording) -> None:
     assert role.inputs["boundServiceAccountNamespaces"] == ["vault"]
     assert role.inputs["audience"] == "vault"
     policy = hub.one("vault:index/policy:Policy", "hub-kubernetes-auth-raft-snapshot-policy")
-    assert parse_hcl(policy.inputs["policy"])["path"] == [
-        {"sys/storage/raft/snapshot": {"capabilities": ["read"]}}]
+    assert parse_hcl(policy.inputs["policy"])["path"] == [{"sys/storage/raft/snapshot": {"capabilities": ["read"]}}]
     bucket = hub.one("linode:index/objectStorageBucket:ObjectStorageBucket")
     assert bucket.protect and bucket.inputs["label"] == "fedobs-hub-vault-snapshots"
 

@@ -18,8 +18,9 @@ from tests.support.schemas import schemas_dir
 
 
 def parse_policy(text: str) -> dict[str, list[str]]:
-    parsed = hcl2.loads(text, serialization_options=SerializationOptions(strip_string_quotes=True,
-                                                                          explicit_blocks=False))
+    parsed = hcl2.loads(
+        text, serialization_options=SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
+    )
     return {path: rule["capabilities"] for entry in parsed.get("path", []) for path, rule in entry.items()}
 
 
@@ -69,8 +70,11 @@ def test_consumer_roles_are_bound_to_exactly_one_service_account(hub: Recording,
         (edge, "raft-snapshot", None),
     ]
     for recording, role_name, binding in expected:
-        roles = [r for r in recording.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
-                 if r.inputs["roleName"] == role_name]
+        roles = [
+            r
+            for r in recording.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+            if r.inputs["roleName"] == role_name
+        ]
         if binding is None:
             assert roles == []
             continue
@@ -88,10 +92,14 @@ def test_consumer_roles_are_bound_to_exactly_one_service_account(hub: Recording,
 
 def test_consumer_policies_grant_exactly_the_declared_access(hub: Recording, edge: Recording) -> None:
     assert policy_of(hub, "vso-observability") == {
-        "kv/data/otel/client-ca": ["read"], "kv/data/otel/otel-gateway-tls": ["read"]}
+        "kv/data/otel/client-ca": ["read"],
+        "kv/data/otel/otel-gateway-tls": ["read"],
+    }
     assert policy_of(hub, "notebook-validation") == {
-        "aws/creds/s3-readonly": ["read"], "database/creds/readonly": ["read"],
-        "database/creds/results-readonly": ["read"]}
+        "aws/creds/s3-readonly": ["read"],
+        "database/creds/readonly": ["read"],
+        "database/creds/results-readonly": ["read"],
+    }
     assert policy_of(edge, "vso-observability") == {"kv/data/otel/otel-client-tls": ["read"]}
 
 
@@ -105,12 +113,18 @@ def test_no_workload_policy_holds_sudo_or_sys(stack: str, request: pytest.Fixtur
             if path.startswith("sys/"):
                 # the one exception, read-only: what the snapshot CronJob downloads
                 assert (policy.inputs["name"], path, capabilities) == (
-                    "raft-snapshot", "sys/storage/raft/snapshot", ["read"])
+                    "raft-snapshot",
+                    "sys/storage/raft/snapshot",
+                    ["read"],
+                )
 
 
 def test_policy_rendering_refuses_admin_paths() -> None:
-    for grant in (Grant("sys/mounts/x", ("read",)), Grant("kv/data/x", ("read", "sudo")),
-                  Grant("auth/token/create", ("update",))):
+    for grant in (
+        Grant("sys/mounts/x", ("read",)),
+        Grant("kv/data/x", ("read", "sudo")),
+        Grant("auth/token/create", ("update",)),
+    ):
         with pytest.raises(ValueError, match="policy p"):
             render_policy("p", [grant])
     text = render_policy("p", [Grant("kv/data/a", ("read",)), Grant("kv/data/a", ("update", "create"))])
@@ -118,16 +132,19 @@ def test_policy_rendering_refuses_admin_paths() -> None:
 
 
 def test_database_connections_use_templated_urls_and_secret_admin_logins(hub: Recording) -> None:
-    connections = {r.inputs["name"]: r for r in hub.of_type(
-        "vault:database/secretBackendConnection:SecretBackendConnection")}
+    connections = {
+        r.inputs["name"]: r for r in hub.of_type("vault:database/secretBackendConnection:SecretBackendConnection")
+    }
     assert set(connections) == {"telemetry-pg", "results-mysql"}
     pg = connections["telemetry-pg"]
     assert pg.inputs["postgresql"]["connectionUrl"] == (
-        "postgresql://{{username}}:{{password}}@telemetry-pg.data.svc.cluster.local:5432/telemetry?sslmode=require")
+        "postgresql://{{username}}:{{password}}@telemetry-pg.data.svc.cluster.local:5432/telemetry?sslmode=require"
+    )
     assert pg.inputs["allowedRoles"] == ["readonly"] and pg.inputs["verifyConnection"] is True
     mysql = connections["results-mysql"]
     assert mysql.inputs["mysql"]["connectionUrl"] == (
-        "{{username}}:{{password}}@tcp(results-mysql.data.svc.cluster.local:3306)/?tls=true")
+        "{{username}}:{{password}}@tcp(results-mysql.data.svc.cluster.local:3306)/?tls=true"
+    )
     for connection, engine in ((pg, "postgresql"), (mysql, "mysql")):
         url = connection.inputs[engine]["connectionUrl"]
         assert SECRET_PLACEHOLDER not in url and "{{password}}" in url
@@ -145,8 +162,9 @@ def test_database_roles_and_root_rotation(hub: Recording) -> None:
         'GRANT SELECT ON ALL TABLES IN SCHEMA app TO "{{name}}";',
     ]
     assert role.inputs["revocationStatements"][-1] == 'DROP ROLE IF EXISTS "{{name}}";'
-    mysql_role = hub.one("vault:database/secretBackendRole:SecretBackendRole",
-                         "hub-vault-config-db-results-mysql-results-readonly")
+    mysql_role = hub.one(
+        "vault:database/secretBackendRole:SecretBackendRole", "hub-vault-config-db-results-mysql-results-readonly"
+    )
     assert mysql_role.inputs["creationStatements"][1] == "GRANT SELECT ON results.* TO '{{name}}'@'%';"
     rotate = hub.one("vault:generic/endpoint:Endpoint", "hub-vault-config-db-telemetry-pg-rotate-root")
     assert rotate.inputs["path"] == "database/rotate-root/telemetry-pg"
@@ -172,8 +190,9 @@ def test_each_edge_hub_credential_reaches_only_its_own_prefix_and_key(hub: Recor
             f"transit/decrypt/{edge}": ["update"],
             f"transit/encrypt/{edge}": ["update"],
         }
-        role = next(r for r in hub.of_type("vault:appRole/authBackendRole:AuthBackendRole")
-                    if r.inputs["roleName"] == edge)
+        role = next(
+            r for r in hub.of_type("vault:appRole/authBackendRole:AuthBackendRole") if r.inputs["roleName"] == edge
+        )
         assert role.inputs["backend"] == "approle-edges"
         assert role.inputs["tokenPolicies"] == [f"hub-access-{edge}"]
     assert "edgeCredentials" in hub.secret_outputs
@@ -195,12 +214,15 @@ def run_hub_with(change: dict[str, Any]) -> Recording:
 def test_switching_an_engine_off_removes_it_and_its_consumers_must_follow() -> None:
     recording = run_hub_with({"aws": {"enabled": False, "region": "eu-central-1"}})
     assert recording.error is not None
-    assert ("fedobs:vaultConfig.consumers[0].credentials[2]: names aws role 's3-readonly' but "
-            "fedobs:vaultConfig.aws is not enabled") in str(recording.error)
+    assert (
+        "fedobs:vaultConfig.consumers[0].credentials[2]: names aws role 's3-readonly' but "
+        "fedobs:vaultConfig.aws is not enabled"
+    ) in str(recording.error)
     assert recording.resources == []
     consumers = load_stack_file("hub")[0]["fedobs:vaultConfig"]["consumers"]
-    consumers = [{**c, "credentials": [x for x in c.get("credentials", []) if not x.startswith("aws/")]}
-                 for c in consumers]
+    consumers = [
+        {**c, "credentials": [x for x in c.get("credentials", []) if not x.startswith("aws/")]} for c in consumers
+    ]
     config, secret_keys = load_stack_file("hub")
     config = copy.deepcopy(config)
     config["fedobs:vaultConfig"].update({"aws": {"enabled": False, "region": "eu-central-1"}, "consumers": consumers})

@@ -12,23 +12,37 @@ from tests.support.schemas import validate_kubernetes_object
 
 
 def objects(recording: Recording, kind: str, namespace: str | None = None) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in recording.kubernetes_objects()
-            if o["kind"] == kind and (namespace is None or o["metadata"].get("namespace") == namespace)}
+    return {
+        o["metadata"]["name"]: o
+        for o in recording.kubernetes_objects()
+        if o["kind"] == kind and (namespace is None or o["metadata"].get("namespace") == namespace)
+    }
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
 def test_each_target_namespace_gets_its_own_connection_and_auth(stack: str, request: pytest.FixtureRequest) -> None:
     recording: Recording = request.getfixturevalue(stack)
     connection = objects(recording, "VaultConnection", "observability")["vault"]["spec"]
-    assert connection == {"address": "https://vault-active.vault.svc:8200",
-                          "tlsServerName": "vault-active.vault.svc", "caCertSecretRef": "vault-ca",
-                          "skipTLSVerify": False}
+    assert connection == {
+        "address": "https://vault-active.vault.svc:8200",
+        "tlsServerName": "vault-active.vault.svc",
+        "caCertSecretRef": "vault-ca",
+        "skipTLSVerify": False,
+    }
     ca = objects(recording, "Secret", "observability")["vault-ca"]
     assert ca["stringData"]["ca.crt"] == recording.outputs["vaultCaCert"]
     auth = objects(recording, "VaultAuth", "observability")["vault"]["spec"]
-    assert auth == {"vaultConnectionRef": "vault", "method": "kubernetes", "mount": "kubernetes",
-                    "kubernetes": {"role": "vso-observability", "serviceAccount": "vso-auth", "audiences": ["vault"],
-                                   "tokenExpirationSeconds": 600}}
+    assert auth == {
+        "vaultConnectionRef": "vault",
+        "method": "kubernetes",
+        "mount": "kubernetes",
+        "kubernetes": {
+            "role": "vso-observability",
+            "serviceAccount": "vso-auth",
+            "audiences": ["vault"],
+            "tokenExpirationSeconds": 600,
+        },
+    }
     account = objects(recording, "ServiceAccount", "observability")["vso-auth"]
     assert account["automountServiceAccountToken"] is False
 
@@ -36,8 +50,12 @@ def test_each_target_namespace_gets_its_own_connection_and_auth(stack: str, requ
 def test_edge_static_secret(edge: Recording) -> None:
     spec = objects(edge, "VaultStaticSecret", "observability")["otel-client-tls"]["spec"]
     assert spec == {
-        "vaultAuthRef": "vault", "type": "kv-v2", "mount": "kv", "path": "otel/otel-client-tls",
-        "refreshAfter": "60s", "hmacSecretData": True,
+        "vaultAuthRef": "vault",
+        "type": "kv-v2",
+        "mount": "kv",
+        "path": "otel/otel-client-tls",
+        "refreshAfter": "60s",
+        "hmacSecretData": True,
         "destination": {"name": "otel-client-tls", "create": True, "overwrite": False, "type": "kubernetes.io/tls"},
         "rolloutRestartTargets": [{"kind": "Deployment", "name": "otel-collector"}],
     }
@@ -46,17 +64,22 @@ def test_edge_static_secret(edge: Recording) -> None:
 def test_hub_static_secrets(hub: Recording) -> None:
     secrets = objects(hub, "VaultStaticSecret", "observability")
     assert {name: s["spec"]["path"] for name, s in secrets.items()} == {
-        "otel-gateway-tls": "otel/otel-gateway-tls", "otel-client-ca": "otel/client-ca"}
+        "otel-gateway-tls": "otel/otel-gateway-tls",
+        "otel-client-ca": "otel/client-ca",
+    }
     assert secrets["otel-client-ca"]["spec"]["destination"]["type"] == "Opaque"
 
 
 def test_operator_release_is_pinned_without_defaults(hub: Recording) -> None:
-    release = next(r for r in hub.of_type("kubernetes:helm.sh/v3:Release")
-                   if r.inputs["chart"] == "vault-secrets-operator")
+    release = next(
+        r for r in hub.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault-secrets-operator"
+    )
     assert release.inputs["version"] == "1.4.1" and release.inputs["namespace"] == "vault-secrets-operator"
     values = release.inputs["values"]
-    assert values["controller"]["manager"]["image"] == {"repository": "hashicorp/vault-secrets-operator",
-                                                        "tag": "1.4.1"}
+    assert values["controller"]["manager"]["image"] == {
+        "repository": "hashicorp/vault-secrets-operator",
+        "tag": "1.4.1",
+    }
     assert values["defaultVaultConnection"] == {"enabled": False}
     assert values["defaultAuthMethod"] == {"enabled": False}
 
@@ -72,8 +95,11 @@ def test_vault_auth_global_option() -> None:
     assert glob["metadata"]["namespace"] == "vault-secrets-operator"
     assert glob["spec"]["allowedNamespaces"] == ["observability"]
     auth = objects(recording, "VaultAuth", "observability")["vault"]["spec"]
-    assert auth["vaultAuthGlobalRef"] == {"name": "default", "namespace": "vault-secrets-operator",
-                                          "allowDefault": False}
+    assert auth["vaultAuthGlobalRef"] == {
+        "name": "default",
+        "namespace": "vault-secrets-operator",
+        "allowDefault": False,
+    }
     assert auth["kubernetes"] == {"role": "vso-observability", "serviceAccount": "vso-auth"}
     for obj in (glob, objects(recording, "VaultAuth", "observability")["vault"]):
         assert validate_kubernetes_object(obj) == []

@@ -72,9 +72,12 @@ def assert_runs_policy_pack(job: dict[str, Any]) -> None:
     assert pulumi["with"]["policyPacks"] == "policy"
     assert pulumi["with"]["work-dir"] == "."  # the pack path is relative to it
     steps = job["steps"]
-    installs = [i for i, s in enumerate(steps)
-                if f"python -m venv {venv}" in s.get("run", "")
-                and f"{venv}/bin/pip install -r policy/requirements.txt" in s.get("run", "")]
+    installs = [
+        i
+        for i, s in enumerate(steps)
+        if f"python -m venv {venv}" in s.get("run", "")
+        and f"{venv}/bin/pip install -r policy/requirements.txt" in s.get("run", "")
+    ]
     assert installs and installs[0] < steps.index(pulumi), "the pack's dependencies are installed before pulumi runs"
 
 
