@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import pulumi
@@ -14,6 +12,7 @@ import pulumi_kubernetes as k8s
 from components import versions
 from components.collectors import COMPONENT_LABEL
 from components.pod_security import restricted_namespace
+from components.settings import Settings
 
 TYPE_TOKEN = "fedobs:guardrails:Admission"
 KYVERNO_NAMESPACE = "kyverno"
@@ -38,34 +37,22 @@ LOOKUP_RULES: list[dict[str, list[str]]] = [
 ]
 
 Mode = Literal["Audit", "Enforce"]
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-@dataclass(frozen=True)
-class AdmissionArgs:
-    provider: k8s.Provider
-    mode: Mode
-    #: Every Deployment in these namespaces is treated as a collector (besides the labelled ones).
-    collector_namespaces: tuple[str, ...]
-    namespace: str = KYVERNO_NAMESPACE
-    #: Admission controller replicas; the webhook of an Enforce policy fails closed, so one pod is never enough.
-    replicas: int = 3
-    #: Also evaluate existing Deployments in Kyverno's background scans (reports). Off by default: the
-    #: lookups would need the reports controller to get, list and watch every Secret in the cluster
-    #: (the chart grants its extra resources with exactly those verbs), while admission already sees
-    #: every create and update.
-    background_scan: bool = False
-    #: The collector namespaces' own resources: the lookup grants are created in them.
-    namespaces_ready: tuple[pulumi.Resource, ...] = ()
+#: Admission controller replicas; the webhook of an Enforce policy fails closed, so one pod is never enough.
+ADMISSION_REPLICAS = 3
+#: Existing Deployments are not evaluated in Kyverno's background scans (reports): the lookups would
+#: need the reports controller to get, list and watch every Secret in the cluster (the chart grants its
+#: extra resources with exactly those verbs), while admission already sees every create and update.
+BACKGROUND_SCAN = False
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("Audit", "Enforce"):
-            raise ValueError(f"admission mode must be Audit or Enforce, not {self.mode!r}")
-        for namespace in (*self.collector_namespaces, self.namespace):
-            if not _DNS_LABEL.match(namespace):
-                raise ValueError(f"{namespace!r} is not a Kubernetes namespace name (a DNS-1123 label)")
-        if self.replicas < 2:
-            raise ValueError("the Kyverno admission controller needs at least 2 replicas to stay available")
+
+class AdmissionSettings(Settings):
+    """``fedobs:admission``: Kyverno and the ``require-vault-secrets-operator`` policy."""
+
+    enabled: bool = True
+    #: Enforce refuses violations; Audit admits them and records them in policy reports.
+    mode: Mode = "Enforce"
 
 
 def validation_actions(mode: Mode) -> list[str]:
@@ -283,26 +270,37 @@ class Admission(pulumi.ComponentResource):
     driver rather than the containers, are not checked.
     """
 
-    def __init__(self, name: str, args: AdmissionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: AdmissionSettings,
+        *,
+        collector_namespaces: tuple[str, ...],
+        namespaces_ready: tuple[pulumi.Resource, ...] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """Every Deployment in ``collector_namespaces`` is treated as a collector (besides the labelled
+        ones); the lookup grants there wait for ``namespaces_ready``. The Kubernetes provider comes
+        through ``opts``."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self)
+        namespace = restricted_namespace(f"{name}-namespace", KYVERNO_NAMESPACE, k8s_opts)
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             name="kyverno",
             chart=versions.KYVERNO_CHART,
             version=versions.KYVERNO_CHART_VERSION,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.KYVERNO_CHART_REPO),
-            namespace=args.namespace,
-            values=kyverno_values(args.replicas, args.background_scan),
+            namespace=KYVERNO_NAMESPACE,
+            values=kyverno_values(ADMISSION_REPLICAS, BACKGROUND_SCAN),
             atomic=True,
             opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace])),
         )
         grants: list[pulumi.Resource] = []
         in_collector_namespaces = pulumi.ResourceOptions.merge(
-            k8s_opts, pulumi.ResourceOptions(depends_on=list(args.namespaces_ready))
+            k8s_opts, pulumi.ResourceOptions(depends_on=list(namespaces_ready))
         )
-        for collector_namespace in args.collector_namespaces:
+        for collector_namespace in collector_namespaces:
             metadata = {"name": LOOKUP_ROLE, "namespace": collector_namespace}
             role = k8s.rbac.v1.Role(
                 f"{name}-{collector_namespace}-lookups",
@@ -316,14 +314,14 @@ class Admission(pulumi.ComponentResource):
                     metadata=metadata,
                     role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LOOKUP_ROLE},
                     subjects=[
-                        {"kind": "ServiceAccount", "name": ADMISSION_SERVICE_ACCOUNT, "namespace": args.namespace}
+                        {"kind": "ServiceAccount", "name": ADMISSION_SERVICE_ACCOUNT, "namespace": KYVERNO_NAMESPACE}
                     ],
                     opts=pulumi.ResourceOptions.merge(
                         in_collector_namespaces, pulumi.ResourceOptions(depends_on=[role])
                     ),
                 )
             )
-        policy = require_vso_policy(args.mode, args.collector_namespaces, args.background_scan)
+        policy = require_vso_policy(settings.mode, collector_namespaces, BACKGROUND_SCAN)
         self.policy = k8s.apiextensions.CustomResource(
             f"{name}-policy",
             api_version=policy["apiVersion"],
@@ -335,9 +333,9 @@ class Admission(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "policy": POLICY_NAME,
-                "mode": args.mode,
-                "validationActions": validation_actions(args.mode),
+                "mode": settings.mode,
+                "validationActions": validation_actions(settings.mode),
                 "kyvernoVersion": versions.KYVERNO_VERSION,
-                "namespace": args.namespace,
+                "namespace": KYVERNO_NAMESPACE,
             }
         )

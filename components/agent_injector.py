@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from components.vault_names import KUBERNETES_AUTH_MOUNT, in_cluster_address, in_cluster_host
+
 PREFIX = "vault.hashicorp.com/"
 SECRETS_DIR = "/vault/secrets"
 #: Where ``tls-secret`` mounts the Vault CA Secret into the agent containers.
@@ -53,13 +55,15 @@ TOKEN_VOLUME = "vault-token"
 
 
 @dataclass(frozen=True)
-class InjectorSettings:
+class InjectorTarget:
+    """Which Vault role the injected agent logs in to, and where that Vault is."""
+
     role: str
-    vault_address: str
-    tls_server_name: str
+    vault_address: str = in_cluster_address()
+    tls_server_name: str = in_cluster_host()
     #: A Secret in the workload's namespace holding the Vault CA as ``ca.crt``.
     ca_secret: str = "vault-ca"
-    auth_path: str = "auth/kubernetes"
+    auth_path: str = f"auth/{KUBERNETES_AUTH_MOUNT}"
 
 
 def token_volume() -> dict[str, object]:
@@ -84,7 +88,7 @@ def render_template(credential: InjectedCredential) -> str:
 
 
 def injector_annotations(
-    settings: InjectorSettings, credentials: tuple[InjectedCredential, ...], *, run_to_completion: bool
+    settings: InjectorTarget, credentials: tuple[InjectedCredential, ...], *, run_to_completion: bool
 ) -> dict[str, str]:
     """Annotations for a Pod template. ``run_to_completion`` (Jobs, CronJobs): the agent only
     pre-populates and exits, because a sidecar would keep the Pod from finishing."""
@@ -111,7 +115,7 @@ def injector_annotations(
 
 
 def pod_template_metadata(
-    settings: InjectorSettings,
+    settings: InjectorTarget,
     credentials: tuple[InjectedCredential, ...],
     *,
     run_to_completion: bool,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -13,10 +11,7 @@ from components.pod_security import restricted_namespace
 TYPE_TOKEN = "fedobs:pki:CertManager"
 
 
-@dataclass(frozen=True)
-class CertManagerArgs:
-    provider: k8s.Provider
-    namespace: str = "cert-manager"
+CERT_MANAGER_NAMESPACE = "cert-manager"
 
 
 def cert_manager_values() -> dict[str, object]:
@@ -37,14 +32,16 @@ def cert_manager_values() -> dict[str, object]:
 
 
 class CertManager(pulumi.ComponentResource):
-    """cert-manager at the pinned version; components that issue certificates depend on ``ready``."""
+    """cert-manager at the pinned version, its CRDs included.
 
-    ready: pulumi.Resource
+    Guarantees: a component that issues certificates and waits for this one finds the CRDs served.
+    """
 
-    def __init__(self, name: str, args: CertManagerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        """The Kubernetes provider comes through ``opts``; children inherit it."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         namespace = restricted_namespace(
-            f"{name}-namespace", args.namespace, pulumi.ResourceOptions(parent=self, provider=args.provider)
+            f"{name}-namespace", CERT_MANAGER_NAMESPACE, pulumi.ResourceOptions(parent=self)
         )
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
@@ -52,10 +49,9 @@ class CertManager(pulumi.ComponentResource):
             chart=versions.CERT_MANAGER_CHART,
             version=versions.CERT_MANAGER_VERSION,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.CERT_MANAGER_REPO),
-            namespace=args.namespace,
+            namespace=CERT_MANAGER_NAMESPACE,
             values=cert_manager_values(),
             atomic=True,
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[namespace]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
         )
-        self.ready = self.release
-        self.register_outputs({"namespace": args.namespace, "version": versions.CERT_MANAGER_VERSION})
+        self.register_outputs({"namespace": CERT_MANAGER_NAMESPACE, "version": versions.CERT_MANAGER_VERSION})

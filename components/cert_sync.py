@@ -11,12 +11,15 @@ import pulumi_kubernetes as k8s
 from components import versions
 from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, passes_per_run
 from components.kubernetes_auth import WorkloadRole
+from components.otlp_pki import EDGE_CLIENT_TLS_KV_PATH
 from components.pod_security import restricted_container, restricted_namespace, restricted_pod
+from components.vault_names import in_cluster_address
 from components.vault_policies import kv_write, render_policy
 from components.vault_server_config import TLS_DIR
+from components.vso import DistributionSettings
 
 TYPE_TOKEN = "fedobs:distribution:CertSync"
-NAMESPACE = "fedobs-cert-sync"
+CERT_SYNC_NAMESPACE = "fedobs-cert-sync"
 SERVICE_ACCOUNT = "cert-sync"
 ROLE = "cert-sync"
 JWT_DIR = "/var/run/secrets/vault"
@@ -44,20 +47,7 @@ class EdgeSource:
     hub_address: pulumi.Input[str]
     hub_ca_cert: pulumi.Input[str]
     hub_credential: pulumi.Input[dict[str, str]]
-    kv_path: str = "otel/otel-client-tls"
-
-
-@dataclass(frozen=True)
-class CertSyncArgs:
-    provider: k8s.Provider
-    source: HubSource | EdgeSource
-    vault_address: str
-    schedule: str = "* * * * *"
-    kv_mount: str = "kv"
-    #: Seconds between the sync passes of one run (``components.cert_sync_cadence``; 60: one pass).
-    interval: int = 60
-    #: What the CronJob waits for: its Vault role and the KV mount it writes (the rest does not).
-    vault_ready: tuple[pulumi.Resource, ...] = ()
+    kv_path: str = EDGE_CLIENT_TLS_KV_PATH
 
 
 def written_paths(source: HubSource | EdgeSource) -> list[str]:
@@ -70,29 +60,26 @@ def cert_sync_role(source: HubSource | EdgeSource, kv_mount: str) -> WorkloadRol
     return WorkloadRole(
         name=ROLE,
         service_account=SERVICE_ACCOUNT,
-        namespace=NAMESPACE,
+        namespace=CERT_SYNC_NAMESPACE,
         policy_hcl=render_policy(ROLE, grants),
         token_ttl_seconds=300,
         token_max_ttl_seconds=600,
     )
 
 
-def command(args: CertSyncArgs) -> list[str]:
+def command(source: HubSource | EdgeSource, interval: int) -> list[str]:
+    """The program's command line; ``interval`` seconds between the passes of one run."""
     base = ["python", "-m", "programs.cert_sync"]
-    passes = passes_per_run(args.interval)
-    cadence = ["--passes", str(passes), "--interval", str(args.interval)] if passes > 1 else []
-    if isinstance(args.source, HubSource):
+    passes = passes_per_run(interval)
+    cadence = ["--passes", str(passes), "--interval", str(interval)] if passes > 1 else []
+    if isinstance(source, HubSource):
         return [
             *base,
             "hub",
+            *[part for secret, path in sorted(source.secrets.items()) for part in ("--secret", f"{secret}={path}")],
             *[
                 part
-                for secret, path in sorted(args.source.secrets.items())
-                for part in ("--secret", f"{secret}={path}")
-            ],
-            *[
-                part
-                for secret, path in sorted(args.source.ca_secrets.items())
+                for secret, path in sorted(source.ca_secrets.items())
                 for part in ("--ca-secret", f"{secret}={path}")
             ],
             *cadence,
@@ -101,9 +88,9 @@ def command(args: CertSyncArgs) -> list[str]:
         *base,
         "edge",
         "--edge",
-        args.source.edge,
+        source.edge,
         "--kv-path",
-        args.source.kv_path,
+        source.kv_path,
         "--hub-ca-file",
         f"{HUB_DIR}/ca.crt",
         "--hub-role-id-file",
@@ -114,13 +101,15 @@ def command(args: CertSyncArgs) -> list[str]:
     ]
 
 
-def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
-    hub_mode = isinstance(args.source, HubSource)
+def cronjob_spec(
+    settings: DistributionSettings, source: HubSource | EdgeSource, kv_mount: str, hub_address: str | None
+) -> dict[str, Any]:
+    hub_mode = isinstance(source, HubSource)
     env = [
-        {"name": "VAULT_ADDR", "value": args.vault_address},
+        {"name": "VAULT_ADDR", "value": in_cluster_address()},
         {"name": "VAULT_CACERT", "value": f"{TLS_DIR}/ca.crt"},
         {"name": "CERT_SYNC_ROLE", "value": ROLE},
-        {"name": "CERT_SYNC_KV_MOUNT", "value": args.kv_mount},
+        {"name": "CERT_SYNC_KV_MOUNT", "value": kv_mount},
         {"name": "CERT_SYNC_JWT_FILE", "value": f"{JWT_DIR}/token"},
     ]
     if hub_address is not None:
@@ -142,7 +131,7 @@ def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
         mounts.append({"name": "hub", "mountPath": HUB_DIR, "readOnly": True})
         volumes.append({"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": 0o400}})
     return {
-        "schedule": args.schedule,
+        "schedule": settings.cert_sync_schedule,
         "concurrencyPolicy": "Forbid",
         "startingDeadlineSeconds": 50,
         "successfulJobsHistoryLimit": 3,
@@ -164,7 +153,7 @@ def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
                             {
                                 "name": "cert-sync",
                                 "image": versions.PROGRAMS_IMAGE,
-                                "command": command(args),
+                                "command": command(source, settings.cert_sync_interval),
                                 "env": env,
                                 "securityContext": restricted_container(),
                                 "resources": {
@@ -196,29 +185,33 @@ class CertSync(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        args: CertSyncArgs,
+        settings: DistributionSettings,
+        *,
+        source: HubSource | EdgeSource,
+        kv_mount: str,
         vault_ca_cert: pulumi.Input[str],
+        vault_ready: tuple[pulumi.Resource, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """The Kubernetes provider comes through ``opts``. Only the CronJob waits for ``vault_ready``
+        (its Vault role and the KV mount it writes); its namespace, RBAC and Secrets do not."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        namespace = restricted_namespace(f"{name}-namespace", NAMESPACE, k8s_opts)
-        in_ns = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
+        namespace = restricted_namespace(f"{name}-namespace", CERT_SYNC_NAMESPACE, pulumi.ResourceOptions(parent=self))
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
-            metadata={"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
+            metadata={"name": SERVICE_ACCOUNT, "namespace": CERT_SYNC_NAMESPACE},
             automount_service_account_token=False,
             opts=in_ns,
         )
         ca = k8s.core.v1.Secret(
             f"{name}-vault-ca",
-            metadata={"name": "vault-ca", "namespace": NAMESPACE},
+            metadata={"name": "vault-ca", "namespace": CERT_SYNC_NAMESPACE},
             string_data={"ca.crt": vault_ca_cert},
             opts=in_ns,
         )
         dependencies: list[pulumi.Resource] = [account, ca]
         hub_address: pulumi.Input[str] | None = None
-        source = args.source
         if isinstance(source, HubSource):
             by_namespace: dict[str, list[str]] = {}
             for secret in source.all_secrets:
@@ -234,7 +227,7 @@ class CertSync(pulumi.ComponentResource):
                     rules=rules,
                     opts=in_ns,
                 )
-                subjects: Any = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]
+                subjects: Any = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": CERT_SYNC_NAMESPACE}]
                 dependencies.append(
                     k8s.rbac.v1.RoleBinding(
                         f"{name}-{secret_namespace}-reader-binding",
@@ -249,7 +242,7 @@ class CertSync(pulumi.ComponentResource):
             dependencies.append(
                 k8s.core.v1.Secret(
                     f"{name}-hub-credential",
-                    metadata={"name": "hub-credential", "namespace": NAMESPACE},
+                    metadata={"name": "hub-credential", "namespace": CERT_SYNC_NAMESPACE},
                     string_data={
                         "role-id": credential.apply(lambda c: c["roleId"]),
                         "secret-id": credential.apply(lambda c: c["secretId"]),
@@ -259,20 +252,20 @@ class CertSync(pulumi.ComponentResource):
                 )
             )
             hub_address = source.hub_address
-        spec = pulumi.Output.from_input(hub_address).apply(lambda address: cronjob_spec(args, address))
+        spec = pulumi.Output.from_input(hub_address).apply(
+            lambda address: cronjob_spec(settings, source, kv_mount, address)
+        )
         k8s.batch.v1.CronJob(
             f"{name}-cronjob",
-            metadata={"name": "cert-sync", "namespace": NAMESPACE},
+            metadata={"name": "cert-sync", "namespace": CERT_SYNC_NAMESPACE},
             spec=spec,
-            opts=pulumi.ResourceOptions.merge(
-                in_ns, pulumi.ResourceOptions(depends_on=[*dependencies, *args.vault_ready])
-            ),
+            opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[*dependencies, *vault_ready])),
         )
         self.register_outputs(
             {
-                "namespace": NAMESPACE,
-                "schedule": args.schedule,
-                "passesPerRun": passes_per_run(args.interval),
+                "namespace": CERT_SYNC_NAMESPACE,
+                "schedule": settings.cert_sync_schedule,
+                "passesPerRun": passes_per_run(settings.cert_sync_interval),
                 "paths": written_paths(source),
             }
         )

@@ -4,49 +4,92 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from dataclasses import dataclass, field
+import re
+from typing import Annotated, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_linode as linode
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from components.settings import Cidr, DnsLabel, LabelKey, Settings, pattern_check
 
 TYPE_TOKEN = "fedobs:cluster:Cluster"
 
 
-@dataclass(frozen=True)
-class PoolSpec:
-    type: str
-    count: int
-    autoscaler: tuple[int, int] | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    taints: tuple[tuple[str, str, str], ...] = ()
+LINODE_REGION = re.compile(r"^[a-z]{2}-[a-z]{3,}(-[0-9])?$")
+K8S_MINOR_VERSION = re.compile(r"^1\.[0-9]{2}$")
+Region = Annotated[str, AfterValidator(pattern_check(LINODE_REGION, "us-ord"))]
+KubernetesVersion = Annotated[str, AfterValidator(pattern_check(K8S_MINOR_VERSION, "1.33"))]
+
+
+class Autoscaler(Settings):
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Autoscaler:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Taint(Settings):
+    key: LabelKey
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class NodePool(Settings):
+    """One LKE node pool; ``count`` is the initial size when an autoscaler is set."""
+
+    type: str = Field(pattern=r"^g[0-9]+-[a-z0-9-]+$")
+    count: int = Field(ge=1, le=100)
+    autoscaler: Autoscaler | None = None
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
     tags: tuple[str, ...] = ()
 
+    @model_validator(mode="after")
+    def _count_within_autoscaler(self) -> NodePool:
+        if self.autoscaler and not self.autoscaler.min <= self.count <= self.autoscaler.max:
+            raise ValueError(
+                f"count ({self.count}) is outside the autoscaler range {self.autoscaler.min}..{self.autoscaler.max}"
+            )
+        return self
 
-@dataclass(frozen=True)
-class LkeClusterSpec:
-    """A new LKE cluster."""
 
-    label: str
-    region: str
-    kubernetes_version: str
+class LkeClusterSettings(Settings):
+    """A new Linode Kubernetes Engine cluster declared by the stack."""
+
+    mode: Literal["lke"]
+    label: DnsLabel
+    region: Region
+    kubernetes_version: KubernetesVersion
     ha_control_plane: bool
-    control_plane_acl: tuple[str, ...]
-    pools: tuple[PoolSpec, ...]
+    #: Who may reach the Kubernetes API; empty means anyone (refused on the hub by config.py).
+    control_plane_acl: tuple[Cidr, ...] = ()
+    pools: tuple[NodePool, ...]
     tags: tuple[str, ...] = ()
 
+    @field_validator("pools")
+    @classmethod
+    def _at_least_one_pool(cls, pools: tuple[NodePool, ...]) -> tuple[NodePool, ...]:
+        # Not Field(min_length=1): pydantic would also report it when one pool is invalid.
+        if not pools:
+            raise ValueError("at least one node pool is required")
+        return pools
 
-@dataclass(frozen=True)
-class ExistingClusterSpec:
-    """An existing cluster: a kubeconfig (a Pulumi secret) or a context of the local kubeconfig."""
 
-    kubeconfig: pulumi.Input[str] | None = None
+class ExistingClusterSettings(Settings):
+    """An existing cluster reached through a kubeconfig (secret key ``fedobs:kubeconfig``)
+    or a context of the operator's own kubeconfig file."""
+
+    mode: Literal["existing"]
     context: str | None = None
 
 
-@dataclass(frozen=True)
-class ClusterArgs:
-    spec: LkeClusterSpec | ExistingClusterSpec
+ClusterSettings = Annotated[LkeClusterSettings | ExistingClusterSettings, Field(discriminator="mode")]
 
 
 def _acl_addresses(cidrs: tuple[str, ...]) -> linode.LkeClusterControlPlaneAclAddressArgs:
@@ -75,11 +118,18 @@ class Cluster(pulumi.ComponentResource):
     api_endpoint: pulumi.Output[str]
     provider: k8s.Provider
 
-    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: LkeClusterSettings | ExistingClusterSettings,
+        kubeconfig: pulumi.Input[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """``kubeconfig``: existing-cluster mode only, the secret ``fedobs:kubeconfig``."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        spec = args.spec
-        if isinstance(spec, LkeClusterSpec):
+        spec = settings
+        if isinstance(spec, LkeClusterSettings):
             lke = linode.LkeCluster(
                 f"{name}-lke",
                 label=spec.label,
@@ -97,11 +147,14 @@ class Cluster(pulumi.ComponentResource):
                     linode.LkeClusterPoolArgs(
                         type=pool.type,
                         count=pool.count,
-                        autoscaler=linode.LkeClusterPoolAutoscalerArgs(min=pool.autoscaler[0], max=pool.autoscaler[1])
+                        autoscaler=linode.LkeClusterPoolAutoscalerArgs(min=pool.autoscaler.min, max=pool.autoscaler.max)
                         if pool.autoscaler
                         else None,
                         labels=dict(pool.labels),
-                        taints=[linode.LkeClusterPoolTaintArgs(key=k, value=v, effect=e) for k, v, e in pool.taints],
+                        taints=[
+                            linode.LkeClusterPoolTaintArgs(key=t.key, value=t.value, effect=t.effect)
+                            for t in pool.taints
+                        ],
                         tags=list(pool.tags),
                     )
                     for pool in spec.pools
@@ -118,8 +171,8 @@ class Cluster(pulumi.ComponentResource):
             self.api_endpoint = lke.api_endpoints.apply(lambda endpoints: endpoints[0] if endpoints else "")
             self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
         else:
-            kubeconfig = pulumi.Output.secret(spec.kubeconfig) if spec.kubeconfig is not None else None
-            self.kubeconfig = kubeconfig if kubeconfig is not None else pulumi.Output.secret("")
+            secret_kubeconfig = pulumi.Output.secret(kubeconfig) if kubeconfig is not None else None
+            self.kubeconfig = secret_kubeconfig if secret_kubeconfig is not None else pulumi.Output.secret("")
             self.api_endpoint = pulumi.Output.from_input("(from the operator's kubeconfig)")
-            self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, context=spec.context, opts=child)
+            self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=secret_kubeconfig, context=spec.context, opts=child)
         self.register_outputs({"kubeconfig": self.kubeconfig, "api_endpoint": self.api_endpoint})

@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
+from pydantic import Field
 
 from components import versions
+from components.otlp_pki import (
+    CLIENT_CA_KV_PATH,
+    CLIENT_CA_SECRET,
+    CLIENT_TLS_SECRET,
+    EDGE_CLIENT_TLS_KV_PATH,
+    GATEWAY_TLS_KV_PATH,
+    GATEWAY_TLS_SECRET,
+)
 from components.pod_security import restricted_container, restricted_pod
+from components.settings import Cidr, DnsLabel, Quantity, Settings
+from components.vso import RestartTargetSettings, SyncSettings, WorkloadRef
 
 TYPE_TOKEN = "fedobs:observability:OtelCollector"
 GRPC_PORT = 4317
@@ -36,9 +47,9 @@ def render_config(config: dict[str, Any]) -> str:
     return yaml.dump(config, Dumper=_PlainDumper, sort_keys=False)
 
 
-def selector_labels(args: CollectorArgs) -> dict[str, str]:
+def selector_labels(plan: CollectorPlan) -> dict[str, str]:
     """The labels that pick this collector's Pods (Deployment, Service, NetworkPolicy, PDB)."""
-    return {"app.kubernetes.io/name": args.deployment, **COMPONENT_LABEL}
+    return {"app.kubernetes.io/name": plan.deployment, **COMPONENT_LABEL}
 
 
 def secret_dir(secret_name: str) -> str:
@@ -46,65 +57,122 @@ def secret_dir(secret_name: str) -> str:
     return f"{SECRETS_DIR}/{secret_name}"
 
 
+class CollectorSettings(Settings):
+    """``fedobs:collector``: this stack's OpenTelemetry collector, the hub's mTLS OTLP gateway or an
+    edge's collector forwarding to it. It mounts only Secrets VSO syncs, and the stack derives
+    those syncs itself (:func:`collector_syncs`)."""
+
+    enabled: bool = True
+    namespace: DnsLabel = "observability"
+    replicas: int = Field(default=2, ge=1, le=20)
+    #: Hub only: who may reach the OTLP LoadBalancer (the edges' egress addresses).
+    allowed_source_ranges: tuple[Cidr, ...] = ()
+    tls_min_version: Literal["1.2", "1.3"] = "1.3"
+    memory_limit: Quantity = "512Mi"
+
+
+@dataclass(frozen=True)
+class MountedSecret:
+    """A Secret the collector mounts, and the KV path VSO fills it from."""
+
+    name: str
+    kv_path: str
+    secret_type: Literal["kubernetes.io/tls", "Opaque"] = "kubernetes.io/tls"
+
+
+@dataclass(frozen=True)
+class CollectorShape:
+    """What a role's collector Deployment is called and which VSO-synced Secrets it mounts."""
+
+    deployment: str
+    mounted: tuple[MountedSecret, ...]
+
+
+#: The hub runs the mTLS OTLP gateway (server certificate + the client CA it trusts); an edge runs
+#: a collector that forwards to it with its own client certificate. Hub and edge differ by this data.
+GATEWAY = CollectorShape(
+    "otel-gateway",
+    (
+        MountedSecret(GATEWAY_TLS_SECRET, GATEWAY_TLS_KV_PATH),
+        MountedSecret(CLIENT_CA_SECRET, CLIENT_CA_KV_PATH, "Opaque"),
+    ),
+)
+FORWARDER = CollectorShape("otel-collector", (MountedSecret(CLIENT_TLS_SECRET, EDGE_CLIENT_TLS_KV_PATH),))
+
+
+def collector_workload(settings: CollectorSettings, shape: CollectorShape) -> WorkloadRef:
+    return WorkloadRef(kind="Deployment", namespace=settings.namespace, name=shape.deployment)
+
+
+def collector_syncs(settings: CollectorSettings, shape: CollectorShape) -> tuple[SyncSettings, ...]:
+    """The VSO syncs of every Secret the collector mounts, each restarting the collector."""
+    restart = (RestartTargetSettings(kind="Deployment", name=shape.deployment),)
+    return tuple(
+        SyncSettings(
+            namespace=settings.namespace,
+            secret_name=secret.name,
+            kv_path=secret.kv_path,
+            secret_type=secret.secret_type,
+            restart=restart,
+        )
+        for secret in shape.mounted
+    )
+
+
 @dataclass(frozen=True)
 class MtlsReceiver:
-    """The hub: OTLP accepted only from clients whose certificate chains to ``client_ca_secret``
-    (its ``ca.crt``), served with ``server_tls_secret`` (``tls.crt``/``tls.key``) behind a
-    LoadBalancer that only ``allowed_source_ranges`` may reach."""
+    """The hub: OTLP accepted only from clients whose certificate chains to the client CA Secret's
+    ``ca.crt``, served with the gateway's own certificate on ``hostname``."""
 
-    server_tls_secret: str
-    client_ca_secret: str
     hostname: str
-    allowed_source_ranges: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class MtlsExporter:
-    """An edge: OTLP forwarded to ``endpoint`` (``host:port``) with ``client_tls_secret``'s
-    certificate, verifying the hub's receiver with the same Secret's ``ca.crt``."""
+    """An edge: OTLP forwarded to ``endpoint`` (``host:port``) with the edge's client certificate,
+    verifying the hub's receiver with the same Secret's ``ca.crt``."""
 
     endpoint: pulumi.Input[str]
-    client_tls_secret: str
 
 
 @dataclass(frozen=True)
-class CollectorArgs:
-    provider: k8s.Provider
-    deployment: str
-    namespace: str
-    #: What must exist first: the VaultStaticSecrets it mounts (VSO), and the admission policy.
-    after: tuple[pulumi.Resource, ...]
-    replicas: int = 2
-    tls_min_version: str = "1.3"
-    memory_limit: str = "512Mi"
+class CollectorPlan:
+    """One collector as the pure functions below render it: its settings and its role's data."""
+
+    settings: CollectorSettings
+    shape: CollectorShape
     receiver: MtlsReceiver | None = None
     exporter: MtlsExporter | None = None
 
+    @property
+    def deployment(self) -> str:
+        return self.shape.deployment
 
-def mounted_secrets(args: CollectorArgs) -> tuple[str, ...]:
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+
+def mounted_secrets(plan: CollectorPlan) -> tuple[str, ...]:
     """Every Secret the collector mounts (each one synced by VSO)."""
-    if args.receiver is not None:
-        return (args.receiver.server_tls_secret, args.receiver.client_ca_secret)
-    if args.exporter is not None:
-        return (args.exporter.client_tls_secret,)
-    return ()
+    return tuple(secret.name for secret in plan.shape.mounted)
 
 
-def receiver_tls(args: CollectorArgs) -> dict[str, Any] | None:
+def receiver_tls(plan: CollectorPlan) -> dict[str, Any] | None:
     """The OTLP receiver's TLS settings (the collector's ``configtls.ServerConfig``)."""
-    if args.receiver is None:
+    if plan.receiver is None:
         return None
     return {
-        "cert_file": f"{secret_dir(args.receiver.server_tls_secret)}/tls.crt",
-        "key_file": f"{secret_dir(args.receiver.server_tls_secret)}/tls.key",
-        "client_ca_file": f"{secret_dir(args.receiver.client_ca_secret)}/ca.crt",
-        "min_version": args.tls_min_version,
+        "cert_file": f"{secret_dir(GATEWAY_TLS_SECRET)}/tls.crt",
+        "key_file": f"{secret_dir(GATEWAY_TLS_SECRET)}/tls.key",
+        "client_ca_file": f"{secret_dir(CLIENT_CA_SECRET)}/ca.crt",
+        "min_version": plan.settings.tls_min_version,
     }
 
 
-def collector_config(args: CollectorArgs, exporter_endpoint: str | None) -> dict[str, Any]:
+def collector_config(plan: CollectorPlan, exporter_endpoint: str | None) -> dict[str, Any]:
     """The collector's configuration. Pure: the tests read the receiver's and exporter's TLS from it."""
-    tls = receiver_tls(args)
+    tls = receiver_tls(plan)
 
     def protocol(port: int) -> dict[str, Any]:
         settings: dict[str, Any] = {"endpoint": f"${{env:MY_POD_IP}}:{port}"}
@@ -113,9 +181,9 @@ def collector_config(args: CollectorArgs, exporter_endpoint: str | None) -> dict
         return settings
 
     exporters: dict[str, Any]
-    if args.exporter is not None:
+    if plan.exporter is not None:
         assert exporter_endpoint is not None
-        client_dir = secret_dir(args.exporter.client_tls_secret)
+        client_dir = secret_dir(CLIENT_TLS_SECRET)
         exporters = {
             "otlp/hub": {
                 "endpoint": exporter_endpoint,
@@ -124,7 +192,7 @@ def collector_config(args: CollectorArgs, exporter_endpoint: str | None) -> dict
                     "ca_file": f"{client_dir}/ca.crt",
                     "cert_file": f"{client_dir}/tls.crt",
                     "key_file": f"{client_dir}/tls.key",
-                    "min_version": args.tls_min_version,
+                    "min_version": plan.settings.tls_min_version,
                 },
                 "sending_queue": {"enabled": True},
                 "retry_on_failure": {"enabled": True},
@@ -150,18 +218,18 @@ def collector_config(args: CollectorArgs, exporter_endpoint: str | None) -> dict
     }
 
 
-def deployment_spec(args: CollectorArgs, config_text: str) -> dict[str, Any]:
+def deployment_spec(plan: CollectorPlan, config_text: str) -> dict[str, Any]:
     """The Deployment spec: restricted, read-only, no API token, only VSO-synced Secrets mounted.
     The config's digest in the Pod template rolls the Pods when the config changes."""
-    labels = selector_labels(args)
-    secrets = mounted_secrets(args)
-    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{args.deployment}-config"}}]
+    labels = selector_labels(plan)
+    secrets = mounted_secrets(plan)
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{plan.deployment}-config"}}]
     volumes += [{"name": name, "secret": {"secretName": name, "defaultMode": 0o440}} for name in secrets]
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
     mounts += [{"name": name, "mountPath": secret_dir(name), "readOnly": True} for name in secrets]
     probe = {"httpGet": {"path": "/", "port": HEALTH_PORT}, "periodSeconds": 10}
     return {
-        "replicas": args.replicas,
+        "replicas": plan.settings.replicas,
         "selector": {"matchLabels": labels},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
@@ -170,7 +238,7 @@ def deployment_spec(args: CollectorArgs, config_text: str) -> dict[str, Any]:
                 "annotations": {"fedobs.io/config-sha256": hashlib.sha256(config_text.encode()).hexdigest()},
             },
             "spec": {
-                "serviceAccountName": args.deployment,
+                "serviceAccountName": plan.deployment,
                 "automountServiceAccountToken": False,
                 "securityContext": {**restricted_pod(COLLECTOR_UID), "fsGroup": COLLECTOR_UID},
                 "topologySpreadConstraints": [
@@ -189,7 +257,7 @@ def deployment_spec(args: CollectorArgs, config_text: str) -> dict[str, Any]:
                         "args": [f"--config={CONFIG_DIR}/config.yaml"],
                         "env": [
                             {"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                            {"name": "GOMEMLIMIT", "value": _go_memory_limit(args.memory_limit)},
+                            {"name": "GOMEMLIMIT", "value": _go_memory_limit(plan.settings.memory_limit)},
                         ],
                         "ports": [
                             {"name": "otlp-grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -202,7 +270,7 @@ def deployment_spec(args: CollectorArgs, config_text: str) -> dict[str, Any]:
                         "securityContext": restricted_container(),
                         "resources": {
                             "requests": {"cpu": "100m", "memory": "128Mi"},
-                            "limits": {"cpu": "1", "memory": args.memory_limit},
+                            "limits": {"cpu": "1", "memory": plan.settings.memory_limit},
                         },
                     }
                 ],
@@ -232,36 +300,36 @@ def _go_memory_limit(limit: str) -> str:
     return f"{int(mebibytes * 0.8)}MiB"
 
 
-def service_spec(args: CollectorArgs) -> tuple[dict[str, Any], dict[str, Any]]:
+def service_spec(plan: CollectorPlan) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Service's metadata extras and spec: the hub's receiver behind a restricted NodeBalancer
     (TLS passes through to the collector), an edge's receiver inside its cluster only."""
-    selector = selector_labels(args)
+    selector = selector_labels(plan)
     ports = [
         {"name": "otlp-grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT, "protocol": "TCP"},
         {"name": "otlp-http", "port": HTTP_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"},
     ]
-    if args.receiver is None:
+    if plan.receiver is None:
         return {}, {"type": "ClusterIP", "selector": selector, "ports": ports}
     annotations = {
         "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
-        "external-dns.alpha.kubernetes.io/hostname": args.receiver.hostname,
+        "external-dns.alpha.kubernetes.io/hostname": plan.receiver.hostname,
     }
     return {"annotations": annotations}, {
         "type": "LoadBalancer",
         "selector": selector,
         "ports": ports,
-        "loadBalancerSourceRanges": list(args.receiver.allowed_source_ranges),
+        "loadBalancerSourceRanges": list(plan.settings.allowed_source_ranges),
         "externalTrafficPolicy": "Local",
     }
 
 
-def network_policy_spec(args: CollectorArgs) -> dict[str, Any]:
+def network_policy_spec(plan: CollectorPlan) -> dict[str, Any]:
     """Ingress to the OTLP ports only: from anywhere for the hub's gateway (the LoadBalancer's
     source ranges and mTLS decide), from this cluster's own Pods for an edge's collector."""
-    selector = {"matchLabels": selector_labels(args)}
+    selector = {"matchLabels": selector_labels(plan)}
     ports = [{"port": GRPC_PORT, "protocol": "TCP"}, {"port": HTTP_PORT, "protocol": "TCP"}]
     rule: dict[str, Any] = {"ports": ports}
-    if args.receiver is None:
+    if plan.receiver is None:
         rule["from"] = [{"namespaceSelector": {}}]
     return {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": [rule]}
 
@@ -277,47 +345,60 @@ class OtelCollector(pulumi.ComponentResource):
     edge's client certificate and verifies the hub's receiver; a config change rolls the Pods.
     """
 
-    def __init__(self, name: str, args: CollectorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: CollectorSettings,
+        *,
+        shape: CollectorShape,
+        receiver: MtlsReceiver | None = None,
+        exporter: MtlsExporter | None = None,
+        secrets_ready: tuple[pulumi.Resource, ...] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """The Kubernetes provider comes through ``opts``. Only the Deployment waits for
+        ``secrets_ready`` (the VaultStaticSecrets it mounts, and the admission policy)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        metadata = {"name": args.deployment, "namespace": args.namespace, "labels": dict(COMPONENT_LABEL)}
-        endpoint = pulumi.Output.from_input(args.exporter.endpoint if args.exporter else "")
-        config_text = endpoint.apply(lambda value: render_config(collector_config(args, value or None)))
+        plan = CollectorPlan(settings, shape, receiver, exporter)
+        k8s_opts = pulumi.ResourceOptions(parent=self)
+        metadata = {"name": plan.deployment, "namespace": plan.namespace, "labels": dict(COMPONENT_LABEL)}
+        endpoint = pulumi.Output.from_input(plan.exporter.endpoint if plan.exporter else "")
+        config_text = endpoint.apply(lambda value: render_config(collector_config(plan, value or None)))
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=metadata, automount_service_account_token=False, opts=k8s_opts
         )
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
-            metadata={**metadata, "name": f"{args.deployment}-config"},
+            metadata={**metadata, "name": f"{plan.deployment}-config"},
             data={"config.yaml": config_text},
             opts=k8s_opts,
         )
         # Only the Pods need their Secrets' VaultStaticSecrets and the admission policy in place.
         after = pulumi.ResourceOptions.merge(
-            k8s_opts, pulumi.ResourceOptions(depends_on=[account, config_map, *args.after])
+            k8s_opts, pulumi.ResourceOptions(depends_on=[account, config_map, *secrets_ready])
         )
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,
-            spec=config_text.apply(lambda text: deployment_spec(args, text)),
+            spec=config_text.apply(lambda text: deployment_spec(plan, text)),
             opts=after,
         )
-        service_extras, spec = service_spec(args)
+        service_extras, spec = service_spec(plan)
         k8s.core.v1.Service(f"{name}-service", metadata={**metadata, **service_extras}, spec=spec, opts=k8s_opts)
         k8s.networking.v1.NetworkPolicy(
-            f"{name}-network-policy", metadata=metadata, spec=network_policy_spec(args), opts=k8s_opts
+            f"{name}-network-policy", metadata=metadata, spec=network_policy_spec(plan), opts=k8s_opts
         )
-        if args.replicas > 1:
+        if plan.settings.replicas > 1:
             k8s.policy.v1.PodDisruptionBudget(
                 f"{name}-pdb",
                 metadata=metadata,
-                spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(args)}},
+                spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(plan)}},
                 opts=k8s_opts,
             )
         self.register_outputs(
             {
-                "deployment": f"{args.namespace}/{args.deployment}",
-                "secrets": list(mounted_secrets(args)),
+                "deployment": f"{plan.namespace}/{plan.deployment}",
+                "secrets": list(mounted_secrets(plan)),
                 "deploymentUid": deployment.metadata.uid,
             }
         )

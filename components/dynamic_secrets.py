@@ -7,34 +7,104 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import Field
 
 from components import versions
 from components.agent_injector import (
     SECRETS_DIR,
+    Format,
     InjectedCredential,
-    InjectorSettings,
+    InjectorTarget,
+    Kind,
     pod_template_metadata,
     token_volume,
 )
 from components.pod_security import PROGRAMS_UID, restricted_container, restricted_namespace, restricted_pod
+from components.settings import CONFIG_NAMESPACE, DnsLabel, RuleProblem, Settings
+from components.vault_config import Consumer, CredentialRef, VaultConfigSettings
 
 TYPE_TOKEN = "fedobs:secrets:DynamicSecrets"
 
 
+class InjectedFileSettings(Settings):
+    """One file the Vault Agent renders into the workload's Pods (``/vault/secrets/<name>``)."""
+
+    name: DnsLabel
+    credential: CredentialRef
+    format: Format = "dotenv"
+    env_prefix: str = Field(default="", pattern=r"^[A-Z0-9_]*$")
+
+
+class DynamicWorkloadSettings(Settings):
+    """``fedobs:dynamicSecrets[i]``: a consumer's workloads get its credentials just in time through
+    the Agent Injector."""
+
+    consumer: DnsLabel
+    example_job: bool = True
+    files: tuple[InjectedFileSettings, ...] = Field(min_length=1)
+
+
+def dynamic_secret_problems(
+    workloads: tuple[DynamicWorkloadSettings, ...], vault_config: VaultConfigSettings
+) -> list[RuleProblem]:
+    """An injected file names a declared consumer and one of that consumer's credentials."""
+    problems: list[RuleProblem] = []
+    names_read = tuple(f"vaultConfig.consumers[{k}].name" for k in range(len(vault_config.consumers)))
+    for i, workload in enumerate(workloads):
+        consumer = vault_config.consumer(workload.consumer)
+        if consumer is None:
+            problems.append(
+                RuleProblem(
+                    f"dynamicSecrets[{i}].consumer",
+                    f"'{workload.consumer}' is not in {CONFIG_NAMESPACE}:vaultConfig.consumers",
+                    (f"dynamicSecrets[{i}].consumer", *names_read),
+                )
+            )
+            continue
+        index = vault_config.consumers.index(consumer)
+        problems.extend(
+            RuleProblem(
+                f"dynamicSecrets[{i}].files[{j}].credential",
+                f"'{file.credential}' is not among the credentials of consumer '{consumer.name}'",
+                (f"dynamicSecrets[{i}].files[{j}]", f"vaultConfig.consumers[{index}].credentials", *names_read),
+            )
+            for j, file in enumerate(workload.files)
+            if file.credential not in consumer.credentials
+        )
+    return problems
+
+
+def injected_credentials(
+    files: tuple[InjectedFileSettings, ...], vault_config: VaultConfigSettings
+) -> tuple[InjectedCredential, ...]:
+    """``database/readonly`` -> the file rendered from ``<database mount>/creds/readonly``."""
+    credentials = []
+    for file in files:
+        engine, _, role = file.credential.partition("/")
+        kind: Kind = "database" if engine == "database" else "aws"
+        credentials.append(
+            InjectedCredential(
+                name=file.name,
+                path=f"{vault_config.engine_path(engine)}/creds/{role}",
+                kind=kind,
+                format=file.format,
+                env_prefix=file.env_prefix,
+            )
+        )
+    return tuple(credentials)
+
+
 @dataclass(frozen=True)
-class DynamicSecretsArgs:
-    provider: k8s.Provider
+class WorkloadPlan:
+    """The consumer's namespace and ServiceAccount, the role its agents log in to, their files."""
+
     namespace: str
     service_account: str
-    injector: InjectorSettings
+    injector: InjectorTarget
     credentials: tuple[InjectedCredential, ...]
-    vault_ca_cert: pulumi.Input[str]
-    example_job: bool = True
-    #: What the example Job waits for: the consumer's Vault role and the engines it reads.
-    vault_ready: tuple[pulumi.Resource, ...] = ()
 
 
-def example_job_spec(args: DynamicSecretsArgs) -> dict[str, Any]:
+def example_job_spec(args: WorkloadPlan) -> dict[str, Any]:
     """A Job that loads its injected credentials and proves they are there, printing no secret."""
     files = [f"{SECRETS_DIR}/{c.name}" for c in args.credentials]
     check = (
@@ -89,9 +159,27 @@ class DynamicSecrets(pulumi.ComponentResource):
     pre-populate-only agents; tokens are revoked on shutdown.
     """
 
-    def __init__(self, name: str, args: DynamicSecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: DynamicWorkloadSettings,
+        *,
+        consumer: Consumer,
+        vault_config: VaultConfigSettings,
+        vault_ca_cert: pulumi.Input[str],
+        vault_ready: tuple[pulumi.Resource, ...] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """The Kubernetes provider comes through ``opts``. Only the example Job waits for
+        ``vault_ready`` (the consumer's Vault role and the engines it reads)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        args = WorkloadPlan(
+            namespace=consumer.namespace,
+            service_account=consumer.service_account,
+            injector=InjectorTarget(role=consumer.name),
+            credentials=injected_credentials(settings.files, vault_config),
+        )
+        k8s_opts = pulumi.ResourceOptions(parent=self)
         namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
         in_ns = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
         account = k8s.core.v1.ServiceAccount(
@@ -103,16 +191,16 @@ class DynamicSecrets(pulumi.ComponentResource):
         ca = k8s.core.v1.Secret(
             f"{name}-vault-ca",
             metadata={"name": args.injector.ca_secret, "namespace": args.namespace},
-            string_data={"ca.crt": args.vault_ca_cert},
+            string_data={"ca.crt": vault_ca_cert},
             opts=in_ns,
         )
-        if args.example_job:
+        if settings.example_job:
             k8s.batch.v1.Job(
                 f"{name}-example-job",
                 metadata={"name": f"{args.namespace}-example", "namespace": args.namespace},
                 spec=example_job_spec(args),
                 opts=pulumi.ResourceOptions.merge(
-                    in_ns, pulumi.ResourceOptions(depends_on=[account, ca, *args.vault_ready])
+                    in_ns, pulumi.ResourceOptions(depends_on=[account, ca, *vault_ready])
                 ),
             )
         self.register_outputs({"namespace": args.namespace, "service_account": args.service_account})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -17,12 +16,6 @@ _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-
 
 class HubOutputError(ValueError):
     """Hub outputs the edge needs are missing or malformed; the message names each of them."""
-
-
-@dataclass(frozen=True)
-class HubLinkArgs:
-    stack_name: str
-    edge_name: str
 
 
 def hub_output_rules(edge_name: str) -> dict[str, tuple[Callable[[Any], bool], str]]:
@@ -75,24 +68,25 @@ class HubLink(pulumi.ComponentResource):
     otlp_endpoint: pulumi.Output[str]
     hub_credential: pulumi.Output[dict[str, str]]
 
-    def __init__(self, name: str, args: HubLinkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, *, stack_name: str, edge_name: str, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        """``stack_name``: ``fedobs:hubStack``; ``edge_name``: this edge, whose own hub outputs are read."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.reference = pulumi.StackReference(
-            f"{name}-ref", stack_name=args.stack_name, opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-ref", stack_name=stack_name, opts=pulumi.ResourceOptions(parent=self)
         )
-        names = list(hub_output_rules(args.edge_name))
+        names = list(hub_output_rules(edge_name))
         validated = pulumi.Output.all(*[self.reference.get_output(n) for n in names]).apply(
-            lambda values: validate_hub_outputs(args.stack_name, args.edge_name, dict(zip(names, values, strict=True)))
+            lambda values: validate_hub_outputs(stack_name, edge_name, dict(zip(names, values, strict=True)))
         )
         self.vault_address = validated.apply(lambda o: str(o["vaultAddress"]))
         self.vault_hostname = self.vault_address.apply(lambda url: url.removeprefix("https://").split(":")[0])
         self.vault_ca_cert = validated.apply(lambda o: str(o["vaultCaCert"]))
-        self.transit_token = pulumi.Output.secret(
-            validated.apply(lambda o: str(o["edgeTransitTokens"][args.edge_name]))
-        )
+        self.transit_token = pulumi.Output.secret(validated.apply(lambda o: str(o["edgeTransitTokens"][edge_name])))
         self.otlp_endpoint = validated.apply(lambda o: str(o["otlpEndpoint"]))
         self.hub_credential = pulumi.Output.secret(
-            validated.apply(lambda o: {k: str(v) for k, v in o["edgeCredentials"][args.edge_name].items()})
+            validated.apply(lambda o: {k: str(v) for k, v in o["edgeCredentials"][edge_name].items()})
         )
         self.register_outputs(
             {

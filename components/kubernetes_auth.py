@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_vault as vault
 
+from components.vault_names import KUBERNETES_AUTH_MOUNT
+
 TYPE_TOKEN = "fedobs:vault:KubernetesAuth"
-MOUNT_PATH = "kubernetes"
 IN_CLUSTER_API = "https://kubernetes.default.svc"
 
 
@@ -29,13 +30,6 @@ class WorkloadRole:
     audience: str = "vault"
 
 
-@dataclass(frozen=True)
-class KubernetesAuthArgs:
-    vault_provider: vault.Provider
-    roles: tuple[WorkloadRole, ...]
-    mount_path: str = MOUNT_PATH
-
-
 class KubernetesAuth(pulumi.ComponentResource):
     """Kubernetes auth for the local cluster, and one role + policy per declared workload.
 
@@ -44,17 +38,18 @@ class KubernetesAuth(pulumi.ComponentResource):
     ServiceAccount name and one namespace (never ``*``) and to an audience.
     """
 
-    def __init__(self, name: str, args: KubernetesAuthArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, roles: tuple[WorkloadRole, ...], opts: pulumi.ResourceOptions | None = None) -> None:
+        """The Vault provider comes through ``opts``; children inherit it."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        for role in args.roles:
+        for role in roles:
             for field_name, value in (("service_account", role.service_account), ("namespace", role.namespace)):
                 if not value or "*" in value:
                     raise ValueError(f"role {role.name}: {field_name} must name exactly one, got {value!r}")
-        vault_opts = pulumi.ResourceOptions(parent=self, provider=args.vault_provider)
+        vault_opts = pulumi.ResourceOptions(parent=self)
         backend = vault.AuthBackend(
             f"{name}-backend",
             type="kubernetes",
-            path=args.mount_path,
+            path=KUBERNETES_AUTH_MOUNT,
             description="Service accounts of this cluster",
             opts=vault_opts,
         )
@@ -66,7 +61,7 @@ class KubernetesAuth(pulumi.ComponentResource):
             opts=vault_opts,
         )
         self.role_names: dict[str, pulumi.Output[str]] = {}
-        for role in args.roles:
+        for role in roles:
             policy = vault.Policy(f"{name}-{role.name}-policy", name=role.name, policy=role.policy_hcl, opts=vault_opts)
             created = vault.kubernetes.AuthBackendRole(
                 f"{name}-{role.name}-role",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_linode as linode
+from pydantic import Field
 
 from components import versions
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_container, restricted_pod
+from components.settings import AccessKeyPair, Cron, DnsLabel, Settings
+from components.vault_names import VAULT_NAMESPACE, in_cluster_address
 from components.vault_server_config import TLS_DIR
 from programs.raft_snapshot.snapshot import SNAPSHOT_POLICY_HCL
 
@@ -21,26 +23,22 @@ ROLE = "raft-snapshot"
 JWT_DIR = "/var/run/secrets/vault"
 
 
-def in_cluster_vault_address(release: str, namespace: str) -> str:
-    """Vault's API as seen from inside the cluster: the active node's service."""
-    return f"https://{release}-active.{namespace}.svc:8200"
+class SnapshotBucket(Settings):
+    """Where Raft snapshots go: an S3-compatible bucket (Linode Object Storage)."""
+
+    create: bool = True
+    name: DnsLabel
+    region: str = Field(pattern=r"^[a-z]{2}-[a-z]+-[0-9]$")
+    endpoint: str = Field(pattern=r"^https://[^/]+$")
 
 
-@dataclass(frozen=True)
-class RaftSnapshotsArgs:
-    provider: k8s.Provider
-    namespace: str
-    release: str
-    cluster_name: str
-    schedule: str
-    retain: int
-    bucket_name: str
-    bucket_region: str
-    bucket_endpoint: str
-    create_bucket: bool
-    access_key_id: pulumi.Input[str]
-    secret_access_key: pulumi.Input[str]
-    vault_ready: pulumi.Resource
+class SnapshotSettings(Settings):
+    """``fedobs:vault.snapshots``: a CronJob's schedule and how many snapshots the bucket keeps."""
+
+    enabled: bool = True
+    schedule: Cron = "0 * * * *"
+    retain: int = Field(default=24, ge=1, le=1000)
+    bucket: SnapshotBucket
 
 
 def snapshot_role(namespace: str) -> WorkloadRole:
@@ -55,18 +53,18 @@ def snapshot_role(namespace: str) -> WorkloadRole:
     )
 
 
-def snapshot_cronjob_spec(args: RaftSnapshotsArgs) -> dict[str, Any]:
+def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str) -> dict[str, Any]:
     env = [
-        {"name": "VAULT_ADDR", "value": in_cluster_vault_address(args.release, args.namespace)},
+        {"name": "VAULT_ADDR", "value": in_cluster_address(namespace=namespace)},
         {"name": "VAULT_CACERT", "value": f"{TLS_DIR}/ca.crt"},
         {"name": "SNAPSHOT_VAULT_ROLE", "value": ROLE},
         {"name": "SNAPSHOT_VAULT_AUTH_PATH", "value": "kubernetes"},
         {"name": "SNAPSHOT_JWT_FILE", "value": f"{JWT_DIR}/token"},
-        {"name": "SNAPSHOT_S3_ENDPOINT", "value": args.bucket_endpoint},
-        {"name": "SNAPSHOT_S3_REGION", "value": args.bucket_region},
-        {"name": "SNAPSHOT_S3_BUCKET", "value": args.bucket_name},
-        {"name": "SNAPSHOT_CLUSTER_NAME", "value": args.cluster_name},
-        {"name": "SNAPSHOT_KEEP", "value": str(args.retain)},
+        {"name": "SNAPSHOT_S3_ENDPOINT", "value": settings.bucket.endpoint},
+        {"name": "SNAPSHOT_S3_REGION", "value": settings.bucket.region},
+        {"name": "SNAPSHOT_S3_BUCKET", "value": settings.bucket.name},
+        {"name": "SNAPSHOT_CLUSTER_NAME", "value": cluster_name},
+        {"name": "SNAPSHOT_KEEP", "value": str(settings.retain)},
         {"name": "SNAPSHOT_TMP_DIR", "value": "/scratch"},
         {
             "name": "AWS_ACCESS_KEY_ID",
@@ -78,7 +76,7 @@ def snapshot_cronjob_spec(args: RaftSnapshotsArgs) -> dict[str, Any]:
         },
     ]
     return {
-        "schedule": args.schedule,
+        "schedule": settings.schedule,
         "concurrencyPolicy": "Forbid",
         "startingDeadlineSeconds": 600,
         "successfulJobsHistoryLimit": 3,
@@ -152,39 +150,50 @@ class RaftSnapshots(pulumi.ComponentResource):
     snapshots and prunes only after a verified upload; a created bucket is protected.
     """
 
-    def __init__(self, name: str, args: RaftSnapshotsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: SnapshotSettings,
+        *,
+        cluster_name: str,
+        credentials: AccessKeyPair,
+        namespace: str = VAULT_NAMESPACE,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """The Kubernetes provider comes through ``opts``; the caller makes the component wait for
+        the snapshot role in Vault (``depends_on``)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        if args.create_bucket:
+        child = pulumi.ResourceOptions(parent=self)
+        if settings.bucket.create:
             linode.ObjectStorageBucket(
                 f"{name}-bucket",
-                label=args.bucket_name,
-                region=args.bucket_region,
+                label=settings.bucket.name,
+                region=settings.bucket.region,
                 versioning=True,
                 acl="private",
                 opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
             )
-        credentials = k8s.core.v1.Secret(
+        key_pair = k8s.core.v1.Secret(
             f"{name}-s3-credentials",
-            metadata={"name": "vault-snapshot-s3", "namespace": args.namespace},
+            metadata={"name": "vault-snapshot-s3", "namespace": namespace},
             string_data={
-                "access-key-id": pulumi.Output.secret(args.access_key_id),
-                "secret-access-key": pulumi.Output.secret(args.secret_access_key),
+                "access-key-id": pulumi.Output.secret(credentials.access_key_id),
+                "secret-access-key": pulumi.Output.secret(credentials.secret_access_key),
             },
-            opts=k8s_opts,
+            opts=child,
         )
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
-            metadata={"name": SERVICE_ACCOUNT, "namespace": args.namespace},
+            metadata={"name": SERVICE_ACCOUNT, "namespace": namespace},
             automount_service_account_token=False,
-            opts=k8s_opts,
+            opts=child,
         )
         k8s.batch.v1.CronJob(
             f"{name}-cronjob",
-            metadata={"name": "vault-raft-snapshot", "namespace": args.namespace},
-            spec=snapshot_cronjob_spec(args),
-            opts=pulumi.ResourceOptions.merge(
-                k8s_opts, pulumi.ResourceOptions(depends_on=[credentials, account, args.vault_ready])
-            ),
+            metadata={"name": "vault-raft-snapshot", "namespace": namespace},
+            spec=snapshot_cronjob_spec(settings, cluster_name, namespace),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[key_pair, account]),
         )
-        self.register_outputs({"bucket": args.bucket_name, "schedule": args.schedule, "retain": args.retain})
+        self.register_outputs(
+            {"bucket": settings.bucket.name, "schedule": settings.schedule, "retain": settings.retain}
+        )

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pulumi
 import pulumi_vault as vault
 
+from components.vault_names import TRANSIT_MOUNT
+
 TYPE_TOKEN = "fedobs:vault:TransitUnseal"
-MOUNT_PATH = "transit"
 #: The seal renews its token long before this; a period survives a hub outage of days.
 TOKEN_PERIOD_SECONDS = 768 * 3600
 
 
-def transit_policy_hcl(edge: str, mount: str = MOUNT_PATH) -> str:
+def transit_policy_hcl(edge: str, mount: str = TRANSIT_MOUNT) -> str:
     """Exactly what an edge's seal needs: encrypt and decrypt with its own key, and keep its own
     periodic token alive (the seal renews it; the token has no ``default`` policy)."""
     return (
@@ -22,12 +21,6 @@ def transit_policy_hcl(edge: str, mount: str = MOUNT_PATH) -> str:
         'path "auth/token/renew-self" { capabilities = ["update"] }\n'
         'path "auth/token/lookup-self" { capabilities = ["read"] }\n'
     )
-
-
-@dataclass(frozen=True)
-class TransitUnsealArgs:
-    vault_provider: vault.Provider
-    edges: tuple[str, ...]
 
 
 class TransitUnseal(pulumi.ComponentResource):
@@ -42,18 +35,19 @@ class TransitUnseal(pulumi.ComponentResource):
 
     tokens: dict[str, pulumi.Output[str]]
 
-    def __init__(self, name: str, args: TransitUnsealArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, edges: tuple[str, ...], opts: pulumi.ResourceOptions | None = None) -> None:
+        """The hub's Vault provider comes through ``opts``; children inherit it."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        vault_opts = pulumi.ResourceOptions(parent=self, provider=args.vault_provider)
+        vault_opts = pulumi.ResourceOptions(parent=self)
         mount = vault.Mount(
             f"{name}-mount",
-            path=MOUNT_PATH,
+            path=TRANSIT_MOUNT,
             type="transit",
             description="Auto-unseal keys of the edge Vaults",
             opts=vault_opts,
         )
         self.tokens = {}
-        for edge in args.edges:
+        for edge in edges:
             key = vault.transit.SecretBackendKey(
                 f"{name}-{edge}-key",
                 backend=mount.path,

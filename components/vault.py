@@ -4,33 +4,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 import pulumi_tls as tls
 import pulumi_vault as vault
+from pydantic import Field, field_validator
 
 from components import versions
 from components.pod_security import restricted_container, restricted_namespace, restricted_pod
+from components.raft_snapshots import SnapshotSettings
+from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
+from components.vault_names import ADMIN_AUTH_MOUNT, API_PORT
 from components.vault_server_config import (
-    API_PORT,
     HUB_CA_DIR,
     SERVER_CERTIFICATE_IP_ADDRESSES,
     TLS_DIR,
-    AwsKmsSealSpec,
+    AwsKmsSeal,
+    Seal,
+    SealSpec,
+    ShamirSeal,
     TransitSealSpec,
     VaultServerSpec,
+    key_split,
     render_server_hcl,
     server_certificate_dns_names,
 )
 
 TYPE_TOKEN = "fedobs:vault:Vault"
 ADMIN_POLICY = "fedobs-admin"
-ADMIN_AUTH_MOUNT = "userpass-pulumi"
 ADMIN_USERNAME = "pulumi"
 #: Where the bootstrap Job keeps the init result (unseal or recovery keys, never the root token).
 INIT_STATE_SECRET = "vault-init"
@@ -66,14 +72,53 @@ path "auth/token/lookup-self" { capabilities = ["read"] }
 """
 
 
-@dataclass(frozen=True)
-class LoadBalancerAccess:
-    allowed_source_ranges: tuple[str, ...]
+class LoadBalancerExposure(Settings):
+    """A LoadBalancer Service (a Linode NodeBalancer) in front of the active Vault node; TLS
+    terminates at Vault itself, and only ``allowedSourceRanges`` may connect."""
+
+    type: Literal["loadBalancer"]
+    hostname: DnsName
+    allowed_source_ranges: tuple[Cidr, ...] = Field(min_length=1)
 
 
-@dataclass(frozen=True)
-class OperatorAddress:
-    address: str
+class AddressExposure(Settings):
+    """The operator provides the address (an ingress, a tunnel, a port-forward) by which Pulumi
+    and the edges reach this Vault; the stack creates no external Service."""
+
+    type: Literal["address"]
+    address: str = Field(pattern=r"^https://[^/]+$")
+    hostname: DnsName
+
+
+Exposure = Annotated[LoadBalancerExposure | AddressExposure, Field(discriminator="type")]
+
+
+class VaultSettings(Settings):
+    """``fedobs:vault``: the Vault server of this cluster, how it is reached and how it unseals."""
+
+    replicas: int = Field(default=3, ge=1, le=7)
+    seal: Seal = ShamirSeal(type="shamir")
+    exposure: Exposure
+    storage_class: str = "linode-block-storage-retain"
+    data_storage_size: Quantity = "10Gi"
+    audit_storage_size: Quantity = "10Gi"
+    injector_replicas: int = Field(default=2, ge=1, le=5)
+    #: Base64 OpenPGP public keys, one per unseal-key share: the shares are stored encrypted to them.
+    operator_pgp_keys: tuple[str, ...] = ()
+    #: Bump to rotate the password Pulumi's own Vault login uses (docs/vault.md, "Rotation").
+    admin_credential_generation: int = Field(default=1, ge=1)
+    snapshots: SnapshotSettings | None = None
+
+    @field_validator("replicas")
+    @classmethod
+    def _odd_replicas(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"replicas must be odd for a Raft quorum, got {value}")
+        return value
+
+    @property
+    def enabled_snapshots(self) -> SnapshotSettings | None:
+        return self.snapshots if self.snapshots is not None and self.snapshots.enabled else None
 
 
 @dataclass(frozen=True)
@@ -88,38 +133,25 @@ class TransitSealInput:
     hub_ca_cert: pulumi.Input[str]
 
 
-@dataclass(frozen=True)
-class AwsKmsCredentials:
-    """The AWS key pair an ``awskms`` seal uses, given to the pod as a Secret."""
-
-    access_key_id: pulumi.Input[str]
-    secret_access_key: pulumi.Input[str]
-
-
-@dataclass(frozen=True)
-class VaultArgs:
-    provider: k8s.Provider
-    server: VaultServerSpec
-    access: LoadBalancerAccess | OperatorAddress
-    cert_manager: pulumi.Resource
-    storage_class: str = "linode-block-storage-retain"
-    data_storage_size: str = "10Gi"
-    audit_storage_size: str = "10Gi"
-    injector_replicas: int = 2
-    #: Set for an edge that auto-unseals through the hub (``server.seal`` stays None then).
-    transit_seal: TransitSealInput | None = None
-    aws_kms_credentials: AwsKmsCredentials | None = None
-    key_shares: int = 5
-    key_threshold: int = 3
-    operator_pgp_keys: tuple[str, ...] = ()
-    admin_credential_generation: int = 1
-    #: Where the stack writes the Vault CA for the Vault provider (it reads CA files only).
-    local_ca_dir: Path = Path(".fedobs")
+def server_spec(settings: VaultSettings, cluster_name: str, seal: SealSpec = None) -> VaultServerSpec:
+    """What the server's HCL and certificate depend on; ``seal`` is the resolved auto-unseal target."""
+    if seal is None and isinstance(settings.seal, AwsKmsSeal):
+        seal = settings.seal
+    return VaultServerSpec(
+        cluster_name=cluster_name,
+        external_hostname=settings.exposure.hostname,
+        replicas=settings.replicas,
+        seal=seal,
+    )
 
 
-def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
+def server_pod_labels(spec: VaultServerSpec) -> dict[str, str]:
+    """The labels the chart puts on every Vault server Pod (``vault.server.labels`` selector)."""
+    return {"app.kubernetes.io/name": "vault", "app.kubernetes.io/instance": spec.release, "component": "server"}
+
+
+def vault_chart_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[str, Any]:
     """The ``vault`` chart values (validated in tests against the chart's values.schema.json)."""
-    spec = args.server
     env_secrets: list[dict[str, str]] = []
     volumes: list[dict[str, Any]] = [{"name": "vault-server-tls", "secret": {"secretName": "vault-server-tls"}}]
     mounts: list[dict[str, Any]] = [{"name": "vault-server-tls", "mountPath": TLS_DIR, "readOnly": True}]
@@ -127,21 +159,17 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
         env_secrets.append({"envName": "VAULT_TOKEN", "secretName": "vault-seal", "secretKey": "token"})
         volumes.append({"name": "hub-vault-ca", "secret": {"secretName": "hub-vault-ca"}})
         mounts.append({"name": "hub-vault-ca", "mountPath": HUB_CA_DIR, "readOnly": True})
-    elif isinstance(spec.seal, AwsKmsSealSpec):
+    elif isinstance(spec.seal, AwsKmsSeal):
         env_secrets += [
             {"envName": "AWS_ACCESS_KEY_ID", "secretName": "vault-seal", "secretKey": "access-key-id"},
             {"envName": "AWS_SECRET_ACCESS_KEY", "secretName": "vault-seal", "secretKey": "secret-access-key"},
         ]
-    server_labels = {
-        "app.kubernetes.io/name": "vault",
-        "app.kubernetes.io/instance": spec.release,
-        "component": "server",
-    }
+    server_labels = server_pod_labels(spec)
     return {
         "global": {"enabled": True, "tlsDisable": False, "psp": {"enable": False}},
         "injector": {
             "enabled": True,
-            "replicas": args.injector_replicas,
+            "replicas": settings.injector_replicas,
             "leaderElector": {"enabled": True},
             "image": {"repository": versions.VAULT_K8S_IMAGE, "tag": versions.VAULT_K8S_VERSION},
             "agentImage": {"repository": versions.VAULT_IMAGE, "tag": versions.VAULT_VERSION},
@@ -171,15 +199,15 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
             },
             "dataStorage": {
                 "enabled": True,
-                "size": args.data_storage_size,
-                "storageClass": args.storage_class,
+                "size": settings.data_storage_size,
+                "storageClass": settings.storage_class,
                 "mountPath": "/vault/data",
                 "accessMode": "ReadWriteOnce",
             },
             "auditStorage": {
                 "enabled": True,
-                "size": args.audit_storage_size,
-                "storageClass": args.storage_class,
+                "size": settings.audit_storage_size,
+                "storageClass": settings.storage_class,
                 "mountPath": "/vault/audit",
                 "accessMode": "ReadWriteOnce",
             },
@@ -210,32 +238,33 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
     }
 
 
-def _resolved_values(args: VaultArgs) -> pulumi.Input[dict[str, Any]]:
+def _resolved_values(
+    settings: VaultSettings, spec: VaultServerSpec, transit: TransitSealInput | None
+) -> pulumi.Input[dict[str, Any]]:
     """Chart values; a transit seal's hub address comes from the hub stack, so wait for it."""
-    transit = args.transit_seal
     if transit is None:
-        return vault_chart_values(args)
+        return vault_chart_values(settings, spec)
 
     def values(parts: list[str]) -> dict[str, Any]:
         seal = TransitSealSpec(address=parts[0], key_name=transit.key_name, tls_server_name=parts[1])
-        return vault_chart_values(replace(args, server=replace(args.server, seal=seal)))
+        return vault_chart_values(settings, server_spec(settings, spec.cluster_name, seal))
 
     return pulumi.Output.all(transit.address, transit.tls_server_name).apply(values)
 
 
-def bootstrap_command(args: VaultArgs) -> list[str]:
+def bootstrap_command(settings: VaultSettings, spec: VaultServerSpec) -> list[str]:
     """The bootstrap Job's command line (programs/vault_bootstrap)."""
-    spec = args.server
+    shares, threshold = key_split(settings.seal)
     command = [
         "python",
         "-m",
         "programs.vault_bootstrap",
         "--seal",
-        "shamir" if spec.seal is None and args.transit_seal is None else "auto",
+        "shamir" if isinstance(settings.seal, ShamirSeal) else "auto",
         "--key-shares",
-        str(args.key_shares),
+        str(shares),
         "--key-threshold",
-        str(args.key_threshold),
+        str(threshold),
         "--ca-file",
         f"{TLS_DIR}/ca.crt",
         "--admin-mount",
@@ -256,7 +285,7 @@ def bootstrap_command(args: VaultArgs) -> list[str]:
     ]
     for i in range(spec.replicas):
         command += ["--peer", f"https://{spec.peer_hostname(i)}:{API_PORT}"]
-    for key in args.operator_pgp_keys:
+    for key in settings.operator_pgp_keys:
         command += ["--pgp-key", key]
     return command
 
@@ -285,21 +314,67 @@ class Vault(pulumi.ComponentResource):
     ca_cert: pulumi.Output[str]
     vault_provider: vault.Provider
 
-    def __init__(self, name: str, args: VaultArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: VaultSettings,
+        *,
+        cluster_name: str,
+        cert_manager: pulumi.Resource,
+        transit_seal: TransitSealInput | None = None,
+        aws_kms_credentials: AccessKeyPair | None = None,
+        local_ca_dir: Path = Path(".fedobs"),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """The Kubernetes provider comes through ``opts`` (children inherit it); only cert-manager's
+        Issuer and Certificate wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        spec = args.server
+        self.settings = settings
+        self.spec = spec = server_spec(settings, cluster_name)
         self.namespace = spec.namespace
         self.release_name = spec.release
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-
         namespace = restricted_namespace(
-            f"{name}-namespace",
-            spec.namespace,
-            pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(protect=True)),
+            f"{name}-namespace", spec.namespace, pulumi.ResourceOptions(parent=self, protect=True)
         )
-        ns_opts = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
+        ns_opts = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        self.ca_cert = self._tls(name, ns_opts, cert_manager)
+        seal_secrets = self._seal_secrets(name, ns_opts, transit_seal, aws_kms_credentials)
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=spec.release,
+            chart=versions.VAULT_CHART,
+            version=versions.VAULT_CHART_VERSION,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.VAULT_CHART_REPO),
+            namespace=spec.namespace,
+            values=_resolved_values(settings, spec, transit_seal),
+            # Not after the Certificate: its Pods wait for the Secret cert-manager writes (see _tls).
+            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(protect=True, depends_on=seal_secrets)),
+        )
+        self.address = self._exposure(name, ns_opts)
+        # A new generation is a new password: the next bootstrap Job logs in with the one it applied
+        # last time and sets this one (programs/vault_bootstrap, "rotation").
+        admin_password = random.RandomPassword(
+            f"{name}-admin-password",
+            length=40,
+            special=False,
+            keepers={"generation": str(settings.admin_credential_generation)},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        job = self._bootstrap_job(name, ns_opts, admin_password.result)
+        self.vault_provider = self._login_provider(name, local_ca_dir, admin_password.result, job)
+        self._server_settings(name)
+        self.register_outputs(
+            {
+                "address": self.address,
+                "ca_cert": self.ca_cert,
+                "namespace": spec.namespace,
+                "chart_version": versions.VAULT_CHART_VERSION,
+            }
+        )
 
-        # --- TLS: a per-cluster CA (kept in Pulumi state as a secret) issues via cert-manager.
+    def _tls(self, name: str, ns_opts: pulumi.ResourceOptions, cert_manager: pulumi.Resource) -> pulumi.Output[str]:
+        """A per-cluster CA (kept in Pulumi state as a secret) issuing the server certificate via cert-manager."""
+        spec = self.spec
         ca_key = tls.PrivateKey(
             f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=pulumi.ResourceOptions(parent=self)
         )
@@ -312,7 +387,6 @@ class Vault(pulumi.ComponentResource):
             subject=tls.SelfSignedCertSubjectArgs(common_name=f"{spec.cluster_name} Vault CA", organization="fedobs"),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.ca_cert = ca_cert.cert_pem
         k8s.core.v1.Secret(
             f"{name}-ca-secret",
             metadata={"name": "vault-ca", "namespace": spec.namespace},
@@ -320,15 +394,18 @@ class Vault(pulumi.ComponentResource):
             string_data={"tls.crt": ca_cert.cert_pem, "tls.key": ca_key.private_key_pem},
             opts=ns_opts,
         )
+        # cert-manager waits for the CA Secret by itself; only its CRDs must exist first.
+        after_crds = pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[cert_manager]))
         k8s.apiextensions.CustomResource(
             f"{name}-issuer",
             api_version="cert-manager.io/v1",
             kind="Issuer",
             metadata={"name": "vault-ca", "namespace": spec.namespace},
             spec={"ca": {"secretName": "vault-ca"}},
-            # cert-manager waits for the CA Secret by itself; only its CRDs must exist first.
-            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[args.cert_manager])),
+            opts=after_crds,
         )
+        # Issued as soon as the Issuer is ready (cert-manager retries); the server Pods wait for
+        # the Secret it writes before they start, so neither has to be created before the other.
         k8s.apiextensions.CustomResource(
             f"{name}-server-certificate",
             api_version="cert-manager.io/v1",
@@ -345,142 +422,102 @@ class Vault(pulumi.ComponentResource):
                 "usages": ["server auth", "client auth", "digital signature", "key encipherment"],
                 "issuerRef": {"name": "vault-ca", "kind": "Issuer", "group": "cert-manager.io"},
             },
-            # Issued as soon as the Issuer is ready (cert-manager retries); the server Pods wait for
-            # the Secret it writes before they start, so neither has to be created before the other.
-            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[args.cert_manager])),
+            opts=after_crds,
         )
+        return ca_cert.cert_pem
 
-        # --- seal material, as Secrets the chart turns into environment variables.
-        seal_dependencies: list[pulumi.Resource] = []
-        if args.transit_seal is not None:
-            seal_dependencies.append(
-                k8s.core.v1.Secret(
-                    f"{name}-seal-secret",
-                    metadata={"name": "vault-seal", "namespace": spec.namespace},
-                    string_data={"token": pulumi.Output.secret(args.transit_seal.token)},
-                    opts=ns_opts,
-                )
+    def _seal_secrets(
+        self,
+        name: str,
+        ns_opts: pulumi.ResourceOptions,
+        transit: TransitSealInput | None,
+        aws_kms_credentials: AccessKeyPair | None,
+    ) -> list[pulumi.Resource]:
+        """Seal material, as Secrets the chart turns into environment variables and files."""
+        namespace = self.spec.namespace
+        if transit is not None:
+            token = k8s.core.v1.Secret(
+                f"{name}-seal-secret",
+                metadata={"name": "vault-seal", "namespace": namespace},
+                string_data={"token": pulumi.Output.secret(transit.token)},
+                opts=ns_opts,
             )
-            seal_dependencies.append(
-                k8s.core.v1.Secret(
-                    f"{name}-hub-ca",
-                    metadata={"name": "hub-vault-ca", "namespace": spec.namespace},
-                    string_data={"ca.crt": args.transit_seal.hub_ca_cert},
-                    opts=ns_opts,
-                )
+            hub_ca = k8s.core.v1.Secret(
+                f"{name}-hub-ca",
+                metadata={"name": "hub-vault-ca", "namespace": namespace},
+                string_data={"ca.crt": transit.hub_ca_cert},
+                opts=ns_opts,
             )
-        elif isinstance(spec.seal, AwsKmsSealSpec):
-            if args.aws_kms_credentials is None:
+            return [token, hub_ca]
+        if isinstance(self.settings.seal, AwsKmsSeal):
+            if aws_kms_credentials is None:
                 raise ValueError("an awskms seal needs aws_kms_credentials")
-            seal_dependencies.append(
-                k8s.core.v1.Secret(
-                    f"{name}-seal-secret",
-                    metadata={"name": "vault-seal", "namespace": spec.namespace},
-                    string_data={
-                        "access-key-id": pulumi.Output.secret(args.aws_kms_credentials.access_key_id),
-                        "secret-access-key": pulumi.Output.secret(args.aws_kms_credentials.secret_access_key),
-                    },
-                    opts=ns_opts,
-                )
-            )
-
-        self.release = k8s.helm.v3.Release(
-            f"{name}-release",
-            name=spec.release,
-            chart=versions.VAULT_CHART,
-            version=versions.VAULT_CHART_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.VAULT_CHART_REPO),
-            namespace=spec.namespace,
-            values=_resolved_values(args),
-            opts=pulumi.ResourceOptions.merge(
-                ns_opts,
-                pulumi.ResourceOptions(
-                    # Not after the Certificate: its Pods wait for the Secret cert-manager writes (see above).
-                    protect=True,
-                    depends_on=seal_dependencies,
-                ),
-            ),
-        )
-
-        # --- how Pulumi and the edges reach this Vault.
-        if isinstance(args.access, LoadBalancerAccess):
-            service_metadata: Any = {
-                "name": f"{spec.release}-external",
-                "namespace": spec.namespace,
-                "annotations": {
-                    # TLS passes through the NodeBalancer and terminates at Vault.
-                    "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
-                    "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
+            key_pair = k8s.core.v1.Secret(
+                f"{name}-seal-secret",
+                metadata={"name": "vault-seal", "namespace": namespace},
+                string_data={
+                    "access-key-id": pulumi.Output.secret(aws_kms_credentials.access_key_id),
+                    "secret-access-key": pulumi.Output.secret(aws_kms_credentials.secret_access_key),
                 },
-            }
-            service_spec: Any = {
-                "type": "LoadBalancer",
-                "selector": {
-                    "app.kubernetes.io/name": "vault",
-                    "app.kubernetes.io/instance": spec.release,
-                    "component": "server",
-                    "vault-active": "true",
-                },
-                "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
-                "loadBalancerSourceRanges": list(args.access.allowed_source_ranges),
-                "externalTrafficPolicy": "Local",
-            }
-            k8s.core.v1.Service(
-                f"{name}-external",
-                metadata=service_metadata,
-                spec=service_spec,
-                opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[self.release])),
+                opts=ns_opts,
             )
-            self.address = pulumi.Output.from_input(f"https://{spec.external_hostname}:{API_PORT}")
-        else:
-            self.address = pulumi.Output.from_input(args.access.address)
+            return [key_pair]
+        return []
 
-        # --- bootstrap: init once, unseal, admin auth path, root token revoked.
-        # A new generation is a new password: the next bootstrap Job logs in with the one it applied
-        # last time and sets this one (programs/vault_bootstrap, "rotation").
-        admin_password = random.RandomPassword(
-            f"{name}-admin-password",
-            length=40,
-            special=False,
-            keepers={"generation": str(args.admin_credential_generation)},
-            opts=pulumi.ResourceOptions(parent=self),
+    def _exposure(self, name: str, ns_opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        """How Pulumi and the edges reach this Vault: a restricted LoadBalancer, or the operator's address."""
+        exposure = self.settings.exposure
+        if isinstance(exposure, AddressExposure):
+            return pulumi.Output.from_input(exposure.address)
+        spec = self.spec
+        service_metadata: Any = {
+            "name": f"{spec.release}-external",
+            "namespace": spec.namespace,
+            "annotations": {
+                # TLS passes through the NodeBalancer and terminates at Vault.
+                "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
+                "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
+            },
+        }
+        service_spec: Any = {
+            "type": "LoadBalancer",
+            "selector": {**server_pod_labels(spec), "vault-active": "true"},
+            "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
+            "loadBalancerSourceRanges": list(exposure.allowed_source_ranges),
+            "externalTrafficPolicy": "Local",
+        }
+        k8s.core.v1.Service(
+            f"{name}-external",
+            metadata=service_metadata,
+            spec=service_spec,
+            opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(depends_on=[self.release])),
         )
-        admin_secret = k8s.core.v1.Secret(
-            f"{name}-admin-credential",
-            metadata={"name": "vault-admin-credential", "namespace": spec.namespace},
-            string_data={"password": admin_password.result},
-            opts=ns_opts,
-        )
-        policy_map = k8s.core.v1.ConfigMap(
-            f"{name}-admin-policy",
-            metadata={"name": "vault-admin-policy", "namespace": spec.namespace},
-            data={"admin.hcl": ADMIN_POLICY_HCL},
-            opts=ns_opts,
-        )
-        job = self._bootstrap_job(name, args, ns_opts, [self.release, admin_secret, policy_map], admin_password.result)
+        return pulumi.Output.from_input(f"https://{spec.external_hostname}:{API_PORT}")
 
-        ca_file = pulumi.Output.all(ca_cert.cert_pem, pulumi.get_stack()).apply(
-            lambda parts: _write_ca_file(args.local_ca_dir, parts[1], parts[0])
+    def _login_provider(
+        self, name: str, local_ca_dir: Path, admin_password: pulumi.Output[str], job: pulumi.Resource
+    ) -> vault.Provider:
+        """The Vault provider: it logs in on every run, so no token that could expire is kept in state."""
+        ca_file = pulumi.Output.all(self.ca_cert, pulumi.get_stack()).apply(
+            lambda parts: _write_ca_file(local_ca_dir, parts[1], parts[0])
         )
-        self.vault_provider = vault.Provider(
+        login = admin_password.apply(
+            lambda password: vault.ProviderAuthLoginUserpassArgs(
+                mount=ADMIN_AUTH_MOUNT, username=ADMIN_USERNAME, password=password
+            )
+        )
+        return vault.Provider(
             f"{name}-provider",
             address=self.address,
             ca_cert_file=ca_file,
-            tls_server_name=spec.external_hostname,
+            tls_server_name=self.spec.external_hostname,
             skip_child_token=False,
-            # The provider logs in on every run, so no token that could expire is kept in state.
-            auth_login_userpass=cast(
-                Any,
-                pulumi.Output.secret(
-                    admin_password.result.apply(
-                        lambda password: vault.ProviderAuthLoginUserpassArgs(
-                            mount=ADMIN_AUTH_MOUNT, username=ADMIN_USERNAME, password=password
-                        )
-                    )
-                ),
-            ),
+            auth_login_userpass=cast(Any, pulumi.Output.secret(login)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
         )
+
+    def _server_settings(self, name: str) -> None:
+        """Raft autopilot and the audit device, through the Vault provider."""
         vault_opts = pulumi.ResourceOptions(parent=self, provider=self.vault_provider)
         vault.RaftAutopilot(
             f"{name}-autopilot",
@@ -488,7 +525,7 @@ class Vault(pulumi.ComponentResource):
             dead_server_last_contact_threshold="10m",
             last_contact_threshold="10s",
             max_trailing_logs=1000,
-            min_quorum=spec.replicas,
+            min_quorum=self.spec.replicas,
             server_stabilization_time="10s",
             opts=vault_opts,
         )
@@ -500,24 +537,24 @@ class Vault(pulumi.ComponentResource):
             options={"file_path": "/vault/audit/audit.log", "mode": "0600"},
             opts=vault_opts,
         )
-        self.register_outputs(
-            {
-                "address": self.address,
-                "ca_cert": self.ca_cert,
-                "namespace": spec.namespace,
-                "chart_version": versions.VAULT_CHART_VERSION,
-            }
-        )
 
     def _bootstrap_job(
-        self,
-        name: str,
-        args: VaultArgs,
-        ns_opts: pulumi.ResourceOptions,
-        depends_on: list[pulumi.Resource],
-        admin_password: pulumi.Output[str],
+        self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
     ) -> k8s.batch.v1.Job:
-        spec = args.server
+        """Init once, unseal, the admin auth path, root token revoked (programs/vault_bootstrap)."""
+        spec = self.spec
+        admin_secret = k8s.core.v1.Secret(
+            f"{name}-admin-credential",
+            metadata={"name": "vault-admin-credential", "namespace": spec.namespace},
+            string_data={"password": admin_password},
+            opts=ns_opts,
+        )
+        policy_map = k8s.core.v1.ConfigMap(
+            f"{name}-admin-policy",
+            metadata={"name": "vault-admin-policy", "namespace": spec.namespace},
+            data={"admin.hcl": ADMIN_POLICY_HCL},
+            opts=ns_opts,
+        )
         account = k8s.core.v1.ServiceAccount(
             f"{name}-bootstrap-sa",
             metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
@@ -548,7 +585,7 @@ class Vault(pulumi.ComponentResource):
             subjects=subjects,
             opts=ns_opts,
         )
-        command = bootstrap_command(args)
+        command = bootstrap_command(self.settings, spec)
         # A new Job (new name) whenever what it does or the admin password changes; an unchanged
         # one is not re-run. Only a digest of the password shows in the name.
         job_name = pulumi.Output.unsecret(
@@ -605,6 +642,7 @@ class Vault(pulumi.ComponentResource):
             metadata={"name": job_name, "namespace": spec.namespace},
             spec=job_spec,
             opts=pulumi.ResourceOptions.merge(
-                ns_opts, pulumi.ResourceOptions(depends_on=[*depends_on, account, role, binding])
+                ns_opts,
+                pulumi.ResourceOptions(depends_on=[self.release, admin_secret, policy_map, account, role, binding]),
             ),
         )

@@ -4,80 +4,246 @@ credential each edge uses to reach the hub."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from typing import Annotated
 
 import pulumi
 import pulumi_vault as vault
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.database_engines import Access, Engine, connection_url, role_statements
-from components.vault_policies import kv_read, render_policy, transit_use
+from components.kubernetes_auth import WorkloadRole
+from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, DnsLabel, RuleProblem, Settings, pattern_check
+from components.vault_names import (
+    DEFAULT_AWS_MOUNT,
+    DEFAULT_DATABASE_MOUNT,
+    DEFAULT_KV_MOUNT,
+    EDGE_APPROLE_MOUNT,
+    TRANSIT_MOUNT,
+)
+from components.vault_policies import credentials, kv_read, kv_write, render_policy, transit_use
 
 TYPE_TOKEN = "fedobs:vault:Configuration"
-EDGE_APPROLE_MOUNT = "approle-edges"
 
 
-@dataclass(frozen=True)
-class KvSpec:
-    path: str = "kv"
-    max_versions: int = 10
+KvPath = Annotated[
+    str,
+    AfterValidator(
+        pattern_check(
+            re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*(/\*)?$"),
+            "otel/otel-client-tls or edges/edge-eu/*",
+        )
+    ),
+]
+CredentialRef = Annotated[
+    str,
+    AfterValidator(
+        pattern_check(re.compile(r"^(database|aws)/[a-z0-9][a-z0-9-]*$"), "database/readonly or aws/s3-readonly")
+    ),
+]
 
 
-@dataclass(frozen=True)
-class DatabaseRoleSpec:
-    name: str
-    access: Access
-    schema: str
-    default_ttl: int = 3600
-    max_ttl: int = 86400
+class KvSettings(Settings):
+    """The KV v2 mount for platform secrets (certificates)."""
+
+    path: DnsLabel = DEFAULT_KV_MOUNT
+    max_versions: int = Field(default=10, ge=1, le=100)
 
 
-@dataclass(frozen=True)
-class DatabaseConnectionSpec:
-    name: str
+class Consumer(Settings):
+    """A workload that reads from Vault as one ServiceAccount in one namespace.
+
+    ``kvRead``/``kvWrite`` are paths under the KV mount (``prefix/*`` for a subtree); ``credentials``
+    names dynamic-secret roles as ``<engine>/<role>``. The consumer's policy allows exactly that.
+    """
+
+    name: DnsLabel
+    namespace: DnsLabel
+    service_account: DnsLabel
+    kv_read: tuple[KvPath, ...] = ()
+    kv_write: tuple[KvPath, ...] = ()
+    credentials: tuple[CredentialRef, ...] = ()
+    token_ttl: int = Field(default=3600, ge=60, le=86400)
+    token_max_ttl: int = Field(default=14400, ge=60, le=604800)
+
+    @model_validator(mode="after")
+    def _ttl_order(self) -> Consumer:
+        if self.token_ttl > self.token_max_ttl:
+            raise ValueError(f"tokenTtl ({self.token_ttl}) is greater than tokenMaxTtl ({self.token_max_ttl})")
+        return self
+
+
+class DatabaseRoleSettings(Settings):
+    name: DnsLabel
+    access: Access = "read"
+    schema_: str = Field(default="public", alias="schema", pattern=r"^[a-z_][a-z0-9_]*$")
+    default_ttl: int = Field(default=3600, ge=60)
+    max_ttl: int = Field(default=86400, ge=60)
+
+    @model_validator(mode="after")
+    def _ttl_order(self) -> DatabaseRoleSettings:
+        if self.default_ttl > self.max_ttl:
+            raise ValueError(f"defaultTtl ({self.default_ttl}) is greater than maxTtl ({self.max_ttl})")
+        return self
+
+
+class DatabaseConnectionSettings(Settings):
+    """One database Vault manages users in; its admin login is the secret ``fedobs:databaseAdmins.<name>``."""
+
+    name: DnsLabel
     engine: Engine
-    host: str
-    port: int
-    database: str
-    tls: bool
-    roles: tuple[DatabaseRoleSpec, ...]
-    admin_username: pulumi.Input[str]
-    admin_password: pulumi.Input[str]
+    host: str = Field(pattern=r"^[A-Za-z0-9.-]+$")
+    port: int = Field(ge=1, le=65535)
+    database: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$")
+    tls: bool = True
+    roles: tuple[DatabaseRoleSettings, ...] = Field(min_length=1)
 
 
-@dataclass(frozen=True)
-class DatabaseSpec:
-    path: str
-    connections: tuple[DatabaseConnectionSpec, ...]
+class DatabaseSettings(Settings):
+    enabled: bool = True
+    path: DnsLabel = DEFAULT_DATABASE_MOUNT
+    connections: tuple[DatabaseConnectionSettings, ...] = ()
 
 
-@dataclass(frozen=True)
-class AwsRoleSpec:
-    name: str
-    role_arns: tuple[str, ...]
-    default_sts_ttl: int = 3600
-    max_sts_ttl: int = 3600
+class AwsRoleSettings(Settings):
+    name: DnsLabel
+    role_arns: tuple[str, ...] = Field(min_length=1)
+    default_sts_ttl: int = Field(default=3600, ge=900, le=43200)
+    max_sts_ttl: int = Field(default=3600, ge=900, le=43200)
+
+    @field_validator("role_arns")
+    @classmethod
+    def _arns(cls, arns: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in arns if not re.match(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$", a)]
+        if bad:
+            raise ValueError(f"not IAM role ARNs: {', '.join(bad)}")
+        return arns
+
+    @model_validator(mode="after")
+    def _ttl_order(self) -> AwsRoleSettings:
+        if self.default_sts_ttl > self.max_sts_ttl:
+            raise ValueError(f"defaultStsTtl ({self.default_sts_ttl}) is greater than maxStsTtl ({self.max_sts_ttl})")
+        return self
 
 
-@dataclass(frozen=True)
-class AwsSpec:
-    path: str
-    region: str
-    roles: tuple[AwsRoleSpec, ...]
-    access_key_id: pulumi.Input[str]
-    secret_access_key: pulumi.Input[str]
-    iam_endpoint: str | None = None
-    sts_endpoint: str | None = None
+class AwsSettings(Settings):
+    """The AWS secrets engine issuing ``assumed_role`` credentials; root credentials are the secret
+    ``fedobs:awsRootCredentials``."""
+
+    enabled: bool = True
+    path: DnsLabel = DEFAULT_AWS_MOUNT
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+    iam_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    sts_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    roles: tuple[AwsRoleSettings, ...] = ()
 
 
-@dataclass(frozen=True)
-class VaultConfigurationArgs:
-    vault_provider: vault.Provider
-    kv: KvSpec
-    database: DatabaseSpec | None = None
-    aws: AwsSpec | None = None
-    #: Hub only: the edges that get a credential for their own prefix and transit key.
-    edges: tuple[str, ...] = ()
-    transit_mount: str = "transit"
+class DatabaseAdmin(Settings):
+    """A dedicated admin login Vault manages database users with (and rotates right after setup)."""
+
+    username: str = Field(min_length=1, json_schema_extra=SECRET)
+    password: str = Field(min_length=12, json_schema_extra=SECRET)
+
+
+class VaultConfigSettings(Settings):
+    """``fedobs:vaultConfig``: the engines inside this Vault and the workloads that use them."""
+
+    kv: KvSettings = KvSettings()
+    consumers: tuple[Consumer, ...] = ()
+    database: DatabaseSettings | None = None
+    aws: AwsSettings | None = None
+
+    @property
+    def enabled_database(self) -> DatabaseSettings | None:
+        return self.database if self.database is not None and self.database.enabled else None
+
+    @property
+    def enabled_aws(self) -> AwsSettings | None:
+        return self.aws if self.aws is not None and self.aws.enabled else None
+
+    def engine_path(self, engine: str) -> str:
+        """The mount path of ``database`` or ``aws`` (configured, or the default)."""
+        if engine == "database":
+            return self.database.path if self.database else DEFAULT_DATABASE_MOUNT
+        return self.aws.path if self.aws else DEFAULT_AWS_MOUNT
+
+    def consumer(self, name: str) -> Consumer | None:
+        return next((c for c in self.consumers if c.name == name), None)
+
+    def reference_problems(
+        self, database_admins: Mapping[str, DatabaseAdmin], aws_root: AccessKeyPair | None
+    ) -> list[RuleProblem]:
+        """Consumers may only name engines and roles that are declared and switched on; every
+        enabled engine has its secret credentials."""
+        problems: list[RuleProblem] = []
+        declared: dict[str, tuple[bool, set[str]]] = {}
+        if self.database is not None:
+            roles = {r.name for c in self.database.connections for r in c.roles}
+            declared["database"] = (self.database.enabled, roles)
+            for i, connection in enumerate(self.database.connections):
+                if self.database.enabled and connection.name not in database_admins:
+                    problems.append(
+                        RuleProblem(
+                            f"vaultConfig.database.connections[{i}]",
+                            f"needs its admin login in {CONFIG_NAMESPACE}:databaseAdmins.{connection.name} (a secret)",
+                            (f"vaultConfig.database.connections[{i}]", "databaseAdmins"),
+                        )
+                    )
+        if self.aws is not None:
+            declared["aws"] = (self.aws.enabled, {r.name for r in self.aws.roles})
+            if self.aws.enabled and aws_root is None:
+                problems.append(
+                    RuleProblem(
+                        "awsRootCredentials",
+                        f"required when {CONFIG_NAMESPACE}:vaultConfig.aws is enabled",
+                        ("vaultConfig.aws.enabled", "awsRootCredentials"),
+                    )
+                )
+        base = f"{CONFIG_NAMESPACE}:vaultConfig"
+        for i, consumer in enumerate(self.consumers):
+            for j, reference in enumerate(consumer.credentials):
+                engine, _, role = reference.partition("/")
+                enabled, roles = declared.get(engine, (False, set()))
+                key = f"vaultConfig.consumers[{i}].credentials[{j}]"
+                inputs = (key, f"vaultConfig.{engine}")
+                if not enabled:
+                    problems.append(
+                        RuleProblem(key, f"names {engine} role '{role}' but {base}.{engine} is not enabled", inputs)
+                    )
+                elif role not in roles:
+                    problems.append(
+                        RuleProblem(
+                            key, f"names {engine} role '{role}', which {base}.{engine} does not declare", inputs
+                        )
+                    )
+        return problems
+
+
+def consumer_roles(settings: VaultConfigSettings) -> list[WorkloadRole]:
+    """Each declared consumer as a Kubernetes-auth role with the smallest policy for its access."""
+    roles = []
+    for consumer in settings.consumers:
+        grants = [
+            *(g for path in consumer.kv_read for g in kv_read(settings.kv.path, path)),
+            *(g for path in consumer.kv_write for g in kv_write(settings.kv.path, path)),
+            *(
+                g
+                for engine, _, role in (ref.partition("/") for ref in consumer.credentials)
+                for g in credentials(settings.engine_path(engine), role)
+            ),
+        ]
+        roles.append(
+            WorkloadRole(
+                name=consumer.name,
+                service_account=consumer.service_account,
+                namespace=consumer.namespace,
+                policy_hcl=render_policy(consumer.name, grants),
+                token_ttl_seconds=consumer.token_ttl,
+                token_max_ttl_seconds=consumer.token_max_ttl,
+            )
+        )
+    return roles
 
 
 def edge_kv_prefix(edge: str) -> str:
@@ -85,7 +251,7 @@ def edge_kv_prefix(edge: str) -> str:
     return f"edges/{edge}/*"
 
 
-def edge_access_policy(edge: str, kv_mount: str, transit_mount: str) -> str:
+def edge_access_policy(edge: str, kv_mount: str, transit_mount: str = TRANSIT_MOUNT) -> str:
     return render_policy(
         f"hub-access-{edge}", [*kv_read(kv_mount, edge_kv_prefix(edge)), *transit_use(transit_mount, edge)]
     )
@@ -103,12 +269,23 @@ class VaultConfiguration(pulumi.ComponentResource):
 
     edge_credentials: dict[str, pulumi.Output[dict[str, str]]]
 
-    def __init__(self, name: str, args: VaultConfigurationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: VaultConfigSettings,
+        *,
+        database_admins: Mapping[str, DatabaseAdmin] | None = None,
+        aws_root_credentials: AccessKeyPair | None = None,
+        edges: tuple[str, ...] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """The Vault provider comes through ``opts``. ``database_admins`` and ``aws_root_credentials``
+        are the secret logins of the enabled engines; ``edges`` (hub only) get a credential each."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        self.vault_opts = pulumi.ResourceOptions(parent=self, provider=args.vault_provider)
+        self.vault_opts = pulumi.ResourceOptions(parent=self)
         kv_mount = vault.Mount(
             f"{name}-kv",
-            path=args.kv.path,
+            path=settings.kv.path,
             type="kv",
             options={"version": "2"},
             description="Platform secrets (certificates)",
@@ -118,20 +295,22 @@ class VaultConfiguration(pulumi.ComponentResource):
         self.kv_ready = vault.kv.SecretBackendV2(
             f"{name}-kv-config",
             mount=kv_mount.path,
-            max_versions=args.kv.max_versions,
+            max_versions=settings.kv.max_versions,
             cas_required=True,
             opts=self.vault_opts,
         )
         #: What a credentials consumer waits for: every database and AWS role.
         self.credential_roles: list[pulumi.Resource] = []
-        if args.database is not None:
-            self._database(name, args.database)
-        if args.aws is not None:
-            self._aws(name, args.aws)
-        self.edge_credentials = self._edge_access(name, args) if args.edges else {}
-        self.register_outputs({"kv_path": args.kv.path, "edge_credentials": self.edge_credentials})
+        if settings.enabled_database is not None:
+            self._database(name, settings.enabled_database, database_admins or {})
+        if settings.enabled_aws is not None:
+            if aws_root_credentials is None:
+                raise ValueError("the AWS engine needs aws_root_credentials")
+            self._aws(name, settings.enabled_aws, aws_root_credentials)
+        self.edge_credentials = self._edge_access(name, edges, settings.kv.path) if edges else {}
+        self.register_outputs({"kv_path": settings.kv.path, "edge_credentials": self.edge_credentials})
 
-    def _database(self, name: str, spec: DatabaseSpec) -> None:
+    def _database(self, name: str, spec: DatabaseSettings, admins: Mapping[str, DatabaseAdmin]) -> None:
         mount = vault.Mount(
             f"{name}-database",
             path=spec.path,
@@ -144,8 +323,8 @@ class VaultConfiguration(pulumi.ComponentResource):
             url = connection_url(
                 connection.engine, connection.host, connection.port, connection.database, connection.tls
             )
-            username = pulumi.Output.secret(connection.admin_username)
-            password = pulumi.Output.secret(connection.admin_password)
+            username = pulumi.Output.secret(admins[connection.name].username)
+            password = pulumi.Output.secret(admins[connection.name].password)
             created = vault.database.SecretBackendConnection(
                 prefix,
                 backend=mount.path,
@@ -172,7 +351,7 @@ class VaultConfiguration(pulumi.ComponentResource):
             )
             roles: list[pulumi.Resource] = []
             for role in connection.roles:
-                statements = role_statements(connection.engine, role.access, role.schema)
+                statements = role_statements(connection.engine, role.access, role.schema_)
                 roles.append(
                     vault.database.SecretBackendRole(
                         f"{prefix}-{role.name}",
@@ -196,12 +375,12 @@ class VaultConfiguration(pulumi.ComponentResource):
             )
             self.credential_roles.extend(roles)
 
-    def _aws(self, name: str, spec: AwsSpec) -> None:
+    def _aws(self, name: str, spec: AwsSettings, root: AccessKeyPair) -> None:
         backend = vault.aws.SecretBackend(
             f"{name}-aws",
             path=spec.path,
-            access_key=pulumi.Output.secret(spec.access_key_id),
-            secret_key=pulumi.Output.secret(spec.secret_access_key),
+            access_key=pulumi.Output.secret(root.access_key_id),
+            secret_key=pulumi.Output.secret(root.secret_access_key),
             region=spec.region,
             iam_endpoint=spec.iam_endpoint,
             sts_endpoint=spec.sts_endpoint,
@@ -223,7 +402,9 @@ class VaultConfiguration(pulumi.ComponentResource):
                 )
             )
 
-    def _edge_access(self, name: str, args: VaultConfigurationArgs) -> dict[str, pulumi.Output[dict[str, str]]]:
+    def _edge_access(
+        self, name: str, edges: tuple[str, ...], kv_mount: str
+    ) -> dict[str, pulumi.Output[dict[str, str]]]:
         backend = vault.AuthBackend(
             f"{name}-edge-approle",
             type="approle",
@@ -232,11 +413,11 @@ class VaultConfiguration(pulumi.ComponentResource):
             opts=self.vault_opts,
         )
         credentials: dict[str, pulumi.Output[dict[str, str]]] = {}
-        for edge in args.edges:
+        for edge in edges:
             policy = vault.Policy(
                 f"{name}-edge-{edge}-policy",
                 name=f"hub-access-{edge}",
-                policy=edge_access_policy(edge, args.kv.path, args.transit_mount),
+                policy=edge_access_policy(edge, kv_mount),
                 opts=self.vault_opts,
             )
             role = vault.approle.AuthBackendRole(

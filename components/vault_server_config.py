@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
-API_PORT = 8200
-CLUSTER_PORT = 8201
+from pydantic import Field, model_validator
+
+from components.settings import Settings
+from components.vault_names import API_PORT, CLUSTER_PORT, TRANSIT_MOUNT, VAULT_NAMESPACE, VAULT_RELEASE
+
 #: Where the chart mounts the ``vault-server-tls`` Secret (``server.volumes``/``volumeMounts``).
 TLS_DIR = "/vault/userconfig/vault-server-tls"
 #: Where an edge mounts the hub Vault's CA for the transit seal.
@@ -34,20 +38,55 @@ class TransitSealSpec:
     address: str
     key_name: str
     tls_server_name: str
-    mount_path: str = "transit/"
+    mount_path: str = f"{TRANSIT_MOUNT}/"
     tls_ca_cert: str = f"{HUB_CA_DIR}/ca.crt"
 
 
-@dataclass(frozen=True)
-class AwsKmsSealSpec:
-    """Auto-unseal with an AWS KMS key; credentials come from the environment (a Secret)."""
+class ShamirSeal(Settings):
+    """Unseal keys split into shares; a Shamir hub needs operators to unseal after a restart."""
 
-    region: str
-    kms_key_id: str
-    endpoint: str | None = None
+    type: Literal["shamir"]
+    key_shares: int = Field(default=5, ge=1, le=10)
+    key_threshold: int = Field(default=3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _threshold_not_above_shares(self) -> ShamirSeal:
+        if self.key_threshold > self.key_shares:
+            raise ValueError(f"keyThreshold ({self.key_threshold}) is greater than keyShares ({self.key_shares})")
+        return self
 
 
-SealSpec = TransitSealSpec | AwsKmsSealSpec | None
+class TransitSeal(Settings):
+    """Auto-unseal through this edge's transit key on the hub Vault (edge stacks only)."""
+
+    type: Literal["transit"]
+    recovery_shares: int = Field(default=5, ge=1, le=10)
+    recovery_threshold: int = Field(default=3, ge=1, le=10)
+
+
+class AwsKmsSeal(Settings):
+    """Auto-unseal with an AWS KMS key; credentials come from the secret ``fedobs:awsKmsCredentials``
+    and reach the pod as environment variables from a Secret."""
+
+    type: Literal["awskms"]
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+    kms_key_id: str = Field(min_length=1)
+    endpoint: str | None = Field(default=None, pattern=r"^https://")
+    recovery_shares: int = Field(default=5, ge=1, le=10)
+    recovery_threshold: int = Field(default=3, ge=1, le=10)
+
+
+Seal = Annotated[ShamirSeal | TransitSeal | AwsKmsSeal, Field(discriminator="type")]
+
+
+def key_split(seal: ShamirSeal | TransitSeal | AwsKmsSeal) -> tuple[int, int]:
+    """``(shares, threshold)`` of the unseal keys (Shamir) or the recovery keys (auto-unseal)."""
+    if isinstance(seal, ShamirSeal):
+        return seal.key_shares, seal.key_threshold
+    return seal.recovery_shares, seal.recovery_threshold
+
+
+SealSpec = TransitSealSpec | AwsKmsSeal | None
 
 
 @dataclass(frozen=True)
@@ -56,8 +95,8 @@ class VaultServerSpec:
 
     cluster_name: str
     external_hostname: str
-    release: str = "vault"
-    namespace: str = "vault"
+    release: str = VAULT_RELEASE
+    namespace: str = VAULT_NAMESPACE
     replicas: int = 3
     seal: SealSpec = None
 
@@ -145,7 +184,7 @@ def _seal_block(seal: SealSpec) -> tuple[Block, ...]:
                 ),
             ),
         )
-    if isinstance(seal, AwsKmsSealSpec):
+    if isinstance(seal, AwsKmsSeal):
         body: tuple[Attribute, ...] = (("region", seal.region), ("kms_key_id", seal.kms_key_id))
         if seal.endpoint:
             body += (("endpoint", seal.endpoint),)

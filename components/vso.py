@@ -2,62 +2,124 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import AfterValidator
 
 from components import versions
+from components.cert_sync_cadence import interval_problem
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_namespace
+from components.settings import CONFIG_NAMESPACE, Cron, DnsLabel, RuleProblem, Settings, pattern_check
+from components.vault_names import KUBERNETES_AUTH_MOUNT, in_cluster_address, in_cluster_host
 from components.vault_policies import kv_read, render_policy
 
 TYPE_TOKEN = "fedobs:distribution:VaultSecretsOperator"
 OPERATOR_NAMESPACE = "vault-secrets-operator"
 SERVICE_ACCOUNT = "vso-auth"
 REFRESH_AFTER = "60s"
+#: How each namespace's ``vso-auth`` account logs in (a short-lived token for the ``vault`` audience).
+KUBERNETES_LOGIN: dict[str, Any] = {
+    "serviceAccount": SERVICE_ACCOUNT,
+    "audiences": ["vault"],
+    "tokenExpirationSeconds": 600,
+}
 
 
-@dataclass(frozen=True)
-class RestartTarget:
-    kind: str
-    name: str
+SyncKvPath = Annotated[
+    str,
+    AfterValidator(
+        pattern_check(re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$"), "otel/otel-client-tls")
+    ),
+]
+WorkloadKind = Literal["Deployment", "DaemonSet", "StatefulSet"]
 
 
-@dataclass(frozen=True)
-class SecretSync:
-    """Sync Vault KV ``kv_path`` into Secret ``secret_name`` of ``namespace``; restart ``restart``."""
-
-    namespace: str
-    secret_name: str
-    kv_path: str
-    restart: tuple[RestartTarget, ...] = ()
-    secret_type: str = "kubernetes.io/tls"
+class RestartTargetSettings(Settings):
+    kind: WorkloadKind
+    name: DnsLabel
 
 
-@dataclass(frozen=True)
-class VsoArgs:
-    provider: k8s.Provider
-    syncs: tuple[SecretSync, ...]
-    vault_address: str
-    vault_tls_server_name: str
-    vault_ca_cert: pulumi.Input[str]
-    kv_mount: str = "kv"
-    auth_mount: str = "kubernetes"
-    use_vault_auth_global: bool = False
+class SyncSettings(Settings):
+    """Sync one KV v2 path into one Secret and restart the workloads that mount it."""
+
+    namespace: DnsLabel
+    secret_name: DnsLabel
+    kv_path: SyncKvPath
+    secret_type: Literal["kubernetes.io/tls", "Opaque"] = "kubernetes.io/tls"
+    restart: tuple[RestartTargetSettings, ...] = ()
+
+
+class WorkloadRef(Settings):
+    kind: WorkloadKind
+    namespace: DnsLabel
+    name: DnsLabel
+
+
+class DistributionSettings(Settings):
+    """``fedobs:distribution``: which Vault paths VSO turns into which Secrets where, and the
+    cert-sync cadence that fills those paths."""
+
+    vault_auth_global: bool = False
+    #: How often cert-sync copies certificates into Vault (hub) or from the hub (edge).
+    cert_sync_schedule: Cron = "* * * * *"
+    #: Seconds between the sync passes of one cert-sync run, through the minute after each scheduled
+    #: run (20: three passes; 60: one). See components/cert_sync_cadence.py and docs/secret-flow.md.
+    cert_sync_interval: Annotated[int, AfterValidator(_cert_sync_interval)] = 20
+    #: Syncs of the stack's own workloads; the collector's are added by the stack (collectors.py).
+    syncs: tuple[SyncSettings, ...] = ()
+    #: The workloads of this cluster a sync may restart (a restart target must be one of them).
+    workloads: tuple[WorkloadRef, ...] = ()
+
+    def restart_target_problems(self, own_workloads: Iterable[WorkloadRef]) -> list[RuleProblem]:
+        """A sync may only restart a workload the stack declares, in the sync's own namespace."""
+        known = {(w.kind, w.namespace, w.name) for w in (*self.workloads, *own_workloads)}
+        return [
+            RuleProblem(
+                f"distribution.syncs[{i}].restart[{j}]",
+                f"{target.kind} {sync.namespace}/{target.name} is not a workload of this stack "
+                f"({CONFIG_NAMESPACE}:distribution.workloads or an enabled {CONFIG_NAMESPACE}:collector)",
+                (f"distribution.syncs[{i}]", "distribution.workloads", "collector"),
+            )
+            for i, sync in enumerate(self.syncs)
+            for j, target in enumerate(sync.restart)
+            if (target.kind, sync.namespace, target.name) not in known
+        ]
+
+    def reserved_secret_problems(self, own_syncs: Iterable[SyncSettings]) -> list[RuleProblem]:
+        """A configured sync may not replace one the stack derives itself (the collector's)."""
+        reserved = {(s.namespace, s.secret_name) for s in own_syncs}
+        return [
+            RuleProblem(
+                f"distribution.syncs[{i}]",
+                f"Secret {sync.namespace}/{sync.secret_name} is synced by the stack itself for its collector",
+                (f"distribution.syncs[{i}]", "collector"),
+            )
+            for i, sync in enumerate(self.syncs)
+            if (sync.namespace, sync.secret_name) in reserved
+        ]
+
+
+def _cert_sync_interval(value: int) -> int:
+    problem = interval_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def role_name(namespace: str) -> str:
     return f"vso-{namespace}"
 
 
-def namespaces(syncs: Iterable[SecretSync]) -> list[str]:
+def namespaces(syncs: Iterable[SyncSettings]) -> list[str]:
     return sorted({s.namespace for s in syncs})
 
 
-def vso_roles(syncs: tuple[SecretSync, ...], kv_mount: str) -> list[WorkloadRole]:
+def vso_roles(syncs: tuple[SyncSettings, ...], kv_mount: str) -> list[WorkloadRole]:
     """One Vault role per target namespace: its ``vso-auth`` account reads exactly its synced paths."""
     roles = []
     for namespace in namespaces(syncs):
@@ -96,7 +158,7 @@ def operator_values() -> dict[str, Any]:
     }
 
 
-def static_secret_spec(sync: SecretSync, kv_mount: str) -> dict[str, Any]:
+def static_secret_spec(sync: SyncSettings, kv_mount: str) -> dict[str, Any]:
     return {
         "vaultAuthRef": "vault",
         "type": "kv-v2",
@@ -119,10 +181,22 @@ class VaultSecretsOperator(pulumi.ComponentResource):
     and restarts the workloads it names.
     """
 
-    def __init__(self, name: str, args: VsoArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: DistributionSettings,
+        *,
+        syncs: tuple[SyncSettings, ...],
+        vault_ca_cert: pulumi.Input[str],
+        kv_mount: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """``syncs``: every sync of the stack (the configured ones and the collector's own). The
+        Kubernetes provider comes through ``opts``; VSO reaches Vault at its in-cluster address."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        operator_ns = restricted_namespace(f"{name}-namespace", OPERATOR_NAMESPACE, k8s_opts)
+        self._prefix = name
+        self._global = settings.vault_auth_global
+        operator_ns = restricted_namespace(f"{name}-namespace", OPERATOR_NAMESPACE, pulumi.ResourceOptions(parent=self))
         release = k8s.helm.v3.Release(
             f"{name}-release",
             name="vault-secrets-operator",
@@ -132,87 +206,93 @@ class VaultSecretsOperator(pulumi.ComponentResource):
             namespace=OPERATOR_NAMESPACE,
             values=operator_values(),
             atomic=True,
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[operator_ns])),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[operator_ns]),
         )
-        after = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[release]))
-
-        created: dict[str, pulumi.Resource] = {OPERATOR_NAMESPACE: operator_ns}
-
-        def custom(
-            resource: str, kind: str, namespace: str, object_name: str, spec: dict[str, Any]
-        ) -> k8s.apiextensions.CustomResource:
-            return k8s.apiextensions.CustomResource(
-                f"{name}-{resource}",
-                api_version="secrets.hashicorp.com/v1beta1",
-                kind=kind,
-                metadata={"name": object_name, "namespace": namespace},
-                spec=spec,
-                opts=pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[created[namespace]])),
-            )
-
-        kubernetes_auth = {"serviceAccount": SERVICE_ACCOUNT, "audiences": ["vault"], "tokenExpirationSeconds": 600}
-        if args.use_vault_auth_global:
-            custom(
+        self._after_release = pulumi.ResourceOptions(parent=self, depends_on=[release])
+        self._created: dict[str, pulumi.Resource] = {OPERATOR_NAMESPACE: operator_ns}
+        target_namespaces = namespaces(syncs)
+        if self._global:
+            self._custom(
                 "auth-global",
                 "VaultAuthGlobal",
                 OPERATOR_NAMESPACE,
                 "default",
                 {
-                    "allowedNamespaces": namespaces(args.syncs),
+                    "allowedNamespaces": target_namespaces,
                     "defaultAuthMethod": "kubernetes",
-                    "kubernetes": {"mount": args.auth_mount, **kubernetes_auth},
+                    "kubernetes": {"mount": KUBERNETES_AUTH_MOUNT, **KUBERNETES_LOGIN},
                 },
             )
-        for namespace in namespaces(args.syncs):
-            # The target namespaces are declared here; the workloads in them use them as they are.
-            target = restricted_namespace(f"{name}-{namespace}", namespace, k8s_opts)
-            created[namespace] = target
-            in_target = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[target]))
-            k8s.core.v1.ServiceAccount(
-                f"{name}-{namespace}-sa",
-                metadata={"name": SERVICE_ACCOUNT, "namespace": namespace},
-                automount_service_account_token=False,
-                opts=in_target,
-            )
-            k8s.core.v1.Secret(
-                f"{name}-{namespace}-vault-ca",
-                metadata={"name": "vault-ca", "namespace": namespace},
-                string_data={"ca.crt": args.vault_ca_cert},
-                opts=in_target,
-            )
-            custom(
-                f"{namespace}-connection",
-                "VaultConnection",
-                namespace,
-                "vault",
-                {
-                    "address": args.vault_address,
-                    "tlsServerName": args.vault_tls_server_name,
-                    "caCertSecretRef": "vault-ca",
-                    "skipTLSVerify": False,
-                },
-            )
-            auth: dict[str, Any] = {
-                "vaultConnectionRef": "vault",
-                "method": "kubernetes",
-                "mount": args.auth_mount,
-                "kubernetes": {"role": role_name(namespace), **kubernetes_auth},
-            }
-            if args.use_vault_auth_global:
-                auth = {
-                    "vaultConnectionRef": "vault",
-                    "vaultAuthGlobalRef": {"name": "default", "namespace": OPERATOR_NAMESPACE, "allowDefault": False},
-                    "kubernetes": {"role": role_name(namespace), "serviceAccount": SERVICE_ACCOUNT},
-                }
-            custom(f"{namespace}-auth", "VaultAuth", namespace, "vault", auth)
-        for sync in args.syncs:
-            custom(
+        for namespace in target_namespaces:
+            self._target_namespace(namespace, vault_ca_cert)
+        for sync in syncs:
+            self._custom(
                 f"{sync.namespace}-{sync.secret_name}",
                 "VaultStaticSecret",
                 sync.namespace,
                 sync.secret_name,
-                static_secret_spec(sync, args.kv_mount),
+                static_secret_spec(sync, kv_mount),
             )
         #: The target namespaces this component declares, by name.
-        self.target_namespaces = {ns: created[ns] for ns in namespaces(args.syncs)}
-        self.register_outputs({"namespaces": namespaces(args.syncs), "version": versions.VSO_VERSION})
+        self.target_namespaces = {ns: self._created[ns] for ns in target_namespaces}
+        self.register_outputs({"namespaces": target_namespaces, "version": versions.VSO_VERSION})
+
+    def _custom(
+        self, resource: str, kind: str, namespace: str, object_name: str, spec: dict[str, Any]
+    ) -> k8s.apiextensions.CustomResource:
+        """A VSO custom resource, after the operator's CRDs and its namespace."""
+        return k8s.apiextensions.CustomResource(
+            f"{self._prefix}-{resource}",
+            api_version="secrets.hashicorp.com/v1beta1",
+            kind=kind,
+            metadata={"name": object_name, "namespace": namespace},
+            spec=spec,
+            opts=pulumi.ResourceOptions.merge(
+                self._after_release, pulumi.ResourceOptions(depends_on=[self._created[namespace]])
+            ),
+        )
+
+    def _target_namespace(self, namespace: str, vault_ca_cert: pulumi.Input[str]) -> None:
+        """The namespace, its ``vso-auth`` account, the Vault CA, VaultConnection and VaultAuth."""
+        name = self._prefix
+        # The target namespaces are declared here; the workloads in them use them as they are.
+        target = restricted_namespace(f"{name}-{namespace}", namespace, pulumi.ResourceOptions(parent=self))
+        self._created[namespace] = target
+        in_target = pulumi.ResourceOptions(parent=self, depends_on=[target])
+        k8s.core.v1.ServiceAccount(
+            f"{name}-{namespace}-sa",
+            metadata={"name": SERVICE_ACCOUNT, "namespace": namespace},
+            automount_service_account_token=False,
+            opts=in_target,
+        )
+        k8s.core.v1.Secret(
+            f"{name}-{namespace}-vault-ca",
+            metadata={"name": "vault-ca", "namespace": namespace},
+            string_data={"ca.crt": vault_ca_cert},
+            opts=in_target,
+        )
+        self._custom(
+            f"{namespace}-connection",
+            "VaultConnection",
+            namespace,
+            "vault",
+            {
+                "address": in_cluster_address(),
+                "tlsServerName": in_cluster_host(),
+                "caCertSecretRef": "vault-ca",
+                "skipTLSVerify": False,
+            },
+        )
+        auth: dict[str, Any] = {
+            "vaultConnectionRef": "vault",
+            "method": "kubernetes",
+            "mount": KUBERNETES_AUTH_MOUNT,
+            "kubernetes": {"role": role_name(namespace), **KUBERNETES_LOGIN},
+        }
+        if self._global:
+            auth = {
+                "vaultConnectionRef": "vault",
+                "vaultAuthGlobalRef": {"name": "default", "namespace": OPERATOR_NAMESPACE, "allowDefault": False},
+                "kubernetes": {"role": role_name(namespace), "serviceAccount": SERVICE_ACCOUNT},
+            }
+        self._custom(f"{namespace}-auth", "VaultAuth", namespace, "vault", auth)

@@ -36,7 +36,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from components.agent_injector import InjectedCredential, InjectorSettings, injector_annotations
+from components.agent_injector import InjectedCredential, InjectorTarget, injector_annotations
 from offline.engine import Recording
 from programs import credentials
 from tests.support.agent import (
@@ -86,7 +86,7 @@ def job_annotations(
     """THE annotations of the example Job's Pod template (the one place they come from; the
     defaults are exactly the Job's declaration). Variations are for the failure and continuous
     cases only."""
-    settings = InjectorSettings(role=role, vault_address=IN_CLUSTER_VAULT, tls_server_name=tls_server_name)
+    settings = InjectorTarget(role=role, vault_address=IN_CLUSTER_VAULT, tls_server_name=tls_server_name)
     return injector_annotations(settings, files, run_to_completion=run_to_completion)
 
 

@@ -30,6 +30,7 @@ import pytest
 import components.vault as vault_component
 from components.vault_server_config import (
     HUB_CA_DIR,
+    ShamirSeal,
     TransitSealSpec,
     VaultServerSpec,
     server_certificate_dns_names,
@@ -725,16 +726,14 @@ def test_kubernetes_secret_store_creates_once_and_never_replaces(tmp_path: Path)
 # ------------------------------------------------------------------------------------------------
 def test_the_components_job_command_parses() -> None:
     spec = make_spec(3)
-    args = vault_component.VaultArgs(
-        provider=None,  # type: ignore[arg-type]
-        server=spec,
-        access=vault_component.OperatorAddress("https://vault.test:8200"),
-        cert_manager=None,  # type: ignore[arg-type]
-        key_shares=5,
-        key_threshold=3,
+    settings = vault_component.VaultSettings(
+        exposure=vault_component.AddressExposure(
+            type="address", address="https://vault.test:8200", hostname="vault.test"
+        ),
+        seal=ShamirSeal(type="shamir", key_shares=5, key_threshold=3),
         operator_pgp_keys=("a2V5MQ==",) * 5,
     )
-    command = vault_component.bootstrap_command(args)
+    command = vault_component.bootstrap_command(settings, spec)
     assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]
     config, state = config_from_args(build_parser().parse_args(command[3:]))
     assert [p.url for p in config.peers] == [f"https://{spec.peer_hostname(i)}:8200" for i in range(3)]

@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from components.otlp_pki import client_secret_name
-from components.vault import ADMIN_AUTH_MOUNT, ADMIN_USERNAME
+from components.vault import ADMIN_USERNAME
+from components.vault_names import ADMIN_AUTH_MOUNT
 from components.vault_server_config import HUB_CA_DIR
 from offline.engine import RecordedResource, Recording
 from tests.support.applier import AppliedVault

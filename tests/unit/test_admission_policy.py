@@ -14,7 +14,7 @@ import pytest
 from components import versions
 from components.admission import (
     POLICY_NAME,
-    AdmissionArgs,
+    AdmissionSettings,
     kyverno_values,
     require_vso_policy,
 )
@@ -143,8 +143,8 @@ def test_schema_check_is_not_vacuous() -> None:
 def test_modes_map_to_validation_actions() -> None:
     assert ENFORCE["spec"]["validationActions"] == ["Deny"] and ENFORCE["spec"]["failurePolicy"] == "Fail"
     assert AUDIT["spec"]["validationActions"] == ["Audit"] and AUDIT["spec"]["failurePolicy"] == "Ignore"
-    with pytest.raises(ValueError, match="Audit or Enforce"):
-        AdmissionArgs(provider=None, mode="Warn", collector_namespaces=(NS,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'Audit' or 'Enforce'"):
+        AdmissionSettings(mode="Warn")  # type: ignore[arg-type]
 
 
 def test_every_expression_compiles_and_broken_ones_do_not() -> None:
@@ -486,10 +486,16 @@ def test_chart_values_use_only_verified_keys_and_pin_every_image(background: boo
 
 PROGRAM = textwrap.dedent("""
     import pulumi_kubernetes as k8s
-    from components.admission import Admission, AdmissionArgs
+    import pulumi
+    from components.admission import Admission, AdmissionSettings
 
     provider = k8s.Provider("k8s", kubeconfig="{}")
-    Admission("guardrails", AdmissionArgs(provider=provider, mode="Audit", collector_namespaces=("observability",)))
+    Admission(
+        "guardrails",
+        AdmissionSettings(mode="Audit"),
+        collector_namespaces=("observability",),
+        opts=pulumi.ResourceOptions(provider=provider),
+    )
 """)
 
 

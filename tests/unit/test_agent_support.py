@@ -17,7 +17,7 @@ from hcl2 import SerializationOptions
 from components.agent_injector import (
     PREFIX,
     InjectedCredential,
-    InjectorSettings,
+    InjectorTarget,
     injector_annotations,
     render_template,
 )
@@ -153,7 +153,7 @@ def test_the_loader_never_executes_anything() -> None:
 # --------------------------------------------------------------------------------------------------
 # tests.support.agent
 # --------------------------------------------------------------------------------------------------
-SETTINGS = InjectorSettings(
+SETTINGS = InjectorTarget(
     role="notebook-validation",
     vault_address="https://vault-active.vault.svc:8200",
     tls_server_name="vault-active.vault.svc",

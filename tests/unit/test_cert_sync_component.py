@@ -8,7 +8,7 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-from components.cert_sync import CertSyncArgs, HubSource, command
+from components.cert_sync import HubSource, command
 from components.cert_sync_cadence import LAST_PASS_ROOM_SECONDS, interval_problem, passes_per_run
 from offline.engine import Recording
 
@@ -139,13 +139,15 @@ def test_the_shipped_cadence_syncs_every_20_seconds_and_ends_before_the_next_run
     [(60, []), (30, ["--passes", "2", "--interval", "30"]), (20, ["--passes", "3", "--interval", "20"])],
 )
 def test_the_interval_decides_the_passes(interval: int, flags: list[str]) -> None:
-    args = CertSyncArgs(
-        provider=None,
-        source=HubSource({"ns/a": "a"}, {}),
-        vault_address="https://v:8200",  # type: ignore[arg-type]
-        interval=interval,
-    )
-    assert command(args) == ["python", "-m", "programs.cert_sync", "hub", "--secret", "ns/a=a", *flags]
+    assert command(HubSource({"ns/a": "a"}, {}), interval) == [
+        "python",
+        "-m",
+        "programs.cert_sync",
+        "hub",
+        "--secret",
+        "ns/a=a",
+        *flags,
+    ]
     assert passes_per_run(interval) * interval == 60
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from components.agent_injector import InjectedCredential, InjectorSettings, injector_annotations, render_template
+from components.agent_injector import InjectedCredential, InjectorTarget, injector_annotations, render_template
 from offline.engine import Recording
 
 #: The injector's documented annotations (hashicorp/vault-k8s, agent/annotations.go), without the
@@ -170,7 +170,7 @@ def test_templates() -> None:
 
 
 def test_long_running_workloads_keep_the_agent_as_a_sidecar() -> None:
-    settings = InjectorSettings(role="r", vault_address="https://v:8200", tls_server_name="v")
+    settings = InjectorTarget(role="r", vault_address="https://v:8200", tls_server_name="v")
     credential = (InjectedCredential("db", "database/creds/r", "database"),)
     assert (
         injector_annotations(settings, credential, run_to_completion=False)[

@@ -87,7 +87,7 @@ def test_operator_release_is_pinned_without_defaults(hub: Recording) -> None:
 def test_vault_auth_global_option() -> None:
     config, secret_keys = load_stack_file("edge")
     config = copy.deepcopy(config)
-    config["fedobs:distribution"]["vaultAuthGlobal"] = True
+    config["fedobs:distribution"] = {"vaultAuthGlobal": True}
     hub = run_program("hub", *load_stack_file("hub"))
     recording = run_program("edge", config, secret_keys, {"organization/fedobs/hub": hub.outputs})
     assert recording.error is None, recording.error

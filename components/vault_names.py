@@ -1,0 +1,39 @@
+"""Names inside and around one cluster's Vault, defined once: mounts, the release, its addresses.
+
+Every component, program command line and doc generator that names a Vault mount or the in-cluster
+Vault address takes it from here.
+"""
+
+from __future__ import annotations
+
+#: The Helm release and namespace of Vault in every cluster.
+VAULT_RELEASE = "vault"
+VAULT_NAMESPACE = "vault"
+#: Vault's API port (the chart's ``server.service.port`` default, and every listener's port).
+API_PORT = 8200
+#: Vault's cluster (Raft and request forwarding) port.
+CLUSTER_PORT = 8201
+
+#: Default KV v2 mount for platform secrets (``fedobs:vaultConfig.kv.path`` may change it).
+DEFAULT_KV_MOUNT = "kv"
+#: The hub's transit mount holding one auto-unseal key per edge.
+TRANSIT_MOUNT = "transit"
+#: The Kubernetes auth mount every workload role lives in.
+KUBERNETES_AUTH_MOUNT = "kubernetes"
+#: The userpass mount of the identity Pulumi uses inside Vault.
+ADMIN_AUTH_MOUNT = "userpass-pulumi"
+#: The hub's AppRole mount holding one credential per edge.
+EDGE_APPROLE_MOUNT = "approle-edges"
+#: Default mount paths of the dynamic-secret engines.
+DEFAULT_DATABASE_MOUNT = "database"
+DEFAULT_AWS_MOUNT = "aws"
+
+
+def in_cluster_host(release: str = VAULT_RELEASE, namespace: str = VAULT_NAMESPACE) -> str:
+    """The active Vault node's Service as seen from inside the cluster (a name its certificate carries)."""
+    return f"{release}-active.{namespace}.svc"
+
+
+def in_cluster_address(release: str = VAULT_RELEASE, namespace: str = VAULT_NAMESPACE) -> str:
+    """Vault's API as seen from inside the cluster: the active node's Service, over TLS."""
+    return f"https://{in_cluster_host(release, namespace)}:{API_PORT}"
