@@ -1,4 +1,4 @@
-"""Tests of the schema-validation harness in tests/support/schemas.py (offline, fast)."""
+"""Tests of the schema-validation harness in rig/schemas.py (offline, fast)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.support import schemas
-from tests.support.schemas import (
+from rig import schemas
+from rig.schemas import (
     apply_defaults,
     kubernetes_schema_version,
     register_chart,
