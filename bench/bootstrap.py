@@ -3,7 +3,7 @@ server's default Raft timings.
 
 The cluster is what ``tests/real/test_vault_bootstrap.py`` starts: the server HCL the hub stack
 renders for its pods (with its audit device in OpenBao's config form), localised to loopback by
-``tests.support.vault_cluster``, a server certificate with exactly the SANs of the stack's
+``rig.vault_cluster``, a server certificate with exactly the SANs of the stack's
 ``Certificate``, and the stack's bootstrap Job command localised by ``localize_job_command``. The
 bootstrap runs in this process with that argument list (as the first bootstrap of the test does), so
 every progress line it logs gets a timestamp; "time to 3 healthy voters" runs from the Job's start
@@ -29,8 +29,8 @@ from typing import Any
 from offline.engine import Recording
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import FileStateStore, run
-from tests.support.hub_edge import bootstrap_job_command, openbao_pod_hcl
-from tests.support.vault_cluster import build_loopback_vault, running, stack_server
+from rig.hub_edge import bootstrap_job_command, openbao_pod_hcl
+from rig.vault_cluster import build_loopback_vault, running, stack_server
 
 TUNED_LINE = re.compile(r"^[ \t]*performance_multiplier[ \t]*=[ \t]*1[ \t]*\n", re.MULTILINE)
 VOTERS_LINE = re.compile(r"^\d+ voters, autopilot healthy$")

@@ -1,6 +1,6 @@
 """cert-sync against real OpenBao with the certificates of a hub with N edges.
 
-Everything is the stacks' own, made real on loopback by ``tests/support`` as the hub-to-edge test
+Everything is the stacks' own, made real on loopback by the rig (``rig/``) as the hub-to-edge test
 does (``tests/real/test_hub_edge_flow.py``): the hub evaluated with N edges, the part of its Vault
 configuration cert-sync uses (KV, Kubernetes auth with every role and policy, the edges' AppRoles
 and transit tokens)
@@ -28,8 +28,8 @@ from typing import Any
 
 from bench.evaluation import hub_config
 from offline.engine import RecordedResource, Recording, run_program, run_stack_file
-from tests.support.applier import VaultApplier
-from tests.support.hub_edge import (
+from rig.applier import VaultApplier
+from rig.hub_edge import (
     Pki,
     children,
     hub_cert_sync_sources,
@@ -39,9 +39,9 @@ from tests.support.hub_edge import (
     real_hub_outputs,
     run_cert_sync,
 )
-from tests.support.kube_api import KubeAPIServer
-from tests.support.pki import TestCA
-from tests.support.tls_vault import Vault, initialise, start_vault
+from rig.kube_api import KubeAPIServer
+from rig.pki import TestCA
+from rig.tls_vault import Vault, initialise, start_vault
 
 HUB_REF = "organization/fedobs/hub"
 EDGE = "edge-eu"

@@ -285,7 +285,7 @@ class Bench:
     # ------------------------------------------------------------------------------ rotation
     def rotation(self) -> None:
         from offline.secret_flow import cronjob_cadence, worst_case_rotation_delay
-        from tests.support.hub_edge import k8s_object
+        from rig.hub_edge import k8s_object
 
         say("worst-case rotation delay from the rendered schedules")
         hub, edge = self.recording("hub"), self.recording("edge")
@@ -360,7 +360,7 @@ class Bench:
 
 
 def _context(args: argparse.Namespace, reps: int, load_before: tuple[float, ...], seconds: float) -> list[str]:
-    from tests.support.openbao import bao_binary
+    from rig.openbao import bao_binary
 
     try:
         bao = subprocess.run(

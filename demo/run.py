@@ -1,11 +1,11 @@
 """``make demo``: the Vault side of a hub and one edge, for real on this machine, from what the stacks
-declare. Every step is the test support's (``tests/support``), run in order, each with a check that
+declare. Every step is the rig's (``rig/``, as the tests use it), run in order, each with a check that
 must hold; docs/demo.md says what each step proves.
 
 1. ``plan``         the hub stack under mocks (``offline/engine.py``), against a local PostgreSQL
 2. ``hub-cluster``  3 OpenBao nodes from the hub's rendered server HCL with TLS, bootstrapped by the
                     hub's own bootstrap Job command
-3. ``hub-config``   the hub's ``pulumi_vault`` resources applied (``tests/support/applier.py``) with
+3. ``hub-config``   the hub's ``pulumi_vault`` resources applied (``rig/applier.py``) with
                     the bootstrap's admin login
 4. ``edge-unseal``  the edge stack under mocks with the real hub's outputs; its Vault auto-unsealed
                     through the hub's transit key, also after a restart
@@ -56,10 +56,10 @@ from components.vault import ADMIN_POLICY, ADMIN_USERNAME
 from components.vault_names import ADMIN_AUTH_MOUNT
 from offline.engine import RecordedResource, Recording, load_stack_file, run_stack_file
 from programs import credentials
-from tests.support import databases
-from tests.support.agent import agent_config_from_annotations, run_agent, select_injected_secrets
-from tests.support.applier import AppliedVault, VaultApplier
-from tests.support.hub_edge import (
+from rig import databases
+from rig.agent import agent_config_from_annotations, run_agent, select_injected_secrets
+from rig.applier import AppliedVault, VaultApplier
+from rig.hub_edge import (
     REPO,
     Pki,
     admin_token,
@@ -75,8 +75,8 @@ from tests.support.hub_edge import (
     run_cert_sync,
     vso_login,
 )
-from tests.support.kube_api import KubeAPIServer
-from tests.support.local_hub import (
+from rig.kube_api import KubeAPIServer
+from rig.local_hub import (
     AWS_TYPES,
     MYSQL_CONNECTION,
     PG_CONNECTION,
@@ -85,9 +85,9 @@ from tests.support.local_hub import (
     seeded_postgres,
     use_telemetry,
 )
-from tests.support.openbao import ApiResponse, BaoNode, api, live_clusters, wait_until
-from tests.support.tls_vault import audit_requests
-from tests.support.vault_cluster import LoopbackVault, build_loopback_vault, running, stack_server
+from rig.openbao import ApiResponse, BaoNode, api, live_clusters, wait_until
+from rig.tls_vault import audit_requests
+from rig.vault_cluster import LoopbackVault, build_loopback_vault, running, stack_server
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("plan", "evaluate the hub stack under mocks (offline/engine.py)"),

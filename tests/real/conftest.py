@@ -1,7 +1,7 @@
 """Fixtures for tests against real OpenBao servers on loopback.
 
 ``loopback_vault(...)`` (factory fixture) starts the server HCL that ``components.vault_server_config``
-renders for the pods, localised by ``tests.support.openbao.localize_server_hcl``, as N ``bao`` processes
+renders for the pods, localised by ``rig.openbao.localize_server_hcl``, as N ``bao`` processes
 on 127.0.0.1/.2/.3 with a test PKI whose server certificate carries exactly
 ``server_certificate_dns_names(spec)`` plus the loopback IPs (unless a test overrides a node's names).
 Every cluster it started is killed at teardown, also when the test fails; the node logs are printed
@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 
 from components.vault_server_config import VaultServerSpec
-from tests.support.openbao import live_clusters, reap_spawned
-from tests.support.vault_cluster import LoopbackVault, build_loopback_vault, make_spec, running
+from rig.openbao import live_clusters, reap_spawned
+from rig.vault_cluster import LoopbackVault, build_loopback_vault, make_spec, running
 
 __all__ = ["make_spec"]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_bao_left_behind() -> Iterator[None]:
-    """Session guard: every ``bao`` started through tests.support.openbao is dead at the end."""
+    """Session guard: every ``bao`` started through rig.openbao is dead at the end."""
     yield
     leftovers = reap_spawned()
     assert not leftovers, f"bao processes were still running at session end (killed now): {leftovers}"

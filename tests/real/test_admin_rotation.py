@@ -40,9 +40,9 @@ from programs.vault_bootstrap.bootstrap import (
     VaultClient,
     run,
 )
-from tests.support.kube_api import KubeAPIServer
-from tests.support.openbao import ApiResponse, api
-from tests.support.vault_cluster import (
+from rig.kube_api import KubeAPIServer
+from rig.openbao import ApiResponse, api
+from rig.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
     job_command,

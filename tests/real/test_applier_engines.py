@@ -1,4 +1,4 @@
-"""tests.support.applier, secrets engines: the database engine (real PostgreSQL 15 and MariaDB 10.11),
+"""rig.applier, secrets engines: the database engine (real PostgreSQL 15 and MariaDB 10.11),
 AppRole, KV v2 with check-and-set, the AWS types OpenBao cannot serve, and unknown types.
 
 Resources are built by hand as the mocks record them: the SDK's type token and camelCase input
@@ -19,9 +19,9 @@ import pulumi_vault as vault
 import pytest
 
 from offline.engine import RecordedResource
-from tests.support.applier import ApplyError, NotInOpenBao, UnknownResourceType, VaultApplier
-from tests.support.databases import MariaDBServer, PostgresServer, available, reap
-from tests.support.openbao import ApiResponse, api, dev_server
+from rig.applier import ApplyError, NotInOpenBao, UnknownResourceType, VaultApplier
+from rig.databases import MariaDBServer, PostgresServer, available, reap
+from rig.openbao import ApiResponse, api, dev_server
 
 pytestmark = pytest.mark.real
 

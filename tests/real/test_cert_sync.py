@@ -2,11 +2,11 @@
 
 Peers, all on 127.0.0.1 and started/stopped by this module:
 
-* two real OpenBao servers, "hub" and "edge" (``tests.support.openbao.BaoNode``: in-memory
+* two real OpenBao servers, "hub" and "edge" (``rig.openbao.BaoNode``: in-memory
   storage, a TLS listener with a certificate from a test CA, and a file AUDIT device, which OpenBao
   takes only from the server config). Each has KV v2 at ``kv`` with ``cas_required = true``. Writes
   are counted in the servers' own audit logs, not in the program.
-* one fake Kubernetes API per cluster (``tests.support.kube_api``): the hub's serves the
+* one fake Kubernetes API per cluster (``rig.kube_api``): the hub's serves the
   cert-manager Secrets (RBAC: ``get`` on exactly those, by name) and both answer TokenReviews for
   their Vault's Kubernetes auth (``token_reviewer_jwt`` of a service account allowed to review).
 * Vault roles and policies with exactly the capabilities the program documents, rendered with the
@@ -49,10 +49,10 @@ from programs.cert_sync.sync import (
     EXIT_TERMINATED,
     EXIT_USAGE,
 )
-from tests.support.kube_api import KubeAPIServer
-from tests.support.openbao import free_port
-from tests.support.pki import IssuedCert, TestCA
-from tests.support.tls_vault import Vault, initialise, start_vault
+from rig.kube_api import KubeAPIServer
+from rig.openbao import free_port
+from rig.pki import IssuedCert, TestCA
+from rig.tls_vault import Vault, initialise, start_vault
 
 pytestmark = pytest.mark.real
 

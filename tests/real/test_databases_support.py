@@ -1,4 +1,4 @@
-"""tests.support.databases: real PostgreSQL 15 / MariaDB 10.11 servers start fast on loopback, the
+"""rig.databases: real PostgreSQL 15 / MariaDB 10.11 servers start fast on loopback, the
 dedicated Vault admin account can do exactly what Vault's database engine does with it (create a
 user with a password, grant SELECT on the app tables, revoke and drop it), and ``stop()`` leaves no
 process and no directory behind.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.databases import (
+from rig.databases import (
     DatabaseServerError,
     MariaDBServer,
     PostgresServer,

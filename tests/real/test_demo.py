@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import demo.run as demo_run
-from tests.support.openbao import api, bao_binary
+from rig.openbao import api, bao_binary
 
 pytestmark = pytest.mark.real
 

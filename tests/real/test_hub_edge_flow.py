@@ -1,7 +1,7 @@
 """One client certificate from the hub's cert-manager to the edge's VSO role, through two real Vaults.
 
 Both stacks are evaluated under mocks; the hub's Vault configuration is applied to a real hub
-OpenBao (its databases on loopback, as ``tests.support.local_hub`` declares them), the edge stack is
+OpenBao (its databases on loopback, as ``rig.local_hub`` declares them), the edge stack is
 then evaluated with the REAL hub outputs in its stack reference (address, CA, transit tokens and
 its AppRole credential as the applier created them) and its configuration applied to a real edge
 OpenBao. Certificates are issued by a test CA exactly as the hub's ``Certificate`` resources
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from offline.engine import Recording, run_stack_file
-from tests.support.applier import AppliedVault, VaultApplier
-from tests.support.hub_edge import (
+from rig.applier import AppliedVault, VaultApplier
+from rig.hub_edge import (
     Pki,
     children,
     issue_pki,
@@ -34,11 +34,12 @@ from tests.support.hub_edge import (
     run_cert_sync,
     vso_login,
 )
-from tests.support.kube_api import KubeAPIServer
-from tests.support.local_hub import AWS_TYPES, hub_against, local_databases
-from tests.support.openbao import api
-from tests.support.pki import TestCA
-from tests.support.tls_vault import Vault, initialise, start_vault
+from rig.kube_api import KubeAPIServer
+from rig.local_hub import AWS_TYPES, hub_against
+from rig.openbao import api
+from rig.pki import TestCA
+from rig.tls_vault import Vault, initialise, start_vault
+from tests.support.local_databases import local_databases
 
 pytestmark = pytest.mark.real
 

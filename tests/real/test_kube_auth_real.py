@@ -1,4 +1,4 @@
-"""OpenBao's Kubernetes auth method against the fake Kubernetes API (tests/support/kube_api.py).
+"""OpenBao's Kubernetes auth method against the fake Kubernetes API (rig/kube_api.py).
 
 A real ``bao server -dev`` is configured with ``kubernetes_host`` = the fake API (HTTPS, its CA as
 ``kubernetes_ca_cert``) and a reviewer token of Vault's own service account, which holds the
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.kube_api import KubeAPIServer, service_account_username
-from tests.support.openbao import DevServer, dev_server
+from rig.kube_api import KubeAPIServer, service_account_username
+from rig.openbao import DevServer, dev_server
 
 pytestmark = pytest.mark.real
 

@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hcl2 import SerializationOptions
 
 from components.vault_server_config import TLS_DIR, render_server_hcl
-from tests.support.openbao import (
+from rig.openbao import (
     apply_chart_placeholders,
     bao_binary,
     dev_server,
@@ -28,8 +28,8 @@ from tests.support.openbao import (
     loopback_layout,
     wait_until,
 )
-from tests.support.pki import TestCA
-from tests.support.vault_cluster import build_loopback_vault, make_spec
+from rig.pki import TestCA
+from rig.vault_cluster import build_loopback_vault, make_spec
 
 # A richer pod config than the component renders today: chart placeholders, an audit device, a
 # client-cert join, comments, a heredoc, object syntax and a transit seal that must stay untouched.

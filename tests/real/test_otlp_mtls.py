@@ -1,7 +1,7 @@
 """A real mTLS handshake between the edge collector and the hub gateway, on loopback with Python's ssl.
 
 Certificates are issued as the hub's cert-manager ``Certificate`` resources specify them
-(``tests.support.cert_manager_pki``), then follow the stacks' own data flow into the files each
+(``rig.cert_manager_pki``), then follow the stacks' own data flow into the files each
 collector reads: the hub's cert-sync command says which Secret goes to which KV path (whole, or the
 CA certificate only), the VaultStaticSecrets say which KV path becomes which Secret, the
 Deployments say where each Secret is mounted, and the collectors' ConfigMaps say which files the
@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from offline.engine import Recording
-from tests.support.cert_manager_pki import Issued, issue, issue_secrets
-from tests.support.hub_edge import PKI_NAMESPACE, cert_sync_command, hub_cert_sync_sources
+from rig.cert_manager_pki import Issued, issue, issue_secrets
+from rig.hub_edge import PKI_NAMESPACE, cert_sync_command, hub_cert_sync_sources
 
 pytestmark = pytest.mark.real
 

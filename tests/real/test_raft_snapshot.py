@@ -1,9 +1,9 @@
 """The snapshot program (``python -m programs.raft_snapshot``) against real peers.
 
 Peers, all on 127.0.0.1 and started/stopped by this module: a single-node OpenBao Raft server
-with TLS (``tests.support.raft_single``) whose Kubernetes auth is configured against the fake
-Kubernetes API (``tests.support.kube_api``, TokenReview), a role bound to the snapshot service
-account with only ``SNAPSHOT_POLICY_HCL``; moto's S3 (``tests.support.s3``) with failures on
+with TLS (``rig.raft_single``) whose Kubernetes auth is configured against the fake
+Kubernetes API (``rig.kube_api``, TokenReview), a role bound to the snapshot service
+account with only ``SNAPSHOT_POLICY_HCL``; moto's S3 (``rig.s3``) with failures on
 demand; and, for the restore procedure, a second, fresh Raft node.
 """
 
@@ -32,11 +32,11 @@ from programs.raft_snapshot.snapshot import (
     SnapshotInvalidError,
     verify_snapshot,
 )
-from tests.support.kube_api import KubeAPIServer
-from tests.support.openbao import bao_binary, free_port
-from tests.support.pki import TestCA
-from tests.support.raft_single import InitResult, RaftSingleNode
-from tests.support.s3 import MotoS3
+from rig.kube_api import KubeAPIServer
+from rig.openbao import bao_binary, free_port
+from rig.pki import TestCA
+from rig.raft_single import InitResult, RaftSingleNode
+from rig.s3 import MotoS3
 
 pytestmark = pytest.mark.real
 

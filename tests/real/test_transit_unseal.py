@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from offline.engine import Recording, run_stack_file
-from tests.support.applier import VaultApplier
-from tests.support.hub_edge import (
+from rig.applier import VaultApplier
+from rig.hub_edge import (
     admin_token,
     children,
     edge_vault,
@@ -30,8 +30,8 @@ from tests.support.hub_edge import (
     run_bootstrap_job,
     secret_value,
 )
-from tests.support.openbao import BaoNode, api, wait_until
-from tests.support.vault_cluster import LoopbackVault, build_loopback_vault, running, stack_server
+from rig.openbao import BaoNode, api, wait_until
+from rig.vault_cluster import LoopbackVault, build_loopback_vault, running, stack_server
 
 PASSWORD = "transit test admin password 0123456789"
 HUB_REF = "organization/fedobs/hub"

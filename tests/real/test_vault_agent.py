@@ -2,10 +2,10 @@
 real hub OpenBao configured as the hub stack declares it.
 
 The hub stack is evaluated under mocks against real PostgreSQL 15 and MariaDB on loopback
-(``tests.support.local_hub``), and the provider calls of its ``VaultConfiguration`` and
-``KubernetesAuth`` components are applied to a real TLS OpenBao (``tests.support.tls_vault``) whose
+(``rig.local_hub``), and the provider calls of its ``VaultConfiguration`` and
+``KubernetesAuth`` components are applied to a real TLS OpenBao (``rig.tls_vault``) whose
 Kubernetes auth asks a loopback Kubernetes API (TokenReview). The agent is the real ``bao agent``
-with the config :func:`tests.support.agent.agent_config_from_annotations` derives from the
+with the config :func:`rig.agent.agent_config_from_annotations` derives from the
 annotations, logging in with a token that API minted for ``notebook-validation/vault-notebook-sa``
 (audience ``vault``, as the Pod's projected token). The consumer reads the rendered files with
 :mod:`programs.credentials` only.
@@ -39,21 +39,22 @@ from botocore.exceptions import ClientError
 from components.agent_injector import InjectedCredential, InjectorTarget, injector_annotations
 from offline.engine import Recording
 from programs import credentials
-from tests.support.agent import (
+from rig.agent import (
     agent_config_from_annotations,
     continuous_agent,
     pre_stop_revocation,
     run_agent,
 )
-from tests.support.applier import VaultApplier
-from tests.support.databases import MariaDBServer, PostgresServer
-from tests.support.hub_edge import children, kubernetes_auth_overrides, pod_template
-from tests.support.kube_api import KubeAPIServer
-from tests.support.local_hub import AWS_TYPES, hub_against, local_databases, use_results, use_telemetry
-from tests.support.openbao import api
-from tests.support.pki import TestCA, write_private_file
-from tests.support.s3 import MotoS3
-from tests.support.tls_vault import Vault, initialise, start_vault
+from rig.applier import VaultApplier
+from rig.databases import MariaDBServer, PostgresServer
+from rig.hub_edge import children, kubernetes_auth_overrides, pod_template
+from rig.kube_api import KubeAPIServer
+from rig.local_hub import AWS_TYPES, hub_against, use_results, use_telemetry
+from rig.openbao import api
+from rig.pki import TestCA, write_private_file
+from rig.s3 import MotoS3
+from rig.tls_vault import Vault, initialise, start_vault
+from tests.support.local_databases import local_databases
 
 pytestmark = pytest.mark.real
 
@@ -335,7 +336,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 # the consumer: reads the files with programs.credentials only
 # --------------------------------------------------------------------------------------------------
 def use_postgres(hub: Hub, creds: dict[str, str]) -> None:
-    """SELECT works, INSERT is refused (``tests.support.local_hub.use_telemetry``, as ``make demo`` uses it)."""
+    """SELECT works, INSERT is refused (``rig.local_hub.use_telemetry``, as ``make demo`` uses it)."""
     assert use_telemetry(hub.pg, creds["DB_USERNAME"], creds["DB_PASSWORD"]) == (1, "InsufficientPrivilege")
 
 

@@ -49,14 +49,14 @@ from programs.vault_bootstrap.bootstrap import (
     VaultClient,
     run,
 )
-from tests.support.applier import VaultApplier
-from tests.support.hub_edge import openbao_pod_hcl
-from tests.support.kube_api import KubeAPIServer
-from tests.support.local_hub import AWS_TYPES, hub_against, local_databases
-from tests.support.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
-from tests.support.pki import TestCA
-from tests.support.s3 import MotoS3
-from tests.support.vault_cluster import (
+from rig.applier import VaultApplier
+from rig.hub_edge import openbao_pod_hcl
+from rig.kube_api import KubeAPIServer
+from rig.local_hub import AWS_TYPES, hub_against
+from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
+from rig.pki import TestCA
+from rig.s3 import MotoS3
+from rig.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
     job_command,
@@ -65,6 +65,7 @@ from tests.support.vault_cluster import (
     running,
     stack_server,
 )
+from tests.support.local_databases import local_databases
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_POLICY = vault_component.ADMIN_POLICY

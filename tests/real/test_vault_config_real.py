@@ -20,20 +20,20 @@ import boto3
 import pytest
 
 from offline.engine import RecordedResource, Recording
-from tests.support.applier import AppliedVault, VaultApplier
-from tests.support.databases import MariaDBServer, PostgresServer
-from tests.support.kube_api import KubeAPIServer
-from tests.support.local_hub import (
+from rig.applier import AppliedVault, VaultApplier
+from rig.databases import MariaDBServer, PostgresServer
+from rig.kube_api import KubeAPIServer
+from rig.local_hub import (
     AWS_TYPES,
     MYSQL_ADMIN,
     PG_ADMIN,
     hub_against,
-    local_databases,
     use_results,
     use_telemetry,
 )
-from tests.support.openbao import DevServer, api, dev_server
-from tests.support.s3 import MotoS3
+from rig.openbao import DevServer, api, dev_server
+from rig.s3 import MotoS3
+from tests.support.local_databases import local_databases
 
 pytestmark = pytest.mark.real
 

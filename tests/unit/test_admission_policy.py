@@ -19,7 +19,7 @@ from components.admission import (
     require_vso_policy,
 )
 from offline.engine import Recording, run_program
-from tests.support.kyverno_cel import (
+from rig.kyverno_cel import (
     Cluster,
     PolicyCompileError,
     compile_policy,
@@ -27,7 +27,7 @@ from tests.support.kyverno_cel import (
     evaluate_all,
     vso_secret,
 )
-from tests.support.schemas import validate_kubernetes_object
+from rig.schemas import validate_kubernetes_object
 
 NS = "observability"
 ENFORCE = require_vso_policy("Enforce", (NS,))
@@ -434,7 +434,7 @@ def test_the_stacks_collectors_mount_only_vso_secrets(stack: str, request: pytes
 
 #: Every values path the component sets, each found at that place in charts/kyverno/values.yaml of
 #: kyverno/kyverno at tag kyverno-chart-3.9.0 (commit ee97ce09538b09b6f1b03853cc41a62654d6a58f), read
-#: through git and checked with tests.support.schemas.unknown_helm_keys (no unknown key). The chart's
+#: through git and checked with rig.schemas.unknown_helm_keys (no unknown key). The chart's
 #: values.yaml is not in ../shared/schemas; a new path must be checked the same way and added here.
 VERIFIED_VALUE_PATHS = {
     "admissionController.replicas",

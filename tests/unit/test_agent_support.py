@@ -1,5 +1,5 @@
 """``programs.credentials`` (the loader of rendered credential files) and
-``tests.support.agent.agent_config_from_annotations`` (injector annotations -> ``bao agent`` config),
+``rig.agent.agent_config_from_annotations`` (injector annotations -> ``bao agent`` config),
 pinned to what ``components.agent_injector`` produces."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from components.agent_injector import (
 )
 from offline.engine import Recording
 from programs import credentials
-from tests.support.agent import (
+from rig.agent import (
     DEFAULT_REVOKE_GRACE,
     agent_config_from_annotations,
     pre_stop_revocation,
@@ -151,7 +151,7 @@ def test_the_loader_never_executes_anything() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# tests.support.agent
+# rig.agent
 # --------------------------------------------------------------------------------------------------
 SETTINGS = InjectorTarget(
     role="notebook-validation",

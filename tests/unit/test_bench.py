@@ -16,7 +16,7 @@ from bench.chains import longest_chain, nodes_of, render_chain
 from bench.evaluation import edge_names, hub_config
 from bench.report import Section, Target, missed, render_markdown, table
 from offline.engine import ROOT, RecordedResource, Recording
-from tests.support.vault_cluster import job_command, localize_job_command
+from rig.vault_cluster import job_command, localize_job_command
 
 
 def resource(

@@ -1,4 +1,4 @@
-"""Unit tests of programs.cert_sync: certificate validation (certificates from tests.support.pki),
+"""Unit tests of programs.cert_sync: certificate validation (certificates from rig.pki),
 the command line, and error texts. The real-server behaviour is in tests/real/test_cert_sync.py."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from programs.cert_sync.sync import (
     parse_secret_spec,
     validate_bundle,
 )
-from tests.support.pki import IssuedCert, TestCA
+from rig.pki import IssuedCert, TestCA
 
 SECOND = dt.timedelta(seconds=1)
 

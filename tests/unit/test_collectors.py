@@ -10,7 +10,7 @@ import yaml
 
 from components import versions
 from offline.engine import Recording, load_stack_file, run_program
-from tests.support.schemas import validate_kubernetes_object
+from rig.schemas import validate_kubernetes_object
 
 
 def objects(recording: Recording, kind: str, namespace: str = "observability") -> list[dict[str, Any]]:

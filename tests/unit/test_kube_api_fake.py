@@ -1,4 +1,4 @@
-"""The fake Kubernetes API (tests/support/kube_api.py) behaves like the documented API.
+"""The fake Kubernetes API (rig/kube_api.py) behaves like the documented API.
 
 Fast: one server on loopback for the module, HTTPS with its own CA, no Vault.
 """
@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.support.kube_api import DEFAULT_ISSUER, KubeAPIServer, service_account_username
+from rig.kube_api import DEFAULT_ISSUER, KubeAPIServer, service_account_username
 
 TR_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 

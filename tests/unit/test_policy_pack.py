@@ -39,7 +39,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 from components.vault_server_config import TransitSealSpec, VaultServerSpec, render_server_hcl
 from offline.engine import RecordedResource, Recording
 from policy import rules
-from tests.support.policy_runner import (
+from rig.policy_runner import (
     PackRunner,
     analyze_request,
     cli_config,
@@ -47,7 +47,7 @@ from tests.support.policy_runner import (
     stack_config,
     validation_args,
 )
-from tests.support.schemas import schemas_dir
+from rig.schemas import schemas_dir
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "policy"

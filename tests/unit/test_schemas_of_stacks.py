@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from offline.engine import Recording
-from tests.support.schemas import validate_helm_values, validate_kubernetes_object
-from tests.support.vault_cluster import bootstrap_job
+from rig.schemas import validate_helm_values, validate_kubernetes_object
+from rig.vault_cluster import bootstrap_job
 
 #: Charts whose upstream values (and schema, where one exists) are in ../shared/schemas.
 VALIDATED_CHARTS = {"vault": "vault", "vault-secrets-operator": "vault-secrets-operator"}

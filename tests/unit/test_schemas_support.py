@@ -1,4 +1,4 @@
-"""Tests of the schema-validation harness in tests/support/schemas.py (offline, fast)."""
+"""Tests of the schema-validation harness in rig/schemas.py (offline, fast)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.support import schemas
-from tests.support.schemas import (
+from rig import schemas
+from rig.schemas import (
     apply_defaults,
     kubernetes_schema_version,
     register_chart,
@@ -110,7 +110,7 @@ def with_changes(obj: dict[str, Any], path: str, value: Any = None, *, delete: b
 
 def test_schemas_dir_defaults_beside_the_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FEDOBS_SCHEMAS", raising=False)
-    repo_root = Path(schemas.__file__).resolve().parents[2]
+    repo_root = Path(schemas.__file__).resolve().parents[1]
     assert schemas_dir() == repo_root.parent / "shared" / "schemas"
     assert (schemas_dir() / "index.json").is_file()
 

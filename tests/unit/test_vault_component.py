@@ -12,7 +12,7 @@ from hcl2 import SerializationOptions
 from components.transit_unseal import transit_policy_hcl
 from components.vault_server_config import VaultServerSpec, server_certificate_dns_names
 from offline.engine import Recording, load_stack_file, run_program
-from tests.support.vault_cluster import bootstrap_job
+from rig.vault_cluster import bootstrap_job
 
 HUB_REF = "organization/fedobs/hub"
 

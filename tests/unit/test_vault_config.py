@@ -14,7 +14,7 @@ from hcl2 import SerializationOptions
 
 from components.vault_policies import Grant, render_policy
 from offline.engine import SECRET_PLACEHOLDER, Recording, load_stack_file, run_program
-from tests.support.schemas import schemas_dir
+from rig.schemas import schemas_dir
 
 
 def parse_policy(text: str) -> dict[str, list[str]]:

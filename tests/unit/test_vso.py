@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from offline.engine import Recording, load_stack_file, run_program
-from tests.support.schemas import validate_kubernetes_object
+from rig.schemas import validate_kubernetes_object
 
 
 def objects(recording: Recording, kind: str, namespace: str | None = None) -> dict[str, dict[str, Any]]:

@@ -3,7 +3,7 @@
 ``stack_server(recording)`` reads, from a stack run under mocks, exactly what the pods would get:
 the server HCL in the vault chart's values and the SAN list of the ``vault-server-tls``
 Certificate. ``build_loopback_vault`` starts that HCL (localised by
-``tests.support.openbao.localize_server_hcl``) as N ``bao`` processes on 127.0.0.1/.2/.3 with a
+``rig.openbao.localize_server_hcl``) as N ``bao`` processes on 127.0.0.1/.2/.3 with a
 test PKI whose server certificate carries exactly those DNS names plus the loopback IPs.
 """
 
@@ -23,8 +23,8 @@ from components.vault_server_config import (
     server_certificate_dns_names,
 )
 from offline.engine import Recording
-from tests.support.openbao import LoopbackLayout, RaftCluster, localize_server_hcl, loopback_layout
-from tests.support.pki import TestCA
+from rig.openbao import LoopbackLayout, RaftCluster, localize_server_hcl, loopback_layout
+from rig.pki import TestCA
 
 
 @dataclass(frozen=True)

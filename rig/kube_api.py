@@ -73,7 +73,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.support.pki import TestCA
+from rig.pki import TestCA
 
 __all__ = [
     "DEFAULT_ISSUER",

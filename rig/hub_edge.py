@@ -5,7 +5,7 @@ and ``make demo`` (``demo/``) share, so that the demo is not a second implementa
 Each function takes what a stack evaluated under mocks recorded (:class:`offline.engine.Recording`)
 and turns one declaration into something that runs here, changing only what cannot exist outside a
 cluster: addresses, the files a pod's volumes would mount, and the Kubernetes API (the loopback
-:class:`tests.support.kube_api.KubeAPIServer`).
+:class:`rig.kube_api.KubeAPIServer`).
 
 ``children(recording, *components)``
     The resources whose parent is one of the named components (what the applier applies).
@@ -17,7 +17,7 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
     declares through the API (OpenBao takes audit devices only from its config).
 ``run_bootstrap_job(recording, vault, workdir, password)``
     The stack's bootstrap Job, run as its pod runs it (its own argument list, localised by
-    ``tests.support.vault_cluster.localize_job_command``) against a started ``LoopbackVault``.
+    ``rig.vault_cluster.localize_job_command``) against a started ``LoopbackVault``.
 ``admin_token(url, ca_file, password)``
     The login Pulumi's Vault provider makes (the bootstrap's userpass admin path).
 ``kubernetes_auth_overrides(kube)``
@@ -54,12 +54,12 @@ from components.vault import ADMIN_USERNAME
 from components.vault_names import ADMIN_AUTH_MOUNT
 from components.vault_server_config import HUB_CA_DIR
 from offline.engine import RecordedResource, Recording
-from tests.support.applier import AppliedVault
-from tests.support.cert_manager_pki import Issued, issue, issue_secrets
-from tests.support.kube_api import KubeAPIServer
-from tests.support.openbao import ApiResponse, api, openbao_audit_stanza
-from tests.support.pki import write_private_file
-from tests.support.vault_cluster import (
+from rig.applier import AppliedVault
+from rig.cert_manager_pki import Issued, issue, issue_secrets
+from rig.kube_api import KubeAPIServer
+from rig.openbao import ApiResponse, api, openbao_audit_stanza
+from rig.pki import write_private_file
+from rig.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
     job_command,
@@ -89,7 +89,7 @@ __all__ = [
     "vso_login",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 KUBERNETES_AUTH_CONFIG = "vault:kubernetes/authBackendConfig:AuthBackendConfig"
 
 
@@ -262,7 +262,7 @@ def edge_vault(edge: Recording, base: Path, token: str | None = None, *, pod_hcl
 @dataclass
 class Pki:
     """The hub's OTLP PKI as cert-manager would issue it from the hub's own Issuers and Certificates
-    (``tests.support.cert_manager_pki``), by Secret name, with the Certificate specs."""
+    (``rig.cert_manager_pki``), by Secret name, with the Certificate specs."""
 
     issued: dict[str, Issued]
     specs: dict[str, dict[str, Any]]

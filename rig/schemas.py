@@ -123,7 +123,7 @@ __all__ = [
     "validate_kubernetes_object",
 ]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 _MAX_MESSAGE = 300
 
 PathParts = tuple[str | int, ...]

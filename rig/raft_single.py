@@ -1,8 +1,8 @@
 """A single-node OpenBao Raft server with TLS on loopback (for snapshot and restore tests).
 
 Raft snapshots need Raft storage (the dev server is in memory and has none), and a restore test
-needs a second, fresh node. :class:`RaftSingleNode` builds on ``tests.support.openbao.BaoNode``
-(process handling, deadlines, PR_SET_PDEATHSIG) and ``tests.support.pki.TestCA``::
+needs a second, fresh node. :class:`RaftSingleNode` builds on ``rig.openbao.BaoNode``
+(process handling, deadlines, PR_SET_PDEATHSIG) and ``rig.pki.TestCA``::
 
     ca = TestCA("test-vault-ca")
     with RaftSingleNode(tmp_path / "a", ca) as node:
@@ -22,8 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.support.openbao import ApiResponse, BaoNode, free_port, wait_until
-from tests.support.pki import TestCA
+from rig.openbao import ApiResponse, BaoNode, free_port, wait_until
+from rig.pki import TestCA
 
 __all__ = ["InitResult", "RaftSingleNode"]
 

@@ -116,7 +116,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from offline.engine import RecordedResource
-from tests.support.openbao import ApiResponse, api
+from rig.openbao import ApiResponse, api
 
 
 class UnknownResourceType(LookupError):
@@ -316,7 +316,7 @@ class VaultApplier:
             handler = handlers.get(resource.type)
             if handler is None:
                 raise UnknownResourceType(
-                    f"no mapping for {resource.type} ({resource.name}); add one to tests/support/applier.py"
+                    f"no mapping for {resource.type} ({resource.name}); add one to rig/applier.py"
                 )
             if resource.inputs.get("namespace"):
                 raise ApplyError(
@@ -475,7 +475,7 @@ class VaultApplier:
         engine = blocks[0]
         if engine not in DATABASE_ENGINES:
             raise UnknownResourceType(
-                f"{r.type} {r.name}: engine block {engine!r} is not mapped; add it to tests/support/applier.py"
+                f"{r.type} {r.name}: engine block {engine!r} is not mapped; add it to rig/applier.py"
             )
         b: Mapping[str, Any] = i[engine]
         body: dict[str, Any] = {"plugin_name": i.get("pluginName") or DATABASE_ENGINES[engine]}

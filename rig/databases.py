@@ -94,7 +94,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tests.support.openbao import free_port, wait_until
+from rig.openbao import free_port, wait_until
 
 __all__ = [
     "INSTALL_COMMAND",

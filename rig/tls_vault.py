@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.openbao import ApiResponse, BaoNode, free_port, wait_until
-from tests.support.pki import TestCA
+from rig.openbao import ApiResponse, BaoNode, free_port, wait_until
+from rig.pki import TestCA
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """The hub stack pointed at real databases on loopback, for tests that apply its Vault configuration.
 
-``local_databases()`` starts PostgreSQL 15 and MariaDB (``tests.support.databases``) with the
-schemas the shipped hub config grants on (``telemetry``/``app`` and ``results``), seeded with a row
-each, and the dedicated admin logins Vault's database engine uses (``seeded_postgres()`` and
-``seeded_mariadb()`` start one of them). ``hub_against(pg, mysql)`` evaluates the hub stack under
-mocks with its shipped config, changed only where a real peer must be named: the connections' host
-and port, TLS off on loopback, and the admin logins (as secrets). ``connection_resources`` names
-what a connection without a running server would make the applier fail on (``make demo`` leaves
-those out), and ``use_telemetry`` is what a consumer of the ``readonly`` credential does.
+``seeded_postgres()`` and ``seeded_mariadb()`` start PostgreSQL 15 and MariaDB (``rig.databases``)
+with the schemas the shipped hub config grants on (``telemetry``/``app`` and ``results``), seeded
+with a row each, and the dedicated admin logins Vault's database engine uses (the tests start both
+with ``tests/support/local_databases.py``, which fails the test when the packages are missing).
+``hub_against(pg, mysql)`` evaluates the hub stack under mocks with its shipped config, changed only
+where a real peer must be named: the connections' host and port, TLS off on loopback, and the admin
+logins (as secrets). ``connection_resources`` names what a connection without a running server would
+make the applier fail on (``make demo`` leaves those out), and ``use_telemetry`` is what a consumer
+of the ``readonly`` credential does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import copy
 from collections.abc import Collection, Iterator
 
 from offline.engine import RecordedResource, Recording, load_stack_file, run_program
-from tests.support.databases import MariaDBServer, PostgresServer, available
+from rig.databases import MariaDBServer, PostgresServer
 
 PG_ADMIN = ("vault-admin", "pg-admin-password-0123456789")
 MYSQL_ADMIN = ("vault-admin", "my-admin-password-0123456789")
@@ -51,17 +52,6 @@ def seeded_mariadb() -> Iterator[MariaDBServer]:
         )
         mysql.create_vault_admin(*MYSQL_ADMIN, database="results")
         yield mysql
-
-
-@contextlib.contextmanager
-def local_databases() -> Iterator[tuple[PostgresServer, MariaDBServer]]:
-    ok, reason = available()
-    if not ok:
-        import pytest
-
-        pytest.fail(reason)
-    with seeded_postgres() as pg, seeded_mariadb() as mysql:
-        yield pg, mysql
 
 
 def hub_against(pg: PostgresServer, mysql: MariaDBServer | None) -> Recording:
