@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help setup system-packages test lint typecheck unit real demo bench plan docs preview up clean
 
 help:
-	@echo "make setup            create .venv and install the pinned dependencies (+ PostgreSQL/MariaDB packages when root)"
+	@echo "make setup            create .venv and install the pinned dependencies (+ PostgreSQL/MariaDB packages: root or sudo -n)"
 	@echo "make test             setup, then ruff, mypy and the whole test suite (what CI runs)"
 	@echo "make demo [KEEP=1]    a hub and an edge Vault for real on loopback, every step checked (KEEP=1: leave running)"
 	@echo "make bench [QUICK=1]  measure the figures of docs/performance.md into bench/results.md (fails on a missed target)"
@@ -26,14 +26,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@touch $(STAMP)
 
 # Real database servers for the Vault database-engine tests (PostgreSQL 15, MariaDB 10.11) and the
-# tools some tests use, from Debian packages; installed only when missing (needs root: CI is root).
+# tools some tests use, from Debian packages; installed only when missing: as root, or through `sudo -n` when
+# not root and sudo needs no password (GitHub-hosted runners); otherwise it prints the apt-get line and fails.
 SYSTEM_TOOLS := /usr/lib/postgresql/15/bin/initdb /usr/sbin/mariadbd /usr/bin/gpg /usr/bin/jq
 system-packages:
 	@missing=0; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql mariadb-server gnupg jq >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
 	  else echo "missing Debian packages: sudo apt-get install postgresql mariadb-server gnupg jq"; exit 1; fi; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql mariadb-server gnupg jq >/dev/null; \
 	fi
 
 setup: $(STAMP) system-packages
