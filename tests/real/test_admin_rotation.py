@@ -36,10 +36,9 @@ from programs.vault_bootstrap.bootstrap import (
     Config,
     FileStateStore,
     KubernetesSecretStateStore,
-    Response,
-    VaultClient,
     run,
 )
+from programs.vault_http import HttpReply, VaultHttp
 from tests.support.kube_api import KubeAPIServer
 from tests.support.openbao import ApiResponse, api
 from tests.support.vault_cluster import (
@@ -150,8 +149,8 @@ def rot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[Ro
 def recording_factory(calls: list[tuple[str, str]], fake: Any = None) -> Any:
     """A client class that records (method, path) and lets ``fake(method, path, body)`` answer instead."""
 
-    class Client(VaultClient):
-        def raw(self, method: str, path: str, **kw: Any) -> Response:
+    class Client(VaultHttp):
+        def raw(self, method: str, path: str, **kw: Any) -> HttpReply:
             calls.append((method, path))
             answer = fake(method, path, kw.get("body")) if fake else None
             return answer if answer is not None else super().raw(method, path, **kw)
@@ -240,9 +239,9 @@ def test_a_failed_login_after_the_update_rolls_back(rot: Rotation) -> None:
     rot.set_password_file(P3)
     calls: list[tuple[str, str]] = []
 
-    def fake(method: str, path: str, body: Any) -> Response | None:
+    def fake(method: str, path: str, body: Any) -> HttpReply | None:
         if path == f"auth/{MOUNT}/login/{USER}" and body == {"password": P3}:
-            return Response(400, {"errors": ["invalid username or password (injected)"]})
+            return HttpReply(400, {"errors": ["invalid username or password (injected)"]})
         return None
 
     try:

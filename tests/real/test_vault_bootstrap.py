@@ -44,10 +44,9 @@ from programs.vault_bootstrap.bootstrap import (
     Config,
     FileStateStore,
     KubernetesSecretStateStore,
-    Response,
-    VaultClient,
     run,
 )
+from programs.vault_http import HttpReply, VaultHttp
 from tests.support.applier import VaultApplier
 from tests.support.hub_edge import openbao_pod_hcl
 from tests.support.kube_api import KubeAPIServer
@@ -87,8 +86,8 @@ class Recorder:
     def factory(self) -> Any:
         recorder = self
 
-        class RecordingClient(VaultClient):
-            def raw(self, method: str, path: str, **kw: Any) -> Response:
+        class RecordingClient(VaultHttp):
+            def raw(self, method: str, path: str, **kw: Any) -> HttpReply:
                 resp = super().raw(method, path, **kw)
                 recorder.calls.append((method, path, self.url))
                 if path == "sys/init" and method == "PUT" and resp.status == 200:
