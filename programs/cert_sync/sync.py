@@ -134,13 +134,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from programs.cli import env, raise_terminated
+from programs.cli import UsageErrorParser, env, raise_terminated
 from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
 from programs.vault_http import (
     HttpFailure,
@@ -578,11 +578,6 @@ def cmd_edge(args: argparse.Namespace) -> Outcome:
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def _timeout(text: str) -> float:
     try:
         value = float(text)
@@ -615,7 +610,7 @@ def _interval(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option also reads an environment variable)."""
-    common = _Parser(add_help=False)
+    common = UsageErrorParser(add_help=False)
     v = common.add_argument_group("target Vault (TLS is always verified)")
     v.add_argument("--vault-addr", default=env("VAULT_ADDR"), help="target Vault URL, https:// [VAULT_ADDR]")
     v.add_argument(
@@ -663,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between the starts of two passes; required with more than one pass [CERT_SYNC_INTERVAL]",
     )
 
-    parser = _Parser(prog="python -m programs.cert_sync", description=(__doc__ or "").split("\n\n")[0])
+    parser = UsageErrorParser(prog="python -m programs.cert_sync", description=(__doc__ or "").split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     hub = sub.add_parser("hub", parents=[common], help="Kubernetes TLS Secrets -> this cluster's Vault")
     hub.add_argument(

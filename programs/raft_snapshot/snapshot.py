@@ -70,9 +70,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
-from programs.cli import env, raise_terminated
+from programs.cli import UsageErrorParser, env, raise_terminated
 from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
 from programs.vault_http import HttpFailure, VaultHttp
 
@@ -703,11 +703,6 @@ def _require_cluster(args: argparse.Namespace) -> str:
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -724,7 +719,7 @@ def _part_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option also reads an environment variable)."""
-    s3 = _Parser(add_help=False)
+    s3 = UsageErrorParser(add_help=False)
     g = s3.add_argument_group("object storage (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
     g.add_argument(
         "--s3-endpoint",
@@ -765,14 +760,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for the temporary snapshot file (default: TMPDIR) [SNAPSHOT_TMP_DIR]",
     )
 
-    vault = _Parser(add_help=False)
+    vault = UsageErrorParser(add_help=False)
     v = vault.add_argument_group("Vault (TLS is always verified)")
     v.add_argument("--vault-addr", default=env("VAULT_ADDR"), help="Vault URL [VAULT_ADDR]")
     v.add_argument(
         "--ca-file", default=env("VAULT_CACERT"), help="PEM CA bundle to verify Vault's certificate [VAULT_CACERT]"
     )
 
-    parser = _Parser(prog="python -m programs.raft_snapshot", description=__doc__.split("\n\n")[0])
+    parser = UsageErrorParser(prog="python -m programs.raft_snapshot", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     take = sub.add_parser("take", parents=[s3, vault], help="take a snapshot and upload it (default)")
     take.add_argument(
