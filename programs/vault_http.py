@@ -262,7 +262,7 @@ class PinnedHttps:
                 response = conn.getresponse()
             except TimeoutError:
                 raise ServerUnreachable(f"{where}: no answer from {self.label}: timed out after {timeout:g}s") from None
-            except (ssl.SSLError, ConnectionError, OSError) as exc:
+            except OSError as exc:  # refused, DNS, TLS (ssl.SSLError is an OSError), reset
                 raise ServerUnreachable(
                     f"{where}: cannot reach {self.label}: {_scrub(_describe_network(exc, timeout), secrets)}"
                 ) from None
@@ -433,7 +433,7 @@ class VaultHttp(PinnedHttps):
     def revoke_self(self, token: str, *, timeout: float = 5.0) -> None:
         """``auth/token/revoke-self``, best effort (the programs' tokens are short-lived anyway)."""
         with contextlib.suppress(HttpFailure):
-            reply = self.raw(
+            self.raw(
                 "POST",
                 "auth/token/revoke-self",
                 token=token,
@@ -441,7 +441,6 @@ class VaultHttp(PinnedHttps):
                 timeout=min(self.timeout, timeout),
                 action="token revocation",
             )
-            del reply
 
     # -- KV v2 --------------------------------------------------------------------------------
     def kv_read(self, token: str, mount: str, path: str, *, action: str = "") -> KvState:

@@ -87,8 +87,10 @@ Options (flags win over environment variables)::
       --kv-path PATH              [otel/otel-client-tls]              CERT_SYNC_KV_PATH
 
 The mode itself may come from ``CERT_SYNC_MODE`` when no ``hub``/``edge`` argument is given.
-TLS is always verified (there is no option to skip it) and every address must be ``https://``;
-HTTP redirects are not followed (the token would travel with them). Nothing prints keys,
+Every request (Vault and the Kubernetes API) goes through :mod:`programs.vault_http`: TLS is always
+verified (there is no option to skip it; a given CA file is the only CA trusted) and every address
+must be ``https://``; HTTP redirects are not followed (the token would travel with them): a 3xx is a
+failure; answers over 4 MiB are refused; every request has the ``--timeout``. Nothing prints keys,
 tokens, role or secret ids.
 
 Passes (``--passes N --interval SECONDS``): a CronJob cannot run more often than once a minute, so
