@@ -207,7 +207,7 @@ def kyverno_values(replicas: int = 3, background_scan: bool = False) -> dict[str
 
     Every key below was checked against the chart's values.yaml at tag ``kyverno-chart-3.9.0``
     (kyverno/kyverno commit ee97ce09538b09b6f1b03853cc41a62654d6a58f, charts/kyverno/values.yaml)
-    with ``tests.support.schemas.unknown_helm_keys``: no unknown key. The upstream file is not
+    with ``rig.schemas.unknown_helm_keys``: no unknown key. The upstream file is not
     vendored (there is no copy in ../shared/schemas), so tests/unit/test_admission_policy.py pins the
     verified paths instead. Notes from that file and its templates:
 

@@ -3,7 +3,7 @@
 Pure functions, no Pulumi: the Vault component puts :func:`render_server_hcl` into the chart's
 ``server.ha.raft.config``, the TLS certificate is issued for :func:`server_certificate_dns_names`,
 and the real-cluster tests start exactly this text as OpenBao processes (after the documented
-localisation of pod addresses and paths in ``tests/support/openbao.py``).
+localisation of pod addresses and paths in ``rig/openbao.py``).
 
 Inside a pod, the chart itself sets ``api_addr`` and ``cluster_addr`` through the
 ``VAULT_API_ADDR``/``VAULT_CLUSTER_ADDR`` environment variables and the Raft node id through

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from types import FrameType
 from typing import NoReturn
 
-from programs.errors import Terminated
+from programs.errors import Terminated, UsageError
+
+
+class UsageErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`~programs.errors.UsageError` (one line, the
+    program's usage exit code) instead of argparse's own exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
 
 
 def env(name: str, default: str | None = None, *fallbacks: str) -> str | None:

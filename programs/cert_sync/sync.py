@@ -87,8 +87,10 @@ Options (flags win over environment variables)::
       --kv-path PATH              [otel/otel-client-tls]              CERT_SYNC_KV_PATH
 
 The mode itself may come from ``CERT_SYNC_MODE`` when no ``hub``/``edge`` argument is given.
-TLS is always verified (there is no option to skip it) and every address must be ``https://``;
-HTTP redirects are not followed (the token would travel with them). Nothing prints keys,
+Every request (Vault and the Kubernetes API) goes through :mod:`programs.vault_http`: TLS is always
+verified (there is no option to skip it; a given CA file is the only CA trusted) and every address
+must be ``https://``; HTTP redirects are not followed (the token would travel with them): a 3xx is a
+failure; answers over 4 MiB are refused; every request has the ``--timeout``. Nothing prints keys,
 tokens, role or secret ids.
 
 Passes (``--passes N --interval SECONDS``): a CronJob cannot run more often than once a minute, so
@@ -126,28 +128,31 @@ import base64
 import binascii
 import contextlib
 import datetime as _dt
-import http.client
-import json
 import re
 import signal
-import ssl
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from programs.cli import env, raise_terminated
-from programs.errors import ProgramError, Terminated
+from programs.cli import UsageErrorParser, env, raise_terminated
+from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
+from programs.vault_http import (
+    HttpFailure,
+    KvState,
+    PinnedHttps,
+    RequestRefused,
+    VaultHttp,
+    WriteConflict,
+    https_url,
+)
 
 __all__ = [
     "DEFAULT_HUB_APPROLE_MOUNT",
@@ -215,40 +220,48 @@ _MULTI_ERROR = re.compile(r"^\d+ errors? occurred: \* ")
 
 
 # ---------------------------------------------------------------------------------------------
-# errors
+# errors: the program's own failure kinds; EXIT_CODES maps them and the shared ones to exit codes
 # ---------------------------------------------------------------------------------------------
-class SyncError(ProgramError):
-    """A failure with its exit code; ``str()`` is the one line printed on stderr."""
-
-    exit_code = EXIT_UNEXPECTED
-
-
-class UsageError(SyncError):
-    exit_code = EXIT_USAGE
+class SyncError(PodProgramError):
+    """A cert-sync failure; ``str()`` is the one line printed on stderr."""
 
 
 class SourceError(SyncError):
     """The Kubernetes API (hub mode) or the hub Vault (edge mode) failed."""
 
-    exit_code = EXIT_SOURCE
-
 
 class InvalidCertificateError(SyncError):
     """The data to copy is not a valid, current certificate with its key."""
-
-    exit_code = EXIT_INVALID
 
 
 class TargetError(SyncError):
     """The Vault written to failed."""
 
-    exit_code = EXIT_TARGET
+
+ConflictError = WriteConflict
+"""Check-and-set refused the write: someone else wrote the path after it was read."""
+
+EXIT_CODES: ExitCodes = {
+    UsageError: EXIT_USAGE,
+    SourceError: EXIT_SOURCE,
+    InvalidCertificateError: EXIT_INVALID,
+    TargetError: EXIT_TARGET,
+    WriteConflict: EXIT_CONFLICT,
+}
+"""Each failure's exit code (the module docstring). A failure of the HTTP client is first made a
+:class:`SourceError` or a :class:`TargetError` by the side it happened on (:func:`_side`), except a
+lost check-and-set, which is always ``EXIT_CONFLICT``."""
 
 
-class ConflictError(TargetError):
-    """Check-and-set refused the write: someone else wrote the path after it was read."""
-
-    exit_code = EXIT_CONFLICT
+@contextlib.contextmanager
+def _side(kind: type[SyncError]) -> Iterator[None]:
+    """Client failures (unreachable, refused, bad response) inside the block are ``kind``'s."""
+    try:
+        yield
+    except WriteConflict:
+        raise
+    except HttpFailure as exc:
+        raise kind(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,138 +352,6 @@ def validate_bundle(bundle: Mapping[str, object], what: str, now: _dt.datetime |
 
 
 # ---------------------------------------------------------------------------------------------
-# HTTP (urllib; TLS always verified; no redirects)
-# ---------------------------------------------------------------------------------------------
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _tls_context(ca_file: str | None, flag: str) -> ssl.SSLContext:
-    try:
-        return ssl.create_default_context(cafile=ca_file or None)
-    except (OSError, ssl.SSLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"cannot load the CA file {ca_file} ({flag}): {reason}") from None
-
-
-def _https_url(addr: str, flag: str) -> str:
-    parsed = urllib.parse.urlsplit(addr)
-    if parsed.scheme != "https" or not parsed.netloc:
-        raise UsageError(f"{flag} {addr!r} must be an https:// URL (TLS is always used and verified)")
-    if parsed.query or parsed.fragment or parsed.username or parsed.password:
-        raise UsageError(f"{flag} must be a plain https://host[:port][/path] URL")
-    return addr.rstrip("/")
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    body: dict[str, Any] | None
-    text: str
-
-
-class _HttpPeer:
-    """One HTTPS server this program talks to; network failures raise ``error``."""
-
-    def __init__(
-        self,
-        label: str,
-        base_url: str,
-        ca_file: str | None,
-        timeout: float,
-        error: type[SyncError],
-        flag: str,
-        ca_flag: str,
-    ) -> None:
-        self.label = label
-        self.base_url = _https_url(base_url, flag)
-        self.timeout = timeout
-        self.error = error
-        context = _tls_context(ca_file, ca_flag)
-        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect())
-
-    def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        action: str,
-        headers: Mapping[str, str] | None = None,
-        body: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> _Response:
-        """One request; any HTTP status is returned, a network failure raises ``self.error``
-        naming ``action``, the peer and the URL."""
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - https checked
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-        wait = self.timeout if timeout is None else timeout
-        where = f"{action}: {method} {url}"
-        try:
-            with self._opener.open(request, timeout=wait) as response:
-                status, raw = response.status, response.read(MAX_RESPONSE)
-        except urllib.error.HTTPError as exc:
-            try:
-                status, raw = exc.code, exc.read(MAX_RESPONSE)
-            except (OSError, http.client.HTTPException):
-                status, raw = exc.code, b""
-            finally:
-                exc.close()
-        except urllib.error.URLError as exc:
-            raise self.error(f"{where}: cannot reach the {self.label}: {_describe_network(exc.reason, wait)}") from None
-        except TimeoutError:
-            raise self.error(f"{where}: no answer from the {self.label}: timed out after {wait:g}s") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise self.error(f"{where}: the {self.label} broke off: {_describe_network(exc, wait)}") from None
-        text = raw.decode(errors="replace")
-        try:
-            parsed = json.loads(text) if text.strip() else None
-        except ValueError:
-            parsed = None
-        return _Response(status, parsed if isinstance(parsed, dict) else None, text)
-
-    def fail(self, action: str, method: str, url: str, response: _Response) -> SyncError:
-        """The error for an unexpected HTTP status."""
-        return self.error(f"{action}: {method} {url}: HTTP {response.status}: {_error_detail(response)}")
-
-
-def _describe_network(reason: object, timeout: float) -> str:
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        return f"TLS verification failed: {reason.verify_message or reason}"
-    if isinstance(reason, TimeoutError):
-        return f"timed out after {timeout:g}s"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, ssl.SSLError):
-        return f"TLS error: {reason.reason or reason}"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
-
-
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _error_detail(response: _Response) -> str:
-    body = response.body or {}
-    errors = body.get("errors")
-    if isinstance(errors, list) and errors:
-        # Vault wraps many messages as "1 error occurred:\n\t* permission denied\n\n"
-        texts = [_MULTI_ERROR.sub("", " ".join(str(e).split())).replace(" * ", "; ") for e in errors]
-        return "; ".join(t for t in texts if t) or "no details"
-    if body.get("kind") == "Status" and body.get("message"):
-        return str(body["message"])
-    text = " ".join(response.text.split())
-    return text[:200] if text else "no details"
-
-
-# ---------------------------------------------------------------------------------------------
 # Kubernetes
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -512,23 +393,27 @@ def parse_secret_spec(text: str, certificate_only: bool = False) -> SecretSpec:
     return SecretSpec(namespace, name, _check_kv_path(kv_path, f"{flag} KV_PATH"), certificate_only)
 
 
-class KubeAPI(_HttpPeer):
+class KubeAPI(PinnedHttps):
+    """The Kubernetes API, under the same HTTPS policy as Vault (:mod:`programs.vault_http`)."""
+
     def __init__(self, url: str, token: str, ca_file: str | None, timeout: float) -> None:
-        super().__init__("Kubernetes API", url, ca_file, timeout, SourceError, "--kube-api", "--kube-ca-file")
+        super().__init__(
+            url, ca_file, timeout=timeout, label="Kubernetes API", flag="--kube-api", ca_flag="--kube-ca-file"
+        )
         self._token = token
 
     def read_tls_secret(self, spec: SecretSpec) -> dict[str, str]:
         """The Secret's ``tls.crt``/``tls.key``/``ca.crt`` as text (only those keys)."""
         what = f"Secret {spec.ref}"
         path = f"/api/v1/namespaces/{spec.namespace}/secrets/{spec.name}"
-        url = f"{self.base_url}{path}"
         action = f"reading {what} from the Kubernetes API"
-        response = self.send("GET", url, action=action, headers={"Authorization": f"Bearer {self._token}"})
+        auth = {"Authorization": f"Bearer {self._token}"}
+        response = self.send("GET", path, action=action, headers=auth)
         if response.status != 200:
-            raise self.fail(action, "GET", url, response)
+            raise self.fail(response, "GET", path, action=action, secrets=(self._token,))
         obj = response.body
-        if obj is None or obj.get("kind", "Secret") != "Secret":
-            raise SourceError(f"{action}: GET {url} did not return a Secret")
+        if not obj or obj.get("kind", "Secret") != "Secret":
+            raise SourceError(f"{action}: GET {self.full_url(path)} did not return a Secret")
         if obj.get("type") != "kubernetes.io/tls":
             raise InvalidCertificateError(f"{what} has type {obj.get('type')!r}, not kubernetes.io/tls")
         data = obj.get("data") or {}
@@ -547,138 +432,27 @@ class KubeAPI(_HttpPeer):
 
 
 # ---------------------------------------------------------------------------------------------
-# Vault
+# Vault (the shared client: programs.vault_http.VaultHttp)
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class KvState:
-    """What ``GET <kv>/data/<path>`` said: the current version (0: never written) and its data
-    (``None`` when there is none: never written, deleted or destroyed)."""
-
-    version: int
-    data: dict[str, Any] | None
-
-
-class Vault(_HttpPeer):
-    def __init__(
-        self,
-        label: str,
-        addr: str,
-        ca_file: str | None,
-        timeout: float,
-        error: type[SyncError],
-        flag: str,
-        ca_flag: str,
-    ) -> None:
-        super().__init__(label, addr, ca_file, timeout, error, flag, ca_flag)
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}/v1/{path.lstrip('/')}"
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        action: str,
-        token: str | None = None,
-        body: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> _Response:
-        headers = {"X-Vault-Request": "true"}
-        if token:
-            headers["X-Vault-Token"] = token
-        return self.send(method, self.url(path), action=action, headers=headers, body=body, timeout=timeout)
-
-    def _login(self, mount: str, payload: Mapping[str, str], action: str) -> str:
-        path = f"auth/{mount.strip('/')}/login"
-        response = self.call("POST", path, action=action, body=payload)
-        if response.status != 200:
-            raise self.fail(action, "POST", self.url(path), response)
-        token = _mapping((response.body or {}).get("auth")).get("client_token")
-        if not isinstance(token, str) or not token:
-            raise self.error(f"{action}: POST {self.url(path)} returned no client token")
-        return token
-
-    def login_kubernetes(self, mount: str, role: str, jwt: str) -> str:
-        return self._login(
-            mount, {"role": role, "jwt": jwt}, f"Kubernetes auth login (role {role}) to the {self.label}"
+def check_can_write(vault: VaultHttp, token: str, mount: str, states: Mapping[str, KvState]) -> None:
+    """Pre-flight (module docstring, rule 3): raise if the token cannot write a path."""
+    paths = {f"{mount}/data/{path}": state for path, state in states.items()}
+    answer = vault.capabilities_self(token, paths)
+    if answer is None:
+        return  # not allowed to ask (no default policy): the writes themselves will tell
+    denied: list[str] = []
+    for api_path, state in sorted(paths.items()):
+        capabilities = answer.get(api_path)
+        if capabilities is None:
+            continue
+        needed = "update" if state.version else "create"
+        if needed not in capabilities and "root" not in capabilities:
+            denied.append(f"{needed} on {api_path} (it has: {', '.join(capabilities)})")
+    if denied:
+        raise RequestRefused(
+            f"permission denied: the token lacks {', '.join(denied)} at the {vault.label} "
+            f"{vault.url}; nothing was written"
         )
-
-    def login_approle(self, mount: str, role_id: str, secret_id: str) -> str:
-        return self._login(mount, {"role_id": role_id, "secret_id": secret_id}, f"AppRole login to the {self.label}")
-
-    def kv_read(self, token: str, mount: str, path: str) -> KvState:
-        api_path = f"{mount}/data/{path}"
-        action = f"reading {api_path} from the {self.label}"
-        response = self.call("GET", api_path, action=action, token=token)
-        outer = _mapping((response.body or {}).get("data"))
-        metadata = _mapping(outer.get("metadata"))
-        if response.status == 404:
-            version = metadata.get("version")
-            return KvState(version if isinstance(version, int) else 0, None)
-        if response.status != 200:
-            raise self.fail(action, "GET", self.url(api_path), response)
-        version, data = metadata.get("version"), outer.get("data")
-        if not isinstance(version, int) or not (data is None or isinstance(data, dict)):
-            raise self.error(
-                f"{action}: GET {self.url(api_path)} did not return a KV v2 secret (is {mount} a KV version 2 mount?)"
-            )
-        return KvState(version, data)
-
-    def check_can_write(self, token: str, mount: str, states: Mapping[str, KvState]) -> None:
-        """Pre-flight (module docstring, rule 3): raise if the token cannot write a path."""
-        paths = {f"{mount}/data/{path}": state for path, state in states.items()}
-        action = f"checking the token's capabilities at the {self.label}"
-        response = self.call("POST", "sys/capabilities-self", action=action, token=token, body={"paths": sorted(paths)})
-        if response.status != 200 or response.body is None:
-            return  # not allowed to ask (no default policy): the writes themselves will tell
-        answer = _mapping(response.body.get("data")) or response.body
-        denied: list[str] = []
-        for api_path, state in sorted(paths.items()):
-            capabilities = answer.get(api_path)
-            if not isinstance(capabilities, list):
-                continue
-            needed = "update" if state.version else "create"
-            if needed not in capabilities and "root" not in capabilities:
-                denied.append(f"{needed} on {api_path} (it has: {', '.join(map(str, capabilities))})")
-        if denied:
-            raise self.error(
-                f"permission denied: the token lacks {', '.join(denied)} at the {self.label} "
-                f"{self.base_url}; nothing was written"
-            )
-
-    def kv_write(self, token: str, mount: str, path: str, data: Mapping[str, str], cas: int) -> int:
-        """Write with check-and-set; returns the new version."""
-        api_path = f"{mount}/data/{path}"
-        action = f"writing {api_path} to the {self.label}"
-        response = self.call(
-            "POST", api_path, action=action, token=token, body={"options": {"cas": cas}, "data": dict(data)}
-        )
-        if response.status == 400 and _CAS_MISMATCH in response.text:
-            raise ConflictError(
-                f"{action}: POST {self.url(api_path)}: HTTP 400: {_error_detail(response)}: another writer "
-                f"changed it after this run read version {cas}; nothing was overwritten"
-            )
-        if response.status == 204:
-            raise self.error(
-                f"{action}: POST {self.url(api_path)}: HTTP 204 without a version: is {mount} a KV version 2 mount?"
-            )
-        if response.status != 200:
-            raise self.fail(action, "POST", self.url(api_path), response)
-        version = _mapping((response.body or {}).get("data")).get("version")
-        return version if isinstance(version, int) else cas + 1
-
-    def revoke_self(self, token: str) -> None:
-        """Best effort (the token is short-lived anyway); short timeout."""
-        with contextlib.suppress(SyncError):
-            self.call(
-                "POST",
-                "auth/token/revoke-self",
-                action="token revocation",
-                token=token,
-                body={},
-                timeout=min(self.timeout, 5.0),
-            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,7 +474,7 @@ class Outcome:
     unchanged: list[tuple[str, int]]
 
 
-def write_changed(vault: Vault, token: str, mount: str, items: Sequence[Item]) -> Outcome:
+def write_changed(vault: VaultHttp, token: str, mount: str, items: Sequence[Item]) -> Outcome:
     """Rule 2 and 3 of the module docstring: read every target, then write what differs."""
     states = {item.kv_path: vault.kv_read(token, mount, item.kv_path) for item in items}
     changed = [item for item in items if states[item.kv_path].data != item.bundle]
@@ -708,12 +482,12 @@ def write_changed(vault: Vault, token: str, mount: str, items: Sequence[Item]) -
         (f"{mount}/data/{item.kv_path}", states[item.kv_path].version) for item in items if item not in changed
     ]
     if changed:
-        vault.check_can_write(token, mount, {item.kv_path: states[item.kv_path] for item in changed})
+        check_can_write(vault, token, mount, {item.kv_path: states[item.kv_path] for item in changed})
     written: list[tuple[str, int]] = []
     for item in changed:
         try:
             version = vault.kv_write(token, mount, item.kv_path, item.bundle, states[item.kv_path].version)
-        except SyncError as exc:
+        except PodProgramError as exc:
             if written:
                 done = ", ".join(f"{p} (version {v})" for p, v in written)
                 raise type(exc)(f"{exc} (written before this failure: {done})", exc.exit_code) from None
@@ -739,17 +513,21 @@ def hub_kv_path(edge: str) -> str:
     return f"edges/{edge}/{HUB_KV_NAME}"
 
 
-def _target(args: argparse.Namespace) -> Vault:
+def _target(args: argparse.Namespace) -> VaultHttp:
     label = "edge Vault" if args.mode == "edge" else "Vault"
-    return Vault(label, args.vault_addr, args.ca_file, args.timeout, TargetError, "--vault-addr", "--ca-file")
+    return VaultHttp(
+        args.vault_addr, args.ca_file, timeout=args.timeout, label=label, flag="--vault-addr", ca_flag="--ca-file"
+    )
 
 
-def _into_target(args: argparse.Namespace, vault: Vault, jwt: str, items: Sequence[Item]) -> Outcome:
-    token = vault.login_kubernetes(args.auth_path, args.role, jwt)
-    try:
-        return write_changed(vault, token, args.kv_mount, items)
-    finally:
-        vault.revoke_self(token)
+def _into_target(args: argparse.Namespace, vault: VaultHttp, jwt: str, items: Sequence[Item]) -> Outcome:
+    with _side(TargetError):
+        action = f"Kubernetes auth login (role {args.role}) to the {vault.label}"
+        token = vault.login_kubernetes(args.auth_path, args.role, jwt, action=action)
+        try:
+            return write_changed(vault, token, args.kv_mount, items)
+        finally:
+            vault.revoke_self(token)
 
 
 def cmd_hub(args: argparse.Namespace) -> Outcome:
@@ -760,7 +538,8 @@ def cmd_hub(args: argparse.Namespace) -> Outcome:
     kube = KubeAPI(args.kube_api, kube_token, args.kube_ca_file, args.timeout)
     items: list[Item] = []
     for spec in specs:
-        bundle = kube.read_tls_secret(spec)
+        with _side(SourceError):
+            bundle = kube.read_tls_secret(spec)
         summary = validate_bundle(bundle, f"Secret {spec.ref}")
         if spec.certificate_only:
             # A CA's Secret holds the CA's private key: only its certificate leaves the cluster.
@@ -774,14 +553,22 @@ def cmd_edge(args: argparse.Namespace) -> Outcome:
     role_id = _read_secret_file(args.hub_role_id_file, "AppRole role_id", "--hub-role-id-file")
     secret_id = _read_secret_file(args.hub_secret_id_file, "AppRole secret_id", "--hub-secret-id-file")
     vault = _target(args)
-    hub = Vault("hub Vault", args.hub_addr, args.hub_ca_file, args.timeout, SourceError, "--hub-addr", "--hub-ca-file")
+    hub = VaultHttp(
+        args.hub_addr,
+        args.hub_ca_file,
+        timeout=args.timeout,
+        label="hub Vault",
+        flag="--hub-addr",
+        ca_flag="--hub-ca-file",
+    )
     source_path = hub_kv_path(args.edge)
-    token = hub.login_approle(args.hub_approle_mount, role_id, secret_id)
-    try:
-        state = hub.kv_read(token, args.hub_kv_mount, source_path)
-    finally:
-        hub.revoke_self(token)
-    what = f"{args.hub_kv_mount}/data/{source_path} at the hub Vault {hub.base_url}"
+    with _side(SourceError):
+        token = hub.login_approle(args.hub_approle_mount, role_id, secret_id, action="AppRole login to the hub Vault")
+        try:
+            state = hub.kv_read(token, args.hub_kv_mount, source_path)
+        finally:
+            hub.revoke_self(token)
+    what = f"{args.hub_kv_mount}/data/{source_path} at the hub Vault {hub.url}"
     if state.data is None:
         detail = f"its version {state.version} is deleted or destroyed" if state.version else "nothing is stored there"
         raise SourceError(f"reading {what}: {detail} (has the hub's cert-sync run?)")
@@ -793,11 +580,6 @@ def cmd_edge(args: argparse.Namespace) -> Outcome:
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def _timeout(text: str) -> float:
     try:
         value = float(text)
@@ -830,7 +612,7 @@ def _interval(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option also reads an environment variable)."""
-    common = _Parser(add_help=False)
+    common = UsageErrorParser(add_help=False)
     v = common.add_argument_group("target Vault (TLS is always verified)")
     v.add_argument("--vault-addr", default=env("VAULT_ADDR"), help="target Vault URL, https:// [VAULT_ADDR]")
     v.add_argument(
@@ -878,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between the starts of two passes; required with more than one pass [CERT_SYNC_INTERVAL]",
     )
 
-    parser = _Parser(prog="python -m programs.cert_sync", description=(__doc__ or "").split("\n\n")[0])
+    parser = UsageErrorParser(prog="python -m programs.cert_sync", description=(__doc__ or "").split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     hub = sub.add_parser("hub", parents=[common], help="Kubernetes TLS Secrets -> this cluster's Vault")
     hub.add_argument(
@@ -971,7 +753,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         missing.append(f"--interval (CERT_SYNC_INTERVAL), needed with --passes {args.passes}")
     if missing:
         raise UsageError(f"missing {', '.join(missing)}")
-    _https_url(args.vault_addr, "--vault-addr")
+    https_url(args.vault_addr, "--vault-addr")
     _check_kv_path(args.kv_mount, "--kv-mount")
     if args.mode == "hub":
         raw = args.secret if args.secret is not None else re.split(r"[\s,]+", env("CERT_SYNC_SECRETS", "") or "")
@@ -987,11 +769,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             if spec.kv_path in seen:
                 raise UsageError(f"KV path {spec.kv_path} is given twice ({seen[spec.kv_path]} and {spec.ref})")
             seen[spec.kv_path] = spec.ref
-        _https_url(args.kube_api, "--kube-api")
+        https_url(args.kube_api, "--kube-api")
     else:
         if not _DNS_LABEL.match(args.edge):
             raise UsageError(f"--edge {args.edge!r} is not a valid edge name (a DNS label)")
-        _https_url(args.hub_addr, "--hub-addr")
+        https_url(args.hub_addr, "--hub-addr")
         _check_kv_path(args.hub_kv_mount, "--hub-kv-mount")
         _check_kv_path(args.kv_path, "--kv-path")
     return args
@@ -1018,13 +800,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(max(0.0, started + index * args.interval - time.monotonic()))
             try:
                 outcome = sync(args)
-            except SyncError as exc:
+            except PodProgramError as exc:
                 raise type(exc)(f"{label}{exc}", exc.exit_code) from None
             print(f"{PROG}: {label}{_describe(outcome)}", flush=True)
         return 0
-    except SyncError as exc:
+    except PodProgramError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
+        return exit_code_of(exc, EXIT_CODES)
     except Terminated:
         print(f"{PROG}: error: terminated by SIGTERM", file=sys.stderr, flush=True)
         return EXIT_TERMINATED

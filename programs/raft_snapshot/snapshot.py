@@ -36,8 +36,12 @@ Job (``list``, ``restore``). Python standard library + boto3 only.
 
 Configuration: every flag has an environment variable (flags win); see ``--help``. S3 credentials
 come only from boto3's standard chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, which
-the pod gets from a Secret). Vault TLS is always verified (``--ca-file`` / ``VAULT_CACERT`` adds
-the CA); there is no option to skip verification. Nothing prints tokens or credentials.
+the pod gets from a Secret). Vault is reached through :mod:`programs.vault_http`: ``https://``
+only (an ``http://`` address is a usage error), TLS always verified against ``--ca-file`` /
+``VAULT_CACERT`` (the only CA trusted when given; the system's CAs otherwise), redirects never
+followed, a timeout on every request; the snapshot is streamed to its file, at most
+:data:`MAX_SNAPSHOT` bytes. There is no option to skip verification. Nothing prints tokens or
+credentials.
 
 Exit codes: 0 success; 2 usage or configuration error; 3 Vault error (unreachable, TLS, login
 refused, snapshot download or restore refused); 4 the snapshot failed verification; 5 object
@@ -54,27 +58,23 @@ import contextlib
 import datetime as _dt
 import gzip
 import hashlib
-import http.client
 import json
 import os
 import re
 import signal
-import ssl
 import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
-from programs.cli import env, raise_terminated
-from programs.errors import ProgramError, Terminated
+from programs.cli import UsageErrorParser, env, raise_terminated
+from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
+from programs.vault_http import HttpFailure, VaultHttp
 
 __all__ = [
     "EXIT_RETENTION",
@@ -108,6 +108,8 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_PART_SIZE = 32 * 1024 * 1024
 MIN_PART_SIZE = 1024
 CHUNK = 1024 * 1024
+MAX_SNAPSHOT = 64 * 1024**3
+"""Largest snapshot downloaded (streamed to a file; never held in memory)."""
 
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
@@ -126,34 +128,32 @@ _SEALED_SUMS = "SHA256SUMS.sealed"
 
 
 # ---------------------------------------------------------------------------------------------
-# errors
+# errors: the program's own failure kinds; EXIT_CODES maps them and the shared ones to exit codes
 # ---------------------------------------------------------------------------------------------
-class SnapshotError(ProgramError):
-    """A failure with its exit code; ``str()`` is the single line printed on stderr."""
-
-    exit_code = EXIT_UNEXPECTED
-
-
-class UsageError(SnapshotError):
-    exit_code = EXIT_USAGE
-
-
-class VaultError(SnapshotError):
-    exit_code = EXIT_VAULT
+class SnapshotError(PodProgramError):
+    """A raft-snapshot failure; ``str()`` is the single line printed on stderr."""
 
 
 class SnapshotInvalidError(SnapshotError):
     """The file is not a complete, intact Raft snapshot."""
 
-    exit_code = EXIT_VERIFY
-
 
 class StorageError(SnapshotError):
-    exit_code = EXIT_STORAGE
+    """Object storage failed (upload, upload verification, list, download)."""
 
 
 class RetentionError(SnapshotError):
-    exit_code = EXIT_RETENTION
+    """The snapshot is stored and verified, but deleting old ones failed."""
+
+
+EXIT_CODES: ExitCodes = {
+    UsageError: EXIT_USAGE,
+    HttpFailure: EXIT_VAULT,  # Vault: unreachable, TLS, refused, bad answer (programs.vault_http)
+    SnapshotInvalidError: EXIT_VERIFY,
+    StorageError: EXIT_STORAGE,
+    RetentionError: EXIT_RETENTION,
+}
+"""Each failure's exit code (the module docstring)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,139 +302,22 @@ def verify_snapshot(path: str | os.PathLike[str]) -> SnapshotInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# Vault
+# Vault (the shared client: programs.vault_http.VaultHttp)
 # ---------------------------------------------------------------------------------------------
-class VaultClient:
-    """The few Vault HTTP calls this program makes (urllib; TLS always verified)."""
-
-    def __init__(self, addr: str, ca_file: str | None, timeout: float) -> None:
-        parsed = urllib.parse.urlsplit(addr)
-        if parsed.scheme not in ("https", "http") or not parsed.netloc:
-            raise UsageError(f"Vault address {addr!r} is not an http(s) URL")
-        self.addr = addr.rstrip("/")
-        self.timeout = timeout
-        self._context: ssl.SSLContext | None = None
-        if parsed.scheme == "https":
-            try:
-                self._context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise UsageError(f"cannot load the Vault CA file {ca_file!r}: {exc}") from exc
-
-    def url(self, path: str) -> str:
-        return f"{self.addr}/v1/{path.lstrip('/')}"
-
-    @contextlib.contextmanager
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        token: str | None = None,
-        json_body: dict[str, Any] | None = None,
-        body_file: IO[bytes] | None = None,
-        body_size: int = 0,
-    ) -> Iterator[http.client.HTTPResponse]:
-        """Open a request; yield the response (2xx only). Errors become :class:`VaultError`
-        whose text names ``what`` and the URL."""
-        url = self.url(path)
-        headers = {"X-Vault-Request": "true"}
-        if token:
-            headers["X-Vault-Token"] = token
-        data: Any = None
-        if json_body is not None:
-            data = json.dumps(json_body).encode()
-            headers["Content-Type"] = "application/json"
-        elif body_file is not None:
-            data = body_file
-            headers["Content-Type"] = "application/octet-stream"
-            headers["Content-Length"] = str(body_size)
-        # The scheme is checked in __init__: http or https only.
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
-        try:
-            response = urllib.request.urlopen(req, timeout=self.timeout, context=self._context)  # noqa: S310
-        except urllib.error.HTTPError as exc:
-            detail = _vault_error_detail(exc)
-            exc.close()
-            raise VaultError(f"{what} failed: HTTP {exc.code} from {url}: {detail}") from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise VaultError(f"TLS verification of Vault at {url} failed: {reason.verify_message}") from None
-            raise VaultError(f"cannot reach Vault at {url}: {reason}") from None
-        except TimeoutError as exc:
-            raise VaultError(f"cannot reach Vault at {url}: timed out ({exc})") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise VaultError(f"{what} at {url} failed: {type(exc).__name__}: {exc}") from None
-        with response:
-            yield response
-
-    def login_kubernetes(self, mount: str, role: str, jwt: str) -> str:
-        """Kubernetes auth login; returns the client token."""
-        path = f"auth/{mount.strip('/')}/login"
-        with self.request("POST", path, what="Vault login", json_body={"role": role, "jwt": jwt}) as resp:
-            body = _read_json(resp, self.url(path))
-        token = (body.get("auth") or {}).get("client_token")
-        if not isinstance(token, str) or not token:
-            raise VaultError(f"Vault login at {self.url(path)} returned no client token")
-        return token
-
-    def download_snapshot(self, token: str, dest: IO[bytes]) -> int:
-        """Stream the Raft snapshot into ``dest``; returns the number of bytes."""
-        path = "sys/storage/raft/snapshot"
-        written = 0
-        with self.request("GET", path, what="snapshot download", token=token) as resp:
-            try:
-                while chunk := resp.read(CHUNK):
-                    dest.write(chunk)
-                    written += len(chunk)
-            except (OSError, http.client.HTTPException) as exc:
-                raise VaultError(
-                    f"snapshot download from {self.url(path)} broke off after {written} bytes: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
-        dest.flush()
-        if written == 0:
-            raise VaultError(f"snapshot download from {self.url(path)} returned an empty body")
-        return written
-
-    def restore_snapshot(self, token: str, source: IO[bytes], size: int, force: bool) -> None:
-        path = "sys/storage/raft/snapshot-force" if force else "sys/storage/raft/snapshot"
-        with self.request("POST", path, what="snapshot restore", token=token, body_file=source, body_size=size) as resp:
-            resp.read()
-
-    def revoke_self(self, token: str) -> None:
-        """Best effort: the token is short-lived anyway."""
-        with (
-            contextlib.suppress(SnapshotError),
-            self.request("POST", "auth/token/revoke-self", what="token revocation", token=token, json_body={}) as resp,
-        ):
-            resp.read()
+def _vault(args: argparse.Namespace) -> VaultHttp:
+    return VaultHttp(args.vault_addr, args.ca_file, timeout=args.timeout, flag="--vault-addr", ca_flag="--ca-file")
 
 
-def _vault_error_detail(exc: urllib.error.HTTPError) -> str:
-    try:
-        raw = exc.read(64 * 1024)
-    except (OSError, http.client.HTTPException):
-        raw = b""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
-        return "; ".join(str(e) for e in body["errors"])
-    text = raw.decode(errors="replace").strip()
-    return text[:200] if text else (exc.reason or "no details")
+def download_snapshot(vault: VaultHttp, token: str, dest: IO[bytes]) -> int:
+    """Stream the Raft snapshot into ``dest`` (at most :data:`MAX_SNAPSHOT` bytes); the byte count."""
+    return vault.download(
+        "sys/storage/raft/snapshot", dest, token=token, max_bytes=MAX_SNAPSHOT, action="snapshot download"
+    )
 
 
-def _read_json(resp: http.client.HTTPResponse, url: str) -> dict[str, Any]:
-    try:
-        body = json.loads(resp.read())
-    except ValueError as exc:
-        raise VaultError(f"Vault at {url} returned a response that is not JSON") from exc
-    if not isinstance(body, dict):
-        raise VaultError(f"Vault at {url} returned an unexpected response")
-    return body
+def restore_snapshot(vault: VaultHttp, token: str, source: IO[bytes], size: int, force: bool) -> None:
+    path = "sys/storage/raft/snapshot-force" if force else "sys/storage/raft/snapshot"
+    vault.upload("POST", path, source, size, token=token, action="snapshot restore")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -688,12 +571,12 @@ def cmd_take(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read the service-account token file {args.jwt_file}: {exc.strerror}") from None
     if not jwt:
         raise UsageError(f"the service-account token file {args.jwt_file} is empty")
-    vault = VaultClient(args.vault_addr, args.ca_file, args.timeout)
+    vault = _vault(args)
     store = _store(args)
-    token = vault.login_kubernetes(args.auth_path, args.role, jwt)
+    token = vault.login_kubernetes(args.auth_path, args.role, jwt, action="Vault login")
     try:
         with _temp_file(args.tmp_dir) as (path, handle):
-            vault.download_snapshot(token, handle)
+            download_snapshot(vault, token, handle)
             handle.close()
             vault.revoke_self(token)
             token = ""
@@ -769,7 +652,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         key = snapshots[0].key
     else:
         key = args.key
-    vault = VaultClient(args.vault_addr, args.ca_file, args.timeout)
+    vault = _vault(args)
     with _temp_file(args.tmp_dir) as (path, handle):
         size, metadata = store.download(key, handle)
         handle.close()
@@ -784,12 +667,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if not args.yes:
             raise UsageError(
                 "restore replaces ALL data of the Vault at "
-                f"{vault.addr}; re-run with --yes to go ahead (snapshot verified, nothing changed)"
+                f"{vault.url}; re-run with --yes to go ahead (snapshot verified, nothing changed)"
             )
         with open(path, "rb") as source:
-            vault.restore_snapshot(token, source, digest.size, force=not args.same_cluster)
+            restore_snapshot(vault, token, source, digest.size, force=not args.same_cluster)
     _out(
-        f"restored {key} into {vault.addr}. The cluster is now sealed: unseal it with the unseal keys of "
+        f"restored {key} into {vault.url}. The cluster is now sealed: unseal it with the unseal keys of "
         "the cluster the snapshot was taken from; only that cluster's tokens and credentials are valid now."
     )
     return 0
@@ -820,11 +703,6 @@ def _require_cluster(args: argparse.Namespace) -> str:
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -841,7 +719,7 @@ def _part_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option also reads an environment variable)."""
-    s3 = _Parser(add_help=False)
+    s3 = UsageErrorParser(add_help=False)
     g = s3.add_argument_group("object storage (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
     g.add_argument(
         "--s3-endpoint",
@@ -882,14 +760,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for the temporary snapshot file (default: TMPDIR) [SNAPSHOT_TMP_DIR]",
     )
 
-    vault = _Parser(add_help=False)
+    vault = UsageErrorParser(add_help=False)
     v = vault.add_argument_group("Vault (TLS is always verified)")
     v.add_argument("--vault-addr", default=env("VAULT_ADDR"), help="Vault URL [VAULT_ADDR]")
     v.add_argument(
         "--ca-file", default=env("VAULT_CACERT"), help="PEM CA bundle to verify Vault's certificate [VAULT_CACERT]"
     )
 
-    parser = _Parser(prog="python -m programs.raft_snapshot", description=__doc__.split("\n\n")[0])
+    parser = UsageErrorParser(prog="python -m programs.raft_snapshot", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     take = sub.add_parser("take", parents=[s3, vault], help="take a snapshot and upload it (default)")
     take.add_argument(
@@ -965,9 +843,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.prefix = str(args.prefix or "").strip("/")
         code: int = args.handler(args)
         return code
-    except SnapshotError as exc:
+    except PodProgramError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
+        return exit_code_of(exc, EXIT_CODES)
     except Terminated:
         print(
             f"{PROG}: error: terminated by SIGTERM (temporary file removed, unfinished upload aborted)",

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from programs.cli import env
+from programs.errors import PodProgramError, UsageError, exit_code_of
 from programs.vault_bootstrap.bootstrap import (
+    EXIT_CODES,
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
-    BootstrapError,
     Config,
-    ConfigError,
     Peer,
     SealKind,
     parse_duration,
@@ -182,14 +182,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
     urls: list[str] = args.peer or _env_list("PEERS")
     names: list[str] = args.tls_server_name or _env_list("TLS_SERVER_NAMES")
     if names and len(names) not in (1, len(urls)):
-        raise ConfigError(f"{len(names)} TLS server names for {len(urls)} peers: give one, or one per peer")
+        raise UsageError(f"{len(names)} TLS server names for {len(urls)} peers: give one, or one per peer")
     if len(names) == 1:
         names = names * len(urls)
     peers = tuple(Peer(u, names[i] if names else None) for i, u in enumerate(urls))
 
     def need(value: str | None, flag: str) -> str:
         if not value:
-            raise ConfigError(f"{flag} is required")
+            raise UsageError(f"{flag} is required")
         return value
 
     def number(value: str | None, flag: str) -> int | None:
@@ -198,7 +198,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         try:
             return int(value)
         except ValueError:
-            raise ConfigError(f"{flag} must be an integer, got {value!r}") from None
+            raise UsageError(f"{flag} must be an integer, got {value!r}") from None
 
     autopilot: dict[str, str | int | bool] = {}
     for key in ("server_stabilization_time", "last_contact_threshold", "dead_server_last_contact_threshold"):
@@ -209,7 +209,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
     cleanup = args.autopilot_cleanup_dead_servers or _env("AUTOPILOT_CLEANUP_DEAD_SERVERS")
     if cleanup:
         if cleanup not in ("true", "false"):
-            raise ConfigError("--autopilot-cleanup-dead-servers must be true or false")
+            raise UsageError("--autopilot-cleanup-dead-servers must be true or false")
         autopilot["cleanup_dead_servers"] = cleanup == "true"
     for key in ("min_quorum", "max_trailing_logs"):
         flag_value = getattr(args, f"autopilot_{key}")
@@ -220,11 +220,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
 
     rotate = args.rotate_admin_password or _env("ROTATE_ADMIN_PASSWORD", "false")
     if rotate not in ("true", "false"):
-        raise ConfigError(f"--rotate-admin-password must be true or false, got {rotate!r}")
+        raise UsageError(f"--rotate-admin-password must be true or false, got {rotate!r}")
 
     seal = args.seal or _env("SEAL", "shamir")
     if seal not in ("shamir", "auto"):
-        raise ConfigError(f"seal must be shamir or auto, got {seal!r}")
+        raise UsageError(f"seal must be shamir or auto, got {seal!r}")
     seal_kind: SealKind = "shamir" if seal == "shamir" else "auto"
 
     def pick_int(flag_value: int | None, env_name: str, default: int) -> int:
@@ -240,7 +240,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         try:
             return float(raw) if raw else default
         except ValueError:
-            raise ConfigError(f"{ENV}{env_name} must be a number, got {raw!r}") from None
+            raise UsageError(f"{ENV}{env_name} must be a number, got {raw!r}") from None
 
     cfg = Config(
         peers=peers,
@@ -275,7 +275,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         if spec
     ]
     if len(given) > 1:
-        raise ConfigError("give only one of --state, --state-file, --state-kubernetes-secret")
+        raise UsageError("give only one of --state, --state-file, --state-kubernetes-secret")
     return cfg, need(given[0] if given else _env("STATE"), "--state")
 
 
@@ -285,9 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg, state = config_from_args(args)
         run(cfg, store_from_spec(state))
-    except BootstrapError as exc:
+    except PodProgramError as exc:
         print(f"vault-bootstrap: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
+        return exit_code_of(exc, EXIT_CODES)
     except KeyboardInterrupt:
         print("vault-bootstrap: error: interrupted", file=sys.stderr, flush=True)
         return EXIT_FAILURE

@@ -2,7 +2,10 @@
 
 Runs in production as a Kubernetes Job in the Vault namespace (each pod is reachable as
 ``https://vault-N.vault-internal:8200``). Standard library only (http.client + ssl + json): it ships
-in a minimal image.
+in a minimal image. Every request (to the peers and to the Kubernetes API) goes through
+:mod:`programs.vault_http`: ``https://`` only (an ``http://`` peer is a usage error), TLS verified
+against ``--ca-file`` (the system's CAs only without one), redirects never followed, bounded
+answers, a timeout on every request.
 
 What a run guarantees
 =====================
@@ -103,19 +106,28 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as _dt
-import http.client
 import json
 import os
 import re
-import ssl
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from programs.errors import ExitCodes, PodProgramError, UsageError
+from programs.vault_http import (
+    BadResponse,
+    HttpFailure,
+    HttpReply,
+    PinnedHttps,
+    RequestRefused,
+    ServerUnreachable,
+    VaultHttp,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -138,49 +150,36 @@ Json = dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------
-# errors
+# errors: the bootstrap's own failure kinds; EXIT_CODES maps them and the shared ones to exit codes
 # ------------------------------------------------------------------------------------------------
-class BootstrapError(Exception):
-    """A failure with a one-line, secret-free reason and the process exit code to use."""
-
-    exit_code = EXIT_FAILURE
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
-
-
-class ConfigError(BootstrapError):
-    exit_code = EXIT_USAGE
+class BootstrapError(PodProgramError):
+    """A failure with a one-line, secret-free reason (exit code: :data:`EXIT_CODES`)."""
 
 
 class OperatorActionRequired(BootstrapError):
-    exit_code = EXIT_OPERATOR_ACTION
+    """Operators must act (PGP-encrypted keys and sealed peers, a PGP-encrypted root token)."""
 
 
 class AdminLoginFailed(BootstrapError):
-    exit_code = EXIT_ADMIN_LOGIN
-
-
-class PeerUnreachable(BootstrapError):
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"peer {url} is unreachable: {reason}")
-        self.url = url
-
-
-class VaultAPIError(BootstrapError):
-    def __init__(self, url: str, method: str, path: str, status: int, errors: Sequence[str]) -> None:
-        detail = "; ".join(errors) if errors else http.client.responses.get(status, "")
-        super().__init__(f"{method} {path} on {url} answered {status}: {detail}")
-        self.status = status
-        self.path = path
+    """The admin login failed and no root token is available."""
 
 
 class WaitTimeout(BootstrapError):
-    pass
+    """A wait ran past ``--timeout``."""
+
+
+EXIT_CODES: ExitCodes = {
+    UsageError: EXIT_USAGE,
+    OperatorActionRequired: EXIT_OPERATOR_ACTION,
+    AdminLoginFailed: EXIT_ADMIN_LOGIN,
+    BootstrapError: EXIT_FAILURE,
+    HttpFailure: EXIT_FAILURE,  # a peer unreachable, an HTTP error such as 403 (programs.vault_http)
+}
+"""Each failure's exit code (the module docstring)."""
 
 
 # ------------------------------------------------------------------------------------------------
-# HTTP client for one peer
+# peers (each one a programs.vault_http.VaultHttp)
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Peer:
@@ -190,108 +189,9 @@ class Peer:
     server_name: str | None = None
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS connection that verifies ``server_name`` instead of the URL host when one is given."""
-
-    def __init__(
-        self, host: str, port: int | None, *, context: ssl.SSLContext, server_name: str | None, timeout: float
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._fedobs_context = context
-        self._fedobs_server_name = server_name
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._fedobs_context.wrap_socket(self.sock, server_hostname=self._fedobs_server_name or self.host)
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: Json
-
-    @property
-    def errors(self) -> list[str]:
-        errs = self.body.get("errors")
-        return [str(e) for e in errs] if isinstance(errs, list) else []
-
-
-class VaultClient:
-    """Minimal Vault HTTP API client for one peer. Raises ``PeerUnreachable`` on transport errors."""
-
-    def __init__(self, peer: Peer, context: ssl.SSLContext, timeout: float = 10.0) -> None:
-        self.peer = peer
-        self.url = peer.url.rstrip("/")
-        parts = urllib.parse.urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"peer URL {peer.url!r} must be http(s)://host[:port]")
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = parts.port
-        self._context = context
-        self._timeout = timeout
-
-    def raw(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str | None = None,
-        body: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> Response:
-        """Send one request to ``/v1/<path>``; any HTTP status is returned, not raised."""
-        conn: http.client.HTTPConnection
-        t = timeout or self._timeout
-        if self._scheme == "https":
-            conn = _HTTPSConnection(
-                self._host, self._port, context=self._context, server_name=self.peer.server_name, timeout=t
-            )
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=t)
-        headers = {"Accept": "application/json"}
-        payload: bytes | None = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if token:
-            headers["X-Vault-Token"] = token
-        try:
-            conn.request(method, f"/v1/{path.lstrip('/')}", body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-            status = resp.status
-        except ssl.SSLError as exc:
-            raise PeerUnreachable(self.url, f"TLS error: {exc}") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise PeerUnreachable(self.url, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            conn.close()
-        parsed: Any = {}
-        if raw.strip():
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = {"errors": [raw[:200].decode(errors="replace")]}
-        return Response(status, parsed if isinstance(parsed, dict) else {"data": parsed})
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str | None = None,
-        body: Mapping[str, Any] | None = None,
-        ok: Sequence[int] = (200, 204),
-    ) -> Json:
-        """Like :meth:`raw` but raises ``VaultAPIError`` unless the status is in ``ok``."""
-        resp = self.raw(method, path, token=token, body=body)
-        if resp.status not in ok:
-            raise VaultAPIError(self.url, method, path, resp.status, resp.errors)
-        return resp.body
-
-
-ClientFactory = Callable[[Peer, ssl.SSLContext, float], VaultClient]
+ClientFactory = Callable[..., VaultHttp]
+"""Builds a peer's client: called like :class:`VaultHttp` (``url, ca_file, timeout=, server_name=,
+flag=, ca_flag=``); tests pass a subclass that records or answers requests."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -414,7 +314,7 @@ class KubernetesSecretStateStore:
             host = os.environ.get("KUBERNETES_SERVICE_HOST")
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
             if not host:
-                raise ConfigError("KUBERNETES_SERVICE_HOST is not set: the kubernetes-secret store works in a pod only")
+                raise UsageError("KUBERNETES_SERVICE_HOST is not set: the kubernetes-secret store works in a pod only")
             api_url = f"https://{f'[{host}]' if ':' in host else host}:{port}"
         self.namespace, self.name, self.key = namespace, name, key
         self.api_url = api_url.rstrip("/")
@@ -422,6 +322,7 @@ class KubernetesSecretStateStore:
         self.ca_file = str(ca_file) if ca_file else None
         self.timeout = timeout
         self._resource_version: str | None = None
+        self._api: PinnedHttps | None = None
 
     def describe(self) -> str:
         return f"Secret {self.namespace}/{self.name}"
@@ -431,31 +332,15 @@ class KubernetesSecretStateStore:
             token = self.token_file.read_text().strip()
         except OSError as exc:
             raise BootstrapError(f"cannot read service-account token {self.token_file}: {exc.strerror}") from exc
-        parts = urllib.parse.urlsplit(self.api_url)
-        conn: http.client.HTTPConnection
-        if parts.scheme == "https":
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=self.timeout, context=ctx)
-        else:
-            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout)
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+        if self._api is None:  # the shared HTTPS policy: https only, pinned CA, no redirects, capped
+            self._api = PinnedHttps(
+                self.api_url, self.ca_file, timeout=self.timeout, label="Kubernetes API", flag="Kubernetes API URL"
+            )
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise BootstrapError(f"Kubernetes API {self.api_url} unreachable: {exc}") from exc
-        finally:
-            conn.close()
-        try:
-            parsed = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            parsed = {}
-        return resp.status, parsed if isinstance(parsed, dict) else {}
+            reply = self._api.send(method, path, headers={"Authorization": f"Bearer {token}"}, body=body)
+        except HttpFailure as exc:
+            raise BootstrapError(f"Kubernetes API {self.api_url} unreachable: {exc}") from None
+        return reply.status, reply.body
 
     def _secret_path(self, name: str | None = None) -> str:
         base = f"/api/v1/namespaces/{urllib.parse.quote(self.namespace)}/secrets"
@@ -547,7 +432,7 @@ def store_from_spec(spec: str) -> StateStore:
     if kind == "kubernetes-secret" and rest.count("/") == 1 and all(rest.split("/")):
         ns, name = rest.split("/")
         return KubernetesSecretStateStore(ns, name)
-    raise ConfigError(f"--state {spec!r}: use file:PATH or kubernetes-secret:NAMESPACE/NAME")
+    raise UsageError(f"--state {spec!r}: use file:PATH or kubernetes-secret:NAMESPACE/NAME")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -589,25 +474,25 @@ class Config:
 
     def validate(self) -> None:
         if not self.peers:
-            raise ConfigError("at least one peer URL is required")
+            raise UsageError("at least one peer URL is required")
         if not 1 <= self.key_threshold <= self.key_shares:
-            raise ConfigError("need 1 <= key threshold <= key shares")
+            raise UsageError("need 1 <= key threshold <= key shares")
         if self.key_shares > 1 and self.key_threshold < 2 and self.seal == "shamir":
-            raise ConfigError("a Shamir threshold of 1 with several shares is not allowed by Vault")
+            raise UsageError("a Shamir threshold of 1 with several shares is not allowed by Vault")
         if self.pgp_keys and len(self.pgp_keys) != self.key_shares:
-            raise ConfigError(f"{len(self.pgp_keys)} PGP keys given for {self.key_shares} key shares")
+            raise UsageError(f"{len(self.pgp_keys)} PGP keys given for {self.key_shares} key shares")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", self.userpass_path):
-            raise ConfigError(f"invalid userpass mount path {self.userpass_path!r}")
+            raise UsageError(f"invalid userpass mount path {self.userpass_path!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.@-]+", self.username):
-            raise ConfigError(f"invalid admin username {self.username!r}")
+            raise UsageError(f"invalid admin username {self.username!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.admin_policy_name) or self.admin_policy_name in (
             "root",
             "default",
         ):
-            raise ConfigError(f"invalid admin policy name {self.admin_policy_name!r}")
+            raise UsageError(f"invalid admin policy name {self.admin_policy_name!r}")
         for key in self.autopilot:
             if key not in (*AUTOPILOT_DURATIONS, *AUTOPILOT_INTS, *AUTOPILOT_BOOLS):
-                raise ConfigError(f"unknown autopilot setting {key!r}")
+                raise UsageError(f"unknown autopilot setting {key!r}")
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -620,7 +505,7 @@ def parse_duration(value: str | int | float) -> float:
     units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
     parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)", text)
     if not parts or "".join(a + b for a, b in parts) != text:
-        raise ConfigError(f"invalid duration {value!r}")
+        raise UsageError(f"invalid duration {value!r}")
     return sum(float(n) * units[u] for n, u in parts)
 
 
@@ -628,9 +513,9 @@ def read_secret_file(path: str, what: str) -> str:
     try:
         value = Path(path).read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {what} file {path}: {exc.strerror}") from exc
     if not value:
-        raise ConfigError(f"{what} file {path} is empty")
+        raise UsageError(f"{what} file {path} is empty")
     return value
 
 
@@ -649,30 +534,36 @@ class Bootstrap:
         config: Config,
         store: StateStore,
         *,
-        client_factory: ClientFactory = VaultClient,
+        client_factory: ClientFactory = VaultHttp,
         log: Callable[[str], None] = _say,
     ) -> None:
         config.validate()
         self.cfg = config
         self.store = store
         self.log = log
-        try:
-            ctx = ssl.create_default_context(cafile=config.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load CA file {config.ca_file}: {exc}") from exc
-        self.clients = [client_factory(p, ctx, config.request_timeout) for p in config.peers]
+        self.clients = [
+            client_factory(
+                p.url,
+                config.ca_file,
+                timeout=config.request_timeout,
+                server_name=p.server_name,
+                flag="--peer",
+                ca_flag="--ca-file",
+            )
+            for p in config.peers
+        ]
         self.initialized_now = False
         self.record: Json | None = None  # the state record as last loaded or written
 
     # -- waiting ------------------------------------------------------------------------------
     def _wait(self, what: str, probe: Callable[[], Any]) -> Any:
-        """Poll ``probe`` until truthy; PeerUnreachable/VaultAPIError count as 'not yet'."""
+        """Poll ``probe`` until truthy; a failed request (:class:`HttpFailure`) counts as 'not yet'."""
         deadline = time.monotonic() + self.cfg.timeout
-        last: BootstrapError | None = None
+        last: HttpFailure | None = None
         while True:
             try:
                 value = probe()
-            except (PeerUnreachable, VaultAPIError) as exc:
+            except HttpFailure as exc:
                 last, value = exc, None
             if value:
                 return value
@@ -681,14 +572,14 @@ class Bootstrap:
                 raise WaitTimeout(f"timed out after {self.cfg.timeout:g}s waiting for {what}{suffix}")
             time.sleep(self.cfg.poll_interval)
 
-    def seal_status(self, c: VaultClient) -> Json:
+    def seal_status(self, c: VaultHttp) -> Json:
         return c.call("GET", "sys/seal-status")
 
-    def _status_field(self, c: VaultClient, key: str, want: bool) -> bool:
+    def _status_field(self, c: VaultHttp, key: str, want: bool) -> bool:
         return bool(self.seal_status(c).get(key)) == want
 
     def _wait_answering(self) -> list[Json]:
-        """Every peer's seal status; ``PeerUnreachable`` naming the first peer silent past the deadline."""
+        """Every peer's seal status; ``ServerUnreachable`` naming the first peer silent past the deadline."""
         statuses: list[Json] = []
         for c in self.clients:
             deadline = time.monotonic() + self.cfg.timeout
@@ -696,12 +587,12 @@ class Bootstrap:
                 try:
                     statuses.append(self.seal_status(c))
                     break
-                except (PeerUnreachable, VaultAPIError) as exc:
+                except HttpFailure as exc:
                     if time.monotonic() >= deadline:
-                        reason = str(exc).removeprefix(f"peer {c.url} is unreachable: ")
-                        raise PeerUnreachable(
-                            c.url, f"no answer to sys/seal-status within {self.cfg.timeout:g}s ({reason})"
-                        ) from exc
+                        raise ServerUnreachable(
+                            f"peer {c.url} is unreachable: no answer to sys/seal-status within "
+                            f"{self.cfg.timeout:g}s ({exc})"
+                        ) from None
                 time.sleep(self.cfg.poll_interval)
         return statuses
 
@@ -746,7 +637,7 @@ class Bootstrap:
         keys = result.get("keys_base64") or result.get("keys") or []
         return [str(k) for k in keys] or None
 
-    def _unseal_peer(self, c: VaultClient, keys: list[str]) -> None:
+    def _unseal_peer(self, c: VaultHttp, keys: list[str]) -> None:
         """Submit keys (after resetting a half-done attempt) until unsealed; then wait (deadline)."""
         status = self.seal_status(c)
         if not status.get("sealed"):
@@ -792,20 +683,20 @@ class Bootstrap:
             self._unseal_peer(c, keys)
 
     # -- cluster state --------------------------------------------------------------------------
-    def find_active(self) -> VaultClient | None:
+    def find_active(self) -> VaultHttp | None:
         """The peer that says it is the active node right now, or None (no waiting)."""
         for c in self.clients:
             try:
                 resp = c.raw("GET", "sys/leader")
-            except PeerUnreachable:
+            except HttpFailure:
                 continue
             if resp.status == 200 and resp.body.get("is_self"):
                 return c
         return None
 
-    def active_client(self) -> VaultClient:
+    def active_client(self) -> VaultHttp:
         """The active node among the peers (waits, deadline)."""
-        found: VaultClient = self._wait("an active (leader) node among the peers", self.find_active)
+        found: VaultHttp = self._wait("an active (leader) node among the peers", self.find_active)
         return found
 
     def _voters_ready(self, token: str) -> bool:
@@ -827,16 +718,14 @@ class Bootstrap:
         """Wait until every peer is a healthy voter; a 403 fails at once, other errors are retried."""
         what = f"all {len(self.clients)} peers to be healthy Raft voters (autopilot promotes joined nodes)"
         deadline = time.monotonic() + self.cfg.timeout
-        last: BootstrapError | None = None
+        last: HttpFailure | None = None
         while True:
             try:
                 if self._voters_ready(token):
                     break
-            except VaultAPIError as exc:
+            except HttpFailure as exc:
                 if exc.status == 403:
                     raise
-                last = exc
-            except PeerUnreachable as exc:
                 last = exc
             if time.monotonic() >= deadline:
                 suffix = f" (last error: {last})" if last else ""
@@ -872,11 +761,11 @@ class Bootstrap:
         """Log in as the admin user; the token, or None if the login is refused (4xx; 5xx is retried)."""
         path = f"auth/{self.cfg.userpass_path}/login/{self.cfg.username}"
 
-        def attempt() -> Response | None:
+        def attempt() -> HttpReply | None:
             resp = self.active_client().raw("POST", path, body={"password": password})
             return None if resp.status >= 500 or resp.status == 429 else resp  # 5xx: leader changing
 
-        resp: Response = self._wait(f"an answer to the admin login at {path}", attempt)
+        resp: HttpReply = self._wait(f"an answer to the admin login at {path}", attempt)
         if resp.status != 200:
             return None
         auth = resp.body.get("auth") or {}
@@ -981,11 +870,11 @@ class Bootstrap:
             self.log(f"rotating the password of admin user {cfg.username!r} at auth/{cfg.userpass_path}")
             try:
                 self.active_client().call("POST", path, token=old_token, body={"password": new})
-            except VaultAPIError as exc:
-                if 400 <= exc.status < 500:  # refused: Vault still has the old password
+            except (RequestRefused, BadResponse) as exc:
+                if exc.status is not None and 400 <= exc.status < 500:  # refused: Vault still has the old password
                     try:
                         self._replace_record(before)
-                    except BootstrapError as undo:  # the refusal is the failure to report
+                    except PodProgramError as undo:  # the refusal is the failure to report
                         self.log(f"could not take the pending admin password out of the record: {undo}")
                 raise
             token = self._login(new)
@@ -998,13 +887,13 @@ class Bootstrap:
             try:
                 self._record_applied(new)
             except BaseException:
-                with contextlib.suppress(BootstrapError):
+                with contextlib.suppress(PodProgramError):
                     self.revoke(token, "admin")
                 raise
             self.log("admin password rotated and verified")
             return token
         finally:
-            with contextlib.suppress(BootstrapError):
+            with contextlib.suppress(PodProgramError):
                 self.revoke(old_token, "admin")
 
     def _roll_back(self, path: str, old_token: str, current: str, before: Json) -> None:
@@ -1013,7 +902,7 @@ class Bootstrap:
         check = self._login(current)
         if check is None:
             raise BootstrapError(f"rolling back {path} failed: the previous admin password does not log in")
-        with contextlib.suppress(BootstrapError):
+        with contextlib.suppress(PodProgramError):
             self.revoke(check, "admin")
         self._replace_record(before)
 
@@ -1039,7 +928,7 @@ class Bootstrap:
                 if check.status != 403:
                     raise BootstrapError(f"the {what} token still answers lookup-self ({check.status}) after revoke")
                 return
-            except (PeerUnreachable, VaultAPIError) as exc:
+            except HttpFailure as exc:
                 last = exc
         raise BootstrapError(f"could not revoke the {what} token: {last}")
 
@@ -1087,7 +976,7 @@ class Bootstrap:
                 try:
                     self.revoke(root, "root")
                     self.log("root token revoked")
-                except BootstrapError as exc:  # the original failure is the one to report
+                except PodProgramError as exc:  # the original failure is the one to report
                     self.log(f"could not revoke the root token after the failure: {exc}")
             raise
         if root is not None:
@@ -1106,7 +995,7 @@ class Bootstrap:
                 try:
                     self._record_applied(password)
                 except BaseException:
-                    with contextlib.suppress(BootstrapError):
+                    with contextlib.suppress(PodProgramError):
                         self.revoke(admin, "admin")
                     raise
             elif self.cfg.rotate_admin_password and self._keeps_admin_password():
@@ -1122,7 +1011,7 @@ class Bootstrap:
                 self._record_applied(self.configure_admin(root))
         finally:
             if root is None:
-                with contextlib.suppress(BootstrapError):
+                with contextlib.suppress(PodProgramError):
                     self.revoke(token, "admin")
 
 
@@ -1130,7 +1019,7 @@ def run(
     config: Config,
     store: StateStore,
     *,
-    client_factory: ClientFactory = VaultClient,
+    client_factory: ClientFactory = VaultHttp,
     log: Callable[[str], None] = _say,
 ) -> None:
     """Run one bootstrap; raises ``BootstrapError`` (with ``exit_code``) on failure."""

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import components.vault as vault_component
+from components.vault_names import ADMIN_AUTH_MOUNT
 from offline.engine import Recording
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
@@ -36,10 +37,9 @@ from programs.vault_bootstrap.bootstrap import (
     Config,
     FileStateStore,
     KubernetesSecretStateStore,
-    Response,
-    VaultClient,
     run,
 )
+from programs.vault_http import HttpReply, VaultHttp
 from rig.kube_api import KubeAPIServer
 from rig.openbao import ApiResponse, api
 from rig.vault_cluster import (
@@ -53,7 +53,7 @@ from rig.vault_cluster import (
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_POLICY = vault_component.ADMIN_POLICY
-MOUNT, USER = vault_component.ADMIN_AUTH_MOUNT, vault_component.ADMIN_USERNAME
+MOUNT, USER = ADMIN_AUTH_MOUNT, vault_component.ADMIN_USERNAME
 PASSWORD_PATH = f"auth/{MOUNT}/users/{USER}/password"
 TIMEOUT = 45.0
 P1 = "first-admin-password-0001"
@@ -150,8 +150,8 @@ def rot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[Ro
 def recording_factory(calls: list[tuple[str, str]], fake: Any = None) -> Any:
     """A client class that records (method, path) and lets ``fake(method, path, body)`` answer instead."""
 
-    class Client(VaultClient):
-        def raw(self, method: str, path: str, **kw: Any) -> Response:
+    class Client(VaultHttp):
+        def raw(self, method: str, path: str, **kw: Any) -> HttpReply:
             calls.append((method, path))
             answer = fake(method, path, kw.get("body")) if fake else None
             return answer if answer is not None else super().raw(method, path, **kw)
@@ -240,9 +240,9 @@ def test_a_failed_login_after_the_update_rolls_back(rot: Rotation) -> None:
     rot.set_password_file(P3)
     calls: list[tuple[str, str]] = []
 
-    def fake(method: str, path: str, body: Any) -> Response | None:
+    def fake(method: str, path: str, body: Any) -> HttpReply | None:
         if path == f"auth/{MOUNT}/login/{USER}" and body == {"password": P3}:
-            return Response(400, {"errors": ["invalid username or password (injected)"]})
+            return HttpReply(400, {"errors": ["invalid username or password (injected)"]})
         return None
 
     try:

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 import components.vault as vault_component
+from components.vault_names import ADMIN_AUTH_MOUNT
 from components.vault_server_config import (
     HUB_CA_DIR,
     ShamirSeal,
@@ -45,10 +46,9 @@ from programs.vault_bootstrap.bootstrap import (
     Config,
     FileStateStore,
     KubernetesSecretStateStore,
-    Response,
-    VaultClient,
     run,
 )
+from programs.vault_http import HttpReply, VaultHttp
 from rig.applier import VaultApplier
 from rig.hub_edge import openbao_pod_hcl
 from rig.kube_api import KubeAPIServer
@@ -89,8 +89,8 @@ class Recorder:
     def factory(self) -> Any:
         recorder = self
 
-        class RecordingClient(VaultClient):
-            def raw(self, method: str, path: str, **kw: Any) -> Response:
+        class RecordingClient(VaultHttp):
+            def raw(self, method: str, path: str, **kw: Any) -> HttpReply:
                 resp = super().raw(method, path, **kw)
                 recorder.calls.append((method, path, self.url))
                 if path == "sys/init" and method == "PUT" and resp.status == 200:
@@ -739,7 +739,7 @@ def test_the_components_job_command_parses() -> None:
     config, state = config_from_args(build_parser().parse_args(command[3:]))
     assert [p.url for p in config.peers] == [f"https://{spec.peer_hostname(i)}:8200" for i in range(3)]
     assert (config.key_shares, config.key_threshold, len(config.pgp_keys)) == (5, 3, 5)
-    assert config.userpass_path == vault_component.ADMIN_AUTH_MOUNT
+    assert config.userpass_path == ADMIN_AUTH_MOUNT
     assert config.username == vault_component.ADMIN_USERNAME
     assert config.admin_policy_name == vault_component.ADMIN_POLICY
     assert state == f"kubernetes-secret:{spec.namespace}/{vault_component.INIT_STATE_SECRET}"

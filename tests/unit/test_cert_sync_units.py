@@ -272,16 +272,6 @@ def test_usage_errors_are_one_line_and_exit_2(
     assert needle in err, err
 
 
-def test_vault_multi_errors_become_one_readable_line() -> None:
-    response = sync._Response(403, {"errors": ["1 error occurred:\n\t* permission denied\n\n"]}, "")
-    assert sync._error_detail(response) == "permission denied"
-    response = sync._Response(400, {"errors": ["2 errors occurred:\n\t* a\n\t* b\n\n"]}, "")
-    assert sync._error_detail(response) == "a; b"
-    status = {"kind": "Status", "message": 'secrets "x" is forbidden'}
-    assert sync._error_detail(sync._Response(403, status, "")) == 'secrets "x" is forbidden'
-    assert sync._error_detail(sync._Response(502, None, "<html>bad\ngateway</html>")) == "<html>bad gateway</html>"
-
-
 # ---------------------------------------------------------------------------------------------
 # passes
 # ---------------------------------------------------------------------------------------------

@@ -228,7 +228,11 @@ def test_retention_keeps_newest_and_never_the_new_upload() -> None:
         (["take", "--bucket", "b", "--vault-addr", "https://v", "--keep", "0"], "--keep"),
         (
             ["take", "--bucket", "b", "--vault-addr", "ftp://v", "--cluster-name", "hub", "--jwt-file", __file__],
-            "not an http(s) URL",
+            "--vault-addr 'ftp://v' must be an https:// URL",
+        ),
+        (
+            ["take", "--bucket", "b", "--vault-addr", "http://v", "--cluster-name", "hub", "--jwt-file", __file__],
+            "--vault-addr 'http://v' must be an https:// URL",
         ),
         (["take", "--bucket", "b", "--vault-addr", "https://v", "--cluster-name", "a/b"], "cluster name"),
         (
