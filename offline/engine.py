@@ -4,6 +4,10 @@ This is the one engine behind the offline plan (``make plan``), the unit tests a
 benchmarks: no Pulumi CLI, no credentials, no network. The program is ``__main__.py`` itself,
 with the stack's config read from ``Pulumi.<stack>.yaml`` (secure values replaced by marked
 placeholders, their keys flagged secret as the engine would).
+
+The program runs on the SDK's own code, mocks and mock monitor included, with no shortcut of it
+(``docs/performance.md``); what the engine needs of the SDK beyond its public API comes from
+``policy/sdk_internals.py``, which checks the pinned SDK versions when imported.
 """
 
 from __future__ import annotations
