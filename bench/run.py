@@ -35,7 +35,9 @@ SECTIONS = ("evaluation", "chains", "certsync", "bootstrap", "rotation")
 HUB_REF = "organization/fedobs/hub"
 #: The targets of issue 12.
 EVALUATION_GROWTH_LIMIT = 2.0
-EVALUATION_IMPORT_LIMIT = 1.5
+#: Issue 12's second evaluation target (1-edge hub / SDK import), met only by the engine's benchmark
+#: shortcuts that issue 16 removed: measured and reported, no longer a target (docs/performance.md).
+EVALUATION_IMPORT_FORMER_LIMIT = 1.5
 HUB_CHAIN_LIMIT = 8
 NOOP_SECONDS_LIMIT = 1.0
 ROTATION_LIMIT_SECONDS = 120
@@ -100,6 +102,10 @@ class Bench:
                 *table(["edges", "resources", "seconds", "vs 1 edge"], rows),
                 "",
                 f"SDK import: **{result['sdk_import']:.3f} s**. Ratios are medians of the per-repetition ratios.",
+                "",
+                f"1-edge hub / SDK import: **{result['ratio_1_to_import']:.2f}x** (informational: issue 12's "
+                f"target of <= {EVALUATION_IMPORT_FORMER_LIMIT:g}x was met only by the offline engine's benchmark "
+                "shortcuts, which issue 16 removed; the engine now runs the SDK's own code, see docs/performance.md).",
             ],
         )
         section.targets += [
@@ -110,11 +116,9 @@ class Bench:
                 EVALUATION_GROWTH_LIMIT,
                 "x",
             ),
-            Target(
-                "evaluation, 1-edge hub / SDK import", result["ratio_1_to_import"], "<=", EVALUATION_IMPORT_LIMIT, "x"
-            ),
         ]
         self.sections.append(section)
+        say(f"informational: 1-edge hub / SDK import {result['ratio_1_to_import']:.2f}x (no longer a target)")
         self.panels.append(
             {
                 "title": "program evaluation (hub)",

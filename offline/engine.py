@@ -4,14 +4,16 @@ This is the one engine behind the offline plan (``make plan``), the unit tests a
 benchmarks: no Pulumi CLI, no credentials, no network. The program is ``__main__.py`` itself,
 with the stack's config read from ``Pulumi.<stack>.yaml`` (secure values replaced by marked
 placeholders, their keys flagged secret as the engine would).
+
+The program runs on the SDK's own code, mocks and mock monitor included, with no shortcut of it
+(``docs/performance.md``); what the engine needs of the SDK beyond its public API comes from
+``policy/sdk_internals.py``, which checks the pinned SDK versions when imported.
 """
 
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import functools
-import gc
 import hashlib
 import json
 import multiprocessing
@@ -24,15 +26,9 @@ from typing import Any
 
 import pulumi
 import yaml
-from google.protobuf import struct_pb2
-from pulumi.output import Unknown
-from pulumi.runtime import config as runtime_config
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import resource as runtime_resource
-from pulumi.runtime import rpc, settings
-from pulumi.runtime.proto import resource_pb2, source_pb2
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
+
+# Every SDK internal the engine uses comes from here (it checks the pinned SDK versions on import).
+from policy import sdk_internals as sdk
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "fedobs"
@@ -118,9 +114,9 @@ class Recording:
 
 
 def _strip_secrets(value: Any, path: str, secret_paths: set[str]) -> Any:
-    if rpc.is_rpc_secret(value):
+    if sdk.is_secret(value):
         secret_paths.add(path)
-        return _strip_secrets(rpc.unwrap_rpc_secret(value), path, secret_paths)
+        return _strip_secrets(sdk.unwrap_secret(value), path, secret_paths)
     if isinstance(value, dict):
         return {k: _strip_secrets(v, f"{path}.{k}" if path else k, secret_paths) for k, v in value.items()}
     if isinstance(value, list):
@@ -188,45 +184,25 @@ class FedobsMocks(pulumi.runtime.Mocks):
         raise RuntimeError(f"the program made an invoke ({args.token}); fedobs programs must not read at plan time")
 
 
-def _is_plain(value: Any) -> bool:
-    """Whether deserialised inputs hold only what JSON holds (secrets are dicts here) and unknowns:
-    no resource references, assets or output values, which need the SDK's event loop."""
+def _is_recordable(value: Any) -> bool:
+    """Whether deserialised inputs hold only what JSON holds (secrets are dicts in their wire form) and
+    unknowns: no resource references, assets or output values, which a recording cannot carry out of
+    the child process."""
     if isinstance(value, dict):
-        return all(_is_plain(v) for v in value.values())
+        return all(_is_recordable(v) for v in value.values())
     if isinstance(value, list):
-        return all(_is_plain(v) for v in value)
-    return value is None or isinstance(value, str | int | float | bool | Unknown)
+        return all(_is_recordable(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool) or sdk.is_unknown(value)
 
 
-def _wire_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _wire_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_wire_value(v) for v in value]
-    return rpc.UNKNOWN if isinstance(value, Unknown) else value
-
-
-def _serialize_plain(state: Mapping[str, Any]) -> struct_pb2.Struct:
-    """What ``rpc.serialize_properties(state, {})`` returns for plain data (``_is_plain``), without
-    its coroutines: top-level ``None`` values are left out, unknowns become the unknown sentinel,
-    secrets are already in their wire form (a dict with the secret signature)."""
-    struct = struct_pb2.Struct()
-    for key, value in state.items():
-        if value is not None:
-            struct[key] = _wire_value(value)
-    return struct
-
-
-class RecordingMonitor(pulumi_mocks.MockMonitor):
+class RecordingMonitor(sdk.MockMonitor):
     """A mock monitor that keeps what the engine would see: parents, providers, dependencies.
 
-    ``RegisterResource`` does what the SDK's ``MockMonitor.RegisterResource`` does (the mocks get
-    the deserialised inputs, their state is serialised back as the response and kept in
-    ``resources``), but for plain inputs it deserialises the request once for the mocks and the
-    recording and serialises the state without an event loop, on the calling thread (see
-    ``docs/performance.md``). Inputs must be plain data: a resource reference, asset or output
-    value among them is an error naming the resource (the SDK's mock monitor failed on them too,
-    and a recording of them could not leave the child process).
+    ``RegisterResource`` is the SDK's ``MockMonitor.RegisterResource`` (the mocks get the deserialised
+    inputs, their state is serialised back as the response and kept in ``resources``); the request
+    is also deserialised for the recording, keeping unknowns and which inputs are secret. Inputs must
+    be plain data: a resource reference, asset or output value among them is an error naming the
+    resource (a recording of them could not leave the child process).
     """
 
     def __init__(self, mocks: FedobsMocks) -> None:
@@ -236,33 +212,14 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def RegisterResource(self, request: Any) -> Any:
         if request.type == "pulumi:pulumi:Stack":
             return super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        raw_inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
-        if not _is_plain(raw_inputs):
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        # After the SDK's own call: it gives this thread the event loop a resource reference needs.
+        raw_inputs = sdk.deserialize_properties(request.object, keep_unknowns=True)
+        if not _is_recordable(raw_inputs):
             raise RuntimeError(
                 f"{request.type} {request.name!r}: the offline engine records plain inputs only, "
                 "not resource references, assets or output values"
             )
-        mock_inputs = raw_inputs
-        if not settings.is_dry_run() and rpc.contains_unknowns(raw_inputs):
-            mock_inputs = rpc.deserialize_properties(request.object)  # outside preview the mocks get none
-        urn = self.make_urn(request.parent, request.type, request.name)
-        resource_id: Any  # None is passed on as the SDK's mock monitor does
-        resource_id, state = self.mocks.new_resource(
-            pulumi.runtime.MockResourceArgs(
-                typ=request.type,
-                name=request.name,
-                inputs=mock_inputs,
-                provider=request.provider,
-                resource_id=request.importId,
-                custom=request.custom or False,
-                transforms=pulumi_mocks._resolve_callbacks(request.transforms),
-            )
-        )
-        if not _is_plain(state):
-            raise RuntimeError(f"{request.type} {request.name!r}: the mocks returned a state that is not plain data")
-        obj_proto = _serialize_plain(state)
-        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
-        response = resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=obj_proto)
         self._record(request, response.urn, raw_inputs)
         return response
 
@@ -294,7 +251,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 type=request.type,
                 name=request.name,
                 custom=True,
-                inputs=_strip_secrets(rpc.deserialize_properties(request.properties), "", set()),
+                inputs=_strip_secrets(sdk.deserialize_properties(request.properties), "", set()),
                 secret_inputs=set(),
                 parent=request.parent,
                 provider=request.provider,
@@ -344,7 +301,7 @@ def engine_form(config: Mapping[str, Any]) -> dict[str, str]:
 
 def _resolve(value: Any) -> tuple[Any, bool]:
     output = pulumi.Output.from_input(value)
-    return _sync_await(output.future()), bool(_sync_await(output.is_secret()))
+    return sdk.sync_await(output.future()), bool(sdk.sync_await(output.is_secret()))
 
 
 class ProgramError(Exception):
@@ -399,10 +356,9 @@ class ChildError(Exception):
 def in_child(
     function: Callable[..., Any], *args: Any, what: str = "the child process", timeout: float = RUN_TIMEOUT_SECONDS
 ) -> Any:
-    """``function(*args)`` in a forked child, set up as every program run is (see
-    ``_prepare_child``), and its (picklable) result; :class:`ChildError` if it raised,
-    ``TimeoutError`` after ``timeout`` seconds. The benchmarks start their children through it
-    too, so that what they compare is started the same way."""
+    """``function(*args)`` in a forked child, started as every program run is, and its (picklable)
+    result; :class:`ChildError` if it raised, ``TimeoutError`` after ``timeout`` seconds. The
+    benchmarks start their children through it too, so that what they compare is started the same way."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_child_main, args=(sender, function, args))
@@ -421,18 +377,8 @@ def in_child(
     return value
 
 
-def _prepare_child() -> None:
-    # The SDK keeps tens of thousands of futures, tasks and Outputs alive while a program runs;
-    # every full pass of the cyclic garbage collector walks all of them, which made evaluation
-    # grow faster than linearly with the number of resources. The child is short-lived and its
-    # memory goes back with it: reference counting frees nearly everything anyway (measured: a
-    # few MB more at 300 edges). See docs/performance.md.
-    gc.disable()
-
-
 def _child_main(sender: Any, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
     try:
-        _prepare_child()
         result: tuple[bool, Any] = (True, function(*args))
     except BaseException as exc:
         result = (False, f"{type(exc).__name__}: {exc}")
@@ -445,45 +391,6 @@ def _child_main(sender: Any, function: Callable[..., Any], args: tuple[Any, ...]
         os._exit(0)
 
 
-class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
-    """Runs what the SDK hands to the event loop's executor (the monitor calls) at once, on the
-    loop's own thread: the mock monitor answers without waiting, so a thread hop per resource only
-    costs time (see ``docs/performance.md``)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
-
-
-def _no_stack_trace() -> Any:
-    return source_pb2.StackTrace()
-
-
-_sdk_create_urn = runtime_resource.create_urn
-
-
-def _create_urn(
-    name: Any, type_: Any, parent: Any = None, project: str | None = None, stack: str | None = None
-) -> pulumi.Output[str]:
-    """``create_urn`` for plain strings without its Output plumbing (the SDK computes a URN this way
-    for every resource it registers, and uses it only when there is no monitor); anything else
-    goes to the SDK's own."""
-    if not (isinstance(name, str) and isinstance(type_, str) and (parent is None or isinstance(parent, str))):
-        return _sdk_create_urn(name, type_, parent, project, stack)
-    if parent is not None:
-        prefix = parent[0 : parent.rfind("::")] + "$"
-    else:
-        prefix = (
-            f"urn:pulumi:{stack if stack is not None else settings.get_stack()}::"
-            f"{project if project is not None else settings.get_project()}::"
-        )
-    return pulumi.Output.from_input(prefix + type_ + "::" + name)
-
-
 def _run_in_process(
     stack: str,
     config: Mapping[str, Any],
@@ -492,30 +399,24 @@ def _run_in_process(
     preview: bool = False,
     program: Path = ROOT / "__main__.py",
 ) -> Recording:
-    # The SDK captures the Python stack of every resource for the engine's source positions; the
-    # recording has no use for them and they cost as much as the registration itself.
-    runtime_resource._get_stack_trace = _no_stack_trace
-    runtime_resource.create_urn = _create_urn
-    _ensure_event_loop().set_default_executor(_InlineExecutor(max_workers=1))  # type: ignore[no-untyped-call]
     mocks = FedobsMocks(stack_references or {})
     monitor = RecordingMonitor(mocks)
-    settings.ROOT.set(None)
+    sdk.reset_root_resource()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
-    runtime_config.set_all_config(engine_form(config), list(secret_keys or []))
+    pulumi.runtime.set_all_config(engine_form(config), list(secret_keys or []))
     error: BaseException | None = None
 
     def run() -> None:
         runpy.run_path(str(program), run_name="__main__")
 
     try:
-        _sync_await(run_pulumi_func(run))
+        sdk.run_program_function(run)
     except BaseException as exc:
         error = exc
     outputs: dict[str, Any] = {}
     secret_outputs: set[str] = set()
-    root = settings.get_root_resource()
-    if error is None and root is not None:
-        for key, value in getattr(root, "outputs", {}).items():
+    if error is None:
+        for key, value in sdk.root_stack_outputs().items():
             try:
                 outputs[key], secret = _resolve(value)
             except Exception as exc:
@@ -526,7 +427,7 @@ def _run_in_process(
     urn_outputs = {urn: reg.state for urn, reg in monitor.resources.items()}
     for resource in monitor.recorded:
         resource.outputs = dict(urn_outputs.get(resource.urn) or {})
-    runtime_config.set_all_config({}, [])
+    pulumi.runtime.set_all_config({}, [])
     return Recording(stack, monitor.recorded, outputs, secret_outputs, error)
 
 

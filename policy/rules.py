@@ -2,8 +2,9 @@
 
 Every rule is a ``pulumi_policy`` validation with enforcement level MANDATORY; ``policies()``
 returns them and ``__main__.py`` (the only place a ``PolicyPack`` is built) serves them. This module
-is self-contained (no import of the rest of the repository) because the Pulumi CLI runs the pack in
-its own virtual environment with ``policy/requirements.txt`` only.
+imports nothing of the repository outside ``policy/`` because the Pulumi CLI runs the pack in its own
+virtual environment with ``policy/requirements.txt`` only; what it needs of the SDKs' internals comes
+from ``sdk_internals.py`` beside it, which checks the pinned SDK versions when imported.
 
 How resources reach a rule
 --------------------------
@@ -44,18 +45,15 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy import deserialize as sdk_deserialize
-from pulumi_policy import policy as sdk_policy
-from pulumi_policy.proxy import (
-    UNKNOWN_ARCHIVE_VALUE,
-    UNKNOWN_ARRAY_VALUE,
-    UNKNOWN_ASSET_VALUE,
-    UNKNOWN_BOOLEAN_VALUE,
-    UNKNOWN_NUMBER_VALUE,
-    UNKNOWN_OBJECT_VALUE,
-    UNKNOWN_STRING_VALUE,
-    UnknownValueError,
-)
+
+try:
+    from policy import sdk_internals
+except ImportError:  # run by the CLI: the repository root is not on sys.path, this directory is
+    import sdk_internals  # type: ignore[no-redef]
+
+# What policy/__main__.py applies before the pack starts (see "Secretness" above and sdk_internals).
+keep_secret_markers: Final = sdk_internals.keep_secret_markers
+deserialize_keeping_secrets: Final = sdk_internals.deserialize_keeping_secrets
 
 PACK_NAME = "fedobs"
 
@@ -72,17 +70,7 @@ class _Unknown:
 
 
 UNKNOWN: Final = _Unknown()
-_UNKNOWN_SENTINELS: Final = frozenset(
-    {
-        UNKNOWN_BOOLEAN_VALUE,
-        UNKNOWN_NUMBER_VALUE,
-        UNKNOWN_STRING_VALUE,
-        UNKNOWN_ARRAY_VALUE,
-        UNKNOWN_ASSET_VALUE,
-        UNKNOWN_ARCHIVE_VALUE,
-        UNKNOWN_OBJECT_VALUE,
-    }
-)
+_UNKNOWN_SENTINELS: Final = sdk_internals.UNKNOWN_SENTINELS
 
 
 def plain(value: Any) -> Any:
@@ -97,7 +85,7 @@ def plain(value: Any) -> Any:
         for key in value:
             try:
                 item = value[key]
-            except UnknownValueError:
+            except sdk_internals.UnknownValueError:
                 item = UNKNOWN
             out[str(key)] = plain(item)
         return out
@@ -106,7 +94,7 @@ def plain(value: Any) -> Any:
         for index in range(len(value)):
             try:
                 item = value[index]
-            except UnknownValueError:
+            except sdk_internals.UnknownValueError:
                 item = UNKNOWN
             items.append(plain(item))
         return items
@@ -146,52 +134,6 @@ def truthy(value: Any) -> bool:
 
 def _known(value: Any) -> bool:
     return value is not None and value is not UNKNOWN
-
-
-# --- secretness: keep the engine's secret markers for validations -----------------------------------
-
-_SDK_DESERIALIZE_PROPERTIES: Final = sdk_deserialize.deserialize_properties
-
-
-def deserialize_keeping_secrets(props: dict[str, Any], proxy_secrets: bool = False) -> dict[str, Any]:
-    """The SDK's property deserializer, except that a secret the engine sent arrives as ``Secret(value)``.
-
-    ``proxy_secrets=True`` (the SDK's remediation path, unused by this pack) is left to the SDK.
-    """
-    if proxy_secrets:
-        return _SDK_DESERIALIZE_PROPERTIES(props, True)
-    return {key: _keep_secret(value) for key, value in props.items()}
-
-
-def _keep_secret(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_keep_secret(v) for v in value]
-    if isinstance(value, dict):
-        signature = value.get(sdk_deserialize.SPECIAL_SIG_KEY)
-        if signature == sdk_deserialize.SPECIAL_SECRET_SIG:
-            return Secret(_keep_secret(value.get("value")))
-        if signature is not None:  # an asset or archive: the SDK's own form
-            return _SDK_DESERIALIZE_PROPERTIES({"value": value})["value"]
-        return {key: _keep_secret(v) for key, v in value.items()}
-    return value
-
-
-def keep_secret_markers() -> None:
-    """Make pulumi-policy hand validations ``Secret`` wrappers where the engine sent secrets.
-
-    The SDK's analyzer looks ``deserialize_properties`` up in its own module on every call, so
-    replacing that one name is enough; anything other than the SDK's own function there is refused
-    rather than silently replaced (``policy/requirements.txt`` pins the SDK this was written for).
-    """
-    current = sdk_policy.deserialize_properties  # type: ignore[attr-defined]
-    if current is deserialize_keeping_secrets:
-        return
-    if current is not _SDK_DESERIALIZE_PROPERTIES:
-        raise RuntimeError(
-            "pulumi_policy.policy.deserialize_properties is not the SDK's own function; "
-            "the fedobs pack cannot see which inputs are secret"
-        )
-    sdk_policy.deserialize_properties = deserialize_keeping_secrets  # type: ignore[attr-defined]
 
 
 # --- rule: Vault TLS is never disabled ---------------------------------------------------------------

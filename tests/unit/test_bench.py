@@ -135,3 +135,31 @@ def test_the_harness_writes_its_page_and_exits_1_exactly_when_a_target_is_missed
     assert f"**hub: {steps} steps**" in page and "## Worst-case rotation delay (shipped config)" in page
     assert "the run times are missing and the target is not checked" in page
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_enforces_growth_and_reports_the_import_ratio_without_a_target(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 16: the engine runs without shortcuts; 100 edges / 1 edge stays a target, 1 edge / SDK import is
+    measured and shown but no longer fails the run."""
+    from bench import run
+
+    figures = {
+        "edges": [1, 100],
+        "reps": 1,
+        "sdk_modules": 455,
+        "sdk_packages": ["pulumi_vault"],
+        "resources": {"1": 107, "100": 899},
+        "sdk_import": 0.7,
+        "program": {"1": 1.4, "100": 2.6},
+        "largest": 100,
+        "ratio_largest_to_1": 1.86,
+        "ratio_1_to_import": 2.0,
+    }
+    done = SimpleNamespace(returncode=0, stdout=json.dumps(figures), stderr="")
+    monkeypatch.setattr(run.subprocess, "run", lambda *args, **kwargs: done)
+    bench = run.Bench(reps=1, quick=True, workdir=tmp_path)
+    bench.evaluation()
+    (section,) = bench.sections
+    assert [(t.figure, t.limit, t.met) for t in section.targets] == [("evaluation, 100 edges / 1 edge", 2.0, True)]
+    assert any("1-edge hub / SDK import: **2.00x** (informational" in line for line in section.lines)
