@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 from components import versions
 from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, passes_per_run
 from components.kubernetes_auth import WorkloadRole
-from components.pod_security import restricted_container, restricted_namespace, restricted_pod
+from components.pod_security import PROGRAMS_UID, restricted_container, restricted_namespace, restricted_pod
 from components.vault_policies import kv_write, render_policy
 from components.vault_server_config import TLS_DIR
 
@@ -140,7 +140,7 @@ def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
     ]
     if not hub_mode:
         mounts.append({"name": "hub", "mountPath": HUB_DIR, "readOnly": True})
-        volumes.append({"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": 0o400}})
+        volumes.append({"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": 0o440}})
     return {
         "schedule": args.schedule,
         "concurrencyPolicy": "Forbid",
@@ -159,7 +159,8 @@ def cronjob_spec(args: CertSyncArgs, hub_address: str | None) -> dict[str, Any]:
                         # Hub mode reads Secrets from the Kubernetes API with the pod's own token.
                         "automountServiceAccountToken": hub_mode,
                         "restartPolicy": "Never",
-                        "securityContext": restricted_pod(),
+                        # fsGroup: the kubelet makes the 0440 credential files group-readable by the program
+                        "securityContext": {**restricted_pod(), "fsGroup": PROGRAMS_UID},
                         "containers": [
                             {
                                 "name": "cert-sync",

@@ -15,7 +15,7 @@ import pulumi_tls as tls
 import pulumi_vault as vault
 
 from components import versions
-from components.pod_security import restricted_container, restricted_namespace, restricted_pod
+from components.pod_security import PROGRAMS_UID, restricted_container, restricted_namespace, restricted_pod
 from components.vault_server_config import (
     API_PORT,
     HUB_CA_DIR,
@@ -121,8 +121,16 @@ def vault_chart_values(args: VaultArgs) -> dict[str, Any]:
     """The ``vault`` chart values (validated in tests against the chart's values.schema.json)."""
     spec = args.server
     env_secrets: list[dict[str, str]] = []
-    volumes: list[dict[str, Any]] = [{"name": "vault-server-tls", "secret": {"secretName": "vault-server-tls"}}]
-    mounts: list[dict[str, Any]] = [{"name": "vault-server-tls", "mountPath": TLS_DIR, "readOnly": True}]
+    # The chart's start command (vault.args) writes /tmp/storageconfig.hcl before exec'ing the server:
+    # with readOnlyRootFilesystem it needs a writable /tmp (docs/testing.md, rung 5).
+    volumes: list[dict[str, Any]] = [
+        {"name": "vault-server-tls", "secret": {"secretName": "vault-server-tls"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "vault-server-tls", "mountPath": TLS_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
     if isinstance(spec.seal, TransitSealSpec):
         env_secrets.append({"envName": "VAULT_TOKEN", "secretName": "vault-seal", "secretKey": "token"})
         volumes.append({"name": "hub-vault-ca", "secret": {"secretName": "hub-vault-ca"}})
@@ -568,7 +576,8 @@ class Vault(pulumi.ComponentResource):
                 "spec": {
                     "serviceAccountName": "vault-bootstrap",
                     "restartPolicy": "Never",
-                    "securityContext": restricted_pod(),
+                    # fsGroup: the kubelet makes the 0440 credential files group-readable by the program
+                    "securityContext": {**restricted_pod(), "fsGroup": PROGRAMS_UID},
                     "containers": [
                         {
                             "name": "bootstrap",
@@ -594,7 +603,7 @@ class Vault(pulumi.ComponentResource):
                                 "items": [{"key": "ca.crt", "path": "ca.crt"}],
                             },
                         },
-                        {"name": "admin", "secret": {"secretName": "vault-admin-credential", "defaultMode": 0o400}},
+                        {"name": "admin", "secret": {"secretName": "vault-admin-credential", "defaultMode": 0o440}},
                         {"name": "policy", "configMap": {"name": "vault-admin-policy"}},
                     ],
                 },
