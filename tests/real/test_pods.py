@@ -19,10 +19,15 @@ from components.vault_server_config import SERVER_CERTIFICATE_IP_ADDRESSES, TLS_
 from offline.engine import Recording
 from rig.pod_sandbox import Cluster, PodSandbox, programs_image, stop, vault_image
 from rig.vault_pod import config_map_data, vault_server_pod
-from tests.support.hub_edge import k8s_object
+from tests.real import test_hub_edge_flow as hub_edge_flow
+from tests.support.applier import VaultApplier
+from tests.support.hub_edge import children, k8s_object, kubernetes_auth_overrides, pod_template
 from tests.support.kube_api import KubeAPIServer
 from tests.support.openbao import api, bao_binary, localize_server_hcl, loopback_layout, wait_until
 from tests.support.pki import TestCA
+from tests.support.raft_single import RaftSingleNode
+from tests.support.s3 import MotoS3
+from tests.support.tls_vault import Vault
 from tests.support.vault_cluster import TLS_FILE_NAMES, LoopbackVault, bootstrap_job, stack_server
 
 pytestmark = pytest.mark.real
@@ -194,3 +199,89 @@ def test_the_bootstrap_job_runs_in_its_pod(hub: Recording, loopback_vault: Any, 
         vault.urls[0], "POST", "auth/userpass-pulumi/login/pulumi", body={"password": PASSWORD}, ca_file=vault.ca_file
     )
     assert login.status == 200, login.text
+
+
+# --------------------------------------------------------------------------------------------------
+# both cert-sync CronJobs (hub, then edge), on the two real Vaults of tests/real/test_hub_edge_flow.py
+# --------------------------------------------------------------------------------------------------
+flow = hub_edge_flow.flow  # the same fixture: both stacks' Vault configurations applied to real servers
+
+
+def cert_sync_sandbox(
+    recording: Recording, vault: Vault, kube: KubeAPIServer, workdir: Path
+) -> tuple[PodSandbox, list[str]]:
+    """The stack's cert-sync CronJob pod; its command with one pass instead of the CronJob's three (20 s apart)."""
+    cronjob = k8s_object(recording, "CronJob", "cert-sync")
+    template = pod_template(recording, "CronJob", "cert-sync")
+    namespace = cronjob["metadata"]["namespace"]
+    secrets: dict[str, dict[str, str]] = {"vault-ca": {"ca.crt": Path(vault.ca_file).read_text()}}
+    if any(v["name"] == "hub" for v in template["spec"]["volumes"]):
+        secrets["hub-credential"] = dict(k8s_object(recording, "Secret", "hub-credential")["stringData"])
+    cluster = Cluster(
+        namespace,
+        secrets=secrets,
+        token=token_source(kube, namespace, template["spec"]["serviceAccountName"]),
+        api_server=api_server(kube),
+    )
+    box = PodSandbox(template, "cert-sync", programs_image(), cluster, workdir, pod_name=f"cert-sync-{recording.stack}")
+    command = list(box.container["command"])
+    command[command.index("--passes") + 1] = "1"
+    return box, command
+
+
+def test_both_cert_sync_cronjobs_run_in_their_pods(flow: hub_edge_flow.Flow, tmp_path: Path) -> None:
+    # localised: where each Vault is (the spec's in-cluster Service names), the hub's address for the
+    # edge, and the hub's Kubernetes API (https://kubernetes.default.svc) -- nothing else
+    hub_box, hub_command = cert_sync_sandbox(flow.hub, flow.hub_vault, flow.hub_kube, tmp_path / "hub")
+    hub_run = hub_box.run(
+        hub_command, env_overrides={"VAULT_ADDR": flow.hub_vault.url, "CERT_SYNC_KUBE_API": flow.hub_kube.url}
+    )
+    assert hub_run.returncode == 0, hub_run.stdout + hub_run.stderr
+    edge_box, edge_command = cert_sync_sandbox(flow.edge, flow.edge_vault, flow.edge_kube, tmp_path / "edge")
+    edge_run = edge_box.run(
+        edge_command, env_overrides={"VAULT_ADDR": flow.edge_vault.url, "CERT_SYNC_HUB_ADDR": flow.hub_vault.url}
+    )
+    assert edge_run.returncode == 0, edge_run.stdout + edge_run.stderr
+    assert flow.edge_vault.kv("otel/otel-client-tls") == flow.pki.client(hub_edge_flow.EDGE).secret_data
+    # the credential files are root-owned, group fsGroup, 0440: readable by the program only through the group
+    credential = edge_box.volume_dirs["hub"] / "..data" / "secret-id"
+    assert (credential.stat().st_uid, credential.stat().st_gid, credential.stat().st_mode & 0o7777) == (
+        0,
+        65532,
+        0o440,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the Raft snapshot CronJob, on a real Raft node with the hub's Kubernetes auth roles, to moto's S3
+# --------------------------------------------------------------------------------------------------
+def test_the_raft_snapshot_cronjob_runs_in_its_pod(hub: Recording, tmp_path: Path) -> None:
+    cronjob = k8s_object(hub, "CronJob", "vault-raft-snapshot")
+    template = pod_template(hub, "CronJob", "vault-raft-snapshot")
+    namespace = cronjob["metadata"]["namespace"]
+    env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+    ca = TestCA("fedobs pod-sandbox snapshot CA")
+    with KubeAPIServer() as kube, MotoS3() as s3, RaftSingleNode(tmp_path / "raft", ca, "raft") as node:
+        root = node.initialize(shares=1, threshold=1).root_token
+        VaultApplier(node.url, root, ca_file=node.ca_file, in_cluster_overrides=kubernetes_auth_overrides(kube)).apply(
+            children(hub, "hub-kubernetes-auth")
+        )
+        bucket = s3.create_bucket(env["SNAPSHOT_S3_BUCKET"])
+        moto = s3.env()
+        cluster = Cluster(
+            namespace,
+            secrets={
+                "vault-server-tls": {"ca.crt": ca.cert_pem},
+                "vault-snapshot-s3": {
+                    "access-key-id": moto["AWS_ACCESS_KEY_ID"],
+                    "secret-access-key": moto["AWS_SECRET_ACCESS_KEY"],
+                },
+            },
+            token=token_source(kube, namespace, template["spec"]["serviceAccountName"]),
+        )
+        box = PodSandbox(template, "snapshot", programs_image(), cluster, tmp_path / "pod", pod_name="snapshot")
+        # localised: where Vault and the object storage are
+        result = box.run(env_overrides={"VAULT_ADDR": node.url, "SNAPSHOT_S3_ENDPOINT": s3.endpoint_url}, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        keys = s3.keys(bucket)
+        assert len(keys) == 1 and env["SNAPSHOT_CLUSTER_NAME"] in keys[0], keys
