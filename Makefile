@@ -28,14 +28,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 # Real database servers for the Vault database-engine tests (PostgreSQL 15, MariaDB 10.11) and the
 # tools some tests use, from Debian packages; installed only when missing: as root, or through `sudo -n` when
 # not root and sudo needs no password (GitHub-hosted runners); otherwise it prints the apt-get line and fails.
-SYSTEM_TOOLS := /usr/lib/postgresql/15/bin/initdb /usr/sbin/mariadbd /usr/bin/gpg /usr/bin/jq
+# bubblewrap: the pod sandbox of rung 5 (rig/pod_sandbox.py; setpriv comes with util-linux).
+SYSTEM_TOOLS := /usr/lib/postgresql/15/bin/initdb /usr/sbin/mariadbd /usr/bin/gpg /usr/bin/jq /usr/bin/bwrap /usr/bin/setpriv
 system-packages:
 	@missing=0; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; \
 	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-	  else echo "missing Debian packages: sudo apt-get install postgresql mariadb-server gnupg jq"; exit 1; fi; \
-	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql mariadb-server gnupg jq >/dev/null; \
+	  else echo "missing Debian packages: sudo apt-get install postgresql mariadb-server gnupg jq bubblewrap util-linux"; exit 1; fi; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql mariadb-server gnupg jq bubblewrap util-linux >/dev/null; \
 	fi
 
 setup: $(STAMP) system-packages

@@ -16,7 +16,7 @@ import pulumi_vault as vault
 from pydantic import Field, field_validator
 
 from components import versions
-from components.pod_security import restricted_container, restricted_namespace, restricted_pod
+from components.pod_security import PROGRAMS_UID, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
 from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
 from components.vault_names import ADMIN_AUTH_MOUNT, API_PORT
@@ -153,8 +153,16 @@ def server_pod_labels(spec: VaultServerSpec) -> dict[str, str]:
 def vault_chart_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[str, Any]:
     """The ``vault`` chart values (validated in tests against the chart's values.schema.json)."""
     env_secrets: list[dict[str, str]] = []
-    volumes: list[dict[str, Any]] = [{"name": "vault-server-tls", "secret": {"secretName": "vault-server-tls"}}]
-    mounts: list[dict[str, Any]] = [{"name": "vault-server-tls", "mountPath": TLS_DIR, "readOnly": True}]
+    # The chart's start command (vault.args) writes /tmp/storageconfig.hcl before exec'ing the server:
+    # with readOnlyRootFilesystem it needs a writable /tmp (docs/testing.md, rung 5).
+    volumes: list[dict[str, Any]] = [
+        {"name": "vault-server-tls", "secret": {"secretName": "vault-server-tls"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "vault-server-tls", "mountPath": TLS_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
     if isinstance(spec.seal, TransitSealSpec):
         env_secrets.append({"envName": "VAULT_TOKEN", "secretName": "vault-seal", "secretKey": "token"})
         volumes.append({"name": "hub-vault-ca", "secret": {"secretName": "hub-vault-ca"}})
@@ -605,7 +613,8 @@ class Vault(pulumi.ComponentResource):
                 "spec": {
                     "serviceAccountName": "vault-bootstrap",
                     "restartPolicy": "Never",
-                    "securityContext": restricted_pod(),
+                    # fsGroup: the kubelet makes the 0440 credential files group-readable by the program
+                    "securityContext": {**restricted_pod(), "fsGroup": PROGRAMS_UID},
                     "containers": [
                         {
                             "name": "bootstrap",
@@ -631,7 +640,7 @@ class Vault(pulumi.ComponentResource):
                                 "items": [{"key": "ca.crt", "path": "ca.crt"}],
                             },
                         },
-                        {"name": "admin", "secret": {"secretName": "vault-admin-credential", "defaultMode": 0o400}},
+                        {"name": "admin", "secret": {"secretName": "vault-admin-credential", "defaultMode": 0o440}},
                         {"name": "policy", "configMap": {"name": "vault-admin-policy"}},
                     ],
                 },

@@ -3,7 +3,8 @@ cloud, a cluster or the Pulumi service.
 
 It runs real peers on loopback and stands in for what cannot run here: OpenBao clusters and dev
 servers started from the stacks' own server HCL (``openbao``, ``vault_cluster``, ``raft_single``,
-``tls_vault``), the applier that replays recorded ``pulumi_vault`` resources with the provider's API
+``tls_vault``), pods run as the kubelet would run them
+(``pod_sandbox``, ``vault_pod``), the applier that replays recorded ``pulumi_vault`` resources with the provider's API
 calls (``applier``), the Kubernetes API stand-in (``kube_api``), test CAs and cert-manager-style
 issuance (``pki``, ``cert_manager_pki``), PostgreSQL and MariaDB (``databases``, ``local_hub``),
 moto's S3 (``s3``), ``bao agent`` from injector annotations (``agent``), the hub-to-edge flow pieces

@@ -192,6 +192,11 @@ def test_chart_values_are_production_shaped(stack: str, request: pytest.FixtureR
     assert server["resources"]["limits"] and server["resources"]["requests"]
     container = server["statefulSet"]["securityContext"]["container"]
     assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
+    # the chart's start command copies the config to /tmp/storageconfig.hcl: with a read-only root
+    # filesystem /tmp must be a volume (tests/real/test_pods.py runs that command)
+    assert container["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "emptyDir": {}} in server["volumes"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in server["volumeMounts"]
     injector = values["injector"]
     assert injector["enabled"] and injector["replicas"] == 2 and injector["leaderElector"]["enabled"]
     assert injector["image"] == {"repository": "hashicorp/vault-k8s", "tag": "1.7.6"}
@@ -204,6 +209,11 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     container = pod["containers"][0]
     assert pod["serviceAccountName"] == "vault-bootstrap"
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # the credential is 0440 and group-owned by the fsGroup: readable by the program (uid 65532), which a
+    # root-owned 0400 file is not (tests/real/test_pods.py runs this Job in its pod)
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 65532
+    admin = next(v for v in pod["volumes"] if v["name"] == "admin")
+    assert admin["secret"] == {"secretName": "vault-admin-credential", "defaultMode": 0o440}
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
