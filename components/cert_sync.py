@@ -12,7 +12,7 @@ from components import versions
 from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, passes_per_run
 from components.kubernetes_auth import WorkloadRole
 from components.otlp_pki import EDGE_CLIENT_TLS_KV_PATH
-from components.pod_security import PROGRAMS_UID, restricted_container, restricted_namespace, restricted_pod
+from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.vault_names import in_cluster_address
 from components.vault_policies import kv_write, render_policy
 from components.vault_server_config import TLS_DIR
@@ -129,7 +129,7 @@ def cronjob_spec(
     ]
     if not hub_mode:
         mounts.append({"name": "hub", "mountPath": HUB_DIR, "readOnly": True})
-        volumes.append({"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": 0o440}})
+        volumes.append({"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": SECRET_FILE_MODE}})
     return {
         "schedule": settings.cert_sync_schedule,
         "concurrencyPolicy": "Forbid",
@@ -148,8 +148,7 @@ def cronjob_spec(
                         # Hub mode reads Secrets from the Kubernetes API with the pod's own token.
                         "automountServiceAccountToken": hub_mode,
                         "restartPolicy": "Never",
-                        # fsGroup: the kubelet makes the 0440 credential files group-readable by the program
-                        "securityContext": {**restricted_pod(), "fsGroup": PROGRAMS_UID},
+                        "securityContext": restricted_pod(reads_secret_files=True),
                         "containers": [
                             {
                                 "name": "cert-sync",

@@ -21,7 +21,7 @@ from components.otlp_pki import (
     GATEWAY_TLS_KV_PATH,
     GATEWAY_TLS_SECRET,
 )
-from components.pod_security import restricted_container, restricted_pod
+from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_pod
 from components.settings import Cidr, DnsLabel, Quantity, Settings
 from components.vso import RestartTargetSettings, SyncSettings, WorkloadRef
 
@@ -224,7 +224,7 @@ def deployment_spec(plan: CollectorPlan, config_text: str) -> dict[str, Any]:
     labels = selector_labels(plan)
     secrets = mounted_secrets(plan)
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": f"{plan.deployment}-config"}}]
-    volumes += [{"name": name, "secret": {"secretName": name, "defaultMode": 0o440}} for name in secrets]
+    volumes += [{"name": name, "secret": {"secretName": name, "defaultMode": SECRET_FILE_MODE}} for name in secrets]
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
     mounts += [{"name": name, "mountPath": secret_dir(name), "readOnly": True} for name in secrets]
     probe = {"httpGet": {"path": "/", "port": HEALTH_PORT}, "periodSeconds": 10}
@@ -240,7 +240,7 @@ def deployment_spec(plan: CollectorPlan, config_text: str) -> dict[str, Any]:
             "spec": {
                 "serviceAccountName": plan.deployment,
                 "automountServiceAccountToken": False,
-                "securityContext": {**restricted_pod(COLLECTOR_UID), "fsGroup": COLLECTOR_UID},
+                "securityContext": restricted_pod(COLLECTOR_UID, reads_secret_files=True),
                 "topologySpreadConstraints": [
                     {
                         "maxSkew": 1,

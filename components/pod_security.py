@@ -9,6 +9,12 @@ import pulumi_kubernetes as k8s
 
 #: A non-root user of the programs image (distroless' "nonroot").
 PROGRAMS_UID = 65532
+#: ``defaultMode`` of a Secret volume whose files a non-root container reads. The kubelet writes them
+#: owned by root (kubernetes ``pkg/volume/util/atomic_writer.go``); only with a Pod ``fsGroup`` does it
+#: chown them to that group and add group read (``pkg/volume/volume_linux.go`` ``SetVolumeOwnership``,
+#: ``roMask = 0440``). So such a volume needs this mode *and* ``restricted_pod(..., reads_secret_files=True)``.
+#: Proven on rung 5 (``tests/real/test_pods.py``; the rules in docs/testing.md).
+SECRET_FILE_MODE = 0o440
 
 
 def restricted_container() -> dict[str, Any]:
@@ -23,9 +29,18 @@ def restricted_container() -> dict[str, Any]:
     }
 
 
-def restricted_pod(uid: int = PROGRAMS_UID) -> dict[str, Any]:
-    """Pod securityContext for the programs image."""
-    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "seccompProfile": {"type": "RuntimeDefault"}}
+def restricted_pod(uid: int = PROGRAMS_UID, *, reads_secret_files: bool = False) -> dict[str, Any]:
+    """Pod securityContext running as ``uid``; ``reads_secret_files`` adds ``fsGroup: uid`` so the
+    kubelet makes the Pod's Secret-volume files (``SECRET_FILE_MODE``) readable by that user."""
+    context: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if reads_secret_files:
+        context["fsGroup"] = uid
+    return context
 
 
 def restricted_namespace(resource_name: str, namespace: str, opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:

@@ -16,7 +16,7 @@ import pulumi_vault as vault
 from pydantic import Field, field_validator
 
 from components import versions
-from components.pod_security import PROGRAMS_UID, restricted_container, restricted_namespace, restricted_pod
+from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
 from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
 from components.vault_names import ADMIN_AUTH_MOUNT, API_PORT
@@ -153,8 +153,9 @@ def server_pod_labels(spec: VaultServerSpec) -> dict[str, str]:
 def vault_chart_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[str, Any]:
     """The ``vault`` chart values (validated in tests against the chart's values.schema.json)."""
     env_secrets: list[dict[str, str]] = []
-    # The chart's start command (vault.args) writes /tmp/storageconfig.hcl before exec'ing the server:
-    # with readOnlyRootFilesystem it needs a writable /tmp (docs/testing.md, rung 5).
+    # The chart's start command (vault-helm v0.34.1 templates/_helpers.tpl, vault.args, lines 223-251)
+    # copies its config to /tmp/storageconfig.hcl before exec'ing the server: with readOnlyRootFilesystem
+    # it needs a writable /tmp. Proven on rung 5 (tests/real/test_pods.py; docs/testing.md).
     volumes: list[dict[str, Any]] = [
         {"name": "vault-server-tls", "secret": {"secretName": "vault-server-tls"}},
         {"name": "tmp", "emptyDir": {}},
@@ -613,8 +614,7 @@ class Vault(pulumi.ComponentResource):
                 "spec": {
                     "serviceAccountName": "vault-bootstrap",
                     "restartPolicy": "Never",
-                    # fsGroup: the kubelet makes the 0440 credential files group-readable by the program
-                    "securityContext": {**restricted_pod(), "fsGroup": PROGRAMS_UID},
+                    "securityContext": restricted_pod(reads_secret_files=True),
                     "containers": [
                         {
                             "name": "bootstrap",
@@ -640,7 +640,10 @@ class Vault(pulumi.ComponentResource):
                                 "items": [{"key": "ca.crt", "path": "ca.crt"}],
                             },
                         },
-                        {"name": "admin", "secret": {"secretName": "vault-admin-credential", "defaultMode": 0o440}},
+                        {
+                            "name": "admin",
+                            "secret": {"secretName": "vault-admin-credential", "defaultMode": SECRET_FILE_MODE},
+                        },
                         {"name": "policy", "configMap": {"name": "vault-admin-policy"}},
                     ],
                 },
