@@ -27,7 +27,7 @@ from components.transit_unseal import TransitUnseal
 from components.vault import TransitSealInput, Vault
 from components.vault_config import VaultConfiguration, consumer_roles
 from components.vault_server_config import TransitSeal
-from components.vso import VaultSecretsOperator, vso_roles
+from components.vso import SyncSettings, VaultSecretsOperator, vso_roles
 from config import AnyStackConfig, EdgeConfig, HubConfig
 
 
@@ -48,11 +48,16 @@ def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     return build_edge(cfg)
 
 
+def build_cluster(cfg: AnyStackConfig, prefix: str) -> tuple[Cluster, CertManager]:
+    """The cluster, its Kubernetes provider and cert-manager: what every other part stands on."""
+    cluster = Cluster(f"{prefix}-cluster", cfg.cluster, kubeconfig=cfg.kubeconfig or None)
+    cert_manager = CertManager(f"{prefix}-cert-manager", opts=pulumi.ResourceOptions(provider=cluster.provider))
+    return cluster, cert_manager
+
+
 def build_hub(cfg: HubConfig) -> dict[str, Any]:
     prefix = "hub"
-    cluster = Cluster(f"{prefix}-cluster", cfg.cluster, kubeconfig=_secret_or_none(cfg.kubeconfig))
-    k8s = pulumi.ResourceOptions(provider=cluster.provider)
-    cert_manager = CertManager(f"{prefix}-cert-manager", opts=k8s)
+    cluster, cert_manager = build_cluster(cfg, prefix)
     outputs: dict[str, Any] = {}
     part = RolePart(transit_seal=None, cert_sync=None)
     if cfg.pki is not None:
@@ -81,8 +86,7 @@ def build_hub(cfg: HubConfig) -> dict[str, Any]:
 def build_edge(cfg: EdgeConfig) -> dict[str, Any]:
     prefix = cfg.edge_name
     hub = HubLink(f"{prefix}-hub", stack_name=cfg.hub_stack, edge_name=cfg.edge_name)
-    cluster = Cluster(f"{prefix}-cluster", cfg.cluster, kubeconfig=_secret_or_none(cfg.kubeconfig))
-    cert_manager = CertManager(f"{prefix}-cert-manager", opts=pulumi.ResourceOptions(provider=cluster.provider))
+    cluster, cert_manager = build_cluster(cfg, prefix)
     transit = TransitSealInput(
         address=hub.vault_address,
         key_name=cfg.edge_name,
@@ -122,10 +126,11 @@ def build_core(
 ) -> Core:
     """Everything both roles declare, fed with the role's part."""
     k8s = pulumi.ResourceOptions(provider=cluster.provider)
+    cluster_name = f"fedobs-{prefix}"
     vault = Vault(
         f"{prefix}-vault",
         cfg.vault,
-        cluster_name=f"fedobs-{prefix}",
+        cluster_name=cluster_name,
         cert_manager=cert_manager,
         transit_seal=part.transit_seal,
         aws_kms_credentials=cfg.aws_kms_credentials,
@@ -153,7 +158,7 @@ def build_core(
         RaftSnapshots(
             f"{prefix}-raft-snapshots",
             snapshots,
-            cluster_name=f"fedobs-{prefix}",
+            cluster_name=cluster_name,
             credentials=cfg.require(cfg.snapshot_credentials, "snapshotCredentials"),
             namespace=vault.namespace,
             opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=[auth]),
@@ -168,7 +173,7 @@ def build_core(
             vault_ready=(auth, configuration.kv_ready),
             opts=k8s,
         )
-    build_workloads(cfg, prefix, k8s, vault, configuration, auth, part)
+    build_workloads(cfg, prefix, k8s, syncs, vault, configuration, auth, part)
     outputs = {
         "role": cfg.role,
         "kubeconfig": cluster.kubeconfig,
@@ -183,13 +188,14 @@ def build_workloads(
     cfg: AnyStackConfig,
     prefix: str,
     k8s: pulumi.ResourceOptions,
+    syncs: tuple[SyncSettings, ...],
     vault: Vault,
     configuration: VaultConfiguration,
     auth: KubernetesAuth,
     part: RolePart,
 ) -> None:
-    """VSO, admission, the collector and the dynamic-secret workloads of the cluster (``k8s``: its provider)."""
-    syncs = cfg.all_syncs
+    """VSO (for ``syncs``, every sync of the stack), admission, the collector and the dynamic-secret
+    workloads of the cluster (``k8s``: its provider)."""
     vso = None
     if syncs:
         vso = VaultSecretsOperator(
@@ -235,7 +241,3 @@ def build_workloads(
             vault_ready=(auth, *configuration.credential_roles),
             opts=k8s,
         )
-
-
-def _secret_or_none(value: str | None) -> pulumi.Output[str] | None:
-    return pulumi.Output.secret(value) if value else None
