@@ -10,12 +10,16 @@ into the run and keeps at least ``LAST_PASS_ROOM_SECONDS`` before that deadline 
 start latency and the pass itself (about a second, measured by ``make bench``). Hence an interval
 must divide 60 and be at least ``MIN_INTERVAL_SECONDS``: 20 (three passes), 30 (two) or 60 (one).
 
-``config`` validates ``fedobs:distribution.certSyncInterval`` with :func:`interval_problem`,
+``DistributionSettings`` validates ``fedobs:distribution.certSyncInterval`` as :data:`CertSyncInterval`,
 ``components.cert_sync`` renders the Job with :func:`passes_per_run` and the deadline, and
 ``offline.secret_flow`` reads the passes back from the rendered CronJob.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 #: Seconds after a run's Job started when Kubernetes stops it (``activeDeadlineSeconds``): it must
 #: be over before the next run of an every-minute schedule.
@@ -44,6 +48,17 @@ def interval_problem(interval: int) -> str | None:
             f"(use one of {', '.join(map(str, VALID_INTERVALS))})"
         )
     return None
+
+
+def _valid_interval(interval: int) -> int:
+    problem = interval_problem(interval)
+    if problem:
+        raise ValueError(problem)
+    return interval
+
+
+#: The config type of ``fedobs:distribution.certSyncInterval``: an interval that passes every rule above.
+CertSyncInterval = Annotated[int, AfterValidator(_valid_interval)]
 
 
 def passes_per_run(interval: int) -> int:

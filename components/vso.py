@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 from pydantic import AfterValidator
 
 from components import versions
-from components.cert_sync_cadence import interval_problem
+from components.cert_sync_cadence import CertSyncInterval
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_namespace
 from components.settings import CONFIG_NAMESPACE, Cron, DnsLabel, RuleProblem, Settings, pattern_check
@@ -69,7 +69,7 @@ class DistributionSettings(Settings):
     cert_sync_schedule: Cron = "* * * * *"
     #: Seconds between the sync passes of one cert-sync run, through the minute after each scheduled
     #: run (20: three passes; 60: one). See components/cert_sync_cadence.py and docs/secret-flow.md.
-    cert_sync_interval: Annotated[int, AfterValidator(_cert_sync_interval)] = 20
+    cert_sync_interval: CertSyncInterval = 20
     #: Syncs of the stack's own workloads; the collector's are added by the stack (collectors.py).
     syncs: tuple[SyncSettings, ...] = ()
     #: The workloads of this cluster a sync may restart (a restart target must be one of them).
@@ -102,13 +102,6 @@ class DistributionSettings(Settings):
             for i, sync in enumerate(self.syncs)
             if (sync.namespace, sync.secret_name) in reserved
         ]
-
-
-def _cert_sync_interval(value: int) -> int:
-    problem = interval_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
 
 
 def role_name(namespace: str) -> str:
