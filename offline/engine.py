@@ -52,6 +52,9 @@ class RecordedResource:
     protect: bool
     ignore_changes: list[str]
     additional_secret_outputs: list[str]
+    #: The former identities the resource claims (``ResourceOptions.aliases``), each an alias URN or
+    #: the fields of an alias spec (``{"type": ...}``) as the SDK sends them to the engine.
+    aliases: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
 
     def is_secret_input(self, path: str) -> bool:
@@ -195,6 +198,13 @@ def _is_recordable(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool) or sdk.is_unknown(value)
 
 
+def _alias_fields(alias: Any) -> dict[str, Any]:
+    """An ``Alias`` message as plain data: ``{"urn": ...}`` or the spec's fields that are set."""
+    if alias.HasField("urn"):
+        return {"urn": alias.urn}
+    return {field.name: value for field, value in alias.spec.ListFields()}
+
+
 class RecordingMonitor(sdk.MockMonitor):
     """A mock monitor that keeps what the engine would see: parents, providers, dependencies.
 
@@ -240,6 +250,7 @@ class RecordingMonitor(sdk.MockMonitor):
                 protect=bool(request.protect),
                 ignore_changes=list(request.ignoreChanges),
                 additional_secret_outputs=list(request.additionalSecretOutputs),
+                aliases=[_alias_fields(alias) for alias in request.aliases],
             )
         )
 

@@ -85,3 +85,12 @@ def test_cert_sync_copies_the_pki_and_only_the_certificate_of_client_ca(hub: Rec
 
 def test_edges_declare_no_otlp_pki(edge: Recording) -> None:
     assert not [o for o in edge.kubernetes_objects() if o["metadata"].get("namespace") == "fedobs-pki"]
+
+
+def test_the_renamed_component_keeps_its_former_identity(hub: Recording) -> None:
+    """``OtlpPki`` was registered as ``fedobs:pki:OtlpMtls`` before its token matched its class. Without
+    an alias the engine would see a new component and replace every child (new CA keys: every edge's
+    mTLS breaks). The SDK sends the alias spec (``pulumi/runtime/resource.py`` ``prepare_aliases``),
+    and the engine derives the children's former URNs from their parent's aliases."""
+    (pki,) = hub.of_type("fedobs:pki:OtlpPki")
+    assert [alias.get("type") for alias in pki.aliases] == ["fedobs:pki:OtlpMtls"]
