@@ -147,11 +147,10 @@ def _scrub(text: str, secrets: Collection[str]) -> str:
     return text
 
 
-def _describe_network(reason: BaseException, timeout: float) -> str:
+def _describe_network(reason: BaseException) -> str:
+    """A network failure other than a timeout (each caller reports a timeout with its deadline)."""
     if isinstance(reason, ssl.SSLCertVerificationError):
         return f"TLS verification failed: {reason.verify_message or reason}"
-    if isinstance(reason, TimeoutError):
-        return f"timed out after {timeout:g}s"
     if isinstance(reason, ConnectionRefusedError):
         return "connection refused"
     if isinstance(reason, ssl.SSLError):
@@ -264,11 +263,11 @@ class PinnedHttps:
                 raise ServerUnreachable(f"{where}: no answer from {self.label}: timed out after {timeout:g}s") from None
             except OSError as exc:  # refused, DNS, TLS (ssl.SSLError is an OSError), reset
                 raise ServerUnreachable(
-                    f"{where}: cannot reach {self.label}: {_scrub(_describe_network(exc, timeout), secrets)}"
+                    f"{where}: cannot reach {self.label}: {_scrub(_describe_network(exc), secrets)}"
                 ) from None
             except http.client.HTTPException as exc:
                 raise ServerUnreachable(
-                    f"{where}: {self.label} broke off: {_scrub(_describe_network(exc, timeout), secrets)}"
+                    f"{where}: {self.label} broke off: {_scrub(_describe_network(exc), secrets)}"
                 ) from None
             if 300 <= response.status < 400:
                 location = urllib.parse.urlsplit(response.getheader("Location") or "")
@@ -281,19 +280,24 @@ class PinnedHttps:
         finally:
             conn.close()
 
-    def _read_capped(self, response: http.client.HTTPResponse, where: str, timeout: float, cap: int) -> bytes:
+    def _read_failure(self, where: str, exc: BaseException, timeout: float, got: str = "") -> ServerUnreachable:
+        """A read of an answer that timed out or broke off (``got``: what had come before)."""
+        if isinstance(exc, TimeoutError):
+            return ServerUnreachable(f"{where}: no answer from {self.label}{got}: timed out after {timeout:g}s")
+        return ServerUnreachable(f"{where}: {self.label} broke off{got}: {_describe_network(exc)}")
+
+    def _read_reply(self, response: http.client.HTTPResponse, where: str, timeout: float) -> HttpReply:
+        """The whole answer, at most ``max_body`` bytes."""
         try:
-            raw = response.read(cap + 1)
-        except TimeoutError:
-            raise ServerUnreachable(f"{where}: no answer from {self.label}: timed out after {timeout:g}s") from None
+            raw = response.read(self.max_body + 1)
         except (OSError, http.client.HTTPException) as exc:
-            raise ServerUnreachable(f"{where}: {self.label} broke off: {_describe_network(exc, timeout)}") from None
-        if len(raw) > cap:
+            raise self._read_failure(where, exc, timeout) from None
+        if len(raw) > self.max_body:
             raise BadResponse(
-                f"{where}: HTTP {response.status}: the answer is larger than {cap} bytes; refused",
+                f"{where}: HTTP {response.status}: the answer is larger than {self.max_body} bytes; refused",
                 status=response.status,
             )
-        return raw
+        return _reply(response.status, raw)
 
     def send(
         self,
@@ -317,9 +321,7 @@ class PinnedHttps:
         with self._exchange(
             method, target, where=where, headers=all_headers, body=payload, timeout=wait, secrets=secrets
         ) as response:
-            raw = self._read_capped(response, where, wait, self.max_body)
-            status = response.status
-        return _reply(status, raw)
+            return self._read_reply(response, where, wait)
 
     def fail(
         self, reply: HttpReply, method: str, target: str, *, action: str = "", secrets: Collection[str] = ()
@@ -425,10 +427,12 @@ class VaultHttp(PinnedHttps):
         return token
 
     def login_kubernetes(self, mount: str, role: str, jwt: str, *, action: str = "") -> str:
-        return self.login(mount, {"role": role, "jwt": jwt}, action=action or f"Kubernetes auth login (role {role})")
+        action = action or f"Kubernetes auth login (role {role}) to the {self.label}"
+        return self.login(mount, {"role": role, "jwt": jwt}, action=action)
 
     def login_approle(self, mount: str, role_id: str, secret_id: str, *, action: str = "") -> str:
-        return self.login(mount, {"role_id": role_id, "secret_id": secret_id}, action=action or "AppRole login")
+        action = action or f"AppRole login to the {self.label}"
+        return self.login(mount, {"role_id": role_id, "secret_id": secret_id}, action=action)
 
     def revoke_self(self, token: str, *, timeout: float = 5.0) -> None:
         """``auth/token/revoke-self``, best effort (the programs' tokens are short-lived anyway)."""
@@ -512,7 +516,7 @@ class VaultHttp(PinnedHttps):
             secrets=(token,),
         ) as response:
             if response.status != 200:
-                reply = _reply(response.status, self._read_capped(response, where, self.timeout, self.max_body))
+                reply = self._read_reply(response, where, self.timeout)
                 raise self.fail_for(reply, "GET", path, action=action, token=token)
             try:
                 while chunk := response.read(CHUNK):
@@ -520,14 +524,8 @@ class VaultHttp(PinnedHttps):
                     if written > max_bytes:
                         raise BadResponse(f"{where}: the answer is larger than {max_bytes} bytes; refused", status=200)
                     dest.write(chunk)
-            except TimeoutError:
-                raise ServerUnreachable(
-                    f"{where}: no answer from {self.label} after {written} bytes: timed out after {self.timeout:g}s"
-                ) from None
             except (OSError, http.client.HTTPException) as exc:
-                raise ServerUnreachable(
-                    f"{where}: {self.label} broke off after {written} bytes: {_describe_network(exc, self.timeout)}"
-                ) from None
+                raise self._read_failure(where, exc, self.timeout, f" after {written} bytes") from None
         dest.flush()
         if written == 0:
             raise BadResponse(f"{where}: returned an empty body", status=200)
@@ -551,9 +549,7 @@ class VaultHttp(PinnedHttps):
             timeout=self.timeout,
             secrets=(token,),
         ) as response:
-            raw = self._read_capped(response, where, self.timeout, self.max_body)
-            status = response.status
-        reply = _reply(status, raw)
-        if not 200 <= status < 300:
+            reply = self._read_reply(response, where, self.timeout)
+        if not 200 <= reply.status < 300:
             raise self.fail_for(reply, method, path, action=action, token=token)
         return reply

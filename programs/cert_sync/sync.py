@@ -198,7 +198,6 @@ DEFAULT_HUB_APPROLE_MOUNT = "approle-edges"
 DEFAULT_TIMEOUT = 30.0
 HUB_KV_NAME = "otel-client-tls"
 """The secret's name under ``edges/<edge>/`` on the hub (see :func:`hub_kv_path`)."""
-MAX_RESPONSE = 4 * 1024 * 1024
 MAX_PASSES = 60
 MAX_INTERVAL = 3600.0
 
@@ -215,8 +214,6 @@ _DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
 _CERT_PEM_TYPES = ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE")
-_CAS_MISMATCH = "did not match the current version"
-_MULTI_ERROR = re.compile(r"^\d+ errors? occurred: \* ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,8 +519,7 @@ def _target(args: argparse.Namespace) -> VaultHttp:
 
 def _into_target(args: argparse.Namespace, vault: VaultHttp, jwt: str, items: Sequence[Item]) -> Outcome:
     with _side(TargetError):
-        action = f"Kubernetes auth login (role {args.role}) to the {vault.label}"
-        token = vault.login_kubernetes(args.auth_path, args.role, jwt, action=action)
+        token = vault.login_kubernetes(args.auth_path, args.role, jwt)
         try:
             return write_changed(vault, token, args.kv_mount, items)
         finally:
@@ -563,7 +559,7 @@ def cmd_edge(args: argparse.Namespace) -> Outcome:
     )
     source_path = hub_kv_path(args.edge)
     with _side(SourceError):
-        token = hub.login_approle(args.hub_approle_mount, role_id, secret_id, action="AppRole login to the hub Vault")
+        token = hub.login_approle(args.hub_approle_mount, role_id, secret_id)
         try:
             state = hub.kv_read(token, args.hub_kv_mount, source_path)
         finally:

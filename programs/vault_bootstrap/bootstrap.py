@@ -114,7 +114,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -322,20 +322,22 @@ class KubernetesSecretStateStore:
         self.ca_file = str(ca_file) if ca_file else None
         self.timeout = timeout
         self._resource_version: str | None = None
-        self._api: PinnedHttps | None = None
 
     def describe(self) -> str:
         return f"Secret {self.namespace}/{self.name}"
+
+    @cached_property
+    def _api(self) -> PinnedHttps:
+        """The shared HTTPS policy: https only, pinned CA, no redirects, capped (made at first use)."""
+        return PinnedHttps(
+            self.api_url, self.ca_file, timeout=self.timeout, label="Kubernetes API", flag="Kubernetes API URL"
+        )
 
     def _request(self, method: str, path: str, body: Json | None = None) -> tuple[int, Json]:
         try:
             token = self.token_file.read_text().strip()
         except OSError as exc:
             raise BootstrapError(f"cannot read service-account token {self.token_file}: {exc.strerror}") from exc
-        if self._api is None:  # the shared HTTPS policy: https only, pinned CA, no redirects, capped
-            self._api = PinnedHttps(
-                self.api_url, self.ca_file, timeout=self.timeout, label="Kubernetes API", flag="Kubernetes API URL"
-            )
         try:
             reply = self._api.send(method, path, headers={"Authorization": f"Bearer {token}"}, body=body)
         except HttpFailure as exc:
