@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -154,6 +153,10 @@ def programs_image(repo: Path = REPO) -> Image:
     )
 
 
+#: Where the vault image's stand-in binary (OpenBao's ``bao``) sits inside the sandbox.
+VAULT_BINARY_IN_IMAGE = "/opt/openbao/bin/bao"
+
+
 def vault_image(vault_binary: str) -> Image:
     """``hashicorp/vault`` as it runs here: ``vault`` is ``vault_binary`` (OpenBao's ``bao``), the
     entrypoint is ``VAULT_ENTRYPOINT``; the image's user is ``vault`` (uid 100, group 1000)."""
@@ -163,10 +166,12 @@ def vault_image(vault_binary: str) -> Image:
         group=1000,
         workdir="/",
         env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-        binds={str(Path(vault_binary).resolve()): str(Path(vault_binary).resolve())},
+        # At a path of the image's own, not the host's: a checkout under /tmp would otherwise be hidden
+        # by the Pod's /tmp emptyDir (the chart's start command needs one).
+        binds={VAULT_BINARY_IN_IMAGE: str(Path(vault_binary).resolve())},
         files={
             "/usr/local/bin/docker-entrypoint.sh": VAULT_ENTRYPOINT,
-            "/usr/local/bin/vault": f'#!/bin/sh\nexec {shlex.quote(str(Path(vault_binary).resolve()))} "$@"\n',
+            "/usr/local/bin/vault": f'#!/bin/sh\nexec {VAULT_BINARY_IN_IMAGE} "$@"\n',
         },
     )
 
