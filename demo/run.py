@@ -38,7 +38,6 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +55,7 @@ from components.vault import ADMIN_POLICY, ADMIN_USERNAME
 from components.vault_names import ADMIN_AUTH_MOUNT
 from offline.engine import RecordedResource, Recording, load_stack_file, run_stack_file
 from programs import credentials
-from rig import databases
+from rig import databases, processes
 from rig.agent import agent_config_from_annotations, run_agent, select_injected_secrets
 from rig.applier import AppliedVault, VaultApplier
 from rig.hub_edge import (
@@ -631,9 +630,7 @@ class Demo:
             for a in command[1:]
             if not a.startswith("/vault/secrets/") or a == "/vault/secrets/db"
         ]
-        consumer = subprocess.run(
-            [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
-        )
+        consumer = processes.run([sys.executable, *args], cwd=REPO, capture_output=True, timeout=30)
         check(consumer.returncode == 0, f"the Job's consumer failed: {consumer.stderr.strip()}")
         creds = credentials.load_dotenv(rendered)
         value, refused = use_telemetry(pg, creds["DB_USERNAME"], creds["DB_PASSWORD"])

@@ -81,7 +81,6 @@ process too, through ``PR_SET_PDEATHSIG``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -93,6 +92,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rig import processes
 from rig.openbao import bao_binary
 
 __all__ = [
@@ -362,11 +362,6 @@ def pre_stop_revocation(
 # --------------------------------------------------------------------------------------------------
 # running the agent
 # --------------------------------------------------------------------------------------------------
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _environment(env: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without ``BAO_*``/``VAULT_*`` (they would override the config), plus ``env``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
@@ -396,17 +391,14 @@ def run_agent(
     stderr together in ``.stdout``. ``subprocess.TimeoutExpired`` (the agent killed) after ``timeout``."""
     config = _write_config(config_text, Path(workdir), "agent.hcl")
     _prepare_dirs(config_text)
-    return subprocess.run(
+    return processes.run(
         [bao_binary(), "agent", f"-config={config}"],
         cwd=workdir,
         env=_environment(env or {}),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
         timeout=timeout,
-        preexec_fn=_set_pdeathsig,
-        check=False,
     )
 
 
@@ -468,7 +460,7 @@ def continuous_agent(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_set_pdeathsig,
+            preexec_fn=processes.child_setup,
         )
     agent = RunningAgent(process, log_path, config)
     failed = False
@@ -481,16 +473,13 @@ def continuous_agent(
         try:
             if pre_stop is not None and agent.running() and not failed:
                 time.sleep(pre_stop.grace_seconds)
-                agent.pre_stop_result = subprocess.run(
+                agent.pre_stop_result = processes.run(
                     list(pre_stop.argv),
                     env=_environment({"HOME": pre_stop.home_dir}),
                     cwd=directory,
                     stdin=subprocess.DEVNULL,
                     capture_output=True,
-                    text=True,
                     timeout=pre_stop_timeout,
-                    preexec_fn=_set_pdeathsig,
-                    check=False,
                 )
         finally:
             _kill(process, stop_timeout)

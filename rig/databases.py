@@ -75,7 +75,6 @@ database, nothing else:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import os
 import pwd
@@ -95,6 +94,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from rig.openbao import free_port, wait_until
+from rig.processes import child_setup
 
 __all__ = [
     "INSTALL_COMMAND",
@@ -196,11 +196,6 @@ def available(engines: Iterable[str] = ("postgresql", "mariadb")) -> tuple[bool,
 # --------------------------------------------------------------------------------------------------
 # process plumbing
 # --------------------------------------------------------------------------------------------------
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child, after the uid switch
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     if not path.exists():
         return f"--- {path.name}: (no file)"
@@ -367,7 +362,7 @@ class _Server:
                 group=self._gid,
                 extra_groups=[] if self._uid is not None else None,
                 start_new_session=True,
-                preexec_fn=_set_pdeathsig,
+                preexec_fn=child_setup,
             )
 
     def _run(self, args: Sequence[str], log_path: Path, what: str, timeout: float) -> None:

@@ -54,6 +54,7 @@ from components.vault import ADMIN_USERNAME
 from components.vault_names import ADMIN_AUTH_MOUNT
 from components.vault_server_config import HUB_CA_DIR
 from offline.engine import RecordedResource, Recording
+from rig import processes
 from rig.applier import AppliedVault
 from rig.cert_manager_pki import Issued, issue, issue_secrets
 from rig.kube_api import KubeAPIServer
@@ -165,12 +166,11 @@ def run_bootstrap_job(
     """Run the stack's bootstrap Job (``bootstrap_job_command``) against ``vault`` as its pod would."""
     command = bootstrap_job_command(recording, vault, workdir, password, timeout=timeout)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "programs.vault_bootstrap", *command],
         cwd=REPO,
         env=env,
         capture_output=True,
-        text=True,
         timeout=2 * timeout,
     )
 
@@ -382,9 +382,7 @@ def run_cert_sync(
             str(mounted / part.removeprefix("/fedobs/hub/")) if part.startswith("/fedobs/hub/") else part
             for part in command
         ]
-    return subprocess.run(
-        [sys.executable, *command[1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return processes.run([sys.executable, *command[1:]], cwd=REPO, env=env, capture_output=True, timeout=timeout)
 
 
 def vso_login(edge: Recording, url: str, ca_file: str, kube: KubeAPIServer) -> tuple[ApiResponse, str]:

@@ -59,7 +59,6 @@ documented keys removed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import posixpath
@@ -78,6 +77,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from rig.processes import child_setup
 
 __all__ = [
     "CHART_PLACEHOLDERS",
@@ -238,11 +239,6 @@ def api(
     return ApiResponse(status, parsed if isinstance(parsed, dict) else {"value": parsed}, text)
 
 
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 _SPAWNED: list[subprocess.Popen[bytes]] = []
 
 
@@ -267,7 +263,7 @@ def _spawn(args: list[str], *, cwd: str, log_path: Path, env: Mapping[str, str])
             stdin=subprocess.DEVNULL,
             env=dict(env),
             start_new_session=True,
-            preexec_fn=_set_pdeathsig,
+            preexec_fn=child_setup,
         )
         _SPAWNED.append(proc)
         return proc

@@ -83,6 +83,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rig import processes
+
 REPO = Path(__file__).resolve().parents[1]
 
 BWRAP = "/usr/bin/bwrap"
@@ -594,13 +596,8 @@ class PodSandbox:
         timeout: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
         """Run the container to completion (output captured as text)."""
-        return subprocess.run(
-            self.argv(command),
-            env=self.environment(env_overrides),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+        return processes.run(
+            self.argv(command), env=self.environment(env_overrides), capture_output=True, timeout=timeout
         )
 
     def popen(
