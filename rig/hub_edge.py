@@ -18,8 +18,8 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
 ``run_bootstrap_job(recording, vault, workdir, password)``
     The stack's bootstrap Job, run as its pod runs it (its own argument list, localised by
     ``rig.vault_cluster.localize_job_command``) against a started ``LoopbackVault``.
-``admin_token(url, ca_file, password)``
-    The login Pulumi's Vault provider makes (the bootstrap's userpass admin path).
+``admin_login(url, ca_file, password)`` / ``admin_token(url, ca_file, password)``
+    The login Pulumi's Vault provider makes (the bootstrap's userpass admin path): its answer / its token.
 ``kubernetes_auth_overrides(kube)``
     The applier's ``in_cluster_overrides`` for a Kubernetes auth config that asks ``kube`` instead of
     the in-cluster API (and allows Vault's own ServiceAccount to create TokenReviews there).
@@ -74,6 +74,7 @@ PKI_NAMESPACE = "fedobs-pki"
 __all__ = [
     "REPO",
     "Pki",
+    "admin_login",
     "admin_token",
     "children",
     "edge_vault",

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -98,8 +99,6 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_MODE = 0o644
 #: Volume kinds the kubelet always mounts read-only (and ``SetVolumeOwnership`` treats as read-only).
 READ_ONLY_KINDS = ("secret", "configMap", "projected", "downwardAPI")
-#: The Debian package that provides ``bwrap`` (``setpriv`` is in util-linux, always installed).
-APT_PACKAGE = "bubblewrap"
 
 _RO_MASK, _RW_MASK, _EXEC_MASK = 0o440, 0o660, 0o110
 
@@ -222,8 +221,7 @@ class PodSandbox:
 
     ``pod`` is a Pod template (``{"metadata": ..., "spec": ...}``) or a Pod spec. ``extra_volumes`` and
     ``extra_mounts`` add what an admission webhook would add (e.g. the agent injector's
-    ``/vault/secrets`` emptyDir); tests name them explicitly. ``claims`` maps a ``persistentVolumeClaim``
-    volume to an existing host directory (else a fresh one is made)."""
+    ``/vault/secrets`` emptyDir); tests name them explicitly."""
 
     def __init__(
         self,
@@ -236,10 +234,8 @@ class PodSandbox:
         pod_name: str = "pod-0",
         pod_ip: str = "127.0.0.1",
         host_ip: str = "127.0.0.1",
-        service_account: str | None = None,
         extra_volumes: Sequence[Mapping[str, Any]] = (),
         extra_mounts: Sequence[Mapping[str, Any]] = (),
-        claims: Mapping[str, Path] | None = None,
     ) -> None:
         spec = dict(pod.get("spec", pod))
         self.spec = spec
@@ -247,7 +243,7 @@ class PodSandbox:
         self.cluster = cluster
         self.workdir = workdir
         self.pod_name, self.pod_ip, self.host_ip = pod_name, pod_ip, host_ip
-        self.service_account = service_account or spec.get("serviceAccountName", "default")
+        self.service_account: str = spec.get("serviceAccountName", "default")
         matches = [c for c in spec["containers"] if c["name"] == container]
         if len(matches) != 1:
             raise PodSpecError(f"the pod has no container {container!r}")
@@ -256,7 +252,6 @@ class PodSandbox:
         self.mounts: list[dict[str, Any]] = [dict(m) for m in [*self.container.get("volumeMounts", []), *extra_mounts]]
         if spec.get("automountServiceAccountToken", True) is not False:
             self._admit_service_account_volume()
-        self.claims = dict(claims or {})
         self.identity = self._identity()
         self.volume_dirs: dict[str, Path] = {}
         self._layout()
@@ -291,8 +286,8 @@ class PodSandbox:
         gid = int(_sc(spec, container, "runAsGroup", self.image.group))
         if _sc(spec, container, "runAsNonRoot", False) and uid == 0:
             raise PodSpecError(f"container {container['name']!r}: runAsNonRoot is set and the user is root")
-        pod_sc = spec.get("securityContext") or {}
-        groups = [int(g) for g in [pod_sc.get("fsGroup"), *pod_sc.get("supplementalGroups", [])] if g is not None]
+        supplemental = (spec.get("securityContext") or {}).get("supplementalGroups", [])
+        groups = [int(g) for g in [self.fs_group, *supplemental] if g is not None]
         csc = container.get("securityContext") or {}
         return Identity(
             uid=uid,
@@ -354,24 +349,16 @@ class PodSandbox:
         return payload
 
     def _payload(self, volume: Mapping[str, Any]) -> dict[str, tuple[bytes, int, int | None]]:
-        if "secret" in volume or "configMap" in volume:
-            kind = "secret" if "secret" in volume else "configMap"
-            source = volume[kind]
-            return self._key_payload(kind, source, int(source.get("defaultMode", DEFAULT_MODE)))
-        if "downwardAPI" in volume:
-            source = volume["downwardAPI"]
-            mode = int(source.get("defaultMode", DEFAULT_MODE))
-            return {
-                i["path"]: (self._field(i["fieldRef"]["fieldPath"]).encode(), int(i.get("mode", mode)), None)
-                for i in source["items"]
-            }
-        source = volume["projected"]
+        """The files of a Secret, ConfigMap, downwardAPI or projected volume; the first three are read as
+        a projected volume with that one source (the same ``MakePayload`` rules, one ``defaultMode``)."""
+        kind = next(k for k in READ_ONLY_KINDS if k in volume)
+        source = volume[kind]
         mode = int(source.get("defaultMode", DEFAULT_MODE))
         payload: dict[str, tuple[bytes, int, int | None]] = {}
-        for src in source["sources"]:
+        for src in source["sources"] if kind == "projected" else [{kind: source}]:
             if "secret" in src or "configMap" in src:
-                kind = "secret" if "secret" in src else "configMap"
-                payload |= self._key_payload(kind, src[kind], mode)
+                key_kind = "secret" if "secret" in src else "configMap"
+                payload |= self._key_payload(key_kind, src[key_kind], mode)
             elif "downwardAPI" in src:
                 for i in src["downwardAPI"]["items"]:
                     value = self._field(i["fieldRef"]["fieldPath"]).encode()
@@ -411,17 +398,17 @@ class PodSandbox:
         group = self.fs_group
         if group is None:
             return
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in [*dirnames, *filenames, None]:
-                path = Path(dirpath) if name is None else Path(dirpath) / name
-                info = path.lstat()
-                if path.is_symlink():
+        file_mask = _RO_MASK if read_only else _RW_MASK
+        # each directory once, as the walk's ``dirpath`` (a symlink to a directory is listed in
+        # ``dirnames`` and not walked into: skipped, as are symlinks among ``filenames``)
+        for dirpath, _, filenames in os.walk(root):
+            for path in [dirpath, *(os.path.join(dirpath, name) for name in filenames)]:
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):
                     continue
                 os.chown(path, info.st_uid, group)
-                mask = _RO_MASK if read_only else _RW_MASK
-                if path.is_dir():
-                    mask |= 0o2000 | _EXEC_MASK
-                os.chmod(path, (info.st_mode & 0o7777) | mask)
+                mask = file_mask | 0o2000 | _EXEC_MASK if stat.S_ISDIR(info.st_mode) else file_mask
+                os.chmod(path, stat.S_IMODE(info.st_mode) | mask)
 
     def _layout(self) -> None:
         base = self.workdir / "volumes"
@@ -442,11 +429,8 @@ class PodSandbox:
                 os.chmod(target, 0o777)  # noqa: S103 - the kubelet's emptyDir mode
                 self._set_volume_ownership(target, read_only=False)
             elif "persistentVolumeClaim" in volume:
-                if name in self.claims:
-                    target = self.claims[name]
-                else:
-                    target.mkdir(parents=True)
-                    os.chmod(target, 0o755)  # noqa: S103 - a fresh filesystem root
+                target.mkdir(parents=True)
+                os.chmod(target, 0o755)  # noqa: S103 - a fresh filesystem root
                 self._set_volume_ownership(target, read_only=False)
             else:
                 raise PodSpecError(f"volume {name!r}: kind {sorted(set(volume) - {'name'})} is not modelled")

@@ -29,12 +29,14 @@ from rig.pki import TestCA
 
 @dataclass(frozen=True)
 class StackServer:
-    """What a stack gives its Vault pods: the server HCL, the certificate's names, the replicas."""
+    """What a stack gives its Vault pods: the server HCL, the certificate's names, the replicas, and
+    the vault chart's values they come from."""
 
     pod_hcl: str
     dns_names: list[str]
     ip_addresses: list[str]
     spec: VaultServerSpec
+    values: dict[str, Any]
 
 
 def stack_server(recording: Recording) -> StackServer:
@@ -58,6 +60,7 @@ def stack_server(recording: Recording) -> StackServer:
         list(certificate["spec"]["dnsNames"]),
         list(certificate["spec"].get("ipAddresses", [])),
         spec,
+        dict(values),
     )
 
 
@@ -161,22 +164,26 @@ def job_command(recording: Recording) -> list[str]:
 def localize_job_command(
     command: list[str],
     vault: LoopbackVault,
-    workdir: Path,
-    state_file: Path,
+    workdir: Path | None = None,
+    state_file: Path | None = None,
     *,
     timeout: float = 45.0,
     autopilot_stabilization: str | None = "2s",
 ) -> list[str]:
-    """The bootstrap Job's command as it runs here: pod peers -> the cluster's loopback URLs (pods
-    that were not started are dropped), mounted files -> ``workdir/password`` and
-    ``workdir/admin-policy.hcl``, the Kubernetes Secret store -> a file store; plus test deadlines
-    and, unless ``autopilot_stabilization`` is ``None`` (the server's own 10 s, as deployed), a short
-    autopilot stabilisation time. Everything else is the Job's own argument list."""
-    replacements = {
-        "--ca-file": vault.ca_file,
-        "--admin-password-file": str(workdir / "password"),
-        "--admin-policy-file": str(workdir / "admin-policy.hcl"),
-    }
+    """The bootstrap Job's arguments (after ``python -m programs.vault_bootstrap``) as they run here:
+    pod peers -> the cluster's loopback URLs (pods that were not started are dropped), mounted files
+    -> ``workdir/password`` and ``workdir/admin-policy.hcl``, the Kubernetes Secret store -> the file
+    ``state_file``; plus test deadlines and, unless ``autopilot_stabilization`` is ``None`` (the
+    server's own 10 s, as deployed), a short autopilot stabilisation time. Without ``workdir`` the
+    files keep their pod paths and without ``state_file`` the state stays in the Kubernetes Secret
+    (a pod sandbox mounts the one and reaches the other). Everything else is the Job's own list."""
+    replacements: dict[str, str] = {}
+    if workdir is not None:
+        replacements = {
+            "--ca-file": vault.ca_file,
+            "--admin-password-file": str(workdir / "password"),
+            "--admin-policy-file": str(workdir / "admin-policy.hcl"),
+        }
     args: list[str] = []
     peers = iter(vault.urls)
     parts = iter(command[3:])
@@ -186,7 +193,7 @@ def localize_job_command(
             value = next(peers, "")
             if not value:
                 continue
-        elif part == "--state-kubernetes-secret":
+        elif part == "--state-kubernetes-secret" and state_file is not None:
             part, value = "--state-file", str(state_file)
         args += [part, replacements.get(part, value)]
     args += ["--timeout", str(timeout), "--poll-interval", "0.2"]

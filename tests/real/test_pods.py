@@ -5,7 +5,8 @@ read-only root, volumes with their modes, env, command) and run in the sandbox a
 real loopback peers the rung-4 tests use. What a test changes is listed where it does it, and is
 only what has no equivalent here: addresses (no cluster DNS, loopback ports) and the contents of
 the objects the volumes and env refer to (test certificates, test credentials, tokens of the
-loopback Kubernetes API).
+loopback Kubernetes API). The collectors' image cannot run here: their test keeps the Pod as planned and
+replaces only the command, by a reader of every file the collector's configuration names.
 """
 
 from __future__ import annotations
@@ -14,30 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from components.collectors import COLLECTOR_UID
+from components.pod_security import PROGRAMS_UID
 from components.vault_server_config import SERVER_CERTIFICATE_IP_ADDRESSES, TLS_DIR
 from offline.engine import Recording
 from rig.applier import VaultApplier
-from rig.hub_edge import children, k8s_object, kubernetes_auth_overrides, pod_template
+from rig.hub_edge import admin_login, children, k8s_object, kubernetes_auth_overrides, pod_template
 from rig.kube_api import KubeAPIServer
 from rig.openbao import api, bao_binary, localize_server_hcl, loopback_layout, wait_until
 from rig.pki import TestCA
-from rig.pod_sandbox import Cluster, PodSandbox, programs_image, stop, vault_image
+from rig.pod_sandbox import Cluster, Image, PodSandbox, programs_image, stop, vault_image
 from rig.raft_single import RaftSingleNode
 from rig.s3 import MotoS3
 from rig.tls_vault import Vault
-from rig.vault_cluster import TLS_FILE_NAMES, LoopbackVault, bootstrap_job, stack_server
+from rig.vault_cluster import TLS_FILE_NAMES, LoopbackVault, bootstrap_job, localize_job_command, stack_server
 from rig.vault_pod import config_map_data, vault_server_pod
 from tests.real import test_hub_edge_flow as hub_edge_flow
 
 pytestmark = pytest.mark.real
 
 PASSWORD = "pod-sandbox-admin-password"  # the test's value of the vault-admin-credential Secret
-
-
-def vault_values(recording: Recording) -> dict[str, Any]:
-    release = next(r for r in recording.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")
-    return dict(release.inputs["values"])
 
 
 def token_source(kube: KubeAPIServer, namespace: str, account: str) -> Any:
@@ -54,6 +53,12 @@ def api_server(kube: KubeAPIServer) -> tuple[str, int, str]:
     return ("127.0.0.1", kube.port, kube.ca_pem)
 
 
+def owner_group_mode(box: PodSandbox, volume: str, key: str) -> tuple[int, int, int]:
+    """The owner, group and mode the kubelet gave the file ``key`` of the pod's ``volume``."""
+    info = (box.volume_dirs[volume] / "..data" / key).stat()
+    return info.st_uid, info.st_gid, info.st_mode & 0o7777
+
+
 # --------------------------------------------------------------------------------------------------
 # the Vault server container, with the chart's start command
 # --------------------------------------------------------------------------------------------------
@@ -66,8 +71,8 @@ def vault_server_sandbox(
     ``service_registration "kubernetes"`` removed: it PATCHes the pod's labels on the API server) and
     ``VAULT_API_ADDR``/``VAULT_CLUSTER_ADDR`` (the chart's ``$(POD_IP):8200``, ``$(HOSTNAME).vault-internal``)
     to the same loopback addresses. Returns the sandbox, the API URL and the env overrides."""
-    values = vault_values(recording)
     server = stack_server(recording)
+    values = server.values
     hosts = [server.spec.peer_hostname(i) for i in range(server.spec.replicas)]
     layout = loopback_layout(hosts)
     ca = TestCA("fedobs pod-sandbox CA")
@@ -170,34 +175,23 @@ def bootstrap_sandbox(recording: Recording, vault: LoopbackVault, kube: KubeAPIS
 def bootstrap_command(box: PodSandbox, vault: LoopbackVault) -> list[str]:
     """The Job's command with its ``--peer`` URLs on loopback (pods not started dropped), plus test
     deadlines and a short autopilot stabilisation time. Files and the state Secret are the pod's own."""
-    command = list(box.container["command"])
-    peers = iter(vault.urls)
-    localized: list[str] = command[:3]
-    parts = iter(command[3:])
-    for flag in parts:
-        value = next(parts)
-        if flag == "--peer":
-            value = next(peers, "")
-            if not value:
-                continue
-        localized += [flag, value]
-    return [*localized, "--timeout", "45", "--poll-interval", "0.2", "--autopilot-server-stabilization-time", "2s"]
+    command = box.container["command"]
+    return [*command[:3], *localize_job_command(command, vault)]
 
 
 def test_the_bootstrap_job_runs_in_its_pod(hub: Recording, loopback_vault: Any, tmp_path: Path) -> None:
-    vault = loopback_vault(
-        stack_server(hub).spec, pod_hcl=stack_server(hub).pod_hcl, dns_names=stack_server(hub).dns_names
-    )
+    server = stack_server(hub)
+    vault = loopback_vault(server.spec, pod_hcl=server.pod_hcl, dns_names=server.dns_names)
     with KubeAPIServer() as kube:
         box = bootstrap_sandbox(hub, vault, kube, tmp_path)
         result = box.run(bootstrap_command(box, vault), timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert PASSWORD not in result.stdout + result.stderr
+        # root-owned, group fsGroup, 0440: readable by the program only through the group
+        assert owner_group_mode(box, "admin", "password") == (0, PROGRAMS_UID, 0o440)
         stored = kube.secret_data("vault", "vault-init")
         assert stored is not None and "init.json" in stored
-    login = api(
-        vault.urls[0], "POST", "auth/userpass-pulumi/login/pulumi", body={"password": PASSWORD}, ca_file=vault.ca_file
-    )
+    login = admin_login(vault.urls[0], vault.ca_file, PASSWORD)
     assert login.status == 200, login.text
 
 
@@ -244,12 +238,7 @@ def test_both_cert_sync_cronjobs_run_in_their_pods(flow: hub_edge_flow.Flow, tmp
     assert edge_run.returncode == 0, edge_run.stdout + edge_run.stderr
     assert flow.edge_vault.kv("otel/otel-client-tls") == flow.pki.client(hub_edge_flow.EDGE).secret_data
     # the credential files are root-owned, group fsGroup, 0440: readable by the program only through the group
-    credential = edge_box.volume_dirs["hub"] / "..data" / "secret-id"
-    assert (credential.stat().st_uid, credential.stat().st_gid, credential.stat().st_mode & 0o7777) == (
-        0,
-        65532,
-        0o440,
-    )
+    assert owner_group_mode(edge_box, "hub", "secret-id") == (0, PROGRAMS_UID, 0o440)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,3 +274,59 @@ def test_the_raft_snapshot_cronjob_runs_in_its_pod(hub: Recording, tmp_path: Pat
         assert result.returncode == 0, result.stdout + result.stderr
         keys = s3.keys(bucket)
         assert len(keys) == 1 and env["SNAPSHOT_CLUSTER_NAME"] in keys[0], keys
+
+
+# --------------------------------------------------------------------------------------------------
+# the OpenTelemetry collectors (hub gateway, edge forwarder): their image cannot run here
+# --------------------------------------------------------------------------------------------------
+#: Stands in for ``otel/opentelemetry-collector-contrib`` (distroless, its ``otelcol-contrib`` binary the
+#: entrypoint; neither can be pulled or run here): the host's ``cat``, run as the collector's user. What
+#: the test proves is the Pod's part, which is the plan's own: its user, groups and fsGroup and its volumes
+#: with their modes, i.e. that the container can read every file its configuration makes it load.
+COLLECTOR_STAND_IN = Image(
+    "otel/opentelemetry-collector-contrib", COLLECTOR_UID, COLLECTOR_UID, "/", {"PATH": "/usr/bin:/bin"}
+)
+
+
+def files_named(config: Any) -> list[str]:
+    """Every ``*_file`` value of a collector configuration (the TLS certificates, keys and CAs it loads)."""
+    if isinstance(config, dict):
+        return [f for key, value in config.items() for f in ([value] if key.endswith("_file") else files_named(value))]
+    if isinstance(config, list):
+        return [f for item in config for f in files_named(item)]
+    return []
+
+
+@pytest.mark.parametrize(("stack", "deployment"), [("hub", "otel-gateway"), ("edge", "otel-collector")])
+def test_the_collectors_read_the_secret_files_their_config_names(
+    stack: str, deployment: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    template = k8s_object(recording, "Deployment", deployment)["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    config_map = k8s_object(recording, "ConfigMap", f"{deployment}-config")
+    config_text = config_map["data"]["config.yaml"]
+    files = list(dict.fromkeys(files_named(yaml.safe_load(config_text))))
+    assert files, "the collector's configuration names no file"
+    # the test's contents of the VSO-synced Secrets: one value per file the configuration names
+    volume_at = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    secret_of = {v["name"]: v["secret"]["secretName"] for v in template["spec"]["volumes"] if "secret" in v}
+    secrets: dict[str, dict[str, str]] = {}
+    for path in files:
+        directory, key = path.rsplit("/", 1)
+        assert volume_at.get(directory) in secret_of, f"{path}: no Secret volume is mounted at {directory}"
+        secrets.setdefault(secret_of[volume_at[directory]], {})[key] = f"test contents of {path}\n"
+    cluster = Cluster(
+        config_map["metadata"]["namespace"],
+        secrets=secrets,
+        config_maps={config_map["metadata"]["name"]: config_map["data"]},
+    )
+    box = PodSandbox(template, container["name"], COLLECTOR_STAND_IN, cluster, tmp_path, pod_name=f"{deployment}-0")
+    config_file = container["args"][0].removeprefix("--config=")
+    result = box.run(["cat", config_file, *files])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == config_text + "".join(f"test contents of {path}\n" for path in files)
+    # each Secret file is root-owned, group fsGroup, 0440: readable by the collector only through the group
+    for path in files:
+        directory, key = path.rsplit("/", 1)
+        assert owner_group_mode(box, volume_at[directory], key) == (0, COLLECTOR_UID, 0o440), path
