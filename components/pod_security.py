@@ -10,10 +10,11 @@ import pulumi_kubernetes as k8s
 #: A non-root user of the programs image (distroless' "nonroot").
 PROGRAMS_UID = 65532
 #: ``defaultMode`` of a Secret volume whose files a non-root container reads. The kubelet writes them
-#: owned by root (kubernetes ``pkg/volume/util/atomic_writer.go``); only with a Pod ``fsGroup`` does it
-#: chown them to that group and add group read (``pkg/volume/volume_linux.go`` ``SetVolumeOwnership``,
-#: ``roMask = 0440``). So such a volume needs this mode *and* ``restricted_pod(..., reads_secret_files=True)``.
-#: Proven on rung 5 (``tests/real/test_pods.py``; the rules in docs/testing.md).
+#: owned by root (kubernetes ``pkg/volume/util/atomic_writer.go``), so a non-root user reads them only
+#: through a Pod ``fsGroup``: the kubelet then chowns them to that group and adds group read
+#: (``pkg/volume/volume_linux.go`` ``SetVolumeOwnership``, ``roMask = 0440``) - hence
+#: ``restricted_pod(..., reads_secret_files=True)``. This mode keeps the files from being world-readable
+#: (the default is 0644). Proven on rung 5 (``tests/real/test_pods.py``; the rules in docs/testing.md).
 SECRET_FILE_MODE = 0o440
 
 

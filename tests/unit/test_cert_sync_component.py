@@ -118,8 +118,9 @@ def test_edge_gets_its_hub_credential_as_a_mounted_secret(edge: Recording, hub: 
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["CERT_SYNC_HUB_ADDR"] == "https://vault.hub.fedobs.example.com:8200"
     hub_volume = next(v for v in pod["volumes"] if v["name"] == "hub")
-    # 0440 + fsGroup, not 0400: a root-owned 0400 file is unreadable by uid 65532 (the kubelet keeps it
-    # root-owned); with fsGroup it is group 65532 and group-readable (tests/real/test_pods.py proves both)
+    # 0440 + fsGroup: the kubelet keeps the file root-owned, so uid 65532 reads it only through the fsGroup
+    # (group 65532, group read added); 0440 rather than the default 0644 keeps it from others
+    # (tests/real/test_pods.py checks owner, group and mode in the running pod)
     assert hub_volume == {"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": 0o440}}
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 65532
 
