@@ -18,7 +18,8 @@ from pydantic import Field, field_validator
 from components import versions
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
-from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
+from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings, quantity_bytes
+from components.vault_audit import AUDIT_DEVICES, rotation_sidecar
 from components.vault_names import ADMIN_AUTH_MOUNT, API_PORT
 from components.vault_server_config import (
     HUB_CA_DIR,
@@ -40,6 +41,16 @@ ADMIN_POLICY = "fedobs-admin"
 ADMIN_USERNAME = "pulumi"
 #: Where the bootstrap Job keeps the init result (unseal or recovery keys, never the root token).
 INIT_STATE_SECRET = "vault-init"
+#: The server Pods' readiness probe (the chart's ``server.readinessProbe.path``, an HTTPS GET by the
+#: kubelet, Ready on 200-399: kubernetes/kubernetes pkg/probe/http/http.go). ``sys/health`` answers 200
+#: for the active node and, with ``standbyok``, for an unsealed standby; 503 when sealed and 501 when not
+#: initialised (Vault API docs "/sys/health"; openbao/openbao internal/http/sys_health.go). So a sealed or
+#: uninitialised pod is NOT Ready and the PodDisruptionBudget counts it as disrupted: a drain cannot take
+#: a second pod while one is sealed. Bootstrap and ``retry_join`` still reach such pods: they use the
+#: per-pod names of the chart's ``vault-internal`` headless Service, which publishes not-ready addresses
+#: (vault-helm v0.34.1 templates/server-headless-service.yaml, ``publishNotReadyAddresses: true``).
+#: Proven on a real server: tests/real/test_pods.py, tests/real/test_vault_bootstrap.py.
+READINESS_PROBE_PATH = "/v1/sys/health?standbyok=true"
 #: Certificates renew at 2/3 of their lifetime (renewBefore = 1/3 of the duration).
 SERVER_CERT_DURATION_HOURS = 2160
 CA_VALIDITY_HOURS = 87600
@@ -191,7 +202,11 @@ def vault_chart_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[s
             # them one by one, standbys first, the active node last.
             "updateStrategyType": "OnDelete",
             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            "readinessProbe": {"enabled": True, "path": "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204"},
+            "readinessProbe": {"enabled": True, "path": READINESS_PROBE_PATH},
+            # The file audit device's log is rotated and bounded by a sidecar that signals Vault
+            # (components/vault_audit.py, which also says why Vault needs a second audit device).
+            "shareProcessNamespace": True,
+            "extraContainers": [rotation_sidecar(quantity_bytes(settings.audit_storage_size))],
             "extraEnvironmentVars": {
                 "VAULT_CACERT": f"{TLS_DIR}/ca.crt",
                 "VAULT_TLS_SERVER_NAME": spec.peer_hostname(0),
@@ -526,7 +541,7 @@ class Vault(pulumi.ComponentResource):
         )
 
     def _server_settings(self, name: str) -> None:
-        """Raft autopilot and the audit device, through the Vault provider."""
+        """Raft autopilot and the audit devices, through the Vault provider."""
         vault_opts = pulumi.ResourceOptions(parent=self, provider=self.vault_provider)
         vault.RaftAutopilot(
             f"{name}-autopilot",
@@ -538,14 +553,17 @@ class Vault(pulumi.ComponentResource):
             server_stabilization_time="10s",
             opts=vault_opts,
         )
-        vault.Audit(
-            f"{name}-audit",
-            type="file",
-            path="file",
-            description="Every request and response, HMAC'd, on the audit volume",
-            options={"file_path": "/vault/audit/audit.log", "mode": "0600"},
-            opts=vault_opts,
-        )
+        # Two devices, so that a full audit volume cannot stop Vault (components/vault_audit.py). The
+        # file device keeps its first name and inputs: a changed audit device is replaced.
+        for device in AUDIT_DEVICES:
+            vault.Audit(
+                f"{name}-audit" if device.path == "file" else f"{name}-audit-{device.path}",
+                type=device.type,
+                path=device.path,
+                description=device.description,
+                options=device.options,
+                opts=vault_opts,
+            )
 
     def _bootstrap_job(
         self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
