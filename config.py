@@ -36,7 +36,7 @@ from components.collectors import (
 from components.dynamic_secrets import DynamicWorkloadSettings, dynamic_secret_problems
 from components.otlp_pki import PkiSettings
 from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, DnsLabel, RuleProblem, Settings
-from components.vault import VaultSettings
+from components.vault import LINODE_STORAGE_CLASS_PREFIX, VaultSettings
 from components.vault_config import DatabaseAdmin, VaultConfigSettings
 from components.vault_server_config import AwsKmsSeal, TransitSeal
 from components.vso import DistributionSettings, SyncSettings
@@ -128,6 +128,8 @@ class StackConfig(Settings):
                     "cluster.context", f"give either this or {NS}:kubeconfig, not both", ("cluster", "kubeconfig")
                 )
             )
+        if isinstance(self.cluster, ExistingClusterSettings):
+            problems += linode_only_problems(self.vault)
         return problems
 
     @model_validator(mode="after")
@@ -144,6 +146,33 @@ class StackConfig(Settings):
         if value is None:
             raise ConfigError(str(self.role), [Problem(f"{NS}:{key}", "required here")])
         return value
+
+
+def linode_only_problems(vault: VaultSettings) -> list[RuleProblem]:
+    """Values that exist only on Linode, in a stack whose cluster is an existing one (which may run
+    anywhere): each named by its key, with what to give instead."""
+    problems: list[RuleProblem] = []
+    existing = f"in existing-cluster mode ({NS}:cluster.mode 'existing')"
+    storage_class = vault.storage_class
+    if storage_class is not None and storage_class.startswith(LINODE_STORAGE_CLASS_PREFIX):
+        problems.append(
+            RuleProblem(
+                "vault.storageClass",
+                f"'{storage_class}' is a storage class of Linode's Block Storage CSI driver, which only LKE has: "
+                f"{existing} leave it unset for the cluster's default StorageClass, or name one of the cluster's own",
+                ("cluster", "vault.storageClass"),
+            )
+        )
+    if vault.snapshots is not None and vault.snapshots.bucket.create:
+        problems.append(
+            RuleProblem(
+                "vault.snapshots.bucket.create",
+                f"declares a Linode Object Storage bucket, which only an LKE stack does: {existing} give an "
+                "existing bucket at any S3-compatible endpoint (leave this unset or false)",
+                ("cluster", "vault.snapshots.bucket"),
+            )
+        )
+    return problems
 
 
 class HubConfig(StackConfig):

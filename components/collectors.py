@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field
 
 from components import versions
+from components.cluster import Platform
 from components.otlp_pki import (
     CLIENT_CA_KV_PATH,
     CLIENT_CA_SECRET,
@@ -143,6 +144,8 @@ class CollectorPlan:
     shape: CollectorShape
     receiver: MtlsReceiver | None = None
     exporter: MtlsExporter | None = None
+    #: On LKE (``cluster.Platform``): the receiver's LoadBalancer is a NodeBalancer, set by Linode annotations.
+    linode: bool = False
 
     @property
     def deployment(self) -> str:
@@ -310,10 +313,9 @@ def service_spec(plan: CollectorPlan) -> tuple[dict[str, Any], dict[str, Any]]:
     ]
     if plan.receiver is None:
         return {}, {"type": "ClusterIP", "selector": selector, "ports": ports}
-    annotations = {
-        "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
-        "external-dns.alpha.kubernetes.io/hostname": plan.receiver.hostname,
-    }
+    annotations = {"external-dns.alpha.kubernetes.io/hostname": plan.receiver.hostname}
+    if plan.linode:
+        annotations["service.beta.kubernetes.io/linode-loadbalancer-default-protocol"] = "tcp"
     return {"annotations": annotations}, {
         "type": "LoadBalancer",
         "selector": selector,
@@ -351,6 +353,7 @@ class OtelCollector(pulumi.ComponentResource):
         settings: CollectorSettings,
         *,
         shape: CollectorShape,
+        platform: Platform,
         receiver: MtlsReceiver | None = None,
         exporter: MtlsExporter | None = None,
         secrets_ready: tuple[pulumi.Resource, ...] = (),
@@ -359,7 +362,7 @@ class OtelCollector(pulumi.ComponentResource):
         """The Kubernetes provider comes through ``opts``. Only the Deployment waits for
         ``secrets_ready`` (the VaultStaticSecrets it mounts, and the admission policy)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        plan = CollectorPlan(settings, shape, receiver, exporter)
+        plan = CollectorPlan(settings, shape, receiver, exporter, linode=platform.linode)
         k8s_opts = pulumi.ResourceOptions(parent=self)
         metadata = {"name": plan.deployment, "namespace": plan.namespace, "labels": dict(COMPONENT_LABEL)}
         endpoint = pulumi.Output.from_input(plan.exporter.endpoint if plan.exporter else "")

@@ -10,6 +10,7 @@ import pulumi_linode as linode
 from pydantic import Field
 
 from components import versions
+from components.cluster import Platform
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import AccessKeyPair, Cron, DnsLabel, Settings
@@ -24,9 +25,11 @@ JWT_DIR = "/var/run/secrets/vault"
 
 
 class SnapshotBucket(Settings):
-    """Where Raft snapshots go: an S3-compatible bucket (Linode Object Storage)."""
+    """Where Raft snapshots go: a bucket at any S3-compatible ``endpoint`` (Linode Object Storage,
+    AWS S3, MinIO, ...). ``create`` declares it as a Linode Object Storage bucket, which only an LKE
+    stack does (unset: yes on LKE, no on an existing cluster, where the bucket must exist)."""
 
-    create: bool = True
+    create: bool | None = None
     name: DnsLabel
     region: str = Field(pattern=r"^[a-z]{2}-[a-z]+-[0-9]$")
     endpoint: str = Field(pattern=r"^https://[^/]+$")
@@ -147,7 +150,7 @@ class RaftSnapshots(pulumi.ComponentResource):
 
     Guarantees: the CronJob never overlaps itself, runs as a restricted non-root pod, logs in
     with its own role that can only read ``sys/storage/raft/snapshot``, uploads only verified
-    snapshots and prunes only after a verified upload; a created bucket is protected.
+    snapshots and prunes only after a verified upload; a created bucket (LKE only) is protected.
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class RaftSnapshots(pulumi.ComponentResource):
         *,
         cluster_name: str,
         credentials: AccessKeyPair,
+        platform: Platform,
         namespace: str = VAULT_NAMESPACE,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -164,7 +168,8 @@ class RaftSnapshots(pulumi.ComponentResource):
         the snapshot role in Vault (``depends_on``)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        if settings.bucket.create:
+        create = settings.bucket.create if settings.bucket.create is not None else platform.linode
+        if create:
             linode.ObjectStorageBucket(
                 f"{name}-bucket",
                 label=settings.bucket.name,

@@ -16,6 +16,7 @@ import pulumi_vault as vault
 from pydantic import Field, field_validator
 
 from components import versions
+from components.cluster import Platform
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
 from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings, quantity_bytes
@@ -51,6 +52,14 @@ INIT_STATE_SECRET = "vault-init"
 #: (vault-helm v0.34.1 templates/server-headless-service.yaml, ``publishNotReadyAddresses: true``).
 #: Proven on a real server: tests/real/test_pods.py, tests/real/test_vault_bootstrap.py.
 READINESS_PROBE_PATH = "/v1/sys/health?standbyok=true"
+#: The Linode Block Storage CSI driver's class that keeps a volume when its claim is deleted (LKE only):
+#: Raft data and the audit trail outlive the StatefulSet (linode/linode-blockstorage-csi-driver
+#: helm-chart/csi-driver/templates/linode-block-storage-retain.yaml: provisioner
+#: ``linodebs.csi.linode.com``, ``reclaimPolicy: Retain``, ``allowVolumeExpansion: true``).
+LINODE_STORAGE_CLASS = "linode-block-storage-retain"
+#: Every class of that driver is named so (``linode-block-storage``, ``-retain``, ``-encrypted``,
+#: ``-topology-aware``...): none exists outside Linode, so an existing-cluster stack may not name one.
+LINODE_STORAGE_CLASS_PREFIX = "linode-block-storage"
 #: Certificates renew at 2/3 of their lifetime (renewBefore = 1/3 of the duration).
 SERVER_CERT_DURATION_HOURS = 2160
 CA_VALIDITY_HOURS = 87600
@@ -84,8 +93,9 @@ path "auth/token/lookup-self" { capabilities = ["read"] }
 
 
 class LoadBalancerExposure(Settings):
-    """A LoadBalancer Service (a Linode NodeBalancer) in front of the active Vault node; TLS
-    terminates at Vault itself, and only ``allowedSourceRanges`` may connect."""
+    """A LoadBalancer Service in front of the active Vault node (on LKE a Linode NodeBalancer; on an
+    existing cluster whatever serves LoadBalancers there); TLS terminates at Vault itself, and only
+    ``allowedSourceRanges`` may connect."""
 
     type: Literal["loadBalancer"]
     hostname: DnsName
@@ -110,7 +120,9 @@ class VaultSettings(Settings):
     replicas: int = Field(default=3, ge=1, le=7)
     seal: Seal = ShamirSeal(type="shamir")
     exposure: Exposure
-    storage_class: str = "linode-block-storage-retain"
+    #: Unset: on LKE the retained Linode Block Storage class (``LINODE_STORAGE_CLASS``), elsewhere the
+    #: cluster's default StorageClass (the chart's ``storageClass: null`` leaves it out of the PVCs).
+    storage_class: str | None = None
     data_storage_size: Quantity = "10Gi"
     audit_storage_size: Quantity = "10Gi"
     injector_replicas: int = Field(default=2, ge=1, le=5)
@@ -126,6 +138,12 @@ class VaultSettings(Settings):
         if value % 2 == 0:
             raise ValueError(f"replicas must be odd for a Raft quorum, got {value}")
         return value
+
+    def for_platform(self, platform: Platform) -> VaultSettings:
+        """These settings with the platform's defaults filled in (``storage_class`` on LKE)."""
+        if self.storage_class is None and platform.linode:
+            return self.model_copy(update={"storage_class": LINODE_STORAGE_CLASS})
+        return self
 
     @property
     def enabled_snapshots(self) -> SnapshotSettings | None:
@@ -344,6 +362,7 @@ class Vault(pulumi.ComponentResource):
         settings: VaultSettings,
         *,
         cluster_name: str,
+        platform: Platform,
         cert_manager: pulumi.Resource,
         transit_seal: TransitSealInput | None = None,
         aws_kms_credentials: AccessKeyPair | None = None,
@@ -353,7 +372,8 @@ class Vault(pulumi.ComponentResource):
         """The Kubernetes provider comes through ``opts`` (children inherit it); only cert-manager's
         Issuer and Certificate wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        self.settings = settings
+        self.platform = platform
+        self.settings = settings = settings.for_platform(platform)
         self.spec = spec = server_spec(settings, cluster_name)
         self.namespace = spec.namespace
         self.release_name = spec.release
@@ -497,12 +517,12 @@ class Vault(pulumi.ComponentResource):
         service_metadata: Any = {
             "name": f"{spec.release}-external",
             "namespace": spec.namespace,
-            "annotations": {
-                # TLS passes through the NodeBalancer and terminates at Vault.
-                "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
-                "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
-            },
+            "annotations": {"external-dns.alpha.kubernetes.io/hostname": spec.external_hostname},
         }
+        if self.platform.linode:
+            # TLS passes through the NodeBalancer and terminates at Vault. Elsewhere the cluster's own
+            # LoadBalancer implementation serves the Service (MetalLB, k3s servicelb, a cloud's).
+            service_metadata["annotations"]["service.beta.kubernetes.io/linode-loadbalancer-default-protocol"] = "tcp"
         service_spec: Any = {
             "type": "LoadBalancer",
             "selector": {**server_pod_labels(spec), "vault-active": "true"},
