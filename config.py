@@ -387,7 +387,13 @@ def _rules_despite_field_errors(
     removed: list[tuple[str, int]] = []
     pruned: list[str] = []
     for _ in range(MAX_PRUNE_ROUNDS):
-        pruned += [key for loc in locations if (key := _prune(tree, loc, removed)) is not None]
+        # Highest list indices first: removing an item shifts the ones after it.
+        ordered = sorted(
+            locations,
+            key=lambda loc: [(isinstance(p, int), p if isinstance(p, int) else 0, str(p)) for p in loc],
+            reverse=True,
+        )
+        pruned += [key for loc in ordered if (key := _prune(tree, loc, removed)) is not None]
         try:
             model.model_validate(tree)
             return []

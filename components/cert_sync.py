@@ -13,7 +13,7 @@ from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, passes_per_run
 from components.kubernetes_auth import WorkloadRole
 from components.otlp_pki import EDGE_CLIENT_TLS_KV_PATH
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
-from components.vault_names import in_cluster_address
+from components.vault_names import CERT_SYNC_ROLE, in_cluster_address
 from components.vault_policies import kv_write, render_policy
 from components.vault_server_config import TLS_DIR
 from components.vso import DistributionSettings
@@ -21,7 +21,7 @@ from components.vso import DistributionSettings
 TYPE_TOKEN = "fedobs:distribution:CertSync"
 CERT_SYNC_NAMESPACE = "fedobs-cert-sync"
 SERVICE_ACCOUNT = "cert-sync"
-ROLE = "cert-sync"
+ROLE = CERT_SYNC_ROLE
 JWT_DIR = "/var/run/secrets/vault"
 HUB_DIR = "/fedobs/hub"
 

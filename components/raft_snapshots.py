@@ -13,13 +13,13 @@ from components import versions
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import AccessKeyPair, Cron, DnsLabel, Settings
-from components.vault_names import VAULT_NAMESPACE, in_cluster_address
+from components.vault_names import SNAPSHOT_ROLE, VAULT_NAMESPACE, in_cluster_address
 from components.vault_server_config import TLS_DIR
 from programs.raft_snapshot.snapshot import SNAPSHOT_POLICY_HCL
 
 TYPE_TOKEN = "fedobs:vault:RaftSnapshots"
 SERVICE_ACCOUNT = "vault-snapshot"
-ROLE = "raft-snapshot"
+ROLE = SNAPSHOT_ROLE
 JWT_DIR = "/var/run/secrets/vault"
 
 

@@ -19,7 +19,7 @@ from components import versions
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
 from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
-from components.vault_names import ADMIN_AUTH_MOUNT, API_PORT
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT
 from components.vault_server_config import (
     HUB_CA_DIR,
     SERVER_CERTIFICATE_IP_ADDRESSES,
@@ -36,7 +36,6 @@ from components.vault_server_config import (
 )
 
 TYPE_TOKEN = "fedobs:vault:Vault"
-ADMIN_POLICY = "fedobs-admin"
 ADMIN_USERNAME = "pulumi"
 #: Where the bootstrap Job keeps the init result (unseal or recovery keys, never the root token).
 INIT_STATE_SECRET = "vault-init"
