@@ -16,15 +16,17 @@ import pulumi_vault as vault
 from pydantic import Field, field_validator
 
 from components import versions
+from components.linode_exposure import NODEBALANCER_SOURCE_RANGES, load_balancer_annotations
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
 from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
-from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
     HUB_CA_DIR,
     SERVER_CERTIFICATE_IP_ADDRESSES,
     TLS_DIR,
     AwsKmsSeal,
+    ExternalListener,
     Seal,
     SealSpec,
     ShamirSeal,
@@ -73,11 +75,15 @@ path "auth/token/lookup-self" { capabilities = ["read"] }
 
 class LoadBalancerExposure(Settings):
     """A LoadBalancer Service (a Linode NodeBalancer) in front of the active Vault node; TLS
-    terminates at Vault itself, and only ``allowedSourceRanges`` may connect."""
+    terminates at Vault itself. Only ``allowedSourceRanges`` may connect: the Cloud Firewall the CCM
+    builds from the Service's ``firewall-acl`` annotation enforces it (``components/linode_exposure.py``).
+    The NodeBalancer sends PROXY protocol v2, and Vault's external listener believes the header only
+    from ``nodeBalancerRanges``, where NodeBalancers connect from (default ``192.168.255.0/24``)."""
 
     type: Literal["loadBalancer"]
     hostname: DnsName
     allowed_source_ranges: tuple[Cidr, ...] = Field(min_length=1)
+    node_balancer_ranges: tuple[Cidr, ...] = Field(default=NODEBALANCER_SOURCE_RANGES, min_length=1)
 
 
 class AddressExposure(Settings):
@@ -136,11 +142,18 @@ def server_spec(settings: VaultSettings, cluster_name: str, seal: SealSpec = Non
     """What the server's HCL and certificate depend on; ``seal`` is the resolved auto-unseal target."""
     if seal is None and isinstance(settings.seal, AwsKmsSeal):
         seal = settings.seal
+    exposure = settings.exposure
+    external = (
+        ExternalListener(authorized_addrs=exposure.node_balancer_ranges)
+        if isinstance(exposure, LoadBalancerExposure)
+        else None
+    )
     return VaultServerSpec(
         cluster_name=cluster_name,
-        external_hostname=settings.exposure.hostname,
+        external_hostname=exposure.hostname,
         replicas=settings.replicas,
         seal=seal,
+        external_listener=external,
     )
 
 
@@ -330,15 +343,18 @@ class Vault(pulumi.ComponentResource):
         *,
         cluster_name: str,
         cert_manager: pulumi.Resource,
+        programs_image: str,
         transit_seal: TransitSealInput | None = None,
         aws_kms_credentials: AccessKeyPair | None = None,
         local_ca_dir: Path = Path(".fedobs"),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts`` (children inherit it); only cert-manager's
-        Issuer and Certificate wait for ``cert_manager`` (its CRDs), the rest starts at once."""
+        """``programs_image``: what the bootstrap Job runs (``fedobs:programsImage``). The Kubernetes
+        provider comes through ``opts`` (children inherit it); only cert-manager's Issuer and Certificate
+        wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.settings = settings
+        self.programs_image = programs_image
         self.spec = spec = server_spec(settings, cluster_name)
         self.namespace = spec.namespace
         self.release_name = spec.release
@@ -483,16 +499,19 @@ class Vault(pulumi.ComponentResource):
             "name": f"{spec.release}-external",
             "namespace": spec.namespace,
             "annotations": {
-                # TLS passes through the NodeBalancer and terminates at Vault.
-                "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
+                # TLS passes through the NodeBalancer and terminates at Vault; the CCM's Cloud Firewall
+                # admits only the allowed ranges; PROXY v2 carries the client address (linode_exposure.py).
+                **load_balancer_annotations(exposure.allowed_source_ranges, proxy_protocol=True),
                 "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
             },
         }
         service_spec: Any = {
             "type": "LoadBalancer",
             "selector": {**server_pod_labels(spec), "vault-active": "true"},
-            "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
-            "loadBalancerSourceRanges": list(exposure.allowed_source_ranges),
+            # Clients keep port 8200; the NodeBalancer reaches the PROXY protocol listener
+            # (vault_server_config.ExternalListener), never the one in-cluster clients use.
+            "ports": [{"name": "https", "port": API_PORT, "targetPort": EXTERNAL_API_PORT, "protocol": "TCP"}],
+            # Local: no SNAT, so Vault sees the NodeBalancer's address and believes its PROXY header.
             "externalTrafficPolicy": "Local",
         }
         k8s.core.v1.Service(
@@ -618,7 +637,7 @@ class Vault(pulumi.ComponentResource):
                     "containers": [
                         {
                             "name": "bootstrap",
-                            "image": versions.PROGRAMS_IMAGE,
+                            "image": self.programs_image,
                             "command": command,
                             "securityContext": restricted_container(),
                             "resources": {
