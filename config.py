@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 
 from components.admission import AdmissionSettings
-from components.cluster import ClusterSettings, ExistingClusterSettings, LkeClusterSettings
+from components.cluster import ClusterSettings, ExistingClusterSettings, LkeClusterSettings, platform_of
 from components.collectors import (
     FORWARDER,
     GATEWAY,
@@ -34,9 +34,13 @@ from components.collectors import (
     collector_workload,
 )
 from components.dynamic_secrets import DynamicWorkloadSettings, dynamic_secret_problems
+from components.edge_identity import EdgeDeployIdentitySettings
 from components.otlp_pki import PkiSettings
+from components.programs_image import EXAMPLE as PROGRAMS_IMAGE_EXAMPLE
+from components.programs_image import ProgramsImage, is_pinned_by_digest
+from components.raft_snapshots import creates_bucket, linode_region_problem
 from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, DnsLabel, RuleProblem, Settings
-from components.vault import LINODE_STORAGE_CLASS_PREFIX, VaultSettings
+from components.vault import LINODE_STORAGE_CLASS_PREFIX, LoadBalancerExposure, VaultSettings
 from components.vault_config import DatabaseAdmin, VaultConfigSettings
 from components.vault_server_config import AwsKmsSeal, TransitSeal
 from components.vso import DistributionSettings, SyncSettings
@@ -53,9 +57,14 @@ T = TypeVar("T")
 
 
 class EdgeEntry(Settings):
-    """An edge cluster the hub serves: its client certificate, transit key and scoped credential."""
+    """An edge cluster the hub serves: its client certificate, transit key and scoped credential.
+
+    ``deploySubject``: the ``sub`` of this edge's deploy JWT, when it does not follow
+    ``fedobs:edgeDeployIdentity.subjectTemplate``.
+    """
 
     name: DnsLabel
+    deploy_subject: str | None = Field(default=None, min_length=1)
 
 
 class StackConfig(Settings):
@@ -64,6 +73,10 @@ class StackConfig(Settings):
     role: Literal["hub", "edge"]
     cluster: ClusterSettings
     vault: VaultSettings
+    #: The image every Job and CronJob runs, by digest (components/programs_image.py).
+    programs_image: ProgramsImage
+    #: Loudly named: allows a programs image without a digest, for a development stack only.
+    development_mode: bool = False
     kubeconfig: str | None = Field(default=None, json_schema_extra=SECRET)
     vault_config: VaultConfigSettings = VaultConfigSettings()
     distribution: DistributionSettings = DistributionSettings()
@@ -99,6 +112,16 @@ class StackConfig(Settings):
     def rule_problems(self) -> list[RuleProblem]:
         """Rules across sections, each finding named by its config key (without the namespace)."""
         problems: list[RuleProblem] = []
+        if not self.development_mode and not is_pinned_by_digest(self.programs_image):
+            problems.append(
+                RuleProblem(
+                    "programsImage",
+                    f"{self.programs_image!r} is not pinned by digest: a tag can be moved to other content. Give "
+                    f"the digest release.yml recorded ({PROGRAMS_IMAGE_EXAMPLE}), or set {NS}:developmentMode: "
+                    "true on a development stack",
+                    ("programsImage", "developmentMode"),
+                )
+            )
         seal = self.vault.seal
         if isinstance(seal, AwsKmsSeal) and self.aws_kms_credentials is None:
             problems.append(
@@ -130,6 +153,15 @@ class StackConfig(Settings):
             )
         if isinstance(self.cluster, ExistingClusterSettings):
             problems += linode_only_problems(self.vault)
+        snapshots = self.vault.snapshots
+        platform = platform_of(self.cluster)
+        if snapshots is not None and platform.linode and creates_bucket(snapshots.bucket, platform):
+            # the bucket the stack creates on LKE is a Linode one: its region must be a Linode region
+            region = linode_region_problem(snapshots.bucket.region)
+            if region is not None:
+                problems.append(
+                    RuleProblem("vault.snapshots.bucket.region", region, ("vault.snapshots.bucket", "cluster"))
+                )
         return problems
 
     @model_validator(mode="after")
@@ -163,6 +195,16 @@ def linode_only_problems(vault: VaultSettings) -> list[RuleProblem]:
                 ("cluster", "vault.storageClass"),
             )
         )
+    exposure = vault.exposure
+    if isinstance(exposure, LoadBalancerExposure) and exposure.node_balancer_ranges is not None:
+        problems.append(
+            RuleProblem(
+                "vault.exposure.nodeBalancerRanges",
+                f"where Linode NodeBalancers connect from, so whose PROXY protocol headers Vault believes: {existing} "
+                "no NodeBalancer sends any, and the Service targets Vault's plain listener (leave this unset)",
+                ("cluster", "vault.exposure"),
+            )
+        )
     if vault.snapshots is not None and vault.snapshots.bucket.create:
         problems.append(
             RuleProblem(
@@ -178,6 +220,7 @@ def linode_only_problems(vault: VaultSettings) -> list[RuleProblem]:
 class HubConfig(StackConfig):
     role: Literal["hub"]
     edges: tuple[EdgeEntry, ...] = ()
+    edge_deploy_identity: EdgeDeployIdentitySettings | None = None
     pki: PkiSettings | None = None
 
     collector_shape: ClassVar[CollectorShape] = GATEWAY
@@ -195,8 +238,42 @@ class HubConfig(StackConfig):
     def edge_names(self) -> tuple[str, ...]:
         return tuple(e.name for e in self.edges)
 
+    def deploy_subjects(self, identity: EdgeDeployIdentitySettings) -> dict[str, str]:
+        """Each edge's deploy JWT subject: its ``deploySubject``, else the identity's template."""
+        return {e.name: identity.subject(e.name, e.deploy_subject) for e in self.edges}
+
+    def _deploy_identity_problems(self) -> list[RuleProblem]:
+        if not self.edges:
+            return []
+        identity = self.edge_deploy_identity
+        if identity is None:
+            return [
+                RuleProblem(
+                    "edgeDeployIdentity",
+                    "required when fedobs:edges is set: each edge creates its own hub credentials, logged in "
+                    "with its deploy identity (issuer, audience, subjectTemplate and its keys)",
+                    ("edges", "edgeDeployIdentity"),
+                )
+            ]
+        subjects = self.deploy_subjects(identity)
+        seen: dict[str, str] = {}
+        problems = []
+        for index, entry in enumerate(self.edges):
+            subject = subjects[entry.name]
+            if subject in seen:
+                problems.append(
+                    RuleProblem(
+                        f"edges[{index}].deploySubject",
+                        f"{entry.name} would share the deploy subject {subject!r} with {seen[subject]}: "
+                        "every edge needs an identity of its own",
+                        (f"edges[{index}]", "edgeDeployIdentity"),
+                    )
+                )
+            seen.setdefault(subject, entry.name)
+        return problems
+
     def rule_problems(self) -> list[RuleProblem]:
-        problems = super().rule_problems()
+        problems = [*super().rule_problems(), *self._deploy_identity_problems()]
         if isinstance(self.vault.seal, TransitSeal):
             problems.append(
                 RuleProblem(
@@ -375,7 +452,13 @@ def _rules_despite_field_errors(
     removed: list[tuple[str, int]] = []
     pruned: list[str] = []
     for _ in range(MAX_PRUNE_ROUNDS):
-        pruned += [key for loc in locations if (key := _prune(tree, loc, removed)) is not None]
+        # Highest list indices first: removing an item shifts the ones after it.
+        ordered = sorted(
+            locations,
+            key=lambda loc: [(isinstance(p, int), p if isinstance(p, int) else 0, str(p)) for p in loc],
+            reverse=True,
+        )
+        pruned += [key for loc in ordered if (key := _prune(tree, loc, removed)) is not None]
         try:
             model.model_validate(tree)
             return []

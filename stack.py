@@ -19,6 +19,7 @@ from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster, Platform
 from components.collectors import GRPC_PORT, MtlsExporter, MtlsReceiver, OtelCollector
 from components.dynamic_secrets import DynamicSecrets
+from components.edge_identity import EdgeDeployIdentity
 from components.hub_link import HubLink
 from components.kubernetes_auth import KubernetesAuth, WorkloadRole
 from components.otlp_pki import OtlpPki
@@ -29,6 +30,9 @@ from components.vault_config import VaultConfiguration, consumer_roles
 from components.vault_server_config import TransitSeal
 from components.vso import SyncSettings, VaultSecretsOperator, vso_roles
 from config import AnyStackConfig, EdgeConfig, HubConfig
+
+#: The hub's outputs besides its OTLP endpoint: no credential, no kubeconfig, nothing per edge.
+HUB_PUBLIC_OUTPUTS = ("role", "vaultAddress", "vaultCaCert")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class RolePart:
 
 def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     """Declare every resource of the stack; returns the stack outputs to export."""
+    if cfg.development_mode:
+        pulumi.log.warn(
+            f"fedobs:developmentMode is on: Jobs and CronJobs may run {cfg.programs_image!r}, an image not "
+            "pinned by digest. Never deploy a production stack this way (README, 'The programs image')."
+        )
     if isinstance(cfg, HubConfig):
         return build_hub(cfg)
     return build_edge(cfg)
@@ -75,12 +84,14 @@ def build_hub(cfg: HubConfig) -> dict[str, Any]:
             receiver=MtlsReceiver(hostname=hostname),
         )
     core = build_core(cfg, prefix, cluster, cert_manager, part, edges=cfg.edge_names)
-    unseal = TransitUnseal(
-        f"{prefix}-transit-unseal", cfg.edge_names, opts=pulumi.ResourceOptions(provider=core.vault.vault_provider)
-    )
-    outputs["edgeTransitTokens"] = pulumi.Output.secret(unseal.tokens)
-    outputs["edgeCredentials"] = pulumi.Output.secret(core.configuration.edge_credentials)
-    return {**core.outputs, **outputs}
+    in_vault = pulumi.ResourceOptions(provider=core.vault.vault_provider)
+    TransitUnseal(f"{prefix}-transit-unseal", cfg.edge_names, opts=in_vault)
+    if cfg.edges:
+        identity = cfg.require(cfg.edge_deploy_identity, "edgeDeployIdentity")
+        EdgeDeployIdentity(f"{prefix}-edge-identity", identity, subjects=cfg.deploy_subjects(identity), opts=in_vault)
+    # What every edge may know, and nothing else: a StackReference reads every output, and the
+    # referencing stack keeps what it read in its own state.
+    return {**{k: core.outputs[k] for k in HUB_PUBLIC_OUTPUTS}, **outputs}
 
 
 def build_edge(cfg: EdgeConfig) -> dict[str, Any]:
@@ -133,6 +144,7 @@ def build_core(
         cluster_name=cluster_name,
         platform=cluster.platform,
         cert_manager=cert_manager,
+        programs_image=cfg.programs_image,
         transit_seal=part.transit_seal,
         aws_kms_credentials=cfg.aws_kms_credentials,
         opts=k8s,
@@ -162,6 +174,7 @@ def build_core(
             cluster_name=cluster_name,
             credentials=cfg.require(cfg.snapshot_credentials, "snapshotCredentials"),
             platform=cluster.platform,
+            image=cfg.programs_image,
             namespace=vault.namespace,
             opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=[auth]),
         )
@@ -172,6 +185,7 @@ def build_core(
             source=part.cert_sync,
             kv_mount=kv_mount,
             vault_ca_cert=vault.ca_cert,
+            image=cfg.programs_image,
             vault_ready=(auth, configuration.kv_ready),
             opts=k8s,
         )
@@ -242,6 +256,7 @@ def build_workloads(
             consumer=consumer,
             vault_config=cfg.vault_config,
             vault_ca_cert=vault.ca_cert,
+            image=cfg.programs_image,
             vault_ready=(auth, *configuration.credential_roles),
             opts=k8s,
         )

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from components import versions
 from components.cluster import Platform
+from components.linode_exposure import load_balancer_annotations
 from components.otlp_pki import (
     CLIENT_CA_KV_PATH,
     CLIENT_CA_SECRET,
@@ -314,20 +315,25 @@ def service_spec(plan: CollectorPlan) -> tuple[dict[str, Any], dict[str, Any]]:
     if plan.receiver is None:
         return {}, {"type": "ClusterIP", "selector": selector, "ports": ports}
     annotations = {"external-dns.alpha.kubernetes.io/hostname": plan.receiver.hostname}
-    if plan.linode:
-        annotations["service.beta.kubernetes.io/linode-loadbalancer-default-protocol"] = "tcp"
-    return {"annotations": annotations}, {
+    spec: dict[str, Any] = {
         "type": "LoadBalancer",
         "selector": selector,
         "ports": ports,
-        "loadBalancerSourceRanges": list(plan.settings.allowed_source_ranges),
         "externalTrafficPolicy": "Local",
     }
+    if plan.linode:
+        # TLS passes through to the collector; the CCM's Cloud Firewall admits only the allowed
+        # ranges (components/linode_exposure.py: the Linode CCM ignores loadBalancerSourceRanges).
+        annotations.update(load_balancer_annotations(plan.settings.allowed_source_ranges))
+    else:
+        # the cluster's own LoadBalancer implementation; kube-proxy enforces loadBalancerSourceRanges
+        spec["loadBalancerSourceRanges"] = list(plan.settings.allowed_source_ranges)
+    return {"annotations": annotations}, spec
 
 
 def network_policy_spec(plan: CollectorPlan) -> dict[str, Any]:
-    """Ingress to the OTLP ports only: from anywhere for the hub's gateway (the LoadBalancer's
-    source ranges and mTLS decide), from this cluster's own Pods for an edge's collector."""
+    """Ingress to the OTLP ports only: from anywhere for the hub's gateway (the NodeBalancer's
+    Cloud Firewall and mTLS decide), from this cluster's own Pods for an edge's collector."""
     selector = {"matchLabels": selector_labels(plan)}
     ports = [{"port": GRPC_PORT, "protocol": "TCP"}, {"port": HTTP_PORT, "protocol": "TCP"}]
     rule: dict[str, Any] = {"ports": ports}

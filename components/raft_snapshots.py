@@ -2,37 +2,95 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_linode as linode
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
-from components import versions
 from components.cluster import Platform
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import AccessKeyPair, Cron, DnsLabel, Settings
-from components.vault_names import VAULT_NAMESPACE, in_cluster_address
+from components.vault_names import SNAPSHOT_ROLE, VAULT_NAMESPACE, in_cluster_address
 from components.vault_server_config import TLS_DIR
 from programs.raft_snapshot.snapshot import SNAPSHOT_POLICY_HCL
 
 TYPE_TOKEN = "fedobs:vault:RaftSnapshots"
 SERVICE_ACCOUNT = "vault-snapshot"
-ROLE = "raft-snapshot"
+ROLE = SNAPSHOT_ROLE
 JWT_DIR = "/var/run/secrets/vault"
 
 
+#: A Linode region id (``us-ord``), what pulumi-linode's ``ObjectStorageBucket.region`` takes.
+OBJECT_STORAGE_REGION = re.compile(r"^[a-z]{2}-[a-z]+$")
+#: A legacy Object Storage cluster id (``us-ord-1``): the provider's deprecated ``cluster`` input, not a region.
+OBJECT_STORAGE_CLUSTER = re.compile(r"^(?P<region>[a-z]{2}-[a-z]+)-[0-9]+$")
+#: Linode's own Object Storage endpoints: ``https://<cluster id>.linodeobjects.com``.
+LINODE_OBJECTS_HOST = re.compile(r"^(?P<cluster>[a-z0-9-]+)\.linodeobjects\.com$")
+
+
+#: The region an S3 client signs for, at any S3-compatible endpoint (``us-ord``, ``us-east-1``, ``auto``).
+S3_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def _s3_region(value: str) -> str:
+    if not S3_REGION.match(value):
+        raise ValueError(
+            f"{value!r} is not a Linode region (expected something like 'us-ord') nor another S3 region "
+            "name (such as 'us-east-1')"
+        )
+    return value
+
+
+def linode_region_problem(value: str) -> str | None:
+    """Why ``value`` is not a region a Linode Object Storage bucket is created in (None: it is one).
+
+    pulumi-linode v6.0.0 ``linode:index/objectStorageBucket:ObjectStorageBucket`` (provider/cmd/
+    pulumi-resource-linode/schema.json): ``region`` is "The region of the Linode Object Storage Bucket";
+    ``cluster`` is deprecated: "a cluster value of `us-mia-1` can be translated to a region value of
+    `us-mia`". A cluster id given as the region is the usual mistake: name the region it stands for."""
+    cluster = OBJECT_STORAGE_CLUSTER.match(value)
+    if cluster:
+        return (
+            f"{value!r} is an Object Storage cluster id, not a region: the bucket takes the region "
+            f"{cluster['region']!r} (its S3 endpoint stays https://{value}.linodeobjects.com)"
+        )
+    if not OBJECT_STORAGE_REGION.match(value):
+        return f"{value!r} is not a Linode region (expected something like 'us-ord')"
+    return None
+
+
 class SnapshotBucket(Settings):
-    """Where Raft snapshots go: a bucket at any S3-compatible ``endpoint`` (Linode Object Storage,
-    AWS S3, MinIO, ...). ``create`` declares it as a Linode Object Storage bucket, which only an LKE
-    stack does (unset: yes on LKE, no on an existing cluster, where the bucket must exist)."""
+    """Where Raft snapshots go: a bucket in ``region`` at any S3-compatible ``endpoint`` (Linode Object
+    Storage, AWS S3, MinIO, ...; for Linode ``https://<cluster id>.linodeobjects.com``, e.g. ``us-ord-1``
+    for ``us-ord``). ``create`` declares it as a Linode Object Storage bucket, which only an LKE stack
+    does (unset: yes on LKE, no on an existing cluster, where the bucket must exist); a created bucket's
+    ``region`` must be a Linode region (:func:`linode_region_problem`, checked in config.py)."""
 
     create: bool | None = None
     name: DnsLabel
-    region: str = Field(pattern=r"^[a-z]{2}-[a-z]+-[0-9]$")
+    region: Annotated[str, AfterValidator(_s3_region)]
     endpoint: str = Field(pattern=r"^https://[^/]+$")
+
+    @model_validator(mode="after")
+    def _endpoint_in_region(self) -> SnapshotBucket:
+        host = LINODE_OBJECTS_HOST.match(self.endpoint.removeprefix("https://"))
+        # the region, or the cluster id itself (an existing bucket's signing region; a bucket the stack
+        # creates takes the region, which config.py checks with linode_region_problem)
+        if host and not (host["cluster"] == self.region or host["cluster"].startswith(f"{self.region}-")):
+            raise ValueError(
+                f"endpoint {self.endpoint!r} is Object Storage cluster {host['cluster']!r}, not one of region "
+                f"{self.region!r}: a bucket is reached at its own region's endpoint"
+            )
+        return self
+
+
+def creates_bucket(bucket: SnapshotBucket, platform: Platform) -> bool:
+    """Whether the stack declares the bucket (``create``; unset: on LKE only)."""
+    return bucket.create if bucket.create is not None else platform.linode
 
 
 class SnapshotSettings(Settings):
@@ -56,7 +114,7 @@ def snapshot_role(namespace: str) -> WorkloadRole:
     )
 
 
-def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str) -> dict[str, Any]:
+def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str, image: str) -> dict[str, Any]:
     env = [
         {"name": "VAULT_ADDR", "value": in_cluster_address(namespace=namespace)},
         {"name": "VAULT_CACERT", "value": f"{TLS_DIR}/ca.crt"},
@@ -98,7 +156,7 @@ def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespa
                         "containers": [
                             {
                                 "name": "snapshot",
-                                "image": versions.PROGRAMS_IMAGE,
+                                "image": image,
                                 "command": ["python", "-m", "programs.raft_snapshot", "take"],
                                 "env": env,
                                 "securityContext": restricted_container(),
@@ -161,15 +219,16 @@ class RaftSnapshots(pulumi.ComponentResource):
         cluster_name: str,
         credentials: AccessKeyPair,
         platform: Platform,
+        image: str,
         namespace: str = VAULT_NAMESPACE,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts``; the caller makes the component wait for
-        the snapshot role in Vault (``depends_on``)."""
+        """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes
+        through ``opts``; the caller makes the component wait for the snapshot role in Vault
+        (``depends_on``)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        create = settings.bucket.create if settings.bucket.create is not None else platform.linode
-        if create:
+        if creates_bucket(settings.bucket, platform):
             linode.ObjectStorageBucket(
                 f"{name}-bucket",
                 label=settings.bucket.name,
@@ -196,7 +255,7 @@ class RaftSnapshots(pulumi.ComponentResource):
         k8s.batch.v1.CronJob(
             f"{name}-cronjob",
             metadata={"name": "vault-raft-snapshot", "namespace": namespace},
-            spec=snapshot_cronjob_spec(settings, cluster_name, namespace),
+            spec=snapshot_cronjob_spec(settings, cluster_name, namespace, image),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[key_pair, account]),
         )
         self.register_outputs(

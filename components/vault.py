@@ -17,16 +17,18 @@ from pydantic import Field, field_validator
 
 from components import versions
 from components.cluster import Platform
+from components.linode_exposure import NODEBALANCER_SOURCE_RANGES, load_balancer_annotations
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
 from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings, quantity_bytes
 from components.vault_audit import AUDIT_DEVICES, rotation_sidecar
-from components.vault_names import ADMIN_AUTH_MOUNT, API_PORT
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
     HUB_CA_DIR,
     SERVER_CERTIFICATE_IP_ADDRESSES,
     TLS_DIR,
     AwsKmsSeal,
+    ExternalListener,
     Seal,
     SealSpec,
     ShamirSeal,
@@ -38,7 +40,6 @@ from components.vault_server_config import (
 )
 
 TYPE_TOKEN = "fedobs:vault:Vault"
-ADMIN_POLICY = "fedobs-admin"
 ADMIN_USERNAME = "pulumi"
 #: Where the bootstrap Job keeps the init result (unseal or recovery keys, never the root token).
 INIT_STATE_SECRET = "vault-init"
@@ -93,13 +94,22 @@ path "auth/token/lookup-self" { capabilities = ["read"] }
 
 
 class LoadBalancerExposure(Settings):
-    """A LoadBalancer Service in front of the active Vault node (on LKE a Linode NodeBalancer; on an
-    existing cluster whatever serves LoadBalancers there); TLS terminates at Vault itself, and only
-    ``allowedSourceRanges`` may connect."""
+    """A LoadBalancer Service in front of the active Vault node; TLS terminates at Vault itself. Only
+    ``allowedSourceRanges`` may connect.
+
+    On LKE the Service is a Linode NodeBalancer: the Cloud Firewall the CCM builds from the Service's
+    ``firewall-acl`` annotation enforces the ranges (``components/linode_exposure.py``); the NodeBalancer
+    sends PROXY protocol v2, and Vault's external listener believes the header only from
+    ``nodeBalancerRanges``, where NodeBalancers connect from (default ``192.168.255.0/24``, LKE only). On
+    an existing cluster whatever serves LoadBalancers there (MetalLB, k3s servicelb, another cloud's
+    controller) gets a plain Service: the ranges as ``spec.loadBalancerSourceRanges`` (kube-proxy
+    enforces them), no Linode annotation and no PROXY protocol listener."""
 
     type: Literal["loadBalancer"]
     hostname: DnsName
     allowed_source_ranges: tuple[Cidr, ...] = Field(min_length=1)
+    #: LKE only; unset there: ``NODEBALANCER_SOURCE_RANGES`` (``VaultSettings.for_platform``).
+    node_balancer_ranges: tuple[Cidr, ...] | None = Field(default=None, min_length=1)
 
 
 class AddressExposure(Settings):
@@ -140,10 +150,17 @@ class VaultSettings(Settings):
         return value
 
     def for_platform(self, platform: Platform) -> VaultSettings:
-        """These settings with the platform's defaults filled in (``storage_class`` on LKE)."""
-        if self.storage_class is None and platform.linode:
-            return self.model_copy(update={"storage_class": LINODE_STORAGE_CLASS})
-        return self
+        """These settings with the platform's defaults filled in: on LKE ``storage_class`` and the
+        exposure's ``node_balancer_ranges``; elsewhere nothing (config.py refuses Linode-only values)."""
+        if not platform.linode:
+            return self
+        update: dict[str, Any] = {}
+        if self.storage_class is None:
+            update["storage_class"] = LINODE_STORAGE_CLASS
+        exposure = self.exposure
+        if isinstance(exposure, LoadBalancerExposure) and exposure.node_balancer_ranges is None:
+            update["exposure"] = exposure.model_copy(update={"node_balancer_ranges": NODEBALANCER_SOURCE_RANGES})
+        return self.model_copy(update=update) if update else self
 
     @property
     def enabled_snapshots(self) -> SnapshotSettings | None:
@@ -166,11 +183,19 @@ def server_spec(settings: VaultSettings, cluster_name: str, seal: SealSpec = Non
     """What the server's HCL and certificate depend on; ``seal`` is the resolved auto-unseal target."""
     if seal is None and isinstance(settings.seal, AwsKmsSeal):
         seal = settings.seal
+    exposure = settings.exposure
+    # the PROXY protocol listener behind a NodeBalancer: only where its ranges are known (LKE)
+    external = (
+        ExternalListener(authorized_addrs=exposure.node_balancer_ranges)
+        if isinstance(exposure, LoadBalancerExposure) and exposure.node_balancer_ranges is not None
+        else None
+    )
     return VaultServerSpec(
         cluster_name=cluster_name,
-        external_hostname=settings.exposure.hostname,
+        external_hostname=exposure.hostname,
         replicas=settings.replicas,
         seal=seal,
+        external_listener=external,
     )
 
 
@@ -332,10 +357,11 @@ def bootstrap_command(settings: VaultSettings, spec: VaultServerSpec) -> list[st
     return command
 
 
-def _write_ca_file(directory: Path, stack: str, pem: str) -> str:
+def write_ca_file(directory: Path, stack: str, pem: str, filename: str = "vault-ca.pem") -> str:
+    """The path of a local file holding ``pem``, for a Vault provider's ``ca_cert_file``."""
     # The Vault provider reads its CA from a file only. Writing it locally is idempotent and
     # talks to no network, so it is safe in preview too.
-    path = directory / stack / "vault-ca.pem"
+    path = directory / stack / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != pem:
         path.write_text(pem)
@@ -364,16 +390,19 @@ class Vault(pulumi.ComponentResource):
         cluster_name: str,
         platform: Platform,
         cert_manager: pulumi.Resource,
+        programs_image: str,
         transit_seal: TransitSealInput | None = None,
         aws_kms_credentials: AccessKeyPair | None = None,
         local_ca_dir: Path = Path(".fedobs"),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts`` (children inherit it); only cert-manager's
-        Issuer and Certificate wait for ``cert_manager`` (its CRDs), the rest starts at once."""
+        """``programs_image``: what the bootstrap Job runs (``fedobs:programsImage``). The Kubernetes
+        provider comes through ``opts`` (children inherit it); only cert-manager's Issuer and Certificate
+        wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.platform = platform
         self.settings = settings = settings.for_platform(platform)
+        self.programs_image = programs_image
         self.spec = spec = server_spec(settings, cluster_name)
         self.namespace = spec.namespace
         self.release_name = spec.release
@@ -519,17 +548,27 @@ class Vault(pulumi.ComponentResource):
             "namespace": spec.namespace,
             "annotations": {"external-dns.alpha.kubernetes.io/hostname": spec.external_hostname},
         }
-        if self.platform.linode:
-            # TLS passes through the NodeBalancer and terminates at Vault. Elsewhere the cluster's own
-            # LoadBalancer implementation serves the Service (MetalLB, k3s servicelb, a cloud's).
-            service_metadata["annotations"]["service.beta.kubernetes.io/linode-loadbalancer-default-protocol"] = "tcp"
         service_spec: Any = {
             "type": "LoadBalancer",
             "selector": {**server_pod_labels(spec), "vault-active": "true"},
-            "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
-            "loadBalancerSourceRanges": list(exposure.allowed_source_ranges),
+            # Clients keep port 8200; the NodeBalancer reaches the PROXY protocol listener
+            # (vault_server_config.ExternalListener), never the one in-cluster clients use.
+            "ports": [{"name": "https", "port": API_PORT, "targetPort": EXTERNAL_API_PORT, "protocol": "TCP"}],
+            # Local: no SNAT, so Vault sees the NodeBalancer's address and believes its PROXY header.
             "externalTrafficPolicy": "Local",
         }
+        if self.platform.linode:
+            # TLS passes through the NodeBalancer and terminates at Vault; the CCM's Cloud Firewall
+            # admits only the allowed ranges; PROXY v2 carries the client address (linode_exposure.py).
+            service_metadata["annotations"].update(
+                load_balancer_annotations(exposure.allowed_source_ranges, proxy_protocol=True)
+            )
+        else:
+            # Elsewhere the cluster's own LoadBalancer implementation serves the Service (MetalLB, k3s
+            # servicelb, another cloud's controller): no PROXY protocol, the plain listener, and the
+            # ranges as loadBalancerSourceRanges, which kube-proxy enforces for the load balancer's IP.
+            service_spec["ports"][0]["targetPort"] = API_PORT
+            service_spec["loadBalancerSourceRanges"] = list(exposure.allowed_source_ranges)
         k8s.core.v1.Service(
             f"{name}-external",
             metadata=service_metadata,
@@ -543,7 +582,7 @@ class Vault(pulumi.ComponentResource):
     ) -> vault.Provider:
         """The Vault provider: it logs in on every run, so no token that could expire is kept in state."""
         ca_file = pulumi.Output.all(self.ca_cert, pulumi.get_stack()).apply(
-            lambda parts: _write_ca_file(local_ca_dir, parts[1], parts[0])
+            lambda parts: write_ca_file(local_ca_dir, parts[1], parts[0])
         )
         login = admin_password.apply(
             lambda password: vault.ProviderAuthLoginUserpassArgs(
@@ -656,7 +695,7 @@ class Vault(pulumi.ComponentResource):
                     "containers": [
                         {
                             "name": "bootstrap",
-                            "image": versions.PROGRAMS_IMAGE,
+                            "image": self.programs_image,
                             "command": command,
                             "securityContext": restricted_container(),
                             "resources": {

@@ -3,7 +3,8 @@
 This is the one engine behind the offline plan (``make plan``), the unit tests and the
 benchmarks: no Pulumi CLI, no credentials, no network. The program is ``__main__.py`` itself,
 with the stack's config read from ``Pulumi.<stack>.yaml`` (secure values replaced by marked
-placeholders, their keys flagged secret as the engine would).
+placeholders, their keys flagged secret as the engine would; the programs image's placeholder
+digest replaced by :data:`RELEASED_PROGRAMS_IMAGE`, see :func:`load_stack_file`).
 
 The program runs on the SDK's own code, mocks and mock monitor included, with no shortcut of it
 (``docs/performance.md``); what the engine needs of the SDK beyond its public API comes from
@@ -27,6 +28,9 @@ from typing import Any
 import pulumi
 import yaml
 
+from components.programs_image import PLACEHOLDER as PROGRAMS_IMAGE_PLACEHOLDER
+from components.versions import PROGRAMS_IMAGE_REPOSITORY
+
 # Every SDK internal the engine uses comes from here (it checks the pinned SDK versions on import).
 from policy import sdk_internals as sdk
 
@@ -34,6 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "fedobs"
 #: Stands for a ``secure:`` value the plan cannot decrypt (long enough for length checks).
 SECRET_PLACEHOLDER = "[secret-placeholder-value]"
+#: Stands for the digest an operator puts in place of the shipped placeholder (``fedobs:programsImage``,
+#: components/programs_image.py): no release exists here, so this names no real image. Its digest is the
+#: sha256 of a sentence saying so, which makes it recognisable in a plan.
+RELEASED_PROGRAMS_IMAGE = (
+    f"{PROGRAMS_IMAGE_REPOSITORY}@sha256:"
+    + hashlib.sha256(b"fedobs offline plan: stands in for the digest release.yml records").hexdigest()
+)
+PROGRAMS_IMAGE_KEY = "fedobs:programsImage"
 
 
 @dataclass
@@ -145,8 +157,15 @@ FAKE_KUBECONFIG = yaml.safe_dump(
 class FedobsMocks(pulumi.runtime.Mocks):
     """Provider stand-ins: outputs are the inputs plus what the real provider would compute."""
 
-    def __init__(self, stack_references: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        stack_references: Mapping[str, Mapping[str, Any]],
+        provider_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.stack_references = stack_references
+        #: Outputs a real provider returned, by resource name, laid over the stand-ins' (the rig
+        #: passes what it created on a real Vault, so the stack is recorded with those values).
+        self.provider_outputs = provider_outputs or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
@@ -181,6 +200,7 @@ class FedobsMocks(pulumi.runtime.Mocks):
                 "namespace": args.inputs.get("namespace", "default"),
                 "status": "deployed",
             }
+        outputs.update(self.provider_outputs.get(args.name, {}))
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -292,8 +312,12 @@ def _placeholders(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
-def load_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list[str]]:
-    """Config of ``Pulumi.<stack>.yaml`` as the engine hands it to the program: (config, secret keys)."""
+def load_stack_file(stack: str, root: Path = ROOT, *, released: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """Config of ``Pulumi.<stack>.yaml`` as the engine hands it to the program: (config, secret keys).
+
+    Like a ``secure:`` value, the shipped placeholder digest of the programs image is a slot the operator
+    fills before the first preview (the program refuses it). With ``released`` (the default) the plan
+    fills it with :data:`RELEASED_PROGRAMS_IMAGE`; ``released=False`` keeps the file's own value."""
     data = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}
     config: dict[str, Any] = {}
     secret_keys: list[str] = []
@@ -302,6 +326,8 @@ def load_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list
         config[key] = plain
         if secret:
             secret_keys.append(key)
+    if released and config.get(PROGRAMS_IMAGE_KEY) == PROGRAMS_IMAGE_PLACEHOLDER:
+        config[PROGRAMS_IMAGE_KEY] = RELEASED_PROGRAMS_IMAGE
     return config, secret_keys
 
 
@@ -326,6 +352,7 @@ def run_program(
     stack_references: Mapping[str, Mapping[str, Any]] | None = None,
     preview: bool = False,
     program: Path = ROOT / "__main__.py",
+    provider_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Recording:
     """Run the program once under mocks, in a forked child, and return what it registered.
 
@@ -343,6 +370,7 @@ def run_program(
             dict(stack_references or {}),
             preview,
             program,
+            dict(provider_outputs or {}),
             what=f"the program for stack {stack!r}",
         )
     except ChildError as exc:
@@ -409,8 +437,9 @@ def _run_in_process(
     stack_references: Mapping[str, Mapping[str, Any]] | None = None,
     preview: bool = False,
     program: Path = ROOT / "__main__.py",
+    provider_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Recording:
-    mocks = FedobsMocks(stack_references or {})
+    mocks = FedobsMocks(stack_references or {}, provider_outputs)
     monitor = RecordingMonitor(mocks)
     sdk.reset_root_resource()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
@@ -443,10 +472,13 @@ def _run_in_process(
 
 
 def run_stack_file(
-    stack: str, stack_references: Mapping[str, Mapping[str, Any]] | None = None, preview: bool = False
+    stack: str,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+    preview: bool = False,
+    provider_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Recording:
     config, secret_keys = load_stack_file(stack)
-    return run_program(stack, config, secret_keys, stack_references, preview)
+    return run_program(stack, config, secret_keys, stack_references, preview, provider_outputs=provider_outputs)
 
 
 def walk_tree(recording: Recording) -> Iterator[tuple[int, RecordedResource]]:

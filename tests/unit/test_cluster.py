@@ -40,7 +40,7 @@ def test_kubernetes_provider_uses_the_lke_kubeconfig(hub: Recording) -> None:
     provider = hub.one("pulumi:providers:kubernetes")
     assert provider.is_secret_input("kubeconfig")
     assert provider.inputs["kubeconfig"] == FAKE_KUBECONFIG  # decoded from LKE's base64 form
-    assert hub.outputs["kubeconfig"] == FAKE_KUBECONFIG and "kubeconfig" in hub.secret_outputs
+    assert "kubeconfig" not in hub.outputs, "a stack reference to the hub must not reach its cluster"
 
 
 def test_edge_pool_taints_and_no_ha(edge: Recording) -> None:
@@ -93,7 +93,7 @@ def test_existing_cluster_from_a_secret_kubeconfig() -> None:
     provider = recording.one("pulumi:providers:kubernetes")
     assert provider.inputs["kubeconfig"] == kubeconfig and provider.is_secret_input("kubeconfig")
     assert "context" not in provider.inputs
-    assert "kubeconfig" in recording.secret_outputs
+    assert "kubeconfig" not in recording.outputs, "the hub exports no kubeconfig, given or created"
 
 
 def test_fake_kubeconfig_is_what_lke_returns_encoded() -> None:
@@ -160,11 +160,17 @@ def test_an_existing_cluster_with_every_feature_declares_nothing_linode() -> Non
     container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SNAPSHOT_S3_ENDPOINT"] == "https://minio.example.internal:9000"
-    services = [o for o in recording.kubernetes_objects() if o["kind"] == "Service"]
-    assert sorted(s["metadata"]["name"] for s in services if s["spec"]["type"] == "LoadBalancer") == [
-        "otel-gateway",
-        "vault-external",
-    ]
+    services = {o["metadata"]["name"]: o for o in recording.kubernetes_objects() if o["kind"] == "Service"}
+    balanced = sorted(name for name, s in services.items() if s["spec"]["type"] == "LoadBalancer")
+    assert balanced == ["otel-gateway", "vault-external"]
+    # the cluster's own load balancer: the ranges as loadBalancerSourceRanges (kube-proxy enforces them),
+    # Vault's plain listener (no NodeBalancer sends PROXY headers), no PROXY protocol listener at all
+    vault_lb = services["vault-external"]["spec"]
+    assert vault_lb["loadBalancerSourceRanges"] == ["203.0.113.0/24", "198.51.100.0/24", "2001:db8:1234::/48"]
+    assert vault_lb["ports"] == [{"name": "https", "port": 8200, "targetPort": 8200, "protocol": "TCP"}]
+    assert services["otel-gateway"]["spec"]["loadBalancerSourceRanges"] == ["198.51.100.0/24"]
+    hcl = next(r for r in recording.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")
+    assert "proxy_protocol" not in hcl.inputs["values"]["server"]["ha"]["raft"]["config"]
     release = next(r for r in recording.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault")
     server = release.inputs["values"]["server"]
     # unset (the SDK drops None from the values it sends): the chart's default, storageClass null, so
