@@ -42,7 +42,8 @@ can be enforced for real (facts measured in ``../shared/REAL-PEERS.md``, "A Pod'
     every container. Without fsGroup nothing is changed: a root-owned 0400 file is readable by root only.
   - emptyDir (``pkg/volume/emptydir``): a directory of mode 0777; with fsGroup as above (group-owned,
     setgid). A ``persistentVolumeClaim`` is a fresh filesystem root (0755, root) with the same
-    ownership change.
+    ownership change; given a capacity (``capacities``) it is a tmpfs of that size, so a write past
+    it fails with ENOSPC as on a full volume (mounting needs root; ``close()`` unmounts).
   - The kubelet mounts Secret, ConfigMap, projected and downwardAPI volumes read-only whatever the
     mount says; other volumes are read-only only with ``readOnly: true``.
 * **ServiceAccount admission**: unless ``automountServiceAccountToken: false``, the pod gets the
@@ -55,6 +56,8 @@ can be enforced for real (facts measured in ``../shared/REAL-PEERS.md``, "A Pod'
   ``valueFrom.secretKeyRef``/``configMapKeyRef`` from the test's objects and ``fieldRef`` for the pod's
   name, namespace, IPs and service account. A test's localisations (an address that has no DNS name
   here) are passed explicitly (``env_overrides``) and nothing else is changed.
+* **Probes** are not run by the sandbox; :func:`http_probe` runs a container's ``httpGet`` probe once
+  with the kubelet's rule (``pkg/probe/http/http.go``) against the address a test gives.
 * **Command**: the container's ``command`` + ``args`` exactly (an image entrypoint is not modelled: every
   container here declares its command), resolved on the image's ``PATH`` in its ``workingDir``.
 
