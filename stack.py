@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 
+from components.admin_policy import admin_policy_hcl
 from components.admission import Admission
 from components.cert_manager import CertManager
 from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
@@ -144,6 +145,7 @@ def build_core(
         cluster_name=cluster_name,
         cert_manager=cert_manager,
         programs_image=cfg.programs_image,
+        admin_policy_hcl=admin_policy_hcl(cfg.vault_config, transit=isinstance(cfg, HubConfig)),
         transit_seal=part.transit_seal,
         aws_kms_credentials=cfg.aws_kms_credentials,
         opts=k8s,

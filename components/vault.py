@@ -45,33 +45,6 @@ INIT_STATE_SECRET = "vault-init"
 SERVER_CERT_DURATION_HOURS = 2160
 CA_VALIDITY_HOURS = 87600
 
-#: The admin policy the auth path Pulumi uses gets: everything Pulumi declares, nothing else of
-#: ``sys/`` than what those declarations need. Root-token operations stay out (no ``sudo`` on
-#: ``sys/generate-root`` or ``sys/rekey``).
-ADMIN_POLICY_HCL = """\
-# fedobs-admin: what Pulumi needs to declare this Vault's configuration.
-path "sys/mounts" { capabilities = ["read", "list"] }
-path "sys/mounts/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "sys/auth" { capabilities = ["read", "list"] }
-path "sys/auth/*" { capabilities = ["create", "read", "update", "delete", "sudo"] }
-path "sys/policies/acl" { capabilities = ["list"] }
-path "sys/policies/acl/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "sys/policy/*" { capabilities = ["create", "read", "update", "delete"] }
-path "sys/audit" { capabilities = ["read", "sudo"] }
-path "sys/audit/*" { capabilities = ["create", "read", "update", "delete", "sudo"] }
-path "sys/storage/raft/autopilot/configuration" { capabilities = ["read", "update"] }
-path "sys/storage/raft/configuration" { capabilities = ["read"] }
-path "sys/storage/raft/autopilot/state" { capabilities = ["read"] }
-path "sys/seal-status" { capabilities = ["read"] }
-path "auth/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "kv/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "transit/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "database/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "aws/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "auth/token/create" { capabilities = ["create", "update"] }
-path "auth/token/lookup-self" { capabilities = ["read"] }
-"""
-
 
 class LoadBalancerExposure(Settings):
     """A LoadBalancer Service (a Linode NodeBalancer) in front of the active Vault node; TLS
@@ -344,17 +317,21 @@ class Vault(pulumi.ComponentResource):
         cluster_name: str,
         cert_manager: pulumi.Resource,
         programs_image: str,
+        admin_policy_hcl: str,
         transit_seal: TransitSealInput | None = None,
         aws_kms_credentials: AccessKeyPair | None = None,
         local_ca_dir: Path = Path(".fedobs"),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """``programs_image``: what the bootstrap Job runs (``fedobs:programsImage``). The Kubernetes
+        """``programs_image``: what the bootstrap Job runs (``fedobs:programsImage``);
+        ``admin_policy_hcl``: the policy of Pulumi's own login (``components.admin_policy``), written by
+        the bootstrap once and managed as a ``vault.Policy`` from then on. The Kubernetes
         provider comes through ``opts`` (children inherit it); only cert-manager's Issuer and Certificate
         wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.settings = settings
         self.programs_image = programs_image
+        self.admin_policy_hcl = admin_policy_hcl
         self.spec = spec = server_spec(settings, cluster_name)
         self.namespace = spec.namespace
         self.release_name = spec.release
@@ -545,8 +522,10 @@ class Vault(pulumi.ComponentResource):
         )
 
     def _server_settings(self, name: str) -> None:
-        """Raft autopilot and the audit device, through the Vault provider."""
+        """Pulumi's own policy, Raft autopilot and the audit device, through the Vault provider."""
         vault_opts = pulumi.ResourceOptions(parent=self, provider=self.vault_provider)
+        # The bootstrap wrote it to hand Pulumi a login; from here on the stack manages it.
+        vault.Policy(f"{name}-admin-acl", name=ADMIN_POLICY, policy=self.admin_policy_hcl, opts=vault_opts)
         vault.RaftAutopilot(
             f"{name}-autopilot",
             cleanup_dead_servers=True,
@@ -580,7 +559,7 @@ class Vault(pulumi.ComponentResource):
         policy_map = k8s.core.v1.ConfigMap(
             f"{name}-admin-policy",
             metadata={"name": "vault-admin-policy", "namespace": spec.namespace},
-            data={"admin.hcl": ADMIN_POLICY_HCL},
+            data={"admin.hcl": self.admin_policy_hcl},
             opts=ns_opts,
         )
         account = k8s.core.v1.ServiceAccount(
@@ -619,8 +598,7 @@ class Vault(pulumi.ComponentResource):
         job_name = pulumi.Output.unsecret(
             admin_password.apply(
                 lambda password: (
-                    "vault-bootstrap-"
-                    + hashlib.sha256(json.dumps([command, ADMIN_POLICY_HCL, password]).encode()).hexdigest()[:10]
+                    "vault-bootstrap-" + hashlib.sha256(json.dumps([command, password]).encode()).hexdigest()[:10]
                 )
             )
         )

@@ -28,7 +28,9 @@ from typing import Any
 import pytest
 
 import components.vault as vault_component
-from components.vault_names import ADMIN_AUTH_MOUNT
+from components.admin_policy import admin_policy_hcl
+from components.vault_config import VaultConfigSettings
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY
 from components.vault_server_config import (
     HUB_CA_DIR,
     ShamirSeal,
@@ -36,7 +38,7 @@ from components.vault_server_config import (
     VaultServerSpec,
     server_certificate_dns_names,
 )
-from offline.engine import Recording
+from offline.engine import Recording, load_stack_file
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     EXIT_ADMIN_LOGIN,
@@ -68,9 +70,10 @@ from rig.vault_cluster import (
 from tests.support.local_databases import local_databases
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_POLICY = vault_component.ADMIN_POLICY
-#: The stack's admin policy exactly as its ConfigMap carries it (checked below).
-ADMIN_POLICY_HCL = vault_component.ADMIN_POLICY_HCL
+#: The hub's admin policy, rendered from its shipped mounts, as its ConfigMap carries it (checked below).
+ADMIN_POLICY_HCL = admin_policy_hcl(
+    VaultConfigSettings.model_validate(load_stack_file("hub")[0]["fedobs:vaultConfig"]), transit=True
+)
 PASSWORD = "correct horse battery staple 42"
 TIMEOUT = 45.0
 
@@ -743,5 +746,5 @@ def test_the_components_job_command_parses() -> None:
     assert (config.key_shares, config.key_threshold, len(config.pgp_keys)) == (5, 3, 5)
     assert config.userpass_path == ADMIN_AUTH_MOUNT
     assert config.username == vault_component.ADMIN_USERNAME
-    assert config.admin_policy_name == vault_component.ADMIN_POLICY
+    assert config.admin_policy_name == ADMIN_POLICY
     assert state == f"kubernetes-secret:{spec.namespace}/{vault_component.INIT_STATE_SECRET}"
