@@ -296,12 +296,11 @@ class Admission(pulumi.ComponentResource):
         settings: AdmissionSettings,
         *,
         collector_namespaces: tuple[str, ...],
-        namespaces_ready: tuple[pulumi.Resource, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """Every Deployment in ``collector_namespaces`` is treated as a collector (besides the labelled
-        ones); the lookup grants there wait for ``namespaces_ready``. The Kubernetes provider comes
-        through ``opts``."""
+        ones). The Kubernetes provider comes through ``opts``; the caller makes the component wait for
+        the collector namespaces (``depends_on``), where its lookup grants are created."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self)
         namespace = restricted_namespace(f"{name}-namespace", KYVERNO_NAMESPACE, k8s_opts)
@@ -317,16 +316,13 @@ class Admission(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace])),
         )
         grants: list[pulumi.Resource] = []
-        in_collector_namespaces = pulumi.ResourceOptions.merge(
-            k8s_opts, pulumi.ResourceOptions(depends_on=list(namespaces_ready))
-        )
         for collector_namespace in collector_namespaces:
             metadata = {"name": LOOKUP_ROLE, "namespace": collector_namespace}
             role = k8s.rbac.v1.Role(
                 f"{name}-{collector_namespace}-lookups",
                 metadata=metadata,
                 rules=LOOKUP_RULES,
-                opts=in_collector_namespaces,
+                opts=k8s_opts,
             )
             grants.append(
                 k8s.rbac.v1.RoleBinding(
@@ -336,9 +332,7 @@ class Admission(pulumi.ComponentResource):
                     subjects=[
                         {"kind": "ServiceAccount", "name": ADMISSION_SERVICE_ACCOUNT, "namespace": KYVERNO_NAMESPACE}
                     ],
-                    opts=pulumi.ResourceOptions.merge(
-                        in_collector_namespaces, pulumi.ResourceOptions(depends_on=[role])
-                    ),
+                    opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[role])),
                 )
             )
         policy = require_vso_policy(settings.mode, collector_namespaces, BACKGROUND_SCAN)
