@@ -34,6 +34,7 @@ from components.collectors import (
     collector_workload,
 )
 from components.dynamic_secrets import DynamicWorkloadSettings, dynamic_secret_problems
+from components.edge_identity import EdgeDeployIdentitySettings
 from components.otlp_pki import PkiSettings
 from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, DnsLabel, RuleProblem, Settings
 from components.vault import VaultSettings
@@ -53,9 +54,14 @@ T = TypeVar("T")
 
 
 class EdgeEntry(Settings):
-    """An edge cluster the hub serves: its client certificate, transit key and scoped credential."""
+    """An edge cluster the hub serves: its client certificate, transit key and scoped credential.
+
+    ``deploySubject``: the ``sub`` of this edge's deploy JWT, when it does not follow
+    ``fedobs:edgeDeployIdentity.subjectTemplate``.
+    """
 
     name: DnsLabel
+    deploy_subject: str | None = Field(default=None, min_length=1)
 
 
 class StackConfig(Settings):
@@ -149,6 +155,7 @@ class StackConfig(Settings):
 class HubConfig(StackConfig):
     role: Literal["hub"]
     edges: tuple[EdgeEntry, ...] = ()
+    edge_deploy_identity: EdgeDeployIdentitySettings | None = None
     pki: PkiSettings | None = None
 
     collector_shape: ClassVar[CollectorShape] = GATEWAY
@@ -166,8 +173,42 @@ class HubConfig(StackConfig):
     def edge_names(self) -> tuple[str, ...]:
         return tuple(e.name for e in self.edges)
 
+    def deploy_subjects(self, identity: EdgeDeployIdentitySettings) -> dict[str, str]:
+        """Each edge's deploy JWT subject: its ``deploySubject``, else the identity's template."""
+        return {e.name: identity.subject(e.name, e.deploy_subject) for e in self.edges}
+
+    def _deploy_identity_problems(self) -> list[RuleProblem]:
+        if not self.edges:
+            return []
+        identity = self.edge_deploy_identity
+        if identity is None:
+            return [
+                RuleProblem(
+                    "edgeDeployIdentity",
+                    "required when fedobs:edges is set: each edge creates its own hub credentials, logged in "
+                    "with its deploy identity (issuer, audience, subjectTemplate and its keys)",
+                    ("edges", "edgeDeployIdentity"),
+                )
+            ]
+        subjects = self.deploy_subjects(identity)
+        seen: dict[str, str] = {}
+        problems = []
+        for index, entry in enumerate(self.edges):
+            subject = subjects[entry.name]
+            if subject in seen:
+                problems.append(
+                    RuleProblem(
+                        f"edges[{index}].deploySubject",
+                        f"{entry.name} would share the deploy subject {subject!r} with {seen[subject]}: "
+                        "every edge needs an identity of its own",
+                        (f"edges[{index}]", "edgeDeployIdentity"),
+                    )
+                )
+            seen.setdefault(subject, entry.name)
+        return problems
+
     def rule_problems(self) -> list[RuleProblem]:
-        problems = super().rule_problems()
+        problems = [*super().rule_problems(), *self._deploy_identity_problems()]
         if isinstance(self.vault.seal, TransitSeal):
             problems.append(
                 RuleProblem(

@@ -19,6 +19,7 @@ from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster
 from components.collectors import GRPC_PORT, MtlsExporter, MtlsReceiver, OtelCollector
 from components.dynamic_secrets import DynamicSecrets
+from components.edge_identity import EdgeDeployIdentity
 from components.hub_link import HubLink
 from components.kubernetes_auth import KubernetesAuth, WorkloadRole
 from components.otlp_pki import OtlpPki
@@ -29,6 +30,9 @@ from components.vault_config import VaultConfiguration, consumer_roles
 from components.vault_server_config import TransitSeal
 from components.vso import SyncSettings, VaultSecretsOperator, vso_roles
 from config import AnyStackConfig, EdgeConfig, HubConfig
+
+#: The hub's outputs besides its OTLP endpoint: no credential, no kubeconfig, nothing per edge.
+HUB_PUBLIC_OUTPUTS = ("role", "vaultAddress", "vaultCaCert")
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,14 @@ def build_hub(cfg: HubConfig) -> dict[str, Any]:
             receiver=MtlsReceiver(hostname=hostname),
         )
     core = build_core(cfg, prefix, cluster, cert_manager, part, edges=cfg.edge_names)
-    unseal = TransitUnseal(
-        f"{prefix}-transit-unseal", cfg.edge_names, opts=pulumi.ResourceOptions(provider=core.vault.vault_provider)
-    )
-    outputs["edgeTransitTokens"] = pulumi.Output.secret(unseal.tokens)
-    outputs["edgeCredentials"] = pulumi.Output.secret(core.configuration.edge_credentials)
-    return {**core.outputs, **outputs}
+    in_vault = pulumi.ResourceOptions(provider=core.vault.vault_provider)
+    TransitUnseal(f"{prefix}-transit-unseal", cfg.edge_names, opts=in_vault)
+    if cfg.edges:
+        identity = cfg.require(cfg.edge_deploy_identity, "edgeDeployIdentity")
+        EdgeDeployIdentity(f"{prefix}-edge-identity", identity, subjects=cfg.deploy_subjects(identity), opts=in_vault)
+    # What every edge may know, and nothing else: a StackReference reads every output, and the
+    # referencing stack keeps what it read in its own state.
+    return {**{k: core.outputs[k] for k in HUB_PUBLIC_OUTPUTS}, **outputs}
 
 
 def build_edge(cfg: EdgeConfig) -> dict[str, Any]:

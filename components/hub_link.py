@@ -1,14 +1,27 @@
-"""The one link between stacks: an edge reads the hub's outputs through a StackReference."""
+"""The one link between stacks: an edge reads the hub's public outputs and, logged in to the hub's
+Vault with its own deploy identity, creates its own hub credentials there."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_vault as vault
+
+from components.edge_identity import deploy_role
+from components.transit_unseal import transit_token_role
+from components.vault import write_ca_file
+from components.vault_config import edge_role_id
+from components.vault_names import EDGE_APPROLE_MOUNT, EDGE_DEPLOY_JWT_MOUNT
 
 TYPE_TOKEN = "fedobs:link:HubLink"
+#: Where the Vault provider reads the deploy identity's JWT (terraform-provider-vault,
+#: ``internal/provider/auth_jwt.go``: the ``jwt`` field defaults to this variable), so the JWT
+#: never enters the program, its inputs or its state.
+DEPLOY_JWT_ENV = "TERRAFORM_VAULT_AUTH_JWT"
 
 _HTTPS_URL = re.compile(r"^https://[^/\s]+$")
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----")
@@ -18,35 +31,22 @@ class HubOutputError(ValueError):
     """Hub outputs the edge needs are missing or malformed; the message names each of them."""
 
 
-def hub_output_rules(edge_name: str) -> dict[str, tuple[Callable[[Any], bool], str]]:
-    """Every hub output an edge reads, with its validity check and what is expected."""
-    return {
-        "vaultAddress": (lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)), "an https:// URL"),
-        "vaultCaCert": (lambda v: isinstance(v, str) and bool(_PEM_CERT.search(v)), "a PEM certificate"),
-        "otlpEndpoint": (
-            lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)),
-            "the hub's OTLP endpoint, an https:// URL (is fedobs:pki set on the hub?)",
-        ),
-        "edgeTransitTokens": (
-            lambda v: isinstance(v, dict) and isinstance(v.get(edge_name), str),
-            f"a map holding this edge's transit token under '{edge_name}' "
-            f"(is the edge listed in the hub's fedobs:edges?)",
-        ),
-        "edgeCredentials": (
-            lambda v: (
-                isinstance(v, dict)
-                and isinstance(v.get(edge_name), dict)
-                and {"mount", "roleId", "secretId"} <= set(v[edge_name])
-            ),
-            f"a map holding this edge's AppRole credential (mount, roleId, secretId) under '{edge_name}'",
-        ),
-    }
+#: Every hub output an edge reads, with its validity check and what is expected. Nothing here is
+#: per edge or secret: what every edge may know.
+HUB_OUTPUT_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "vaultAddress": (lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)), "an https:// URL"),
+    "vaultCaCert": (lambda v: isinstance(v, str) and bool(_PEM_CERT.search(v)), "a PEM certificate"),
+    "otlpEndpoint": (
+        lambda v: isinstance(v, str) and bool(_HTTPS_URL.match(v)),
+        "the hub's OTLP endpoint, an https:// URL (is fedobs:pki set on the hub?)",
+    ),
+}
 
 
-def validate_hub_outputs(stack: str, edge_name: str, outputs: dict[str, Any]) -> dict[str, Any]:
+def validate_hub_outputs(stack: str, outputs: dict[str, Any]) -> dict[str, Any]:
     problems = [
         f"hub stack '{stack}' output '{name}' is missing or malformed: expected {expected}"
-        for name, (valid, expected) in hub_output_rules(edge_name).items()
+        for name, (valid, expected) in HUB_OUTPUT_RULES.items()
         if outputs.get(name) is None or not valid(outputs[name])
     ]
     if problems:
@@ -55,10 +55,14 @@ def validate_hub_outputs(stack: str, edge_name: str, outputs: dict[str, Any]) ->
 
 
 class HubLink(pulumi.ComponentResource):
-    """Reads the hub stack (one direction only: the hub never reads an edge).
+    """The edge's side of the hub: its public outputs, and this edge's own hub credentials.
 
-    Guarantees: every output the edge uses is validated, and missing or malformed ones fail
-    with one error naming each; secret hub outputs stay secret.
+    Guarantees: the hub is read in one direction only (the hub never reads an edge) and only its
+    public outputs (address, CA, OTLP endpoint), each validated, with one error naming every bad
+    one. The hub's Vault is reached over TLS with the hub's CA, logged in as this edge's deploy
+    role (its JWT from ``TERRAFORM_VAULT_AUTH_JWT``, never in state) without a child token; with it
+    the edge creates its own transit-unseal token and cert-sync secret_id, which exist in this
+    edge's state only, as secrets.
     """
 
     vault_address: pulumi.Output[str]
@@ -69,24 +73,45 @@ class HubLink(pulumi.ComponentResource):
     hub_credential: pulumi.Output[dict[str, str]]
 
     def __init__(
-        self, name: str, *, stack_name: str, edge_name: str, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        *,
+        stack_name: str,
+        edge_name: str,
+        local_ca_dir: Path = Path(".fedobs"),
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """``stack_name``: ``fedobs:hubStack``; ``edge_name``: this edge, whose own hub outputs are read."""
+        """``stack_name``: ``fedobs:hubStack``; ``edge_name``: this edge, whose deploy role logs in."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        self.reference = pulumi.StackReference(
-            f"{name}-ref", stack_name=stack_name, opts=pulumi.ResourceOptions(parent=self)
-        )
-        names = list(hub_output_rules(edge_name))
+        child = pulumi.ResourceOptions(parent=self)
+        self.reference = pulumi.StackReference(f"{name}-ref", stack_name=stack_name, opts=child)
+        names = list(HUB_OUTPUT_RULES)
         validated = pulumi.Output.all(*[self.reference.get_output(n) for n in names]).apply(
-            lambda values: validate_hub_outputs(stack_name, edge_name, dict(zip(names, values, strict=True)))
+            lambda values: validate_hub_outputs(stack_name, dict(zip(names, values, strict=True)))
         )
         self.vault_address = validated.apply(lambda o: str(o["vaultAddress"]))
         self.vault_hostname = self.vault_address.apply(lambda url: url.removeprefix("https://").split(":")[0])
         self.vault_ca_cert = validated.apply(lambda o: str(o["vaultCaCert"]))
-        self.transit_token = pulumi.Output.secret(validated.apply(lambda o: str(o["edgeTransitTokens"][edge_name])))
         self.otlp_endpoint = validated.apply(lambda o: str(o["otlpEndpoint"]))
+        on_hub = pulumi.ResourceOptions(parent=self, provider=self._hub_provider(name, edge_name, local_ca_dir))
+        token = vault.Token(
+            f"{name}-transit-token",
+            role_name=transit_token_role(edge_name),
+            policies=[transit_token_role(edge_name)],
+            no_default_policy=True,
+            renewable=True,
+            # Periodic through the role's token_period: asking for a period directly needs sudo.
+            display_name=transit_token_role(edge_name),
+            opts=on_hub,
+        )
+        secret_id = vault.approle.AuthBackendRoleSecretId(
+            f"{name}-secret-id", backend=EDGE_APPROLE_MOUNT, role_name=edge_name, opts=on_hub
+        )
+        self.transit_token = pulumi.Output.secret(token.client_token)
         self.hub_credential = pulumi.Output.secret(
-            validated.apply(lambda o: {k: str(v) for k, v in o["edgeCredentials"][edge_name].items()})
+            secret_id.secret_id.apply(
+                lambda secret: {"mount": EDGE_APPROLE_MOUNT, "roleId": edge_role_id(edge_name), "secretId": secret}
+            )
         )
         self.register_outputs(
             {
@@ -96,4 +121,18 @@ class HubLink(pulumi.ComponentResource):
                 "hub_credential": self.hub_credential,
                 "otlp_endpoint": self.otlp_endpoint,
             }
+        )
+
+    def _hub_provider(self, name: str, edge_name: str, local_ca_dir: Path) -> vault.Provider:
+        ca_file = pulumi.Output.all(self.vault_ca_cert, pulumi.get_stack()).apply(
+            lambda parts: write_ca_file(local_ca_dir, parts[1], parts[0], "hub-vault-ca.pem")
+        )
+        return vault.Provider(
+            f"{name}-vault",
+            address=self.vault_address,
+            ca_cert_file=ca_file,
+            # The deploy token can create no child token, and needs none: it lives for one run.
+            skip_child_token=True,
+            auth_login_jwt=vault.ProviderAuthLoginJwtArgs(role=deploy_role(edge_name), mount=EDGE_DEPLOY_JWT_MOUNT),
+            opts=pulumi.ResourceOptions(parent=self),
         )

@@ -23,17 +23,21 @@ def transit_policy_hcl(edge: str, mount: str = TRANSIT_MOUNT) -> str:
     )
 
 
+def transit_token_role(edge: str) -> str:
+    """The token role (and policy) through which ``edge``'s seal token is created."""
+    return f"transit-unseal-{edge}"
+
+
 class TransitUnseal(pulumi.ComponentResource):
     """The hub side of transit auto-unseal for every configured edge.
 
     Guarantees: each edge's key is non-exportable and cannot be deleted by accident; each edge's
-    token is an orphan periodic token whose only policy allows ``update`` on its own key's
-    ``encrypt`` and ``decrypt`` paths (and renewing itself); tokens are secret outputs. Tokens are
-    issued through a token role per edge, so Pulumi's admin identity needs no ``sudo`` to give a
-    token a policy it does not hold itself.
+    token role issues only orphan periodic tokens whose only policy allows ``update`` on its own
+    key's ``encrypt`` and ``decrypt`` paths (and renewing itself). The hub mints no token: each
+    edge's deploy identity creates its own through its role (``components.edge_identity``), so the
+    token lives only in that edge's state. Through a role, the creator needs no ``sudo`` and does
+    not have to hold the token's policy itself.
     """
-
-    tokens: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, edges: tuple[str, ...], opts: pulumi.ResourceOptions | None = None) -> None:
         """The hub's Vault provider comes through ``opts``; children inherit it."""
@@ -46,7 +50,7 @@ class TransitUnseal(pulumi.ComponentResource):
             description="Auto-unseal keys of the edge Vaults",
             opts=vault_opts,
         )
-        self.tokens = {}
+        self.roles: dict[str, pulumi.Output[str]] = {}
         for edge in edges:
             key = vault.transit.SecretBackendKey(
                 f"{name}-{edge}-key",
@@ -59,27 +63,17 @@ class TransitUnseal(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(protect=True)),
             )
             policy = vault.Policy(
-                f"{name}-{edge}-policy", name=f"transit-unseal-{edge}", policy=transit_policy_hcl(edge), opts=vault_opts
+                f"{name}-{edge}-policy", name=transit_token_role(edge), policy=transit_policy_hcl(edge), opts=vault_opts
             )
             role = vault.tokenauth.AuthBackendRole(
                 f"{name}-{edge}-token-role",
-                role_name=f"transit-unseal-{edge}",
+                role_name=transit_token_role(edge),
                 allowed_policies=[policy.name],
                 orphan=True,
                 renewable=True,
                 token_period=TOKEN_PERIOD_SECONDS,
                 token_no_default_policy=True,
-                opts=vault_opts,
-            )
-            token = vault.Token(
-                f"{name}-{edge}-token",
-                role_name=role.role_name,
-                policies=[policy.name],
-                no_default_policy=True,
-                renewable=True,
-                # Periodic through the role's token_period: asking for a period directly needs sudo.
-                display_name=f"transit-unseal-{edge}",
                 opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(depends_on=[key])),
             )
-            self.tokens[edge] = pulumi.Output.secret(token.client_token)
-        self.register_outputs({"tokens": self.tokens})
+            self.roles[edge] = role.role_name
+        self.register_outputs({"roles": self.roles})

@@ -383,10 +383,11 @@ def bootstrap_job_spec(command: list[str]) -> dict[str, Any]:
     }
 
 
-def _write_ca_file(directory: Path, stack: str, pem: str) -> str:
+def write_ca_file(directory: Path, stack: str, pem: str, filename: str = "vault-ca.pem") -> str:
+    """The path of a local file holding ``pem``, for a Vault provider's ``ca_cert_file``."""
     # The Vault provider reads its CA from a file only. Writing it locally is idempotent and
     # talks to no network, so it is safe in preview too.
-    path = directory / stack / "vault-ca.pem"
+    path = directory / stack / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != pem:
         path.write_text(pem)
@@ -592,7 +593,7 @@ class Vault(pulumi.ComponentResource):
     ) -> vault.Provider:
         """The Vault provider: it logs in on every run, so no token that could expire is kept in state."""
         ca_file = pulumi.Output.all(self.ca_cert, pulumi.get_stack()).apply(
-            lambda parts: _write_ca_file(local_ca_dir, parts[1], parts[0])
+            lambda parts: write_ca_file(local_ca_dir, parts[1], parts[0])
         )
         login = admin_password.apply(
             lambda password: vault.ProviderAuthLoginUserpassArgs(

@@ -251,6 +251,12 @@ def edge_kv_prefix(edge: str) -> str:
     return f"edges/{edge}/*"
 
 
+def edge_role_id(edge: str) -> str:
+    """The role_id of ``edge``'s AppRole: an identifier (the secret_id is the secret), fixed so
+    that the edge stack knows it without reading the hub."""
+    return f"edge-{edge}"
+
+
 def edge_access_policy(edge: str, kv_mount: str, transit_mount: str = TRANSIT_MOUNT) -> str:
     return render_policy(
         f"hub-access-{edge}", [*kv_read(kv_mount, edge_kv_prefix(edge)), *transit_use(transit_mount, edge)]
@@ -263,11 +269,10 @@ class VaultConfiguration(pulumi.ComponentResource):
     Guarantees: KV v2 requires check-and-set and keeps ``max_versions``; database connections use
     templated URLs (never a literal password) with a dedicated admin login whose password Vault
     rotates right after setup; role SQL comes from ``components.database_engines``; AWS roles are
-    ``assumed_role`` only; each edge's hub credential (an AppRole) can read only its own KV prefix
-    and use only its own transit key, and is a secret output.
+    ``assumed_role`` only; each edge's AppRole (its cert-sync's hub login) can read only its own
+    KV prefix and use only its own transit key. The hub mints no secret_id: each edge's deploy
+    identity creates its own (``components.edge_identity``), so it lives only in that edge's state.
     """
-
-    edge_credentials: dict[str, pulumi.Output[dict[str, str]]]
 
     def __init__(
         self,
@@ -280,7 +285,7 @@ class VaultConfiguration(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """The Vault provider comes through ``opts``. ``database_admins`` and ``aws_root_credentials``
-        are the secret logins of the enabled engines; ``edges`` (hub only) get a credential each."""
+        are the secret logins of the enabled engines; ``edges`` (hub only) get an AppRole each."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.vault_opts = pulumi.ResourceOptions(parent=self)
         kv_mount = vault.Mount(
@@ -307,8 +312,9 @@ class VaultConfiguration(pulumi.ComponentResource):
             if aws_root_credentials is None:
                 raise ValueError("the AWS engine needs aws_root_credentials")
             self._aws(name, settings.enabled_aws, aws_root_credentials)
-        self.edge_credentials = self._edge_access(name, edges, settings.kv.path) if edges else {}
-        self.register_outputs({"kv_path": settings.kv.path, "edge_credentials": self.edge_credentials})
+        if edges:
+            self._edge_access(name, edges, settings.kv.path)
+        self.register_outputs({"kv_path": settings.kv.path})
 
     def _database(self, name: str, spec: DatabaseSettings, admins: Mapping[str, DatabaseAdmin]) -> None:
         mount = vault.Mount(
@@ -402,9 +408,7 @@ class VaultConfiguration(pulumi.ComponentResource):
                 )
             )
 
-    def _edge_access(
-        self, name: str, edges: tuple[str, ...], kv_mount: str
-    ) -> dict[str, pulumi.Output[dict[str, str]]]:
+    def _edge_access(self, name: str, edges: tuple[str, ...], kv_mount: str) -> None:
         backend = vault.AuthBackend(
             f"{name}-edge-approle",
             type="approle",
@@ -412,7 +416,6 @@ class VaultConfiguration(pulumi.ComponentResource):
             description="One credential per edge cluster",
             opts=self.vault_opts,
         )
-        credentials: dict[str, pulumi.Output[dict[str, str]]] = {}
         for edge in edges:
             policy = vault.Policy(
                 f"{name}-edge-{edge}-policy",
@@ -420,22 +423,14 @@ class VaultConfiguration(pulumi.ComponentResource):
                 policy=edge_access_policy(edge, kv_mount),
                 opts=self.vault_opts,
             )
-            role = vault.approle.AuthBackendRole(
+            vault.approle.AuthBackendRole(
                 f"{name}-edge-{edge}-role",
                 backend=backend.path,
                 role_name=edge,
+                role_id=edge_role_id(edge),
                 token_policies=[policy.name],
                 token_ttl=3600,
                 token_max_ttl=14400,
                 secret_id_num_uses=0,
                 opts=self.vault_opts,
             )
-            secret_id = vault.approle.AuthBackendRoleSecretId(
-                f"{name}-edge-{edge}-secret-id", backend=backend.path, role_name=role.role_name, opts=self.vault_opts
-            )
-            credentials[edge] = pulumi.Output.secret(
-                pulumi.Output.all(role.role_id, secret_id.secret_id).apply(
-                    lambda ids: {"mount": EDGE_APPROLE_MOUNT, "roleId": ids[0], "secretId": ids[1]}
-                )
-            )
-        return credentials

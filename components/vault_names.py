@@ -24,6 +24,8 @@ KUBERNETES_AUTH_MOUNT = "kubernetes"
 ADMIN_AUTH_MOUNT = "userpass-pulumi"
 #: The hub's AppRole mount holding one credential per edge.
 EDGE_APPROLE_MOUNT = "approle-edges"
+#: The hub's JWT mount where each edge's deploy identity logs in (``components.edge_identity``).
+EDGE_DEPLOY_JWT_MOUNT = "jwt-edges"
 #: Default mount paths of the dynamic-secret engines.
 DEFAULT_DATABASE_MOUNT = "database"
 DEFAULT_AWS_MOUNT = "aws"

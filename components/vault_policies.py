@@ -49,13 +49,23 @@ def merged(grants: Iterable[Grant]) -> list[Grant]:
     return [Grant(path, tuple(c for c in CAPABILITY_ORDER if c in caps)) for path, caps in sorted(by_path.items())]
 
 
-def render_policy(name: str, grants: Iterable[Grant]) -> str:
-    """The policy's HCL; refuses anything a workload policy must never hold."""
+def token_role_use(role: str) -> list[Grant]:
+    """Create tokens through one token role (its ``allowed_policies`` bound what they hold)."""
+    return [Grant(f"auth/token/create/{role}", ("update",))]
+
+
+def render_policy(name: str, grants: Iterable[Grant], *, token_roles: Iterable[str] = ()) -> str:
+    """The policy's HCL; refuses anything a workload policy must never hold.
+
+    ``token_roles``: the only ``auth/token/create/<role>`` paths this policy may grant (an edge's
+    deploy identity mints its seal token through its own role); any other token creation is refused.
+    """
     given = list(grants)
+    role_paths = {f"auth/token/create/{role}" for role in token_roles}
     for rule in given:
         if rule.path.startswith("sys/") or "sudo" in rule.capabilities:
             raise ValueError(f"policy {name}: {rule.path} {rule.capabilities} is reserved to the admin policy")
-        if rule.path in ("*", "") or rule.path.startswith("auth/token/create"):
+        if rule.path in ("*", "") or (rule.path.startswith("auth/token/create") and rule.path not in role_paths):
             raise ValueError(f"policy {name}: {rule.path!r} is not a workload path")
         unknown = set(rule.capabilities) - set(CAPABILITY_ORDER)
         if unknown:

@@ -57,10 +57,30 @@ def section(title: str, recording: Recording) -> list[str]:
         ]
     auths = [
         (f"`auth/{a.inputs.get('path') or a.inputs['type']}/`", a.inputs["type"], a.inputs.get("description", ""))
-        for a in _of(recording, "vault:index/authBackend:AuthBackend")
+        for a in (
+            *_of(recording, "vault:index/authBackend:AuthBackend"),
+            *_of(recording, "vault:jwt/authBackend:AuthBackend"),
+        )
     ]
     auths.append(("`auth/userpass-pulumi/`", "userpass", "Pulumi's own login (created by the bootstrap Job)"))
     lines += ["### Auth methods", "", *_table(("path", "type", "what for"), sorted(auths)), ""]
+    deploy_roles = [
+        (
+            f"`{r.inputs['roleName']}`",
+            f"`{r.inputs['boundSubject']}`",
+            ", ".join(r.inputs["boundAudiences"]),
+            ", ".join(r.inputs["tokenPolicies"]),
+            _ttl(r.inputs.get("tokenTtl")),
+        )
+        for r in _of(recording, "vault:jwt/authBackendRole:AuthBackendRole")
+    ]
+    if deploy_roles:
+        lines += [
+            "### Edge deploy identities (JWT roles; each mints only its own edge's hub credentials)",
+            "",
+            *_table(("role", "JWT subject", "audience", "policies", "token TTL"), sorted(deploy_roles)),
+            "",
+        ]
     k8s_roles = [
         (
             f"`{r.inputs['roleName']}`",
@@ -92,7 +112,8 @@ def section(title: str, recording: Recording) -> list[str]:
     ]
     if approles:
         lines += [
-            "### AppRoles (one per edge; role id and secret id are the secret output `edgeCredentials`)",
+            "### AppRoles (one per edge, its cert-sync's hub login; the role id is `edge-<edge>`, the secret id "
+            "is created by the edge's own deploy identity and kept in that edge's state only)",
             "",
             *_table(("role", "mount", "policies", "token TTL"), sorted(approles)),
             "",
@@ -160,7 +181,8 @@ def section(title: str, recording: Recording) -> list[str]:
     ]
     if keys:
         lines += [
-            "### Transit keys (edge auto-unseal; tokens are the secret output `edgeTransitTokens`)",
+            "### Transit keys (edge auto-unseal; each edge's deploy identity creates its own token through "
+            "its token role `transit-unseal-<edge>`)",
             "",
             *_table(("key", "type", "exportable"), sorted(keys)),
             "",

@@ -90,7 +90,9 @@ def test_vault_roles_write_exactly_the_synced_paths(hub: Recording, edge: Record
 def test_edge_gets_its_hub_credential_as_a_mounted_secret(edge: Recording, hub: Recording) -> None:
     secret = next(r for r in edge.of_type("kubernetes:core/v1:Secret") if r.name == "edge-eu-cert-sync-hub-credential")
     assert secret.is_secret_input("stringData.role-id") and secret.is_secret_input("stringData.secret-id")
-    assert secret.inputs["stringData"]["secret-id"] == hub.outputs["edgeCredentials"]["edge-eu"]["secretId"]
+    minted = edge.one("vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId")
+    assert secret.inputs["stringData"]["secret-id"] == minted.outputs["secretId"]
+    assert secret.inputs["stringData"]["role-id"] == "edge-edge-eu"
     assert secret.inputs["stringData"]["ca.crt"] == hub.outputs["vaultCaCert"]
     pod = find(edge, "CronJob", "cert-sync")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False

@@ -32,8 +32,7 @@ def test_hub_plan_prints_the_tree_and_writes_objects(tmp_path: Path) -> None:
         "  fedobs:vault:Vault  hub-vault",
         "    kubernetes:helm.sh/v3:Release  hub-vault-release [protected]",
         "    vault:transit/secretBackendKey:SecretBackendKey  hub-transit-unseal-edge-eu-key [protected]",
-        "  kubeconfig: [secret]",
-        "  edgeTransitTokens: [secret]",
+        "  vaultAddress: https://vault.hub.fedobs.example.com:8200",
     ):
         assert line in out, line
     assert "mock-password" not in out and "mock-token" not in out and "PRIVATE KEY" not in out

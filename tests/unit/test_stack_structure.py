@@ -39,12 +39,23 @@ def test_every_resource_is_inside_a_named_component(stack: str, request: pytest.
 def test_resources_use_the_stack_providers(stack: str, request: pytest.FixtureRequest) -> None:
     recording: Recording = request.getfixturevalue(stack)
     k8s_provider = recording.one("pulumi:providers:kubernetes")
-    vault_provider = recording.one("pulumi:providers:vault")
+    prefix = "hub" if stack == "hub" else "edge-eu"
+    vault_provider = recording.one("pulumi:providers:vault", f"{prefix}-vault-provider")
+    # An edge also reaches the hub's Vault: only its HubLink's resources, through the hub provider.
+    hub_provider = recording.one("pulumi:providers:vault", "edge-eu-hub-vault") if stack == "edge" else None
     for resource in recording.resources:
         if resource.type.startswith("kubernetes:"):
             assert resource.provider.startswith(k8s_provider.urn + "::"), resource.name
         if resource.type.startswith("vault:"):
-            assert resource.provider.startswith(vault_provider.urn + "::"), resource.name
+            on_hub = hub_provider is not None and resource.name.startswith("edge-eu-hub-")
+            expected = hub_provider if on_hub else vault_provider
+            assert expected is not None and resource.provider.startswith(expected.urn + "::"), resource.name
+    if hub_provider is not None:
+        on_hub = sorted(r.type for r in recording.resources if r.provider.startswith(hub_provider.urn + "::"))
+        assert on_hub == [
+            "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId",
+            "vault:index/token:Token",
+        ]
 
 
 def _values(node: Any) -> list[str]:
@@ -69,7 +80,8 @@ def test_no_secret_value_in_plain_outputs_or_inputs(stack: str, request: pytest.
                 assert resource.is_secret_input(path), (
                     f"{resource.type} {resource.name} input {path} holds a secret in plain text"
                 )
-    assert "kubeconfig" in recording.secret_outputs
+    if stack == "edge":
+        assert "kubeconfig" in recording.secret_outputs
 
 
 def _flatten(node: Any, path: str = "") -> list[tuple[str, Any]]:
@@ -80,15 +92,39 @@ def _flatten(node: Any, path: str = "") -> list[tuple[str, Any]]:
     return [(path, node)]
 
 
-def test_hub_exports_what_edges_read(hub: Recording) -> None:
-    assert hub.outputs["vaultAddress"] == "https://vault.hub.fedobs.example.com:8200"
+def test_hub_exports_only_what_every_edge_may_know(hub: Recording) -> None:
+    """A StackReference reads every output, and the edge keeps what it read in its state: the hub
+    exports no credential, no kubeconfig and nothing per edge."""
+    assert hub.outputs == {
+        "role": "hub",
+        "vaultAddress": "https://vault.hub.fedobs.example.com:8200",
+        "vaultCaCert": hub.outputs["vaultCaCert"],
+        "otlpEndpoint": "https://otlp.hub.fedobs.example.com:4317",
+    }
     assert hub.outputs["vaultCaCert"].startswith("-----BEGIN CERTIFICATE-----")
-    assert set(hub.outputs["edgeTransitTokens"]) == {"edge-eu", "edge-ap"}
-    assert "edgeTransitTokens" in hub.secret_outputs
-    assert hub.outputs["edgeCredentials"]["edge-eu"]["mount"] == "approle-edges"
-    assert hub.outputs["edgeCredentials"]["edge-eu"]["roleId"].startswith("mock-role-id-")
-    assert "edgeCredentials" in hub.secret_outputs
+    assert hub.secret_outputs == set()
+    assert not hub.of_type("vault:index/token:Token"), "the hub mints no edge's token"
+    assert not hub.of_type("vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId")
     assert not hub.of_type("pulumi:pulumi:StackReference"), "the hub must read no other stack"
+
+
+def test_an_edge_state_holds_its_own_hub_credentials_only(hub: Recording, edge: Recording) -> None:
+    """What the edge's state holds of the hub: its public outputs, and the two secrets its own deploy
+    identity created (its seal token and cert-sync secret_id), nothing of edge-ap."""
+    assert not any("edge-ap" in s for s in _values(edge.outputs))
+    for resource in edge.resources:
+        for path, value in _flatten(resource.inputs):
+            assert not (isinstance(value, str) and "edge-ap" in value), f"{resource.name} {path} names edge-ap"
+    token = edge.one("vault:index/token:Token")
+    assert token.inputs["roleName"] == "transit-unseal-edge-eu"
+    secret_id = edge.one("vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId")
+    assert (secret_id.inputs["backend"], secret_id.inputs["roleName"]) == ("approle-edges", "edge-eu")
+    provider = edge.one("pulumi:providers:vault", "edge-eu-hub-vault")
+    login = json.loads(provider.inputs["authLoginJwt"])
+    assert login == {"role": "edge-deploy-edge-eu", "mount": "jwt-edges"}, "the JWT itself comes from the environment"
+    assert provider.inputs["skipChildToken"] == "true"
+    assert provider.inputs["address"] == hub.outputs["vaultAddress"]
+    assert provider.inputs["caCertFile"].endswith(".fedobs/edge/hub-vault-ca.pem")
 
 
 def test_edge_reads_the_hub_through_one_stack_reference(edge: Recording) -> None:
@@ -104,23 +140,6 @@ def test_edge_reads_the_hub_through_one_stack_reference(edge: Recording) -> None
         ({}, "vaultAddress"),
         ({"vaultAddress": "http://vault.hub:8200"}, "vaultAddress"),
         ({"vaultAddress": "https://vault.hub:8200", "vaultCaCert": "not a pem"}, "vaultCaCert"),
-        (
-            {
-                "vaultAddress": "https://vault.hub:8200",
-                "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-                "edgeTransitTokens": {"edge-ap": "t"},
-            },
-            "edgeTransitTokens",
-        ),
-        (
-            {
-                "vaultAddress": "https://vault.hub:8200",
-                "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-                "edgeTransitTokens": {"edge-eu": "t"},
-                "edgeCredentials": {"edge-eu": {"roleId": "r"}},
-            },
-            "edgeCredentials",
-        ),
         ({"vaultAddress": "https://vault.hub:8200"}, "otlpEndpoint"),
     ],
 )
@@ -162,9 +181,7 @@ def test_program_opens_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
                     {
                         "vaultAddress": "https://vault.hub.fedobs.example.com:8200",
                         "vaultCaCert": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-                        "edgeTransitTokens": {"edge-eu": "t"},
                         "otlpEndpoint": "https://otlp.hub:4317",
-                        "edgeCredentials": {"edge-eu": {"mount": "approle-edges", "roleId": "r", "secretId": "s"}},
                     }
                 )
             )

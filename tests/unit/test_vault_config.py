@@ -195,13 +195,14 @@ def test_each_edge_hub_credential_reaches_only_its_own_prefix_and_key(hub: Recor
         )
         assert role.inputs["backend"] == "approle-edges"
         assert role.inputs["tokenPolicies"] == [f"hub-access-{edge}"]
-    assert "edgeCredentials" in hub.secret_outputs
+        assert role.inputs["roleId"] == f"edge-{edge}"
 
 
-def test_edge_stack_reads_its_hub_credential_as_a_secret(edge: Recording, hub: Recording) -> None:
-    assert "edgeCredentials" not in edge.outputs
+def test_edge_stack_mints_its_hub_credential_as_a_secret(edge: Recording) -> None:
     assert not edge.of_type("vault:appRole/authBackendRole:AuthBackendRole"), "edges serve no other edges"
-    assert hub.outputs["edgeCredentials"]["edge-eu"]["secretId"].startswith("mock-secret-id-")
+    secret = edge.one("kubernetes:core/v1:Secret", "edge-eu-cert-sync-hub-credential")
+    assert secret.is_secret_input("stringData.secret-id")
+    assert secret.inputs["stringData"]["secret-id"].startswith("mock-secret-id-")
 
 
 def run_hub_with(change: dict[str, Any]) -> Recording:
