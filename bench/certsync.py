@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.evaluation import hub_config
-from offline.engine import RecordedResource, Recording, run_program, run_stack_file
+from offline.engine import RecordedResource, Recording, run_program
 from rig.applier import VaultApplier
+from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub, trusting
 from rig.hub_edge import (
     Pki,
     children,
@@ -51,11 +52,16 @@ NOT_APPLIED = ("vault:database/", "vault:aws/", "vault:generic/endpoint:Endpoint
 
 def cert_sync_configuration(hub: Recording) -> list[RecordedResource]:
     """The hub's Vault configuration without its database and AWS engines: cert-sync uses KV,
-    Kubernetes auth and, for the edges, the AppRoles; an edge stack also reads its transit token."""
+    Kubernetes auth and, for the edges, the AppRoles; an edge's deploy identity also creates its
+    transit token (through its token role) and its AppRole secret_id."""
     return [
         r
         for r in children(
-            hub, f"{hub.stack}-vault-config", f"{hub.stack}-kubernetes-auth", f"{hub.stack}-transit-unseal"
+            hub,
+            f"{hub.stack}-vault-config",
+            f"{hub.stack}-kubernetes-auth",
+            f"{hub.stack}-transit-unseal",
+            f"{hub.stack}-edge-identity",
         )
         if not r.type.startswith(NOT_APPLIED)
         and not (r.type == "vault:index/mount:Mount" and r.inputs.get("type") == "database")
@@ -78,7 +84,8 @@ class Peers:
 @contextmanager
 def peers(workdir: Path, edges: int) -> Iterator[Peers]:
     config, secret_keys = hub_config(edges)
-    hub = run_program("hub", config, secret_keys)
+    key = DeployKey()
+    hub = run_program("hub", trusting(config, key), secret_keys)
     if hub.error is not None:
         raise RuntimeError(f"the hub with {edges} edges failed: {hub.error}")
     ca = TestCA("bench-vault-ca")
@@ -90,17 +97,15 @@ def peers(workdir: Path, edges: int) -> Iterator[Peers]:
         edge_node = start_vault("edge", workdir / "edge", ca)
         stack.callback(edge_node.kill)
         hub_vault, edge_vault = initialise("hub", hub_node, kv=False), initialise("edge", edge_node, kv=False)
-        applied = VaultApplier(
+        VaultApplier(
             hub_vault.url,
             hub_vault.root,
             ca_file=hub_vault.ca_file,
             in_cluster_overrides=kubernetes_auth_overrides(hub_kube),
         ).apply(cert_sync_configuration(hub))
-        edge = run_stack_file(
-            "edge", {HUB_REF: real_hub_outputs(hub, applied, address=hub_vault.url, ca_pem=ca.cert_pem)}
-        )
-        if edge.error is not None:
-            raise RuntimeError(f"the edge stack failed: {edge.error}")
+        token = deploy_token(hub_vault.url, hub_vault.ca_file, EDGE, edge_jwt(key, hub, EDGE))
+        outputs = real_hub_outputs(hub, address=hub_vault.url, ca_pem=ca.cert_pem)
+        edge, _ = edge_on_real_hub({HUB_REF: outputs}, hub_vault.url, hub_vault.ca_file, token)
         VaultApplier(
             edge_vault.url,
             edge_vault.root,

@@ -53,11 +53,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from components.vault import ADMIN_POLICY, ADMIN_USERNAME
 from components.vault_names import ADMIN_AUTH_MOUNT
-from offline.engine import RecordedResource, Recording, load_stack_file, run_stack_file
+from offline.engine import RecordedResource, Recording, load_stack_file, run_program
 from programs import credentials
 from rig import databases, processes
 from rig.agent import agent_config_from_annotations, run_agent, select_injected_secrets
 from rig.applier import AppliedVault, VaultApplier
+from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub, trusting
 from rig.hub_edge import (
     REPO,
     Pki,
@@ -254,11 +255,18 @@ class Edge:
 
 
 def vault_resources(recording: Recording) -> list[RecordedResource]:
-    return [r for r in recording.resources if r.type.startswith("vault:")]
+    """The Vault resources the stack declares in its own Vault (an edge's HubLink ones go to the hub)."""
+    own = next(p for p in recording.of_type("pulumi:providers:vault") if p.name.endswith("-vault-provider"))
+    return [r for r in recording.resources if r.type.startswith("vault:") and r.provider.startswith(own.urn + "::")]
 
 
 def listed(response: ApiResponse) -> list[str]:
     return sorted(str(k).rstrip("/") for k in response.data.get("keys", []))
+
+
+def edge_names(hub: Recording) -> list[str]:
+    """The edges the hub serves: one transit key each."""
+    return sorted(k.inputs["name"] for k in hub.of_type("vault:transit/secretBackendKey:SecretBackendKey"))
 
 
 class Demo:
@@ -269,6 +277,8 @@ class Demo:
         self.database = database
         self.pg: databases.PostgresServer | None = None
         self.hub_recording: Recording | None = None
+        #: The edges' deploy identity provider of the demo (GitHub's OIDC in CI): the hub trusts its key.
+        self.deploy_key = DeployKey()
         self.hub: Hub | None = None
         self.edge: Edge | None = None
         self.issued: Pki | None = None
@@ -293,17 +303,19 @@ class Demo:
                 f"postgresql://{self.pg.host}:{self.pg.port}",
                 "database telemetry; Vault's admin role vault-admin",
             )
-            recording = hub_against(self.pg, None)
+            recording = hub_against(self.pg, None, self.deploy_key)
             r.info(f"the hub's {PG_CONNECTION} connection points at it; {MYSQL_CONNECTION} (MariaDB) is not started")
         else:
-            recording = run_stack_file("hub")
+            config, secret_keys = load_stack_file("hub")
+            recording = run_program("hub", trusting(config, self.deploy_key), secret_keys)
             check(recording.error is None, f"the hub stack failed under mocks: {recording.error}")
         server = stack_server(recording)
         declared = vault_resources(recording)
         r.proven(
             f"hub program evaluated with Pulumi.hub.yaml: {len(recording.resources)} resources, "
             f"{len(declared)} of them Vault configuration; Vault: {server.spec.replicas} replicas, "
-            f"edges {', '.join(sorted(recording.outputs['edgeTransitTokens']))}"
+            f"edges {', '.join(edge_names(recording))}; "
+            f"its outputs hold no credential: {', '.join(sorted(recording.outputs))}"
         )
         self.hub_recording = recording
 
@@ -391,7 +403,7 @@ class Demo:
             f"{'/'.join(without)} connection(s) (no server for them here)"
         )
         token = hub.token()
-        edges = sorted(hub.recording.outputs["edgeTransitTokens"])
+        edges = edge_names(hub.recording)
         keys = listed(ok(api(hub.url, "LIST", "transit/keys", token=token, ca_file=hub.ca_file), "transit keys"))
         check(keys == edges, f"transit keys {keys} != edges {edges}")
         roles = listed(ok(api(hub.url, "LIST", "auth/kubernetes/role", token=token, ca_file=hub.ca_file), "roles"))
@@ -409,9 +421,15 @@ class Demo:
         assert hub is not None and hub.applied is not None
         config, _ = load_stack_file("edge")
         name, hub_ref = str(config["fedobs:edgeName"]), str(config["fedobs:hubStack"])
-        outputs = real_hub_outputs(hub.recording, hub.applied, address=hub.url, ca_pem=hub.vault.ca.cert_pem)
-        recording = run_stack_file("edge", {hub_ref: outputs})
-        check(recording.error is None, f"the edge stack failed under mocks: {recording.error}")
+        outputs = real_hub_outputs(hub.recording, address=hub.url, ca_pem=hub.vault.ca.cert_pem)
+        jwt = edge_jwt(self.deploy_key, hub.recording, name)
+        recording, minted = edge_on_real_hub(
+            {hub_ref: outputs}, hub.url, hub.ca_file, deploy_token(hub.url, hub.ca_file, name, jwt)
+        )
+        r.proven(
+            f"{name}'s deploy identity (a JWT for its own subject) logged in to the hub and created its own "
+            f"hub credentials there: {', '.join(sorted([*minted.tokens, *minted.secret_ids]))}"
+        )
         pod_hcl = openbao_pod_hcl(recording)
         check(
             f'address = "{hub.url}"' in pod_hcl and f'key_name = "{name}"' in pod_hcl,

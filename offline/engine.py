@@ -145,8 +145,15 @@ FAKE_KUBECONFIG = yaml.safe_dump(
 class FedobsMocks(pulumi.runtime.Mocks):
     """Provider stand-ins: outputs are the inputs plus what the real provider would compute."""
 
-    def __init__(self, stack_references: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        stack_references: Mapping[str, Mapping[str, Any]],
+        provider_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.stack_references = stack_references
+        #: Outputs a real provider returned, by resource name, laid over the stand-ins' (the rig
+        #: passes what it created on a real Vault, so the stack is recorded with those values).
+        self.provider_outputs = provider_outputs or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
@@ -181,6 +188,7 @@ class FedobsMocks(pulumi.runtime.Mocks):
                 "namespace": args.inputs.get("namespace", "default"),
                 "status": "deployed",
             }
+        outputs.update(self.provider_outputs.get(args.name, {}))
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -326,6 +334,7 @@ def run_program(
     stack_references: Mapping[str, Mapping[str, Any]] | None = None,
     preview: bool = False,
     program: Path = ROOT / "__main__.py",
+    provider_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Recording:
     """Run the program once under mocks, in a forked child, and return what it registered.
 
@@ -343,6 +352,7 @@ def run_program(
             dict(stack_references or {}),
             preview,
             program,
+            dict(provider_outputs or {}),
             what=f"the program for stack {stack!r}",
         )
     except ChildError as exc:
@@ -409,8 +419,9 @@ def _run_in_process(
     stack_references: Mapping[str, Mapping[str, Any]] | None = None,
     preview: bool = False,
     program: Path = ROOT / "__main__.py",
+    provider_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Recording:
-    mocks = FedobsMocks(stack_references or {})
+    mocks = FedobsMocks(stack_references or {}, provider_outputs)
     monitor = RecordingMonitor(mocks)
     sdk.reset_root_resource()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
@@ -443,10 +454,13 @@ def _run_in_process(
 
 
 def run_stack_file(
-    stack: str, stack_references: Mapping[str, Mapping[str, Any]] | None = None, preview: bool = False
+    stack: str,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+    preview: bool = False,
+    provider_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Recording:
     config, secret_keys = load_stack_file(stack)
-    return run_program(stack, config, secret_keys, stack_references, preview)
+    return run_program(stack, config, secret_keys, stack_references, preview, provider_outputs=provider_outputs)
 
 
 def walk_tree(recording: Recording) -> Iterator[tuple[int, RecordedResource]]:

@@ -80,6 +80,16 @@ vault:appRole/authBackendRoleSecretId:…     PUT auth/<backend>/role/<role_name
                                             ttl, num_uses (if set)}; wrappingTtl is the X-Vault-Wrap-TTL
                                             header, not a body field. The secret_id is kept in
                                             ``secret_ids`` (the wrapping token in ``wrapping_tokens``)
+vault:jwt/authBackend:AuthBackend           POST sys/auth/<path> {type (default "jwt"), description};
+                                            then POST auth/<path>/config {bound_issuer,
+                                            oidc_discovery_ca_pem, exactly one of oidc_discovery_url and
+                                            jwt_validation_pubkeys (else the provider fails), and if set
+                                            jwt_supported_algs, default_role, oidc_client_id}
+                                            (resource_jwt_auth_backend.go, jwtAuthBackendWrite/Update)
+vault:jwt/authBackendRole:…                 POST auth/<backend>/role/<role_name> {role_type, user_claim,
+                                            bound_subject, bound_audiences, bound_claims, token_policies,
+                                            token_ttl, token_max_ttl, token_no_default_policy, …: the
+                                            inputs given, in snake_case}; ``backend`` defaults to "jwt"
 vault:aws/secretBackend:SecretBackend       OpenBao has no AWS engine: raises :class:`NotInOpenBao`
 vault:aws/secretBackendRole:…               unless the type is listed in ``not_in_openbao``, which
                                             skips it and records it in ``skipped``. Not mapped for
@@ -301,6 +311,8 @@ class VaultApplier:
             "vault:generic/endpoint:Endpoint": self._generic_endpoint,
             "vault:appRole/authBackendRole:AuthBackendRole": self._approle_role,
             "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId": self._approle_secret_id,
+            "vault:jwt/authBackend:AuthBackend": self._jwt_backend,
+            "vault:jwt/authBackendRole:AuthBackendRole": self._jwt_role,
         }
         for resource in resources:
             if not resource.type.startswith("vault:"):
@@ -618,3 +630,28 @@ class VaultApplier:
             self.result.wrapping_tokens[r.name] = answer["wrap_info"]["token"]
         else:
             self.result.secret_ids[r.name] = answer["data"]["secret_id"]
+
+    def _jwt_backend(self, r: RecordedResource) -> None:
+        i = r.inputs
+        path = str(i.get("path") or "jwt")
+        self.call(
+            "POST", f"sys/auth/{path}", {"type": i.get("type", "jwt"), "description": i.get("description", "")}, r
+        )
+        if _nonzero(i, "oidcDiscoveryUrl") == _nonzero(i, "jwtValidationPubkeys"):
+            raise ApplyError(f"{r.type} {r.name}: exactly one of oidc_discovery_url and jwt_validation_pubkeys")
+        body: dict[str, Any] = {
+            "oidc_discovery_ca_pem": i.get("oidcDiscoveryCaPem", ""),
+            "bound_issuer": i.get("boundIssuer", ""),
+        }
+        for key in ("oidcDiscoveryUrl", "jwtValidationPubkeys"):
+            if _nonzero(i, key):
+                body[snake(key)] = i[key]
+        for key in ("jwtSupportedAlgs", "defaultRole", "oidcClientId"):
+            if _given(i, key):
+                body[snake(key)] = i[key]
+        self.call("POST", f"auth/{path}/config", body, r)
+
+    def _jwt_role(self, r: RecordedResource) -> None:
+        backend = str(r.inputs.get("backend") or "jwt")
+        body = _snake_keys({k: v for k, v in r.inputs.items() if k not in ("backend", "roleName")})
+        self.call("POST", f"auth/{backend}/role/{r.inputs['roleName']}", body, r)

@@ -23,9 +23,9 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
 ``kubernetes_auth_overrides(kube)``
     The applier's ``in_cluster_overrides`` for a Kubernetes auth config that asks ``kube`` instead of
     the in-cluster API (and allows Vault's own ServiceAccount to create TokenReviews there).
-``real_hub_outputs(hub, applied, address=..., ca_pem=...)``
-    The hub's stack outputs with the values a real hub gives its edges (address, CA, transit tokens
-    and AppRole credentials as the applier created them), for the edge's stack reference.
+``real_hub_outputs(hub, address=..., ca_pem=...)``
+    The hub's stack outputs with the values of the running hub (address, CA), for the edge's stack
+    reference. Each edge's own hub credentials come from ``rig.deploy_identity.edge_on_real_hub``.
 ``edge_vault(edge, base, token=None, pod_hcl=None)``
     One pod of the edge's Vault (not started), with the hub CA and seal token its Secrets carry.
 ``issue_pki(hub)`` / ``publish_pki(hub, kube, pki)``
@@ -55,7 +55,6 @@ from components.vault_names import ADMIN_AUTH_MOUNT
 from components.vault_server_config import HUB_CA_DIR
 from offline.engine import RecordedResource, Recording
 from rig import processes
-from rig.applier import AppliedVault
 from rig.cert_manager_pki import Issued, issue, issue_secrets
 from rig.kube_api import KubeAPIServer
 from rig.openbao import ApiResponse, api, openbao_audit_stanza
@@ -207,33 +206,10 @@ def kubernetes_auth_overrides(kube: KubeAPIServer) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 # hub -> edge
 # --------------------------------------------------------------------------------------------------
-def real_hub_outputs(hub: Recording, applied: AppliedVault, *, address: str, ca_pem: str) -> dict[str, Any]:
+def real_hub_outputs(hub: Recording, *, address: str, ca_pem: str) -> dict[str, Any]:
     """The hub's outputs as a real hub has them: ``vaultAddress``/``vaultCaCert`` of the running
-    server, each edge's transit token and (when the hub's ``VaultConfiguration`` was applied) its
-    AppRole credential as the applier created them. Everything else is the recording's."""
-    tokens = {
-        name.removeprefix(f"{hub.stack}-transit-unseal-").removesuffix("-token"): token
-        for name, token in applied.tokens.items()
-    }
-    outputs: dict[str, Any] = {
-        **hub.outputs,
-        "vaultAddress": address,
-        "vaultCaCert": ca_pem,
-        "edgeTransitTokens": tokens,
-    }
-    credentials = dict(hub.outputs.get("edgeCredentials") or {})
-    for edge, declared in credentials.items():
-        role = f"{hub.stack}-vault-config-edge-{edge}-role"
-        secret = f"{hub.stack}-vault-config-edge-{edge}-secret-id"
-        if role in applied.role_ids and secret in applied.secret_ids:
-            credentials[edge] = {
-                "mount": declared["mount"],
-                "roleId": applied.role_ids[role],
-                "secretId": applied.secret_ids[secret],
-            }
-    if credentials:
-        outputs["edgeCredentials"] = credentials
-    return outputs
+    server, everything else the recording's (the hub exports nothing per edge)."""
+    return {**hub.outputs, "vaultAddress": address, "vaultCaCert": ca_pem}
 
 
 def edge_vault(edge: Recording, base: Path, token: str | None = None, *, pod_hcl: str | None = None) -> LoopbackVault:

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterator
 
 from offline.engine import RecordedResource, Recording, load_stack_file, run_program
 from rig.databases import MariaDBServer, PostgresServer
+from rig.deploy_identity import DeployKey, trusting
 
 PG_ADMIN = ("vault-admin", "pg-admin-password-0123456789")
 MYSQL_ADMIN = ("vault-admin", "my-admin-password-0123456789")
@@ -54,11 +55,12 @@ def seeded_mariadb() -> Iterator[MariaDBServer]:
         yield mysql
 
 
-def hub_against(pg: PostgresServer, mysql: MariaDBServer | None) -> Recording:
+def hub_against(pg: PostgresServer, mysql: MariaDBServer | None, deploy_key: DeployKey | None = None) -> Recording:
     """The hub under mocks with its connections pointed at ``pg`` and ``mysql``. With ``mysql=None``
-    the MariaDB connection keeps its shipped address: leave its ``connection_resources`` out."""
+    the MariaDB connection keeps its shipped address: leave its ``connection_resources`` out.
+    ``deploy_key``: the edges' deploy identities are verified with it (``rig.deploy_identity``)."""
     config, secret_keys = load_stack_file("hub")
-    config = copy.deepcopy(config)
+    config = trusting(config, deploy_key) if deploy_key is not None else copy.deepcopy(config)
     connections = config["fedobs:vaultConfig"]["database"]["connections"]
     for connection, server in zip(connections, (pg, mysql), strict=True):
         if server is not None:

@@ -1,15 +1,15 @@
 """One client certificate from the hub's cert-manager to the edge's VSO role, through two real Vaults.
 
 Both stacks are evaluated under mocks; the hub's Vault configuration is applied to a real hub
-OpenBao (its databases on loopback, as ``rig.local_hub`` declares them), the edge stack is
-then evaluated with the REAL hub outputs in its stack reference (address, CA, transit tokens and
-its AppRole credential as the applier created them) and its configuration applied to a real edge
-OpenBao. Certificates are issued by a test CA exactly as the hub's ``Certificate`` resources
-specify and served as cert-manager Secrets by the hub's loopback Kubernetes API, readable by the
-cert-sync ServiceAccount exactly as the hub's Role says. Then the two cert-sync CronJobs run as
-their pods would (their own command and environment, only addresses and mounted files replaced),
-hub first, then edge, and the edge's VSO role is checked to read exactly what its
-VaultStaticSecret names.
+OpenBao (its databases on loopback, as ``rig.local_hub`` declares them), the edge stack is then
+evaluated with the REAL hub outputs in its stack reference (address, CA) and the hub credentials its
+own deploy identity created on the hub (a JWT signed by a key this test owns, which the hub trusts),
+and its configuration applied to a real edge OpenBao. Certificates are issued by a test CA exactly
+as the hub's ``Certificate`` resources specify and served as cert-manager Secrets by the hub's
+loopback Kubernetes API, readable by the cert-sync ServiceAccount exactly as the hub's Role says.
+Then the two cert-sync CronJobs run as their pods would (their own command and environment, only
+addresses and mounted files replaced), hub first, then edge, and the edge's VSO role is checked to
+read exactly what its VaultStaticSecret names.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from offline.engine import Recording, run_stack_file
+from offline.engine import Recording
 from rig.applier import AppliedVault, VaultApplier
+from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub
 from rig.hub_edge import (
     Pki,
     children,
@@ -69,7 +70,8 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
     base = tmp_path_factory.mktemp("flow")
     ca = TestCA("fedobs-test-vault-ca")
     with local_databases() as (pg, mysql), KubeAPIServer() as hub_kube, KubeAPIServer() as edge_kube:
-        hub = hub_against(pg, mysql)
+        key = DeployKey()
+        hub = hub_against(pg, mysql, key)
         hub_node = start_vault("hub", base / "hub", ca)
         edge_node = start_vault("edge", base / "edge", ca)
         try:
@@ -80,10 +82,10 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
                 ca_file=hub_vault.ca_file,
                 not_in_openbao=AWS_TYPES,
                 in_cluster_overrides=kubernetes_auth_overrides(hub_kube),
-            ).apply(children(hub, "hub-vault-config", "hub-kubernetes-auth", "hub-transit-unseal"))
-            hub_outputs = real_hub_outputs(hub, applied_hub, address=hub_vault.url, ca_pem=ca.cert_pem)
-            edge = run_stack_file("edge", {HUB_REF: hub_outputs})
-            assert edge.error is None, edge.error
+            ).apply(children(hub, "hub-vault-config", "hub-kubernetes-auth", "hub-transit-unseal", "hub-edge-identity"))
+            hub_outputs = real_hub_outputs(hub, address=hub_vault.url, ca_pem=ca.cert_pem)
+            token = deploy_token(hub_vault.url, hub_vault.ca_file, EDGE, edge_jwt(key, hub, EDGE))
+            edge, _ = edge_on_real_hub({HUB_REF: hub_outputs}, hub_vault.url, hub_vault.ca_file, token)
             VaultApplier(
                 edge_vault.url,
                 edge_vault.root,

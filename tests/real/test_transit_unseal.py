@@ -1,11 +1,13 @@
 """Transit auto-unseal for real: an edge Vault unseals through its key on a hub Vault.
 
 Both servers run what the stacks declare. The hub: a node of the hub stack's server HCL,
-bootstrapped by the hub's Job command, with the hub's ``TransitUnseal`` declarations applied by
-the applier. The edge: the edge stack evaluated under mocks with the REAL hub outputs fed into
-its stack reference (the hub's address, CA and the token the applier created), then started with
-the seal stanza the edge stack renders, the hub CA from its ``hub-vault-ca`` Secret and the token
-from its ``vault-seal`` Secret, and bootstrapped by the edge's Job command (``--seal auto``).
+bootstrapped by the hub's Job command, with what the hub declares for its edges applied by the
+applier (transit keys and token roles, the edges' AppRoles, their deploy identities, trusting a
+key this test generates). The edge: the edge stack evaluated under mocks with the REAL hub outputs
+in its stack reference (address, CA), its seal token created on the hub by its own deploy identity
+(a JWT signed with the test key) as its ``HubLink`` declares, then started with the seal stanza the
+edge stack renders, the hub CA from its ``hub-vault-ca`` Secret and the token from its
+``vault-seal`` Secret, and bootstrapped by the edge's Job command (``--seal auto``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from offline.engine import Recording, run_stack_file
+from offline.engine import Recording, load_stack_file, run_program
 from rig.applier import VaultApplier
+from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_link_resources, edge_on_real_hub, trusting
 from rig.hub_edge import (
     admin_token,
-    children,
     edge_vault,
     real_hub_outputs,
     run_bootstrap_job,
@@ -40,10 +42,11 @@ TIMEOUT = 45.0
 
 @dataclass
 class Hub:
+    recording: Recording
     vault: LoopbackVault
     token: str
-    edge_tokens: dict[str, str]
     outputs: dict[str, Any]
+    key: DeployKey
 
     @property
     def url(self) -> str:
@@ -51,8 +54,12 @@ class Hub:
 
 
 @pytest.fixture(scope="module")
-def real_hub(hub: Recording, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+def real_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     base = tmp_path_factory.mktemp("transit-hub")
+    key = DeployKey()
+    config, secret_keys = load_stack_file("hub")
+    hub = run_program("hub", trusting(config, key), secret_keys)
+    assert hub.error is None, hub.error
     server = stack_server(hub)
     vault = build_loopback_vault(
         base / "cluster", server.spec, pod_hcl=server.pod_hcl, dns_names=server.dns_names, nodes=[0]
@@ -61,9 +68,9 @@ def real_hub(hub: Recording, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         result = run_bootstrap_job(hub, vault, base / "job", PASSWORD, timeout=TIMEOUT)
         assert result.returncode == 0, result.stderr
         token = admin_token(vault.urls[0], vault.ca_file, PASSWORD)
-        applied = VaultApplier(vault.urls[0], token, ca_file=vault.ca_file).apply(children(hub, "hub-transit-unseal"))
-        outputs = real_hub_outputs(hub, applied, address=vault.urls[0], ca_pem=vault.ca.cert_pem)
-        yield Hub(vault, token, outputs["edgeTransitTokens"], outputs)
+        VaultApplier(vault.urls[0], token, ca_file=vault.ca_file).apply(edge_link_resources(hub))
+        outputs = real_hub_outputs(hub, address=vault.urls[0], ca_pem=vault.ca.cert_pem)
+        yield Hub(hub, vault, token, outputs, key)
 
 
 @contextlib.contextmanager
@@ -79,8 +86,11 @@ def bootstrapped_edge(edge_plan: Recording, tmp_path: Path) -> Iterator[BaoNode]
 
 @pytest.fixture(scope="module")
 def edge_plan(real_hub: Hub) -> Recording:
-    recording = run_stack_file("edge", {HUB_REF: real_hub.outputs})
-    assert recording.error is None, recording.error
+    """The edge stack with the seal token its deploy identity created on the real hub."""
+    url, ca_file = real_hub.url, real_hub.vault.ca_file
+    token = deploy_token(url, ca_file, "edge-eu", edge_jwt(real_hub.key, real_hub.recording, "edge-eu"))
+    recording, applied = edge_on_real_hub({HUB_REF: real_hub.outputs}, url, ca_file, token)
+    assert list(applied.tokens) == ["edge-eu-hub-transit-token"]
     return recording
 
 
@@ -89,7 +99,20 @@ def test_edge_renders_a_seal_stanza_for_the_real_hub(edge_plan: Recording, real_
     pod_hcl = stack_server(edge_plan).pod_hcl
     assert f'address = "{real_hub.url}"' in pod_hcl
     assert 'key_name = "edge-eu"' in pod_hcl
-    assert secret_value(edge_plan, "vault-seal", "token") == real_hub.edge_tokens["edge-eu"]
+    seal_token = secret_value(edge_plan, "vault-seal", "token")
+    lookup = api(
+        real_hub.url,
+        "POST",
+        "auth/token/lookup",
+        token=real_hub.token,
+        body={"token": seal_token},
+        ca_file=real_hub.vault.ca_file,
+    )
+    assert lookup.status == 200, lookup.text
+    assert lookup.data["policies"] == ["transit-unseal-edge-eu"] and lookup.data["orphan"] is True
+    # minted through the edge's token role: periodic (768 h, no max TTL), as the role says
+    assert lookup.data["role"] == "transit-unseal-edge-eu" and lookup.data["creation_ttl"] == 768 * 3600
+    assert lookup.data["explicit_max_ttl"] == 0
 
 
 @pytest.mark.real

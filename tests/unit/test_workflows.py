@@ -256,9 +256,9 @@ def test_pr_workflow_runs_make_test_without_secrets_then_previews_every_stack(tm
 
     preview = jobs["preview"]
     assert "test" in preview["needs"] and "stacks" in preview["needs"]
-    assert preview["environment"] == "preview"
+    assert preview["environment"] == "${{ matrix.stack == 'hub' && 'preview' || matrix.stack }}"
     assert preview["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
-    assert preview["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert preview["permissions"] == {"contents": "read", "pull-requests": "write", "id-token": "write"}
     assert preview["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.stacks) }}"
     for name in SECRETS:
         assert preview["env"][name] == f"${{{{ secrets.{name} }}}}"
@@ -300,7 +300,7 @@ def test_deploy_workflow_ups_hub_before_edges(tmp_path: Path) -> None:
     jobs = wf["jobs"]
 
     hub, edges = jobs["hub"], jobs["edges"]
-    assert hub["environment"] == "production" and edges["environment"] == "production"
+    assert hub["environment"] == "production" and edges["environment"] == "${{ matrix.stack }}"
     for job in (hub, edges):
         for name in SECRETS:
             assert job["env"][name] == f"${{{{ secrets.{name} }}}}"
@@ -315,6 +315,36 @@ def test_deploy_workflow_ups_hub_before_edges(tmp_path: Path) -> None:
     assert_runs_policy_pack(hub)
     assert_runs_policy_pack(edges)
     assert sorted(run_list_step(jobs["stacks"], "edges", tmp_path)) == edge_stacks()
+
+
+def _deploy_identity_step(job: dict[str, Any]) -> dict[str, Any]:
+    (step,) = [s for s in job["steps"] if "TERRAFORM_VAULT_AUTH_JWT" in s.get("run", "")]
+    return step
+
+
+@pytest.mark.parametrize(("path", "job_name"), [(DEPLOY, "edges"), (PR, "preview")])
+def test_an_edge_job_logs_in_to_the_hub_as_its_own_environment(path: Path, job_name: str) -> None:
+    """The hub's JWT role of an edge is bound to the subject repo:<owner>/<repo>:environment:<edge>:
+    only a job running in the edge's own environment (reviewers, secrets) gets a token for it."""
+    wf = load(path)
+    job = wf["jobs"][job_name]
+    assert job["permissions"]["id-token"] == "write"
+    assert "matrix.stack" in job["environment"] and job["environment"] != "production"
+    hub_config = yaml.safe_load((REPO / "Pulumi.hub.yaml").read_text())["config"]
+    identity = hub_config["fedobs:edgeDeployIdentity"]
+    assert job["env"]["HUB_VAULT_AUDIENCE"] == identity["audience"]
+    assert identity["subjectTemplate"].endswith(":environment:{edge}")
+    assert identity["issuer"] == "https://token.actions.githubusercontent.com"
+    step = _deploy_identity_step(job)
+    script = step["run"]
+    assert "audience=${HUB_VAULT_AUDIENCE}" in script and "ACTIONS_ID_TOKEN_REQUEST_TOKEN" in script
+    assert 'echo "::add-mask::${jwt}"' in script, "the JWT is masked before it is written anywhere"
+    assert script.index("::add-mask::") < script.index("GITHUB_ENV")
+    names = [s.get("name", "") for s in job["steps"]]
+    assert names.index(step["name"]) < max(i for i, n in enumerate(names) if n.startswith("pulumi "))
+    for other, other_job in wf["jobs"].items():
+        if other != job_name:
+            assert "id-token" not in (other_job.get("permissions") or {}), f"{other} needs no OIDC token"
 
 
 def test_the_edge_template_is_never_deployed_or_previewed(tmp_path: Path) -> None:
