@@ -47,6 +47,11 @@ class RolePart:
 
 def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     """Declare every resource of the stack; returns the stack outputs to export."""
+    if cfg.development_mode:
+        pulumi.log.warn(
+            f"fedobs:developmentMode is on: Jobs and CronJobs may run {cfg.programs_image!r}, an image not "
+            "pinned by digest. Never deploy a production stack this way (README, 'The programs image')."
+        )
     if isinstance(cfg, HubConfig):
         return build_hub(cfg)
     return build_edge(cfg)
@@ -138,6 +143,7 @@ def build_core(
         cfg.vault,
         cluster_name=cluster_name,
         cert_manager=cert_manager,
+        programs_image=cfg.programs_image,
         transit_seal=part.transit_seal,
         aws_kms_credentials=cfg.aws_kms_credentials,
         opts=k8s,
@@ -166,6 +172,7 @@ def build_core(
             snapshots,
             cluster_name=cluster_name,
             credentials=cfg.require(cfg.snapshot_credentials, "snapshotCredentials"),
+            image=cfg.programs_image,
             namespace=vault.namespace,
             opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=[auth]),
         )
@@ -176,6 +183,7 @@ def build_core(
             source=part.cert_sync,
             kv_mount=kv_mount,
             vault_ca_cert=vault.ca_cert,
+            image=cfg.programs_image,
             vault_ready=(auth, configuration.kv_ready),
             opts=k8s,
         )
@@ -244,6 +252,7 @@ def build_workloads(
             consumer=consumer,
             vault_config=cfg.vault_config,
             vault_ca_cert=vault.ca_cert,
+            image=cfg.programs_image,
             vault_ready=(auth, *configuration.credential_roles),
             opts=k8s,
         )

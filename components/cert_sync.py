@@ -8,12 +8,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import versions
 from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, passes_per_run
 from components.kubernetes_auth import WorkloadRole
 from components.otlp_pki import EDGE_CLIENT_TLS_KV_PATH
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
-from components.vault_names import in_cluster_address
+from components.vault_names import CERT_SYNC_ROLE, in_cluster_address
 from components.vault_policies import kv_write, render_policy
 from components.vault_server_config import TLS_DIR
 from components.vso import DistributionSettings
@@ -21,7 +20,7 @@ from components.vso import DistributionSettings
 TYPE_TOKEN = "fedobs:distribution:CertSync"
 CERT_SYNC_NAMESPACE = "fedobs-cert-sync"
 SERVICE_ACCOUNT = "cert-sync"
-ROLE = "cert-sync"
+ROLE = CERT_SYNC_ROLE
 JWT_DIR = "/var/run/secrets/vault"
 HUB_DIR = "/fedobs/hub"
 
@@ -102,7 +101,11 @@ def command(source: HubSource | EdgeSource, interval: int) -> list[str]:
 
 
 def cronjob_spec(
-    settings: DistributionSettings, source: HubSource | EdgeSource, kv_mount: str, hub_address: str | None
+    settings: DistributionSettings,
+    source: HubSource | EdgeSource,
+    kv_mount: str,
+    hub_address: str | None,
+    image: str,
 ) -> dict[str, Any]:
     hub_mode = isinstance(source, HubSource)
     env = [
@@ -152,7 +155,7 @@ def cronjob_spec(
                         "containers": [
                             {
                                 "name": "cert-sync",
-                                "image": versions.PROGRAMS_IMAGE,
+                                "image": image,
                                 "command": command(source, settings.cert_sync_interval),
                                 "env": env,
                                 "securityContext": restricted_container(),
@@ -253,11 +256,13 @@ class CertSync(pulumi.ComponentResource):
         source: HubSource | EdgeSource,
         kv_mount: str,
         vault_ca_cert: pulumi.Input[str],
+        image: str,
         vault_ready: tuple[pulumi.Resource, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts``. Only the CronJob waits for ``vault_ready``
-        (its Vault role and the KV mount it writes); its namespace, RBAC and Secrets do not."""
+        """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes through
+        ``opts``. Only the CronJob waits for ``vault_ready`` (its Vault role and the KV mount it writes);
+        its namespace, RBAC and Secrets do not."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         namespace = restricted_namespace(f"{name}-namespace", CERT_SYNC_NAMESPACE, pulumi.ResourceOptions(parent=self))
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
@@ -269,7 +274,7 @@ class CertSync(pulumi.ComponentResource):
             dependencies.append(_hub_credential(name, source, in_ns))
             hub_address = source.hub_address
         spec = pulumi.Output.from_input(hub_address).apply(
-            lambda address: cronjob_spec(settings, source, kv_mount, address)
+            lambda address: cronjob_spec(settings, source, kv_mount, address, image)
         )
         k8s.batch.v1.CronJob(
             f"{name}-cronjob",

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.settings import Settings
 from components.transit_unseal import transit_token_role
-from components.vault_names import EDGE_APPROLE_MOUNT, EDGE_DEPLOY_JWT_MOUNT
+from components.vault_names import EDGE_APPROLE_MOUNT, EDGE_DEPLOY_JWT_MOUNT, EDGE_DEPLOY_PREFIX
 from components.vault_policies import Grant, render_policy, token_role_use
 
 TYPE_TOKEN = "fedobs:vault:EdgeDeployIdentity"
@@ -78,7 +78,7 @@ class EdgeDeployIdentitySettings(Settings):
 
 def deploy_role(edge: str) -> str:
     """The JWT role (and policy) of ``edge``'s deploy identity on the hub."""
-    return f"edge-deploy-{edge}"
+    return f"{EDGE_DEPLOY_PREFIX}{edge}"
 
 
 def deploy_grants(edge: str) -> list[Grant]:

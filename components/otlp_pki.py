@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from components.pod_security import restricted_namespace
 from components.settings import DnsLabel, DnsName, Settings
+from components.vault_names import EDGES_KV_PREFIX, OTEL_KV_PREFIX
 
 TYPE_TOKEN = "fedobs:pki:OtlpPki"
 #: The token this component had before it matched its class name; an alias keeps existing stacks.
@@ -21,15 +22,15 @@ KeyAlgorithm = Literal["ECDSA", "RSA", "Ed25519"]
 GATEWAY_TLS_SECRET = "otel-gateway-tls"
 CLIENT_CA_SECRET = "otel-client-ca"
 CLIENT_TLS_SECRET = "otel-client-tls"
-GATEWAY_TLS_KV_PATH = "otel/otel-gateway-tls"
-CLIENT_CA_KV_PATH = "otel/client-ca"
+GATEWAY_TLS_KV_PATH = f"{OTEL_KV_PREFIX}/otel-gateway-tls"
+CLIENT_CA_KV_PATH = f"{OTEL_KV_PREFIX}/client-ca"
 #: Where an edge's own Vault keeps its client certificate (edge cert-sync writes it, VSO reads it).
-EDGE_CLIENT_TLS_KV_PATH = "otel/otel-client-tls"
+EDGE_CLIENT_TLS_KV_PATH = f"{OTEL_KV_PREFIX}/otel-client-tls"
 
 
 def hub_client_tls_kv_path(edge: str) -> str:
     """Where the hub Vault keeps one edge's client certificate (under that edge's own prefix)."""
-    return f"edges/{edge}/otel-client-tls"
+    return f"{EDGES_KV_PREFIX}/{edge}/otel-client-tls"
 
 
 class PkiSettings(Settings):

@@ -2,34 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_linode as linode
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
-from components import versions
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import AccessKeyPair, Cron, DnsLabel, Settings
-from components.vault_names import VAULT_NAMESPACE, in_cluster_address
+from components.vault_names import SNAPSHOT_ROLE, VAULT_NAMESPACE, in_cluster_address
 from components.vault_server_config import TLS_DIR
 from programs.raft_snapshot.snapshot import SNAPSHOT_POLICY_HCL
 
 TYPE_TOKEN = "fedobs:vault:RaftSnapshots"
 SERVICE_ACCOUNT = "vault-snapshot"
-ROLE = "raft-snapshot"
+ROLE = SNAPSHOT_ROLE
 JWT_DIR = "/var/run/secrets/vault"
 
 
+#: A Linode region id (``us-ord``), what pulumi-linode's ``ObjectStorageBucket.region`` takes.
+OBJECT_STORAGE_REGION = re.compile(r"^[a-z]{2}-[a-z]+$")
+#: A legacy Object Storage cluster id (``us-ord-1``): the provider's deprecated ``cluster`` input, not a region.
+OBJECT_STORAGE_CLUSTER = re.compile(r"^(?P<region>[a-z]{2}-[a-z]+)-[0-9]+$")
+#: Linode's own Object Storage endpoints: ``https://<cluster id>.linodeobjects.com``.
+LINODE_OBJECTS_HOST = re.compile(r"^(?P<cluster>[a-z0-9-]+)\.linodeobjects\.com$")
+
+
+def _object_storage_region(value: str) -> str:
+    """pulumi-linode v6.0.0 ``linode:index/objectStorageBucket:ObjectStorageBucket`` (provider/cmd/
+    pulumi-resource-linode/schema.json): ``region`` is "The region of the Linode Object Storage Bucket";
+    ``cluster`` is deprecated: "a cluster value of `us-mia-1` can be translated to a region value of
+    `us-mia`". A cluster id given as the region is the usual mistake: name the region it stands for."""
+    cluster = OBJECT_STORAGE_CLUSTER.match(value)
+    if cluster:
+        raise ValueError(
+            f"{value!r} is an Object Storage cluster id, not a region: the bucket takes the region "
+            f"{cluster['region']!r} (its S3 endpoint stays https://{value}.linodeobjects.com)"
+        )
+    if not OBJECT_STORAGE_REGION.match(value):
+        raise ValueError(f"{value!r} is not a Linode region (expected something like 'us-ord')")
+    return value
+
+
 class SnapshotBucket(Settings):
-    """Where Raft snapshots go: an S3-compatible bucket (Linode Object Storage)."""
+    """Where Raft snapshots go: an S3-compatible bucket (Linode Object Storage) in ``region``, reached at
+    ``endpoint`` (for Linode ``https://<cluster id>.linodeobjects.com``, e.g. ``us-ord-1`` for ``us-ord``)."""
 
     create: bool = True
     name: DnsLabel
-    region: str = Field(pattern=r"^[a-z]{2}-[a-z]+-[0-9]$")
+    region: Annotated[str, AfterValidator(_object_storage_region)]
     endpoint: str = Field(pattern=r"^https://[^/]+$")
+
+    @model_validator(mode="after")
+    def _endpoint_in_region(self) -> SnapshotBucket:
+        host = LINODE_OBJECTS_HOST.match(self.endpoint.removeprefix("https://"))
+        if host and not host["cluster"].startswith(f"{self.region}-"):
+            raise ValueError(
+                f"endpoint {self.endpoint!r} is Object Storage cluster {host['cluster']!r}, not one of region "
+                f"{self.region!r}: a bucket is reached at its own region's endpoint"
+            )
+        return self
 
 
 class SnapshotSettings(Settings):
@@ -79,12 +114,12 @@ def _snapshot_env(settings: SnapshotSettings, cluster_name: str, namespace: str)
     ]
 
 
-def _snapshot_container(env: list[dict[str, Any]]) -> dict[str, Any]:
+def _snapshot_container(env: list[dict[str, Any]], image: str) -> dict[str, Any]:
     """The snapshot container: the programs image, restricted,
     its token, CA and scratch space mounted."""
     return {
         "name": "snapshot",
-        "image": versions.PROGRAMS_IMAGE,
+        "image": image,
         "command": ["python", "-m", "programs.raft_snapshot", "take"],
         "env": env,
         "securityContext": restricted_container(),
@@ -119,7 +154,7 @@ def _snapshot_volumes() -> list[dict[str, Any]]:
     ]
 
 
-def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str) -> dict[str, Any]:
+def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str, image: str) -> dict[str, Any]:
     """The snapshot CronJob's spec: on ``settings.schedule``,
     never overlapping, no API token."""
     return {
@@ -139,7 +174,7 @@ def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespa
                         "automountServiceAccountToken": False,
                         "restartPolicy": "Never",
                         "securityContext": restricted_pod(),
-                        "containers": [_snapshot_container(_snapshot_env(settings, cluster_name, namespace))],
+                        "containers": [_snapshot_container(_snapshot_env(settings, cluster_name, namespace), image)],
                         "volumes": _snapshot_volumes(),
                     },
                 },
@@ -163,11 +198,13 @@ class RaftSnapshots(pulumi.ComponentResource):
         *,
         cluster_name: str,
         credentials: AccessKeyPair,
+        image: str,
         namespace: str = VAULT_NAMESPACE,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts``; the caller makes the component wait for
-        the snapshot role in Vault (``depends_on``)."""
+        """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes
+        through ``opts``; the caller makes the component wait for the snapshot role in Vault
+        (``depends_on``)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         if settings.bucket.create:
@@ -197,7 +234,7 @@ class RaftSnapshots(pulumi.ComponentResource):
         k8s.batch.v1.CronJob(
             f"{name}-cronjob",
             metadata={"name": "vault-raft-snapshot", "namespace": namespace},
-            spec=snapshot_cronjob_spec(settings, cluster_name, namespace),
+            spec=snapshot_cronjob_spec(settings, cluster_name, namespace, image),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[key_pair, account]),
         )
         self.register_outputs(

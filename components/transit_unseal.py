@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_vault as vault
 
-from components.vault_names import TRANSIT_MOUNT
+from components.vault_names import TRANSIT_MOUNT, TRANSIT_UNSEAL_PREFIX
 
 TYPE_TOKEN = "fedobs:vault:TransitUnseal"
 #: The seal renews its token long before this; a period survives a hub outage of days.
@@ -25,7 +25,7 @@ def transit_policy_hcl(edge: str, mount: str = TRANSIT_MOUNT) -> str:
 
 def transit_token_role(edge: str) -> str:
     """The token role (and policy) through which ``edge``'s seal token is created."""
-    return f"transit-unseal-{edge}"
+    return f"{TRANSIT_UNSEAL_PREFIX}{edge}"
 
 
 class TransitUnseal(pulumi.ComponentResource):

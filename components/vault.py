@@ -16,15 +16,17 @@ import pulumi_vault as vault
 from pydantic import Field, field_validator
 
 from components import versions
+from components.linode_exposure import NODEBALANCER_SOURCE_RANGES, load_balancer_annotations
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
 from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
-from components.vault_names import ADMIN_AUTH_MOUNT, API_PORT
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
     HUB_CA_DIR,
     SERVER_CERTIFICATE_IP_ADDRESSES,
     TLS_DIR,
     AwsKmsSeal,
+    ExternalListener,
     Seal,
     SealSpec,
     ShamirSeal,
@@ -36,7 +38,6 @@ from components.vault_server_config import (
 )
 
 TYPE_TOKEN = "fedobs:vault:Vault"
-ADMIN_POLICY = "fedobs-admin"
 ADMIN_USERNAME = "pulumi"
 #: Where the bootstrap Job keeps the init result (unseal or recovery keys, never the root token).
 INIT_STATE_SECRET = "vault-init"
@@ -74,11 +75,15 @@ path "auth/token/lookup-self" { capabilities = ["read"] }
 
 class LoadBalancerExposure(Settings):
     """A LoadBalancer Service (a Linode NodeBalancer) in front of the active Vault node; TLS
-    terminates at Vault itself, and only ``allowedSourceRanges`` may connect."""
+    terminates at Vault itself. Only ``allowedSourceRanges`` may connect: the Cloud Firewall the CCM
+    builds from the Service's ``firewall-acl`` annotation enforces it (``components/linode_exposure.py``).
+    The NodeBalancer sends PROXY protocol v2, and Vault's external listener believes the header only
+    from ``nodeBalancerRanges``, where NodeBalancers connect from (default ``192.168.255.0/24``)."""
 
     type: Literal["loadBalancer"]
     hostname: DnsName
     allowed_source_ranges: tuple[Cidr, ...] = Field(min_length=1)
+    node_balancer_ranges: tuple[Cidr, ...] = Field(default=NODEBALANCER_SOURCE_RANGES, min_length=1)
 
 
 class AddressExposure(Settings):
@@ -137,11 +142,18 @@ def server_spec(settings: VaultSettings, cluster_name: str, seal: SealSpec = Non
     """What the server's HCL and certificate depend on; ``seal`` is the resolved auto-unseal target."""
     if seal is None and isinstance(settings.seal, AwsKmsSeal):
         seal = settings.seal
+    exposure = settings.exposure
+    external = (
+        ExternalListener(authorized_addrs=exposure.node_balancer_ranges)
+        if isinstance(exposure, LoadBalancerExposure)
+        else None
+    )
     return VaultServerSpec(
         cluster_name=cluster_name,
-        external_hostname=settings.exposure.hostname,
+        external_hostname=exposure.hostname,
         replicas=settings.replicas,
         seal=seal,
+        external_listener=external,
     )
 
 
@@ -335,12 +347,12 @@ def _bootstrap_job_name(command: list[str], admin_password: pulumi.Output[str]) 
     )
 
 
-def _bootstrap_container(command: list[str]) -> dict[str, Any]:
+def _bootstrap_container(command: list[str], image: str) -> dict[str, Any]:
     """The bootstrap container: the programs image, restricted,
     its three files mounted read-only."""
     return {
         "name": "bootstrap",
-        "image": versions.PROGRAMS_IMAGE,
+        "image": image,
         "command": command,
         "securityContext": restricted_container(),
         "resources": {
@@ -364,7 +376,7 @@ def _bootstrap_volumes() -> list[dict[str, Any]]:
     ]
 
 
-def bootstrap_job_spec(command: list[str]) -> dict[str, Any]:
+def bootstrap_job_spec(command: list[str], image: str) -> dict[str, Any]:
     """The bootstrap Job's spec: a few retries, a deadline, kept a day after it finished."""
     return {
         "backoffLimit": 3,
@@ -376,7 +388,7 @@ def bootstrap_job_spec(command: list[str]) -> dict[str, Any]:
                 "serviceAccountName": "vault-bootstrap",
                 "restartPolicy": "Never",
                 "securityContext": restricted_pod(reads_secret_files=True),
-                "containers": [_bootstrap_container(command)],
+                "containers": [_bootstrap_container(command, image)],
                 "volumes": _bootstrap_volumes(),
             },
         },
@@ -415,15 +427,18 @@ class Vault(pulumi.ComponentResource):
         *,
         cluster_name: str,
         cert_manager: pulumi.Resource,
+        programs_image: str,
         transit_seal: TransitSealInput | None = None,
         aws_kms_credentials: AccessKeyPair | None = None,
         local_ca_dir: Path = Path(".fedobs"),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts`` (children inherit it); only cert-manager's
-        Issuer and Certificate wait for ``cert_manager`` (its CRDs), the rest starts at once."""
+        """``programs_image``: what the bootstrap Job runs (``fedobs:programsImage``). The Kubernetes
+        provider comes through ``opts`` (children inherit it); only cert-manager's Issuer and Certificate
+        wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.settings = settings
+        self.programs_image = programs_image
         self.spec = spec = server_spec(settings, cluster_name)
         self.namespace = spec.namespace
         self.release_name = spec.release
@@ -568,16 +583,19 @@ class Vault(pulumi.ComponentResource):
             "name": f"{spec.release}-external",
             "namespace": spec.namespace,
             "annotations": {
-                # TLS passes through the NodeBalancer and terminates at Vault.
-                "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
+                # TLS passes through the NodeBalancer and terminates at Vault; the CCM's Cloud Firewall
+                # admits only the allowed ranges; PROXY v2 carries the client address (linode_exposure.py).
+                **load_balancer_annotations(exposure.allowed_source_ranges, proxy_protocol=True),
                 "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
             },
         }
         service_spec: Any = {
             "type": "LoadBalancer",
             "selector": {**server_pod_labels(spec), "vault-active": "true"},
-            "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
-            "loadBalancerSourceRanges": list(exposure.allowed_source_ranges),
+            # Clients keep port 8200; the NodeBalancer reaches the PROXY protocol listener
+            # (vault_server_config.ExternalListener), never the one in-cluster clients use.
+            "ports": [{"name": "https", "port": API_PORT, "targetPort": EXTERNAL_API_PORT, "protocol": "TCP"}],
+            # Local: no SNAT, so Vault sees the NodeBalancer's address and believes its PROXY header.
             "externalTrafficPolicy": "Local",
         }
         k8s.core.v1.Service(
@@ -643,7 +661,7 @@ class Vault(pulumi.ComponentResource):
         return k8s.batch.v1.Job(
             f"{name}-bootstrap",
             metadata={"name": _bootstrap_job_name(command, admin_password), "namespace": spec.namespace},
-            spec=bootstrap_job_spec(command),
+            spec=bootstrap_job_spec(command, self.programs_image),
             opts=pulumi.ResourceOptions.merge(
                 ns_opts, pulumi.ResourceOptions(depends_on=[self.release, *files, *rbac])
             ),

@@ -19,12 +19,19 @@ from components.vault_names import (
     DEFAULT_AWS_MOUNT,
     DEFAULT_DATABASE_MOUNT,
     DEFAULT_KV_MOUNT,
+    EDGE_ACCESS_PREFIX,
     EDGE_APPROLE_MOUNT,
+    EDGES_KV_PREFIX,
+    RESERVED_KV_PREFIXES,
+    RESERVED_POLICY_NAMES,
+    RESERVED_POLICY_PREFIXES,
     TRANSIT_MOUNT,
 )
 from components.vault_policies import credentials, kv_read, kv_write, render_policy, transit_use
 
-TYPE_TOKEN = "fedobs:vault:Configuration"
+TYPE_TOKEN = "fedobs:vault:VaultConfiguration"
+#: The token this component had before its token matched its class; aliased so nothing is replaced.
+FORMER_TYPE_TOKEN = "fedobs:vault:Configuration"
 
 
 KvPath = Annotated[
@@ -36,6 +43,25 @@ KvPath = Annotated[
         )
     ),
 ]
+
+
+def _not_platform_kv(path: str) -> str:
+    top = path.split("/", 1)[0]
+    if top in RESERVED_KV_PREFIXES:
+        reserved = ", ".join(f"{p}/" for p in RESERVED_KV_PREFIXES)
+        raise ValueError(f"{path!r} is under a platform KV prefix (reserved: {reserved})")
+    return path
+
+
+def _not_platform_name(name: str) -> str:
+    if name in RESERVED_POLICY_NAMES or name.startswith(RESERVED_POLICY_PREFIXES):
+        reserved = ", ".join([*RESERVED_POLICY_NAMES, *(f"{p}*" for p in RESERVED_POLICY_PREFIXES)])
+        raise ValueError(f"{name!r} is a platform policy or role name (reserved: {reserved})")
+    return name
+
+
+ConsumerKvPath = Annotated[KvPath, AfterValidator(_not_platform_kv)]
+ConsumerName = Annotated[DnsLabel, AfterValidator(_not_platform_name)]
 CredentialRef = Annotated[
     str,
     AfterValidator(
@@ -58,11 +84,11 @@ class Consumer(Settings):
     names dynamic-secret roles as ``<engine>/<role>``. The consumer's policy allows exactly that.
     """
 
-    name: DnsLabel
+    name: ConsumerName
     namespace: DnsLabel
     service_account: DnsLabel
-    kv_read: tuple[KvPath, ...] = ()
-    kv_write: tuple[KvPath, ...] = ()
+    kv_read: tuple[ConsumerKvPath, ...] = ()
+    kv_write: tuple[ConsumerKvPath, ...] = ()
     credentials: tuple[CredentialRef, ...] = ()
     token_ttl: int = Field(default=3600, ge=60, le=86400)
     token_max_ttl: int = Field(default=14400, ge=60, le=604800)
@@ -248,7 +274,7 @@ def consumer_roles(settings: VaultConfigSettings) -> list[WorkloadRole]:
 
 def edge_kv_prefix(edge: str) -> str:
     """Where the hub keeps what one edge may read: ``<kv>/data/edges/<edge>/*``."""
-    return f"edges/{edge}/*"
+    return f"{EDGES_KV_PREFIX}/{edge}/*"
 
 
 def edge_role_id(edge: str) -> str:
@@ -257,9 +283,13 @@ def edge_role_id(edge: str) -> str:
     return f"edge-{edge}"
 
 
+def edge_access_policy_name(edge: str) -> str:
+    return f"{EDGE_ACCESS_PREFIX}{edge}"
+
+
 def edge_access_policy(edge: str, kv_mount: str, transit_mount: str = TRANSIT_MOUNT) -> str:
     return render_policy(
-        f"hub-access-{edge}", [*kv_read(kv_mount, edge_kv_prefix(edge)), *transit_use(transit_mount, edge)]
+        edge_access_policy_name(edge), [*kv_read(kv_mount, edge_kv_prefix(edge)), *transit_use(transit_mount, edge)]
     )
 
 
@@ -286,7 +316,10 @@ class VaultConfiguration(pulumi.ComponentResource):
     ) -> None:
         """The Vault provider comes through ``opts``. ``database_admins`` and ``aws_root_credentials``
         are the secret logins of the enabled engines; ``edges`` (hub only) get an AppRole each."""
-        super().__init__(TYPE_TOKEN, name, None, opts)
+        former = pulumi.Alias(type_=FORMER_TYPE_TOKEN)
+        super().__init__(
+            TYPE_TOKEN, name, None, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[former]))
+        )
         self.vault_opts = pulumi.ResourceOptions(parent=self)
         kv_mount = vault.Mount(
             f"{name}-kv",
@@ -419,7 +452,7 @@ class VaultConfiguration(pulumi.ComponentResource):
         for edge in edges:
             policy = vault.Policy(
                 f"{name}-edge-{edge}-policy",
-                name=f"hub-access-{edge}",
+                name=edge_access_policy_name(edge),
                 policy=edge_access_policy(edge, kv_mount),
                 opts=self.vault_opts,
             )

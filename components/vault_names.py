@@ -13,6 +13,10 @@ VAULT_NAMESPACE = "vault"
 API_PORT = 8200
 #: Vault's cluster (Raft and request forwarding) port.
 CLUSTER_PORT = 8201
+#: The listener only the external LoadBalancer (a NodeBalancer with PROXY protocol v2) reaches; not
+#: 8202, which the chart's StatefulSet already names ``https-rep`` (vault-helm v0.34.1
+#: ``templates/server-statefulset.yaml``, the container's ``ports``). In-cluster clients use ``API_PORT``.
+EXTERNAL_API_PORT = 8203
 
 #: Default KV v2 mount for platform secrets (``fedobs:vaultConfig.kv.path`` may change it).
 DEFAULT_KV_MOUNT = "kv"
@@ -29,6 +33,22 @@ EDGE_DEPLOY_JWT_MOUNT = "jwt-edges"
 #: Default mount paths of the dynamic-secret engines.
 DEFAULT_DATABASE_MOUNT = "database"
 DEFAULT_AWS_MOUNT = "aws"
+
+#: Policies and roles the platform declares in every Vault, by name or by prefix (per edge, per
+#: namespace). A consumer may take none of them: its policy would replace the platform's.
+ADMIN_POLICY = "fedobs-admin"
+CERT_SYNC_ROLE = "cert-sync"
+SNAPSHOT_ROLE = "raft-snapshot"
+EDGE_ACCESS_PREFIX = "hub-access-"
+TRANSIT_UNSEAL_PREFIX = "transit-unseal-"
+EDGE_DEPLOY_PREFIX = "edge-deploy-"
+VSO_ROLE_PREFIX = "vso-"
+RESERVED_POLICY_NAMES = ("default", "root", ADMIN_POLICY, CERT_SYNC_ROLE, SNAPSHOT_ROLE)
+RESERVED_POLICY_PREFIXES = (EDGE_ACCESS_PREFIX, TRANSIT_UNSEAL_PREFIX, EDGE_DEPLOY_PREFIX, VSO_ROLE_PREFIX)
+#: KV prefixes cert-sync writes: each edge's copies on the hub, the OTLP identities everywhere.
+EDGES_KV_PREFIX = "edges"
+OTEL_KV_PREFIX = "otel"
+RESERVED_KV_PREFIXES = (EDGES_KV_PREFIX, OTEL_KV_PREFIX)
 
 
 def in_cluster_host(release: str = VAULT_RELEASE, namespace: str = VAULT_NAMESPACE) -> str:

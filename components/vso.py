@@ -15,7 +15,7 @@ from components.cert_sync_cadence import CertSyncInterval
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_namespace
 from components.settings import CONFIG_NAMESPACE, Cron, DnsLabel, RuleProblem, Settings, pattern_check
-from components.vault_names import KUBERNETES_AUTH_MOUNT, in_cluster_address, in_cluster_host
+from components.vault_names import KUBERNETES_AUTH_MOUNT, VSO_ROLE_PREFIX, in_cluster_address, in_cluster_host
 from components.vault_policies import kv_read, render_policy
 
 TYPE_TOKEN = "fedobs:distribution:VaultSecretsOperator"
@@ -105,7 +105,7 @@ class DistributionSettings(Settings):
 
 
 def role_name(namespace: str) -> str:
-    return f"vso-{namespace}"
+    return f"{VSO_ROLE_PREFIX}{namespace}"
 
 
 def namespaces(syncs: Iterable[SyncSettings]) -> list[str]:

@@ -51,8 +51,8 @@ from typing import TextIO
 from cryptography.x509 import ExtendedKeyUsage, NameOID
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from components.vault import ADMIN_POLICY, ADMIN_USERNAME
-from components.vault_names import ADMIN_AUTH_MOUNT
+from components.vault import ADMIN_USERNAME
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY
 from offline.engine import RecordedResource, Recording, load_stack_file, run_program
 from programs import credentials
 from rig import databases, processes

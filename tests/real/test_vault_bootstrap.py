@@ -419,7 +419,9 @@ def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstra
         assert role["bound_service_account_namespaces"] == ["vault"]
         autopilot = api(url, "GET", "sys/storage/raft/autopilot/configuration", token=token, ca_file=ca).data
         assert autopilot["cleanup_dead_servers"] is True and autopilot["min_quorum"] == 3
-        assert set(applied.tokens) == {"hub-transit-unseal-edge-eu-token", "hub-transit-unseal-edge-ap-token"}
+        assert applied.tokens == {}, "the hub mints no edge's token: each edge's deploy identity does"
+        deploy_roles = api(url, "LIST", "auth/jwt-edges/role", token=token, ca_file=ca)
+        assert sorted(deploy_roles.data["keys"]) == ["edge-deploy-edge-ap", "edge-deploy-edge-eu"]
 
         # The hub's snapshot CronJob, as its pod runs it, against this cluster with the declared role.
         cronjob = next(

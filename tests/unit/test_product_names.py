@@ -10,6 +10,8 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+from offline.engine import Recording
+
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("programs", "components", "policy", "offline", "config.py", "stack.py", "__main__.py")
 
@@ -65,3 +67,27 @@ def test_the_check_sees_a_duplicate(tmp_path: Path) -> None:
         "Inner": ["one.py:2", "two.py:2"],
         "Only": ["two.py:4"],
     }
+
+
+def test_every_component_type_token_ends_in_its_class_name(hub: Recording, edge: Recording) -> None:
+    """A component's type token names its class (``fedobs:<module>:<Class>``), as registered."""
+    components = [r for recording in (hub, edge) for r in recording.resources if r.type.startswith("fedobs:")]
+    classes = {
+        node.name
+        for path in sorted((REPO / "components").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and any(ast.unparse(base) == "pulumi.ComponentResource" for base in node.bases)
+    }
+    registered = {r.type.rsplit(":", 1)[1] for r in components}
+    assert registered == classes, f"tokens not ending in a component class: {sorted(registered ^ classes)}"
+
+
+def test_renamed_tokens_keep_their_former_identity(hub: Recording) -> None:
+    """Without the alias the engine would replace every child of the renamed component."""
+    for token, former in (
+        ("fedobs:vault:VaultConfiguration", "fedobs:vault:Configuration"),
+        ("fedobs:pki:OtlpPki", "fedobs:pki:OtlpMtls"),
+    ):
+        (component,) = hub.of_type(token)
+        assert [alias.get("type") for alias in component.aliases] == [former]
