@@ -227,13 +227,13 @@ def build_workloads(
     guardrails: tuple[pulumi.Resource, ...] = ()
     admission = cfg.enabled_admission
     if admission is not None:
+        namespaces = [vso.target_namespaces[ns] for ns in collector_namespaces] if vso else []
         guardrails = (
             Admission(
                 f"{prefix}-admission",
                 admission,
                 collector_namespaces=collector_namespaces,
-                namespaces_ready=tuple(vso.target_namespaces[ns] for ns in collector_namespaces) if vso else (),
-                opts=k8s,
+                opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=namespaces)),
             ),
         )
     if collector is not None:
