@@ -28,8 +28,6 @@ from typing import Any
 import pytest
 
 import components.vault as vault_component
-from components.admin_policy import admin_policy_hcl
-from components.vault_config import VaultConfigSettings
 from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY
 from components.vault_server_config import (
     HUB_CA_DIR,
@@ -38,7 +36,7 @@ from components.vault_server_config import (
     VaultServerSpec,
     server_certificate_dns_names,
 )
-from offline.engine import Recording, load_stack_file
+from offline.engine import Recording
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     EXIT_ADMIN_LOGIN,
@@ -52,7 +50,7 @@ from programs.vault_bootstrap.bootstrap import (
 )
 from programs.vault_http import HttpReply, VaultHttp
 from rig.applier import VaultApplier
-from rig.hub_edge import openbao_pod_hcl
+from rig.hub_edge import openbao_pod_hcl, shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against
 from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
@@ -71,9 +69,7 @@ from tests.support.local_databases import local_databases
 
 REPO = Path(__file__).resolve().parents[2]
 #: The hub's admin policy, rendered from its shipped mounts, as its ConfigMap carries it (checked below).
-ADMIN_POLICY_HCL = admin_policy_hcl(
-    VaultConfigSettings.model_validate(load_stack_file("hub")[0]["fedobs:vaultConfig"]), transit=True
-)
+ADMIN_POLICY_HCL = shipped_admin_policy()
 PASSWORD = "correct horse battery staple 42"
 TIMEOUT = 45.0
 
