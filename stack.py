@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 
+from components.admin_policy import admin_policy_hcl
 from components.admission import Admission
 from components.cert_manager import CertManager
 from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
@@ -145,6 +146,7 @@ def build_core(
         platform=cluster.platform,
         cert_manager=cert_manager,
         programs_image=cfg.programs_image,
+        admin_policy_hcl=admin_policy_hcl(cfg.vault_config, transit=isinstance(cfg, HubConfig)),
         transit_seal=part.transit_seal,
         aws_kms_credentials=cfg.aws_kms_credentials,
         opts=k8s,
@@ -228,13 +230,13 @@ def build_workloads(
     guardrails: tuple[pulumi.Resource, ...] = ()
     admission = cfg.enabled_admission
     if admission is not None:
+        namespaces = [vso.target_namespaces[ns] for ns in collector_namespaces] if vso else []
         guardrails = (
             Admission(
                 f"{prefix}-admission",
                 admission,
                 collector_namespaces=collector_namespaces,
-                namespaces_ready=tuple(vso.target_namespaces[ns] for ns in collector_namespaces) if vso else (),
-                opts=k8s,
+                opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=namespaces)),
             ),
         )
     if collector is not None:

@@ -114,8 +114,10 @@ def snapshot_role(namespace: str) -> WorkloadRole:
     )
 
 
-def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str, image: str) -> dict[str, Any]:
-    env = [
+def _snapshot_env(settings: SnapshotSettings, cluster_name: str, namespace: str) -> list[dict[str, Any]]:
+    """What programs.raft_snapshot reads: the Vault to log in to,
+    the bucket, the S3 key pair."""
+    return [
         {"name": "VAULT_ADDR", "value": in_cluster_address(namespace=namespace)},
         {"name": "VAULT_CACERT", "value": f"{TLS_DIR}/ca.crt"},
         {"name": "SNAPSHOT_VAULT_ROLE", "value": ROLE},
@@ -136,6 +138,51 @@ def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespa
             "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "secret-access-key"}},
         },
     ]
+
+
+def _snapshot_container(env: list[dict[str, Any]], image: str) -> dict[str, Any]:
+    """The snapshot container: the programs image, restricted,
+    its token, CA and scratch space mounted."""
+    return {
+        "name": "snapshot",
+        "image": image,
+        "command": ["python", "-m", "programs.raft_snapshot", "take"],
+        "env": env,
+        "securityContext": restricted_container(),
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+        },
+        "volumeMounts": [
+            {"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": "/scratch"},
+        ],
+    }
+
+
+def _snapshot_volumes() -> list[dict[str, Any]]:
+    """A Vault-audience token, the server certificate's CA
+    and a bounded scratch directory."""
+    return [
+        # A short-lived token for audience "vault" only, not the API token.
+        {
+            "name": "vault-token",
+            "projected": {
+                "sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 600}}]
+            },
+        },
+        {
+            "name": "tls",
+            "secret": {"secretName": "vault-server-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+        },
+        {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}},
+    ]
+
+
+def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str, image: str) -> dict[str, Any]:
+    """The snapshot CronJob's spec: on ``settings.schedule``,
+    never overlapping, no API token."""
     return {
         "schedule": settings.schedule,
         "concurrencyPolicy": "Forbid",
@@ -153,49 +200,8 @@ def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespa
                         "automountServiceAccountToken": False,
                         "restartPolicy": "Never",
                         "securityContext": restricted_pod(),
-                        "containers": [
-                            {
-                                "name": "snapshot",
-                                "image": image,
-                                "command": ["python", "-m", "programs.raft_snapshot", "take"],
-                                "env": env,
-                                "securityContext": restricted_container(),
-                                "resources": {
-                                    "requests": {"cpu": "50m", "memory": "128Mi"},
-                                    "limits": {"cpu": "500m", "memory": "512Mi"},
-                                },
-                                "volumeMounts": [
-                                    {"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
-                                    {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
-                                    {"name": "scratch", "mountPath": "/scratch"},
-                                ],
-                            }
-                        ],
-                        "volumes": [
-                            # A short-lived token for audience "vault" only, not the API token.
-                            {
-                                "name": "vault-token",
-                                "projected": {
-                                    "sources": [
-                                        {
-                                            "serviceAccountToken": {
-                                                "path": "token",
-                                                "audience": "vault",
-                                                "expirationSeconds": 600,
-                                            }
-                                        }
-                                    ]
-                                },
-                            },
-                            {
-                                "name": "tls",
-                                "secret": {
-                                    "secretName": "vault-server-tls",
-                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                                },
-                            },
-                            {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}},
-                        ],
+                        "containers": [_snapshot_container(_snapshot_env(settings, cluster_name, namespace), image)],
+                        "volumes": _snapshot_volumes(),
                     },
                 },
             }

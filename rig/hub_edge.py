@@ -18,6 +18,8 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
 ``run_bootstrap_job(recording, vault, workdir, password)``
     The stack's bootstrap Job, run as its pod runs it (its own argument list, localised by
     ``rig.vault_cluster.localize_job_command``) against a started ``LoopbackVault``.
+``shipped_admin_policy()``
+    The ``fedobs-admin`` policy the shipped hub renders.
 ``admin_login(url, ca_file, password)`` / ``admin_token(url, ca_file, password)``
     The login Pulumi's Vault provider makes (the bootstrap's userpass admin path): its answer / its token.
 ``kubernetes_auth_overrides(kube)``
@@ -49,11 +51,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.admin_policy import admin_policy_hcl
 from components.otlp_pki import client_secret_name
 from components.vault import ADMIN_USERNAME
+from components.vault_config import VaultConfigSettings
 from components.vault_names import ADMIN_AUTH_MOUNT
 from components.vault_server_config import HUB_CA_DIR
-from offline.engine import RecordedResource, Recording
+from offline.engine import RecordedResource, Recording, load_stack_file
 from rig import processes
 from rig.cert_manager_pki import Issued, issue, issue_secrets
 from rig.kube_api import KubeAPIServer
@@ -88,6 +92,7 @@ __all__ = [
     "run_bootstrap_job",
     "run_cert_sync",
     "secret_value",
+    "shipped_admin_policy",
     "vso_login",
 ]
 
@@ -179,6 +184,13 @@ def run_bootstrap_job(
         capture_output=True,
         timeout=2 * timeout,
     )
+
+
+def shipped_admin_policy() -> str:
+    """The admin policy the shipped hub renders from its mounts (``components.admin_policy``), as its
+    ``vault-admin-policy`` ConfigMap and its ``fedobs-admin`` ``vault.Policy`` carry it."""
+    config, _ = load_stack_file("hub")
+    return admin_policy_hcl(VaultConfigSettings.model_validate(config["fedobs:vaultConfig"]), transit=True)
 
 
 def admin_login(url: str, ca_file: str, password: str) -> ApiResponse:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 import components.vault as vault_component
-from components.vault_names import ADMIN_AUTH_MOUNT
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY
 from components.vault_server_config import (
     HUB_CA_DIR,
     ShamirSeal,
@@ -50,7 +50,7 @@ from programs.vault_bootstrap.bootstrap import (
 )
 from programs.vault_http import HttpReply, VaultHttp
 from rig.applier import VaultApplier
-from rig.hub_edge import openbao_pod_hcl
+from rig.hub_edge import openbao_pod_hcl, shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against
 from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
@@ -70,9 +70,8 @@ from rig.vault_pod import readiness_probe
 from tests.support.local_databases import local_databases
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_POLICY = vault_component.ADMIN_POLICY
-#: The stack's admin policy exactly as its ConfigMap carries it (checked below).
-ADMIN_POLICY_HCL = vault_component.ADMIN_POLICY_HCL
+#: The hub's admin policy, rendered from its shipped mounts, as its ConfigMap carries it (checked below).
+ADMIN_POLICY_HCL = shipped_admin_policy()
 PASSWORD = "correct horse battery staple 42"
 TIMEOUT = 45.0
 
@@ -775,5 +774,5 @@ def test_the_components_job_command_parses() -> None:
     assert (config.key_shares, config.key_threshold, len(config.pgp_keys)) == (5, 3, 5)
     assert config.userpass_path == ADMIN_AUTH_MOUNT
     assert config.username == vault_component.ADMIN_USERNAME
-    assert config.admin_policy_name == vault_component.ADMIN_POLICY
+    assert config.admin_policy_name == ADMIN_POLICY
     assert state == f"kubernetes-secret:{spec.namespace}/{vault_component.INIT_STATE_SECRET}"
