@@ -50,7 +50,7 @@ from programs.vault_bootstrap.bootstrap import (
 )
 from programs.vault_http import HttpReply, VaultHttp
 from rig.applier import VaultApplier
-from rig.hub_edge import openbao_pod_hcl, shipped_admin_policy
+from rig.hub_edge import k8s_object, openbao_pod_hcl, shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against
 from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
@@ -753,6 +753,38 @@ def test_kubernetes_secret_store_creates_once_and_never_replaces(tmp_path: Path)
         (update,) = [r for r in kube.requests if r.method == "PUT"]
         assert (update.path, update.status) == ("/api/v1/namespaces/vault/secrets/other", 200)
         assert update.resource_version == existing["metadata"]["resourceVersion"]
+
+
+def test_the_stacks_role_is_all_the_store_needs_and_creates_no_secret(tmp_path: Path, hub: Recording) -> None:
+    """With exactly the Role the stack declares and the empty Secret it creates, the Job's store
+    reads and writes the init state; creating any other Secret (say, a token Secret of another
+    ServiceAccount) is refused."""
+    role = k8s_object(hub, "Role", "vault-bootstrap")
+    declared = k8s_object(hub, "Secret", "vault-init")
+    with KubeAPIServer() as kube:
+        kube.create_service_account("vault", "vault-bootstrap")
+        for rule in role["rules"]:
+            kube.allow_service_account(
+                "vault", "vault-bootstrap", rule["verbs"], rule["resources"], "vault", rule.get("resourceNames", ())
+            )
+        kube.put_secret("vault", "vault-init", {}, labels=declared["metadata"]["labels"])
+        token = tmp_path / "token"
+        token.write_text(kube.mint_service_account_token("vault", "vault-bootstrap") + "\n")
+
+        def store_for(name: str) -> KubernetesSecretStateStore:
+            return KubernetesSecretStateStore("vault", name, api_url=kube.url, token_file=token, ca_file=kube.ca_file)
+
+        store = store_for("vault-init")
+        store.preflight()
+        assert store.load() is None
+        record = {"format": "x", "init_response": {"keys": ["k1"]}}
+        store.save(record)
+        stored = kube.secret_data("vault", "vault-init")
+        assert stored is not None and json.loads(stored["init.json"]) == record
+        assert {r.method for r in kube.requests if r.status < 400} == {"GET", "PUT"}
+        with pytest.raises(BootstrapError, match="403"):
+            store_for("vault-token").save(record)
+        assert kube.get_secret("vault", "vault-token") is None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -284,9 +284,14 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     assert not any("mock-password" in part for part in command)
     role = k8s_object(hub, "Role", "vault-bootstrap")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vault-init"], "verbs": ["get", "update"]},
-    ]
+    ], "no create: RBAC cannot scope it by name, and a created token Secret would be any account's"
+    state = hub.one("kubernetes:core/v1:Secret", "hub-vault-init-state")
+    assert state.inputs["metadata"]["name"] == "vault-init" and "data" not in state.inputs
+    assert "stringData" not in state.inputs
+    assert state.protect and sorted(state.ignore_changes) == ["data", "stringData"]
+    job = next(r for r in hub.of_type("kubernetes:batch/v1:Job"))
+    assert state.urn in job.dependencies, "the Job starts once the Secret it writes exists"
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
