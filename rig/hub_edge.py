@@ -46,7 +46,6 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from rig.cert_manager_pki import Issued, issue, issue_secrets
 from rig.kube_api import KubeAPIServer
 from rig.openbao import ApiResponse, api, openbao_audit_stanza
 from rig.pki import write_private_file
+from rig.programs_env import programs_python
 from rig.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
@@ -178,7 +178,7 @@ def run_bootstrap_job(
     command = bootstrap_job_command(recording, vault, workdir, password, timeout=timeout)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     return processes.run(
-        [sys.executable, "-m", "programs.vault_bootstrap", *command],
+        [programs_python(), "-m", "programs.vault_bootstrap", *command],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -377,7 +377,7 @@ def run_cert_sync(
             str(mounted / part.removeprefix("/fedobs/hub/")) if part.startswith("/fedobs/hub/") else part
             for part in command
         ]
-    return processes.run([sys.executable, *command[1:]], cwd=REPO, env=env, capture_output=True, timeout=timeout)
+    return processes.run([programs_python(), *command[1:]], cwd=REPO, env=env, capture_output=True, timeout=timeout)
 
 
 def vso_login(edge: Recording, url: str, ca_file: str, kube: KubeAPIServer) -> tuple[ApiResponse, str]:

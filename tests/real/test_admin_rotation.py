@@ -16,7 +16,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from programs.vault_http import HttpReply, VaultHttp
 from rig.hub_edge import shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.openbao import ApiResponse, api
+from rig.programs_env import programs_python
 from rig.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
@@ -83,7 +83,7 @@ class Rotation:
 
     def cli(self, *extra: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "programs.vault_bootstrap", *self.command, *extra],
+            [programs_python(), "-m", "programs.vault_bootstrap", *self.command, *extra],
             cwd=REPO,
             capture_output=True,
             text=True,

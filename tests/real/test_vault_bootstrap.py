@@ -18,7 +18,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from rig.local_hub import AWS_TYPES, hub_against
 from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
 from rig.pki import TestCA
 from rig.pod_sandbox import http_probe
+from rig.programs_env import programs_python
 from rig.s3 import MotoS3
 from rig.vault_cluster import (
     LoopbackVault,
@@ -127,7 +127,7 @@ class Bootstrapped:
 
     def cli(self, *extra: str, **overrides: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "programs.vault_bootstrap", *self.cli_args(**overrides), *extra],
+            [programs_python(), "-m", "programs.vault_bootstrap", *self.cli_args(**overrides), *extra],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -482,7 +482,12 @@ def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstra
             }
         )
         result = subprocess.run(
-            [sys.executable, *container["command"][1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+            [programs_python(), *container["command"][1:]],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         keys_in_bucket = s3.keys(bucket, f"vault-raft-snapshots/{pod_env['SNAPSHOT_CLUSTER_NAME']}/")
@@ -573,7 +578,7 @@ def cli(vault: LoopbackVault, opts: Mapping[str, str], *extra: str) -> subproces
     for key, value in opts.items():
         args += [key, value]
     return subprocess.run(
-        [sys.executable, "-m", "programs.vault_bootstrap", *args, *extra],
+        [programs_python(), "-m", "programs.vault_bootstrap", *args, *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
