@@ -353,6 +353,11 @@ def test_snapshot_cronjob(hub: Recording) -> None:
     # pulumi-linode's ObjectStorageBucket takes a region ("us-ord"); "us-ord-1" is the deprecated cluster id.
     assert bucket.inputs["region"] == "us-ord" and "cluster" not in bucket.inputs
     assert env["SNAPSHOT_S3_ENDPOINT"] == "https://us-ord-1.linodeobjects.com"
+    # versioning needs Object Storage keys at apply time: the bucket's provider makes temporary ones
+    assert bucket.inputs["versioning"] is True and "accessKey" not in bucket.inputs
+    provider = hub.one("pulumi:providers:linode", "hub-raft-snapshots-object-storage")
+    assert provider.inputs["objUseTempKeys"] in (True, "true")
+    assert bucket.provider.startswith(provider.urn + "::")
 
 
 def test_bumping_the_admin_credential_generation_replaces_password_and_reruns_bootstrap(hub: Recording) -> None:
