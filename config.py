@@ -36,6 +36,8 @@ from components.collectors import (
 from components.dynamic_secrets import DynamicWorkloadSettings, dynamic_secret_problems
 from components.edge_identity import EdgeDeployIdentitySettings
 from components.otlp_pki import PkiSettings
+from components.programs_image import EXAMPLE as PROGRAMS_IMAGE_EXAMPLE
+from components.programs_image import ProgramsImage, is_pinned_by_digest
 from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, DnsLabel, RuleProblem, Settings
 from components.vault import VaultSettings
 from components.vault_config import DatabaseAdmin, VaultConfigSettings
@@ -70,6 +72,10 @@ class StackConfig(Settings):
     role: Literal["hub", "edge"]
     cluster: ClusterSettings
     vault: VaultSettings
+    #: The image every Job and CronJob runs, by digest (components/programs_image.py).
+    programs_image: ProgramsImage
+    #: Loudly named: allows a programs image without a digest, for a development stack only.
+    development_mode: bool = False
     kubeconfig: str | None = Field(default=None, json_schema_extra=SECRET)
     vault_config: VaultConfigSettings = VaultConfigSettings()
     distribution: DistributionSettings = DistributionSettings()
@@ -105,6 +111,16 @@ class StackConfig(Settings):
     def rule_problems(self) -> list[RuleProblem]:
         """Rules across sections, each finding named by its config key (without the namespace)."""
         problems: list[RuleProblem] = []
+        if not self.development_mode and not is_pinned_by_digest(self.programs_image):
+            problems.append(
+                RuleProblem(
+                    "programsImage",
+                    f"{self.programs_image!r} is not pinned by digest: a tag can be moved to other content. Give "
+                    f"the digest release.yml recorded ({PROGRAMS_IMAGE_EXAMPLE}), or set {NS}:developmentMode: "
+                    "true on a development stack",
+                    ("programsImage", "developmentMode"),
+                )
+            )
         seal = self.vault.seal
         if isinstance(seal, AwsKmsSeal) and self.aws_kms_credentials is None:
             problems.append(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 
+from components.admin_policy import admin_policy_hcl
 from components.admission import Admission
 from components.cert_manager import CertManager
 from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
@@ -47,6 +48,11 @@ class RolePart:
 
 def build_stack(cfg: AnyStackConfig) -> dict[str, Any]:
     """Declare every resource of the stack; returns the stack outputs to export."""
+    if cfg.development_mode:
+        pulumi.log.warn(
+            f"fedobs:developmentMode is on: Jobs and CronJobs may run {cfg.programs_image!r}, an image not "
+            "pinned by digest. Never deploy a production stack this way (README, 'The programs image')."
+        )
     if isinstance(cfg, HubConfig):
         return build_hub(cfg)
     return build_edge(cfg)
@@ -138,6 +144,8 @@ def build_core(
         cfg.vault,
         cluster_name=cluster_name,
         cert_manager=cert_manager,
+        programs_image=cfg.programs_image,
+        admin_policy_hcl=admin_policy_hcl(cfg.vault_config, transit=isinstance(cfg, HubConfig)),
         transit_seal=part.transit_seal,
         aws_kms_credentials=cfg.aws_kms_credentials,
         opts=k8s,
@@ -166,6 +174,7 @@ def build_core(
             snapshots,
             cluster_name=cluster_name,
             credentials=cfg.require(cfg.snapshot_credentials, "snapshotCredentials"),
+            image=cfg.programs_image,
             namespace=vault.namespace,
             opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=[auth]),
         )
@@ -176,6 +185,7 @@ def build_core(
             source=part.cert_sync,
             kv_mount=kv_mount,
             vault_ca_cert=vault.ca_cert,
+            image=cfg.programs_image,
             vault_ready=(auth, configuration.kv_ready),
             opts=k8s,
         )
@@ -217,13 +227,13 @@ def build_workloads(
     guardrails: tuple[pulumi.Resource, ...] = ()
     admission = cfg.enabled_admission
     if admission is not None:
+        namespaces = [vso.target_namespaces[ns] for ns in collector_namespaces] if vso else []
         guardrails = (
             Admission(
                 f"{prefix}-admission",
                 admission,
                 collector_namespaces=collector_namespaces,
-                namespaces_ready=tuple(vso.target_namespaces[ns] for ns in collector_namespaces) if vso else (),
-                opts=k8s,
+                opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=namespaces)),
             ),
         )
     if collector is not None:
@@ -244,6 +254,7 @@ def build_workloads(
             consumer=consumer,
             vault_config=cfg.vault_config,
             vault_ca_cert=vault.ca_cert,
+            image=cfg.programs_image,
             vault_ready=(auth, *configuration.credential_roles),
             opts=k8s,
         )

@@ -89,23 +89,11 @@ SECRET_NAMES_EXPRESSION = (
 )
 
 
-def require_vso_policy(
-    mode: Mode, collector_namespaces: Sequence[str], background_scan: bool = False
-) -> dict[str, Any]:
-    """The ``require-vault-secrets-operator`` ValidatingPolicy (pure: the tests evaluate its CEL).
-
-    A Deployment labelled ``app.kubernetes.io/component: opentelemetry-collector`` must run in one of
-    ``collector_namespaces`` (the only namespaces where Kyverno may look Secrets up). A collector
-    Deployment (any Deployment of those namespaces, or a labelled one) may reference, from its Pod
-    template, only Secrets of its own namespace that VSO manages: a Secret that exists must carry
-    ``app.kubernetes.io/managed-by: hashicorp-vso``; one that does not exist yet must be the
-    ``destination`` (with ``create: true``) of a VaultStaticSecret in that namespace, so that one
-    ``pulumi up`` may apply both before VSO's first sync. Lookups use Kyverno's resource library
-    (``resource.List``, https://kyverno.io/docs/policy-types/cel-libraries/); only standard CEL,
-    optionals and the strings extension otherwise.
-    """
+def _policy_variables() -> list[dict[str, str]]:
+    """The policy's CEL variables: the Pod template's Secret references and the lookups that
+    judge them (evaluated lazily, so only where a validation reads them)."""
     ns = "object.metadata.namespace"
-    variables = [
+    return [
         {"name": "podSpec", "expression": "object.spec.template.spec"},
         {
             "name": "containers",
@@ -143,19 +131,69 @@ def require_vso_policy(
         },
         {"name": "offending", "expression": "variables.unmanagedSecrets + variables.missingSecrets"},
     ]
-    in_collector_namespace = f"{ns} in {_cel_list(collector_namespaces)}"
-    # A Deployment anywhere carrying the collectors' component label is a collector too.
+
+
+def _in_collector_namespace(collector_namespaces: Sequence[str]) -> str:
+    """CEL: the Deployment runs in one of the collector namespaces."""
+    return f"object.metadata.namespace in {_cel_list(collector_namespaces)}"
+
+
+def _is_collector(collector_namespaces: Sequence[str]) -> str:
+    """CEL: the Deployment is a collector, by its namespace
+    or by its component label."""
     ((label, component),) = COMPONENT_LABEL.items()
-    is_collector = (
-        f"{in_collector_namespace}"
+    return (
+        f"{_in_collector_namespace(collector_namespaces)}"
         f' || object.metadata.?labels[?{_cel_string(label)}].orValue("")'
         f" == {_cel_string(component)}"
     )
-    message_expression = (
-        f'"Deployment " + {ns} + "/" + object.metadata.name'
-        ' + " references Secret(s) not managed by the Vault Secrets Operator: "'
-        ' + variables.offending.join(", ") + " (sync them with a VaultStaticSecret)"'
-    )
+
+
+def _policy_validations(collector_namespaces: Sequence[str]) -> list[dict[str, str]]:
+    """A collector runs only in the collector namespaces,
+    and references only Secrets VSO manages."""
+    ns = "object.metadata.namespace"
+    in_collector_namespace = _in_collector_namespace(collector_namespaces)
+    listed = ", ".join(collector_namespaces)
+    return [
+        {
+            "expression": in_collector_namespace,
+            "message": f"OpenTelemetry collector Deployments run only in the collector namespaces ({listed})",
+            "messageExpression": (
+                f'"Deployment " + {ns} + "/" + object.metadata.name + " is labelled as an OpenTelemetry '
+                f'collector but runs outside the collector namespaces ({listed})"'
+            ),
+        },
+        {
+            # Outside the collector namespaces the first validation already failed, and the lookups
+            # (lazily evaluated variables) are never made there.
+            "expression": f"!({in_collector_namespace}) || size(variables.offending) == 0",
+            "message": "OpenTelemetry collector Deployments may reference only Secrets managed by the "
+            "Vault Secrets Operator (sync them with a VaultStaticSecret)",
+            "messageExpression": (
+                f'"Deployment " + {ns} + "/" + object.metadata.name'
+                ' + " references Secret(s) not managed by the Vault Secrets Operator: "'
+                ' + variables.offending.join(", ") + " (sync them with a VaultStaticSecret)"'
+            ),
+        },
+    ]
+
+
+def require_vso_policy(
+    mode: Mode, collector_namespaces: Sequence[str], background_scan: bool = False
+) -> dict[str, Any]:
+    """The ``require-vault-secrets-operator`` ValidatingPolicy (pure: the tests evaluate its CEL).
+
+    A Deployment labelled ``app.kubernetes.io/component: opentelemetry-collector`` must run in one of
+    ``collector_namespaces`` (the only namespaces where Kyverno may look Secrets up). A collector
+    Deployment (any Deployment of those namespaces, or a labelled one) may reference, from its Pod
+    template, only Secrets of its own namespace that VSO manages: a Secret that exists must carry
+    ``app.kubernetes.io/managed-by: hashicorp-vso``; one that does not exist yet must be the
+    ``destination`` (with ``create: true``) of a VaultStaticSecret in that namespace, so that one
+    ``pulumi up`` may apply both before VSO's first sync. Lookups use Kyverno's resource library
+    (``resource.List``, https://kyverno.io/docs/policy-types/cel-libraries/); only standard CEL,
+    optionals and the strings extension otherwise.
+    """
     return {
         "apiVersion": POLICY_API_VERSION,
         "kind": POLICY_KIND,
@@ -177,27 +215,9 @@ def require_vso_policy(
                     }
                 ]
             },
-            "matchConditions": [{"name": "is-otel-collector", "expression": is_collector}],
-            "variables": variables,
-            "validations": [
-                {
-                    "expression": in_collector_namespace,
-                    "message": "OpenTelemetry collector Deployments run only in the collector namespaces "
-                    f"({', '.join(collector_namespaces)})",
-                    "messageExpression": (
-                        f'"Deployment " + {ns} + "/" + object.metadata.name + " is labelled as an OpenTelemetry '
-                        f'collector but runs outside the collector namespaces ({", ".join(collector_namespaces)})"'
-                    ),
-                },
-                {
-                    # Outside the collector namespaces the first validation already failed, and the lookups
-                    # (lazily evaluated variables) are never made there.
-                    "expression": f"!({in_collector_namespace}) || size(variables.offending) == 0",
-                    "message": "OpenTelemetry collector Deployments may reference only Secrets managed by the "
-                    "Vault Secrets Operator (sync them with a VaultStaticSecret)",
-                    "messageExpression": message_expression,
-                },
-            ],
+            "matchConditions": [{"name": "is-otel-collector", "expression": _is_collector(collector_namespaces)}],
+            "variables": _policy_variables(),
+            "validations": _policy_validations(collector_namespaces),
         },
     }
 
@@ -276,12 +296,11 @@ class Admission(pulumi.ComponentResource):
         settings: AdmissionSettings,
         *,
         collector_namespaces: tuple[str, ...],
-        namespaces_ready: tuple[pulumi.Resource, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """Every Deployment in ``collector_namespaces`` is treated as a collector (besides the labelled
-        ones); the lookup grants there wait for ``namespaces_ready``. The Kubernetes provider comes
-        through ``opts``."""
+        ones). The Kubernetes provider comes through ``opts``; the caller makes the component wait for
+        the collector namespaces (``depends_on``), where its lookup grants are created."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self)
         namespace = restricted_namespace(f"{name}-namespace", KYVERNO_NAMESPACE, k8s_opts)
@@ -297,16 +316,13 @@ class Admission(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace])),
         )
         grants: list[pulumi.Resource] = []
-        in_collector_namespaces = pulumi.ResourceOptions.merge(
-            k8s_opts, pulumi.ResourceOptions(depends_on=list(namespaces_ready))
-        )
         for collector_namespace in collector_namespaces:
             metadata = {"name": LOOKUP_ROLE, "namespace": collector_namespace}
             role = k8s.rbac.v1.Role(
                 f"{name}-{collector_namespace}-lookups",
                 metadata=metadata,
                 rules=LOOKUP_RULES,
-                opts=in_collector_namespaces,
+                opts=k8s_opts,
             )
             grants.append(
                 k8s.rbac.v1.RoleBinding(
@@ -316,9 +332,7 @@ class Admission(pulumi.ComponentResource):
                     subjects=[
                         {"kind": "ServiceAccount", "name": ADMISSION_SERVICE_ACCOUNT, "namespace": KYVERNO_NAMESPACE}
                     ],
-                    opts=pulumi.ResourceOptions.merge(
-                        in_collector_namespaces, pulumi.ResourceOptions(depends_on=[role])
-                    ),
+                    opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[role])),
                 )
             )
         policy = require_vso_policy(settings.mode, collector_namespaces, BACKGROUND_SCAN)

@@ -8,7 +8,6 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import versions
 from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, passes_per_run
 from components.kubernetes_auth import WorkloadRole
 from components.otlp_pki import EDGE_CLIENT_TLS_KV_PATH
@@ -102,7 +101,11 @@ def command(source: HubSource | EdgeSource, interval: int) -> list[str]:
 
 
 def cronjob_spec(
-    settings: DistributionSettings, source: HubSource | EdgeSource, kv_mount: str, hub_address: str | None
+    settings: DistributionSettings,
+    source: HubSource | EdgeSource,
+    kv_mount: str,
+    hub_address: str | None,
+    image: str,
 ) -> dict[str, Any]:
     hub_mode = isinstance(source, HubSource)
     env = [
@@ -152,7 +155,7 @@ def cronjob_spec(
                         "containers": [
                             {
                                 "name": "cert-sync",
-                                "image": versions.PROGRAMS_IMAGE,
+                                "image": image,
                                 "command": command(source, settings.cert_sync_interval),
                                 "env": env,
                                 "securityContext": restricted_container(),
@@ -169,6 +172,69 @@ def cronjob_spec(
             }
         },
     }
+
+
+def _identity(name: str, vault_ca_cert: pulumi.Input[str], in_ns: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+    """The job's ServiceAccount, and the CA of this cluster's Vault
+    as the Secret the job mounts."""
+    account = k8s.core.v1.ServiceAccount(
+        f"{name}-sa",
+        metadata={"name": SERVICE_ACCOUNT, "namespace": CERT_SYNC_NAMESPACE},
+        automount_service_account_token=False,
+        opts=in_ns,
+    )
+    ca = k8s.core.v1.Secret(
+        f"{name}-vault-ca",
+        metadata={"name": "vault-ca", "namespace": CERT_SYNC_NAMESPACE},
+        string_data={"ca.crt": vault_ca_cert},
+        opts=in_ns,
+    )
+    return [account, ca]
+
+
+def _secret_readers(name: str, source: HubSource, in_ns: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+    """Hub mode: per namespace, a Role that may ``get`` exactly
+    the synced Secrets, bound to the job's ServiceAccount."""
+    by_namespace: dict[str, list[str]] = {}
+    for secret in source.all_secrets:
+        secret_namespace, secret_name = secret.split("/", 1)
+        by_namespace.setdefault(secret_namespace, []).append(secret_name)
+    bindings: list[pulumi.Resource] = []
+    for secret_namespace, names in sorted(by_namespace.items()):
+        rules: Any = [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(names), "verbs": ["get"]}]
+        role = k8s.rbac.v1.Role(
+            f"{name}-{secret_namespace}-reader",
+            metadata={"name": "cert-sync-reader", "namespace": secret_namespace},
+            rules=rules,
+            opts=in_ns,
+        )
+        subjects: Any = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": CERT_SYNC_NAMESPACE}]
+        bindings.append(
+            k8s.rbac.v1.RoleBinding(
+                f"{name}-{secret_namespace}-reader-binding",
+                metadata={"name": "cert-sync-reader", "namespace": secret_namespace},
+                role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "cert-sync-reader"},
+                subjects=subjects,
+                opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[role])),
+            )
+        )
+    return bindings
+
+
+def _hub_credential(name: str, source: EdgeSource, in_ns: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+    """Edge mode: the hub's CA and this edge's AppRole credential,
+    as the Secret the job mounts."""
+    credential = pulumi.Output.secret(source.hub_credential)
+    return k8s.core.v1.Secret(
+        f"{name}-hub-credential",
+        metadata={"name": "hub-credential", "namespace": CERT_SYNC_NAMESPACE},
+        string_data={
+            "role-id": credential.apply(lambda c: c["roleId"]),
+            "secret-id": credential.apply(lambda c: c["secretId"]),
+            "ca.crt": source.hub_ca_cert,
+        },
+        opts=in_ns,
+    )
 
 
 class CertSync(pulumi.ComponentResource):
@@ -190,70 +256,25 @@ class CertSync(pulumi.ComponentResource):
         source: HubSource | EdgeSource,
         kv_mount: str,
         vault_ca_cert: pulumi.Input[str],
+        image: str,
         vault_ready: tuple[pulumi.Resource, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts``. Only the CronJob waits for ``vault_ready``
-        (its Vault role and the KV mount it writes); its namespace, RBAC and Secrets do not."""
+        """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes through
+        ``opts``. Only the CronJob waits for ``vault_ready`` (its Vault role and the KV mount it writes);
+        its namespace, RBAC and Secrets do not."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         namespace = restricted_namespace(f"{name}-namespace", CERT_SYNC_NAMESPACE, pulumi.ResourceOptions(parent=self))
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
-        account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa",
-            metadata={"name": SERVICE_ACCOUNT, "namespace": CERT_SYNC_NAMESPACE},
-            automount_service_account_token=False,
-            opts=in_ns,
-        )
-        ca = k8s.core.v1.Secret(
-            f"{name}-vault-ca",
-            metadata={"name": "vault-ca", "namespace": CERT_SYNC_NAMESPACE},
-            string_data={"ca.crt": vault_ca_cert},
-            opts=in_ns,
-        )
-        dependencies: list[pulumi.Resource] = [account, ca]
+        dependencies = _identity(name, vault_ca_cert, in_ns)
         hub_address: pulumi.Input[str] | None = None
         if isinstance(source, HubSource):
-            by_namespace: dict[str, list[str]] = {}
-            for secret in source.all_secrets:
-                secret_namespace, secret_name = secret.split("/", 1)
-                by_namespace.setdefault(secret_namespace, []).append(secret_name)
-            for secret_namespace, names in sorted(by_namespace.items()):
-                rules: Any = [
-                    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(names), "verbs": ["get"]}
-                ]
-                role = k8s.rbac.v1.Role(
-                    f"{name}-{secret_namespace}-reader",
-                    metadata={"name": "cert-sync-reader", "namespace": secret_namespace},
-                    rules=rules,
-                    opts=in_ns,
-                )
-                subjects: Any = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": CERT_SYNC_NAMESPACE}]
-                dependencies.append(
-                    k8s.rbac.v1.RoleBinding(
-                        f"{name}-{secret_namespace}-reader-binding",
-                        metadata={"name": "cert-sync-reader", "namespace": secret_namespace},
-                        role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "cert-sync-reader"},
-                        subjects=subjects,
-                        opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[role])),
-                    )
-                )
+            dependencies += _secret_readers(name, source, in_ns)
         else:
-            credential = pulumi.Output.secret(source.hub_credential)
-            dependencies.append(
-                k8s.core.v1.Secret(
-                    f"{name}-hub-credential",
-                    metadata={"name": "hub-credential", "namespace": CERT_SYNC_NAMESPACE},
-                    string_data={
-                        "role-id": credential.apply(lambda c: c["roleId"]),
-                        "secret-id": credential.apply(lambda c: c["secretId"]),
-                        "ca.crt": source.hub_ca_cert,
-                    },
-                    opts=in_ns,
-                )
-            )
+            dependencies.append(_hub_credential(name, source, in_ns))
             hub_address = source.hub_address
         spec = pulumi.Output.from_input(hub_address).apply(
-            lambda address: cronjob_spec(settings, source, kv_mount, address)
+            lambda address: cronjob_spec(settings, source, kv_mount, address, image)
         )
         k8s.batch.v1.CronJob(
             f"{name}-cronjob",

@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field
 
 from components import versions
+from components.linode_exposure import load_balancer_annotations
 from components.otlp_pki import (
     CLIENT_CA_KV_PATH,
     CLIENT_CA_SECRET,
@@ -311,21 +312,22 @@ def service_spec(plan: CollectorPlan) -> tuple[dict[str, Any], dict[str, Any]]:
     if plan.receiver is None:
         return {}, {"type": "ClusterIP", "selector": selector, "ports": ports}
     annotations = {
-        "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
+        # TLS passes through to the collector; the CCM's Cloud Firewall admits only the allowed
+        # ranges (components/linode_exposure.py: the Linode CCM ignores loadBalancerSourceRanges).
+        **load_balancer_annotations(plan.settings.allowed_source_ranges),
         "external-dns.alpha.kubernetes.io/hostname": plan.receiver.hostname,
     }
     return {"annotations": annotations}, {
         "type": "LoadBalancer",
         "selector": selector,
         "ports": ports,
-        "loadBalancerSourceRanges": list(plan.settings.allowed_source_ranges),
         "externalTrafficPolicy": "Local",
     }
 
 
 def network_policy_spec(plan: CollectorPlan) -> dict[str, Any]:
-    """Ingress to the OTLP ports only: from anywhere for the hub's gateway (the LoadBalancer's
-    source ranges and mTLS decide), from this cluster's own Pods for an edge's collector."""
+    """Ingress to the OTLP ports only: from anywhere for the hub's gateway (the NodeBalancer's
+    Cloud Firewall and mTLS decide), from this cluster's own Pods for an edge's collector."""
     selector = {"matchLabels": selector_labels(plan)}
     ports = [{"port": GRPC_PORT, "protocol": "TCP"}, {"port": HTTP_PORT, "protocol": "TCP"}]
     rule: dict[str, Any] = {"ports": ports}

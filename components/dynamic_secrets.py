@@ -9,7 +9,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import Field
 
-from components import versions
 from components.agent_injector import (
     SECRETS_DIR,
     Format,
@@ -102,6 +101,8 @@ class WorkloadPlan:
     service_account: str
     injector: InjectorTarget
     credentials: tuple[InjectedCredential, ...]
+    #: The programs image the example Job runs (``fedobs:programsImage``).
+    image: str
 
 
 def example_job_spec(args: WorkloadPlan) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def example_job_spec(args: WorkloadPlan) -> dict[str, Any]:
                 "containers": [
                     {
                         "name": "validate",
-                        "image": versions.PROGRAMS_IMAGE,
+                        "image": args.image,
                         "command": ["python", "-c", check, *files],
                         # agent-run-as-same-user takes the agent's UID from the first container's own context
                         "securityContext": {
@@ -167,17 +168,20 @@ class DynamicSecrets(pulumi.ComponentResource):
         consumer: Consumer,
         vault_config: VaultConfigSettings,
         vault_ca_cert: pulumi.Input[str],
+        image: str,
         vault_ready: tuple[pulumi.Resource, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts``. Only the example Job waits for
-        ``vault_ready`` (the consumer's Vault role and the engines it reads)."""
+        """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes
+        through ``opts``. Only the example Job waits for ``vault_ready`` (the consumer's Vault role and
+        the engines it reads)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         args = WorkloadPlan(
             namespace=consumer.namespace,
             service_account=consumer.service_account,
             injector=InjectorTarget(role=consumer.name),
             credentials=injected_credentials(settings.files, vault_config),
+            image=image,
         )
         k8s_opts = pulumi.ResourceOptions(parent=self)
         namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)

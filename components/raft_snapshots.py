@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_linode as linode
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
-from components import versions
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import AccessKeyPair, Cron, DnsLabel, Settings
@@ -23,13 +23,48 @@ ROLE = SNAPSHOT_ROLE
 JWT_DIR = "/var/run/secrets/vault"
 
 
+#: A Linode region id (``us-ord``), what pulumi-linode's ``ObjectStorageBucket.region`` takes.
+OBJECT_STORAGE_REGION = re.compile(r"^[a-z]{2}-[a-z]+$")
+#: A legacy Object Storage cluster id (``us-ord-1``): the provider's deprecated ``cluster`` input, not a region.
+OBJECT_STORAGE_CLUSTER = re.compile(r"^(?P<region>[a-z]{2}-[a-z]+)-[0-9]+$")
+#: Linode's own Object Storage endpoints: ``https://<cluster id>.linodeobjects.com``.
+LINODE_OBJECTS_HOST = re.compile(r"^(?P<cluster>[a-z0-9-]+)\.linodeobjects\.com$")
+
+
+def _object_storage_region(value: str) -> str:
+    """pulumi-linode v6.0.0 ``linode:index/objectStorageBucket:ObjectStorageBucket`` (provider/cmd/
+    pulumi-resource-linode/schema.json): ``region`` is "The region of the Linode Object Storage Bucket";
+    ``cluster`` is deprecated: "a cluster value of `us-mia-1` can be translated to a region value of
+    `us-mia`". A cluster id given as the region is the usual mistake: name the region it stands for."""
+    cluster = OBJECT_STORAGE_CLUSTER.match(value)
+    if cluster:
+        raise ValueError(
+            f"{value!r} is an Object Storage cluster id, not a region: the bucket takes the region "
+            f"{cluster['region']!r} (its S3 endpoint stays https://{value}.linodeobjects.com)"
+        )
+    if not OBJECT_STORAGE_REGION.match(value):
+        raise ValueError(f"{value!r} is not a Linode region (expected something like 'us-ord')")
+    return value
+
+
 class SnapshotBucket(Settings):
-    """Where Raft snapshots go: an S3-compatible bucket (Linode Object Storage)."""
+    """Where Raft snapshots go: an S3-compatible bucket (Linode Object Storage) in ``region``, reached at
+    ``endpoint`` (for Linode ``https://<cluster id>.linodeobjects.com``, e.g. ``us-ord-1`` for ``us-ord``)."""
 
     create: bool = True
     name: DnsLabel
-    region: str = Field(pattern=r"^[a-z]{2}-[a-z]+-[0-9]$")
+    region: Annotated[str, AfterValidator(_object_storage_region)]
     endpoint: str = Field(pattern=r"^https://[^/]+$")
+
+    @model_validator(mode="after")
+    def _endpoint_in_region(self) -> SnapshotBucket:
+        host = LINODE_OBJECTS_HOST.match(self.endpoint.removeprefix("https://"))
+        if host and not host["cluster"].startswith(f"{self.region}-"):
+            raise ValueError(
+                f"endpoint {self.endpoint!r} is Object Storage cluster {host['cluster']!r}, not one of region "
+                f"{self.region!r}: a bucket is reached at its own region's endpoint"
+            )
+        return self
 
 
 class SnapshotSettings(Settings):
@@ -53,8 +88,10 @@ def snapshot_role(namespace: str) -> WorkloadRole:
     )
 
 
-def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str) -> dict[str, Any]:
-    env = [
+def _snapshot_env(settings: SnapshotSettings, cluster_name: str, namespace: str) -> list[dict[str, Any]]:
+    """What programs.raft_snapshot reads: the Vault to log in to,
+    the bucket, the S3 key pair."""
+    return [
         {"name": "VAULT_ADDR", "value": in_cluster_address(namespace=namespace)},
         {"name": "VAULT_CACERT", "value": f"{TLS_DIR}/ca.crt"},
         {"name": "SNAPSHOT_VAULT_ROLE", "value": ROLE},
@@ -75,6 +112,51 @@ def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespa
             "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "secret-access-key"}},
         },
     ]
+
+
+def _snapshot_container(env: list[dict[str, Any]], image: str) -> dict[str, Any]:
+    """The snapshot container: the programs image, restricted,
+    its token, CA and scratch space mounted."""
+    return {
+        "name": "snapshot",
+        "image": image,
+        "command": ["python", "-m", "programs.raft_snapshot", "take"],
+        "env": env,
+        "securityContext": restricted_container(),
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+        },
+        "volumeMounts": [
+            {"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": "/scratch"},
+        ],
+    }
+
+
+def _snapshot_volumes() -> list[dict[str, Any]]:
+    """A Vault-audience token, the server certificate's CA
+    and a bounded scratch directory."""
+    return [
+        # A short-lived token for audience "vault" only, not the API token.
+        {
+            "name": "vault-token",
+            "projected": {
+                "sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 600}}]
+            },
+        },
+        {
+            "name": "tls",
+            "secret": {"secretName": "vault-server-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+        },
+        {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}},
+    ]
+
+
+def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespace: str, image: str) -> dict[str, Any]:
+    """The snapshot CronJob's spec: on ``settings.schedule``,
+    never overlapping, no API token."""
     return {
         "schedule": settings.schedule,
         "concurrencyPolicy": "Forbid",
@@ -92,49 +174,8 @@ def snapshot_cronjob_spec(settings: SnapshotSettings, cluster_name: str, namespa
                         "automountServiceAccountToken": False,
                         "restartPolicy": "Never",
                         "securityContext": restricted_pod(),
-                        "containers": [
-                            {
-                                "name": "snapshot",
-                                "image": versions.PROGRAMS_IMAGE,
-                                "command": ["python", "-m", "programs.raft_snapshot", "take"],
-                                "env": env,
-                                "securityContext": restricted_container(),
-                                "resources": {
-                                    "requests": {"cpu": "50m", "memory": "128Mi"},
-                                    "limits": {"cpu": "500m", "memory": "512Mi"},
-                                },
-                                "volumeMounts": [
-                                    {"name": "vault-token", "mountPath": JWT_DIR, "readOnly": True},
-                                    {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
-                                    {"name": "scratch", "mountPath": "/scratch"},
-                                ],
-                            }
-                        ],
-                        "volumes": [
-                            # A short-lived token for audience "vault" only, not the API token.
-                            {
-                                "name": "vault-token",
-                                "projected": {
-                                    "sources": [
-                                        {
-                                            "serviceAccountToken": {
-                                                "path": "token",
-                                                "audience": "vault",
-                                                "expirationSeconds": 600,
-                                            }
-                                        }
-                                    ]
-                                },
-                            },
-                            {
-                                "name": "tls",
-                                "secret": {
-                                    "secretName": "vault-server-tls",
-                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                                },
-                            },
-                            {"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}},
-                        ],
+                        "containers": [_snapshot_container(_snapshot_env(settings, cluster_name, namespace), image)],
+                        "volumes": _snapshot_volumes(),
                     },
                 },
             }
@@ -157,21 +198,29 @@ class RaftSnapshots(pulumi.ComponentResource):
         *,
         cluster_name: str,
         credentials: AccessKeyPair,
+        image: str,
         namespace: str = VAULT_NAMESPACE,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts``; the caller makes the component wait for
-        the snapshot role in Vault (``depends_on``)."""
+        """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes
+        through ``opts``; the caller makes the component wait for the snapshot role in Vault
+        (``depends_on``)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         if settings.bucket.create:
+            # Versioning needs Object Storage keys at apply time (pulumi-linode ``ObjectStorageBucket``:
+            # "Requires access_key and secret_key"); the snapshot key pair is limited to this bucket, so
+            # it cannot exist before it. The provider makes short-lived keys itself instead
+            # (``obj_use_temp_keys``, terraform-provider-linode's temp-keys acceptance templates);
+            # its API token comes from LINODE_TOKEN, as the default provider's does.
+            object_storage = linode.Provider(f"{name}-object-storage", obj_use_temp_keys=True, opts=child)
             linode.ObjectStorageBucket(
                 f"{name}-bucket",
                 label=settings.bucket.name,
                 region=settings.bucket.region,
                 versioning=True,
                 acl="private",
-                opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+                opts=pulumi.ResourceOptions(parent=self, provider=object_storage, protect=True, retain_on_delete=True),
             )
         key_pair = k8s.core.v1.Secret(
             f"{name}-s3-credentials",
@@ -191,7 +240,7 @@ class RaftSnapshots(pulumi.ComponentResource):
         k8s.batch.v1.CronJob(
             f"{name}-cronjob",
             metadata={"name": "vault-raft-snapshot", "namespace": namespace},
-            spec=snapshot_cronjob_spec(settings, cluster_name, namespace),
+            spec=snapshot_cronjob_spec(settings, cluster_name, namespace, image),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[key_pair, account]),
         )
         self.register_outputs(

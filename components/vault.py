@@ -16,15 +16,17 @@ import pulumi_vault as vault
 from pydantic import Field, field_validator
 
 from components import versions
+from components.linode_exposure import NODEBALANCER_SOURCE_RANGES, load_balancer_annotations
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
 from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
-from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
     HUB_CA_DIR,
     SERVER_CERTIFICATE_IP_ADDRESSES,
     TLS_DIR,
     AwsKmsSeal,
+    ExternalListener,
     Seal,
     SealSpec,
     ShamirSeal,
@@ -43,41 +45,18 @@ INIT_STATE_SECRET = "vault-init"
 SERVER_CERT_DURATION_HOURS = 2160
 CA_VALIDITY_HOURS = 87600
 
-#: The admin policy the auth path Pulumi uses gets: everything Pulumi declares, nothing else of
-#: ``sys/`` than what those declarations need. Root-token operations stay out (no ``sudo`` on
-#: ``sys/generate-root`` or ``sys/rekey``).
-ADMIN_POLICY_HCL = """\
-# fedobs-admin: what Pulumi needs to declare this Vault's configuration.
-path "sys/mounts" { capabilities = ["read", "list"] }
-path "sys/mounts/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "sys/auth" { capabilities = ["read", "list"] }
-path "sys/auth/*" { capabilities = ["create", "read", "update", "delete", "sudo"] }
-path "sys/policies/acl" { capabilities = ["list"] }
-path "sys/policies/acl/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "sys/policy/*" { capabilities = ["create", "read", "update", "delete"] }
-path "sys/audit" { capabilities = ["read", "sudo"] }
-path "sys/audit/*" { capabilities = ["create", "read", "update", "delete", "sudo"] }
-path "sys/storage/raft/autopilot/configuration" { capabilities = ["read", "update"] }
-path "sys/storage/raft/configuration" { capabilities = ["read"] }
-path "sys/storage/raft/autopilot/state" { capabilities = ["read"] }
-path "sys/seal-status" { capabilities = ["read"] }
-path "auth/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "kv/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "transit/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "database/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "aws/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "auth/token/create" { capabilities = ["create", "update"] }
-path "auth/token/lookup-self" { capabilities = ["read"] }
-"""
-
 
 class LoadBalancerExposure(Settings):
     """A LoadBalancer Service (a Linode NodeBalancer) in front of the active Vault node; TLS
-    terminates at Vault itself, and only ``allowedSourceRanges`` may connect."""
+    terminates at Vault itself. Only ``allowedSourceRanges`` may connect: the Cloud Firewall the CCM
+    builds from the Service's ``firewall-acl`` annotation enforces it (``components/linode_exposure.py``).
+    The NodeBalancer sends PROXY protocol v2, and Vault's external listener believes the header only
+    from ``nodeBalancerRanges``, where NodeBalancers connect from (default ``192.168.255.0/24``)."""
 
     type: Literal["loadBalancer"]
     hostname: DnsName
     allowed_source_ranges: tuple[Cidr, ...] = Field(min_length=1)
+    node_balancer_ranges: tuple[Cidr, ...] = Field(default=NODEBALANCER_SOURCE_RANGES, min_length=1)
 
 
 class AddressExposure(Settings):
@@ -136,11 +115,18 @@ def server_spec(settings: VaultSettings, cluster_name: str, seal: SealSpec = Non
     """What the server's HCL and certificate depend on; ``seal`` is the resolved auto-unseal target."""
     if seal is None and isinstance(settings.seal, AwsKmsSeal):
         seal = settings.seal
+    exposure = settings.exposure
+    external = (
+        ExternalListener(authorized_addrs=exposure.node_balancer_ranges)
+        if isinstance(exposure, LoadBalancerExposure)
+        else None
+    )
     return VaultServerSpec(
         cluster_name=cluster_name,
-        external_hostname=settings.exposure.hostname,
+        external_hostname=exposure.hostname,
         replicas=settings.replicas,
         seal=seal,
+        external_listener=external,
     )
 
 
@@ -149,9 +135,22 @@ def server_pod_labels(spec: VaultServerSpec) -> dict[str, str]:
     return {"app.kubernetes.io/name": "vault", "app.kubernetes.io/instance": spec.release, "component": "server"}
 
 
-def vault_chart_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[str, Any]:
-    """The ``vault`` chart values (validated in tests against the chart's values.schema.json)."""
-    env_secrets: list[dict[str, str]] = []
+def _seal_environment(spec: VaultServerSpec) -> list[dict[str, str]]:
+    """The seal's credentials, as environment variables
+    from the ``vault-seal`` Secret."""
+    if isinstance(spec.seal, TransitSealSpec):
+        return [{"envName": "VAULT_TOKEN", "secretName": "vault-seal", "secretKey": "token"}]
+    if isinstance(spec.seal, AwsKmsSeal):
+        return [
+            {"envName": "AWS_ACCESS_KEY_ID", "secretName": "vault-seal", "secretKey": "access-key-id"},
+            {"envName": "AWS_SECRET_ACCESS_KEY", "secretName": "vault-seal", "secretKey": "secret-access-key"},
+        ]
+    return []
+
+
+def _server_volumes(spec: VaultServerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The server's extra volumes and their mounts: its TLS,
+    a writable /tmp, the hub's CA (transit seal)."""
     # The chart's start command (vault-helm v0.34.1 templates/_helpers.tpl, vault.args, lines 223-251)
     # copies its config to /tmp/storageconfig.hcl before exec'ing the server: with readOnlyRootFilesystem
     # it needs a writable /tmp. Proven on rung 5 (tests/real/test_pods.py; docs/testing.md).
@@ -164,83 +163,93 @@ def vault_chart_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[s
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     if isinstance(spec.seal, TransitSealSpec):
-        env_secrets.append({"envName": "VAULT_TOKEN", "secretName": "vault-seal", "secretKey": "token"})
         volumes.append({"name": "hub-vault-ca", "secret": {"secretName": "hub-vault-ca"}})
         mounts.append({"name": "hub-vault-ca", "mountPath": HUB_CA_DIR, "readOnly": True})
-    elif isinstance(spec.seal, AwsKmsSeal):
-        env_secrets += [
-            {"envName": "AWS_ACCESS_KEY_ID", "secretName": "vault-seal", "secretKey": "access-key-id"},
-            {"envName": "AWS_SECRET_ACCESS_KEY", "secretName": "vault-seal", "secretKey": "secret-access-key"},
-        ]
+    return volumes, mounts
+
+
+def _injector_values(settings: VaultSettings) -> dict[str, Any]:
+    """The Agent Injector: pinned images, leader election, restricted containers."""
+    return {
+        "enabled": True,
+        "replicas": settings.injector_replicas,
+        "leaderElector": {"enabled": True},
+        "image": {"repository": versions.VAULT_K8S_IMAGE, "tag": versions.VAULT_K8S_VERSION},
+        "agentImage": {"repository": versions.VAULT_IMAGE, "tag": versions.VAULT_VERSION},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}},
+        "securityContext": {"container": restricted_container()},
+    }
+
+
+def _storage(settings: VaultSettings, size: str, mount_path: str) -> dict[str, Any]:
+    """One of the server's volume claims (Raft data, audit log)."""
+    return {
+        "enabled": True,
+        "size": size,
+        "storageClass": settings.storage_class,
+        "mountPath": mount_path,
+        "accessMode": "ReadWriteOnce",
+    }
+
+
+def _server_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[str, Any]:
+    """The HA Raft server StatefulSet: image, probes, files,
+    anti-affinity, storage, security."""
+    volumes, mounts = _server_volumes(spec)
     server_labels = server_pod_labels(spec)
     return {
-        "global": {"enabled": True, "tlsDisable": False, "psp": {"enable": False}},
-        "injector": {
+        "image": {"repository": versions.VAULT_IMAGE, "tag": versions.VAULT_VERSION},
+        # OnDelete: a chart upgrade never restarts Vault pods by itself; docs/vault.md rolls
+        # them one by one, standbys first, the active node last.
+        "updateStrategyType": "OnDelete",
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "readinessProbe": {"enabled": True, "path": "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204"},
+        "extraEnvironmentVars": {
+            "VAULT_CACERT": f"{TLS_DIR}/ca.crt",
+            "VAULT_TLS_SERVER_NAME": spec.peer_hostname(0),
+        },
+        "extraSecretEnvironmentVars": _seal_environment(spec),
+        "volumes": volumes,
+        "volumeMounts": mounts,
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": server_labels}, "topologyKey": "kubernetes.io/hostname"}
+                ]
+            }
+        },
+        "dataStorage": _storage(settings, settings.data_storage_size, "/vault/data"),
+        "auditStorage": _storage(settings, settings.audit_storage_size, "/vault/audit"),
+        # Raft data outlives the StatefulSet: deleting or scaling it never deletes a volume.
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        "statefulSet": {
+            "securityContext": {
+                "pod": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 100,
+                    "runAsGroup": 1000,
+                    "fsGroup": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "container": restricted_container(),
+            }
+        },
+        "service": {"enabled": True, "type": "ClusterIP"},
+        "ha": {
             "enabled": True,
-            "replicas": settings.injector_replicas,
-            "leaderElector": {"enabled": True},
-            "image": {"repository": versions.VAULT_K8S_IMAGE, "tag": versions.VAULT_K8S_VERSION},
-            "agentImage": {"repository": versions.VAULT_IMAGE, "tag": versions.VAULT_VERSION},
-            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "250m", "memory": "256Mi"}},
-            "securityContext": {"container": restricted_container()},
+            "replicas": spec.replicas,
+            "raft": {"enabled": True, "setNodeId": True, "config": render_server_hcl(spec)},
+            "disruptionBudget": {"enabled": True, "maxUnavailable": (spec.replicas - 1) // 2},
         },
-        "server": {
-            "image": {"repository": versions.VAULT_IMAGE, "tag": versions.VAULT_VERSION},
-            # OnDelete: a chart upgrade never restarts Vault pods by itself; docs/vault.md rolls
-            # them one by one, standbys first, the active node last.
-            "updateStrategyType": "OnDelete",
-            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            "readinessProbe": {"enabled": True, "path": "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204"},
-            "extraEnvironmentVars": {
-                "VAULT_CACERT": f"{TLS_DIR}/ca.crt",
-                "VAULT_TLS_SERVER_NAME": spec.peer_hostname(0),
-            },
-            "extraSecretEnvironmentVars": env_secrets,
-            "volumes": volumes,
-            "volumeMounts": mounts,
-            "affinity": {
-                "podAntiAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": [
-                        {"labelSelector": {"matchLabels": server_labels}, "topologyKey": "kubernetes.io/hostname"}
-                    ]
-                }
-            },
-            "dataStorage": {
-                "enabled": True,
-                "size": settings.data_storage_size,
-                "storageClass": settings.storage_class,
-                "mountPath": "/vault/data",
-                "accessMode": "ReadWriteOnce",
-            },
-            "auditStorage": {
-                "enabled": True,
-                "size": settings.audit_storage_size,
-                "storageClass": settings.storage_class,
-                "mountPath": "/vault/audit",
-                "accessMode": "ReadWriteOnce",
-            },
-            # Raft data outlives the StatefulSet: deleting or scaling it never deletes a volume.
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
-            "statefulSet": {
-                "securityContext": {
-                    "pod": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 100,
-                        "runAsGroup": 1000,
-                        "fsGroup": 1000,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "container": restricted_container(),
-                }
-            },
-            "service": {"enabled": True, "type": "ClusterIP"},
-            "ha": {
-                "enabled": True,
-                "replicas": spec.replicas,
-                "raft": {"enabled": True, "setNodeId": True, "config": render_server_hcl(spec)},
-                "disruptionBudget": {"enabled": True, "maxUnavailable": (spec.replicas - 1) // 2},
-            },
-        },
+    }
+
+
+def vault_chart_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[str, Any]:
+    """The ``vault`` chart values (validated in tests against the chart's values.schema.json)."""
+    return {
+        "global": {"enabled": True, "tlsDisable": False, "psp": {"enable": False}},
+        "injector": _injector_values(settings),
+        "server": _server_values(settings, spec),
         "ui": {"enabled": True, "serviceType": "ClusterIP"},
         "serverTelemetry": {"serviceMonitor": {"enabled": False}},
     }
@@ -298,6 +307,67 @@ def bootstrap_command(settings: VaultSettings, spec: VaultServerSpec) -> list[st
     return command
 
 
+def _bootstrap_job_name(command: list[str], admin_password: pulumi.Output[str]) -> pulumi.Output[str]:
+    """A new Job (new name) whenever what it does or the admin password changes; an unchanged
+    one is not re-run. Only a digest of the password shows in the name. The admin policy is not
+    part of it: after the first run the stack manages that policy (``Vault._server_settings``)."""
+    return pulumi.Output.unsecret(
+        admin_password.apply(
+            lambda password: (
+                "vault-bootstrap-" + hashlib.sha256(json.dumps([command, password]).encode()).hexdigest()[:10]
+            )
+        )
+    )
+
+
+def _bootstrap_container(command: list[str], image: str) -> dict[str, Any]:
+    """The bootstrap container: the programs image, restricted,
+    its three files mounted read-only."""
+    return {
+        "name": "bootstrap",
+        "image": image,
+        "command": command,
+        "securityContext": restricted_container(),
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "200m", "memory": "128Mi"},
+        },
+        "volumeMounts": [
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "admin", "mountPath": "/fedobs/admin", "readOnly": True},
+            {"name": "policy", "mountPath": "/fedobs/policy", "readOnly": True},
+        ],
+    }
+
+
+def _bootstrap_volumes() -> list[dict[str, Any]]:
+    """The CA of the server certificate, the admin password and the admin policy."""
+    return [
+        {"name": "tls", "secret": {"secretName": "vault-server-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"name": "admin", "secret": {"secretName": "vault-admin-credential", "defaultMode": SECRET_FILE_MODE}},
+        {"name": "policy", "configMap": {"name": "vault-admin-policy"}},
+    ]
+
+
+def bootstrap_job_spec(command: list[str], image: str) -> dict[str, Any]:
+    """The bootstrap Job's spec: a few retries, a deadline, kept a day after it finished."""
+    return {
+        "backoffLimit": 3,
+        "activeDeadlineSeconds": 900,
+        "ttlSecondsAfterFinished": 86400,
+        "template": {
+            "metadata": {"labels": {"app.kubernetes.io/name": "vault-bootstrap"}},
+            "spec": {
+                "serviceAccountName": "vault-bootstrap",
+                "restartPolicy": "Never",
+                "securityContext": restricted_pod(reads_secret_files=True),
+                "containers": [_bootstrap_container(command, image)],
+                "volumes": _bootstrap_volumes(),
+            },
+        },
+    }
+
+
 def write_ca_file(directory: Path, stack: str, pem: str, filename: str = "vault-ca.pem") -> str:
     """The path of a local file holding ``pem``, for a Vault provider's ``ca_cert_file``."""
     # The Vault provider reads its CA from a file only. Writing it locally is idempotent and
@@ -330,15 +400,22 @@ class Vault(pulumi.ComponentResource):
         *,
         cluster_name: str,
         cert_manager: pulumi.Resource,
+        programs_image: str,
+        admin_policy_hcl: str,
         transit_seal: TransitSealInput | None = None,
         aws_kms_credentials: AccessKeyPair | None = None,
         local_ca_dir: Path = Path(".fedobs"),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """The Kubernetes provider comes through ``opts`` (children inherit it); only cert-manager's
-        Issuer and Certificate wait for ``cert_manager`` (its CRDs), the rest starts at once."""
+        """``programs_image``: what the bootstrap Job runs (``fedobs:programsImage``);
+        ``admin_policy_hcl``: the policy of Pulumi's own login (``components.admin_policy``), written by
+        the bootstrap once and managed as a ``vault.Policy`` from then on. The Kubernetes
+        provider comes through ``opts`` (children inherit it); only cert-manager's Issuer and Certificate
+        wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         self.settings = settings
+        self.programs_image = programs_image
+        self.admin_policy_hcl = admin_policy_hcl
         self.spec = spec = server_spec(settings, cluster_name)
         self.namespace = spec.namespace
         self.release_name = spec.release
@@ -483,16 +560,19 @@ class Vault(pulumi.ComponentResource):
             "name": f"{spec.release}-external",
             "namespace": spec.namespace,
             "annotations": {
-                # TLS passes through the NodeBalancer and terminates at Vault.
-                "service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp",
+                # TLS passes through the NodeBalancer and terminates at Vault; the CCM's Cloud Firewall
+                # admits only the allowed ranges; PROXY v2 carries the client address (linode_exposure.py).
+                **load_balancer_annotations(exposure.allowed_source_ranges, proxy_protocol=True),
                 "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
             },
         }
         service_spec: Any = {
             "type": "LoadBalancer",
             "selector": {**server_pod_labels(spec), "vault-active": "true"},
-            "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT, "protocol": "TCP"}],
-            "loadBalancerSourceRanges": list(exposure.allowed_source_ranges),
+            # Clients keep port 8200; the NodeBalancer reaches the PROXY protocol listener
+            # (vault_server_config.ExternalListener), never the one in-cluster clients use.
+            "ports": [{"name": "https", "port": API_PORT, "targetPort": EXTERNAL_API_PORT, "protocol": "TCP"}],
+            # Local: no SNAT, so Vault sees the NodeBalancer's address and believes its PROXY header.
             "externalTrafficPolicy": "Local",
         }
         k8s.core.v1.Service(
@@ -526,8 +606,10 @@ class Vault(pulumi.ComponentResource):
         )
 
     def _server_settings(self, name: str) -> None:
-        """Raft autopilot and the audit device, through the Vault provider."""
+        """Pulumi's own policy, Raft autopilot and the audit device, through the Vault provider."""
         vault_opts = pulumi.ResourceOptions(parent=self, provider=self.vault_provider)
+        # The bootstrap wrote it to hand Pulumi a login; from here on the stack manages it.
+        vault.Policy(f"{name}-admin-acl", name=ADMIN_POLICY, policy=self.admin_policy_hcl, opts=vault_opts)
         vault.RaftAutopilot(
             f"{name}-autopilot",
             cleanup_dead_servers=True,
@@ -552,27 +634,64 @@ class Vault(pulumi.ComponentResource):
     ) -> k8s.batch.v1.Job:
         """Init once, unseal, the admin auth path, root token revoked (programs/vault_bootstrap)."""
         spec = self.spec
+        files = self._bootstrap_files(name, ns_opts, admin_password)
+        rbac = self._bootstrap_rbac(name, ns_opts)
+        command = bootstrap_command(self.settings, spec)
+        return k8s.batch.v1.Job(
+            f"{name}-bootstrap",
+            metadata={"name": _bootstrap_job_name(command, admin_password), "namespace": spec.namespace},
+            spec=bootstrap_job_spec(command, self.programs_image),
+            opts=pulumi.ResourceOptions.merge(
+                ns_opts, pulumi.ResourceOptions(depends_on=[self.release, *files, *rbac])
+            ),
+        )
+
+    def _bootstrap_files(
+        self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
+    ) -> list[pulumi.Resource]:
+        """What the Job reads: the admin password (a Secret) and the admin policy (a ConfigMap);
+        and where it writes: the init state Secret, created empty here so that the Job needs no
+        ``create`` on Secrets (unscoped in RBAC: it would let it mint any ServiceAccount's token)."""
+        namespace = self.spec.namespace
+        init_state = k8s.core.v1.Secret(
+            f"{name}-init-state",
+            metadata={
+                "name": INIT_STATE_SECRET,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "fedobs-vault-bootstrap"},
+            },
+            type="Opaque",
+            # The Job writes the init result into it; the stack never touches it again, and never
+            # deletes it (it holds the unseal or recovery keys).
+            opts=pulumi.ResourceOptions.merge(
+                ns_opts,
+                pulumi.ResourceOptions(protect=True, retain_on_delete=True, ignore_changes=["data", "stringData"]),
+            ),
+        )
         admin_secret = k8s.core.v1.Secret(
             f"{name}-admin-credential",
-            metadata={"name": "vault-admin-credential", "namespace": spec.namespace},
+            metadata={"name": "vault-admin-credential", "namespace": namespace},
             string_data={"password": admin_password},
             opts=ns_opts,
         )
         policy_map = k8s.core.v1.ConfigMap(
             f"{name}-admin-policy",
-            metadata={"name": "vault-admin-policy", "namespace": spec.namespace},
-            data={"admin.hcl": ADMIN_POLICY_HCL},
+            metadata={"name": "vault-admin-policy", "namespace": namespace},
+            data={"admin.hcl": self.admin_policy_hcl},
             opts=ns_opts,
         )
+        return [init_state, admin_secret, policy_map]
+
+    def _bootstrap_rbac(self, name: str, ns_opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        """The Job's ServiceAccount: it may read and update the init state Secret, nothing else."""
+        namespace = self.spec.namespace
         account = k8s.core.v1.ServiceAccount(
             f"{name}-bootstrap-sa",
-            metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
+            metadata={"name": "vault-bootstrap", "namespace": namespace},
             automount_service_account_token=True,
             opts=ns_opts,
         )
         rules: Any = [
-            # create cannot be limited by name in RBAC; get/update are limited to the state Secret.
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
             {
                 "apiGroups": [""],
                 "resources": ["secrets"],
@@ -582,79 +701,16 @@ class Vault(pulumi.ComponentResource):
         ]
         role = k8s.rbac.v1.Role(
             f"{name}-bootstrap-role",
-            metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
+            metadata={"name": "vault-bootstrap", "namespace": namespace},
             rules=rules,
             opts=ns_opts,
         )
-        subjects: Any = [{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": spec.namespace}]
+        subjects: Any = [{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": namespace}]
         binding = k8s.rbac.v1.RoleBinding(
             f"{name}-bootstrap-binding",
-            metadata={"name": "vault-bootstrap", "namespace": spec.namespace},
+            metadata={"name": "vault-bootstrap", "namespace": namespace},
             role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "vault-bootstrap"},
             subjects=subjects,
             opts=ns_opts,
         )
-        command = bootstrap_command(self.settings, spec)
-        # A new Job (new name) whenever what it does or the admin password changes; an unchanged
-        # one is not re-run. Only a digest of the password shows in the name.
-        job_name = pulumi.Output.unsecret(
-            admin_password.apply(
-                lambda password: (
-                    "vault-bootstrap-"
-                    + hashlib.sha256(json.dumps([command, ADMIN_POLICY_HCL, password]).encode()).hexdigest()[:10]
-                )
-            )
-        )
-        job_spec: Any = {
-            "backoffLimit": 3,
-            "activeDeadlineSeconds": 900,
-            "ttlSecondsAfterFinished": 86400,
-            "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": "vault-bootstrap"}},
-                "spec": {
-                    "serviceAccountName": "vault-bootstrap",
-                    "restartPolicy": "Never",
-                    "securityContext": restricted_pod(reads_secret_files=True),
-                    "containers": [
-                        {
-                            "name": "bootstrap",
-                            "image": versions.PROGRAMS_IMAGE,
-                            "command": command,
-                            "securityContext": restricted_container(),
-                            "resources": {
-                                "requests": {"cpu": "50m", "memory": "64Mi"},
-                                "limits": {"cpu": "200m", "memory": "128Mi"},
-                            },
-                            "volumeMounts": [
-                                {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
-                                {"name": "admin", "mountPath": "/fedobs/admin", "readOnly": True},
-                                {"name": "policy", "mountPath": "/fedobs/policy", "readOnly": True},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "tls",
-                            "secret": {
-                                "secretName": "vault-server-tls",
-                                "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                            },
-                        },
-                        {
-                            "name": "admin",
-                            "secret": {"secretName": "vault-admin-credential", "defaultMode": SECRET_FILE_MODE},
-                        },
-                        {"name": "policy", "configMap": {"name": "vault-admin-policy"}},
-                    ],
-                },
-            },
-        }
-        return k8s.batch.v1.Job(
-            f"{name}-bootstrap",
-            metadata={"name": job_name, "namespace": spec.namespace},
-            spec=job_spec,
-            opts=pulumi.ResourceOptions.merge(
-                ns_opts,
-                pulumi.ResourceOptions(depends_on=[self.release, admin_secret, policy_map, account, role, binding]),
-            ),
-        )
+        return [account, role, binding]

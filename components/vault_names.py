@@ -13,6 +13,10 @@ VAULT_NAMESPACE = "vault"
 API_PORT = 8200
 #: Vault's cluster (Raft and request forwarding) port.
 CLUSTER_PORT = 8201
+#: The listener only the external LoadBalancer (a NodeBalancer with PROXY protocol v2) reaches; not
+#: 8202, which the chart's StatefulSet already names ``https-rep`` (vault-helm v0.34.1
+#: ``templates/server-statefulset.yaml``, the container's ``ports``). In-cluster clients use ``API_PORT``.
+EXTERNAL_API_PORT = 8203
 
 #: Default KV v2 mount for platform secrets (``fedobs:vaultConfig.kv.path`` may change it).
 DEFAULT_KV_MOUNT = "kv"

@@ -3,7 +3,7 @@
 A consumer declares what it needs ("read kv path P", "credentials of database role R"); these
 functions turn that into the smallest set of ``path`` rules, with KV v2's ``data/`` and
 ``metadata/`` split handled, and render them as HCL. No rule ever grants ``sudo`` or touches
-``sys/``: that is for the admin policy alone (``components.vault.ADMIN_POLICY_HCL``).
+``sys/``: that is for the admin policy alone (``components.admin_policy``).
 """
 
 from __future__ import annotations

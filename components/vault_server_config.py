@@ -19,7 +19,14 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from components.settings import Settings
-from components.vault_names import API_PORT, CLUSTER_PORT, TRANSIT_MOUNT, VAULT_NAMESPACE, VAULT_RELEASE
+from components.vault_names import (
+    API_PORT,
+    CLUSTER_PORT,
+    EXTERNAL_API_PORT,
+    TRANSIT_MOUNT,
+    VAULT_NAMESPACE,
+    VAULT_RELEASE,
+)
 
 #: Where the chart mounts the ``vault-server-tls`` Secret (``server.volumes``/``volumeMounts``).
 TLS_DIR = "/vault/userconfig/vault-server-tls"
@@ -90,6 +97,25 @@ SealSpec = TransitSealSpec | AwsKmsSeal | None
 
 
 @dataclass(frozen=True)
+class ExternalListener:
+    """The listener behind the external LoadBalancer: PROXY protocol from the load balancer's addresses.
+
+    Vault's ``proxy_protocol_behavior = "allow_authorized"`` (hashicorp/vault and openbao/openbao
+    ``helper/proxyutil/proxyutil.go``, ``WrapInProxyProto``) wraps the listener in go-proxyproto with a
+    policy per connection: from an address in ``proxy_protocol_authorized_addrs`` the policy is ``USE``
+    (the header's source address becomes the client address; a connection without a header is still
+    accepted as it is), from any other address ``IGNORE`` (a header is read and discarded, the TCP peer
+    stays the client address, so nobody else can claim an address). pires/go-proxyproto v0.14.0
+    ``protocol.go`` (``readHeader``): no header is an error only under ``REQUIRE``. So in-cluster
+    traffic that kube-proxy short-circuits to this port (a Pod dialling the load balancer's IP) still
+    works without a header. In-cluster clients use the plain listener on ``API_PORT`` anyway: this one
+    exists so that only the load balancer's path runs the PROXY protocol code."""
+
+    authorized_addrs: tuple[str, ...]
+    port: int = EXTERNAL_API_PORT
+
+
+@dataclass(frozen=True)
 class VaultServerSpec:
     """Everything the server configuration depends on."""
 
@@ -99,6 +125,8 @@ class VaultServerSpec:
     namespace: str = VAULT_NAMESPACE
     replicas: int = 3
     seal: SealSpec = None
+    #: The PROXY protocol listener of a LoadBalancer exposure (None: no external Service).
+    external_listener: ExternalListener | None = None
 
     @property
     def internal_service(self) -> str:
@@ -192,6 +220,33 @@ def _seal_block(seal: SealSpec) -> tuple[Block, ...]:
     return ()
 
 
+def _listener_tls() -> tuple[Attribute | Block, ...]:
+    return (
+        ("tls_disable", False),
+        ("tls_cert_file", f"{TLS_DIR}/tls.crt"),
+        ("tls_key_file", f"{TLS_DIR}/tls.key"),
+        ("tls_min_version", "tls12"),
+        Block("telemetry", (), (("unauthenticated_metrics_access", False),)),
+    )
+
+
+def _external_listener_block(listener: ExternalListener | None) -> tuple[Block, ...]:
+    if listener is None:
+        return ()
+    return (
+        Block(
+            "listener",
+            ("tcp",),
+            (
+                ("address", f"[::]:{listener.port}"),
+                ("proxy_protocol_behavior", "allow_authorized"),
+                ("proxy_protocol_authorized_addrs", list(listener.authorized_addrs)),
+                *_listener_tls(),
+            ),
+        ),
+    )
+
+
 def server_config_blocks(spec: VaultServerSpec) -> tuple[Attribute | Block, ...]:
     """The server configuration as data (what :func:`render_server_hcl` writes)."""
     retry_joins = tuple(
@@ -217,13 +272,10 @@ def server_config_blocks(spec: VaultServerSpec) -> tuple[Attribute | Block, ...]
             (
                 ("address", f"[::]:{API_PORT}"),
                 ("cluster_address", f"[::]:{CLUSTER_PORT}"),
-                ("tls_disable", False),
-                ("tls_cert_file", f"{TLS_DIR}/tls.crt"),
-                ("tls_key_file", f"{TLS_DIR}/tls.key"),
-                ("tls_min_version", "tls12"),
-                Block("telemetry", (), (("unauthenticated_metrics_access", False),)),
+                *_listener_tls(),
             ),
         ),
+        *_external_listener_block(spec.external_listener),
         Block(
             "storage",
             ("raft",),

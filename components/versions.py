@@ -26,9 +26,10 @@ KYVERNO_VERSION = "v1.19.0"
 KYVERNO_REGISTRY = "reg.kyverno.io"
 KYVERNO_HOOK_REGISTRY = "ghcr.io"
 
-#: The image the repo's in-pod programs ship in (programs/Containerfile), built and pushed by
-#: the release workflow and pinned here by tag.
-PROGRAMS_IMAGE = "ghcr.io/fedobs/programs:0.1.0"
+#: Where the release workflow (.github/workflows/release.yml) pushes the image the in-pod programs ship
+#: in (programs/Containerfile). Stacks run it by digest, from ``fedobs:programsImage``
+#: (components/programs_image.py): a tag is mutable, so no tag of it is pinned here.
+PROGRAMS_IMAGE_REPOSITORY = "ghcr.io/fedobs/programs"
 
 #: The collector distribution built for Kubernetes (OTLP receiver/exporter, batch, memory_limiter,
 #: health_check), pinned by tag.

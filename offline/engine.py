@@ -3,7 +3,8 @@
 This is the one engine behind the offline plan (``make plan``), the unit tests and the
 benchmarks: no Pulumi CLI, no credentials, no network. The program is ``__main__.py`` itself,
 with the stack's config read from ``Pulumi.<stack>.yaml`` (secure values replaced by marked
-placeholders, their keys flagged secret as the engine would).
+placeholders, their keys flagged secret as the engine would; the programs image's placeholder
+digest replaced by :data:`RELEASED_PROGRAMS_IMAGE`, see :func:`load_stack_file`).
 
 The program runs on the SDK's own code, mocks and mock monitor included, with no shortcut of it
 (``docs/performance.md``); what the engine needs of the SDK beyond its public API comes from
@@ -27,6 +28,9 @@ from typing import Any
 import pulumi
 import yaml
 
+from components.programs_image import PLACEHOLDER as PROGRAMS_IMAGE_PLACEHOLDER
+from components.versions import PROGRAMS_IMAGE_REPOSITORY
+
 # Every SDK internal the engine uses comes from here (it checks the pinned SDK versions on import).
 from policy import sdk_internals as sdk
 
@@ -34,6 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "fedobs"
 #: Stands for a ``secure:`` value the plan cannot decrypt (long enough for length checks).
 SECRET_PLACEHOLDER = "[secret-placeholder-value]"
+#: Stands for the digest an operator puts in place of the shipped placeholder (``fedobs:programsImage``,
+#: components/programs_image.py): no release exists here, so this names no real image. Its digest is the
+#: sha256 of a sentence saying so, which makes it recognisable in a plan.
+RELEASED_PROGRAMS_IMAGE = (
+    f"{PROGRAMS_IMAGE_REPOSITORY}@sha256:"
+    + hashlib.sha256(b"fedobs offline plan: stands in for the digest release.yml records").hexdigest()
+)
+PROGRAMS_IMAGE_KEY = "fedobs:programsImage"
 
 
 @dataclass
@@ -300,8 +312,12 @@ def _placeholders(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
-def load_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list[str]]:
-    """Config of ``Pulumi.<stack>.yaml`` as the engine hands it to the program: (config, secret keys)."""
+def load_stack_file(stack: str, root: Path = ROOT, *, released: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """Config of ``Pulumi.<stack>.yaml`` as the engine hands it to the program: (config, secret keys).
+
+    Like a ``secure:`` value, the shipped placeholder digest of the programs image is a slot the operator
+    fills before the first preview (the program refuses it). With ``released`` (the default) the plan
+    fills it with :data:`RELEASED_PROGRAMS_IMAGE`; ``released=False`` keeps the file's own value."""
     data = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}
     config: dict[str, Any] = {}
     secret_keys: list[str] = []
@@ -310,6 +326,8 @@ def load_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list
         config[key] = plain
         if secret:
             secret_keys.append(key)
+    if released and config.get(PROGRAMS_IMAGE_KEY) == PROGRAMS_IMAGE_PLACEHOLDER:
+        config[PROGRAMS_IMAGE_KEY] = RELEASED_PROGRAMS_IMAGE
     return config, secret_keys
 
 

@@ -644,6 +644,107 @@ def validate_hub_control_plane_acl(args: ResourceValidationArgs, report_violatio
             report_violation(f"controlPlane.acl.addresses allows {address!r}, every address", None)
 
 
+# --- rule: on LKE, every LoadBalancer has a Cloud Firewall ----------------------------------------------
+
+CLUSTER_CONFIG_KEY: Final = "fedobs:cluster"
+LKE_CLUSTER_TYPE: Final = "linode:index/lkeCluster:LkeCluster"
+SERVICE_TYPE: Final = "kubernetes:core/v1:Service"
+#: The Linode CCM's annotations (linode/linode-cloud-controller-manager ``cloud/annotations/annotations.go``:
+#: ``AnnLinodeCloudFirewallACL``, ``AnnLinodeCloudFirewallID``); the CCM never reads
+#: ``spec.loadBalancerSourceRanges``, so one of these is the only restriction a NodeBalancer has.
+FIREWALL_ACL_ANNOTATION: Final = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
+FIREWALL_ID_ANNOTATION: Final = "service.beta.kubernetes.io/linode-loadbalancer-firewall-id"
+
+
+def stack_cluster_mode() -> str | None:
+    """``fedobs:cluster.mode`` of the stack being previewed (``lke`` or ``existing``), from the config the
+    CLI passes the pack (``PULUMI_CONFIG``, structured values as JSON text); None when not visible."""
+    raw = pulumi.runtime.get_config(CLUSTER_CONFIG_KEY)
+    if not isinstance(raw, str):
+        return None
+    try:
+        cluster = json.loads(raw)
+    except ValueError:
+        return None
+    mode = cluster.get("mode") if isinstance(cluster, dict) else None
+    return mode if isinstance(mode, str) else None
+
+
+def firewall_acl_problem(value: Any) -> str | None:
+    """Why a ``firewall-acl`` annotation does not restrict a NodeBalancer, or None. The CCM
+    (``cloud/linode/services/firewalls.go``, ``CreateFirewallOptsForSvc``) takes JSON with exactly one of
+    ``allowList``/``denyList``, each ``{"ipv4": [...], "ipv6": [...]}``; only an allowList (inbound policy
+    DROP) restricts who connects, and only if it lists something narrower than everything."""
+    try:
+        acl = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        acl = None
+    if not isinstance(acl, dict):
+        return "is not a JSON object (the CCM fails to build the firewall)"
+    if "denyList" in acl:
+        return "has a denyList: every address it does not list may connect"
+    allow = acl.get("allowList")
+    if not isinstance(allow, dict):
+        return "has no allowList"
+    listed: list[str] = []
+    for family in ("ipv4", "ipv6"):
+        addresses = allow.get(family)
+        listed += [a for a in addresses if isinstance(a, str)] if isinstance(addresses, list) else []
+    if not listed:
+        return "allows no address"
+    for address in listed:
+        try:
+            network = ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            return f"lists {address!r}, which is not an address or CIDR"
+        if network in _OPEN_NETWORKS:
+            return f"allows {address!r}, every address"
+    return None
+
+
+def _load_balancer_problem(props: Mapping[str, Any]) -> str | None:
+    if dig(props, "spec", "type") != "LoadBalancer":
+        return None
+    annotations = dig(props, "metadata", "annotations")
+    if annotations is UNKNOWN:
+        return None
+    annotations = annotations if isinstance(annotations, dict) else {}
+    firewall_id = annotations.get(FIREWALL_ID_ANNOTATION)
+    if firewall_id is UNKNOWN or (isinstance(firewall_id, str) and firewall_id.strip().isdigit()):
+        return None  # the CCM prefers the id over an ACL (UpdateNodeBalancerFirewall)
+    if firewall_id is not None:
+        return f"annotation {FIREWALL_ID_ANNOTATION} is {firewall_id!r}, not a Cloud Firewall id"
+    acl = annotations.get(FIREWALL_ACL_ANNOTATION)
+    if acl is UNKNOWN:
+        return None
+    if acl is None:
+        return (
+            f"has neither {FIREWALL_ACL_ANNOTATION} nor {FIREWALL_ID_ANNOTATION}: its NodeBalancer is open to "
+            "the Internet (the Linode CCM ignores spec.loadBalancerSourceRanges)"
+        )
+    problem = firewall_acl_problem(acl)
+    return f"annotation {FIREWALL_ACL_ANNOTATION} {problem}" if problem else None
+
+
+def validate_lke_load_balancer_firewalls(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """In LKE mode every ``type: LoadBalancer`` Service carries a Cloud Firewall annotation that restricts it.
+
+    LKE mode: the stack's ``fedobs:cluster.mode`` is ``lke``, or (config not visible) the stack declares
+    an LKE cluster; on an existing cluster the annotations mean nothing to its cloud."""
+    mode = stack_cluster_mode()
+    lke = mode == "lke" or (mode is None and any(r.resource_type == LKE_CLUSTER_TYPE for r in args.resources))
+    if not lke:
+        return
+    for resource in args.resources:
+        if resource.resource_type != SERVICE_TYPE:
+            continue
+        props = reveal(plain(resource.props))
+        problem = _load_balancer_problem(props)
+        if problem is not None:
+            name = dig(props, "metadata", "name")
+            report_violation(f"LoadBalancer Service {name!r} ({resource.name}) {problem}", resource.urn)
+
+
 # --- rule: stateful resources are protected ----------------------------------------------------------
 
 #: Resource types that hold state Pulumi must never delete or replace by accident, and why.
@@ -759,6 +860,12 @@ STACK_RULES: Final[tuple[tuple[str, str, Callable[[StackValidationArgs, ReportVi
         "stateful-namespaces-protected",
         "Namespaces that hold stateful releases or volumes are protected.",
         validate_stateful_namespaces,
+    ),
+    (
+        "lke-load-balancers-firewalled",
+        "On LKE every LoadBalancer Service has a Cloud Firewall (the CCM's firewall-acl allowList or "
+        "firewall-id annotation); loadBalancerSourceRanges restricts nothing there.",
+        validate_lke_load_balancer_firewalls,
     ),
 )
 

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from components.edge_identity import deploy_role
 from components.vault_names import EDGE_DEPLOY_JWT_MOUNT
-from offline.engine import RecordedResource, Recording, run_stack_file
+from offline.engine import RecordedResource, Recording, load_stack_file, run_program
 from rig.applier import AppliedVault, VaultApplier
 from rig.hub_edge import children
 from rig.openbao import ApiResponse, api
@@ -105,7 +105,7 @@ def edge_link_resources(hub: Recording) -> list[RecordedResource]:
     return own + [r for r in children(hub, "hub-vault-config") if r.name.startswith("hub-vault-config-edge")]
 
 
-def deploy_login(url: str, ca_file: str, edge: str, jwt: str) -> ApiResponse:
+def deploy_login(url: str, ca_file: str | None, edge: str, jwt: str) -> ApiResponse:
     return api(
         url,
         "POST",
@@ -115,7 +115,7 @@ def deploy_login(url: str, ca_file: str, edge: str, jwt: str) -> ApiResponse:
     )
 
 
-def deploy_token(url: str, ca_file: str, edge: str, jwt: str) -> str:
+def deploy_token(url: str, ca_file: str | None, edge: str, jwt: str) -> str:
     """A deploy login's token (``RuntimeError`` if the hub refuses it)."""
     login = deploy_login(url, ca_file, edge, jwt)
     if login.status != 200:
@@ -132,17 +132,29 @@ def hub_link_outputs(applied: AppliedVault) -> dict[str, dict[str, Any]]:
 
 
 def edge_on_real_hub(
-    stack_references: Mapping[str, Mapping[str, Any]], url: str, ca_file: str, token: str
+    stack_references: Mapping[str, Mapping[str, Any]],
+    url: str,
+    ca_file: str | None,
+    token: str,
+    edge: str | None = None,
 ) -> tuple[Recording, AppliedVault]:
-    """The shipped edge stack after its deploy identity (``token``) created its hub credentials on
-    the hub at ``url``: recorded once to learn what its HubLink declares, applied, then recorded
-    again with the hub's answers (its seal token and cert-sync secret_id) in place."""
-    first = run_stack_file("edge", stack_references)
+    """The shipped edge stack (as ``edge``, when given) after its deploy identity (``token``)
+    created its hub credentials on the hub at ``url``: recorded once to learn what its HubLink
+    declares, applied, then recorded again with the hub's answers (its seal token and cert-sync
+    secret_id) in place."""
+    config, secret_keys = load_stack_file("edge")
+    if edge is not None:
+        config = {**config, "fedobs:edgeName": edge}
+
+    def record(provider_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> Recording:
+        return run_program("edge", config, secret_keys, stack_references, provider_outputs=provider_outputs)
+
+    first = record()
     if first.error is not None:
         raise RuntimeError(f"the edge stack failed under mocks: {first.error}")
     link = first.one("fedobs:link:HubLink")
     applied = VaultApplier(url, token, ca_file=ca_file).apply(r for r in first.resources if r.parent == link.urn)
-    recording = run_stack_file("edge", stack_references, provider_outputs=hub_link_outputs(applied))
+    recording = record(hub_link_outputs(applied))
     if recording.error is not None:
         raise RuntimeError(f"the edge stack failed under mocks: {recording.error}")
     return recording, applied

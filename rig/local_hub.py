@@ -14,7 +14,6 @@ of the ``readonly`` credential does.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Collection, Iterator
 
 from offline.engine import RecordedResource, Recording, load_stack_file, run_program
@@ -58,9 +57,10 @@ def seeded_mariadb() -> Iterator[MariaDBServer]:
 def hub_against(pg: PostgresServer, mysql: MariaDBServer | None, deploy_key: DeployKey | None = None) -> Recording:
     """The hub under mocks with its connections pointed at ``pg`` and ``mysql``. With ``mysql=None``
     the MariaDB connection keeps its shipped address: leave its ``connection_resources`` out.
-    ``deploy_key``: the edges' deploy identities are verified with it (``rig.deploy_identity``)."""
+    The edges' deploy identities are verified with ``deploy_key`` (``rig.deploy_identity``; a fresh
+    key when none is given): GitHub's OIDC discovery, which the shipped file names, needs the network."""
     config, secret_keys = load_stack_file("hub")
-    config = trusting(config, deploy_key) if deploy_key is not None else copy.deepcopy(config)
+    config = trusting(config, deploy_key or DeployKey())
     connections = config["fedobs:vaultConfig"]["database"]["connections"]
     for connection, server in zip(connections, (pg, mysql), strict=True):
         if server is not None:

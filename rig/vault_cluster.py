@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.vault_names import API_PORT, CLUSTER_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
     SERVER_CERTIFICATE_IP_ADDRESSES,
     TLS_DIR,
@@ -64,6 +65,10 @@ def stack_server(recording: Recording) -> StackServer:
     )
 
 
+#: Every port a Vault pod listens on (API, cluster, the external LoadBalancer's PROXY protocol listener),
+#: each mapped to one loopback port.
+POD_PORTS = (API_PORT, CLUSTER_PORT, EXTERNAL_API_PORT)
+
 #: The files of the ``vault-server-tls`` Secret as the chart mounts them.
 TLS_FILE_NAMES = ("tls.crt", "tls.key", "ca.crt")
 
@@ -110,7 +115,7 @@ def build_loopback_vault(
     what ``components.vault_server_config`` renders for ``spec``; pass a stack's (``stack_server``)."""
     pod_hcl = pod_hcl if pod_hcl is not None else render_server_hcl(spec)
     hosts = [spec.peer_hostname(i) for i in range(spec.replicas)]
-    layout = loopback_layout(hosts)
+    layout = loopback_layout(hosts, POD_PORTS)
     ca = TestCA("fedobs test CA")
     ca_file = str(ca.write(base))
     wanted = list(nodes) if nodes is not None else list(range(spec.replicas))

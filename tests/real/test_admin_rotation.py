@@ -16,7 +16,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 import components.vault as vault_component
-from components.vault_names import ADMIN_AUTH_MOUNT
+from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY
 from offline.engine import Recording
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
@@ -40,8 +39,10 @@ from programs.vault_bootstrap.bootstrap import (
     run,
 )
 from programs.vault_http import HttpReply, VaultHttp
+from rig.hub_edge import shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.openbao import ApiResponse, api
+from rig.programs_env import programs_python
 from rig.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
@@ -52,7 +53,7 @@ from rig.vault_cluster import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_POLICY = vault_component.ADMIN_POLICY
+ADMIN_POLICY_HCL = shipped_admin_policy()
 MOUNT, USER = ADMIN_AUTH_MOUNT, vault_component.ADMIN_USERNAME
 PASSWORD_PATH = f"auth/{MOUNT}/users/{USER}/password"
 TIMEOUT = 45.0
@@ -82,7 +83,7 @@ class Rotation:
 
     def cli(self, *extra: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "programs.vault_bootstrap", *self.command, *extra],
+            [programs_python(), "-m", "programs.vault_bootstrap", *self.command, *extra],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -140,7 +141,7 @@ def rot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[Ro
     )
     workdir = base / "job"
     workdir.mkdir()
-    (workdir / "admin-policy.hcl").write_text(vault_component.ADMIN_POLICY_HCL)
+    (workdir / "admin-policy.hcl").write_text(ADMIN_POLICY_HCL)
     state_file = workdir / "vault-init.json"
     command = localize_job_command(job_command(hub), vault, workdir, state_file, timeout=TIMEOUT)
     with running(vault.cluster):
@@ -212,7 +213,7 @@ def test_a_rerun_with_the_same_password_changes_nothing(rot: Rotation) -> None:
 def test_vault_refusing_the_update_leaves_the_old_password_and_the_store_unchanged(rot: Rotation) -> None:
     """A real 403: the admin policy (as Pulumi could change it) denies the password update."""
     token = rot.token(P2)
-    denied = vault_component.ADMIN_POLICY_HCL + f'path "{PASSWORD_PATH}" {{ capabilities = ["deny"] }}\n'
+    denied = ADMIN_POLICY_HCL + f'path "{PASSWORD_PATH}" {{ capabilities = ["deny"] }}\n'
     policy_path = f"sys/policies/acl/{ADMIN_POLICY}"
     ca = rot.vault.ca_file
     assert api(rot.url, "PUT", policy_path, token=token, body={"policy": denied}, ca_file=ca).status == 204
@@ -222,7 +223,7 @@ def test_vault_refusing_the_update_leaves_the_old_password_and_the_store_unchang
         result = rot.cli()
     finally:
         rot.set_password_file(P2)
-        original = {"policy": vault_component.ADMIN_POLICY_HCL}
+        original = {"policy": ADMIN_POLICY_HCL}
         restore = api(rot.url, "PUT", policy_path, token=rot.token(P2), body=original, ca_file=ca)
         assert restore.status == 204, restore.text
     assert result.returncode == EXIT_FAILURE, result.stderr

@@ -30,7 +30,14 @@ from rig.pod_sandbox import Cluster, Image, PodSandbox, programs_image, stop, va
 from rig.raft_single import RaftSingleNode
 from rig.s3 import MotoS3
 from rig.tls_vault import Vault
-from rig.vault_cluster import TLS_FILE_NAMES, LoopbackVault, bootstrap_job, localize_job_command, stack_server
+from rig.vault_cluster import (
+    POD_PORTS,
+    TLS_FILE_NAMES,
+    LoopbackVault,
+    bootstrap_job,
+    localize_job_command,
+    stack_server,
+)
 from rig.vault_pod import config_map_data, vault_server_pod
 from tests.real import test_hub_edge_flow as hub_edge_flow
 
@@ -74,7 +81,7 @@ def vault_server_sandbox(
     server = stack_server(recording)
     values = server.values
     hosts = [server.spec.peer_hostname(i) for i in range(server.spec.replicas)]
-    layout = loopback_layout(hosts)
+    layout = loopback_layout(hosts, POD_PORTS)
     ca = TestCA("fedobs pod-sandbox CA")
     leaf = ca.issue("vault-0", server.dns_names, list(dict.fromkeys([*SERVER_CERTIFICATE_IP_ADDRESSES, *layout.ips])))
     data_path = values["server"]["dataStorage"]["mountPath"]

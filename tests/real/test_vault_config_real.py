@@ -22,6 +22,7 @@ import pytest
 from offline.engine import RecordedResource, Recording
 from rig.applier import AppliedVault, VaultApplier
 from rig.databases import MariaDBServer, PostgresServer
+from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import (
     AWS_TYPES,
@@ -37,7 +38,7 @@ from tests.support.local_databases import local_databases
 
 pytestmark = pytest.mark.real
 
-CONFIG_COMPONENTS = ("hub-vault-config", "hub-kubernetes-auth", "hub-transit-unseal")
+CONFIG_COMPONENTS = ("hub-vault-config", "hub-kubernetes-auth", "hub-transit-unseal", "hub-edge-identity")
 
 
 @dataclass
@@ -75,7 +76,8 @@ def configuration_resources(recording: Recording) -> list[RecordedResource]:
 @pytest.fixture(scope="module")
 def configured() -> Iterator[Configured]:
     with local_databases() as (pg, mysql), KubeAPIServer() as kube, dev_server() as vault:
-        hub = hub_against(pg, mysql)
+        key = DeployKey()
+        hub = hub_against(pg, mysql, key)
         kube.allow_token_reviews("system:serviceaccount:vault:vault")
         applier = VaultApplier(
             vault.url,
@@ -91,6 +93,15 @@ def configured() -> Iterator[Configured]:
             },
         )
         applied = applier.apply(configuration_resources(hub))
+        # Each edge's seal token and cert-sync secret_id, created by its own deploy identity through
+        # what its edge stack declares (rig.deploy_identity), as in a real `pulumi up` of the edge.
+        # (The edge stack sees the hub's declared address; the applier talks to this plain-HTTP dev server.)
+        outputs = {"organization/fedobs/hub": hub.outputs}
+        for edge in ("edge-eu", "edge-ap"):
+            token = deploy_token(vault.url, None, edge, edge_jwt(key, hub, edge))
+            _, minted = edge_on_real_hub(outputs, vault.url, None, token, edge)
+            applied.tokens.update(minted.tokens)
+            applied.secret_ids.update(minted.secret_ids)
         yield Configured(vault, hub, applied, kube, pg, mysql)
 
 
@@ -188,7 +199,8 @@ def test_each_edge_credential_reads_its_own_prefix_and_uses_its_own_key(configur
         assert written.status == 200, written.text
     for edge, other in (("edge-eu", "edge-ap"), ("edge-ap", "edge-eu")):
         role_id = configured.applied.role_ids[f"hub-vault-config-edge-{edge}-role"]
-        secret_id = configured.applied.secret_ids[f"hub-vault-config-edge-{edge}-secret-id"]
+        assert role_id == f"edge-{edge}"
+        secret_id = configured.applied.secret_ids[f"{edge}-hub-secret-id"]
         login = api(url, "POST", "auth/approle-edges/login", body={"role_id": role_id, "secret_id": secret_id})
         assert login.status == 200, login.text
         token = login.body["auth"]["client_token"]
@@ -312,10 +324,7 @@ def test_aws_role_arns_are_assumable_for_the_declared_ttl(configured: Configured
 
 
 def test_each_transit_seal_token_can_use_only_its_own_key(configured: Configured) -> None:
-    tokens = {
-        name.removeprefix("hub-transit-unseal-").removesuffix("-token"): token
-        for name, token in configured.applied.tokens.items()
-    }
+    tokens = {name.removesuffix("-hub-transit-token"): token for name, token in configured.applied.tokens.items()}
     assert set(tokens) == {"edge-eu", "edge-ap"}
     for edge, other in (("edge-eu", "edge-ap"), ("edge-ap", "edge-eu")):
         paths = [

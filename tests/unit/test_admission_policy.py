@@ -543,3 +543,15 @@ def test_component_installs_kyverno_then_the_policy(tmp_path: Path) -> None:
     assert {k: v for k, v in policy.inputs.items() if not k.startswith("__")} == require_vso_policy("Audit", (NS,))
     for obj in (namespace.inputs, policy.inputs):
         assert validate_kubernetes_object({k: v for k, v in obj.items() if not k.startswith("__")}) == []
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_lookup_grants_wait_for_the_collector_namespace(stack: str, request: pytest.FixtureRequest) -> None:
+    """The stack makes the whole component wait for the namespace VSO creates for the collector
+    (``depends_on``); the grants inside it are its children, so they wait through their parent."""
+    recording: Recording = request.getfixturevalue(stack)
+    component = recording.one("fedobs:guardrails:Admission")
+    (namespace,) = [r for r in recording.of_type("kubernetes:core/v1:Namespace") if r.get("metadata.name") == NS]
+    assert namespace.parent != component.urn and namespace.urn in component.dependencies
+    grants = [c for c in recording.children_of(component.urn) if c.type.endswith((":Role", ":RoleBinding"))]
+    assert len(grants) == 2 and all(g.get("metadata.namespace") == NS for g in grants)

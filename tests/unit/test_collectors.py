@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -89,7 +90,14 @@ def test_hub_receiver_requires_client_certificates_from_client_ca(hub: Recording
 def test_hub_receiver_is_a_restricted_load_balancer_on_the_certificate_name(hub: Recording) -> None:
     service = one(hub, "Service", "otel-gateway")
     assert service["spec"]["type"] == "LoadBalancer"
-    assert service["spec"]["loadBalancerSourceRanges"] == ["198.51.100.0/24"]
+    # The Linode CCM ignores loadBalancerSourceRanges; its Cloud Firewall (from this annotation) restricts.
+    assert "loadBalancerSourceRanges" not in service["spec"]
+    annotations = service["metadata"]["annotations"]
+    acl = annotations["service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"]
+    assert json.loads(acl) == {"allowList": {"ipv4": ["198.51.100.0/24"]}}
+    assert annotations["service.beta.kubernetes.io/linode-loadbalancer-default-protocol"] == "tcp"
+    # The collector's receiver speaks no PROXY protocol: the NodeBalancer must not send it one.
+    assert "service.beta.kubernetes.io/linode-loadbalancer-default-proxy-protocol" not in annotations
     assert service["spec"]["externalTrafficPolicy"] == "Local"
     assert [p["port"] for p in service["spec"]["ports"]] == [4317, 4318]
     hostname = service["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"]

@@ -93,9 +93,11 @@ def test_every_rule_is_mandatory_and_named() -> None:
         "hub-control-plane-acl",
         "stateful-resources-protected",
         "stateful-namespaces-protected",
+        "lke-load-balancers-firewalled",
     }
     assert all(p.enforcement_level is EnforcementLevel.MANDATORY for p in RULES.values())
     assert isinstance(RULES["stateful-namespaces-protected"], StackValidationPolicy)
+    assert isinstance(RULES["lke-load-balancers-firewalled"], StackValidationPolicy)
 
 
 # --- Vault TLS ---------------------------------------------------------------------------------------
@@ -602,6 +604,66 @@ def test_namespace_holding_the_vault_release_must_be_protected() -> None:
     assert stack_violations("stateful-namespaces-protected", [release, cert_manager, vault_ns, cm_ns]) == []
 
 
+# --- LoadBalancers on LKE have a Cloud Firewall ------------------------------------------------------------
+
+FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
+FIREWALL_ID = "service.beta.kubernetes.io/linode-loadbalancer-firewall-id"
+LKE_CONFIG = {"fedobs:cluster": json.dumps({"mode": "lke", "label": "c"})}
+EXISTING_CONFIG = {"fedobs:cluster": json.dumps({"mode": "existing"})}
+
+
+def service(annotations: dict[str, str] | None, service_type: str = "LoadBalancer", **spec: Any) -> PolicyResource:
+    metadata: dict[str, Any] = {"name": "vault-external", "namespace": "vault"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    props = {"metadata": metadata, "spec": {"type": service_type, **spec}}
+    return policy_resource("kubernetes:core/v1:Service", props, "hub-vault-external")
+
+
+def firewall_violations(resources: list[PolicyResource], config: dict[str, str] | None) -> list[str]:
+    with stack_config(config):
+        found = stack_violations("lke-load-balancers-firewalled", resources)
+    assert all(urn == resources[0].urn for _, urn in found), found
+    return [message for message, _ in found]
+
+
+def test_lke_load_balancers_with_a_restricting_firewall_pass() -> None:
+    allow = json.dumps({"allowList": {"ipv4": ["203.0.113.0/24"], "ipv6": ["2001:db8::/32"]}})
+    for firewall in ({FIREWALL_ACL: allow}, {FIREWALL_ID: "12345"}):
+        assert firewall_violations([service(firewall)], LKE_CONFIG) == []
+    # Not a LoadBalancer: nothing to restrict.
+    assert firewall_violations([service(None, "ClusterIP")], LKE_CONFIG) == []
+
+
+@pytest.mark.parametrize(
+    ("annotations", "named"),
+    [
+        (None, "has neither"),
+        ({"service.beta.kubernetes.io/linode-loadbalancer-default-protocol": "tcp"}, "open to the Internet"),
+        ({FIREWALL_ACL: json.dumps({"denyList": {"ipv4": ["198.51.100.0/24"]}})}, "has a denyList"),
+        ({FIREWALL_ACL: json.dumps({"allowList": {"ipv4": []}})}, "allows no address"),
+        ({FIREWALL_ACL: json.dumps({"allowList": {"ipv4": ["0.0.0.0/0"]}})}, "allows '0.0.0.0/0', every address"),
+        ({FIREWALL_ACL: json.dumps({"allowList": {"ipv6": ["::/0"]}})}, "allows '::/0', every address"),
+        ({FIREWALL_ACL: "allow 203.0.113.0/24"}, "is not a JSON object"),
+        ({FIREWALL_ID: "my-firewall"}, "not a Cloud Firewall id"),
+    ],
+)
+def test_lke_load_balancer_without_a_restricting_firewall_fails(annotations: dict[str, str] | None, named: str) -> None:
+    # loadBalancerSourceRanges does not count: the Linode CCM never reads it.
+    resource = service(annotations, loadBalancerSourceRanges=["203.0.113.0/24"])
+    (message,) = firewall_violations([resource], LKE_CONFIG)
+    assert "'vault-external' (hub-vault-external)" in message and named in message, message
+
+
+def test_lke_mode_comes_from_the_stack_config_or_else_from_an_lke_cluster_in_the_stack() -> None:
+    open_service = service(None)
+    cluster = policy_resource(LKE, {"label": "c"}, "hub-cluster-lke", protect=True)
+    assert firewall_violations([open_service], EXISTING_CONFIG) == []
+    assert firewall_violations([open_service, cluster], EXISTING_CONFIG) == []  # the config decides
+    assert firewall_violations([open_service], None) == []
+    assert len(firewall_violations([open_service, cluster], None)) == 1
+
+
 # --- the whole pack over the recorded hub and edge plans ------------------------------------------------
 
 
@@ -635,17 +697,21 @@ def test_the_pack_catches_a_broken_hub_plan(hub: Recording) -> None:
     role_resource.inputs["boundServiceAccountNamespaces"] = ["*"]
     release = next(r for r in broken.of_type(RELEASE) if r.inputs["chart"] == "vault")
     raft = release.inputs["values"]["server"]["ha"]["raft"]
-    raft["config"] = raft["config"].replace("tls_disable = false", "tls_disable = true")
+    raft["config"] = raft["config"].replace("tls_disable = false", "tls_disable = true", 1)  # one listener
     next(
         r for r in broken.of_type("kubernetes:core/v1:Namespace") if r.inputs["metadata"]["name"] == "vault"
     ).protect = False
     job = broken.one("kubernetes:batch/v1:Job", "hub-vault-bootstrap")
     job.inputs["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/fedobs/programs:latest"
+    gateway = broken.one("kubernetes:core/v1:Service", "hub-collector-service")
+    del gateway.inputs["metadata"]["annotations"][FIREWALL_ACL]
+    gateway.outputs = {}  # the stack rule reads outputs; the mock's echo of the inputs is rebuilt from them
     found = PackRunner().run(broken, cli_config("hub"))
     assert sorted((v.policy, v.urn.rsplit("::", 1)[-1]) for v in found) == [
         ("charts-and-images-pinned", "hub-vault-bootstrap"),
         ("hub-control-plane-acl", "hub-cluster-lke"),
         ("hub-control-plane-acl", "hub-cluster-lke"),
+        ("lke-load-balancers-firewalled", "hub-collector-service"),
         ("no-plaintext-secret-inputs", "hub-cluster-k8s"),
         ("stateful-namespaces-protected", "hub-vault-namespace"),
         ("stateful-resources-protected", "hub-cluster-lke"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import hcl2
@@ -11,10 +12,25 @@ from hcl2 import SerializationOptions
 
 from components.transit_unseal import transit_policy_hcl
 from components.vault_server_config import VaultServerSpec, server_certificate_dns_names
-from offline.engine import Recording, load_stack_file, run_program
+from offline.engine import RELEASED_PROGRAMS_IMAGE, Recording, load_stack_file, run_program
 from rig.vault_cluster import bootstrap_job
 
 HUB_REF = "organization/fedobs/hub"
+
+
+def chart_server_pod_labels(release: str) -> dict[str, str]:
+    """The labels vault-helm 0.34.1 puts on every server Pod (``templates/server-statefulset.yaml``,
+    ``spec.template.metadata.labels``: ``helm.sh/chart``, ``app.kubernetes.io/name`` = ``vault.name``
+    (the chart name, ``vault``, without ``nameOverride``), ``app.kubernetes.io/instance`` = the release
+    name, ``component: server``); its PodDisruptionBudget selects them by name, instance and component
+    (``templates/server-disruptionbudget.yaml``). Written down here from the chart, independently of
+    the product's ``server_pod_labels``, so a selector typed wrong there fails this test."""
+    return {
+        "helm.sh/chart": "vault-0.34.1",
+        "app.kubernetes.io/name": "vault",
+        "app.kubernetes.io/instance": release,
+        "component": "server",
+    }
 
 
 def parse_hcl(text: str) -> dict[str, Any]:
@@ -137,14 +153,62 @@ def test_operator_address_exposure_creates_no_load_balancer(hub: Recording) -> N
         o for o in recording.kubernetes_objects() if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"
     ]
     assert recording.outputs["vaultAddress"] == "https://vault.edge.internal:8443"
+    # No LoadBalancer, so no PROXY protocol listener either: one listener, the in-cluster one.
+    assert [listener["tcp"]["address"] for listener in server_config(recording)["listener"]] == ["[::]:8200"]
+
+
+LINODE = "service.beta.kubernetes.io/linode-loadbalancer-"
 
 
 def test_load_balancer_targets_the_active_node_from_allowed_ranges_only(hub: Recording) -> None:
     service = k8s_object(hub, "Service", "vault-external")
     assert service["spec"]["type"] == "LoadBalancer"
     assert service["spec"]["selector"]["vault-active"] == "true"
-    assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24", "198.51.100.0/24"]
-    assert service["spec"]["ports"] == [{"name": "https", "port": 8200, "targetPort": 8200, "protocol": "TCP"}]
+    # The NodeBalancer reaches the PROXY protocol listener; clients keep port 8200.
+    assert service["spec"]["ports"] == [{"name": "https", "port": 8200, "targetPort": 8203, "protocol": "TCP"}]
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    # The Linode CCM never reads loadBalancerSourceRanges: the Cloud Firewall from the ACL annotation is
+    # the restriction, with the configured ranges split by family (components/linode_exposure.py).
+    assert "loadBalancerSourceRanges" not in service["spec"]
+    annotations = service["metadata"]["annotations"]
+    assert json.loads(annotations[f"{LINODE}firewall-acl"]) == {
+        "allowList": {"ipv4": ["203.0.113.0/24", "198.51.100.0/24"], "ipv6": ["2001:db8:1234::/48"]}
+    }
+    assert annotations[f"{LINODE}default-proxy-protocol"] == "v2"
+    assert annotations[f"{LINODE}default-protocol"] == "tcp"
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_the_load_balancers_listener_trusts_proxy_headers_from_nodebalancers_only(
+    stack: str, request: pytest.FixtureRequest
+) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    in_cluster, external = (listener["tcp"] for listener in server_config(recording)["listener"])
+    service = k8s_object(recording, "Service", "vault-external")
+    assert external["address"] == f"[::]:{service['spec']['ports'][0]['targetPort']}"
+    assert external["proxy_protocol_behavior"] == "allow_authorized"
+    assert external["proxy_protocol_authorized_addrs"] == ["192.168.255.0/24"]
+    assert "cluster_address" not in external
+    assert {k: external[k] for k in ("tls_disable", "tls_cert_file", "tls_key_file", "tls_min_version")} == {
+        k: in_cluster[k] for k in ("tls_disable", "tls_cert_file", "tls_key_file", "tls_min_version")
+    }
+    # In-cluster clients (VSO, cert-sync, the bootstrap Job, agents) use 8200, which has no PROXY protocol.
+    assert in_cluster["address"] == "[::]:8200"
+    assert not [key for key in in_cluster if key.startswith("proxy_protocol")]
+
+
+def test_nodebalancer_ranges_are_a_setting(hub: Recording) -> None:
+    exposure = {
+        "type": "loadBalancer",
+        "hostname": "vault.edge-eu.fedobs.example.com",
+        "allowedSourceRanges": ["203.0.113.0/24"],
+        "nodeBalancerRanges": ["10.0.0.0/30"],
+    }
+    recording = run_edge_with(hub, exposure=exposure)
+    external = server_config(recording)["listener"][1]["tcp"]
+    assert external["proxy_protocol_authorized_addrs"] == ["10.0.0.0/30"]
+    annotations = k8s_object(recording, "Service", "vault-external")["metadata"]["annotations"]
+    assert json.loads(annotations[f"{LINODE}firewall-acl"]) == {"allowList": {"ipv4": ["203.0.113.0/24"]}}
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -186,7 +250,10 @@ def test_chart_values_are_production_shaped(stack: str, request: pytest.FixtureR
     assert server["updateStrategyType"] == "OnDelete"
     anti = server["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
-    assert anti[0]["labelSelector"]["matchLabels"]["component"] == "server"
+    # The selector must match the Pods the chart makes, or the rule spreads nothing: every label it
+    # names must be one the chart puts on the server Pods.
+    selector = anti[0]["labelSelector"]["matchLabels"]
+    assert selector and selector.items() <= chart_server_pod_labels(release.inputs["name"]).items()
     for volume in ("dataStorage", "auditStorage"):
         assert server[volume]["enabled"] and server[volume]["storageClass"] == "linode-block-storage-retain"
     assert server["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
@@ -222,7 +289,7 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert container["image"] == "ghcr.io/fedobs/programs:0.1.0"
+    assert container["image"] == RELEASED_PROGRAMS_IMAGE  # fedobs:programsImage, by digest
     command = container["command"]
     assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]
     peers = [command[i + 1] for i, part in enumerate(command) if part == "--peer"]
@@ -232,9 +299,14 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     assert not any("mock-password" in part for part in command)
     role = k8s_object(hub, "Role", "vault-bootstrap")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vault-init"], "verbs": ["get", "update"]},
-    ]
+    ], "no create: RBAC cannot scope it by name, and a created token Secret would be any account's"
+    state = hub.one("kubernetes:core/v1:Secret", "hub-vault-init-state")
+    assert state.inputs["metadata"]["name"] == "vault-init" and "data" not in state.inputs
+    assert "stringData" not in state.inputs
+    assert state.protect and sorted(state.ignore_changes) == ["data", "stringData"]
+    job = next(r for r in hub.of_type("kubernetes:batch/v1:Job"))
+    assert state.urn in job.dependencies, "the Job starts once the Secret it writes exists"
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -296,6 +368,14 @@ def test_snapshot_cronjob(hub: Recording) -> None:
     assert parse_hcl(policy.inputs["policy"])["path"] == [{"sys/storage/raft/snapshot": {"capabilities": ["read"]}}]
     bucket = hub.one("linode:index/objectStorageBucket:ObjectStorageBucket")
     assert bucket.protect and bucket.inputs["label"] == "fedobs-hub-vault-snapshots"
+    # pulumi-linode's ObjectStorageBucket takes a region ("us-ord"); "us-ord-1" is the deprecated cluster id.
+    assert bucket.inputs["region"] == "us-ord" and "cluster" not in bucket.inputs
+    assert env["SNAPSHOT_S3_ENDPOINT"] == "https://us-ord-1.linodeobjects.com"
+    # versioning needs Object Storage keys at apply time: the bucket's provider makes temporary ones
+    assert bucket.inputs["versioning"] is True and "accessKey" not in bucket.inputs
+    provider = hub.one("pulumi:providers:linode", "hub-raft-snapshots-object-storage")
+    assert provider.inputs["objUseTempKeys"] in (True, "true")
+    assert bucket.provider.startswith(provider.urn + "::")
 
 
 def test_bumping_the_admin_credential_generation_replaces_password_and_reruns_bootstrap(hub: Recording) -> None:
