@@ -788,7 +788,7 @@ def kubectl_refs(args: KubectlArgs) -> tuple[list[Ref], str | None]:
     verb, *rest = args.positionals
     refs: list[Ref] = []
     created: str | None = None
-    if verb in ("get", "describe", "delete", "annotate", "label"):
+    if verb in ("get", "describe", "delete", "patch", "annotate", "label"):
         if rest and "/" in rest[0]:
             refs = [slash_ref(r) for r in rest]
         elif rest:
