@@ -63,6 +63,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.vault_audit import AUDIT_DEVICES
 from offline.engine import ROOT, RecordedResource, Recording, load_stack_file
 from programs.raft_snapshot import snapshot as raft_snapshot
 from rig.applier import VaultApplier
@@ -474,7 +475,11 @@ class PathRecorder(VaultApplier):
         self.result.calls.append((method, path))
         answer = {
             "auth": {"client_token": "recorded"},
-            "data": {"role_id": "recorded", "secret_id": "recorded", "file/": {"type": "file"}},
+            "data": {
+                "role_id": "recorded",
+                "secret_id": "recorded",
+                **{f"{device.path}/": {"type": device.type} for device in AUDIT_DEVICES},
+            },
             "wrap_info": {"token": "recorded"},
         }
         return ApiResponse(200, answer)
