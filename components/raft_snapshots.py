@@ -208,13 +208,19 @@ class RaftSnapshots(pulumi.ComponentResource):
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         if settings.bucket.create:
+            # Versioning needs Object Storage keys at apply time (pulumi-linode ``ObjectStorageBucket``:
+            # "Requires access_key and secret_key"); the snapshot key pair is limited to this bucket, so
+            # it cannot exist before it. The provider makes short-lived keys itself instead
+            # (``obj_use_temp_keys``, terraform-provider-linode's temp-keys acceptance templates);
+            # its API token comes from LINODE_TOKEN, as the default provider's does.
+            object_storage = linode.Provider(f"{name}-object-storage", obj_use_temp_keys=True, opts=child)
             linode.ObjectStorageBucket(
                 f"{name}-bucket",
                 label=settings.bucket.name,
                 region=settings.bucket.region,
                 versioning=True,
                 acl="private",
-                opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+                opts=pulumi.ResourceOptions(parent=self, provider=object_storage, protect=True, retain_on_delete=True),
             )
         key_pair = k8s.core.v1.Secret(
             f"{name}-s3-credentials",

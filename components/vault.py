@@ -649,9 +649,25 @@ class Vault(pulumi.ComponentResource):
     def _bootstrap_files(
         self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
     ) -> list[pulumi.Resource]:
-        """What the Job reads: the admin password (a Secret)
-        and the admin policy (a ConfigMap)."""
+        """What the Job reads: the admin password (a Secret) and the admin policy (a ConfigMap);
+        and where it writes: the init state Secret, created empty here so that the Job needs no
+        ``create`` on Secrets (unscoped in RBAC: it would let it mint any ServiceAccount's token)."""
         namespace = self.spec.namespace
+        init_state = k8s.core.v1.Secret(
+            f"{name}-init-state",
+            metadata={
+                "name": INIT_STATE_SECRET,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "fedobs-vault-bootstrap"},
+            },
+            type="Opaque",
+            # The Job writes the init result into it; the stack never touches it again, and never
+            # deletes it (it holds the unseal or recovery keys).
+            opts=pulumi.ResourceOptions.merge(
+                ns_opts,
+                pulumi.ResourceOptions(protect=True, retain_on_delete=True, ignore_changes=["data", "stringData"]),
+            ),
+        )
         admin_secret = k8s.core.v1.Secret(
             f"{name}-admin-credential",
             metadata={"name": "vault-admin-credential", "namespace": namespace},
@@ -664,11 +680,10 @@ class Vault(pulumi.ComponentResource):
             data={"admin.hcl": self.admin_policy_hcl},
             opts=ns_opts,
         )
-        return [admin_secret, policy_map]
+        return [init_state, admin_secret, policy_map]
 
     def _bootstrap_rbac(self, name: str, ns_opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
-        """The Job's ServiceAccount: it may create Secrets,
-        and read and update only the init state one."""
+        """The Job's ServiceAccount: it may read and update the init state Secret, nothing else."""
         namespace = self.spec.namespace
         account = k8s.core.v1.ServiceAccount(
             f"{name}-bootstrap-sa",
@@ -677,8 +692,6 @@ class Vault(pulumi.ComponentResource):
             opts=ns_opts,
         )
         rules: Any = [
-            # create cannot be limited by name in RBAC; get/update are limited to the state Secret.
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
             {
                 "apiGroups": [""],
                 "resources": ["secrets"],

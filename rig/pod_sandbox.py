@@ -63,10 +63,11 @@ Images (``Image``): no image can be pulled here, so each is mapped onto what exi
 * ``programs_image()`` for ``ghcr.io/fedobs/programs`` (``programs/Containerfile``: python:3.11-slim,
   ``COPY programs /opt/fedobs/programs``, ``WORKDIR /opt/fedobs``, ``USER 65532:65532``,
   ``PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1``): the repository's ``programs/`` at
-  ``/opt/fedobs/programs``, and ``python`` on ``PATH`` is the interpreter of the virtual environment the
-  tests run in (its ``bin`` first on ``PATH``; the environment and its base interpreter are bound
-  read-only at their own paths, their parents created traversable), which holds
-  ``programs/requirements.txt``'s packages. So ``python -m programs.X`` runs the repository's code.
+  ``/opt/fedobs/programs``, and ``python`` on ``PATH`` is the interpreter of the programs' own
+  environment (``rig.programs_env``: ``programs/requirements.lock`` only, as the Containerfile installs
+  it; its ``bin`` first on ``PATH``; the environment and its base interpreter are bound read-only at
+  their own paths, their parents created traversable). So ``python -m programs.X`` runs the
+  repository's code with exactly the image's packages.
 * ``vault_image(bao)`` for ``hashicorp/vault``: ``vault`` on ``PATH`` is the OpenBao ``bao`` binary and
   ``/usr/local/bin/docker-entrypoint.sh`` is the part of the image's entrypoint the chart's command
   reaches (see ``VAULT_ENTRYPOINT``).
@@ -78,13 +79,13 @@ import os
 import re
 import stat
 import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rig import processes
+from rig.programs_env import PROGRAMS_VENV, programs_python
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,8 +139,8 @@ class Image:
 
 def programs_image(repo: Path = REPO) -> Image:
     """``ghcr.io/fedobs/programs`` (``programs/Containerfile``) as it runs here: see the module docstring."""
-    venv = Path(sys.prefix)
-    base = Path(sys.base_prefix).resolve()
+    venv = PROGRAMS_VENV
+    base = Path(programs_python()).resolve().parents[1]
     path = f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     binds = {"/opt/fedobs/programs": str(repo / "programs"), str(venv): str(venv)}
     if base != venv:

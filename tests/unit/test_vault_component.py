@@ -18,6 +18,21 @@ from rig.vault_cluster import bootstrap_job
 HUB_REF = "organization/fedobs/hub"
 
 
+def chart_server_pod_labels(release: str) -> dict[str, str]:
+    """The labels vault-helm 0.34.1 puts on every server Pod (``templates/server-statefulset.yaml``,
+    ``spec.template.metadata.labels``: ``helm.sh/chart``, ``app.kubernetes.io/name`` = ``vault.name``
+    (the chart name, ``vault``, without ``nameOverride``), ``app.kubernetes.io/instance`` = the release
+    name, ``component: server``); its PodDisruptionBudget selects them by name, instance and component
+    (``templates/server-disruptionbudget.yaml``). Written down here from the chart, independently of
+    the product's ``server_pod_labels``, so a selector typed wrong there fails this test."""
+    return {
+        "helm.sh/chart": "vault-0.34.1",
+        "app.kubernetes.io/name": "vault",
+        "app.kubernetes.io/instance": release,
+        "component": "server",
+    }
+
+
 def parse_hcl(text: str) -> dict[str, Any]:
     return hcl2.loads(
         text,
@@ -235,7 +250,10 @@ def test_chart_values_are_production_shaped(stack: str, request: pytest.FixtureR
     assert server["updateStrategyType"] == "OnDelete"
     anti = server["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
-    assert anti[0]["labelSelector"]["matchLabels"]["component"] == "server"
+    # The selector must match the Pods the chart makes, or the rule spreads nothing: every label it
+    # names must be one the chart puts on the server Pods.
+    selector = anti[0]["labelSelector"]["matchLabels"]
+    assert selector and selector.items() <= chart_server_pod_labels(release.inputs["name"]).items()
     for volume in ("dataStorage", "auditStorage"):
         assert server[volume]["enabled"] and server[volume]["storageClass"] == "linode-block-storage-retain"
     assert server["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
@@ -281,9 +299,14 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     assert not any("mock-password" in part for part in command)
     role = k8s_object(hub, "Role", "vault-bootstrap")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vault-init"], "verbs": ["get", "update"]},
-    ]
+    ], "no create: RBAC cannot scope it by name, and a created token Secret would be any account's"
+    state = hub.one("kubernetes:core/v1:Secret", "hub-vault-init-state")
+    assert state.inputs["metadata"]["name"] == "vault-init" and "data" not in state.inputs
+    assert "stringData" not in state.inputs
+    assert state.protect and sorted(state.ignore_changes) == ["data", "stringData"]
+    job = next(r for r in hub.of_type("kubernetes:batch/v1:Job"))
+    assert state.urn in job.dependencies, "the Job starts once the Secret it writes exists"
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -348,6 +371,11 @@ def test_snapshot_cronjob(hub: Recording) -> None:
     # pulumi-linode's ObjectStorageBucket takes a region ("us-ord"); "us-ord-1" is the deprecated cluster id.
     assert bucket.inputs["region"] == "us-ord" and "cluster" not in bucket.inputs
     assert env["SNAPSHOT_S3_ENDPOINT"] == "https://us-ord-1.linodeobjects.com"
+    # versioning needs Object Storage keys at apply time: the bucket's provider makes temporary ones
+    assert bucket.inputs["versioning"] is True and "accessKey" not in bucket.inputs
+    provider = hub.one("pulumi:providers:linode", "hub-raft-snapshots-object-storage")
+    assert provider.inputs["objUseTempKeys"] in (True, "true")
+    assert bucket.provider.startswith(provider.urn + "::")
 
 
 def test_bumping_the_admin_credential_generation_replaces_password_and_reruns_bootstrap(hub: Recording) -> None:
