@@ -687,12 +687,10 @@ def test_component_installs_kyverno_then_the_policy(tmp_path: Path) -> None:
     )
     assert release.inputs["repositoryOpts"]["repo"] == "https://kyverno.github.io/kyverno/"
     assert release.inputs["values"] == kyverno_values(3, False) and namespace.urn in release.dependencies
-    policies = [c for c in children if c.type.endswith(":ValidatingPolicy")]
-    assert [p.name for p in policies] == [
-        "guardrails-policy",
-        "guardrails-secrets-policy",
-        "guardrails-placement-policy",
-    ]
+    # (resources register concurrently: their order in the recording is not the program's)
+    order = ["guardrails-policy", "guardrails-secrets-policy", "guardrails-placement-policy"]
+    policies = sorted((c for c in children if c.type.endswith(":ValidatingPolicy")), key=lambda c: order.index(c.name))
+    assert [p.name for p in policies] == order
     role = next(c for c in children if c.type.endswith(":Role"))
     binding = next(c for c in children if c.type.endswith(":RoleBinding"))
     assert role.inputs["metadata"] == {"name": "kyverno-vso-lookups", "namespace": "observability"}
