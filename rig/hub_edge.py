@@ -12,9 +12,9 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
 ``k8s_object(recording, kind, name)`` / ``secret_value(recording, name, key)`` / ``pod_template(recording, kind, name)``
     A declared Kubernetes object / one ``stringData`` value of a declared Secret / the Pod
     template (``metadata`` with the injector annotations, ``spec``) of a declared Job or CronJob.
-``openbao_pod_hcl(recording)``
+``openbao_pod_hcl(recording)`` / ``openbao_audit_stanzas(recording)``
     The server HCL of the stack's Vault pods plus the OpenBao form of every audit device the stack
-    declares through the API (OpenBao takes audit devices only from its config).
+    declares through the API (OpenBao takes audit devices only from its config) / those stanzas alone.
 ``run_bootstrap_job(recording, vault, workdir, password)``
     The stack's bootstrap Job, run as its pod runs it (its own argument list, localised by
     ``rig.vault_cluster.localize_job_command``) against a started ``LoopbackVault``.
@@ -84,6 +84,7 @@ __all__ = [
     "issue_pki",
     "k8s_object",
     "kubernetes_auth_overrides",
+    "openbao_audit_stanzas",
     "openbao_pod_hcl",
     "pod_template",
     "publish_pki",
@@ -127,12 +128,17 @@ def pod_template(recording: Recording, kind: str, name: str) -> dict[str, Any]:
     return template
 
 
+def openbao_audit_stanzas(recording: Recording) -> str:
+    """Every ``vault.Audit`` the stack declares, in OpenBao's config form (with the pod's file paths)."""
+    return "".join(
+        openbao_audit_stanza(audit.inputs["type"], audit.inputs["path"], audit.inputs["options"])
+        for audit in recording.of_type("vault:index/audit:Audit")
+    )
+
+
 def openbao_pod_hcl(recording: Recording) -> str:
     """The pods' server HCL, with each declared ``vault.Audit`` appended in OpenBao's config form."""
-    hcl = stack_server(recording).pod_hcl
-    for audit in recording.of_type("vault:index/audit:Audit"):
-        hcl += openbao_audit_stanza(audit.inputs["type"], audit.inputs["path"], audit.inputs["options"])
-    return hcl
+    return stack_server(recording).pod_hcl + openbao_audit_stanzas(recording)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against
 from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
 from rig.pki import TestCA
+from rig.pod_sandbox import http_probe
 from rig.programs_env import programs_python
 from rig.s3 import MotoS3
 from rig.vault_cluster import (
@@ -65,6 +66,7 @@ from rig.vault_cluster import (
     running,
     stack_server,
 )
+from rig.vault_pod import readiness_probe
 from tests.support.local_databases import local_databases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -383,6 +385,36 @@ def test_leader_sigkill_new_leader_serves_writes_and_rerun_unseals_the_restarted
     # leave the cluster as bootstrap made it: the stack declares its own `kv` mount later
     gone = api(new.url, "DELETE", "sys/mounts/kv", token=token, ca_file=ca)
     assert gone.status == 204, gone.text
+
+
+@pytest.mark.real
+def test_the_readiness_probe_passes_standbys_and_fails_a_sealed_pod_which_bootstrap_still_reaches(
+    boot: Bootstrapped, hub: Recording
+) -> None:
+    """The hub's own readiness probe (chart values -> the StatefulSet's probe, run as the kubelet runs
+    it): an unsealed standby is Ready, so the PodDisruptionBudget counts it; a restarted (Shamir:
+    sealed) pod is not, so a drain cannot take a second pod while it is sealed. The bootstrap Job
+    reaches the sealed pod anyway: its peers are per-pod addresses (``vault-N.vault-internal`` in the
+    cluster, a headless Service that publishes not-ready addresses), not a Service of Ready pods."""
+    probe = readiness_probe(stack_server(hub).values)
+    (active,) = leaders(boot.nodes)
+    assert [http_probe(probe, n.url) for n in boot.nodes] == [(True, 200)] * 3
+    assert all(n.api("GET", "sys/health").body["standby"] for n in boot.nodes if n is not active)
+    restarted = next(n for n in boot.nodes if n is not active)
+    restarted.kill()
+    restarted.start()
+    assert restarted.seal_status()["sealed"] is True
+    assert http_probe(probe, restarted.url) == (False, 503)
+    assert all(http_probe(probe, n.url) == (True, 200) for n in boot.nodes if n is not restarted)
+    command = job_command(hub)
+    peers = [command[i + 1] for i, part in enumerate(command) if part == "--peer"]
+    assert peers == [f"https://vault-{i}.vault-internal:8200" for i in range(3)]  # the headless Service's names
+    result = boot.cli()
+    assert result.returncode == 0, result.stderr
+    assert f"unsealed {restarted.url}" in result.stdout
+    wait_until(lambda: http_probe(probe, restarted.url)[0], 20, 0.2, "the unsealed standby to be Ready")
+    assert restarted.api("GET", "sys/health").body["standby"] is True
+    assert all_unsealed(boot.nodes)
 
 
 @pytest.mark.real

@@ -248,6 +248,9 @@ def test_chart_values_are_production_shaped(stack: str, request: pytest.FixtureR
     assert server["ha"]["raft"]["enabled"] and server["ha"]["raft"]["setNodeId"]
     assert server["ha"]["disruptionBudget"] == {"enabled": True, "maxUnavailable": 1}
     assert server["updateStrategyType"] == "OnDelete"
+    # a sealed or uninitialised pod is not Ready (sys/health answers 503/501): the PodDisruptionBudget
+    # then protects the quorum; tests/real/test_pods.py and test_vault_bootstrap.py run this probe
+    assert server["readinessProbe"] == {"enabled": True, "path": "/v1/sys/health?standbyok=true"}
     anti = server["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
     # The selector must match the Pods the chart makes, or the rule spreads nothing: every label it
@@ -344,9 +347,43 @@ def test_transit_unseal_tokens_can_only_use_their_own_key(hub: Recording) -> Non
 def test_autopilot_and_audit(hub: Recording) -> None:
     autopilot = hub.one("vault:index/raftAutopilot:RaftAutopilot")
     assert autopilot.inputs["cleanupDeadServers"] is True and autopilot.inputs["minQuorum"] == 3
-    audit = hub.one("vault:index/audit:Audit")
-    assert audit.inputs["type"] == "file"
-    assert audit.inputs["options"]["file_path"] == "/vault/audit/audit.log"
+    # the file device keeps its name and inputs (an audit device cannot change in place)
+    audit = hub.one("vault:index/audit:Audit", "hub-vault-audit")
+    assert audit.inputs == {
+        "type": "file",
+        "path": "file",
+        "description": "Every request and response, HMAC'd, on the audit volume",
+        "options": {"file_path": "/vault/audit/audit.log", "mode": "0600"},
+    }
+    # and a second device no full disk can block: Vault needs one device to log each request
+    stdout = hub.one("vault:index/audit:Audit", "hub-vault-audit-stdout")
+    assert (stdout.inputs["type"], stdout.inputs["path"], stdout.inputs["options"]) == (
+        "file",
+        "stdout",
+        {"file_path": "stdout"},
+    )
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_audit_log_rotation_sidecar(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    server = vault_values(recording)["server"]
+    assert server["shareProcessNamespace"] is True  # the sidecar signals Vault (SIGHUP reopens the file)
+    (sidecar,) = server["extraContainers"]
+    assert sidecar["name"] == "audit-rotate" and sidecar["image"] == "hashicorp/vault:2.0.4"
+    assert sidecar["volumeMounts"] == [{"name": "audit", "mountPath": server["auditStorage"]["mountPath"]}]
+    env = {e["name"]: e["value"] for e in sidecar["env"]}
+    assert env == {
+        "AUDIT_LOG": "/vault/audit/audit.log",
+        "ROTATE_BYTES": str(10 * 2**30 // 20),  # 1/20 of the 10Gi audit volume
+        "MAX_USED_PERCENT": "60",
+        "ROTATE_INTERVAL_SECONDS": "60",
+        "VAULT_SERVER_ARGS": "server -config=/tmp/storageconfig.hcl",  # what the chart's start command runs
+    }
+    # no securityContext of its own user: the pod's (uid 100), Vault's own, so it may signal Vault
+    context = sidecar["securityContext"]
+    assert "runAsUser" not in context and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_snapshot_cronjob(hub: Recording) -> None:
