@@ -38,8 +38,9 @@ breaks the guide on purpose and watches each one fail):
   ``vault-bootstrap:``, ``raft-snapshot:``, ``programs.credentials.CredentialFileError:``) must be
   composed, between its ``<placeholders>``, of that program's own string and number literals and
   the values the plan passes it (:func:`composable`); one starting with ``Deployment`` of the
-  admission policies' own CEL strings in the plan (validations and variables); any other (and the spans that continue a program's
-  message in the same paragraph inherit its source) must occur verbatim in the OpenBao binary.
+  admission policies' own CEL strings in the plan (validations and variables); any other (and the
+  spans that continue a program's message in the same paragraph inherit its source) must occur
+  verbatim in the OpenBao binary.
 """
 
 from __future__ import annotations
