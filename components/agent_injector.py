@@ -13,7 +13,9 @@ loader; it parses, never executes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from components.vault_names import KUBERNETES_AUTH_MOUNT, in_cluster_address, in_cluster_host
@@ -37,9 +39,18 @@ FIELDS: dict[Kind, tuple[tuple[str, str], ...]] = {
 }
 
 
+#: Where the credential is used, per engine: the connection data the stack knows (json key, dotenv
+#: variable), written into the file beside Vault's answer so a consumer needs nothing else.
+CONNECTION_FIELDS: dict[Kind, tuple[tuple[str, str], ...]] = {
+    "database": (("host", "HOST"), ("port", "PORT"), ("database", "NAME")),
+    "aws": (("region", "AWS_REGION"),),
+}
+
+
 @dataclass(frozen=True)
 class InjectedCredential:
-    """One credential file: ``/vault/secrets/<name>`` from Vault path ``path``."""
+    """One credential file: ``/vault/secrets/<name>`` from Vault path ``path``, with the connection
+    data (``CONNECTION_FIELDS`` of its kind, by json key) the consumer needs to use it."""
 
     name: str
     path: str
@@ -47,6 +58,7 @@ class InjectedCredential:
     format: Format = "dotenv"
     #: dotenv only: prefix of the variable names (``DB_`` gives ``DB_USERNAME``).
     env_prefix: str = ""
+    connection: Mapping[str, str | int] = field(default_factory=dict)
 
 
 #: A projected service-account token for audience ``vault`` (the roles require that audience);
@@ -77,13 +89,21 @@ def token_volume() -> dict[str, object]:
 
 
 def render_template(credential: InjectedCredential) -> str:
-    """The consul-template text the agent renders for one credential."""
+    """The consul-template text the agent renders for one credential: Vault's fields, then the
+    connection data as literals (values the config validators restrict to safe characters)."""
     opening = '{{- with secret "' + credential.path + '" -}}'
-    if credential.format == "json":
-        return opening + "{{ .Data | toJSON }}{{- end }}\n"
-    lines = [
-        f"{credential.env_prefix}{variable}='{{{{ .Data.{field} }}}}'" for field, variable in FIELDS[credential.kind]
+    static = [
+        (key, variable, credential.connection[key])
+        for key, variable in CONNECTION_FIELDS[credential.kind]
+        if key in credential.connection
     ]
+    if credential.format == "json":
+        members = [f'"{key}": {{{{ .Data.{key} | toJSON }}}}' for key, _ in FIELDS[credential.kind]]
+        members += [f"{json.dumps(key)}: {json.dumps(value)}" for key, _, value in static]
+        return opening + "{" + ", ".join(members) + "}{{- end }}\n"
+    prefix = credential.env_prefix
+    lines = [f"{prefix}{variable}='{{{{ .Data.{key} }}}}'" for key, variable in FIELDS[credential.kind]]
+    lines += [f"{prefix}{variable}='{value}'" for _, variable, value in static]
     return opening + "\n" + "\n".join(lines) + "\n{{- end }}\n"
 
 

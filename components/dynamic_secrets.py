@@ -88,6 +88,7 @@ def injected_credentials(
                 kind=kind,
                 format=file.format,
                 env_prefix=file.env_prefix,
+                connection=vault_config.connection_data(engine, role),
             )
         )
     return tuple(credentials)

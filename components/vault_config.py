@@ -193,6 +193,16 @@ class VaultConfigSettings(Settings):
             return self.database.path if self.database else DEFAULT_DATABASE_MOUNT
         return self.aws.path if self.aws else DEFAULT_AWS_MOUNT
 
+    def connection_data(self, engine: str, role: str) -> dict[str, str | int]:
+        """Where a credential of ``engine`` role ``role`` is used: the database connection holding the
+        role (host, port, database name), or the AWS region (keys of ``agent_injector.CONNECTION_FIELDS``)."""
+        if engine == "aws":
+            return {"region": self.aws.region} if self.aws is not None else {}
+        for connection in self.database.connections if self.database is not None else ():
+            if any(r.name == role for r in connection.roles):
+                return {"host": connection.host, "port": connection.port, "database": connection.database}
+        return {}
+
     def consumer(self, name: str) -> Consumer | None:
         return next((c for c in self.consumers if c.name == name), None)
 

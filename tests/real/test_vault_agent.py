@@ -27,7 +27,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -360,6 +360,47 @@ def postgres_login_works(hub: Hub, username: str, password: str) -> bool:
     return True
 
 
+def job_credentials(hub: Hub) -> tuple[InjectedCredential, ...]:
+    """The example Job's files with the connection data of this module's servers."""
+    pg = {"host": hub.pg.host, "port": hub.pg.port, "database": "telemetry"}
+    mysql = {"host": hub.mysql.host, "port": hub.mysql.port, "database": "results"}
+    db, results, aws = JOB_CREDENTIALS
+    return (
+        replace(db, connection=pg),
+        replace(results, connection=mysql),
+        replace(aws, connection={"region": "eu-central-1"}),
+    )
+
+
+def connect_with_files_alone(db: dict[str, str], results: dict[str, Any]) -> None:
+    """New connections from the rendered values only (host, port, database, user, password)."""
+    import psycopg
+    import pymysql
+
+    with psycopg.connect(
+        host=db["DB_HOST"],
+        port=int(db["DB_PORT"]),
+        dbname=db["DB_NAME"],
+        user=db["DB_USERNAME"],
+        password=db["DB_PASSWORD"],
+        sslmode="disable",
+    ) as connection:
+        assert connection.execute("SELECT value FROM app.metrics WHERE name = 'up'").fetchone() == (1,)
+    mysql = pymysql.connect(
+        host=results["host"],
+        port=int(results["port"]),
+        database=results["database"],
+        user=results["username"],
+        password=results["password"],
+    )
+    try:
+        with mysql.cursor() as cursor:
+            cursor.execute("SELECT ok FROM results WHERE run = 'r1'")
+            assert cursor.fetchone() == (1,)
+    finally:
+        mysql.close()
+
+
 def use_mariadb(hub: Hub, creds: dict[str, Any]) -> None:
     value, refused = use_results(hub.mysql, creds["username"], creds["password"])
     assert value == 1 and refused is not None
@@ -401,9 +442,10 @@ def recorded_job_annotations(recording: Recording) -> dict[str, str]:
 
 
 def test_pre_populate_renders_private_files_the_consumer_uses(hub: Hub) -> None:
-    # exactly what the hub stack puts on its example Job's Pod template
+    # exactly what the hub stack puts on its example Job's Pod template: with the connection data of
+    # the servers this module started (the hub's connections point at them, rig.local_hub)
     annotations = recorded_job_annotations(hub.recording)
-    assert annotations == job_annotations()
+    assert annotations == job_annotations(files=job_credentials(hub))
     pod = hub.pod("job")
     started = time.monotonic()
     result = run_agent(
@@ -418,15 +460,18 @@ def test_pre_populate_renders_private_files_the_consumer_uses(hub: Hub) -> None:
         assert path.stat().st_mode & 0o777 == 0o400, (path.name, oct(path.stat().st_mode))
 
     db = credentials.load_dotenv(pod.secrets / "db")
-    assert sorted(db) == ["DB_PASSWORD", "DB_USERNAME"]
+    assert sorted(db) == ["DB_HOST", "DB_NAME", "DB_PASSWORD", "DB_PORT", "DB_USERNAME"]
     results = credentials.load_json(pod.secrets / "results")
-    assert sorted(results) == ["password", "username"]
+    assert sorted(results) == ["database", "host", "password", "port", "username"]
     aws = credentials.load(pod.secrets / "aws")
-    assert sorted(aws) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    assert sorted(aws) == ["AWS_ACCESS_KEY_ID", "AWS_REGION", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    assert aws["AWS_REGION"] == "eu-central-1"
     assert credentials.load(pod.secrets / "results") == results and credentials.load(pod.secrets / "db") == db
     use_postgres(hub, db)
     use_mariadb(hub, results)
     use_s3(hub, aws)
+    # ADR 017's notebook connects with the file alone: nothing but its values
+    connect_with_files_alone(db, results)
 
     # pre-populate-only Pods have no agent sidecar, hence no preStop hook: agent-revoke-on-shutdown
     # does not apply, and the init container's token and leases outlive it (as with the injector)

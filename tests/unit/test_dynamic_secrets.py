@@ -165,8 +165,25 @@ def test_templates() -> None:
     aws = render_template(InjectedCredential("aws", "aws/creds/s3", "aws", "dotenv"))
     assert re.findall(r"^(\w+)=", aws, re.M) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
     assert render_template(InjectedCredential("r", "database/creds/r", "database", "json")) == (
-        '{{- with secret "database/creds/r" -}}{{ .Data | toJSON }}{{- end }}\n'
+        '{{- with secret "database/creds/r" -}}'
+        '{"username": {{ .Data.username | toJSON }}, "password": {{ .Data.password | toJSON }}}{{- end }}\n'
     )
+
+
+def test_every_file_carries_its_connection_data(hub: Recording) -> None:
+    """ADR 017's variables: a consumer connects with the file alone (host, port, database name; the
+    AWS region), taken from the declared connection that holds the role."""
+    annotations = example_job(hub)["spec"]["template"]["metadata"]["annotations"]
+    db = annotations["vault.hashicorp.com/agent-inject-template-db"]
+    assert re.findall(r"^(\w+)='([^']*)'", db, re.M)[2:] == [
+        ("DB_HOST", "telemetry-pg.data.svc.cluster.local"),
+        ("DB_PORT", "5432"),
+        ("DB_NAME", "telemetry"),
+    ]
+    results = annotations["vault.hashicorp.com/agent-inject-template-results"]
+    assert '"host": "results-mysql.data.svc.cluster.local", "port": 3306, "database": "results"}' in results
+    aws = annotations["vault.hashicorp.com/agent-inject-template-aws"]
+    assert "AWS_REGION='eu-central-1'" in aws
 
 
 def test_long_running_workloads_keep_the_agent_as_a_sidecar() -> None:

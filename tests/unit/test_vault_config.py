@@ -145,7 +145,7 @@ def test_database_connections_use_templated_urls_and_secret_admin_logins(hub: Re
     assert pg.inputs["allowedRoles"] == ["readonly"] and pg.inputs["verifyConnection"] is True
     mysql = connections["results-mysql"]
     assert mysql.inputs["mysql"]["connectionUrl"] == (
-        "{{username}}:{{password}}@tcp(results-mysql.data.svc.cluster.local:3306)/?tls=true"
+        "{{username}}:{{password}}@tcp(results-mysql.data.svc.cluster.local:3306)/results?tls=true"
     )
     for connection, engine in ((pg, "postgresql"), (mysql, "mysql")):
         url = connection.inputs[engine]["connectionUrl"]
