@@ -40,7 +40,7 @@ from components.admin_policy import admin_policy_hcl
 from components.admission import require_vso_policy
 from components.vault_config import VaultConfigSettings
 from components.vault_server_config import ExternalListener, TransitSealSpec, VaultServerSpec, render_server_hcl
-from offline.engine import RecordedResource, Recording
+from offline.engine import RecordedResource, Recording, engine_form, load_stack_file, run_program
 from policy import rules
 from rig.policy_runner import (
     PackRunner,
@@ -1287,6 +1287,20 @@ def test_the_pack_refuses_what_issue_18_found_it_let_through(hub: Recording) -> 
         ("vault-roles-and-policies-typed", "hub-vault-config-db-telemetry-pg-rotate-root"),
     ], "\n".join(map(str, found))
     assert all(v.enforcement_level == "MANDATORY" for v in found)
+
+
+def test_the_kind_example_may_audit_because_it_is_a_development_stack() -> None:
+    """examples/kind sets fedobs:developmentMode: true and admission.mode: Audit: the pack accepts that
+    there, and refuses the same plan once the stack is not marked development."""
+    config, secret_keys = load_stack_file("kind", REPO / "examples" / "kind")
+    assert config["fedobs:developmentMode"] is True and config["fedobs:admission"]["mode"] == "Audit"
+    recording = run_program("kind", config, secret_keys)
+    assert recording.error is None, recording.error
+    runner = PackRunner([RULES["admission-policy-enforced"]])
+    assert runner.run(recording, engine_form(config)) == []
+    production = {**engine_form(config), "fedobs:developmentMode": "false"}
+    found = sorted(v.message.splitlines()[-1].split(":")[0] for v in runner.run(recording, production))
+    assert found == ["spec.failurePolicy is 'Ignore'", "spec.validationActions is ['Audit']"], found
 
 
 # --- the pack as the CLI starts it ----------------------------------------------------------------------
