@@ -489,7 +489,8 @@ class Demo:
     def hub_audit_log(self) -> Path:
         hub = self.hub
         assert hub is not None
-        audit = hub.recording.one("vault:index/audit:Audit")
+        # the file device on the audit volume (the other one writes to stdout)
+        audit = hub.recording.one("vault:index/audit:Audit", "hub-vault-audit")
         return hub.leader.workdir / posixpath.basename(str(audit.inputs["options"]["file_path"]))
 
     # -- 5 ---------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from pulumi_policy.deserialize import deserialize_properties as sdk_deserialize_
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from components.admin_policy import admin_policy_hcl
-from components.admission import require_vso_policy
+from components.admission_policies import admission_policies, require_vso_policy
 from components.vault_config import VaultConfigSettings
 from components.vault_server_config import ExternalListener, TransitSealSpec, VaultServerSpec, render_server_hcl
 from offline.engine import RecordedResource, Recording, engine_form, load_stack_file, run_program
@@ -1144,9 +1144,12 @@ def kyverno_policy(mode: str = "Enforce", **spec: Any) -> ResourceValidationArgs
     return validation_args(KYVERNO_POLICY, policy, name="hub-admission-policy")
 
 
-def test_the_stacks_enforcing_policy_passes() -> None:
+def test_the_stacks_enforcing_policies_pass() -> None:
+    policies = admission_policies("Enforce", ["observability"])
+    assert len(policies) == 3
     with stack_config(cli_config("hub")):
-        assert violations("admission-policy-enforced", kyverno_policy()) == []
+        for policy in policies:
+            assert violations("admission-policy-enforced", validation_args(KYVERNO_POLICY, policy)) == []
     default_failure_policy = require_vso_policy("Enforce", ["observability"])
     del default_failure_policy["spec"]["failurePolicy"]  # Kyverno's default is Fail
     with stack_config(None):
@@ -1170,14 +1173,15 @@ def test_a_policy_that_only_audits_or_fails_open_fails(spec: dict[str, Any], nam
 
 
 def test_the_configs_audit_mode_is_refused_outside_development_stacks() -> None:
-    rendered = require_vso_policy("Audit", ["observability"])  # what fedobs:admission.mode: Audit renders
-    assert rendered["spec"]["validationActions"] == ["Audit"] and rendered["spec"]["failurePolicy"] == "Ignore"
-    audit = kyverno_policy("Audit")
-    for config in (cli_config("hub"), {**cli_config("edge"), "fedobs:developmentMode": "false"}, None):
-        with stack_config(config):
-            assert len(violations("admission-policy-enforced", audit)) == 2
-    with stack_config({**cli_config("hub"), "fedobs:developmentMode": "true"}):
-        assert violations("admission-policy-enforced", audit) == []
+    rendered = admission_policies("Audit", ["observability"])  # what fedobs:admission.mode: Audit renders
+    assert all(p["spec"]["validationActions"] == ["Audit"] and p["spec"]["failurePolicy"] == "Ignore" for p in rendered)
+    for policy in rendered:
+        audit = validation_args(KYVERNO_POLICY, policy)
+        for config in (cli_config("hub"), {**cli_config("edge"), "fedobs:developmentMode": "false"}, None):
+            with stack_config(config):
+                assert len(violations("admission-policy-enforced", audit)) == 2
+        with stack_config({**cli_config("hub"), "fedobs:developmentMode": "true"}):
+            assert violations("admission-policy-enforced", audit) == []
 
 
 # --- the whole pack over the recorded hub and edge plans ------------------------------------------------

@@ -38,8 +38,9 @@ breaks the guide on purpose and watches each one fail):
   ``vault-bootstrap:``, ``raft-snapshot:``, ``programs.credentials.CredentialFileError:``) must be
   composed, between its ``<placeholders>``, of that program's own string and number literals and
   the values the plan passes it (:func:`composable`); one starting with ``Deployment`` of the
-  admission policy's own CEL strings in the plan; any other (and the spans that continue a program's
-  message in the same paragraph inherit its source) must occur verbatim in the OpenBao binary.
+  admission policies' own CEL strings in the plan (validations and variables); any other (and the
+  spans that continue a program's message in the same paragraph inherit its source) must occur
+  verbatim in the OpenBao binary.
 """
 
 from __future__ import annotations
@@ -987,11 +988,15 @@ def message_sources(recordings: Sequence[Recording]) -> dict[str, set[str]]:
     policy: set[str] = set()
     for recording in recordings:
         for obj in k8s(recording, "ValidatingPolicy"):
+            # the validations' texts, and the variables a message expression builds on
+            expressions = [v["expression"] for v in obj["spec"].get("variables", [])]
             for validation in obj["spec"]["validations"]:
                 policy.add(validation["message"])
-                policy.update(json.loads(s) for s in re.findall(r'"(?:[^"\\]|\\.)*"', validation["messageExpression"]))
-                policy.update(json.loads(s) for s in re.findall(r'"(?:[^"\\]|\\.)*"', validation["expression"]))
-        for obj in recording.kubernetes_objects():
+                expressions += [validation["messageExpression"], validation["expression"]]
+            for expression in expressions:
+                policy.update(json.loads(s) for s in re.findall(r'"(?:[^"\\]|\\.)*"', expression))
+        for obj in recording.kubernetes_objects():  # what the messages interpolate: kind, name, namespace
+            policy.add(obj["kind"])
             policy.add(obj["metadata"]["name"])
             if obj["metadata"].get("namespace"):
                 policy.add(obj["metadata"]["namespace"])
@@ -1449,7 +1454,12 @@ BREAKAGES: list[tuple[str, str, str, Callable[[str, Context], list[str]]]] = [
         "nothing was found there",
         message_problems,
     ),
-    ("a reworded policy message", "references Secret(s) not managed", "mounts Secret(s) not managed", message_problems),
+    (
+        "a reworded policy message",
+        "references Secret(s) the Vault Secrets Operator did not create",
+        "mounts Secret(s) the Vault Secrets Operator did not create",
+        message_problems,
+    ),
     ("an invented Vault log line", "`failed to unseal core`", "`unseal of the core has failed`", message_problems),
     ("an unknown tool", "rm seal-token", "shred seal-token", unchecked_tool_problems),
     ("a wrong stack output", "pulumi stack output vaultCaCert", "pulumi stack output vaultCa", pulumi_problems),
