@@ -21,9 +21,10 @@ import yaml
 
 from components.collectors import COLLECTOR_UID
 from components.pod_security import PROGRAMS_UID
-from components.vault_server_config import SERVER_CERTIFICATE_IP_ADDRESSES, TLS_DIR
-from offline.engine import Recording
+from components.vault_server_config import HUB_CA_DIR, SERVER_CERTIFICATE_IP_ADDRESSES, TLS_DIR
+from offline.engine import Recording, load_stack_file, run_program
 from rig.applier import VaultApplier
+from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_link_resources, edge_on_real_hub, trusting
 from rig.hub_edge import (
     admin_login,
     children,
@@ -31,6 +32,7 @@ from rig.hub_edge import (
     kubernetes_auth_overrides,
     openbao_audit_stanzas,
     pod_template,
+    real_hub_outputs,
 )
 from rig.kube_api import KubeAPIServer
 from rig.openbao import api, bao_binary, localize_server_hcl, loopback_layout, wait_until
@@ -38,7 +40,7 @@ from rig.pki import TestCA
 from rig.pod_sandbox import Cluster, Image, PodSandbox, http_probe, programs_image, stop, vault_image
 from rig.raft_single import RaftSingleNode
 from rig.s3 import MotoS3
-from rig.tls_vault import Vault
+from rig.tls_vault import Vault, initialise, start_vault
 from rig.vault_cluster import (
     POD_PORTS,
     TLS_FILE_NAMES,
@@ -85,6 +87,7 @@ def vault_server_sandbox(
     *,
     with_audit: bool = False,
     capacities: dict[str, int] | None = None,
+    secrets: dict[str, dict[str, str]] | None = None,
 ) -> tuple[PodSandbox, str, dict[str, str]]:
     """Pod ``vault-0`` of the stack's server StatefulSet (``rig.vault_pod``) in the sandbox, with ``bao``
     as ``vault``. Localised: the ConfigMap's HCL by ``localize_server_hcl`` with the pod's own file
@@ -93,8 +96,9 @@ def vault_server_sandbox(
     ``VAULT_API_ADDR``/``VAULT_CLUSTER_ADDR`` (the chart's ``$(POD_IP):8200``, ``$(HOSTNAME).vault-internal``)
     to the same loopback addresses. ``with_audit`` appends the stack's audit devices in OpenBao's
     config form (OpenBao takes them only from its config; their file paths are the pod's own, which
-    the sandbox has) and ``capacities`` sizes its persistent volumes. Returns the sandbox, the API URL
-    and the env overrides."""
+    the sandbox has), ``capacities`` sizes its persistent volumes and ``secrets`` adds the stack's
+    other Secrets the pod mounts or reads (an edge's ``vault-seal`` and ``hub-vault-ca``). Returns the
+    sandbox, the API URL and the env overrides."""
     server = stack_server(recording)
     values = server.values
     hosts = [server.spec.peer_hostname(i) for i in range(server.spec.replicas)]
@@ -108,14 +112,21 @@ def vault_server_sandbox(
         node_index=0,
         addresses=layout.addresses,
         ports=layout.ports,
-        tls_files={f"{TLS_DIR}/{n}": f"{TLS_DIR}/{n}" for n in TLS_FILE_NAMES},
+        # the pod's own paths: the server's TLS files and, on an edge, the hub CA of its seal stanza
+        tls_files={
+            **{f"{TLS_DIR}/{n}": f"{TLS_DIR}/{n}" for n in TLS_FILE_NAMES},
+            **({f"{HUB_CA_DIR}/ca.crt": f"{HUB_CA_DIR}/ca.crt"} if "hub-vault-ca" in (secrets or {}) else {}),
+        },
         data_dir=data_path,
     )
     if with_audit:
         localized += openbao_audit_stanzas(recording)
     cluster = Cluster(
         server.spec.namespace,
-        secrets={"vault-server-tls": {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}},
+        secrets={
+            "vault-server-tls": {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem},
+            **(secrets or {}),
+        },
         config_maps={"vault-config": {"extraconfig-from-values.hcl": localized}},
         token=token_source(kube, server.spec.namespace, "vault"),
         api_server=api_server(kube),
@@ -180,6 +191,63 @@ def test_the_vault_server_container_starts_with_the_charts_command(hub: Recordin
         finally:
             stop(proc)
         assert "storageconfig.hcl" in box.container["args"][0]
+
+
+def test_the_edge_vault_server_container_auto_unseals_through_the_hub(tmp_path: Path) -> None:
+    """The edge's Vault pod as planned (chart command, its seal stanza, VAULT_TOKEN from its
+    ``vault-seal`` Secret, the hub CA from ``hub-vault-ca``), its seal token created on a real hub by
+    the edge's own deploy identity: after init it is unsealed by the hub's transit key, and Ready."""
+    key = DeployKey()
+    config, secret_keys = load_stack_file("hub")
+    hub = run_program("hub", trusting(config, key), secret_keys)
+    assert hub.error is None, hub.error
+    ca = TestCA("fedobs-test-hub-ca")
+    hub_node = start_vault("hub", tmp_path / "hub", ca)
+    try:
+        hub_vault = initialise("hub", hub_node, kv=False)
+        VaultApplier(hub_vault.url, hub_vault.root, ca_file=hub_vault.ca_file).apply(edge_link_resources(hub))
+        outputs = {"organization/fedobs/hub": real_hub_outputs(hub, address=hub_vault.url, ca_pem=ca.cert_pem)}
+        token = deploy_token(hub_vault.url, hub_vault.ca_file, "edge-eu", edge_jwt(key, hub, "edge-eu"))
+        edge, _ = edge_on_real_hub(outputs, hub_vault.url, hub_vault.ca_file, token)
+        seal_secrets = {
+            name: dict(k8s_object(edge, "Secret", name)["stringData"]) for name in ("vault-seal", "hub-vault-ca")
+        }
+        (tmp_path / "edge").mkdir()
+        with KubeAPIServer() as kube:
+            box, url, overrides = vault_server_sandbox(edge, tmp_path / "edge", kube, secrets=seal_secrets)
+            log = tmp_path / "edge-vault-0.log"
+            proc = box.popen(env_overrides=overrides, log=log)
+            ca_file = str(tmp_path / "edge" / "ca.crt")
+            try:
+                wait_until(
+                    lambda: proc.poll() is None and api(url, "GET", "sys/seal-status", ca_file=ca_file).status == 200,
+                    timeout=30,
+                    what="the sandboxed edge server answers",
+                    ignore=(OSError,),
+                )
+                assert proc.poll() is None, log.read_text()
+                status = api(url, "GET", "sys/seal-status", ca_file=ca_file).body
+                assert status["type"] == "transit", status
+                init = api(
+                    url, "POST", "sys/init", body={"recovery_shares": 1, "recovery_threshold": 1}, ca_file=ca_file
+                )
+                assert init.status == 200, init.text
+                wait_until(
+                    lambda: api(url, "GET", "sys/seal-status", ca_file=ca_file).body.get("sealed") is False,
+                    timeout=30,
+                    what="the edge to unseal through the hub's transit key",
+                )
+                wait_until(
+                    lambda: http_probe(box.container["readinessProbe"], url) == (True, 200),
+                    timeout=30,
+                    what="the edge pod to become Ready",
+                )
+            finally:
+                stop(proc)
+        decrypts = hub_vault.count(0, "transit/decrypt/edge-eu") + hub_vault.count(0, "transit/encrypt/edge-eu")
+        assert decrypts >= 1, "the edge's seal used its key on the hub"
+    finally:
+        hub_node.stop()
 
 
 #: The audit volume of the full-disk test: a few dozen requests fill it.
