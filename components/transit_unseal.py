@@ -31,7 +31,8 @@ def transit_token_role(edge: str) -> str:
 class TransitUnseal(pulumi.ComponentResource):
     """The hub side of transit auto-unseal for every configured edge.
 
-    Guarantees: each edge's key is non-exportable and cannot be deleted by accident; each edge's
+    Guarantees: the transit mount and each edge's key are protected (``protect=True``: unmounting
+    deletes every key); each key is non-exportable and cannot be deleted by accident; each edge's
     token role issues only orphan periodic tokens whose only policy allows ``update`` on its own
     key's ``encrypt`` and ``decrypt`` paths (and renewing itself). The hub mints no token: each
     edge's deploy identity creates its own through its role (``components.edge_identity``), so the
@@ -48,7 +49,7 @@ class TransitUnseal(pulumi.ComponentResource):
             path=TRANSIT_MOUNT,
             type="transit",
             description="Auto-unseal keys of the edge Vaults",
-            opts=vault_opts,
+            opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(protect=True)),
         )
         self.roles: dict[str, pulumi.Output[str]] = {}
         for edge in edges:

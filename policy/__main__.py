@@ -22,6 +22,8 @@ PolicyPack(
     name=rules.PACK_NAME,
     enforcement_level=EnforcementLevel.MANDATORY,
     policies=rules.policies(),
-    description="fedobs guardrails checked before any change: Vault TLS, exact Kubernetes auth bindings, "
-    "VSO TLS, pinned charts and images, secret inputs, the hub's control-plane ACL, protected state.",
+    description="fedobs guardrails checked before any change: Vault TLS, no dev server, hardened listeners, "
+    "exact Kubernetes auth bindings, bounded and typed Vault policies and roles, VSO TLS, pinned charts and "
+    "images, secret inputs, no plain credentials in config, enforcing admission, the hub's control-plane ACL, "
+    "firewalled LoadBalancers, protected state.",
 )

@@ -166,17 +166,31 @@ def _blocks(parsed: Mapping[str, Any], name: str) -> Iterator[tuple[str, dict[st
                     yield label, item
 
 
-def server_config_tls_problems(config: Any) -> list[str]:
-    """What in one Vault server configuration (HCL text or Vault's JSON form) turns TLS off."""
+def parse_hcl(config: Any) -> dict[str, Any] | str:
+    """HCL text (or the JSON form Vault also reads, as text or an object) parsed, or why it cannot be read."""
+    if isinstance(config, str) and config.lstrip().startswith("{"):
+        try:  # HCL has no top-level object: this is Vault's JSON form
+            config = json.loads(config)
+        except ValueError:
+            return "is not valid JSON"
     if isinstance(config, str):
         try:
             parsed: Any = hcl2.loads(config, serialization_options=_HCL_OPTIONS)
         except Exception as exc:  # any parse error: a config the pack cannot read is not accepted
-            return [f"is not valid HCL ({type(exc).__name__}), so its listeners cannot be checked"]
+            return f"is not valid HCL ({type(exc).__name__})"
     else:
         parsed = config
     if not isinstance(parsed, dict):
-        return ["is neither HCL text nor a configuration object"]
+        return "is neither HCL text nor a configuration object"
+    return parsed
+
+
+def server_config_tls_problems(config: Any) -> list[str]:
+    """What in one Vault server configuration (HCL text or Vault's JSON form) turns TLS off."""
+    parsed = parse_hcl(config)
+    if isinstance(parsed, str):
+        suffix = ", so its listeners cannot be checked" if parsed.startswith("is not valid") else ""
+        return [parsed + suffix]
     problems: list[str] = []
     for label, listener in _blocks(parsed, "listener"):
         if truthy(listener.get("tls_disable")):
@@ -256,6 +270,104 @@ def validate_vault_tls(args: ResourceValidationArgs, report_violation: ReportVio
         _check_vault_provider(reveal(plain(args.props)), report)
 
 
+# --- rule: the vault chart never runs a dev server -----------------------------------------------------
+
+
+def validate_vault_not_dev(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """The ``vault`` chart with ``server.dev.enabled`` off: the chart's dev mode runs ``vault server -dev``
+    (in-memory storage, unsealed, plain HTTP, a root token from the values)."""
+    if not is_helm_release(args.resource_type):
+        return
+    props = reveal(plain(args.props))
+    if chart_name(props) != "vault":
+        return
+    enabled = dig(props, "values", "server", "dev", "enabled")
+    if _known(enabled) and truthy(enabled):
+        report_violation(
+            f"values server.dev.enabled is {enabled!r}: the chart would run Vault's dev server (in-memory "
+            "storage, unsealed, plain HTTP, a root token in server.dev.devRootToken)",
+            None,
+        )
+
+
+# --- rule: Vault's listeners are hardened --------------------------------------------------------------
+
+#: TLS versions Vault accepts for ``tls_min_version``/``tls_max_version``; below tls12 is refused.
+ACCEPTED_TLS_VERSIONS: Final = ("tls12", "tls13")
+#: Listener options naming the addresses whose client-address claims Vault believes.
+TRUSTED_PROXY_OPTIONS: Final = ("x_forwarded_for_authorized_addrs", "proxy_protocol_authorized_addrs")
+#: ``(block, option)`` of a listener that open an endpoint to unauthenticated clients.
+UNAUTHENTICATED_ACCESS: Final = (
+    ("telemetry", "unauthenticated_metrics_access"),
+    ("profiling", "unauthenticated_pprof_access"),
+    ("inflight_requests_logging", "unauthenticated_in_flight_requests_access"),
+)
+
+
+def _addresses_of(value: Any) -> list[str]:
+    """A listener's address list: HCL/JSON list, or one comma-separated string (Vault reads both)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def _listener_problems(label: str, listener: Mapping[str, Any]) -> Iterator[str]:
+    address = listener.get("address")
+    name = f'listener "{label}"' + (f" at {address!r}" if isinstance(address, str) else "")
+    for option in ("tls_min_version", "tls_max_version"):
+        version = listener.get(option)
+        if version is not None and str(version).lower() not in ACCEPTED_TLS_VERSIONS:
+            yield f"{name} sets {option} = {version!r}: TLS below 1.2 is refused (accepted: tls12, tls13)"
+    for option in TRUSTED_PROXY_OPTIONS:
+        if listener.get(option) is not None:
+            for problem in breadth_problems(_addresses_of(listener[option])):
+                yield f"{name} {option} {problem}: any such client may claim any address"
+    behavior = listener.get("proxy_protocol_behavior")
+    if isinstance(behavior, str) and behavior == "use_always":
+        yield (
+            f"{name} sets proxy_protocol_behavior = 'use_always': the PROXY header of every client is "
+            "believed (use allow_authorized or deny_unauthorized with proxy_protocol_authorized_addrs)"
+        )
+    for block, option in UNAUTHENTICATED_ACCESS:
+        for body in _sub_blocks(listener.get(block)):
+            if truthy(body.get(option)):
+                yield f"{name} sets {block} {{ {option} = {body.get(option)!r} }}: that endpoint needs no token"
+
+
+def _sub_blocks(value: Any) -> Iterator[Mapping[str, Any]]:
+    """An unlabelled nested block (``telemetry { ... }``): a list of bodies from HCL, one object from JSON."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict):
+            yield item
+
+
+def server_config_listener_problems(config: Any) -> list[str]:
+    """What in one Vault server configuration weakens a listener: TLS below 1.2, client-address claims
+    believed from (nearly) everyone, unauthenticated metrics, pprof or in-flight request endpoints. A
+    configuration that does not parse is left to ``vault-tls-enabled``, which refuses it."""
+    parsed = parse_hcl(config)
+    if isinstance(parsed, str):
+        return []
+    return [problem for label, body in _blocks(parsed, "listener") for problem in _listener_problems(label, body)]
+
+
+def validate_vault_listeners(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Every listener of the ``vault`` chart's server configurations: ``tls_min_version`` (and
+    ``tls_max_version``) tls12 or later; ``x_forwarded_for_authorized_addrs`` and
+    ``proxy_protocol_authorized_addrs`` within :data:`BROADEST_PREFIX`, ``proxy_protocol_behavior`` not
+    ``use_always``; no ``unauthenticated_metrics_access`` (nor pprof, in-flight requests)."""
+    if not is_helm_release(args.resource_type):
+        return
+    props = reveal(plain(args.props))
+    if chart_name(props) != "vault":
+        return
+    server = dig(props, "values", "server")
+    for path in _VAULT_SERVER_CONFIGS:
+        config = dig(server, *path)
+        if _known(config):
+            for problem in server_config_listener_problems(config):
+                report_violation(f"values server.{'.'.join(path)} {problem}", None)
+
+
 # --- rule: Kubernetes auth roles are bound to exact service accounts ---------------------------------
 
 
@@ -270,8 +382,38 @@ def _selector_is_empty(selector: Any) -> bool:
     return isinstance(selector, dict) and not selector.get("matchLabels") and not selector.get("matchExpressions")
 
 
+#: Namespaces of the cluster itself: their service accounts (controllers, kube-proxy, CSI and CNI agents,
+#: and whatever a cluster add-on runs there) are no workload's identity to hand Vault policies to.
+SYSTEM_NAMESPACES: Final = ("kube-system", "kube-public", "kube-node-lease")
+_NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+
+
+def _selected_system_namespaces(selector: Any) -> list[str]:
+    """System namespaces a ``boundServiceAccountNamespaceSelector`` names by their ``kubernetes.io/metadata.name``
+    label (``matchLabels`` or an ``In`` expression); other selectors cannot be judged without the cluster."""
+    if isinstance(selector, str):
+        try:
+            selector = json.loads(selector)
+        except ValueError:
+            return []
+    if not isinstance(selector, dict):
+        return []
+    named: list[Any] = []
+    labels = selector.get("matchLabels")
+    if isinstance(labels, dict):
+        named.append(labels.get(_NAMESPACE_NAME_LABEL))
+    expressions = selector.get("matchExpressions")
+    for expression in expressions if isinstance(expressions, list) else []:
+        if not isinstance(expression, dict) or expression.get("key") != _NAMESPACE_NAME_LABEL:
+            continue
+        if expression.get("operator") == "In" and isinstance(expression.get("values"), list):
+            named += expression["values"]
+    return [n for n in named if n in SYSTEM_NAMESPACES]
+
+
 def validate_kubernetes_auth_role(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """A ``vault:kubernetes/authBackendRole`` names its service accounts and namespaces; none is ``*``."""
+    """A ``vault:kubernetes/authBackendRole`` names its service accounts and namespaces; none is ``*``,
+    and no namespace is one of the cluster's own (:data:`SYSTEM_NAMESPACES`)."""
     if args.resource_type != "vault:kubernetes/authBackendRole:AuthBackendRole":
         return
     props = reveal(plain(args.props))
@@ -281,6 +423,19 @@ def validate_kubernetes_auth_role(args: ResourceValidationArgs, report_violation
         for value in values if isinstance(values, list) else []:
             if isinstance(value, str) and "*" in value:
                 report_violation(f"{prop} contains {value!r}: bind the role to exact names, never a wildcard", None)
+    for value in namespaces if isinstance(namespaces, list) else []:
+        if isinstance(value, str) and value.strip() in SYSTEM_NAMESPACES:
+            report_violation(
+                f"boundServiceAccountNamespaces contains {value!r}: a system namespace's service accounts "
+                "belong to the cluster's own components, never a Vault role",
+                None,
+            )
+    for value in _selected_system_namespaces(props.get("boundServiceAccountNamespaceSelector")):
+        report_violation(
+            f"boundServiceAccountNamespaceSelector selects {value!r}: a system namespace's service accounts "
+            "belong to the cluster's own components, never a Vault role",
+            None,
+        )
     if isinstance(names, list) and not names:
         report_violation("boundServiceAccountNames is empty: the role must name its service accounts", None)
     selector = props.get("boundServiceAccountNamespaceSelector")
@@ -290,6 +445,95 @@ def validate_kubernetes_auth_role(args: ResourceValidationArgs, report_violation
             "every namespace: bind the role to exact namespaces",
             None,
         )
+
+
+# --- rule: Vault ACL policies grant nothing root-wide, sudo only to fedobs-admin --------------------------
+
+POLICY_TYPE: Final = "vault:index/policy:Policy"
+#: The stack's own admin policy (components/admin_policy.py) and the only paths it may hold ``sudo`` on:
+#: enabling auth methods and audit devices needs it in Vault (and OpenBao).
+ADMIN_POLICY_NAME: Final = "fedobs-admin"
+ADMIN_SUDO_PATHS: Final = frozenset({"sys/auth/*", "sys/audit", "sys/audit/*"})
+
+
+def is_root_wide(path: str) -> bool:
+    """Whether a policy path matches across mounts the policy does not name: its first segment is ``+`` or
+    globbed (``*``, ``+/...``, ``s*``), or it is empty. Such a path reaches ``sys/`` and ``auth/`` too."""
+    first = path.lstrip("/").split("/", 1)[0]
+    return first in ("", "+") or first.endswith("*")
+
+
+def _capabilities(body: Mapping[str, Any]) -> set[str]:
+    """A path's capabilities, with the legacy ``policy = "read|write|sudo|deny"`` form read the same way."""
+    found = {str(c).lower() for c in body.get("capabilities") or [] if isinstance(c, str)}
+    legacy = body.get("policy")
+    if isinstance(legacy, str):
+        found.add(legacy.lower())
+    return found
+
+
+def policy_problems(name: Any, text: Any) -> list[str]:
+    """What a Vault ACL policy grants that the pack refuses: a root-wide path with any capability but
+    ``deny``, or ``sudo`` anywhere but on :data:`ADMIN_SUDO_PATHS` of :data:`ADMIN_POLICY_NAME`."""
+    parsed = parse_hcl(text)
+    if isinstance(parsed, str):
+        return [f"policy {parsed}, so its paths cannot be checked"]
+    problems: list[str] = []
+    for path, body in _blocks(parsed, "path"):
+        granted = sorted(_capabilities(body) - {"deny"})
+        if granted and is_root_wide(path):
+            problems.append(f"policy path {path!r} grants {granted} on every mount (sys/ and auth/ included)")
+        if "sudo" in granted and (name != ADMIN_POLICY_NAME or path not in ADMIN_SUDO_PATHS):
+            allowed = f"only {ADMIN_POLICY_NAME!r} may hold sudo, on {', '.join(sorted(ADMIN_SUDO_PATHS))}"
+            problems.append(f"policy path {path!r} grants sudo in policy {name!r}: {allowed}")
+    return problems
+
+
+def validate_vault_policy(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """A ``vault:index/policy:Policy`` grants nothing on ``*``/``+`` root globs and ``sudo`` only where the
+    stack's admin policy needs it."""
+    if args.resource_type != POLICY_TYPE:
+        return
+    props = reveal(plain(args.props))
+    name, text = props.get("name"), props.get("policy")
+    if name is UNKNOWN or not _known(text):
+        return
+    for problem in policy_problems(name, text):
+        report_violation(problem, None)
+
+
+# --- rule: auth roles and ACL policies are typed resources, never generic writes ------------------------
+
+GENERIC_WRITE_TYPES: Final = ("vault:generic/endpoint:Endpoint", "vault:generic/secret:Secret")
+#: Paths that declare who may log in with which policies, or the policies themselves; pulumi-vault has a
+#: typed resource for each (``*.AuthBackendRole``, ``vault.Policy``, ...), which the pack's rules check.
+_AUTH_ENTITY_PATH: Final = re.compile(r"auth/.+/(role|roles|users|certs|groups)(/|$)")
+_POLICY_PATH: Final = re.compile(r"sys/(policy|policies/acl)(/|$)")
+
+
+def generic_write_problem(path: str) -> str | None:
+    """Why a generic write to ``path`` is refused, or None."""
+    path = path.strip().lstrip("/")
+    if _AUTH_ENTITY_PATH.match(path):
+        return (
+            f"path {path!r} writes an auth role (or user, certificate, group) through a generic write: declare it "
+            "as its typed resource (vault.kubernetes.AuthBackendRole, vault.jwt.AuthBackendRole, "
+            "vault.tokenauth.AuthBackendRole, ...) so the pack's rules see its bindings and policies"
+        )
+    if _POLICY_PATH.match(path):
+        return f"path {path!r} writes an ACL policy through a generic write: declare it as vault.Policy to be checked"
+    return None
+
+
+def validate_generic_writes(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """No ``vault.generic.Endpoint``/``Secret`` writes an auth role or an ACL policy."""
+    if args.resource_type not in GENERIC_WRITE_TYPES:
+        return
+    path = reveal(plain(args.props)).get("path")
+    if isinstance(path, str):
+        problem = generic_write_problem(path)
+        if problem is not None:
+            report_violation(problem, None)
 
 
 # --- rule: VSO connections verify Vault's TLS ----------------------------------------------------------
@@ -407,7 +651,9 @@ def _check_chart(props: Mapping[str, Any], report: Callable[[str], None]) -> Non
         report(f"chart {chart!r} values {where}: {problem}")
 
 
-def _check_workload(kind: str, props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+def containers_of(kind: str, props: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, container)`` for every container, init and ephemeral container of a workload's pod spec;
+    ``where`` reads like ``spec.template.spec.containers[0] ('app')``."""
     path = POD_SPEC_PATHS[kind]
     pod_spec = dig(props, *path)
     if not isinstance(pod_spec, dict):
@@ -416,18 +662,21 @@ def _check_workload(kind: str, props: Mapping[str, Any], report: Callable[[str],
     for list_name in _CONTAINER_LISTS:
         containers = pod_spec.get(list_name)
         for index, container in enumerate(containers if isinstance(containers, list) else []):
-            if not isinstance(container, dict):
-                continue
-            where = f"{prefix}.{list_name}[{index}] ({container.get('name')!r})"
-            image = container.get("image")
-            if image is UNKNOWN:
-                continue
-            if not isinstance(image, str) or not image:
-                report(f"{where} has no image")
-                continue
-            problem = image_pin_problem(image)
-            if problem:
-                report(f"{where} image {image!r} {problem}")
+            if isinstance(container, dict):
+                yield f"{prefix}.{list_name}[{index}] ({container.get('name')!r})", container
+
+
+def _check_workload(kind: str, props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    for where, container in containers_of(kind, props):
+        image = container.get("image")
+        if image is UNKNOWN:
+            continue
+        if not isinstance(image, str) or not image:
+            report(f"{where} has no image")
+            continue
+        problem = image_pin_problem(image)
+        if problem:
+            report(f"{where} image {image!r} {problem}")
 
 
 def validate_pinned(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -586,11 +835,209 @@ def validate_secret_inputs(args: ResourceValidationArgs, report_violation: Repor
             report_violation(f"input {path} holds a PEM private key in plain text: make it a secret", None)
 
 
+# --- rule: no credentials as plain literals in Helm values, container env or ConfigMaps ------------------
+#
+# A heuristic on key names, since these places hold any kind of setting. A key names a credential when its
+# last word (keys split at camelCase, ``_``, ``-``, ``.``; a plural read as its singular) is one of
+# CREDENTIAL_WORDS or ends like CREDENTIAL_ENDINGS, or its last two words are one of CREDENTIAL_PAIRS. So
+# ``VAULT_TOKEN``, ``dbPassword``, ``client_secret``, ``apiKey``, ``AWS_SECRET_ACCESS_KEY`` name credentials,
+# and ``VAULT_TOKEN_FILE``, ``SNAPSHOT_JWT_FILE``, ``secretName``, ``tokenTtl``, ``AWS_ACCESS_KEY_ID`` do not
+# (the last word names a file, a Secret, a duration, an identifier). Such a key is refused when its value
+# is a non-empty literal string or number: not a secret (Pulumi's marker), not unknown yet, not a whole
+# reference resolved elsewhere (``$(VAR)``, ``${...}``, ``{{ ... }}``) and not an absolute path.
+
+#: Last words that make a key name a credential.
+CREDENTIAL_WORDS: Final = frozenset(
+    {"password", "passwd", "passphrase", "pass", "pwd", "secret", "token", "credential", "jwt", "apikey"}
+)
+#: Endings of a key's last word that name a credential (``dbpassword``, ``authtoken``, ``privatekey``).
+CREDENTIAL_ENDINGS: Final = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "privatekey",
+    "accesskey",
+    "secretkey",
+)
+#: Last two words that name a credential (``api_key``, ``PRIVATE_KEY``, ``secret_access_key``, ``secretId``).
+CREDENTIAL_PAIRS: Final = frozenset(
+    {
+        ("api", "key"),
+        ("private", "key"),
+        ("access", "key"),
+        ("secret", "key"),
+        ("signing", "key"),
+        ("encryption", "key"),
+        ("master", "key"),
+        ("hmac", "key"),
+        ("shared", "key"),
+        ("account", "key"),
+        ("client", "key"),
+        ("secret", "id"),
+    }
+)
+#: Words before a final ``secret`` that make the key name a Kubernetes Secret rather than hold one
+#: (``existingSecret``, ``caCertSecret``, ``tlsSecret``, ``imagePullSecrets``).
+SECRET_NAME_QUALIFIERS: Final = frozenset({"existing", "cert", "tls", "ca", "pull"})
+#: Keys that, set (non-empty), make a mapping a reference to a Kubernetes Secret (vault-helm's
+#: ``extraSecretEnvironmentVars`` items, an env var's ``valueFrom``): there an entry whose last word is ``key``
+#: (``secretKey: token``) names a key of that Secret and holds nothing. Its other entries are still judged.
+SECRET_REFERENCE_KEYS: Final = frozenset({"secretName", "existingSecret", "secretRef", "secretKeyRef", "valueFrom"})
+_KEY_WORD: Final = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_REFERENCE_VALUE: Final = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)|\$\{[^{}]+\}|\{\{.*\}\}|/\S*", re.DOTALL)
+CONFIG_MAP_TYPE: Final = "kubernetes:core/v1:ConfigMap"
+
+
+def credential_key(key: str) -> bool:
+    """Whether a setting's key names a credential (see the heuristic above)."""
+    words = [word.lower() for word in _KEY_WORD.findall(key)]
+    if not words:
+        return False
+    last = words[-1]
+    stem = last[:-1] if last.endswith("s") and not last.endswith("ss") else last
+    previous = words[-2] if len(words) > 1 else ""
+    if stem == "secret" and previous in SECRET_NAME_QUALIFIERS:
+        return False
+    return (
+        bool({last, stem} & CREDENTIAL_WORDS)
+        or stem.endswith(CREDENTIAL_ENDINGS)
+        or (previous, stem) in CREDENTIAL_PAIRS
+    )
+
+
+def is_plain_literal(value: Any) -> bool:
+    """A non-empty literal string or number in plain text (not a secret, not unknown, not a reference)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    return isinstance(value, str) and bool(value.strip()) and not _REFERENCE_VALUE.fullmatch(value.strip())
+
+
+def values_credentials(node: Any, path: str) -> Iterator[str]:
+    """Paths in Helm values where a key naming a credential holds a plain literal (``{name, value}`` items,
+    the env-var form many charts take, are judged by their ``name``)."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from values_credentials(item, f"{path}[{index}]")
+        return
+    if not isinstance(node, dict):
+        return
+    name = node.get("name")
+    if isinstance(name, str) and credential_key(name) and is_plain_literal(node.get("value")):
+        yield f"{path}.value ({name!r})" if path else f"value ({name!r})"
+    reference = any(node.get(key) not in (None, "", {}) for key in SECRET_REFERENCE_KEYS)
+    for key, value in node.items():
+        child = f"{path}.{key}" if path else key
+        if isinstance(value, dict | list):
+            yield from values_credentials(value, child)
+        elif credential_key(key) and is_plain_literal(value) and not (reference and _names_a_key(key)):
+            yield child
+
+
+def _names_a_key(key: str) -> bool:
+    """``secretKey``, ``tokenKey``: the name of a key inside the Secret a mapping references."""
+    words = _KEY_WORD.findall(key)
+    return bool(words) and words[-1].lower() == "key"
+
+
+def _env_credentials(kind: str, props: Mapping[str, Any]) -> Iterator[str]:
+    for where, container in containers_of(kind, props):
+        env = container.get("env")
+        for index, var in enumerate(env if isinstance(env, list) else []):
+            name = var.get("name") if isinstance(var, dict) else None
+            if isinstance(name, str) and credential_key(name) and is_plain_literal(var.get("value")):
+                yield f"{where}.env[{index}] {name!r} has a plain value: take it from a Secret (valueFrom.secretKeyRef)"
+
+
+def validate_plain_credentials(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """No Helm value, container env var or ConfigMap entry whose key names a credential holds a plain literal."""
+    resource_type = args.resource_type
+    kind = resource_type.rsplit(":", 1)[-1]
+    props = plain(args.props)
+    if is_helm_release(resource_type):
+        chart = reveal(props.get("chart"))
+        for where in values_credentials(props.get("values"), ""):
+            report_violation(
+                f"chart {chart!r} values {where} holds a credential in plain text: reference a Secret "
+                "(the chart's existingSecret/secretName setting) or at least pass it as a Pulumi secret",
+                None,
+            )
+    elif resource_type.startswith("kubernetes:") and kind in POD_SPEC_PATHS:
+        for problem in _env_credentials(kind, props):
+            report_violation(problem, None)
+    elif resource_type == CONFIG_MAP_TYPE:
+        for field in ("data", "binaryData"):
+            entries = props.get(field)
+            for key, value in entries.items() if isinstance(entries, dict) else []:
+                if credential_key(key) and is_plain_literal(value):
+                    report_violation(
+                        f"{field}.{key} holds a credential in a ConfigMap, readable by anyone who may read "
+                        "ConfigMaps in its namespace: put it in a Secret",
+                        None,
+                    )
+
+
+# --- address ranges: how broad an allowlist may be -------------------------------------------------------
+
+#: The broadest range an allowlist the pack checks may hold, as a prefix length per IP version: an IPv4 /8
+#: (16.7 million addresses, what a regional registry hands out at most) and an IPv6 /32 (an ISP's whole
+#: allocation). All ranges of one family together may not cover more addresses than one such range either,
+#: so the Internet split into pieces (two /1s, 256 /8s) is refused like 0.0.0.0/0 itself.
+BROADEST_PREFIX: Final[dict[int, int]] = {4: 8, 6: 32}
+_IPV4_MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _judged_network(network: Network) -> Network:
+    """An IPv4-mapped IPv6 range (``::ffff:0.0.0.0/96`` and narrower) judged as the IPv4 range it is."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 and network.subnet_of(_IPV4_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
+    return network
+
+
+def breadth_problems(addresses: Sequence[str]) -> list[str]:
+    """Why a list of addresses and CIDRs lets (close to) everyone in, or ``[]``: an entry that is not an
+    address or CIDR, an entry broader than :data:`BROADEST_PREFIX`, or one family's entries together
+    covering more addresses than the broadest range accepted."""
+    problems: list[str] = []
+    by_family: dict[int, list[Any]] = {4: [], 6: []}
+    too_broad: set[int] = set()
+    for address in addresses:
+        try:
+            network = _judged_network(ipaddress.ip_network(address.strip(), strict=False))
+        except ValueError:
+            problems.append(f"lists {address!r}, which is not an address or CIDR")
+            continue
+        limit = BROADEST_PREFIX[network.version]
+        if network.prefixlen == 0:
+            problems.append(f"allows {address!r}, every address")
+            too_broad.add(network.version)
+        elif network.prefixlen < limit:
+            problems.append(f"allows {address!r}, broader than the /{limit} the pack accepts for IPv{network.version}")
+            too_broad.add(network.version)
+        by_family[network.version].append(network)
+    for version, networks in by_family.items():
+        bits = 32 if version == 4 else 128
+        limit = BROADEST_PREFIX[version]
+        union = sum(n.num_addresses for n in ipaddress.collapse_addresses(networks))
+        if version not in too_broad and union > 2 ** (bits - limit):
+            problems.append(
+                f"allows {union} IPv{version} addresses in all ({', '.join(map(str, networks))}), more than "
+                f"the one /{limit} the pack accepts"
+            )
+    return problems
+
+
 # --- rule: the hub's LKE control plane has an ACL ------------------------------------------------------
 
 HUB_ROLE_CONFIG_KEY: Final = "fedobs:role"
 HUB_TAG: Final = "hub"
-_OPEN_NETWORKS: Final = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 def stack_role() -> str | None:
@@ -608,7 +1055,8 @@ def is_hub_cluster(props: Mapping[str, Any]) -> bool:
 
 
 def validate_hub_control_plane_acl(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """The hub's LKE cluster has ``controlPlane.acl.enabled`` and at least one allowed address, none open to all."""
+    """The hub's LKE cluster has ``controlPlane.acl.enabled`` and at least one allowed address, none of them
+    (nor all together) broader than :data:`BROADEST_PREFIX`."""
     if args.resource_type != "linode:index/lkeCluster:LkeCluster":
         return
     props = reveal(plain(args.props))
@@ -635,13 +1083,8 @@ def validate_hub_control_plane_acl(args: ResourceValidationArgs, report_violatio
             "the operators' and CI's addresses",
             None,
         )
-    for address in listed:
-        try:
-            network = ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            continue
-        if network in _OPEN_NETWORKS:
-            report_violation(f"controlPlane.acl.addresses allows {address!r}, every address", None)
+    for problem in breadth_problems(listed):
+        report_violation(f"controlPlane.acl.addresses {problem}", None)
 
 
 # --- rule: on LKE, every LoadBalancer has a Cloud Firewall ----------------------------------------------
@@ -674,7 +1117,7 @@ def firewall_acl_problem(value: Any) -> str | None:
     """Why a ``firewall-acl`` annotation does not restrict a NodeBalancer, or None. The CCM
     (``cloud/linode/services/firewalls.go``, ``CreateFirewallOptsForSvc``) takes JSON with exactly one of
     ``allowList``/``denyList``, each ``{"ipv4": [...], "ipv6": [...]}``; only an allowList (inbound policy
-    DROP) restricts who connects, and only if it lists something narrower than everything."""
+    DROP) restricts who connects, and only if what it lists stays within :data:`BROADEST_PREFIX`."""
     try:
         acl = json.loads(value) if isinstance(value, str) else None
     except ValueError:
@@ -692,14 +1135,8 @@ def firewall_acl_problem(value: Any) -> str | None:
         listed += [a for a in addresses if isinstance(a, str)] if isinstance(addresses, list) else []
     if not listed:
         return "allows no address"
-    for address in listed:
-        try:
-            network = ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            return f"lists {address!r}, which is not an address or CIDR"
-        if network in _OPEN_NETWORKS:
-            return f"allows {address!r}, every address"
-    return None
+    problems = breadth_problems(listed)
+    return problems[0] if problems else None
 
 
 def _load_balancer_problem(props: Mapping[str, Any]) -> str | None:
@@ -760,10 +1197,21 @@ STATEFUL_TYPES: Final[dict[str, str]] = {
 STATEFUL_CHARTS: Final[dict[str, str]] = {"vault": "the release owns Vault's Raft data and audit volumes"}
 
 
+#: Vault mounts that hold state, by their ``type``.
+STATEFUL_MOUNTS: Final[dict[str, str]] = {
+    "transit": "the mount holds every edge's unseal key: unmounting it deletes them and seals every edge Vault "
+    "for good",
+}
+MOUNT_TYPE: Final = "vault:index/mount:Mount"
+
+
 def stateful_reason(resource_type: str, props: Mapping[str, Any]) -> str | None:
     """Why a resource is stateful, or None. ``props`` are plain (revealed) inputs or outputs."""
     if resource_type in STATEFUL_TYPES:
         return STATEFUL_TYPES[resource_type]
+    if resource_type == MOUNT_TYPE:
+        mount_type = props.get("type")
+        return STATEFUL_MOUNTS.get(mount_type) if isinstance(mount_type, str) else None
     if is_helm_release(resource_type):
         return STATEFUL_CHARTS.get(chart_name(props))
     statefulset = resource_type.startswith("kubernetes:apps/") and resource_type.endswith(":StatefulSet")
@@ -773,8 +1221,8 @@ def stateful_reason(resource_type: str, props: Mapping[str, Any]) -> str | None:
 
 
 def validate_stateful_protected(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    """Clusters, the snapshot bucket, transit unseal keys, PVCs, PVC-owning StatefulSets and the Vault
-    release are declared with ``protect=True``."""
+    """Clusters, the snapshot bucket, the transit mount and its unseal keys, PVCs, PVC-owning StatefulSets and
+    the Vault release are declared with ``protect=True``."""
     reason = stateful_reason(args.resource_type, reveal(plain(args.props)))
     if reason is not None and not args.opts.protect:
         report_violation(f"{args.resource_type} {args.name!r} is not protected (protect=True): {reason}", None)
@@ -811,6 +1259,55 @@ def validate_stateful_namespaces(args: StackValidationArgs, report_violation: Re
             )
 
 
+# --- rule: the Kyverno admission policy denies and fails closed -----------------------------------------
+
+DEVELOPMENT_CONFIG_KEY: Final = "fedobs:developmentMode"
+#: Kyverno's CEL policy kinds (``policies.kyverno.io``), which take validationActions and failurePolicy.
+KYVERNO_VALIDATING_KINDS: Final = ("ValidatingPolicy", "NamespacedValidatingPolicy")
+
+
+def stack_is_development() -> bool:
+    """``fedobs:developmentMode`` of the stack being previewed (from ``PULUMI_CONFIG``, as :func:`stack_role`);
+    False when it is not set or not visible."""
+    return truthy(pulumi.runtime.get_config(DEVELOPMENT_CONFIG_KEY))
+
+
+def is_kyverno_validating_policy(resource_type: str) -> bool:
+    return resource_type.startswith("kubernetes:policies.kyverno.io/") and (
+        resource_type.rsplit(":", 1)[-1] in KYVERNO_VALIDATING_KINDS
+    )
+
+
+def admission_problems(spec: Any) -> list[str]:
+    """Why a Kyverno ValidatingPolicy spec does not refuse what it finds, or ``[]``."""
+    if not isinstance(spec, dict):
+        return [] if spec is UNKNOWN else ["spec is not set"]
+    problems: list[str] = []
+    actions = spec.get("validationActions")
+    if actions is not UNKNOWN and not (isinstance(actions, list) and "Deny" in actions):
+        shown = "not set" if actions is None else repr(actions)
+        problems.append(f"spec.validationActions is {shown}: without 'Deny' a violation is only recorded or warned")
+    failure = spec.get("failurePolicy")
+    if isinstance(failure, str) and failure == "Ignore":
+        problems.append(
+            "spec.failurePolicy is 'Ignore': while Kyverno is unreachable or an expression fails, every request "
+            "is admitted (fail open)"
+        )
+    admission = dig(spec, "evaluation", "admission", "enabled")
+    if _known(admission) and not truthy(admission):
+        problems.append(f"spec.evaluation.admission.enabled is {admission!r}: the policy is not applied at admission")
+    return problems
+
+
+def validate_admission_enforced(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Kyverno ValidatingPolicies deny (``validationActions`` has ``Deny``), fail closed (``failurePolicy``
+    not ``Ignore``) and run at admission, unless the stack sets ``fedobs:developmentMode: true``."""
+    if not is_kyverno_validating_policy(args.resource_type) or stack_is_development():
+        return
+    for problem in admission_problems(reveal(plain(args.props)).get("spec")):
+        report_violation(f"{problem} (allowed only on a stack with {DEVELOPMENT_CONFIG_KEY}: true)", None)
+
+
 # --- the pack's policies ---------------------------------------------------------------------------
 
 Validation = Callable[[ResourceValidationArgs, ReportViolation], None]
@@ -823,9 +1320,33 @@ RESOURCE_RULES: Final[tuple[tuple[str, str, Validation], ...]] = (
         validate_vault_tls,
     ),
     (
+        "vault-no-dev-server",
+        "The vault chart never runs Vault's dev server (server.dev.enabled).",
+        validate_vault_not_dev,
+    ),
+    (
+        "vault-listeners-hardened",
+        "Vault listeners: TLS 1.2 or later, client-address claims (X-Forwarded-For, PROXY protocol) believed "
+        "only from narrow ranges, no unauthenticated metrics, pprof or in-flight request endpoints.",
+        validate_vault_listeners,
+    ),
+    (
         "vault-kubernetes-auth-roles-exact",
-        "Kubernetes auth roles are bound to exact service accounts and namespaces, never '*'.",
+        "Kubernetes auth roles are bound to exact service accounts and namespaces, never '*' and never "
+        "kube-system, kube-public or kube-node-lease.",
         validate_kubernetes_auth_role,
+    ),
+    (
+        "vault-policies-bounded",
+        "Vault ACL policies grant nothing on root globs ('*', '+/...') and sudo only in fedobs-admin, on the "
+        "paths it needs.",
+        validate_vault_policy,
+    ),
+    (
+        "vault-roles-and-policies-typed",
+        "Auth roles and ACL policies are declared as their typed resources, never written through "
+        "vault.generic.Endpoint or vault.generic.Secret.",
+        validate_generic_writes,
     ),
     (
         "vso-connections-verify-tls",
@@ -844,13 +1365,25 @@ RESOURCE_RULES: Final[tuple[tuple[str, str, Validation], ...]] = (
         validate_secret_inputs,
     ),
     (
+        "no-plaintext-credentials-in-config",
+        "Helm values, container env vars and ConfigMap entries whose key names a credential hold no plain literal.",
+        validate_plain_credentials,
+    ),
+    (
+        "admission-policy-enforced",
+        "Kyverno ValidatingPolicies deny and fail closed (validationActions Deny, failurePolicy not Ignore), "
+        "outside stacks marked fedobs:developmentMode.",
+        validate_admission_enforced,
+    ),
+    (
         "hub-control-plane-acl",
-        "The hub's LKE control plane has an ACL with at least one allowed address.",
+        "The hub's LKE control plane has an ACL with at least one allowed address, none of them broader "
+        "than an IPv4 /8 or IPv6 /32, nor all together.",
         validate_hub_control_plane_acl,
     ),
     (
         "stateful-resources-protected",
-        "Stateful resources (clusters, snapshot buckets, transit unseal keys, "
+        "Stateful resources (clusters, snapshot buckets, the transit mount and its unseal keys, "
         "volumes, the Vault release) are protected from deletion and replacement.",
         validate_stateful_protected,
     ),

@@ -36,8 +36,11 @@ from pulumi_policy import policy as sdk_policy
 from pulumi_policy.deserialize import deserialize_properties as sdk_deserialize_properties
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
-from components.vault_server_config import TransitSealSpec, VaultServerSpec, render_server_hcl
-from offline.engine import RecordedResource, Recording
+from components.admin_policy import admin_policy_hcl
+from components.admission_policies import admission_policies, require_vso_policy
+from components.vault_config import VaultConfigSettings
+from components.vault_server_config import ExternalListener, TransitSealSpec, VaultServerSpec, render_server_hcl
+from offline.engine import RecordedResource, Recording, engine_form, load_stack_file, run_program
 from policy import rules
 from rig.policy_runner import (
     PackRunner,
@@ -57,6 +60,11 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 LKE = "linode:index/lkeCluster:LkeCluster"
 K8S_ROLE = "vault:kubernetes/authBackendRole:AuthBackendRole"
 CONNECTION = "kubernetes:secrets.hashicorp.com/v1beta1:VaultConnection"
+POLICY = "vault:index/policy:Policy"
+ENDPOINT = "vault:generic/endpoint:Endpoint"
+MOUNT = "vault:index/mount:Mount"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+KYVERNO_POLICY = "kubernetes:policies.kyverno.io/v1:ValidatingPolicy"
 
 
 def violations(rule: str, args: ResourceValidationArgs) -> list[str]:
@@ -86,7 +94,13 @@ def one_violation(rule: str, args: ResourceValidationArgs, *fragments: str) -> s
 def test_every_rule_is_mandatory_and_named() -> None:
     assert set(RULES) == {
         "vault-tls-enabled",
+        "vault-no-dev-server",
+        "vault-listeners-hardened",
         "vault-kubernetes-auth-roles-exact",
+        "vault-policies-bounded",
+        "vault-roles-and-policies-typed",
+        "no-plaintext-credentials-in-config",
+        "admission-policy-enforced",
         "vso-connections-verify-tls",
         "charts-and-images-pinned",
         "no-plaintext-secret-inputs",
@@ -200,6 +214,141 @@ def test_vault_provider_must_verify_https() -> None:
     )
 
 
+# --- Vault's dev server and listeners ------------------------------------------------------------------
+
+EXTERNAL = 'proxy_protocol_authorized_addrs = ["192.168.255.0/24"]'
+#: The server configuration the shipped stacks render: the plain listener and the PROXY protocol one trusting
+#: the NodeBalancers' 192.168.255.0/24.
+EXPOSED = VaultServerSpec(
+    cluster_name="policy-test",
+    external_hostname="vault.example.com",
+    external_listener=ExternalListener(authorized_addrs=("192.168.255.0/24",)),
+)
+
+
+def test_the_vault_chart_without_dev_mode_passes() -> None:
+    values = raft_values(render_server_hcl(EXPOSED))
+    assert violations("vault-no-dev-server", vault_release(values)) == []
+    values["server"]["dev"] = {"enabled": False, "devRootToken": "root"}
+    assert violations("vault-no-dev-server", vault_release(values)) == []
+    other = validation_args(RELEASE, {"chart": "cert-manager", "version": "v1.21.1", "values": {"server": {"dev": {}}}})
+    assert violations("vault-no-dev-server", other) == []
+
+
+@pytest.mark.parametrize("enabled", [True, "true", 1])
+def test_the_vault_chart_in_dev_mode_fails(enabled: Any) -> None:
+    values = raft_values(render_server_hcl(EXPOSED))
+    values["server"]["dev"] = {"enabled": enabled}
+    one_violation(
+        "vault-no-dev-server", vault_release(values), f"values server.dev.enabled is {enabled!r}", "dev server"
+    )
+
+
+def test_the_stacks_listeners_pass() -> None:
+    config = render_server_hcl(EXPOSED)
+    assert 'proxy_protocol_authorized_addrs = ["192.168.255.0/24"]' in config
+    assert violations("vault-listeners-hardened", vault_release(raft_values(config))) == []
+    tls13 = config.replace('tls_min_version = "tls12"', 'tls_min_version = "tls13"')
+    assert violations("vault-listeners-hardened", vault_release(raft_values(tls13))) == []
+    # The broadest ranges still accepted: an IPv4 /8 and an IPv6 /32 (rules.BROADEST_PREFIX).
+    wide = config.replace('["192.168.255.0/24"]', '["10.0.0.0/8", "2001:db8::/32"]')
+    assert violations("vault-listeners-hardened", vault_release(raft_values(wide))) == []
+    xff = config.replace(EXTERNAL, 'x_forwarded_for_authorized_addrs = "192.168.255.0/24, 2001:db8::/48"')
+    assert violations("vault-listeners-hardened", vault_release(raft_values(xff))) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ('tls_min_version = "tls12"', 'tls_min_version = "tls10"', "tls_min_version = 'tls10'"),
+        ('tls_min_version = "tls12"', 'tls_min_version = "tls11"', "tls_min_version = 'tls11'"),
+        ('tls_min_version = "tls12"', 'tls_max_version = "tls11"', "tls_max_version = 'tls11'"),
+        (
+            EXTERNAL,
+            'x_forwarded_for_authorized_addrs = "0.0.0.0/0"',
+            "x_forwarded_for_authorized_addrs allows '0.0.0.0/0', every address",
+        ),
+        (
+            EXTERNAL,
+            'x_forwarded_for_authorized_addrs = "10.0.0.0/8, ::/0"',
+            "x_forwarded_for_authorized_addrs allows '::/0', every address",
+        ),
+        (
+            EXTERNAL,
+            'proxy_protocol_authorized_addrs = ["0.0.0.0/0"]',
+            "proxy_protocol_authorized_addrs allows '0.0.0.0/0'",
+        ),
+        (
+            EXTERNAL,
+            'proxy_protocol_authorized_addrs = ["0.0.0.0/1", "128.0.0.0/1"]',
+            "proxy_protocol_authorized_addrs allows '0.0.0.0/1', broader than the /8",
+        ),
+        (EXTERNAL, 'proxy_protocol_authorized_addrs = ["2001::/16"]', "allows '2001::/16', broader than the /32"),
+        (
+            EXTERNAL,
+            'proxy_protocol_authorized_addrs = ["the-load-balancer"]',
+            "lists 'the-load-balancer', which is not",
+        ),
+        ('proxy_protocol_behavior = "allow_authorized"', 'proxy_protocol_behavior = "use_always"', "use_always"),
+        (
+            "unauthenticated_metrics_access = false",
+            "unauthenticated_metrics_access = true",
+            "telemetry { unauthenticated_metrics_access = True }",
+        ),
+    ],
+)
+def test_a_weakened_listener_fails(old: str, new: str, named: str) -> None:
+    config = render_server_hcl(EXPOSED)
+    assert old in config
+    found = violations("vault-listeners-hardened", vault_release(raft_values(config.replace(old, new, 1))))
+    assert any(named in message for message in found), found
+    assert len(found) == (2 if '/1"' in new else 1), found  # each /1 on its own
+    assert all(m.startswith('values server.ha.raft.config listener "tcp" at \'[::]:') for m in found), found
+
+
+def test_listeners_in_vaults_json_form_and_other_modes_are_checked() -> None:
+    values = {
+        "global": {"tlsDisable": False},
+        "server": {
+            "standalone": {
+                "config": {
+                    "listener": [
+                        {
+                            "tcp": {
+                                "address": "[::]:8200",
+                                "x_forwarded_for_authorized_addrs": ["0.0.0.0/1", "128.0.0.0/1"],
+                                "telemetry": {"unauthenticated_metrics_access": "true"},
+                                "profiling": {"unauthenticated_pprof_access": True},
+                            }
+                        }
+                    ]
+                }
+            },
+            "ha": {"config": 'listener "tcp" {\n  address = "[::]:8200"\n  tls_min_version = "tls10"\n}\n'},
+        },
+    }
+    found = violations("vault-listeners-hardened", vault_release(values))
+    assert len(found) == 5, found
+    as_text = copy.deepcopy(values)  # the same configuration as JSON text (Vault reads .json config files)
+    as_text["server"]["standalone"]["config"] = json.dumps(values["server"]["standalone"]["config"])
+    assert violations("vault-listeners-hardened", vault_release(as_text)) == found
+    assert sum("server.standalone.config" in m and "broader than the /8" in m for m in found) == 2, found
+    assert any("telemetry { unauthenticated_metrics_access = 'true' }" in m for m in found), found
+    assert any("profiling { unauthenticated_pprof_access = True }" in m for m in found), found
+    assert any("server.ha.config" in m and "tls_min_version = 'tls10'" in m for m in found), found
+
+
+def test_the_internet_in_many_pieces_is_as_broad_as_one() -> None:
+    # 512 /9s: each within the /8 limit, together every IPv4 address.
+    pieces = [f"{a}.{b}.0.0/9" for a in range(256) for b in (0, 128)]
+    (problem,) = rules.breadth_problems(pieces)
+    assert "allows 4294967296 IPv4 addresses in all" in problem and "more than the one /8" in problem
+    assert rules.breadth_problems(["10.0.0.0/9", "10.128.0.0/9", "2001:db8::/33", "2001:db8:8000::/33"]) == []
+    # An IPv4-mapped IPv6 range is the IPv4 range it maps.
+    (mapped,) = rules.breadth_problems(["::ffff:0.0.0.0/96"])
+    assert mapped == "allows '::ffff:0.0.0.0/96', every address"
+
+
 # --- Kubernetes auth roles -----------------------------------------------------------------------------
 
 
@@ -238,6 +387,32 @@ def test_role_bound_to_exact_accounts_passes() -> None:
 )
 def test_role_with_a_wildcard_fails(names: list[str], namespaces: list[str], named: str) -> None:
     one_violation("vault-kubernetes-auth-roles-exact", role(names, namespaces), named)
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease"])
+def test_role_bound_to_a_system_namespace_fails(namespace: str) -> None:
+    one_violation(
+        "vault-kubernetes-auth-roles-exact",
+        role(["vso-auth"], ["observability", namespace]),
+        f"boundServiceAccountNamespaces contains {namespace!r}",
+        "system namespace",
+    )
+    selector = {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [namespace]}]}
+    one_violation(
+        "vault-kubernetes-auth-roles-exact",
+        role(["vso-auth"], [], boundServiceAccountNamespaceSelector=json.dumps(selector)),
+        f"boundServiceAccountNamespaceSelector selects {namespace!r}",
+    )
+
+
+def test_role_selecting_ordinary_namespaces_by_name_passes() -> None:
+    selector = json.dumps({"matchLabels": {"kubernetes.io/metadata.name": "observability"}})
+    assert (
+        violations(
+            "vault-kubernetes-auth-roles-exact", role(["vso-auth"], [], boundServiceAccountNamespaceSelector=selector)
+        )
+        == []
+    )
 
 
 # --- VSO connections -----------------------------------------------------------------------------------
@@ -529,8 +704,10 @@ GOOD_ACL = {"enabled": True, "addresses": [{"ipv4s": ["203.0.113.0/24"], "ipv6s"
 
 
 def test_hub_with_an_acl_passes_and_edges_are_not_the_hub() -> None:
+    broadest = {"enabled": True, "addresses": [{"ipv4s": ["10.0.0.0/8"], "ipv6s": ["2001:db8::/32"]}]}
     with stack_config(None):
         assert violations("hub-control-plane-acl", lke(["fedobs", "hub"], GOOD_ACL)) == []
+        assert violations("hub-control-plane-acl", lke(["fedobs", "hub"], broadest)) == []
         assert violations("hub-control-plane-acl", lke(["fedobs", "edge"], None)) == []
 
 
@@ -541,6 +718,18 @@ def test_hub_with_an_acl_passes_and_edges_are_not_the_hub() -> None:
         (None, "controlPlane.acl.enabled is None"),
         ({"enabled": True, "addresses": [{"ipv4s": [], "ipv6s": []}]}, "controlPlane.acl.addresses lists no address"),
         ({"enabled": True, "addresses": [{"ipv4s": ["0.0.0.0/0"]}]}, "allows '0.0.0.0/0'"),
+        (
+            {"enabled": True, "addresses": [{"ipv4s": ["0.0.0.0/1", "128.0.0.0/1"]}]},
+            "controlPlane.acl.addresses allows '128.0.0.0/1', broader than the /8",
+        ),
+        (
+            {"enabled": True, "addresses": [{"ipv4s": ["203.0.113.0/24"], "ipv6s": ["2000::/3"]}]},
+            "controlPlane.acl.addresses allows '2000::/3', broader than the /32",
+        ),
+        (
+            {"enabled": True, "addresses": [{"ipv4s": ["10.0.0.0/8", "11.0.0.0/8"]}]},
+            "controlPlane.acl.addresses allows 33554432 IPv4 addresses in all",
+        ),
     ],
 )
 def test_hub_without_a_working_acl_fails(acl: dict[str, Any] | None, named: str) -> None:
@@ -566,6 +755,7 @@ def test_hub_is_recognised_by_the_stack_config_the_cli_passes() -> None:
         (LKE, {"label": "c"}),
         ("linode:index/objectStorageBucket:ObjectStorageBucket", {"label": "b"}),
         ("vault:transit/secretBackendKey:SecretBackendKey", {"name": "edge-eu"}),
+        (MOUNT, {"type": "transit", "path": "transit"}),
         ("kubernetes:core/v1:PersistentVolumeClaim", {"metadata": {"name": "data"}}),
         (RELEASE, {"chart": "vault", "version": "0.34.1"}),
         ("kubernetes:apps/v1:StatefulSet", {"spec": {"volumeClaimTemplates": [{"metadata": {"name": "data"}}]}}),
@@ -582,6 +772,7 @@ def test_stateless_resources_need_no_protection() -> None:
         (RELEASE, {"chart": "cert-manager", "version": "v1.21.1"}),
         ("kubernetes:apps/v1:StatefulSet", {"spec": {"replicas": 1}}),
         ("kubernetes:apps/v1:Deployment", {"spec": {}}),
+        (MOUNT, {"type": "kv", "path": "kv", "options": {"version": "2"}}),
     ):
         assert violations("stateful-resources-protected", validation_args(resource_type, props)) == []
 
@@ -629,7 +820,8 @@ def firewall_violations(resources: list[PolicyResource], config: dict[str, str] 
 
 def test_lke_load_balancers_with_a_restricting_firewall_pass() -> None:
     allow = json.dumps({"allowList": {"ipv4": ["203.0.113.0/24"], "ipv6": ["2001:db8::/32"]}})
-    for firewall in ({FIREWALL_ACL: allow}, {FIREWALL_ID: "12345"}):
+    broadest = json.dumps({"allowList": {"ipv4": ["10.0.0.0/8"], "ipv6": ["2001:db8::/32"]}})
+    for firewall in ({FIREWALL_ACL: allow}, {FIREWALL_ACL: broadest}, {FIREWALL_ID: "12345"}):
         assert firewall_violations([service(firewall)], LKE_CONFIG) == []
     # Not a LoadBalancer: nothing to restrict.
     assert firewall_violations([service(None, "ClusterIP")], LKE_CONFIG) == []
@@ -644,6 +836,18 @@ def test_lke_load_balancers_with_a_restricting_firewall_pass() -> None:
         ({FIREWALL_ACL: json.dumps({"allowList": {"ipv4": []}})}, "allows no address"),
         ({FIREWALL_ACL: json.dumps({"allowList": {"ipv4": ["0.0.0.0/0"]}})}, "allows '0.0.0.0/0', every address"),
         ({FIREWALL_ACL: json.dumps({"allowList": {"ipv6": ["::/0"]}})}, "allows '::/0', every address"),
+        (
+            {FIREWALL_ACL: json.dumps({"allowList": {"ipv4": ["0.0.0.0/1", "128.0.0.0/1"]}})},
+            "allows '0.0.0.0/1', broader than the /8 the pack accepts for IPv4",
+        ),
+        (
+            {FIREWALL_ACL: json.dumps({"allowList": {"ipv6": ["::ffff:0:0/96"]}})},
+            "allows '::ffff:0:0/96', every address",
+        ),
+        (
+            {FIREWALL_ACL: json.dumps({"allowList": {"ipv4": [f"{a}.0.0.0/8" for a in range(1, 129)]}})},
+            "allows 2147483648 IPv4 addresses in all",
+        ),
         ({FIREWALL_ACL: "allow 203.0.113.0/24"}, "is not a JSON object"),
         ({FIREWALL_ID: "my-firewall"}, "not a Cloud Firewall id"),
     ],
@@ -662,6 +866,322 @@ def test_lke_mode_comes_from_the_stack_config_or_else_from_an_lke_cluster_in_the
     assert firewall_violations([open_service, cluster], EXISTING_CONFIG) == []  # the config decides
     assert firewall_violations([open_service], None) == []
     assert len(firewall_violations([open_service, cluster], None)) == 1
+
+
+def test_an_unprotected_transit_mount_is_named_with_what_it_holds() -> None:
+    mount = validation_args(MOUNT, {"type": "transit", "path": "transit"}, name="hub-transit-unseal-mount")
+    one_violation(
+        "stateful-resources-protected", mount, "'hub-transit-unseal-mount' is not protected", "every edge's unseal key"
+    )
+
+
+# --- Vault ACL policies -------------------------------------------------------------------------------
+
+
+def vault_policy(name: str, text: Any) -> ResourceValidationArgs:
+    return validation_args(POLICY, {"name": name, "policy": text})
+
+
+HUB_VAULT_CONFIG = VaultConfigSettings.model_validate(
+    {"kv": {"path": "kv"}, "database": {"connections": []}, "aws": {"enabled": True, "region": "eu-central-1"}}
+)
+
+
+def test_the_stacks_own_policies_pass() -> None:
+    for transit in (True, False):
+        admin = admin_policy_hcl(HUB_VAULT_CONFIG, transit=transit)
+        assert 'path "sys/audit" { capabilities = ["read", "sudo"] }' in admin
+        assert violations("vault-policies-bounded", vault_policy("fedobs-admin", admin)) == []
+    workload = (
+        'path "kv/data/otel/client-ca" { capabilities = ["read"] }\n'
+        'path "transit/keys/+/config" { capabilities = ["read"] }\n'
+    )
+    assert violations("vault-policies-bounded", vault_policy("vso-observability", workload)) == []
+    # Denying everything is no grant; Vault's JSON policy form is read as well.
+    deny_all = json.dumps({"path": {"*": {"capabilities": ["deny"]}, "kv/data/x": {"capabilities": ["read"]}}})
+    assert violations("vault-policies-bounded", vault_policy("locked", deny_all)) == []
+    assert violations("vault-policies-bounded", vault_policy("later", UNKNOWN_STRING_VALUE)) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "named"),
+    [
+        ("ops", 'path "*" { capabilities = ["read"] }', "policy path '*' grants ['read'] on every mount"),
+        ("ops", 'path "+/*" { capabilities = ["list"] }', "policy path '+/*' grants ['list'] on every mount"),
+        ("ops", 'path "+" { capabilities = ["update"] }', "policy path '+' grants ['update'] on every mount"),
+        ("ops", 'path "s*" { capabilities = ["read"] }', "policy path 's*' grants ['read'] on every mount"),
+        ("ops", 'path "/*" {\n  policy = "write"\n}\n', "policy path '/*' grants ['write'] on every mount"),
+        (
+            "ops",
+            'path "sys/mounts/*" { capabilities = ["update", "sudo"] }',
+            "policy path 'sys/mounts/*' grants sudo in policy 'ops'",
+        ),
+        (
+            "ops",
+            'path "sys/audit" { capabilities = ["sudo"] }',
+            "grants sudo in policy 'ops': only 'fedobs-admin' may hold sudo",
+        ),
+        (
+            "fedobs-admin",
+            'path "sys/raw/*" { capabilities = ["read", "sudo"] }',
+            "policy path 'sys/raw/*' grants sudo in policy 'fedobs-admin'",
+        ),
+        ("fedobs-admin", 'path "sys/*" {\n  policy = "sudo"\n}\n', "policy path 'sys/*' grants sudo"),
+        ("ops", 'path "kv/*" { capabilities = ["read"] ', "policy is not valid HCL"),
+    ],
+)
+def test_a_root_wide_or_sudo_policy_fails(name: str, text: str, named: str) -> None:
+    one_violation("vault-policies-bounded", vault_policy(name, text), named)
+
+
+def test_path_star_with_sudo_is_refused_twice() -> None:
+    found = violations("vault-policies-bounded", vault_policy("fedobs-admin", 'path "*" { capabilities = ["sudo"] }'))
+    assert len(found) == 2, found
+    assert "policy path '*' grants ['sudo'] on every mount" in found[0]
+    assert "policy path '*' grants sudo in policy 'fedobs-admin'" in found[1]
+
+
+# --- auth roles and policies are typed resources --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "auth/kubernetes/role/any-pod",
+        "auth/token/roles/minter",
+        "/auth/jwt-edges/role/edge-deploy-edge-eu",
+        "auth/approle-edges/role/edge-eu/secret-id",
+        "auth/userpass-pulumi/users/pulumi",
+        "auth/cert/certs/ops",
+        "auth/team/ldap/groups/admins",
+    ],
+)
+def test_a_generic_write_of_an_auth_role_fails(path: str) -> None:
+    for resource_type in (ENDPOINT, "vault:generic/secret:Secret"):
+        args = validation_args(resource_type, {"path": path, "dataJson": Secret("{}")})
+        one_violation(
+            "vault-roles-and-policies-typed", args, f"path {path.lstrip('/')!r} writes an auth role", "typed resource"
+        )
+
+
+@pytest.mark.parametrize("path", ["sys/policy/ops", "sys/policies/acl/ops"])
+def test_a_generic_write_of_a_policy_fails(path: str) -> None:
+    args = validation_args(ENDPOINT, {"path": path, "dataJson": Secret('{"policy": "path \\"*\\" {}"}')})
+    one_violation("vault-roles-and-policies-typed", args, f"path {path!r} writes an ACL policy", "vault.Policy")
+
+
+@pytest.mark.parametrize(
+    "path", ["database/rotate-root/telemetry-pg", "auth/kubernetes/config", "auth/role/config", "kv/data/role/x"]
+)
+def test_other_generic_writes_pass(path: str) -> None:
+    args = validation_args(ENDPOINT, {"path": path, "dataJson": Secret("{}"), "disableRead": True})
+    assert violations("vault-roles-and-policies-typed", args) == []
+
+
+# --- no plain credentials in Helm values, env or ConfigMaps ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "credential"),
+    [
+        ("password", True),
+        ("dbPassword", True),
+        ("MYSQL_ROOT_PASSWORD", True),
+        ("passwd", True),
+        ("client_secret", True),
+        ("clientSecret", True),
+        ("VAULT_TOKEN", True),
+        ("authToken", True),
+        ("tokens", True),
+        ("apiKey", True),
+        ("api_key", True),
+        ("APIKey", True),
+        ("apikey", True),
+        ("privateKey", True),
+        ("PRIVATE_KEY", True),
+        ("accessKey", True),
+        ("secret_access_key", True),
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("secretId", True),
+        ("jwt", True),
+        ("VAULT_TOKEN_FILE", False),
+        ("SNAPSHOT_JWT_FILE", False),
+        ("CERT_SYNC_JWT_FILE", False),
+        ("secretName", False),
+        ("existingSecret", False),
+        ("caCertSecret", False),
+        ("imagePullSecrets", False),
+        ("tokenTtl", False),
+        ("tokenReviewerJwtPath", False),
+        ("AWS_ACCESS_KEY_ID", False),
+        ("passwordLength", False),
+        ("bypass", False),
+        ("VAULT_CACERT", False),
+        ("tls.key", False),
+        ("config.yaml", False),
+    ],
+)
+def test_which_keys_name_a_credential(key: str, credential: bool) -> None:
+    assert rules.credential_key(key) is credential
+
+
+def chart_release(values: dict[str, Any], chart: str = "vault") -> ResourceValidationArgs:
+    return validation_args(RELEASE, {"chart": chart, "version": "0.34.1", "values": values}, protect=True)
+
+
+def test_settings_that_name_files_secrets_or_references_pass() -> None:
+    values = {
+        "server": {
+            "extraEnvironmentVars": {"VAULT_CACERT": "/vault/userconfig/tls/ca.crt", "VAULT_TOKEN_FILE": "/run/t"},
+            "extraSecretEnvironmentVars": [
+                {"envName": "VAULT_TOKEN", "secretName": "vault-seal", "secretKey": "token"}
+            ],
+            "volumes": [{"name": "tls", "secret": {"secretName": "vault-server-tls"}}],
+        },
+        "db": {"existingSecret": "db-credentials", "passwordKey": "password"},
+        "auth": {
+            "password": "",
+            "token": Secret("hvs.secret"),
+            "apiKey": UNKNOWN_STRING_VALUE,
+            "clientSecret": "$(CLIENT_SECRET)",
+            "jwt": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        },
+        "defaultVaultConnection": {"caCertSecret": "vault-ca"},
+        "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+        "tokenTtl": 3600,
+        "enabled": True,
+    }
+    assert violations("no-plaintext-credentials-in-config", chart_release(values)) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        (
+            {"server": {"extraEnvironmentVars": {"VAULT_TOKEN": "hvs.CAES"}}},
+            "values server.extraEnvironmentVars.VAULT_TOKEN",
+        ),
+        ({"auth": {"password": "hunter2"}}, "values auth.password"),
+        ({"auth": {"existingSecret": "", "password": "hunter2"}}, "values auth.password"),
+        ({"auth": {"existingSecret": "db", "password": "hunter2"}}, "values auth.password"),
+        ({"aws": {"secretName": "", "secretKey": "wJalrXUtnFEMI"}}, "values aws.secretKey"),
+        ({"auth": {"pin": 1, "password": 12345678}}, "values auth.password"),
+        ({"s3": {"secret_access_key": "wJalrXUtnFEMI"}}, "values s3.secret_access_key"),
+        ({"oidc": {"clientSecret": "kd93js"}}, "values oidc.clientSecret"),
+        ({"signer": {"privateKey": "MHcCAQEEI"}}, "values signer.privateKey"),
+        ({"extraEnv": [{"name": "API_KEY", "value": "abc123"}]}, "values extraEnv[0].value ('API_KEY')"),
+        ({"server": {"dev": {"enabled": False, "devRootToken": "root"}}}, "values server.dev.devRootToken"),
+    ],
+)
+def test_a_plain_credential_in_helm_values_fails(values: dict[str, Any], named: str) -> None:
+    one_violation("no-plaintext-credentials-in-config", chart_release(values), f"chart 'vault' {named}", "plain text")
+
+
+def deployment(env: list[dict[str, Any]]) -> ResourceValidationArgs:
+    pod = {"containers": [{"name": "app", "image": "ghcr.io/fedobs/programs:0.1.0", "env": env}]}
+    return workload("Deployment", "kubernetes:apps/v1:Deployment", pod)
+
+
+def test_container_env_naming_files_or_secrets_passes() -> None:
+    env = [
+        {"name": "VAULT_ADDR", "value": "https://vault-active.vault.svc:8200"},
+        {"name": "SNAPSHOT_JWT_FILE", "value": "/var/run/secrets/vault/token"},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "a"}}},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "vault-snapshot-s3", "key": "s"}}},
+        {"name": "VAULT_TOKEN", "value": Secret("hvs.x")},
+        {"name": "DB_PASSWORD", "value": "$(PASSWORD_FROM_SECRET)"},
+        {"name": "GOMEMLIMIT", "value": "409MiB"},
+    ]
+    assert violations("no-plaintext-credentials-in-config", deployment(env)) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("VAULT_TOKEN", "hvs.CAESIJ"), ("AWS_SECRET_ACCESS_KEY", "wJalrXUtn"), ("DB_PASSWORD", "hunter2")],
+)
+def test_a_plain_credential_in_container_env_fails(name: str, value: str) -> None:
+    env = [{"name": "VAULT_ADDR", "value": "https://v:8200"}, {"name": name, "value": value}]
+    one_violation(
+        "no-plaintext-credentials-in-config",
+        deployment(env),
+        f"spec.template.spec.containers[0] ('app').env[1] {name!r} has a plain value",
+        "secretKeyRef",
+    )
+
+
+def test_configmap_entries_naming_credentials_must_not_hold_them() -> None:
+    good = validation_args(CONFIG_MAP, {"data": {"config.yaml": "receivers: {}\n", "ca.crt": "-----BEGIN CERT"}})
+    assert violations("no-plaintext-credentials-in-config", good) == []
+    secret = validation_args(CONFIG_MAP, {"data": Secret({"password": "hunter2"})})
+    assert violations("no-plaintext-credentials-in-config", secret) == []
+    bad = validation_args(CONFIG_MAP, {"data": {"config.yaml": "x: 1\n", "admin_password": "hunter2"}})
+    one_violation("no-plaintext-credentials-in-config", bad, "data.admin_password holds a credential in a ConfigMap")
+    binary = validation_args(CONFIG_MAP, {"binaryData": {"api-token": "aHVudGVyMg=="}})
+    one_violation("no-plaintext-credentials-in-config", binary, "binaryData.api-token holds a credential")
+
+
+def test_a_private_key_in_helm_values_or_env_fails() -> None:
+    # Any PEM private key in plain text, wherever it is, is no-plaintext-secret-inputs' (whatever its key).
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIE...\n-----END RSA PRIVATE KEY-----\n"
+    one_violation(
+        "no-plaintext-secret-inputs",
+        chart_release({"server": {"extraEnvironmentVars": {"SIGNER": pem}}}),
+        "input values.server.extraEnvironmentVars.SIGNER holds a PEM private key",
+    )
+    one_violation(
+        "no-plaintext-secret-inputs",
+        deployment([{"name": "SIGNER", "value": pem}]),
+        "input spec.template.spec.containers.0.env.0.value holds a PEM private key",
+    )
+
+
+# --- the Kyverno admission policy denies and fails closed ------------------------------------------------
+
+
+def kyverno_policy(mode: str = "Enforce", **spec: Any) -> ResourceValidationArgs:
+    policy = require_vso_policy("Enforce" if mode == "Enforce" else "Audit", ["observability"])
+    policy["spec"].update(spec)
+    return validation_args(KYVERNO_POLICY, policy, name="hub-admission-policy")
+
+
+def test_the_stacks_enforcing_policies_pass() -> None:
+    policies = admission_policies("Enforce", ["observability"])
+    assert len(policies) == 3
+    with stack_config(cli_config("hub")):
+        for policy in policies:
+            assert violations("admission-policy-enforced", validation_args(KYVERNO_POLICY, policy)) == []
+    default_failure_policy = require_vso_policy("Enforce", ["observability"])
+    del default_failure_policy["spec"]["failurePolicy"]  # Kyverno's default is Fail
+    with stack_config(None):
+        assert violations("admission-policy-enforced", kyverno_policy()) == []
+        assert violations("admission-policy-enforced", validation_args(KYVERNO_POLICY, default_failure_policy)) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"validationActions": ["Audit"]}, "spec.validationActions is ['Audit']: without 'Deny'"),
+        ({"validationActions": ["Warn", "Audit"]}, "spec.validationActions is ['Warn', 'Audit']"),
+        ({"validationActions": None}, "spec.validationActions is not set"),
+        ({"failurePolicy": "Ignore"}, "spec.failurePolicy is 'Ignore'"),
+        ({"evaluation": {"admission": {"enabled": False}}}, "spec.evaluation.admission.enabled is False"),
+    ],
+)
+def test_a_policy_that_only_audits_or_fails_open_fails(spec: dict[str, Any], named: str) -> None:
+    with stack_config(cli_config("hub")):
+        one_violation("admission-policy-enforced", kyverno_policy(**spec), named, "fedobs:developmentMode: true")
+
+
+def test_the_configs_audit_mode_is_refused_outside_development_stacks() -> None:
+    rendered = admission_policies("Audit", ["observability"])  # what fedobs:admission.mode: Audit renders
+    assert all(p["spec"]["validationActions"] == ["Audit"] and p["spec"]["failurePolicy"] == "Ignore" for p in rendered)
+    for policy in rendered:
+        audit = validation_args(KYVERNO_POLICY, policy)
+        for config in (cli_config("hub"), {**cli_config("edge"), "fedobs:developmentMode": "false"}, None):
+            with stack_config(config):
+                assert len(violations("admission-policy-enforced", audit)) == 2
+        with stack_config({**cli_config("hub"), "fedobs:developmentMode": "true"}):
+            assert violations("admission-policy-enforced", audit) == []
 
 
 # --- the whole pack over the recorded hub and edge plans ------------------------------------------------
@@ -719,6 +1239,72 @@ def test_the_pack_catches_a_broken_hub_plan(hub: Recording) -> None:
         ("vault-tls-enabled", "hub-vault-release"),
     ], "\n".join(map(str, found))
     assert all(v.enforcement_level == "MANDATORY" for v in found)
+
+
+def test_the_pack_refuses_what_issue_18_found_it_let_through(hub: Recording) -> None:
+    """The recorded hub with each input the pack used to let through (issue 18): each is reported, by its
+    own rule, through the engine's wire form; nothing else is."""
+    broken = copy.deepcopy(hub)
+    release = next(r for r in broken.of_type(RELEASE) if r.inputs["chart"] == "vault")
+    release.inputs["values"]["server"]["dev"] = {"enabled": True}
+    raft = release.inputs["values"]["server"]["ha"]["raft"]
+    raft["config"] = (
+        raft["config"]
+        .replace('tls_min_version = "tls12"', 'tls_min_version = "tls10"', 1)
+        .replace(EXTERNAL, 'x_forwarded_for_authorized_addrs = "0.0.0.0/0"')
+        .replace("unauthenticated_metrics_access = false", "unauthenticated_metrics_access = true", 1)
+    )
+    broken.one("linode:index/lkeCluster:LkeCluster").inputs["controlPlane"]["acl"]["addresses"] = [
+        {"ipv4s": ["0.0.0.0/1", "128.0.0.0/1"]}
+    ]
+    gateway = broken.one("kubernetes:core/v1:Service", "hub-collector-service")
+    gateway.inputs["metadata"]["annotations"][FIREWALL_ACL] = json.dumps({"allowList": {"ipv4": ["0.0.0.0/1"]}})
+    gateway.outputs = {}  # the stack rule reads outputs; the mock's echo of the inputs is rebuilt from them
+    admin = broken.one(POLICY, "hub-vault-admin-acl")
+    admin.inputs["policy"] += 'path "*" { capabilities = ["sudo"] }\n'
+    broken.one(ENDPOINT, "hub-vault-config-db-telemetry-pg-rotate-root").inputs["path"] = "auth/kubernetes/role/any"
+    cert_sync = next(r for r in broken.of_type(K8S_ROLE) if r.inputs["roleName"] == "cert-sync")
+    cert_sync.inputs["boundServiceAccountNamespaces"].append("kube-system")
+    collector = broken.one("kubernetes:apps/v1:Deployment", "hub-collector-deployment")
+    collector.inputs["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "API_TOKEN", "value": "x1"})
+    broken.one(CONFIG_MAP, "hub-collector-config").inputs["data"]["admin_password"] = "hunter2"
+    broken.one(MOUNT, "hub-transit-unseal-mount").protect = False
+    kyverno = broken.one(KYVERNO_POLICY, "hub-admission-policy")
+    kyverno.inputs["spec"].update(validationActions=["Audit"], failurePolicy="Ignore")
+    found = PackRunner().run(broken, cli_config("hub"))
+    assert sorted((v.policy, v.urn.rsplit("::", 1)[-1]) for v in found) == [
+        ("admission-policy-enforced", "hub-admission-policy"),
+        ("admission-policy-enforced", "hub-admission-policy"),
+        ("hub-control-plane-acl", "hub-cluster-lke"),
+        ("hub-control-plane-acl", "hub-cluster-lke"),
+        ("lke-load-balancers-firewalled", "hub-collector-service"),
+        ("no-plaintext-credentials-in-config", "hub-collector-config"),
+        ("no-plaintext-credentials-in-config", "hub-collector-deployment"),
+        ("stateful-resources-protected", "hub-transit-unseal-mount"),
+        ("vault-kubernetes-auth-roles-exact", "hub-kubernetes-auth-cert-sync-role"),
+        ("vault-listeners-hardened", "hub-vault-release"),
+        ("vault-listeners-hardened", "hub-vault-release"),
+        ("vault-listeners-hardened", "hub-vault-release"),
+        ("vault-no-dev-server", "hub-vault-release"),
+        ("vault-policies-bounded", "hub-vault-admin-acl"),
+        ("vault-policies-bounded", "hub-vault-admin-acl"),
+        ("vault-roles-and-policies-typed", "hub-vault-config-db-telemetry-pg-rotate-root"),
+    ], "\n".join(map(str, found))
+    assert all(v.enforcement_level == "MANDATORY" for v in found)
+
+
+def test_the_kind_example_may_audit_because_it_is_a_development_stack() -> None:
+    """examples/kind sets fedobs:developmentMode: true and admission.mode: Audit: the pack accepts that
+    there, and refuses the same plan once the stack is not marked development."""
+    config, secret_keys = load_stack_file("kind", REPO / "examples" / "kind")
+    assert config["fedobs:developmentMode"] is True and config["fedobs:admission"]["mode"] == "Audit"
+    recording = run_program("kind", config, secret_keys)
+    assert recording.error is None, recording.error
+    runner = PackRunner([RULES["admission-policy-enforced"]])
+    assert runner.run(recording, engine_form(config)) == []
+    production = {**engine_form(config), "fedobs:developmentMode": "false"}
+    found = sorted(v.message.splitlines()[-1].split(":")[0] for v in runner.run(recording, production))
+    assert found == ["spec.failurePolicy is 'Ignore'", "spec.validationActions is ['Audit']"], found
 
 
 # --- the pack as the CLI starts it ----------------------------------------------------------------------

@@ -344,6 +344,13 @@ def test_transit_unseal_tokens_can_only_use_their_own_key(hub: Recording) -> Non
         assert key.inputs["name"] == edge_name and key.inputs["exportable"] is False and key.protect
 
 
+def test_the_transit_mount_is_protected(hub: Recording) -> None:
+    """Unmounting ``transit/`` deletes every edge's unseal key: Pulumi must never delete or replace it."""
+    mount = hub.one("vault:index/mount:Mount", "hub-transit-unseal-mount")
+    assert mount.inputs["type"] == "transit" and mount.inputs["path"] == "transit"
+    assert mount.protect
+
+
 def test_autopilot_and_audit(hub: Recording) -> None:
     autopilot = hub.one("vault:index/raftAutopilot:RaftAutopilot")
     assert autopilot.inputs["cleanupDeadServers"] is True and autopilot.inputs["minQuorum"] == 3
