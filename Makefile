@@ -18,6 +18,18 @@ help:
 	@echo "make preview STACK=…  pulumi preview (needs the Pulumi CLI, a backend, LINODE_TOKEN)"
 	@echo "make up STACK=…       pulumi up"
 
+# The in-pod programs' own environment, built as programs/Containerfile builds the image (the hashed lock,
+# wheels only, nothing else): the rig runs every program and the pod rung's programs image from it, so a
+# dependency the lock misses fails the tests instead of the pods (rig/programs_env.py).
+PROGRAMS_VENV := build/programs-venv
+PROGRAMS_STAMP := $(PROGRAMS_VENV)/.installed
+$(PROGRAMS_STAMP): programs/requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	rm -rf $(PROGRAMS_VENV)
+	$(PYTHON) -m venv $(PROGRAMS_VENV)
+	$(PROGRAMS_VENV)/bin/pip install --quiet --no-cache-dir --require-hashes --only-binary=:all: -r programs/requirements.lock
+	@touch $(PROGRAMS_STAMP)
+
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +51,7 @@ system-packages:
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql mariadb-server gnupg jq bubblewrap util-linux >/dev/null; \
 	fi
 
-setup: $(STAMP) system-packages
+setup: $(STAMP) $(PROGRAMS_STAMP) system-packages
 
 lint: setup
 	$(BIN)/ruff check .

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 
 from components.admission import AdmissionSettings
-from components.cluster import ClusterSettings, ExistingClusterSettings, LkeClusterSettings
+from components.cluster import ClusterSettings, ExistingClusterSettings, LkeClusterSettings, platform_of
 from components.collectors import (
     FORWARDER,
     GATEWAY,
@@ -38,8 +38,9 @@ from components.edge_identity import EdgeDeployIdentitySettings
 from components.otlp_pki import PkiSettings
 from components.programs_image import EXAMPLE as PROGRAMS_IMAGE_EXAMPLE
 from components.programs_image import ProgramsImage, is_pinned_by_digest
+from components.raft_snapshots import creates_bucket, linode_region_problem
 from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, DnsLabel, RuleProblem, Settings
-from components.vault import VaultSettings
+from components.vault import LINODE_STORAGE_CLASS_PREFIX, LoadBalancerExposure, VaultSettings
 from components.vault_config import DatabaseAdmin, VaultConfigSettings
 from components.vault_server_config import AwsKmsSeal, TransitSeal
 from components.vso import DistributionSettings, SyncSettings
@@ -150,6 +151,17 @@ class StackConfig(Settings):
                     "cluster.context", f"give either this or {NS}:kubeconfig, not both", ("cluster", "kubeconfig")
                 )
             )
+        if isinstance(self.cluster, ExistingClusterSettings):
+            problems += linode_only_problems(self.vault)
+        snapshots = self.vault.snapshots
+        platform = platform_of(self.cluster)
+        if snapshots is not None and platform.linode and creates_bucket(snapshots.bucket, platform):
+            # the bucket the stack creates on LKE is a Linode one: its region must be a Linode region
+            region = linode_region_problem(snapshots.bucket.region)
+            if region is not None:
+                problems.append(
+                    RuleProblem("vault.snapshots.bucket.region", region, ("vault.snapshots.bucket", "cluster"))
+                )
         return problems
 
     @model_validator(mode="after")
@@ -166,6 +178,43 @@ class StackConfig(Settings):
         if value is None:
             raise ConfigError(str(self.role), [Problem(f"{NS}:{key}", "required here")])
         return value
+
+
+def linode_only_problems(vault: VaultSettings) -> list[RuleProblem]:
+    """Values that exist only on Linode, in a stack whose cluster is an existing one (which may run
+    anywhere): each named by its key, with what to give instead."""
+    problems: list[RuleProblem] = []
+    existing = f"in existing-cluster mode ({NS}:cluster.mode 'existing')"
+    storage_class = vault.storage_class
+    if storage_class is not None and storage_class.startswith(LINODE_STORAGE_CLASS_PREFIX):
+        problems.append(
+            RuleProblem(
+                "vault.storageClass",
+                f"'{storage_class}' is a storage class of Linode's Block Storage CSI driver, which only LKE has: "
+                f"{existing} leave it unset for the cluster's default StorageClass, or name one of the cluster's own",
+                ("cluster", "vault.storageClass"),
+            )
+        )
+    exposure = vault.exposure
+    if isinstance(exposure, LoadBalancerExposure) and exposure.node_balancer_ranges is not None:
+        problems.append(
+            RuleProblem(
+                "vault.exposure.nodeBalancerRanges",
+                f"where Linode NodeBalancers connect from, so whose PROXY protocol headers Vault believes: {existing} "
+                "no NodeBalancer sends any, and the Service targets Vault's plain listener (leave this unset)",
+                ("cluster", "vault.exposure"),
+            )
+        )
+    if vault.snapshots is not None and vault.snapshots.bucket.create:
+        problems.append(
+            RuleProblem(
+                "vault.snapshots.bucket.create",
+                f"declares a Linode Object Storage bucket, which only an LKE stack does: {existing} give an "
+                "existing bucket at any S3-compatible endpoint (leave this unset or false)",
+                ("cluster", "vault.snapshots.bucket"),
+            )
+        )
+    return problems
 
 
 class HubConfig(StackConfig):

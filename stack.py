@@ -17,7 +17,7 @@ from components.admin_policy import admin_policy_hcl
 from components.admission import Admission
 from components.cert_manager import CertManager
 from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
-from components.cluster import Cluster
+from components.cluster import Cluster, Platform
 from components.collectors import GRPC_PORT, MtlsExporter, MtlsReceiver, OtelCollector
 from components.dynamic_secrets import DynamicSecrets
 from components.edge_identity import EdgeDeployIdentity
@@ -143,6 +143,7 @@ def build_core(
         f"{prefix}-vault",
         cfg.vault,
         cluster_name=cluster_name,
+        platform=cluster.platform,
         cert_manager=cert_manager,
         programs_image=cfg.programs_image,
         admin_policy_hcl=admin_policy_hcl(cfg.vault_config, transit=isinstance(cfg, HubConfig)),
@@ -174,6 +175,7 @@ def build_core(
             snapshots,
             cluster_name=cluster_name,
             credentials=cfg.require(cfg.snapshot_credentials, "snapshotCredentials"),
+            platform=cluster.platform,
             image=cfg.programs_image,
             namespace=vault.namespace,
             opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=[auth]),
@@ -189,7 +191,7 @@ def build_core(
             vault_ready=(auth, configuration.kv_ready),
             opts=k8s,
         )
-    build_workloads(cfg, prefix, k8s, syncs, vault, configuration, auth, part)
+    build_workloads(cfg, prefix, k8s, syncs, vault, configuration, auth, part, cluster.platform)
     outputs = {
         "role": cfg.role,
         "kubeconfig": cluster.kubeconfig,
@@ -209,9 +211,10 @@ def build_workloads(
     configuration: VaultConfiguration,
     auth: KubernetesAuth,
     part: RolePart,
+    platform: Platform,
 ) -> None:
     """VSO (for ``syncs``, every sync of the stack), admission, the collector and the dynamic-secret
-    workloads of the cluster (``k8s``: its provider)."""
+    workloads of the cluster (``k8s``: its provider; ``platform``: what may be assumed of its cloud)."""
     vso = None
     if syncs:
         vso = VaultSecretsOperator(
@@ -241,6 +244,7 @@ def build_workloads(
             f"{prefix}-collector",
             collector,
             shape=cfg.collector_shape,
+            platform=platform,
             receiver=part.receiver,
             exporter=part.exporter,
             secrets_ready=(*([vso] if vso else []), *guardrails),

@@ -8,8 +8,9 @@ a target is missed (2 when a measurement itself failed).
 Sections: ``evaluation`` (the offline engine for hubs of 1, 10, 50, 100 edges beside the SDK
 import), ``chains`` (the longest dependency chain of hub and edge), ``certsync`` (real OpenBao,
 100 edge certificates), ``bootstrap`` (3-node cluster: the stack's timings beside the server's
-defaults), ``rotation`` (the worst-case rotation delay with the measured sync times). What each
-figure means and what drives it: docs/performance.md.
+defaults), ``rotation`` (the worst-case rotation delay with the measured sync times), ``audit``
+(audit log bytes per edge and the audit volume's lifetime). What each figure means and what drives
+it: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 from bench.report import Section, Target, missed, render_markdown, table, write_plot
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("evaluation", "chains", "certsync", "bootstrap", "rotation")
+SECTIONS = ("evaluation", "chains", "certsync", "bootstrap", "rotation", "audit")
 HUB_REF = "organization/fedobs/hub"
 #: The targets of issue 12.
 EVALUATION_GROWTH_LIMIT = 2.0
@@ -361,6 +362,65 @@ class Bench:
                 "limit_label": "2 minutes",
             }
         )
+
+    # ------------------------------------------------------------------------------ audit
+    def audit(self) -> None:
+        from bench import audit
+
+        say(f"audit log volume per edge on real OpenBao, {self.reps} repetition(s)")
+        result = audit.measure(self.workdir / "audit", reps=self.reps)
+        self.figures["audit"] = result
+        size = result["bytes"]
+        rates = result["rates_per_day"]
+        gib = result["audit_volume_bytes"] / 2**30
+        rows = [
+            [
+                "edge cert-sync pass, on the edge's Vault",
+                f"{size['edge_pass_edge']:.0f}",
+                f"{rates['edge_passes']:.0f}",
+            ],
+            ["edge cert-sync pass, on the hub's Vault", f"{size['edge_pass_hub']:.0f}", f"{rates['edge_passes']:.0f}"],
+            [
+                "hub cert-sync pass: one edge certificate",
+                f"{size['hub_pass_certificate']:.0f}",
+                f"{rates['hub_passes']:.0f}",
+            ],
+            ["VaultStaticSecret refresh (KV read)", f"{size['vso_refresh']:.0f}", f"{rates['vso_refreshes']:.0f}"],
+            ["VaultAuth login", f"{size['vso_login']:.0f}", f"{rates['vso_logins']:.0f}"],
+            ["probes (`sys/health`, `sys/seal-status`, `sys/leader`)", f"{size['unaudited']:.0f}", "-"],
+        ]
+        hubs = [
+            [
+                edges,
+                f"{hub['bytes_per_day'] / 1e6:.0f}",
+                f"{hub['days_until_full_without_rotation']:.1f}",
+                f"{hub['days_kept_with_rotation']:.0f}",
+            ]
+            for edges, hub in result["hubs"].items()
+        ]
+        section = Section(
+            "Audit log volume per edge",
+            [
+                "Bytes the file audit device appends per request, steady state (nothing to sync), the stacks' own "
+                f"programs on real OpenBao; median of {result['reps']}. Rates per day from the rendered schedules.",
+                "",
+                *table(["request", "bytes", "per day"], rows),
+                "",
+                f"An edge writes **{result['edge_bytes_per_day'] / 1e6:.1f} MB/day** to its own audit volume and adds "
+                f"**{result['hub_bytes_per_day_per_edge'] / 1e6:.1f} MB/day** to the hub's (hub's own load: "
+                f"{result['hub_bytes_per_day_base'] / 1e6:.1f} MB/day). gzip shrinks the entries "
+                f"{result['compression_ratio']:.1f}x (edge) and {result['hub_compression_ratio']:.1f}x (hub).",
+                "",
+                f"Edge, {gib:g} GiB volume: full after **{result['edge_days_until_full_without_rotation']:.0f} days** "
+                f"without rotation; with it, **{result['edge_days_kept_with_rotation']:.0f} days** of history kept.",
+                "",
+                *table(
+                    ["hub with edges", "MB/day", f"days until {gib:g} GiB full, no rotation", "days kept, rotated"],
+                    hubs,
+                ),
+            ],
+        )
+        self.sections.append(section)
 
 
 def _context(args: argparse.Namespace, reps: int, load_before: tuple[float, ...], seconds: float) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import pulumi
@@ -92,6 +93,20 @@ class ExistingClusterSettings(Settings):
 ClusterSettings = Annotated[LkeClusterSettings | ExistingClusterSettings, Field(discriminator="mode")]
 
 
+@dataclass(frozen=True)
+class Platform:
+    """What the stack may assume of the cluster's cloud. ``linode``: an LKE cluster the stack declares,
+    so Linode's own things exist: the Block Storage CSI driver's storage classes, NodeBalancers that
+    read the ``service.beta.kubernetes.io/linode-*`` annotations, Object Storage buckets. An existing
+    cluster may run anywhere (kind, k3d, another cloud): nothing Linode-only is declared there."""
+
+    linode: bool
+
+
+def platform_of(settings: LkeClusterSettings | ExistingClusterSettings) -> Platform:
+    return Platform(linode=isinstance(settings, LkeClusterSettings))
+
+
 def _acl_addresses(cidrs: tuple[str, ...]) -> linode.LkeClusterControlPlaneAclAddressArgs:
     networks = [ipaddress.ip_network(c) for c in cidrs]
     return linode.LkeClusterControlPlaneAclAddressArgs(
@@ -111,12 +126,14 @@ class Cluster(pulumi.ComponentResource):
     Guarantees: an LKE cluster is protected from deletion and replacement by accident, its
     control plane is reachable only from ``control_plane_acl`` when that is set, and its
     kubeconfig is only ever a secret output. In existing-cluster mode no cloud resource is
-    declared; the provider targets the given kubeconfig or context.
+    declared; the provider targets the given kubeconfig or context, and ``platform`` tells the other
+    components to declare nothing Linode-only either.
     """
 
     kubeconfig: pulumi.Output[str]
     api_endpoint: pulumi.Output[str]
     provider: k8s.Provider
+    platform: Platform
 
     def __init__(
         self,
@@ -129,6 +146,7 @@ class Cluster(pulumi.ComponentResource):
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         spec = settings
+        self.platform = platform_of(settings)
         if isinstance(spec, LkeClusterSettings):
             lke = linode.LkeCluster(
                 f"{name}-lke",

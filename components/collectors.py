@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field
 
 from components import versions
+from components.cluster import Platform
 from components.linode_exposure import load_balancer_annotations
 from components.otlp_pki import (
     CLIENT_CA_KV_PATH,
@@ -144,6 +145,8 @@ class CollectorPlan:
     shape: CollectorShape
     receiver: MtlsReceiver | None = None
     exporter: MtlsExporter | None = None
+    #: On LKE (``cluster.Platform``): the receiver's LoadBalancer is a NodeBalancer, set by Linode annotations.
+    linode: bool = False
 
     @property
     def deployment(self) -> str:
@@ -311,18 +314,21 @@ def service_spec(plan: CollectorPlan) -> tuple[dict[str, Any], dict[str, Any]]:
     ]
     if plan.receiver is None:
         return {}, {"type": "ClusterIP", "selector": selector, "ports": ports}
-    annotations = {
-        # TLS passes through to the collector; the CCM's Cloud Firewall admits only the allowed
-        # ranges (components/linode_exposure.py: the Linode CCM ignores loadBalancerSourceRanges).
-        **load_balancer_annotations(plan.settings.allowed_source_ranges),
-        "external-dns.alpha.kubernetes.io/hostname": plan.receiver.hostname,
-    }
-    return {"annotations": annotations}, {
+    annotations = {"external-dns.alpha.kubernetes.io/hostname": plan.receiver.hostname}
+    spec: dict[str, Any] = {
         "type": "LoadBalancer",
         "selector": selector,
         "ports": ports,
         "externalTrafficPolicy": "Local",
     }
+    if plan.linode:
+        # TLS passes through to the collector; the CCM's Cloud Firewall admits only the allowed
+        # ranges (components/linode_exposure.py: the Linode CCM ignores loadBalancerSourceRanges).
+        annotations.update(load_balancer_annotations(plan.settings.allowed_source_ranges))
+    else:
+        # the cluster's own LoadBalancer implementation; kube-proxy enforces loadBalancerSourceRanges
+        spec["loadBalancerSourceRanges"] = list(plan.settings.allowed_source_ranges)
+    return {"annotations": annotations}, spec
 
 
 def network_policy_spec(plan: CollectorPlan) -> dict[str, Any]:
@@ -353,6 +359,7 @@ class OtelCollector(pulumi.ComponentResource):
         settings: CollectorSettings,
         *,
         shape: CollectorShape,
+        platform: Platform,
         receiver: MtlsReceiver | None = None,
         exporter: MtlsExporter | None = None,
         secrets_ready: tuple[pulumi.Resource, ...] = (),
@@ -361,7 +368,7 @@ class OtelCollector(pulumi.ComponentResource):
         """The Kubernetes provider comes through ``opts``. Only the Deployment waits for
         ``secrets_ready`` (the VaultStaticSecrets it mounts, and the admission policy)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        plan = CollectorPlan(settings, shape, receiver, exporter)
+        plan = CollectorPlan(settings, shape, receiver, exporter, linode=platform.linode)
         k8s_opts = pulumi.ResourceOptions(parent=self)
         metadata = {"name": plan.deployment, "namespace": plan.namespace, "labels": dict(COMPONENT_LABEL)}
         endpoint = pulumi.Output.from_input(plan.exporter.endpoint if plan.exporter else "")

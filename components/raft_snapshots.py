@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 import pulumi_linode as linode
 from pydantic import AfterValidator, Field, model_validator
 
+from components.cluster import Platform
 from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_container, restricted_pod
 from components.settings import AccessKeyPair, Cron, DnsLabel, Settings
@@ -31,40 +32,65 @@ OBJECT_STORAGE_CLUSTER = re.compile(r"^(?P<region>[a-z]{2}-[a-z]+)-[0-9]+$")
 LINODE_OBJECTS_HOST = re.compile(r"^(?P<cluster>[a-z0-9-]+)\.linodeobjects\.com$")
 
 
-def _object_storage_region(value: str) -> str:
-    """pulumi-linode v6.0.0 ``linode:index/objectStorageBucket:ObjectStorageBucket`` (provider/cmd/
+#: The region an S3 client signs for, at any S3-compatible endpoint (``us-ord``, ``us-east-1``, ``auto``).
+S3_REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def _s3_region(value: str) -> str:
+    if not S3_REGION.match(value):
+        raise ValueError(
+            f"{value!r} is not a Linode region (expected something like 'us-ord') nor another S3 region "
+            "name (such as 'us-east-1')"
+        )
+    return value
+
+
+def linode_region_problem(value: str) -> str | None:
+    """Why ``value`` is not a region a Linode Object Storage bucket is created in (None: it is one).
+
+    pulumi-linode v6.0.0 ``linode:index/objectStorageBucket:ObjectStorageBucket`` (provider/cmd/
     pulumi-resource-linode/schema.json): ``region`` is "The region of the Linode Object Storage Bucket";
     ``cluster`` is deprecated: "a cluster value of `us-mia-1` can be translated to a region value of
     `us-mia`". A cluster id given as the region is the usual mistake: name the region it stands for."""
     cluster = OBJECT_STORAGE_CLUSTER.match(value)
     if cluster:
-        raise ValueError(
+        return (
             f"{value!r} is an Object Storage cluster id, not a region: the bucket takes the region "
             f"{cluster['region']!r} (its S3 endpoint stays https://{value}.linodeobjects.com)"
         )
     if not OBJECT_STORAGE_REGION.match(value):
-        raise ValueError(f"{value!r} is not a Linode region (expected something like 'us-ord')")
-    return value
+        return f"{value!r} is not a Linode region (expected something like 'us-ord')"
+    return None
 
 
 class SnapshotBucket(Settings):
-    """Where Raft snapshots go: an S3-compatible bucket (Linode Object Storage) in ``region``, reached at
-    ``endpoint`` (for Linode ``https://<cluster id>.linodeobjects.com``, e.g. ``us-ord-1`` for ``us-ord``)."""
+    """Where Raft snapshots go: a bucket in ``region`` at any S3-compatible ``endpoint`` (Linode Object
+    Storage, AWS S3, MinIO, ...; for Linode ``https://<cluster id>.linodeobjects.com``, e.g. ``us-ord-1``
+    for ``us-ord``). ``create`` declares it as a Linode Object Storage bucket, which only an LKE stack
+    does (unset: yes on LKE, no on an existing cluster, where the bucket must exist); a created bucket's
+    ``region`` must be a Linode region (:func:`linode_region_problem`, checked in config.py)."""
 
-    create: bool = True
+    create: bool | None = None
     name: DnsLabel
-    region: Annotated[str, AfterValidator(_object_storage_region)]
+    region: Annotated[str, AfterValidator(_s3_region)]
     endpoint: str = Field(pattern=r"^https://[^/]+$")
 
     @model_validator(mode="after")
     def _endpoint_in_region(self) -> SnapshotBucket:
         host = LINODE_OBJECTS_HOST.match(self.endpoint.removeprefix("https://"))
-        if host and not host["cluster"].startswith(f"{self.region}-"):
+        # the region, or the cluster id itself (an existing bucket's signing region; a bucket the stack
+        # creates takes the region, which config.py checks with linode_region_problem)
+        if host and not (host["cluster"] == self.region or host["cluster"].startswith(f"{self.region}-")):
             raise ValueError(
                 f"endpoint {self.endpoint!r} is Object Storage cluster {host['cluster']!r}, not one of region "
                 f"{self.region!r}: a bucket is reached at its own region's endpoint"
             )
         return self
+
+
+def creates_bucket(bucket: SnapshotBucket, platform: Platform) -> bool:
+    """Whether the stack declares the bucket (``create``; unset: on LKE only)."""
+    return bucket.create if bucket.create is not None else platform.linode
 
 
 class SnapshotSettings(Settings):
@@ -188,7 +214,7 @@ class RaftSnapshots(pulumi.ComponentResource):
 
     Guarantees: the CronJob never overlaps itself, runs as a restricted non-root pod, logs in
     with its own role that can only read ``sys/storage/raft/snapshot``, uploads only verified
-    snapshots and prunes only after a verified upload; a created bucket is protected.
+    snapshots and prunes only after a verified upload; a created bucket (LKE only) is protected.
     """
 
     def __init__(
@@ -198,6 +224,7 @@ class RaftSnapshots(pulumi.ComponentResource):
         *,
         cluster_name: str,
         credentials: AccessKeyPair,
+        platform: Platform,
         image: str,
         namespace: str = VAULT_NAMESPACE,
         opts: pulumi.ResourceOptions | None = None,
@@ -207,14 +234,20 @@ class RaftSnapshots(pulumi.ComponentResource):
         (``depends_on``)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        if settings.bucket.create:
+        if creates_bucket(settings.bucket, platform):
+            # Versioning needs Object Storage keys at apply time (pulumi-linode ``ObjectStorageBucket``:
+            # "Requires access_key and secret_key"); the snapshot key pair is limited to this bucket, so
+            # it cannot exist before it. The provider makes short-lived keys itself instead
+            # (``obj_use_temp_keys``, terraform-provider-linode's temp-keys acceptance templates);
+            # its API token comes from LINODE_TOKEN, as the default provider's does.
+            object_storage = linode.Provider(f"{name}-object-storage", obj_use_temp_keys=True, opts=child)
             linode.ObjectStorageBucket(
                 f"{name}-bucket",
                 label=settings.bucket.name,
                 region=settings.bucket.region,
                 versioning=True,
                 acl="private",
-                opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+                opts=pulumi.ResourceOptions(parent=self, provider=object_storage, protect=True, retain_on_delete=True),
             )
         key_pair = k8s.core.v1.Secret(
             f"{name}-s3-credentials",

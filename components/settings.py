@@ -55,6 +55,19 @@ Cron = Annotated[str, AfterValidator(pattern_check(CRON, "0 * * * *"))]
 Quantity = Annotated[str, AfterValidator(pattern_check(QUANTITY, "10Gi"))]
 
 
+#: Bytes per unit of every suffix ``QUANTITY`` accepts (Kubernetes ``resource.Quantity`` notation).
+QUANTITY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "m": 10**-3}
+
+
+def quantity_bytes(value: str) -> int:
+    """A validated :data:`Quantity` (``10Gi``) in bytes."""
+    match = QUANTITY.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a quantity such as '10Gi'")
+    unit = match.group(2) or ""
+    return int(float(value[: len(value) - len(unit)]) * QUANTITY_UNITS.get(unit, 1))
+
+
 class Settings(BaseModel):
     """Base of every settings model: camelCase keys, unknown keys rejected, immutable."""
 

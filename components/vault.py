@@ -16,10 +16,12 @@ import pulumi_vault as vault
 from pydantic import Field, field_validator
 
 from components import versions
+from components.cluster import Platform
 from components.linode_exposure import NODEBALANCER_SOURCE_RANGES, load_balancer_annotations
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
-from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings
+from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings, quantity_bytes
+from components.vault_audit import AUDIT_DEVICES, rotation_sidecar
 from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
     HUB_CA_DIR,
@@ -41,22 +43,46 @@ TYPE_TOKEN = "fedobs:vault:Vault"
 ADMIN_USERNAME = "pulumi"
 #: Where the bootstrap Job keeps the init result (unseal or recovery keys, never the root token).
 INIT_STATE_SECRET = "vault-init"
+#: The server Pods' readiness probe (the chart's ``server.readinessProbe.path``, an HTTPS GET by the
+#: kubelet, Ready on 200-399: kubernetes/kubernetes pkg/probe/http/http.go). ``sys/health`` answers 200
+#: for the active node and, with ``standbyok``, for an unsealed standby; 503 when sealed and 501 when not
+#: initialised (Vault API docs "/sys/health"; openbao/openbao internal/http/sys_health.go). So a sealed or
+#: uninitialised pod is NOT Ready and the PodDisruptionBudget counts it as disrupted: a drain cannot take
+#: a second pod while one is sealed. Bootstrap and ``retry_join`` still reach such pods: they use the
+#: per-pod names of the chart's ``vault-internal`` headless Service, which publishes not-ready addresses
+#: (vault-helm v0.34.1 templates/server-headless-service.yaml, ``publishNotReadyAddresses: true``).
+#: Proven on a real server: tests/real/test_pods.py, tests/real/test_vault_bootstrap.py.
+READINESS_PROBE_PATH = "/v1/sys/health?standbyok=true"
+#: The Linode Block Storage CSI driver's class that keeps a volume when its claim is deleted (LKE only):
+#: Raft data and the audit trail outlive the StatefulSet (linode/linode-blockstorage-csi-driver
+#: helm-chart/csi-driver/templates/linode-block-storage-retain.yaml: provisioner
+#: ``linodebs.csi.linode.com``, ``reclaimPolicy: Retain``, ``allowVolumeExpansion: true``).
+LINODE_STORAGE_CLASS = "linode-block-storage-retain"
+#: Every class of that driver is named so (``linode-block-storage``, ``-retain``, ``-encrypted``,
+#: ``-topology-aware``...): none exists outside Linode, so an existing-cluster stack may not name one.
+LINODE_STORAGE_CLASS_PREFIX = "linode-block-storage"
 #: Certificates renew at 2/3 of their lifetime (renewBefore = 1/3 of the duration).
 SERVER_CERT_DURATION_HOURS = 2160
 CA_VALIDITY_HOURS = 87600
 
 
 class LoadBalancerExposure(Settings):
-    """A LoadBalancer Service (a Linode NodeBalancer) in front of the active Vault node; TLS
-    terminates at Vault itself. Only ``allowedSourceRanges`` may connect: the Cloud Firewall the CCM
-    builds from the Service's ``firewall-acl`` annotation enforces it (``components/linode_exposure.py``).
-    The NodeBalancer sends PROXY protocol v2, and Vault's external listener believes the header only
-    from ``nodeBalancerRanges``, where NodeBalancers connect from (default ``192.168.255.0/24``)."""
+    """A LoadBalancer Service in front of the active Vault node; TLS terminates at Vault itself. Only
+    ``allowedSourceRanges`` may connect.
+
+    On LKE the Service is a Linode NodeBalancer: the Cloud Firewall the CCM builds from the Service's
+    ``firewall-acl`` annotation enforces the ranges (``components/linode_exposure.py``); the NodeBalancer
+    sends PROXY protocol v2, and Vault's external listener believes the header only from
+    ``nodeBalancerRanges``, where NodeBalancers connect from (default ``192.168.255.0/24``, LKE only). On
+    an existing cluster whatever serves LoadBalancers there (MetalLB, k3s servicelb, another cloud's
+    controller) gets a plain Service: the ranges as ``spec.loadBalancerSourceRanges`` (kube-proxy
+    enforces them), no Linode annotation and no PROXY protocol listener."""
 
     type: Literal["loadBalancer"]
     hostname: DnsName
     allowed_source_ranges: tuple[Cidr, ...] = Field(min_length=1)
-    node_balancer_ranges: tuple[Cidr, ...] = Field(default=NODEBALANCER_SOURCE_RANGES, min_length=1)
+    #: LKE only; unset there: ``NODEBALANCER_SOURCE_RANGES`` (``VaultSettings.for_platform``).
+    node_balancer_ranges: tuple[Cidr, ...] | None = Field(default=None, min_length=1)
 
 
 class AddressExposure(Settings):
@@ -77,7 +103,9 @@ class VaultSettings(Settings):
     replicas: int = Field(default=3, ge=1, le=7)
     seal: Seal = ShamirSeal(type="shamir")
     exposure: Exposure
-    storage_class: str = "linode-block-storage-retain"
+    #: Unset: on LKE the retained Linode Block Storage class (``LINODE_STORAGE_CLASS``), elsewhere the
+    #: cluster's default StorageClass (the chart's ``storageClass: null`` leaves it out of the PVCs).
+    storage_class: str | None = None
     data_storage_size: Quantity = "10Gi"
     audit_storage_size: Quantity = "10Gi"
     injector_replicas: int = Field(default=2, ge=1, le=5)
@@ -93,6 +121,19 @@ class VaultSettings(Settings):
         if value % 2 == 0:
             raise ValueError(f"replicas must be odd for a Raft quorum, got {value}")
         return value
+
+    def for_platform(self, platform: Platform) -> VaultSettings:
+        """These settings with the platform's defaults filled in: on LKE ``storage_class`` and the
+        exposure's ``node_balancer_ranges``; elsewhere nothing (config.py refuses Linode-only values)."""
+        if not platform.linode:
+            return self
+        update: dict[str, Any] = {}
+        if self.storage_class is None:
+            update["storage_class"] = LINODE_STORAGE_CLASS
+        exposure = self.exposure
+        if isinstance(exposure, LoadBalancerExposure) and exposure.node_balancer_ranges is None:
+            update["exposure"] = exposure.model_copy(update={"node_balancer_ranges": NODEBALANCER_SOURCE_RANGES})
+        return self.model_copy(update=update) if update else self
 
     @property
     def enabled_snapshots(self) -> SnapshotSettings | None:
@@ -116,9 +157,10 @@ def server_spec(settings: VaultSettings, cluster_name: str, seal: SealSpec = Non
     if seal is None and isinstance(settings.seal, AwsKmsSeal):
         seal = settings.seal
     exposure = settings.exposure
+    # the PROXY protocol listener behind a NodeBalancer: only where its ranges are known (LKE)
     external = (
         ExternalListener(authorized_addrs=exposure.node_balancer_ranges)
-        if isinstance(exposure, LoadBalancerExposure)
+        if isinstance(exposure, LoadBalancerExposure) and exposure.node_balancer_ranges is not None
         else None
     )
     return VaultServerSpec(
@@ -203,7 +245,11 @@ def _server_values(settings: VaultSettings, spec: VaultServerSpec) -> dict[str, 
         # them one by one, standbys first, the active node last.
         "updateStrategyType": "OnDelete",
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-        "readinessProbe": {"enabled": True, "path": "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204"},
+        "readinessProbe": {"enabled": True, "path": READINESS_PROBE_PATH},
+        # The file audit device's log is rotated and bounded by a sidecar that signals Vault
+        # (components/vault_audit.py, which also says why Vault needs a second audit device).
+        "shareProcessNamespace": True,
+        "extraContainers": [rotation_sidecar(quantity_bytes(settings.audit_storage_size))],
         "extraEnvironmentVars": {
             "VAULT_CACERT": f"{TLS_DIR}/ca.crt",
             "VAULT_TLS_SERVER_NAME": spec.peer_hostname(0),
@@ -399,6 +445,7 @@ class Vault(pulumi.ComponentResource):
         settings: VaultSettings,
         *,
         cluster_name: str,
+        platform: Platform,
         cert_manager: pulumi.Resource,
         programs_image: str,
         admin_policy_hcl: str,
@@ -413,7 +460,8 @@ class Vault(pulumi.ComponentResource):
         provider comes through ``opts`` (children inherit it); only cert-manager's Issuer and Certificate
         wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
-        self.settings = settings
+        self.platform = platform
+        self.settings = settings = settings.for_platform(platform)
         self.programs_image = programs_image
         self.admin_policy_hcl = admin_policy_hcl
         self.spec = spec = server_spec(settings, cluster_name)
@@ -559,12 +607,7 @@ class Vault(pulumi.ComponentResource):
         service_metadata: Any = {
             "name": f"{spec.release}-external",
             "namespace": spec.namespace,
-            "annotations": {
-                # TLS passes through the NodeBalancer and terminates at Vault; the CCM's Cloud Firewall
-                # admits only the allowed ranges; PROXY v2 carries the client address (linode_exposure.py).
-                **load_balancer_annotations(exposure.allowed_source_ranges, proxy_protocol=True),
-                "external-dns.alpha.kubernetes.io/hostname": spec.external_hostname,
-            },
+            "annotations": {"external-dns.alpha.kubernetes.io/hostname": spec.external_hostname},
         }
         service_spec: Any = {
             "type": "LoadBalancer",
@@ -575,6 +618,18 @@ class Vault(pulumi.ComponentResource):
             # Local: no SNAT, so Vault sees the NodeBalancer's address and believes its PROXY header.
             "externalTrafficPolicy": "Local",
         }
+        if self.platform.linode:
+            # TLS passes through the NodeBalancer and terminates at Vault; the CCM's Cloud Firewall
+            # admits only the allowed ranges; PROXY v2 carries the client address (linode_exposure.py).
+            service_metadata["annotations"].update(
+                load_balancer_annotations(exposure.allowed_source_ranges, proxy_protocol=True)
+            )
+        else:
+            # Elsewhere the cluster's own LoadBalancer implementation serves the Service (MetalLB, k3s
+            # servicelb, another cloud's controller): no PROXY protocol, the plain listener, and the
+            # ranges as loadBalancerSourceRanges, which kube-proxy enforces for the load balancer's IP.
+            service_spec["ports"][0]["targetPort"] = API_PORT
+            service_spec["loadBalancerSourceRanges"] = list(exposure.allowed_source_ranges)
         k8s.core.v1.Service(
             f"{name}-external",
             metadata=service_metadata,
@@ -606,7 +661,7 @@ class Vault(pulumi.ComponentResource):
         )
 
     def _server_settings(self, name: str) -> None:
-        """Pulumi's own policy, Raft autopilot and the audit device, through the Vault provider."""
+        """Pulumi's own policy, Raft autopilot and the audit devices, through the Vault provider."""
         vault_opts = pulumi.ResourceOptions(parent=self, provider=self.vault_provider)
         # The bootstrap wrote it to hand Pulumi a login; from here on the stack manages it.
         vault.Policy(f"{name}-admin-acl", name=ADMIN_POLICY, policy=self.admin_policy_hcl, opts=vault_opts)
@@ -620,14 +675,17 @@ class Vault(pulumi.ComponentResource):
             server_stabilization_time="10s",
             opts=vault_opts,
         )
-        vault.Audit(
-            f"{name}-audit",
-            type="file",
-            path="file",
-            description="Every request and response, HMAC'd, on the audit volume",
-            options={"file_path": "/vault/audit/audit.log", "mode": "0600"},
-            opts=vault_opts,
-        )
+        # Two devices, so that a full audit volume cannot stop Vault (components/vault_audit.py). The
+        # file device keeps its first name and inputs: a changed audit device is replaced.
+        for device in AUDIT_DEVICES:
+            vault.Audit(
+                f"{name}-audit" if device.path == "file" else f"{name}-audit-{device.path}",
+                type=device.type,
+                path=device.path,
+                description=device.description,
+                options=device.options,
+                opts=vault_opts,
+            )
 
     def _bootstrap_job(
         self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
@@ -649,9 +707,25 @@ class Vault(pulumi.ComponentResource):
     def _bootstrap_files(
         self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
     ) -> list[pulumi.Resource]:
-        """What the Job reads: the admin password (a Secret)
-        and the admin policy (a ConfigMap)."""
+        """What the Job reads: the admin password (a Secret) and the admin policy (a ConfigMap);
+        and where it writes: the init state Secret, created empty here so that the Job needs no
+        ``create`` on Secrets (unscoped in RBAC: it would let it mint any ServiceAccount's token)."""
         namespace = self.spec.namespace
+        init_state = k8s.core.v1.Secret(
+            f"{name}-init-state",
+            metadata={
+                "name": INIT_STATE_SECRET,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "fedobs-vault-bootstrap"},
+            },
+            type="Opaque",
+            # The Job writes the init result into it; the stack never touches it again, and never
+            # deletes it (it holds the unseal or recovery keys).
+            opts=pulumi.ResourceOptions.merge(
+                ns_opts,
+                pulumi.ResourceOptions(protect=True, retain_on_delete=True, ignore_changes=["data", "stringData"]),
+            ),
+        )
         admin_secret = k8s.core.v1.Secret(
             f"{name}-admin-credential",
             metadata={"name": "vault-admin-credential", "namespace": namespace},
@@ -664,11 +738,10 @@ class Vault(pulumi.ComponentResource):
             data={"admin.hcl": self.admin_policy_hcl},
             opts=ns_opts,
         )
-        return [admin_secret, policy_map]
+        return [init_state, admin_secret, policy_map]
 
     def _bootstrap_rbac(self, name: str, ns_opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
-        """The Job's ServiceAccount: it may create Secrets,
-        and read and update only the init state one."""
+        """The Job's ServiceAccount: it may read and update the init state Secret, nothing else."""
         namespace = self.spec.namespace
         account = k8s.core.v1.ServiceAccount(
             f"{name}-bootstrap-sa",
@@ -677,8 +750,6 @@ class Vault(pulumi.ComponentResource):
             opts=ns_opts,
         )
         rules: Any = [
-            # create cannot be limited by name in RBAC; get/update are limited to the state Secret.
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
             {
                 "apiGroups": [""],
                 "resources": ["secrets"],

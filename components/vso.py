@@ -20,6 +20,17 @@ from components.vault_policies import kv_read, render_policy
 
 TYPE_TOKEN = "fedobs:distribution:VaultSecretsOperator"
 OPERATOR_NAMESPACE = "vault-secrets-operator"
+RELEASE_NAME = "vault-secrets-operator"
+#: The ServiceAccount VSO's controller runs as, and so the identity that writes every Secret VSO
+#: syncs: chart v1.4.1 (commit 9b840a5a), chart/templates/deployment.yaml names it
+#: ``{{ include "vso.chart.fullname" . }}-controller-manager`` (ServiceAccount and the Deployment's
+#: ``serviceAccountName``), and ``vso.chart.fullname`` (chart/templates/_helpers.tpl) is the release
+#: name when it contains the chart's name, as ``vault-secrets-operator`` does (no ``fullnameOverride``
+#: or ``nameOverride`` is set, :func:`operator_values`).
+CONTROLLER_SERVICE_ACCOUNT = f"{RELEASE_NAME}-controller-manager"
+CONTROLLER_USERNAME = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{CONTROLLER_SERVICE_ACCOUNT}"
+#: The VaultAuth of each target namespace, and every VaultStaticSecret's ``vaultAuthRef``.
+VAULT_AUTH = "vault"
 SERVICE_ACCOUNT = "vso-auth"
 REFRESH_AFTER = "60s"
 #: How each namespace's ``vso-auth`` account logs in (a short-lived token for the ``vault`` audience).
@@ -153,7 +164,7 @@ def operator_values() -> dict[str, Any]:
 
 def static_secret_spec(sync: SyncSettings, kv_mount: str) -> dict[str, Any]:
     return {
-        "vaultAuthRef": "vault",
+        "vaultAuthRef": VAULT_AUTH,
         "type": "kv-v2",
         "mount": kv_mount,
         "path": sync.kv_path,
@@ -192,7 +203,7 @@ class VaultSecretsOperator(pulumi.ComponentResource):
         operator_ns = restricted_namespace(f"{name}-namespace", OPERATOR_NAMESPACE, pulumi.ResourceOptions(parent=self))
         release = k8s.helm.v3.Release(
             f"{name}-release",
-            name="vault-secrets-operator",
+            name=RELEASE_NAME,
             chart="vault-secrets-operator",
             version=versions.VSO_CHART_VERSION,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=versions.VAULT_CHART_REPO),
@@ -288,4 +299,4 @@ class VaultSecretsOperator(pulumi.ComponentResource):
                 "vaultAuthGlobalRef": {"name": "default", "namespace": OPERATOR_NAMESPACE, "allowDefault": False},
                 "kubernetes": {"role": role_name(namespace), "serviceAccount": SERVICE_ACCOUNT},
             }
-        self._custom(f"{namespace}-auth", "VaultAuth", namespace, "vault", auth)
+        self._custom(f"{namespace}-auth", "VaultAuth", namespace, VAULT_AUTH, auth)

@@ -86,6 +86,7 @@ from rig.local_hub import (
     use_telemetry,
 )
 from rig.openbao import ApiResponse, BaoNode, api, live_clusters, wait_until
+from rig.programs_env import programs_python
 from rig.tls_vault import audit_requests
 from rig.vault_cluster import LoopbackVault, build_loopback_vault, running, stack_server
 
@@ -488,7 +489,8 @@ class Demo:
     def hub_audit_log(self) -> Path:
         hub = self.hub
         assert hub is not None
-        audit = hub.recording.one("vault:index/audit:Audit")
+        # the file device on the audit volume (the other one writes to stdout)
+        audit = hub.recording.one("vault:index/audit:Audit", "hub-vault-audit")
         return hub.leader.workdir / posixpath.basename(str(audit.inputs["options"]["file_path"]))
 
     # -- 5 ---------------------------------------------------------------------------------------
@@ -654,7 +656,7 @@ class Demo:
             for a in command[1:]
             if not a.startswith("/vault/secrets/") or a == "/vault/secrets/db"
         ]
-        consumer = processes.run([sys.executable, *args], cwd=REPO, capture_output=True, timeout=30)
+        consumer = processes.run([programs_python(), *args], cwd=REPO, capture_output=True, timeout=30)
         check(consumer.returncode == 0, f"the Job's consumer failed: {consumer.stderr.strip()}")
         creds = credentials.load_dotenv(rendered)
         value, refused = use_telemetry(pg, creds["DB_USERNAME"], creds["DB_PASSWORD"])

@@ -12,12 +12,14 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
 ``k8s_object(recording, kind, name)`` / ``secret_value(recording, name, key)`` / ``pod_template(recording, kind, name)``
     A declared Kubernetes object / one ``stringData`` value of a declared Secret / the Pod
     template (``metadata`` with the injector annotations, ``spec``) of a declared Job or CronJob.
-``openbao_pod_hcl(recording)``
+``openbao_pod_hcl(recording)`` / ``openbao_audit_stanzas(recording)``
     The server HCL of the stack's Vault pods plus the OpenBao form of every audit device the stack
-    declares through the API (OpenBao takes audit devices only from its config).
+    declares through the API (OpenBao takes audit devices only from its config) / those stanzas alone.
 ``run_bootstrap_job(recording, vault, workdir, password)``
     The stack's bootstrap Job, run as its pod runs it (its own argument list, localised by
     ``rig.vault_cluster.localize_job_command``) against a started ``LoopbackVault``.
+``shipped_admin_policy()``
+    The ``fedobs-admin`` policy the shipped hub renders.
 ``admin_login(url, ca_file, password)`` / ``admin_token(url, ca_file, password)``
     The login Pulumi's Vault provider makes (the bootstrap's userpass admin path): its answer / its token.
 ``kubernetes_auth_overrides(kube)``
@@ -48,17 +50,18 @@ import argparse
 import datetime as dt
 import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.admin_policy import admin_policy_hcl
 from components.otlp_pki import CLIENT_CA, SERVER_CA, client_secret_name
 from components.vault import ADMIN_USERNAME
+from components.vault_config import VaultConfigSettings
 from components.vault_names import ADMIN_AUTH_MOUNT
 from components.vault_server_config import HUB_CA_DIR
-from offline.engine import RecordedResource, Recording
+from offline.engine import RecordedResource, Recording, load_stack_file
 from programs.cert_sync import sync
 from programs.vault_http import KvState
 from rig import processes
@@ -66,6 +69,7 @@ from rig.cert_manager_pki import Issued, issue, issue_secrets
 from rig.kube_api import KubeAPIServer
 from rig.openbao import ApiResponse, api, openbao_audit_stanza
 from rig.pki import write_private_file
+from rig.programs_env import programs_python
 from rig.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
@@ -87,6 +91,7 @@ __all__ = [
     "issue_pki",
     "k8s_object",
     "kubernetes_auth_overrides",
+    "openbao_audit_stanzas",
     "openbao_pod_hcl",
     "pod_template",
     "publish_pki",
@@ -94,6 +99,7 @@ __all__ = [
     "run_bootstrap_job",
     "run_cert_sync",
     "secret_value",
+    "shipped_admin_policy",
     "vso_login",
 ]
 
@@ -129,12 +135,17 @@ def pod_template(recording: Recording, kind: str, name: str) -> dict[str, Any]:
     return template
 
 
+def openbao_audit_stanzas(recording: Recording) -> str:
+    """Every ``vault.Audit`` the stack declares, in OpenBao's config form (with the pod's file paths)."""
+    return "".join(
+        openbao_audit_stanza(audit.inputs["type"], audit.inputs["path"], audit.inputs["options"])
+        for audit in recording.of_type("vault:index/audit:Audit")
+    )
+
+
 def openbao_pod_hcl(recording: Recording) -> str:
     """The pods' server HCL, with each declared ``vault.Audit`` appended in OpenBao's config form."""
-    hcl = stack_server(recording).pod_hcl
-    for audit in recording.of_type("vault:index/audit:Audit"):
-        hcl += openbao_audit_stanza(audit.inputs["type"], audit.inputs["path"], audit.inputs["options"])
-    return hcl
+    return stack_server(recording).pod_hcl + openbao_audit_stanzas(recording)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,12 +185,19 @@ def run_bootstrap_job(
     command = bootstrap_job_command(recording, vault, workdir, password, timeout=timeout)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     return processes.run(
-        [sys.executable, "-m", "programs.vault_bootstrap", *command],
+        [programs_python(), "-m", "programs.vault_bootstrap", *command],
         cwd=REPO,
         env=env,
         capture_output=True,
         timeout=2 * timeout,
     )
+
+
+def shipped_admin_policy() -> str:
+    """The admin policy the shipped hub renders from its mounts (``components.admin_policy``), as its
+    ``vault-admin-policy`` ConfigMap and its ``fedobs-admin`` ``vault.Policy`` carry it."""
+    config, _ = load_stack_file("hub")
+    return admin_policy_hcl(VaultConfigSettings.model_validate(config["fedobs:vaultConfig"]), transit=True)
 
 
 def admin_login(url: str, ca_file: str, password: str) -> ApiResponse:
@@ -399,7 +417,7 @@ def run_cert_sync(
             str(mounted / part.removeprefix("/fedobs/hub/")) if part.startswith("/fedobs/hub/") else part
             for part in command
         ]
-    return processes.run([sys.executable, *command[1:]], cwd=REPO, env=env, capture_output=True, timeout=timeout)
+    return processes.run([programs_python(), *command[1:]], cwd=REPO, env=env, capture_output=True, timeout=timeout)
 
 
 def vso_login(edge: Recording, url: str, ca_file: str, kube: KubeAPIServer) -> tuple[ApiResponse, str]:

@@ -9,7 +9,8 @@ What is followed, and where from (Kyverno v1.19.0 = commit ee97ce09538b09b6f1b03
   ``messageExpression`` ``string``. ``object``, ``oldObject``, ``request``, ``namespaceObject`` are
   dynamically typed as in Kyverno. A variable may only use variables defined before it.
 * **Matching**: ``matchConstraints`` (resourceRules and excludeResourceRules: operations, apiGroups,
-  apiVersions, resources, resourceNames, scope; namespaceSelector and objectSelector with
+  apiVersions, resources with subresources as the API server matches them (``pods`` is not
+  ``pods/ephemeralcontainers``), resourceNames, scope; namespaceSelector and objectSelector with
   matchLabels/matchExpressions), then ``matchConditions`` (pkg/cel/policies/vpol/compiler/policy.go,
   ``match``): any false skips the policy; errors with none false skip it under ``failurePolicy:
   Ignore`` and are an error under ``Fail``. ``spec.evaluation.admission.enabled: false`` skips it.
@@ -22,6 +23,10 @@ What is followed, and where from (Kyverno v1.19.0 = commit ee97ce09538b09b6f1b03
   evaluation. The message of a failure is the ``messageExpression``'s value when there is one
   (``"failed to evaluate message expression: ..."`` when it fails), else ``message``, and
   ``"CEL expression validation failed at index <i>"`` when that is empty.
+* **The request**: ``request`` is the AdmissionRequest as JSON (pkg/cel/policies/vpol/compiler/eval.go,
+  ``prepareK8sData``): ``operation``, ``userInfo.username`` (who asks; :data:`DEFAULT_USER` unless a
+  test names another), ``subResource`` only when the request is for one (``omitempty``); for
+  ``pods/ephemeralcontainers`` ``object`` and ``oldObject`` are whole Pods.
 * **Actions** (pkg/webhooks/resource/vpol/handler.go, ``admissionResponse``): with ``Deny`` in
   ``validationActions`` a failure or an error refuses the request; ``Warn`` returns it as a
   warning; ``Audit`` records it in a report (:attr:`Evaluation.denied`, ``warned``, ``audited``).
@@ -50,7 +55,8 @@ return a map (cel-go returns it): so ``resource.Get(...) == null`` type-checks h
 Kyverno, where ``type(resource.Get(...)) == type(null)`` is the working form.
 
 **Known differences** from Kyverno's CEL environment (pkg/cel/compiler/env.go): cel-expr-python has
-no ``ext.Lists`` (``flatten``, ``distinct``, ``sort``...), ``ext.Sets``, two-variable comprehensions
+no ``ext.Lists`` (``flatten``, ``sort``...; only ``distinct()`` is stood in for, as cel-go's
+ListsVersion 2+ defines it), ``ext.Sets``, two-variable comprehensions
 or the Kubernetes libraries (quantity, IP, CIDR, URL, regex, lists ``indexOf``...): a policy using
 them fails to compile here, so rules tested with this module avoid them. It does not enforce
 Kyverno's ``HomogeneousAggregateLiterals`` (keep list and map literals single-typed) nor rewrite
@@ -71,6 +77,7 @@ from cel_expr_python import cel
 from cel_expr_python.ext import ext_bindings, ext_encoders, ext_math, ext_optional, ext_strings
 
 __all__ = [
+    "DEFAULT_USER",
     "Cluster",
     "CompiledPolicy",
     "Evaluation",
@@ -94,6 +101,10 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("apps/v1", "Deployment"): ("deployments", True),
     ("apps/v1", "DaemonSet"): ("daemonsets", True),
     ("apps/v1", "StatefulSet"): ("statefulsets", True),
+    ("apps/v1", "ReplicaSet"): ("replicasets", True),
+    ("v1", "ReplicationController"): ("replicationcontrollers", True),
+    ("batch/v1", "Job"): ("jobs", True),
+    ("batch/v1", "CronJob"): ("cronjobs", True),
     ("secrets.hashicorp.com/v1beta1", "VaultStaticSecret"): ("vaultstaticsecrets", True),
 }
 
@@ -178,6 +189,14 @@ class Cluster:
 # --- the CEL environment --------------------------------------------------------------------------
 
 
+def _distinct(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for value in values:
+        if value not in out:
+            out.append(value)
+    return out
+
+
 def _functions(cluster: Cluster) -> list[Any]:
     def list3(api_version: str, plural: str, namespace: str) -> dict[str, Any]:
         return cluster.list(api_version, plural, namespace)
@@ -189,7 +208,15 @@ def _functions(cluster: Cluster) -> list[Any]:
         return cluster.get(api_version, plural, namespace, name)
 
     result_map = T.Map(T.STRING, T.DYN)
-    decls = []
+    decls = [
+        # ext.Lists (ListsVersion 3 in Kyverno's env.go): ``<list>.distinct()``, the first occurrence of
+        # each element in order (cel-go ext/lists.go; CEL equality, which for the strings it is used
+        # on here is Python's).
+        cel.FunctionDecl(
+            "distinct",
+            [cel.Overload("list_distinct", T.List(T.DYN), [T.List(T.DYN)], is_member=True, impl=_distinct)],
+        )
+    ]
     for name in ("List", "list"):
         decls.append(
             cel.FunctionDecl(
@@ -340,8 +367,26 @@ def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, s
     return True
 
 
+def _resource_matches(resources: Iterable[str], plural: str, subresource: str) -> bool:
+    """``resources`` of a rule against the request's resource and subresource, as the API server
+    matches them (k8s.io/apiserver .../predicates/rules/rules.go, ``Matcher.resource``): ``pods``
+    matches the Pod itself and no subresource of it, ``pods/ephemeralcontainers`` only that
+    subresource, ``*`` every resource but no subresource, ``*/*`` everything."""
+    for entry in resources:
+        resource, _, sub = entry.partition("/")
+        if (resource in ("*", plural)) and (sub in ("*", subresource)):
+            return True
+    return False
+
+
 def _rule_matches(
-    rule: Mapping[str, Any], operation: str, api_version: str, plural: str, namespaced: bool, name: str
+    rule: Mapping[str, Any],
+    operation: str,
+    api_version: str,
+    plural: str,
+    namespaced: bool,
+    name: str,
+    subresource: str = "",
 ) -> bool:
     group, _, version = api_version.rpartition("/")
 
@@ -354,7 +399,7 @@ def _rule_matches(
         has("operations", operation)
         and has("apiGroups", group)
         and has("apiVersions", version)
-        and has("resources", plural)
+        and _resource_matches(rule.get("resources", []), plural, subresource)
         and (not rule.get("resourceNames") or name in rule["resourceNames"])
         and (scope == "*" or (scope == "Namespaced") == namespaced)
     )
@@ -366,13 +411,14 @@ def _constraints_match(
     obj: Mapping[str, Any],
     old: Mapping[str, Any] | None,
     namespace_labels: Mapping[str, str],
+    subresource: str = "",
 ) -> bool:
     api_version, kind = obj["apiVersion"], obj["kind"]
     if (api_version, kind) not in RESOURCES:
         raise KeyError(f"the stand-in does not know the resource of {api_version} {kind}")
     plural, namespaced = RESOURCES[(api_version, kind)]
     name = obj["metadata"].get("name", "")
-    args = (operation, api_version, plural, namespaced, name)
+    args = (operation, api_version, plural, namespaced, name, subresource)
     if not any(_rule_matches(r, *args) for r in constraints.get("resourceRules", [])):
         return False
     if any(_rule_matches(r, *args) for r in constraints.get("excludeResourceRules", [])):
@@ -418,12 +464,21 @@ class Evaluation:
         return self.status in ("fail", "error") and "Audit" in self.actions
 
 
-def _request(operation: str, obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+#: Who makes a request unless a test says otherwise: an identity that is neither VSO nor a controller.
+DEFAULT_USER = "system:serviceaccount:test:pulumi"
+
+
+def _request(
+    operation: str, obj: Mapping[str, Any], namespace: str, subresource: str = "", user: str = DEFAULT_USER
+) -> dict[str, Any]:
+    """The AdmissionRequest as Kyverno hands it to CEL: the Go struct as JSON (eval.go,
+    ``prepareK8sData``), so ``subResource`` is absent unless the request is for one (``omitempty``)."""
     api_version = obj["apiVersion"]
     group, _, version = api_version.rpartition("/")
     plural, _ = RESOURCES[(api_version, obj["kind"])]
     gvk = {"group": group, "version": version, "kind": obj["kind"]}
     gvr = {"group": group, "version": version, "resource": plural}
+    subresources = {"subResource": subresource, "requestSubResource": subresource} if subresource else {}
     return {
         "uid": "00000000-0000-0000-0000-000000000000",
         "kind": gvk,
@@ -433,8 +488,9 @@ def _request(operation: str, obj: Mapping[str, Any], namespace: str) -> dict[str
         "name": obj["metadata"].get("name", ""),
         "namespace": namespace,
         "operation": operation,
-        "userInfo": {"username": "system:serviceaccount:test:pulumi"},
+        "userInfo": {"username": user},
         "dryRun": False,
+        **subresources,
     }
 
 
@@ -477,8 +533,13 @@ def evaluate(
     cluster: Cluster | None = None,
     operation: str = "CREATE",
     old_object: Mapping[str, Any] | None = None,
+    *,
+    subresource: str = "",
+    user: str = DEFAULT_USER,
 ) -> Evaluation:
-    """What Kyverno decides for ``operation`` on ``obj`` (namespace from ``obj.metadata.namespace``)."""
+    """What Kyverno decides for ``operation`` on ``obj`` (namespace from ``obj.metadata.namespace``),
+    made by ``user`` (``request.userInfo.username``); ``subresource`` for a request on one, e.g. a
+    Pod's ``ephemeralcontainers``, whose ``object`` is the whole Pod."""
     compiled = policy if isinstance(policy, CompiledPolicy) else compile_policy(policy, cluster)
     if cluster is not None and compiled.cluster is not cluster:
         compiled = compile_policy(compiled.policy, cluster)
@@ -490,12 +551,12 @@ def evaluate(
     namespace = obj["metadata"].get("namespace", "")
     namespace_object = compiled.cluster.namespace_object(namespace) if namespace else None
     ns_labels = namespace_object["metadata"]["labels"] if namespace_object else {}
-    if not _constraints_match(spec.get("matchConstraints", {}), operation, obj, old_object, ns_labels):
+    if not _constraints_match(spec.get("matchConstraints", {}), operation, obj, old_object, ns_labels, subresource):
         return skip
     data = {
         "object": copy.deepcopy(dict(obj)),
         "oldObject": copy.deepcopy(dict(old_object)) if old_object else None,
-        "request": _request(operation, obj, namespace),
+        "request": _request(operation, obj, namespace, subresource, user),
         "namespaceObject": namespace_object,
     }
     run = _Run(compiled, data)
@@ -523,11 +584,16 @@ def evaluate(
 
 
 def evaluate_all(
-    policy: Mapping[str, Any], objects: Iterable[Mapping[str, Any]], cluster: Cluster, operation: str = "CREATE"
+    policy: Mapping[str, Any],
+    objects: Iterable[Mapping[str, Any]],
+    cluster: Cluster,
+    operation: str = "CREATE",
+    *,
+    user: str = DEFAULT_USER,
 ) -> list[tuple[Mapping[str, Any], Evaluation]]:
     """``evaluate`` for each object, compiling the policy once."""
     compiled = compile_policy(policy, cluster)
-    return [(obj, evaluate(compiled, obj, operation=operation)) for obj in objects]
+    return [(obj, evaluate(compiled, obj, operation=operation, user=user)) for obj in objects]
 
 
 def vso_secret(static_secret: Mapping[str, Any], uid: str = "vss-uid") -> dict[str, Any]:

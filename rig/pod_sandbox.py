@@ -42,7 +42,8 @@ can be enforced for real (facts measured in ``../shared/REAL-PEERS.md``, "A Pod'
     every container. Without fsGroup nothing is changed: a root-owned 0400 file is readable by root only.
   - emptyDir (``pkg/volume/emptydir``): a directory of mode 0777; with fsGroup as above (group-owned,
     setgid). A ``persistentVolumeClaim`` is a fresh filesystem root (0755, root) with the same
-    ownership change.
+    ownership change; given a capacity (``capacities``) it is a tmpfs of that size, so a write past
+    it fails with ENOSPC as on a full volume (mounting needs root; ``close()`` unmounts).
   - The kubelet mounts Secret, ConfigMap, projected and downwardAPI volumes read-only whatever the
     mount says; other volumes are read-only only with ``readOnly: true``.
 * **ServiceAccount admission**: unless ``automountServiceAccountToken: false``, the pod gets the
@@ -55,6 +56,8 @@ can be enforced for real (facts measured in ``../shared/REAL-PEERS.md``, "A Pod'
   ``valueFrom.secretKeyRef``/``configMapKeyRef`` from the test's objects and ``fieldRef`` for the pod's
   name, namespace, IPs and service account. A test's localisations (an address that has no DNS name
   here) are passed explicitly (``env_overrides``) and nothing else is changed.
+* **Probes** are not run by the sandbox; :func:`http_probe` runs a container's ``httpGet`` probe once
+  with the kubelet's rule (``pkg/probe/http/http.go``) against the address a test gives.
 * **Command**: the container's ``command`` + ``args`` exactly (an image entrypoint is not modelled: every
   container here declares its command), resolved on the image's ``PATH`` in its ``workingDir``.
 
@@ -63,10 +66,11 @@ Images (``Image``): no image can be pulled here, so each is mapped onto what exi
 * ``programs_image()`` for ``ghcr.io/fedobs/programs`` (``programs/Containerfile``: python:3.11-slim,
   ``COPY programs /opt/fedobs/programs``, ``WORKDIR /opt/fedobs``, ``USER 65532:65532``,
   ``PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1``): the repository's ``programs/`` at
-  ``/opt/fedobs/programs``, and ``python`` on ``PATH`` is the interpreter of the virtual environment the
-  tests run in (its ``bin`` first on ``PATH``; the environment and its base interpreter are bound
-  read-only at their own paths, their parents created traversable), which holds
-  ``programs/requirements.txt``'s packages. So ``python -m programs.X`` runs the repository's code.
+  ``/opt/fedobs/programs``, and ``python`` on ``PATH`` is the interpreter of the programs' own
+  environment (``rig.programs_env``: ``programs/requirements.lock`` only, as the Containerfile installs
+  it; its ``bin`` first on ``PATH``; the environment and its base interpreter are bound read-only at
+  their own paths, their parents created traversable). So ``python -m programs.X`` runs the
+  repository's code with exactly the image's packages.
 * ``vault_image(bao)`` for ``hashicorp/vault``: ``vault`` on ``PATH`` is the OpenBao ``bao`` binary and
   ``/usr/local/bin/docker-entrypoint.sh`` is the part of the image's entrypoint the chart's command
   reaches (see ``VAULT_ENTRYPOINT``).
@@ -76,15 +80,18 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import stat
 import subprocess
-import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rig import processes
+from rig.programs_env import PROGRAMS_VENV, programs_python
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,8 +145,8 @@ class Image:
 
 def programs_image(repo: Path = REPO) -> Image:
     """``ghcr.io/fedobs/programs`` (``programs/Containerfile``) as it runs here: see the module docstring."""
-    venv = Path(sys.prefix)
-    base = Path(sys.base_prefix).resolve()
+    venv = PROGRAMS_VENV
+    base = Path(programs_python()).resolve().parents[1]
     path = f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     binds = {"/opt/fedobs/programs": str(repo / "programs"), str(venv): str(venv)}
     if base != venv:
@@ -221,7 +228,9 @@ class PodSandbox:
 
     ``pod`` is a Pod template (``{"metadata": ..., "spec": ...}``) or a Pod spec. ``extra_volumes`` and
     ``extra_mounts`` add what an admission webhook would add (e.g. the agent injector's
-    ``/vault/secrets`` emptyDir); tests name them explicitly."""
+    ``/vault/secrets`` emptyDir); tests name them explicitly. ``capacities`` gives persistent volumes a
+    size (volume name -> bytes): such a volume is a filesystem of that size (a tmpfs; use the sandbox
+    as a context manager, or call ``close()``, to unmount it)."""
 
     def __init__(
         self,
@@ -236,8 +245,12 @@ class PodSandbox:
         host_ip: str = "127.0.0.1",
         extra_volumes: Sequence[Mapping[str, Any]] = (),
         extra_mounts: Sequence[Mapping[str, Any]] = (),
+        capacities: Mapping[str, int] | None = None,
     ) -> None:
         spec = dict(pod.get("spec", pod))
+        #: volume name -> bytes: a persistentVolumeClaim with a capacity is a filesystem of that size
+        self.capacities = dict(capacities or {})
+        self._mounted: list[Path] = []
         self.spec = spec
         self.image = image
         self.cluster = cluster
@@ -430,11 +443,28 @@ class PodSandbox:
                 self._set_volume_ownership(target, read_only=False)
             elif "persistentVolumeClaim" in volume:
                 target.mkdir(parents=True)
+                if name in self.capacities:
+                    self._mount_filesystem(target, self.capacities[name])
                 os.chmod(target, 0o755)  # noqa: S103 - a fresh filesystem root
                 self._set_volume_ownership(target, read_only=False)
             else:
                 raise PodSpecError(f"volume {name!r}: kind {sorted(set(volume) - {'name'})} is not modelled")
             self.volume_dirs[name] = target
+
+    def _mount_filesystem(self, target: Path, size: int) -> None:
+        mount_sized_filesystem(target, size)
+        self._mounted.append(target)
+
+    def close(self) -> None:
+        """Unmount the filesystems of volumes with a capacity."""
+        while self._mounted:
+            unmount(self._mounted.pop())
+
+    def __enter__(self) -> PodSandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ environment
     def environment(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -644,6 +674,48 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
         return env.get(name, match.group(0))
 
     return _VAR.sub(repl, value)
+
+
+def mount_sized_filesystem(target: Path, size: int) -> None:
+    """A filesystem that holds at most ``size`` bytes at the directory ``target`` (a tmpfs with ``size=``:
+    a write beyond it fails with ENOSPC, as on a full volume). Mounting needs root, as the sandbox's
+    ``setpriv`` does; :func:`unmount` undoes it."""
+    result = processes.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(target)], capture_output=True, timeout=30
+    )
+    if result.returncode != 0:
+        raise PodSpecError(f"cannot mount a {size}-byte filesystem at {target} (root needed): {result.stderr}")
+
+
+def unmount(target: Path) -> None:
+    """Unmount ``target`` (lazily, if a process still uses it)."""
+    if processes.run(["umount", str(target)], capture_output=True, timeout=30).returncode != 0:
+        processes.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
+
+
+def http_probe(probe: Mapping[str, Any], base_url: str, timeout: float | None = None) -> tuple[bool, int | None]:
+    """One run of a container's ``httpGet`` probe as the kubelet makes it (kubernetes/kubernetes
+    ``pkg/probe/http/http.go``, ``DoHTTPProbe``): a GET of the probe's ``path``, over TLS without
+    certificate verification (``InsecureSkipVerify``) when its scheme is HTTPS; Success if and only if
+    ``200 <= status < 400``; a refused connection or a timeout is a Failure. ``base_url`` is where
+    ``scheme://<pod IP>:<port>`` of the probe is on this machine (a loopback address and port).
+    Returns (success, status or None)."""
+    get = probe["httpGet"]
+    scheme = str(get.get("scheme", "HTTP")).lower()
+    if not base_url.startswith(f"{scheme}://"):
+        raise PodSpecError(f"the probe's scheme is {scheme}, the address given is {base_url}")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    seconds = timeout if timeout is not None else float(probe.get("timeoutSeconds", 1))
+    try:
+        with urllib.request.urlopen(base_url + get["path"], timeout=seconds, context=context) as resp:
+            status = int(resp.status)
+    except urllib.error.HTTPError as err:
+        status = int(err.code)
+    except OSError:
+        return False, None
+    return 200 <= status < 400, status
 
 
 def sandbox_tools_missing() -> list[str]:

@@ -1,8 +1,9 @@
 """A real OpenBao server with TLS and a file audit device, in memory, for tests of what crosses
 Vault's API (cert-sync, the hub and edge flow).
 
-``start_vault(name, workdir, ca)`` starts one (TLS certificate for 127.0.0.1 from the test CA, the
-audit log in ``workdir/audit.log``: OpenBao takes audit devices only from its config);
+``start_vault(name, workdir, ca, audit=...)`` starts one (TLS certificate for 127.0.0.1 from the test CA,
+the audit log in ``workdir/audit.log`` unless ``audit`` gives other stanzas: OpenBao takes audit devices
+only from its config);
 ``initialise(name, node, kv=True)`` inits and unseals it and, unless ``kv=False``, mounts KV v2 at
 ``kv`` with ``cas_required``. :class:`Vault` reads KV state and counts writes in the audit log.
 """
@@ -90,7 +91,19 @@ def audit_requests(audit_path: Path, since: int = 0) -> list[dict[str, Any]]:
     return [e["request"] for e in entries if e.get("type") == "request"]
 
 
-def start_vault(name: str, workdir: Path, ca: TestCA, dns_names: Sequence[str] = ("localhost",)) -> BaoNode:
+#: The audit device of :func:`start_vault` unless the caller gives its own stanzas.
+DEFAULT_AUDIT = """audit "file" "file" {
+  options {
+    file_path = "audit.log"
+  }
+}
+"""
+
+
+def start_vault(
+    name: str, workdir: Path, ca: TestCA, dns_names: Sequence[str] = ("localhost",), *, audit: str = DEFAULT_AUDIT
+) -> BaoNode:
+    """A started (not initialised) server; ``audit`` replaces its audit stanzas (``DEFAULT_AUDIT``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = ca.issue(f"{name}-vault", list(dns_names), ["127.0.0.1"]).write(workdir)
     ca_file = str(ca.write(workdir, "ca.crt"))
@@ -106,18 +119,14 @@ listener "tcp" {{
   tls_cert_file = "{cert_path}"
   tls_key_file  = "{key_path}"
 }}
-audit "file" "file" {{
-  options {{
-    file_path = "audit.log"
-  }}
-}}
-"""
+{audit}"""
     node = BaoNode(name, config, workdir, url, ca_file)
     node.start(wait=True)
     return node
 
 
-def initialise(name: str, node: BaoNode, *, kv: bool = True) -> Vault:
+def initialise(name: str, node: BaoNode, *, kv: bool = True, audit_path: Path | None = None) -> Vault:
+    """Init (one key) and unseal; ``audit_path``: the file audit log, ``workdir/audit.log`` by default."""
     init = node.api("PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1})
     assert init.status == 200, init.text
     assert node.api("PUT", "sys/unseal", body={"key": init.body["keys_base64"][0]}).status == 200
@@ -128,7 +137,7 @@ def initialise(name: str, node: BaoNode, *, kv: bool = True) -> Vault:
         f"{name} Vault to be active",
         ignore=(OSError,),
     )
-    vault = Vault(name, node, str(init.body["root_token"]), node.workdir / "audit.log")
+    vault = Vault(name, node, str(init.body["root_token"]), audit_path or node.workdir / "audit.log")
     if not kv:
         return vault
     vault.ok("POST", "sys/mounts/kv", {"type": "kv", "options": {"version": "2"}})

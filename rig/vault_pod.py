@@ -20,6 +20,13 @@ derived from the chart's templates at tag v0.34.1 (read upstream; line numbers a
   and ``...container`` (lines 594-607: the value if set, else ``allowPrivilegeEscalation: false``);
   ``vault.config`` (lines 1140-...: ``ha.raft.config`` through ``tpl``, ``disable_mlock = true``
   appended unless the HCL sets ``disable_mlock``).
+* ``templates/server-statefulset.yaml`` lines 168-189: with ``server.readinessProbe.enabled`` the
+  container's ``readinessProbe`` is an ``httpGet`` of ``readinessProbe.path`` on ``readinessProbe.port``
+  with the scheme of ``global.tlsDisable`` (HTTPS here) when a path is set, else the ``exec`` of
+  ``vault status -tls-skip-verify``; thresholds and periods from ``values.yaml`` (lines 582-598).
+  ``server.livenessProbe`` is disabled by default (``values.yaml`` line 601) and the stacks leave it so.
+* ``templates/server-statefulset.yaml`` lines 57-59 and 240-242: ``shareProcessNamespace: true`` when
+  ``server.shareProcessNamespace`` is set; ``server.extraContainers`` appended to the containers as given.
 * ``templates/server-config-configmap.yaml``: the ConfigMap holds that config as
   ``extraconfig-from-values.hcl``.
 * The ``data``/``audit`` volumes are the StatefulSet's ``volumeClaimTemplates`` (PVCs).
@@ -78,6 +85,33 @@ def config_map_data(values: Mapping[str, Any]) -> dict[str, str]:
     return {"extraconfig-from-values.hcl": config}
 
 
+#: ``server.readinessProbe`` defaults of the chart's ``values.yaml`` (v0.34.1, lines 582-598).
+READINESS_DEFAULTS = {
+    "port": 8200,
+    "failureThreshold": 2,
+    "initialDelaySeconds": 5,
+    "periodSeconds": 5,
+    "successThreshold": 1,
+    "timeoutSeconds": 3,
+}
+
+
+def readiness_probe(values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The server container's ``readinessProbe`` as ``templates/server-statefulset.yaml`` renders it."""
+    given = values["server"].get("readinessProbe") or {}
+    settings = {**READINESS_DEFAULTS, "enabled": True, **given}
+    if not settings["enabled"]:
+        return None
+    scheme = "HTTP" if values.get("global", {}).get("tlsDisable") else "HTTPS"
+    handler: dict[str, Any]
+    if settings.get("path"):
+        handler = {"httpGet": {"path": settings["path"], "port": settings["port"], "scheme": scheme}}
+    else:
+        handler = {"exec": {"command": ["/bin/sh", "-ec", "vault status -tls-skip-verify"]}}
+    timings = ("failureThreshold", "initialDelaySeconds", "periodSeconds", "successThreshold", "timeoutSeconds")
+    return {**handler, **{key: settings[key] for key in timings}}
+
+
 def vault_server_pod(values: Mapping[str, Any], *, release: str = "vault") -> dict[str, Any]:
     """The server StatefulSet's Pod template (``metadata``, ``spec``) as the chart renders it from ``values``."""
     _check(values)
@@ -129,22 +163,25 @@ def vault_server_pod(values: Mapping[str, Any], *, release: str = "vault") -> di
     mounts += list(server.get("volumeMounts") or [])
     mounts.append({"name": "home", "mountPath": "/home/vault"})
     image = server["image"]
+    container: dict[str, Any] = {
+        "name": "vault",
+        "image": f"{image['repository']}:{image['tag']}",
+        "command": ["/bin/sh", "-ec"],
+        "args": [VAULT_ARGS_RAFT],
+        "securityContext": dict(container_sc),
+        "env": env,
+        "volumeMounts": mounts,
+    }
+    probe = readiness_probe(values)
+    if probe is not None:
+        container["readinessProbe"] = probe
     return {
         "metadata": {"labels": {"app.kubernetes.io/name": "vault", "component": "server"}},
         "spec": {
             "serviceAccountName": fullname,
+            **({"shareProcessNamespace": True} if server.get("shareProcessNamespace") else {}),
             "securityContext": dict(pod_sc),
             "volumes": volumes,
-            "containers": [
-                {
-                    "name": "vault",
-                    "image": f"{image['repository']}:{image['tag']}",
-                    "command": ["/bin/sh", "-ec"],
-                    "args": [VAULT_ARGS_RAFT],
-                    "securityContext": dict(container_sc),
-                    "env": env,
-                    "volumeMounts": mounts,
-                }
-            ],
+            "containers": [container, *(server.get("extraContainers") or [])],
         },
     }

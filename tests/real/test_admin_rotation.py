@@ -16,7 +16,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,8 @@ from typing import Any
 import pytest
 
 import components.vault as vault_component
-from components.admin_policy import admin_policy_hcl
-from components.vault_config import VaultConfigSettings
 from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY
-from offline.engine import Recording, load_stack_file
+from offline.engine import Recording
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     APPLIED_PASSWORD,
@@ -42,8 +39,10 @@ from programs.vault_bootstrap.bootstrap import (
     run,
 )
 from programs.vault_http import HttpReply, VaultHttp
+from rig.hub_edge import shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.openbao import ApiResponse, api
+from rig.programs_env import programs_python
 from rig.vault_cluster import (
     LoopbackVault,
     build_loopback_vault,
@@ -54,9 +53,7 @@ from rig.vault_cluster import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_POLICY_HCL = admin_policy_hcl(
-    VaultConfigSettings.model_validate(load_stack_file("hub")[0]["fedobs:vaultConfig"]), transit=True
-)
+ADMIN_POLICY_HCL = shipped_admin_policy()
 MOUNT, USER = ADMIN_AUTH_MOUNT, vault_component.ADMIN_USERNAME
 PASSWORD_PATH = f"auth/{MOUNT}/users/{USER}/password"
 TIMEOUT = 45.0
@@ -86,7 +83,7 @@ class Rotation:
 
     def cli(self, *extra: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "programs.vault_bootstrap", *self.command, *extra],
+            [programs_python(), "-m", "programs.vault_bootstrap", *self.command, *extra],
             cwd=REPO,
             capture_output=True,
             text=True,

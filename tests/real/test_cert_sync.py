@@ -29,7 +29,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +53,7 @@ from programs.cert_sync.sync import (
 from rig.kube_api import KubeAPIServer
 from rig.openbao import free_port
 from rig.pki import IssuedCert, TestCA
+from rig.programs_env import programs_python
 from rig.tls_vault import Vault, initialise, start_vault
 
 pytestmark = pytest.mark.real
@@ -200,7 +200,7 @@ class Env:
 
     def run(self, mode: str, *args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "programs.cert_sync", mode, *args],
+            [programs_python(), "-m", "programs.cert_sync", mode, *args],
             cwd=REPO,
             env=self._env(env),
             capture_output=True,
@@ -218,7 +218,7 @@ class Env:
     def start(self, mode: str, *args: str, env: dict[str, str]) -> Passes:
         """The program started (not waited for), its stdout read line by line as it comes."""
         process = subprocess.Popen(
-            [sys.executable, "-m", "programs.cert_sync", mode, *args],
+            [programs_python(), "-m", "programs.cert_sync", mode, *args],
             cwd=REPO,
             env=self._env(env),
             stdout=subprocess.PIPE,
@@ -832,7 +832,7 @@ def test_sigterm_ends_it_with_one_line(env: Env) -> None:
         threading.Thread(target=accept, daemon=True).start()
         hub = f"https://127.0.0.1:{silent.getsockname()[1]}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "programs.cert_sync", "edge", "--hub-addr", hub, "--timeout", "30"],
+            [programs_python(), "-m", "programs.cert_sync", "edge", "--hub-addr", hub, "--timeout", "30"],
             cwd=REPO,
             env=env._env(
                 {

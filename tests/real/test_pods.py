@@ -11,6 +11,8 @@ replaces only the command, by a reader of every file the collector's configurati
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +21,26 @@ import yaml
 
 from components.collectors import COLLECTOR_UID
 from components.pod_security import PROGRAMS_UID
-from components.vault_server_config import SERVER_CERTIFICATE_IP_ADDRESSES, TLS_DIR
-from offline.engine import Recording
+from components.vault_server_config import HUB_CA_DIR, SERVER_CERTIFICATE_IP_ADDRESSES, TLS_DIR
+from offline.engine import Recording, load_stack_file, run_program
 from rig.applier import VaultApplier
-from rig.hub_edge import admin_login, children, k8s_object, kubernetes_auth_overrides, pod_template
+from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_link_resources, edge_on_real_hub, trusting
+from rig.hub_edge import (
+    admin_login,
+    children,
+    k8s_object,
+    kubernetes_auth_overrides,
+    openbao_audit_stanzas,
+    pod_template,
+    real_hub_outputs,
+)
 from rig.kube_api import KubeAPIServer
 from rig.openbao import api, bao_binary, localize_server_hcl, loopback_layout, wait_until
 from rig.pki import TestCA
-from rig.pod_sandbox import Cluster, Image, PodSandbox, programs_image, stop, vault_image
+from rig.pod_sandbox import Cluster, Image, PodSandbox, http_probe, programs_image, stop, vault_image
 from rig.raft_single import RaftSingleNode
 from rig.s3 import MotoS3
-from rig.tls_vault import Vault
+from rig.tls_vault import Vault, initialise, start_vault
 from rig.vault_cluster import (
     POD_PORTS,
     TLS_FILE_NAMES,
@@ -70,14 +81,24 @@ def owner_group_mode(box: PodSandbox, volume: str, key: str) -> tuple[int, int, 
 # the Vault server container, with the chart's start command
 # --------------------------------------------------------------------------------------------------
 def vault_server_sandbox(
-    recording: Recording, workdir: Path, kube: KubeAPIServer
+    recording: Recording,
+    workdir: Path,
+    kube: KubeAPIServer,
+    *,
+    with_audit: bool = False,
+    capacities: dict[str, int] | None = None,
+    secrets: dict[str, dict[str, str]] | None = None,
 ) -> tuple[PodSandbox, str, dict[str, str]]:
     """Pod ``vault-0`` of the stack's server StatefulSet (``rig.vault_pod``) in the sandbox, with ``bao``
     as ``vault``. Localised: the ConfigMap's HCL by ``localize_server_hcl`` with the pod's own file
     paths kept (listener and retry_join addresses -> loopback, ``api_addr``/``cluster_addr`` written,
     ``service_registration "kubernetes"`` removed: it PATCHes the pod's labels on the API server) and
     ``VAULT_API_ADDR``/``VAULT_CLUSTER_ADDR`` (the chart's ``$(POD_IP):8200``, ``$(HOSTNAME).vault-internal``)
-    to the same loopback addresses. Returns the sandbox, the API URL and the env overrides."""
+    to the same loopback addresses. ``with_audit`` appends the stack's audit devices in OpenBao's
+    config form (OpenBao takes them only from its config; their file paths are the pod's own, which
+    the sandbox has), ``capacities`` sizes its persistent volumes and ``secrets`` adds the stack's
+    other Secrets the pod mounts or reads (an edge's ``vault-seal`` and ``hub-vault-ca``). Returns the
+    sandbox, the API URL and the env overrides."""
     server = stack_server(recording)
     values = server.values
     hosts = [server.spec.peer_hostname(i) for i in range(server.spec.replicas)]
@@ -91,12 +112,21 @@ def vault_server_sandbox(
         node_index=0,
         addresses=layout.addresses,
         ports=layout.ports,
-        tls_files={f"{TLS_DIR}/{n}": f"{TLS_DIR}/{n}" for n in TLS_FILE_NAMES},
+        # the pod's own paths: the server's TLS files and, on an edge, the hub CA of its seal stanza
+        tls_files={
+            **{f"{TLS_DIR}/{n}": f"{TLS_DIR}/{n}" for n in TLS_FILE_NAMES},
+            **({f"{HUB_CA_DIR}/ca.crt": f"{HUB_CA_DIR}/ca.crt"} if "hub-vault-ca" in (secrets or {}) else {}),
+        },
         data_dir=data_path,
     )
+    if with_audit:
+        localized += openbao_audit_stanzas(recording)
     cluster = Cluster(
         server.spec.namespace,
-        secrets={"vault-server-tls": {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}},
+        secrets={
+            "vault-server-tls": {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem},
+            **(secrets or {}),
+        },
         config_maps={"vault-config": {"extraconfig-from-values.hcl": localized}},
         token=token_source(kube, server.spec.namespace, "vault"),
         api_server=api_server(kube),
@@ -111,6 +141,7 @@ def vault_server_sandbox(
         pod_name=f"{server.spec.release}-0",
         pod_ip=layout.ips[0],
         host_ip=layout.ips[0],
+        capacities=capacities,
     )
     url = layout.api_url(0)
     overrides = {
@@ -136,8 +167,12 @@ def test_the_vault_server_container_starts_with_the_charts_command(hub: Recordin
                     return False
 
             wait_until(answers, timeout=30, what="the sandboxed server answers")
+            # the pod's readiness probe, as the kubelet runs it: not Ready while uninitialised or sealed
+            readiness = box.container["readinessProbe"]
+            assert http_probe(readiness, url) == (False, 501)
             init = api(url, "POST", "sys/init", body={"secret_shares": 1, "secret_threshold": 1}, ca_file=ca_file)
             assert init.status == 200, init.text
+            assert http_probe(readiness, url) == (False, 503)
             unseal = api(url, "POST", "sys/unseal", body={"key": init.body["keys"][0]}, ca_file=ca_file)
             assert unseal.status == 200 and unseal.body["sealed"] is False, unseal.text
             token = init.body["root_token"]
@@ -146,6 +181,7 @@ def test_the_vault_server_container_starts_with_the_charts_command(hub: Recordin
                 timeout=30,
                 what="the node leads",
             )
+            assert http_probe(readiness, url) == (True, 200)
             # Raft wrote to the data PVC as the container's user, group-owned by the fsGroup (setgid)
             data = box.volume_dirs["data"]
             owners = {(p.stat().st_uid, p.stat().st_gid) for p in data.rglob("*") if not p.is_symlink()}
@@ -155,6 +191,125 @@ def test_the_vault_server_container_starts_with_the_charts_command(hub: Recordin
         finally:
             stop(proc)
         assert "storageconfig.hcl" in box.container["args"][0]
+
+
+def test_the_edge_vault_server_container_auto_unseals_through_the_hub(tmp_path: Path) -> None:
+    """The edge's Vault pod as planned (chart command, its seal stanza, VAULT_TOKEN from its
+    ``vault-seal`` Secret, the hub CA from ``hub-vault-ca``), its seal token created on a real hub by
+    the edge's own deploy identity: after init it is unsealed by the hub's transit key, and Ready."""
+    key = DeployKey()
+    config, secret_keys = load_stack_file("hub")
+    hub = run_program("hub", trusting(config, key), secret_keys)
+    assert hub.error is None, hub.error
+    ca = TestCA("fedobs-test-hub-ca")
+    hub_node = start_vault("hub", tmp_path / "hub", ca)
+    try:
+        hub_vault = initialise("hub", hub_node, kv=False)
+        VaultApplier(hub_vault.url, hub_vault.root, ca_file=hub_vault.ca_file).apply(edge_link_resources(hub))
+        outputs = {"organization/fedobs/hub": real_hub_outputs(hub, address=hub_vault.url, ca_pem=ca.cert_pem)}
+        token = deploy_token(hub_vault.url, hub_vault.ca_file, "edge-eu", edge_jwt(key, hub, "edge-eu"))
+        edge, _ = edge_on_real_hub(outputs, hub_vault.url, hub_vault.ca_file, token)
+        seal_secrets = {
+            name: dict(k8s_object(edge, "Secret", name)["stringData"]) for name in ("vault-seal", "hub-vault-ca")
+        }
+        (tmp_path / "edge").mkdir()
+        with KubeAPIServer() as kube:
+            box, url, overrides = vault_server_sandbox(edge, tmp_path / "edge", kube, secrets=seal_secrets)
+            log = tmp_path / "edge-vault-0.log"
+            proc = box.popen(env_overrides=overrides, log=log)
+            ca_file = str(tmp_path / "edge" / "ca.crt")
+            try:
+                wait_until(
+                    lambda: proc.poll() is None and api(url, "GET", "sys/seal-status", ca_file=ca_file).status == 200,
+                    timeout=30,
+                    what="the sandboxed edge server answers",
+                    ignore=(OSError,),
+                )
+                assert proc.poll() is None, log.read_text()
+                status = api(url, "GET", "sys/seal-status", ca_file=ca_file).body
+                assert status["type"] == "transit", status
+                init = api(
+                    url, "POST", "sys/init", body={"recovery_shares": 1, "recovery_threshold": 1}, ca_file=ca_file
+                )
+                assert init.status == 200, init.text
+                wait_until(
+                    lambda: api(url, "GET", "sys/seal-status", ca_file=ca_file).body.get("sealed") is False,
+                    timeout=30,
+                    what="the edge to unseal through the hub's transit key",
+                )
+                wait_until(
+                    lambda: http_probe(box.container["readinessProbe"], url) == (True, 200),
+                    timeout=30,
+                    what="the edge pod to become Ready",
+                )
+            finally:
+                stop(proc)
+        decrypts = hub_vault.count(0, "transit/decrypt/edge-eu") + hub_vault.count(0, "transit/encrypt/edge-eu")
+        assert decrypts >= 1, "the edge's seal used its key on the hub"
+    finally:
+        hub_node.stop()
+
+
+#: The audit volume of the full-disk test: a few dozen requests fill it.
+SMALL_AUDIT_VOLUME = 256 * 1024
+
+
+def test_the_vault_pod_keeps_serving_when_its_audit_volume_is_full(hub: Recording, tmp_path: Path) -> None:
+    """Issue 17, "one full disk stops the hub": the hub's Vault pod as planned, with the audit devices
+    the stack declares and an audit volume of 256 KiB. Vault completes a request only if one audit
+    device logged it; once the volume is full the file device fails (ENOSPC) and every request must
+    still succeed, logged by the stdout device into the container's log. (With the file device alone,
+    the old stack, each such request was answered 500.)"""
+    with KubeAPIServer() as kube:
+        box, url, overrides = vault_server_sandbox(
+            hub, tmp_path, kube, with_audit=True, capacities={"audit": SMALL_AUDIT_VOLUME}
+        )
+        with box:
+            log = tmp_path / "vault-0.log"
+            proc = box.popen(env_overrides=overrides, log=log)
+            ca_file = str(tmp_path / "ca.crt")
+            try:
+                wait_until(
+                    lambda: api(url, "GET", "sys/seal-status", ca_file=ca_file).status == 200,
+                    timeout=30,
+                    what="the sandboxed server answers",
+                    ignore=(OSError,),
+                )
+                init = api(url, "POST", "sys/init", body={"secret_shares": 1, "secret_threshold": 1}, ca_file=ca_file)
+                api(url, "POST", "sys/unseal", body={"key": init.body["keys"][0]}, ca_file=ca_file)
+                token = init.body["root_token"]
+                wait_until(
+                    lambda: api(url, "GET", "sys/leader", token=token, ca_file=ca_file).body.get("is_self") is True,
+                    timeout=30,
+                    what="the node leads",
+                )
+                audit_log = box.volume_dirs["audit"] / "audit.log"
+
+                def write(key: str) -> None:
+                    body = {"data": {f"field{i}": f"value {i} of {key}" for i in range(20)}}
+                    resp = api(url, "POST", f"cubbyhole/{key}", token=token, body=body, ca_file=ca_file)
+                    assert resp.status in (200, 204), f"{key}: {resp.status} {resp.text}"
+
+                # fill the audit volume with the file device's own entries, until it cannot grow
+                for i in range(2000):
+                    before = audit_log.stat().st_size
+                    write(f"fill-{i}")
+                    if audit_log.stat().st_size == before:
+                        break
+                else:
+                    raise AssertionError("the 256 KiB audit volume never filled")
+                assert shutil.disk_usage(box.volume_dirs["audit"]).free < 8192
+                full_size = audit_log.stat().st_size
+                # with the volume full, requests still succeed, and the stdout device audits them
+                for i in range(20):
+                    write(f"after-full-{i}")
+                assert audit_log.stat().st_size == full_size
+                entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+                audited = {e["request"]["path"] for e in entries if e.get("type") == "request"}
+                assert {f"cubbyhole/after-full-{i}" for i in range(20)} <= audited
+                assert "backend failed to log request: backend=file/" in log.read_text()
+            finally:
+                stop(proc)
 
 
 # --------------------------------------------------------------------------------------------------

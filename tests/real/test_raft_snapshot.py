@@ -14,7 +14,6 @@ import io
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from programs.raft_snapshot.snapshot import (
 from rig.kube_api import KubeAPIServer
 from rig.openbao import bao_binary, free_port
 from rig.pki import TestCA
+from rig.programs_env import programs_python
 from rig.raft_single import InitResult, RaftSingleNode
 from rig.s3 import MotoS3
 
@@ -84,7 +84,7 @@ class Env:
         )
         env.update(extra_env or {})
         return subprocess.run(
-            [sys.executable, "-m", "programs.raft_snapshot", *args],
+            [programs_python(), "-m", "programs.raft_snapshot", *args],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -394,7 +394,7 @@ def test_the_documented_restore_procedure_brings_the_data_back(env: Env, tmp_pat
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "vault").symlink_to(bao_binary())
-    (shim / "python").symlink_to(sys.executable)
+    (shim / "python").symlink_to(programs_python())
     ca = TestCA("fedobs-test-restore-target")
     with RaftSingleNode(tmp_path / "target", ca, "target") as target:
         target_init = target.initialize(shares=SHARES, threshold=THRESHOLD)  # same shares as the source

@@ -18,7 +18,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,8 +27,6 @@ from typing import Any
 import pytest
 
 import components.vault as vault_component
-from components.admin_policy import admin_policy_hcl
-from components.vault_config import VaultConfigSettings
 from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY
 from components.vault_server_config import (
     HUB_CA_DIR,
@@ -38,7 +35,7 @@ from components.vault_server_config import (
     VaultServerSpec,
     server_certificate_dns_names,
 )
-from offline.engine import Recording, load_stack_file
+from offline.engine import Recording
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     EXIT_ADMIN_LOGIN,
@@ -52,11 +49,13 @@ from programs.vault_bootstrap.bootstrap import (
 )
 from programs.vault_http import HttpReply, VaultHttp
 from rig.applier import VaultApplier
-from rig.hub_edge import openbao_pod_hcl
+from rig.hub_edge import k8s_object, openbao_pod_hcl, shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against
 from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
 from rig.pki import TestCA
+from rig.pod_sandbox import http_probe
+from rig.programs_env import programs_python
 from rig.s3 import MotoS3
 from rig.vault_cluster import (
     LoopbackVault,
@@ -67,13 +66,12 @@ from rig.vault_cluster import (
     running,
     stack_server,
 )
+from rig.vault_pod import readiness_probe
 from tests.support.local_databases import local_databases
 
 REPO = Path(__file__).resolve().parents[2]
 #: The hub's admin policy, rendered from its shipped mounts, as its ConfigMap carries it (checked below).
-ADMIN_POLICY_HCL = admin_policy_hcl(
-    VaultConfigSettings.model_validate(load_stack_file("hub")[0]["fedobs:vaultConfig"]), transit=True
-)
+ADMIN_POLICY_HCL = shipped_admin_policy()
 PASSWORD = "correct horse battery staple 42"
 TIMEOUT = 45.0
 
@@ -129,7 +127,7 @@ class Bootstrapped:
 
     def cli(self, *extra: str, **overrides: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "programs.vault_bootstrap", *self.cli_args(**overrides), *extra],
+            [programs_python(), "-m", "programs.vault_bootstrap", *self.cli_args(**overrides), *extra],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -390,6 +388,36 @@ def test_leader_sigkill_new_leader_serves_writes_and_rerun_unseals_the_restarted
 
 
 @pytest.mark.real
+def test_the_readiness_probe_passes_standbys_and_fails_a_sealed_pod_which_bootstrap_still_reaches(
+    boot: Bootstrapped, hub: Recording
+) -> None:
+    """The hub's own readiness probe (chart values -> the StatefulSet's probe, run as the kubelet runs
+    it): an unsealed standby is Ready, so the PodDisruptionBudget counts it; a restarted (Shamir:
+    sealed) pod is not, so a drain cannot take a second pod while it is sealed. The bootstrap Job
+    reaches the sealed pod anyway: its peers are per-pod addresses (``vault-N.vault-internal`` in the
+    cluster, a headless Service that publishes not-ready addresses), not a Service of Ready pods."""
+    probe = readiness_probe(stack_server(hub).values)
+    (active,) = leaders(boot.nodes)
+    assert [http_probe(probe, n.url) for n in boot.nodes] == [(True, 200)] * 3
+    assert all(n.api("GET", "sys/health").body["standby"] for n in boot.nodes if n is not active)
+    restarted = next(n for n in boot.nodes if n is not active)
+    restarted.kill()
+    restarted.start()
+    assert restarted.seal_status()["sealed"] is True
+    assert http_probe(probe, restarted.url) == (False, 503)
+    assert all(http_probe(probe, n.url) == (True, 200) for n in boot.nodes if n is not restarted)
+    command = job_command(hub)
+    peers = [command[i + 1] for i, part in enumerate(command) if part == "--peer"]
+    assert peers == [f"https://vault-{i}.vault-internal:8200" for i in range(3)]  # the headless Service's names
+    result = boot.cli()
+    assert result.returncode == 0, result.stderr
+    assert f"unsealed {restarted.url}" in result.stdout
+    wait_until(lambda: http_probe(probe, restarted.url)[0], 20, 0.2, "the unsealed standby to be Ready")
+    assert restarted.api("GET", "sys/health").body["standby"] is True
+    assert all_unsealed(boot.nodes)
+
+
+@pytest.mark.real
 def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstrapped, hub: Recording) -> None:
     """The admin policy is enough for Pulumi's own declarations: apply every vault resource of the hub."""
     (leader,) = leaders(boot.nodes)  # OpenBao standbys answer writes with "readonly storage"
@@ -454,7 +482,12 @@ def test_the_admin_credential_applies_everything_the_hub_declares(boot: Bootstra
             }
         )
         result = subprocess.run(
-            [sys.executable, *container["command"][1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+            [programs_python(), *container["command"][1:]],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         keys_in_bucket = s3.keys(bucket, f"vault-raft-snapshots/{pod_env['SNAPSHOT_CLUSTER_NAME']}/")
@@ -545,7 +578,7 @@ def cli(vault: LoopbackVault, opts: Mapping[str, str], *extra: str) -> subproces
     for key, value in opts.items():
         args += [key, value]
     return subprocess.run(
-        [sys.executable, "-m", "programs.vault_bootstrap", *args, *extra],
+        [programs_python(), "-m", "programs.vault_bootstrap", *args, *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -725,6 +758,38 @@ def test_kubernetes_secret_store_creates_once_and_never_replaces(tmp_path: Path)
         (update,) = [r for r in kube.requests if r.method == "PUT"]
         assert (update.path, update.status) == ("/api/v1/namespaces/vault/secrets/other", 200)
         assert update.resource_version == existing["metadata"]["resourceVersion"]
+
+
+def test_the_stacks_role_is_all_the_store_needs_and_creates_no_secret(tmp_path: Path, hub: Recording) -> None:
+    """With exactly the Role the stack declares and the empty Secret it creates, the Job's store
+    reads and writes the init state; creating any other Secret (say, a token Secret of another
+    ServiceAccount) is refused."""
+    role = k8s_object(hub, "Role", "vault-bootstrap")
+    declared = k8s_object(hub, "Secret", "vault-init")
+    with KubeAPIServer() as kube:
+        kube.create_service_account("vault", "vault-bootstrap")
+        for rule in role["rules"]:
+            kube.allow_service_account(
+                "vault", "vault-bootstrap", rule["verbs"], rule["resources"], "vault", rule.get("resourceNames", ())
+            )
+        kube.put_secret("vault", "vault-init", {}, labels=declared["metadata"]["labels"])
+        token = tmp_path / "token"
+        token.write_text(kube.mint_service_account_token("vault", "vault-bootstrap") + "\n")
+
+        def store_for(name: str) -> KubernetesSecretStateStore:
+            return KubernetesSecretStateStore("vault", name, api_url=kube.url, token_file=token, ca_file=kube.ca_file)
+
+        store = store_for("vault-init")
+        store.preflight()
+        assert store.load() is None
+        record = {"format": "x", "init_response": {"keys": ["k1"]}}
+        store.save(record)
+        stored = kube.secret_data("vault", "vault-init")
+        assert stored is not None and json.loads(stored["init.json"]) == record
+        assert {r.method for r in kube.requests if r.status < 400} == {"GET", "PUT"}
+        with pytest.raises(BootstrapError, match="403"):
+            store_for("vault-token").save(record)
+        assert kube.get_secret("vault", "vault-token") is None
 
 
 # ------------------------------------------------------------------------------------------------

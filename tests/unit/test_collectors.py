@@ -203,8 +203,10 @@ def test_admission_stands_without_collector_or_syncs_and_can_be_switched_off() -
     recording = run_program("edge", config, secret_keys, {"organization/fedobs/hub": hub.outputs})
     assert recording.error is None, recording.error
     (policy,) = [o for o in recording.kubernetes_objects() if o["kind"] == "ValidatingPolicy"]
-    # no collector namespace: only Deployments labelled as collectors are matched, and refused
-    assert policy["spec"]["matchConditions"][0]["expression"].startswith("object.metadata.namespace in []")
+    # no collector namespace: only the placement rule, which refuses every Pod or controller labelled
+    # as a collector (no lookup rule, nothing to read)
+    assert policy["metadata"]["name"] == "otel-collectors-in-collector-namespaces"
+    assert policy["spec"]["validations"][0]["expression"] == "object.metadata.namespace in []"
     assert not [r for r in recording.resources if r.type.endswith(":Role") and r.name.endswith("-lookups")]
     config["fedobs:admission"] = {"enabled": False}
     switched_off = run_program("edge", config, secret_keys, {"organization/fedobs/hub": hub.outputs})

@@ -6,13 +6,25 @@ volume layout, which is checked here against its documented modes and ownership.
 
 from __future__ import annotations
 
+import http.server
+import ssl
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from components.pod_security import PROGRAMS_UID, restricted_container, restricted_pod
-from rig.pod_sandbox import REPO, Cluster, PodSandbox, PodSpecError, programs_image, sandbox_tools_missing
+from rig.pki import TestCA
+from rig.pod_sandbox import (
+    REPO,
+    Cluster,
+    PodSandbox,
+    PodSpecError,
+    http_probe,
+    programs_image,
+    sandbox_tools_missing,
+)
 
 SECRET = {"password": "s3cr3t"}
 
@@ -163,3 +175,45 @@ def test_env_expands_references_and_reads_secret_keys(tmp_path: Path) -> None:
     env = sandbox(tmp_path, spec, pod_ip="127.0.0.9").environment()
     assert env["ADDR"] == "https://127.0.0.9:8200 $(POD_IP) $(UNSET)"
     assert env["PW"] == SECRET["password"]
+
+
+def test_a_persistent_volume_with_a_capacity_fills_up_as_the_containers_user(tmp_path: Path) -> None:
+    volume = {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
+    spec = pod(fs_group=PROGRAMS_UID, extra_volumes=[volume], extra_mounts=[{"name": "data", "mountPath": "/data"}])
+    with sandbox(tmp_path, spec, capacities={"data": 64 * 1024}) as box:
+        root = box.volume_dirs["data"]
+        assert (root.stat().st_uid, root.stat().st_gid, root.stat().st_mode & 0o7777) == (0, PROGRAMS_UID, 0o2775)
+        code, out = sh(box, "head -c 100000 /dev/zero > /data/big")
+        assert code != 0 and "No space left on device" in out, out
+        assert (root / "big").stat().st_uid == PROGRAMS_UID
+    assert not any(line.split()[1] == str(root) for line in Path("/proc/mounts").read_text().splitlines())
+
+
+def test_an_https_probe_succeeds_from_200_to_399_without_verifying_the_certificate(tmp_path: Path) -> None:
+    leaf = TestCA("probe test CA").issue("probe", ["elsewhere.test"], ["127.0.0.1"])  # not the name probed
+    cert, key = leaf.write(tmp_path)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(int(self.path.rsplit("=", 1)[1]))
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"https://127.0.0.1:{server.server_address[1]}"
+        probe = {"httpGet": {"path": "/health?code=204", "port": 8200, "scheme": "HTTPS"}, "timeoutSeconds": 3}
+        assert http_probe(probe, base) == (True, 204)
+        for code, ready in ((200, True), (399, True), (429, False), (501, False), (503, False)):
+            probe["httpGet"]["path"] = f"/health?code={code}"
+            assert http_probe(probe, base) == (ready, code)
+        assert http_probe(probe, "https://127.0.0.1:1") == (False, None)  # refused: a Failure
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,7 +6,8 @@ import pytest
 
 from offline.engine import Recording
 from rig.schemas import validate_helm_values, validate_kubernetes_object
-from rig.vault_cluster import bootstrap_job
+from rig.vault_cluster import bootstrap_job, stack_server
+from rig.vault_pod import vault_server_pod
 
 #: Charts whose upstream values (and schema, where one exists) are in ../shared/schemas.
 VALIDATED_CHARTS = {"vault": "vault", "vault-secrets-operator": "vault-secrets-operator"}
@@ -45,3 +46,16 @@ def test_a_misspelled_object_is_caught(hub: Recording) -> None:
     values = release.inputs["values"]
     broken_values = {**values, "server": {**values["server"], "ha": {**values["server"]["ha"], "replica": 3}}}
     assert any("server.ha.replica" in p for p in validate_helm_values("vault", broken_values))
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_the_vault_server_pod_the_chart_renders_is_valid(stack: str, request: pytest.FixtureRequest) -> None:
+    """The Pod template ``rig.vault_pod`` derives from the chart's templates, with the stack's
+    ``extraContainers`` (the audit-rotate sidecar), is a valid Pod: the values schema leaves it free."""
+    recording: Recording = request.getfixturevalue(stack)
+    values = stack_server(recording).values
+    template = vault_server_pod(values)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vault-0", **template["metadata"]}}
+    pod["spec"] = template["spec"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["vault", "audit-rotate"]
+    assert validate_kubernetes_object(pod) == []

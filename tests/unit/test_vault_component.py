@@ -18,6 +18,21 @@ from rig.vault_cluster import bootstrap_job
 HUB_REF = "organization/fedobs/hub"
 
 
+def chart_server_pod_labels(release: str) -> dict[str, str]:
+    """The labels vault-helm 0.34.1 puts on every server Pod (``templates/server-statefulset.yaml``,
+    ``spec.template.metadata.labels``: ``helm.sh/chart``, ``app.kubernetes.io/name`` = ``vault.name``
+    (the chart name, ``vault``, without ``nameOverride``), ``app.kubernetes.io/instance`` = the release
+    name, ``component: server``); its PodDisruptionBudget selects them by name, instance and component
+    (``templates/server-disruptionbudget.yaml``). Written down here from the chart, independently of
+    the product's ``server_pod_labels``, so a selector typed wrong there fails this test."""
+    return {
+        "helm.sh/chart": "vault-0.34.1",
+        "app.kubernetes.io/name": "vault",
+        "app.kubernetes.io/instance": release,
+        "component": "server",
+    }
+
+
 def parse_hcl(text: str) -> dict[str, Any]:
     return hcl2.loads(
         text,
@@ -233,9 +248,15 @@ def test_chart_values_are_production_shaped(stack: str, request: pytest.FixtureR
     assert server["ha"]["raft"]["enabled"] and server["ha"]["raft"]["setNodeId"]
     assert server["ha"]["disruptionBudget"] == {"enabled": True, "maxUnavailable": 1}
     assert server["updateStrategyType"] == "OnDelete"
+    # a sealed or uninitialised pod is not Ready (sys/health answers 503/501): the PodDisruptionBudget
+    # then protects the quorum; tests/real/test_pods.py and test_vault_bootstrap.py run this probe
+    assert server["readinessProbe"] == {"enabled": True, "path": "/v1/sys/health?standbyok=true"}
     anti = server["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
-    assert anti[0]["labelSelector"]["matchLabels"]["component"] == "server"
+    # The selector must match the Pods the chart makes, or the rule spreads nothing: every label it
+    # names must be one the chart puts on the server Pods.
+    selector = anti[0]["labelSelector"]["matchLabels"]
+    assert selector and selector.items() <= chart_server_pod_labels(release.inputs["name"]).items()
     for volume in ("dataStorage", "auditStorage"):
         assert server[volume]["enabled"] and server[volume]["storageClass"] == "linode-block-storage-retain"
     assert server["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
@@ -281,9 +302,14 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     assert not any("mock-password" in part for part in command)
     role = k8s_object(hub, "Role", "vault-bootstrap")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vault-init"], "verbs": ["get", "update"]},
-    ]
+    ], "no create: RBAC cannot scope it by name, and a created token Secret would be any account's"
+    state = hub.one("kubernetes:core/v1:Secret", "hub-vault-init-state")
+    assert state.inputs["metadata"]["name"] == "vault-init" and "data" not in state.inputs
+    assert "stringData" not in state.inputs
+    assert state.protect and sorted(state.ignore_changes) == ["data", "stringData"]
+    job = next(r for r in hub.of_type("kubernetes:batch/v1:Job"))
+    assert state.urn in job.dependencies, "the Job starts once the Secret it writes exists"
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -321,9 +347,43 @@ def test_transit_unseal_tokens_can_only_use_their_own_key(hub: Recording) -> Non
 def test_autopilot_and_audit(hub: Recording) -> None:
     autopilot = hub.one("vault:index/raftAutopilot:RaftAutopilot")
     assert autopilot.inputs["cleanupDeadServers"] is True and autopilot.inputs["minQuorum"] == 3
-    audit = hub.one("vault:index/audit:Audit")
-    assert audit.inputs["type"] == "file"
-    assert audit.inputs["options"]["file_path"] == "/vault/audit/audit.log"
+    # the file device keeps its name and inputs (an audit device cannot change in place)
+    audit = hub.one("vault:index/audit:Audit", "hub-vault-audit")
+    assert audit.inputs == {
+        "type": "file",
+        "path": "file",
+        "description": "Every request and response, HMAC'd, on the audit volume",
+        "options": {"file_path": "/vault/audit/audit.log", "mode": "0600"},
+    }
+    # and a second device no full disk can block: Vault needs one device to log each request
+    stdout = hub.one("vault:index/audit:Audit", "hub-vault-audit-stdout")
+    assert (stdout.inputs["type"], stdout.inputs["path"], stdout.inputs["options"]) == (
+        "file",
+        "stdout",
+        {"file_path": "stdout"},
+    )
+
+
+@pytest.mark.parametrize("stack", ["hub", "edge"])
+def test_audit_log_rotation_sidecar(stack: str, request: pytest.FixtureRequest) -> None:
+    recording: Recording = request.getfixturevalue(stack)
+    server = vault_values(recording)["server"]
+    assert server["shareProcessNamespace"] is True  # the sidecar signals Vault (SIGHUP reopens the file)
+    (sidecar,) = server["extraContainers"]
+    assert sidecar["name"] == "audit-rotate" and sidecar["image"] == "hashicorp/vault:2.0.4"
+    assert sidecar["volumeMounts"] == [{"name": "audit", "mountPath": server["auditStorage"]["mountPath"]}]
+    env = {e["name"]: e["value"] for e in sidecar["env"]}
+    assert env == {
+        "AUDIT_LOG": "/vault/audit/audit.log",
+        "ROTATE_BYTES": str(10 * 2**30 // 20),  # 1/20 of the 10Gi audit volume
+        "MAX_USED_PERCENT": "60",
+        "ROTATE_INTERVAL_SECONDS": "60",
+        "VAULT_SERVER_ARGS": "server -config=/tmp/storageconfig.hcl",  # what the chart's start command runs
+    }
+    # no securityContext of its own user: the pod's (uid 100), Vault's own, so it may signal Vault
+    context = sidecar["securityContext"]
+    assert "runAsUser" not in context and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_snapshot_cronjob(hub: Recording) -> None:
@@ -348,6 +408,11 @@ def test_snapshot_cronjob(hub: Recording) -> None:
     # pulumi-linode's ObjectStorageBucket takes a region ("us-ord"); "us-ord-1" is the deprecated cluster id.
     assert bucket.inputs["region"] == "us-ord" and "cluster" not in bucket.inputs
     assert env["SNAPSHOT_S3_ENDPOINT"] == "https://us-ord-1.linodeobjects.com"
+    # versioning needs Object Storage keys at apply time: the bucket's provider makes temporary ones
+    assert bucket.inputs["versioning"] is True and "accessKey" not in bucket.inputs
+    provider = hub.one("pulumi:providers:linode", "hub-raft-snapshots-object-storage")
+    assert provider.inputs["objUseTempKeys"] in (True, "true")
+    assert bucket.provider.startswith(provider.urn + "::")
 
 
 def test_bumping_the_admin_credential_generation_replaces_password_and_reruns_bootstrap(hub: Recording) -> None:

@@ -234,3 +234,28 @@ def test_switching_an_engine_off_removes_it_and_its_consumers_must_follow() -> N
     recording = run_program("hub", config, secret_keys)
     assert recording.error is None, recording.error
     assert not recording.of_type("vault:aws/secretBackend:SecretBackend")
+
+
+def test_every_credential_role_has_the_reviewed_ttls(hub: Recording) -> None:
+    """Each role's lease lifetimes, as a reviewer would check them (a changed TTL fails here, not only
+    in the generated docs/vault-config.md, which `make docs` would turn green again)."""
+    database = {
+        r.inputs["name"]: (r.inputs["defaultTtl"], r.inputs["maxTtl"])
+        for r in hub.of_type("vault:database/secretBackendRole:SecretBackendRole")
+    }
+    assert database == {"readonly": (3600, 86400), "results-readonly": (3600, 86400)}
+    aws = {
+        r.inputs["name"]: (r.inputs["defaultStsTtl"], r.inputs["maxStsTtl"])
+        for r in hub.of_type("vault:aws/secretBackendRole:SecretBackendRole")
+    }
+    assert aws == {"s3-readonly": (3600, 3600)}
+    kubernetes = {
+        r.inputs["roleName"]: (r.inputs["tokenTtl"], r.inputs["tokenMaxTtl"])
+        for r in hub.of_type("vault:kubernetes/authBackendRole:AuthBackendRole")
+    }
+    assert kubernetes == {
+        "cert-sync": (300, 600),
+        "notebook-validation": (3600, 14400),
+        "raft-snapshot": (600, 900),
+        "vso-observability": (600, 1200),
+    }

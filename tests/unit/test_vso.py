@@ -6,9 +6,11 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 
+from components.vso import CONTROLLER_USERNAME, RELEASE_NAME
 from offline.engine import Recording, load_stack_file, run_program
-from rig.schemas import validate_kubernetes_object
+from rig.schemas import schemas_dir, validate_kubernetes_object
 
 
 def objects(recording: Recording, kind: str, namespace: str | None = None) -> dict[str, dict[str, Any]]:
@@ -82,6 +84,25 @@ def test_operator_release_is_pinned_without_defaults(hub: Recording) -> None:
     }
     assert values["defaultVaultConnection"] == {"enabled": False}
     assert values["defaultAuthMethod"] == {"enabled": False}
+
+
+def test_the_controllers_service_account_follows_from_the_release(hub: Recording) -> None:
+    """The identity rule 2 of the admission guardrail trusts (components/vso.py
+    ``CONTROLLER_USERNAME``): chart v1.4.1 runs the controller as ``<fullname>-controller-manager``
+    (chart/templates/deployment.yaml), ``fullname`` being the release name when that contains the
+    chart's name and no ``fullnameOverride``/``nameOverride`` is set (chart/templates/_helpers.tpl)."""
+    release = next(
+        r for r in hub.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "vault-secrets-operator"
+    )
+    chart = yaml.safe_load((schemas_dir() / "vault-secrets-operator" / "Chart.yaml").read_text())
+    defaults = yaml.safe_load((schemas_dir() / "vault-secrets-operator" / "values.yaml").read_text())
+    assert chart["name"] in release.inputs["name"] == RELEASE_NAME
+    values = release.inputs["values"]
+    for override in ("fullnameOverride", "nameOverride"):
+        assert override not in values and not defaults.get(override)
+    expected = f"system:serviceaccount:{release.inputs['namespace']}:{release.inputs['name']}-controller-manager"
+    assert expected == CONTROLLER_USERNAME
+    assert expected.endswith(":vault-secrets-operator:vault-secrets-operator-controller-manager")
 
 
 def test_vault_auth_global_option() -> None:
