@@ -25,9 +25,8 @@ from components.vault_names import (
     RESERVED_KV_PREFIXES,
     RESERVED_POLICY_NAMES,
     RESERVED_POLICY_PREFIXES,
-    TRANSIT_MOUNT,
 )
-from components.vault_policies import credentials, kv_read, kv_write, render_policy, transit_use
+from components.vault_policies import Grant, credentials, kv_read, kv_write, render_policy
 
 TYPE_TOKEN = "fedobs:vault:VaultConfiguration"
 #: The token this component had before its token matched its class; aliased so nothing is replaced.
@@ -287,9 +286,19 @@ def edge_access_policy_name(edge: str) -> str:
     return f"{EDGE_ACCESS_PREFIX}{edge}"
 
 
-def edge_access_policy(edge: str, kv_mount: str, transit_mount: str = TRANSIT_MOUNT) -> str:
+#: A cert-sync pass on the hub: one login, one read of the edge's copy, one revoke-self (programs/cert_sync).
+#: Its token lives a minute and serves three requests; the third is headroom for nothing but revoke.
+EDGE_TOKEN_TTL_SECONDS = 60
+EDGE_TOKEN_MAX_TTL_SECONDS = 120
+EDGE_TOKEN_NUM_USES = 3
+
+
+def edge_access_policy(edge: str, kv_mount: str) -> str:
+    """What an edge's cert-sync does on the hub, and nothing else: read its own copies, revoke its
+    token (the role gives no ``default`` policy). No transit: only the edge's seal token needs that."""
     return render_policy(
-        edge_access_policy_name(edge), [*kv_read(kv_mount, edge_kv_prefix(edge)), *transit_use(transit_mount, edge)]
+        edge_access_policy_name(edge),
+        [*kv_read(kv_mount, edge_kv_prefix(edge)), Grant("auth/token/revoke-self", ("update",))],
     )
 
 
@@ -462,8 +471,10 @@ class VaultConfiguration(pulumi.ComponentResource):
                 role_name=edge,
                 role_id=edge_role_id(edge),
                 token_policies=[policy.name],
-                token_ttl=3600,
-                token_max_ttl=14400,
+                token_no_default_policy=True,
+                token_ttl=EDGE_TOKEN_TTL_SECONDS,
+                token_max_ttl=EDGE_TOKEN_MAX_TTL_SECONDS,
+                token_num_uses=EDGE_TOKEN_NUM_USES,
                 secret_id_num_uses=0,
                 opts=self.vault_opts,
             )

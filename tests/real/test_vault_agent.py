@@ -104,6 +104,8 @@ class Hub:
     moto: MotoS3
     admin_s3: Any
     base: Path
+    #: the keys of Vault's AWS root user (``aws/config/root``): what every AssumeRole is made with
+    vault_aws_user: dict[str, str]
 
     def pod(self, name: str) -> Pod:
         """Directories standing for one Pod's volumes: ``/vault/secrets``, the agents' homes (init
@@ -156,10 +158,17 @@ def _aws_client(service: str, endpoint: str, key: str, secret: str, token: str |
     )
 
 
+#: The AWS account as it exists, written down independently of the stack: the one role the platform
+#: team made for notebooks. The stack's declared ARN must name it, or AssumeRole is refused (moto's STS
+#: alone would accept any well-formed ARN; its IAM policy evaluation, switched on below, does not).
+ACCOUNT_ROLE_ARN = "arn:aws:iam::123456789012:role/fedobs-notebook-s3-readonly"
+
+
 @contextlib.contextmanager
-def moto_with_iam_auth(moto: MotoS3, role_arn: str) -> Iterator[tuple[dict[str, str], Any]]:
-    """IAM as ``awsRootCredentials`` and the role describe it, then IAM authentication on (moto's
-    process-wide switch, restored on exit). Yields the Vault IAM user's keys and an admin S3 client."""
+def moto_with_iam_auth(moto: MotoS3, role_arn: str = ACCOUNT_ROLE_ARN) -> Iterator[tuple[dict[str, str], Any]]:
+    """IAM as ``awsRootCredentials`` and the account's role describe it, then IAM authentication on
+    (moto's process-wide switch, restored on exit). Yields the Vault IAM user's keys and an admin S3
+    client."""
     from moto import settings
 
     iam = _aws_client("iam", moto.endpoint_url, "AKIASETUPSETUPSETUP0", "setup" * 8)
@@ -320,12 +329,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                 in_cluster_overrides=kubernetes_auth_overrides(kube),
             ).apply(children(recording, "hub-vault-config", "hub-kubernetes-auth"))
             assert sorted(t for t, _ in applied.skipped) == sorted(AWS_TYPES)
-            role_arn = recording.one(AWS_TYPES[1]).inputs["roleArns"][0]
-            with moto_with_iam_auth(moto, role_arn) as (vault_user, admin_s3):
+            with moto_with_iam_auth(moto) as (vault_user, admin_s3):
                 serve_aws_creds(vault, recording, moto, vault_user)
                 admin_s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
                 admin_s3.put_object(Bucket=BUCKET, Key=OBJECT_KEY, Body=OBJECT_BODY)
-                yield Hub(recording, vault, kube, pg, mysql, moto, admin_s3, base)
+                yield Hub(recording, vault, kube, pg, mysql, moto, admin_s3, base, vault_user)
         finally:
             node.stop()
     leftovers = bao_agents_of_this_process()
@@ -534,3 +542,25 @@ def test_failures_end_the_pre_populate_run_quickly_with_the_reason(hub: Hub, cas
     assert result.returncode != 0, result.stdout
     assert elapsed < FAST_FAIL_SECONDS, (elapsed, result.stdout)
     assert reason in result.stdout, result.stdout
+
+
+@pytest.mark.real
+def test_a_role_arn_the_account_does_not_have_is_refused(hub: Hub) -> None:
+    """The AWS proof can fail: AssumeRole of the declared ARN works only because the account has that
+    role; a misspelt or undeclared ARN is refused as real AWS refuses it (AccessDenied)."""
+    from botocore.exceptions import ClientError
+
+    declared = hub.recording.one(AWS_TYPES[1]).inputs["roleArns"]
+    assert declared == [ACCOUNT_ROLE_ARN]
+    # as Vault's AWS engine calls STS: with its root user's keys (IAM authentication is on)
+    user = hub.vault_aws_user
+    sts = _aws_client("sts", hub.moto.endpoint_url, user["key"], user["secret"])
+    for misspelt in (
+        ACCOUNT_ROLE_ARN.replace("readonly", "read-only"),
+        ACCOUNT_ROLE_ARN.replace("123456789012", "210987654321"),
+        "arn:aws:iam::123456789012:role/fedobs-admin",
+    ):
+        with pytest.raises(ClientError, match="AccessDenied"):
+            sts.assume_role(RoleArn=misspelt, RoleSessionName="vault-misspelt")
+    assumed = sts.assume_role(RoleArn=declared[0], RoleSessionName="vault-declared")
+    assert assumed["AssumedRoleUser"]["Arn"].startswith("arn:aws:sts::123456789012:assumed-role/fedobs-notebook")

@@ -185,12 +185,13 @@ def test_aws_engine_issues_assumed_roles_only(hub: Recording) -> None:
     assert backend.urn in role.dependencies
 
 
-def test_each_edge_hub_credential_reaches_only_its_own_prefix_and_key(hub: Recording) -> None:
+def test_each_edge_hub_credential_fits_its_job(hub: Recording) -> None:
+    """cert-sync's hub login reads the edge's own copies and revokes itself: no transit (the seal
+    token's job), no default policy, a one-minute token good for three requests."""
     for edge in ("edge-eu", "edge-ap"):
         assert policy_of(hub, f"hub-access-{edge}") == {
             f"kv/data/edges/{edge}/*": ["read"],
-            f"transit/decrypt/{edge}": ["update"],
-            f"transit/encrypt/{edge}": ["update"],
+            "auth/token/revoke-self": ["update"],
         }
         role = next(
             r for r in hub.of_type("vault:appRole/authBackendRole:AuthBackendRole") if r.inputs["roleName"] == edge
@@ -198,6 +199,8 @@ def test_each_edge_hub_credential_reaches_only_its_own_prefix_and_key(hub: Recor
         assert role.inputs["backend"] == "approle-edges"
         assert role.inputs["tokenPolicies"] == [f"hub-access-{edge}"]
         assert role.inputs["roleId"] == f"edge-{edge}"
+        assert role.inputs["tokenNoDefaultPolicy"] is True
+        assert (role.inputs["tokenTtl"], role.inputs["tokenMaxTtl"], role.inputs["tokenNumUses"]) == (60, 120, 3)
 
 
 def test_edge_stack_mints_its_hub_credential_as_a_secret(edge: Recording) -> None:
