@@ -301,6 +301,17 @@ class HubConfig(StackConfig):
                         ("pki", "collector"),
                     )
                 )
+            if not self.edges:
+                problems.append(
+                    RuleProblem(
+                        "edges",
+                        f"at least one edge is needed when {NS}:collector is enabled: the gateway trusts client-ca "
+                        "only through the certificates it issued to edges (no Role reads a CA's own Secret), so "
+                        f"with none it would trust nothing and never start; disable {NS}:collector until the "
+                        "first edge",
+                        ("edges", "collector"),
+                    )
+                )
             if not collector.allowed_source_ranges:
                 problems.append(
                     RuleProblem(

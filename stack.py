@@ -81,7 +81,7 @@ def build_hub(cfg: HubConfig) -> dict[str, Any]:
         outputs["otlpEndpoint"] = f"https://{hostname}:{GRPC_PORT}"
         part = RolePart(
             transit_seal=None,
-            cert_sync=HubSource(secrets=pki.sync_map, ca_secrets=pki.ca_sync_map),
+            cert_sync=HubSource(secrets=pki.sync_map, trust=pki.trust_map, peer_ca=pki.peer_trust_map),
             receiver=MtlsReceiver(hostname=hostname),
         )
     core = build_core(cfg, prefix, cluster, cert_manager, part, edges=cfg.edge_names)

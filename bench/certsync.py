@@ -33,7 +33,7 @@ from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_
 from rig.hub_edge import (
     Pki,
     children,
-    hub_cert_sync_sources,
+    hub_cert_sync_options,
     issue_pki,
     kubernetes_auth_overrides,
     publish_pki,
@@ -114,7 +114,8 @@ def peers(workdir: Path, edges: int) -> Iterator[Peers]:
         ).apply(children(edge, f"{EDGE}-vault-config", f"{EDGE}-kubernetes-auth"))
         pki = issue_pki(hub)
         publish_pki(hub, hub_kube, pki)
-        paths = [path for _, path, _ in hub_cert_sync_sources(hub)]
+        options = hub_cert_sync_options(hub)
+        paths = [*(spec.kv_path for spec in options.secrets), *options.trust.bundles]
         yield Peers(hub, edge, hub_vault, edge_vault, hub_kube, edge_kube, paths, pki, workdir)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, passes_per_run
+from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, TRUST_LEAD_SECONDS, passes_per_run
 from components.kubernetes_auth import WorkloadRole
 from components.otlp_pki import EDGE_CLIENT_TLS_KV_PATH
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
@@ -27,15 +27,13 @@ HUB_DIR = "/fedobs/hub"
 
 @dataclass(frozen=True)
 class HubSource:
-    """Hub mode: cert-manager Secrets (``namespace/name``) to KV paths; ``ca_secrets`` are CAs' own
-    Secrets, of which only the certificate is copied (their private key stays in the cluster)."""
+    """Hub mode: leaf Secrets (``namespace/name``) copied to KV paths; ``trust``: each trust bundle's
+    KV path and the leaf Secrets whose ``ca.crt`` it follows; ``peer_ca``: copies that carry a bundle
+    as their ``ca.crt``. No CA's own Secret is ever read (``programs.cert_sync.trust``)."""
 
     secrets: dict[str, str]
-    ca_secrets: dict[str, str]
-
-    @property
-    def all_secrets(self) -> dict[str, str]:
-        return {**self.secrets, **self.ca_secrets}
+    trust: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    peer_ca: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,10 @@ class EdgeSource:
 
 
 def written_paths(source: HubSource | EdgeSource) -> list[str]:
-    return sorted(source.all_secrets.values()) if isinstance(source, HubSource) else [source.kv_path]
+    """Every KV path the job publishes: the copies and, on the hub, the trust bundles."""
+    if isinstance(source, EdgeSource):
+        return [source.kv_path]
+    return sorted({*source.secrets.values(), *source.trust})
 
 
 def cert_sync_role(source: HubSource | EdgeSource, kv_mount: str) -> WorkloadRole:
@@ -72,15 +73,15 @@ def command(source: HubSource | EdgeSource, interval: int) -> list[str]:
     passes = passes_per_run(interval)
     cadence = ["--passes", str(passes), "--interval", str(interval)] if passes > 1 else []
     if isinstance(source, HubSource):
+        trust = [("--trust", f"{ref}={path}") for path, refs in sorted(source.trust.items()) for ref in sorted(refs)]
+        peers = [("--peer-ca", f"{path}={bundle}") for path, bundle in sorted(source.peer_ca.items())]
+        lead = ["--trust-lead", str(TRUST_LEAD_SECONDS)] if source.trust else []
         return [
             *base,
             "hub",
             *[part for secret, path in sorted(source.secrets.items()) for part in ("--secret", f"{secret}={path}")],
-            *[
-                part
-                for secret, path in sorted(source.ca_secrets.items())
-                for part in ("--ca-secret", f"{secret}={path}")
-            ],
+            *[part for pair in (*trust, *peers) for part in pair],
+            *lead,
             *cadence,
         ]
     return [
@@ -196,7 +197,7 @@ def _secret_readers(name: str, source: HubSource, in_ns: pulumi.ResourceOptions)
     """Hub mode: per namespace, a Role that may ``get`` exactly
     the synced Secrets, bound to the job's ServiceAccount."""
     by_namespace: dict[str, list[str]] = {}
-    for secret in source.all_secrets:
+    for secret in source.secrets:
         secret_namespace, secret_name = secret.split("/", 1)
         by_namespace.setdefault(secret_namespace, []).append(secret_name)
     bindings: list[pulumi.Resource] = []
@@ -242,10 +243,10 @@ class CertSync(pulumi.ComponentResource):
 
     Guarantees: it never overlaps itself (each Job is stopped before the next scheduled run, and
     syncs every ``interval`` seconds until then: ``components.cert_sync_cadence``); it runs as a
-    restricted non-root pod; on the hub its
-    ServiceAccount may ``get`` exactly the named Secrets and nothing else; it writes with its own
-    Vault role (``cert_sync_role``) to exactly the paths it syncs; on an edge the hub credential
-    reaches it only as a Secret mounted read-only.
+    restricted non-root pod; on the hub its ServiceAccount may ``get`` exactly the named leaf Secrets
+    and nothing else (never a CA's Secret: trust bundles come from the leaves' ``ca.crt``); it
+    writes with its own Vault role (``cert_sync_role``) to exactly the paths it publishes; on an edge
+    the hub credential reaches it only as a Secret mounted read-only.
     """
 
     def __init__(

@@ -28,6 +28,13 @@ JOB_DEADLINE_SECONDS = 55
 LAST_PASS_ROOM_SECONDS = 15
 #: The shortest interval whose last pass (at ``60 - interval`` s) keeps that room.
 MIN_INTERVAL_SECONDS = 60 - JOB_DEADLINE_SECONDS + LAST_PASS_ROOM_SECONDS
+#: How long the hub's cert-sync holds back a certificate whose CA is new to the trust bundle its
+#: peers verify it with (``--trust-lead``): the bundle reaches the gateway through the hub's VSO
+#: (``refreshAfter`` 60 s, then a rollout restart) and each edge through its cert-sync and VSO
+#: (worst case 80 s with the shipped cadence, then a rollout restart: docs/secret-flow.md); five
+#: minutes leave room for the restarts, and cost nothing against the 8 h a renewed client
+#: certificate still has left.
+TRUST_LEAD_SECONDS = 300
 #: The intervals that pass all rules, for messages and docs.
 VALID_INTERVALS = tuple(i for i in range(MIN_INTERVAL_SECONDS, 61) if 60 % i == 0)
 

@@ -1,13 +1,20 @@
-"""The hub's OTLP mTLS PKI, issued by cert-manager: a root, the ``client-ca``, the hub receiver's
-server certificate and one client certificate per edge."""
+"""The hub's OTLP mTLS PKI, issued by cert-manager: two self-signed roots that share nothing, the
+server CA ``otel-server-ca`` (the gateway's server certificate, the only CA the edges trust) and the
+client CA ``client-ca`` (one client certificate per edge, the only CA the gateway trusts).
+
+Each CA's key stays in its cert-manager Secret: nothing but cert-manager reads a CA's Secret. The hub's
+cert-sync builds the trust bundles from the ``ca.crt`` of the leaf Secrets it copies (``trust_map``):
+cert-manager's CA issuer writes the certificate of the CA that signed the leaf there
+(``pkg/controller/certificaterequests/ca/ca.go``, ``pkg/util/pki/parse_certificate_chain.go``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from components.pod_security import restricted_namespace
 from components.settings import DnsLabel, DnsName, Settings
@@ -23,14 +30,39 @@ GATEWAY_TLS_SECRET = "otel-gateway-tls"
 CLIENT_CA_SECRET = "otel-client-ca"
 CLIENT_TLS_SECRET = "otel-client-tls"
 GATEWAY_TLS_KV_PATH = f"{OTEL_KV_PREFIX}/otel-gateway-tls"
+#: The client trust bundle: the gateway's ``client_ca_file`` (every client-ca certificate an edge's
+#: published certificate may chain to).
 CLIENT_CA_KV_PATH = f"{OTEL_KV_PREFIX}/client-ca"
+#: The server trust bundle: every server CA certificate the gateway's published certificate may chain
+#: to; cert-sync writes it into each edge's bundle as ``ca.crt`` (the edge exporter's ``ca_file``).
+SERVER_CA_KV_PATH = f"{OTEL_KV_PREFIX}/server-ca"
 #: Where an edge's own Vault keeps its client certificate (edge cert-sync writes it, VSO reads it).
 EDGE_CLIENT_TLS_KV_PATH = f"{OTEL_KV_PREFIX}/otel-client-tls"
+
+#: The two roots (Certificate, Secret and Issuer names alike).
+SERVER_CA = "otel-server-ca"
+CLIENT_CA = "client-ca"
+#: The longest lifetime of an edge's client certificate: no revocation list is checked, so expiry is
+#: what cuts a removed edge off.
+MAX_CLIENT_CERT_HOURS = 24
 
 
 def hub_client_tls_kv_path(edge: str) -> str:
     """Where the hub Vault keeps one edge's client certificate (under that edge's own prefix)."""
     return f"{EDGES_KV_PREFIX}/{edge}/otel-client-tls"
+
+
+def _at_most_a_day(hours: int) -> int:
+    if hours > MAX_CLIENT_CERT_HOURS:
+        raise ValueError(
+            f"{hours} hours is longer than {MAX_CLIENT_CERT_HOURS}: the gateway checks no revocation list, so an "
+            f"edge removed from fedobs:edges keeps mTLS access until its certificate expires"
+        )
+    return hours
+
+
+#: Hours, at least 1 (cert-manager's shortest ``duration``), at most a day.
+ClientCertHours = Annotated[int, Field(ge=1), AfterValidator(_at_most_a_day)]
 
 
 class PkiSettings(Settings):
@@ -40,8 +72,12 @@ class PkiSettings(Settings):
     organization: str = Field(default="fedobs", min_length=1)
     key_algorithm: KeyAlgorithm = "ECDSA"
     key_size: int = 256
+    #: Both roots.
     ca_duration_hours: int = Field(default=43800, ge=720)
+    #: The gateway's server certificate.
     cert_duration_hours: int = Field(default=2160, ge=24)
+    #: Each edge's client certificate (renewed at 2/3: 8 h before it expires with the default 24 h).
+    client_cert_duration_hours: ClientCertHours = MAX_CLIENT_CERT_HOURS
     receiver_hostnames: tuple[DnsName, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -59,20 +95,62 @@ def client_secret_name(edge: str) -> str:
 
 
 def sync_map(settings: PkiSettings, edges: tuple[str, ...]) -> dict[str, str]:
-    """Which Secret (``namespace/name``) the hub's cert-sync copies whole to which KV path."""
+    """Which leaf Secret (``namespace/name``) the hub's cert-sync copies whole to which KV path."""
     mapping = {f"{settings.namespace}/{GATEWAY_TLS_SECRET}": GATEWAY_TLS_KV_PATH}
     mapping.update({f"{settings.namespace}/{client_secret_name(e)}": hub_client_tls_kv_path(e) for e in edges})
     return mapping
 
 
-def ca_sync_map(settings: PkiSettings) -> dict[str, str]:
-    """CA Secrets of which cert-sync copies only the certificate (the receiver trusts client-ca)."""
-    return {f"{settings.namespace}/client-ca": CLIENT_CA_KV_PATH}
+def trust_map(settings: PkiSettings, edges: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Each trust bundle's KV path and the leaf Secrets whose ``ca.crt`` (their issuer) it holds: the
+    client bundle follows the edges' certificates, the server bundle the gateway's. No CA Secret."""
+    return {
+        CLIENT_CA_KV_PATH: tuple(f"{settings.namespace}/{client_secret_name(e)}" for e in edges),
+        SERVER_CA_KV_PATH: (f"{settings.namespace}/{GATEWAY_TLS_SECRET}",),
+    }
+
+
+def peer_trust_map(edges: tuple[str, ...]) -> dict[str, str]:
+    """Each edge's bundle carries the server trust bundle as its ``ca.crt``: the edge verifies the
+    gateway with it, never with its own certificate's issuer."""
+    return {hub_client_tls_kv_path(e): SERVER_CA_KV_PATH for e in edges}
+
+
+def renew_before(hours: int) -> str:
+    """cert-manager renews at renewBefore: a third of the lifetime left, i.e. at 2/3 of it."""
+    minutes = hours * 60 // 3
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
 
 
 def _lifetime(hours: int) -> dict[str, str]:
-    # cert-manager renews at renewBefore: a third of the lifetime left, i.e. at 2/3 of it.
-    return {"duration": f"{hours}h", "renewBefore": f"{hours // 3}h"}
+    return {"duration": f"{hours}h", "renewBefore": renew_before(hours)}
+
+
+def name_constraints(args: PkiSettings) -> dict[str, dict[str, Any]]:
+    """Each root's X.509 name constraints (cert-manager ``spec.nameConstraints``, beta and on by
+    default since v1.17; only on CA Certificates). The server CA may vouch only for the receiver's
+    names; the client CA for no DNS name and no IP address at all (an empty DNS constraint matches
+    every name: RFC 5280 leaves it open, Go's crypto/x509 and OpenSSL follow NSS), so whatever it
+    signs fails as a server certificate even where it were trusted. Client certificates carry no
+    SAN (the edge's name is the common name), which no constraint restricts."""
+    return {
+        SERVER_CA: {"critical": True, "permitted": {"dnsDomains": list(args.receiver_hostnames)}},
+        CLIENT_CA: {"critical": True, "excluded": {"dnsDomains": [""], "ipRanges": ["0.0.0.0/0", "::/0"]}},
+    }
+
+
+def _root(args: PkiSettings, name: str, title: str, key: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "isCA": True,
+        "commonName": f"{args.organization} OTLP {title}",
+        "secretName": name,
+        "subject": {"organizations": [args.organization]},
+        "privateKey": key,
+        "issuerRef": {"name": "selfsigned", "kind": "Issuer", "group": "cert-manager.io"},
+        "usages": ["cert sign", "crl sign"],
+        "nameConstraints": name_constraints(args)[name],
+        **_lifetime(args.ca_duration_hours),
+    }
 
 
 def certificate_specs(args: PkiSettings, edges: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -86,33 +164,15 @@ def certificate_specs(args: PkiSettings, edges: tuple[str, ...]) -> dict[str, di
         return {"name": name, "kind": "Issuer", "group": "cert-manager.io"}
 
     specs: dict[str, dict[str, Any]] = {
-        "otel-root-ca": {
-            "isCA": True,
-            "commonName": f"{args.organization} OTLP root CA",
-            "secretName": "otel-root-ca",
-            "subject": subject,
-            "privateKey": key,
-            "issuerRef": issuer("selfsigned"),
-            "usages": ["cert sign", "crl sign"],
-            **_lifetime(args.ca_duration_hours),
-        },
-        "client-ca": {
-            "isCA": True,
-            "commonName": f"{args.organization} OTLP client CA",
-            "secretName": "client-ca",
-            "subject": subject,
-            "privateKey": key,
-            "issuerRef": issuer("otel-root"),
-            "usages": ["cert sign", "crl sign"],
-            **_lifetime(args.ca_duration_hours),
-        },
-        "otel-gateway-tls": {
+        SERVER_CA: _root(args, SERVER_CA, "server CA", key),
+        CLIENT_CA: _root(args, CLIENT_CA, "client CA", key),
+        GATEWAY_TLS_SECRET: {
             "commonName": args.receiver_hostnames[0],
             "dnsNames": list(args.receiver_hostnames),
             "secretName": GATEWAY_TLS_SECRET,
             "subject": subject,
             "privateKey": key,
-            "issuerRef": issuer("otel-root"),
+            "issuerRef": issuer(SERVER_CA),
             "usages": ["server auth", "digital signature", "key encipherment"],
             **_lifetime(args.cert_duration_hours),
         },
@@ -123,9 +183,9 @@ def certificate_specs(args: PkiSettings, edges: tuple[str, ...]) -> dict[str, di
             "secretName": client_secret_name(edge),
             "subject": subject,
             "privateKey": key,
-            "issuerRef": issuer("client-ca"),
+            "issuerRef": issuer(CLIENT_CA),
             "usages": ["client auth", "digital signature", "key encipherment"],
-            **_lifetime(args.cert_duration_hours),
+            **_lifetime(args.client_cert_duration_hours),
         }
     return specs
 
@@ -133,10 +193,13 @@ def certificate_specs(args: PkiSettings, edges: tuple[str, ...]) -> dict[str, di
 class OtlpPki(pulumi.ComponentResource):
     """The OTLP mTLS PKI on the hub.
 
-    Guarantees: edge client certificates come only from ``client-ca`` and carry only the client-auth
-    usage; the receiver's certificate only server-auth; every certificate renews at 2/3 of its
-    lifetime with a fresh key; everything lives in its own restricted namespace, from which the
-    hub's cert-sync copies it into Vault (``sync_map``).
+    Guarantees: two self-signed roots that share no key: the gateway's certificate comes only from
+    ``otel-server-ca`` (server-auth usage, constrained to the receiver's names), edge client
+    certificates only from ``client-ca`` (client-auth usage, at most a day); every certificate renews
+    at 2/3 of its lifetime with a fresh key; everything lives in its own restricted namespace, from
+    which the hub's cert-sync copies the leaf Secrets into Vault (``sync_map``) and builds the trust
+    bundles from their ``ca.crt`` (``trust_map``, ``peer_trust_map``): no Role but cert-manager's
+    reads a CA's Secret.
     """
 
     def __init__(
@@ -181,10 +244,11 @@ class OtlpPki(pulumi.ComponentResource):
 
         specs = certificate_specs(settings, edges)
         issuer("selfsigned", "selfsigned", {"selfSigned": {}})
-        issuer("otel-root", "otel-root", {"ca": {"secretName": "otel-root-ca"}})
-        issuer("client-ca-issuer", "client-ca", {"ca": {"secretName": "client-ca"}})
+        issuer(f"{SERVER_CA}-issuer", SERVER_CA, {"ca": {"secretName": SERVER_CA}})
+        issuer(f"{CLIENT_CA}-issuer", CLIENT_CA, {"ca": {"secretName": CLIENT_CA}})
         for cert_name, spec in specs.items():
             certificate(cert_name, spec)
         self.sync_map = sync_map(settings, edges)
-        self.ca_sync_map = ca_sync_map(settings)
-        self.register_outputs({"namespace": args.namespace, "sync_map": self.sync_map, "ca_sync_map": self.ca_sync_map})
+        self.trust_map = trust_map(settings, edges)
+        self.peer_trust_map = peer_trust_map(edges)
+        self.register_outputs({"namespace": args.namespace, "sync_map": self.sync_map, "trust_map": self.trust_map})

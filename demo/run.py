@@ -48,7 +48,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from cryptography.x509 import ExtendedKeyUsage, NameOID
+from cryptography.x509 import ExtendedKeyUsage, NameOID, load_pem_x509_certificates
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from components.vault import ADMIN_USERNAME
@@ -564,22 +564,28 @@ class Demo:
         both()
         hub_token, edge_token = hub.token(), edge.token()
         delivered = api(edge.url, "GET", "kv/data/otel/otel-client-tls", token=edge_token, ca_file=edge.ca_file)
-        expected = issued.client(edge.name).secret_data
+        leaf = issued.client(edge.name).secret_data
+        data = delivered.data.get("data") or {}
         check(
-            delivered.status == 200 and delivered.data.get("data") == expected,
-            "the edge's kv/otel/otel-client-tls does not hold the issued certificate, key and CA",
+            delivered.status == 200
+            and {k: data.get(k) for k in ("tls.crt", "tls.key")} == {k: leaf[k] for k in ("tls.crt", "tls.key")}
+            and load_pem_x509_certificates(str(data.get("ca.crt", "")).encode()) == [issued.server_ca.certificate],
+            "the edge's kv/otel/otel-client-tls does not hold the issued certificate and key with the server CA",
         )
+        expected = data
         on_hub = api(hub.url, "GET", f"kv/data/edges/{edge.name}/otel-client-tls", token=hub_token, ca_file=hub.ca_file)
         check(on_hub.status == 200 and on_hub.data.get("data") == expected, "the hub's copy differs")
         client_ca = api(hub.url, "GET", "kv/data/otel/client-ca", token=hub_token, ca_file=hub.ca_file)
-        ca_only = {"ca.crt": issued.client_ca.secret_data["tls.crt"]}
+        bundle = (client_ca.data.get("data") or {}) if client_ca.status == 200 else {}
         check(
-            client_ca.status == 200 and client_ca.data.get("data") == ca_only,
-            "the hub's kv/otel/client-ca is not the CA certificate alone",
+            set(bundle) == {"ca.crt"}
+            and load_pem_x509_certificates(str(bundle["ca.crt"]).encode()) == [issued.client_ca.certificate],
+            "the hub's kv/otel/client-ca is not the client CA's certificate alone",
         )
         r.proven(
             f"hub run then edge run: hub kv/edges/{edge.name}/otel-client-tls -> edge kv/otel/otel-client-tls, "
-            "byte for byte; the client CA's private key stayed out of Vault"
+            "byte for byte, carrying the server CA the edge verifies the gateway with; the gateway's client "
+            "trust bundle holds the client CA's certificate, taken from the leaf's ca.crt (no Role reads a CA's Secret)"
         )
         paths = [
             (hub.url, hub.ca_file, hub_token, f"edges/{edge.name}/otel-client-tls"),

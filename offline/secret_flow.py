@@ -9,6 +9,9 @@ The stages, each waiting for the one before it:
 3. the edge's cert-sync pulls it into the edge Vault;
 4. VSO notices the new version at its next refresh (``refreshAfter``) and restarts the collector.
 
+When the renewed certificate comes from a CA new to the trust bundle (a CA rotation), stage 2 holds
+it back for the trust lead first (:func:`ca_change_delay`).
+
 A cert-sync stage is a CronJob whose every run makes ``passes`` sync passes, ``interval`` seconds
 apart (``programs.cert_sync --passes --interval``; one pass when the flags are absent). Its pass
 starts are ``interval`` apart inside a run, and ``cron gap - (passes - 1) * interval`` apart across
@@ -125,3 +128,11 @@ def worst_case_rotation_delay(
     return RotationDelay(
         hub_cadence.max_gap, edge_cadence.max_gap, _duration_seconds(refresh_after), hub_sync_run, edge_sync_run
     )
+
+
+def ca_change_delay(delay: RotationDelay, trust_lead: int) -> float:
+    """The worst case when the renewed certificate comes from a CA new to the trust bundle its peer
+    verifies it with (``programs.cert_sync.trust``): the first hub pass after the renewal writes the
+    bundle and holds the certificate back; the first hub pass at least ``trust_lead`` seconds later
+    publishes it (at most one hub gap after the lead), and the edge stages follow as for any renewal."""
+    return delay.total + trust_lead + delay.hub_sync_gap + delay.hub_sync_run

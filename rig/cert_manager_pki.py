@@ -10,13 +10,16 @@ issuers chained to it) and returns, per Certificate, the Secret data cert-manage
 
 From each spec it honours ``commonName``, ``dnsNames``, ``subject.organizations``, ``isCA``,
 ``usages`` (key usages and extended key usages, by cert-manager's names),
-``privateKey.algorithm``/``size`` and ``duration``. Anything else in a spec raises, so a new field
-in a stack's Certificate cannot be silently ignored by the tests that rely on this module.
+``privateKey.algorithm``/``size``, ``duration`` and ``nameConstraints`` (``permitted``/``excluded``
+``dnsDomains`` and ``ipRanges``, ``critical``: cert-manager's ``pkg/util/pki/nameconstraints.go``
+encodes them the same way). Anything else in a spec raises, so a new field in a stack's
+Certificate cannot be silently ignored by the tests that rely on this module.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +51,9 @@ _KNOWN_FIELDS = {
     "renewBefore",
     "secretName",
     "issuerRef",
+    "nameConstraints",
 }
+_NAME_CONSTRAINT_KINDS = {"dnsDomains", "ipRanges"}
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,33 @@ def _hours(text: str) -> float:
     return float(text[:-1]) * units[text[-1]]
 
 
-def issue(spec: dict[str, Any], issuer: Issued | None, *, key: PrivateKey | None = None) -> Issued:
-    """Issue ``spec`` signed by ``issuer`` (self-signed when ``None``)."""
+def _subtrees(items: dict[str, list[str]] | None) -> list[x509.GeneralName] | None:
+    if not items:
+        return None
+    unknown = set(items) - _NAME_CONSTRAINT_KINDS
+    if unknown:
+        raise ValueError(f"nameConstraints this test PKI does not implement: {sorted(unknown)}")
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in items.get("dnsDomains", [])]
+    names += [x509.IPAddress(ipaddress.ip_network(r)) for r in items.get("ipRanges", [])]
+    return names or None
+
+
+def name_constraints(spec: dict[str, Any]) -> tuple[x509.NameConstraints, bool] | None:
+    """A CA spec's ``nameConstraints`` as the X.509 extension and its criticality."""
+    constraints = spec.get("nameConstraints")
+    if not constraints:
+        return None
+    if not spec.get("isCA"):
+        raise ValueError("nameConstraints on a certificate that is not a CA (cert-manager refuses it)")
+    permitted, excluded = _subtrees(constraints.get("permitted")), _subtrees(constraints.get("excluded"))
+    return x509.NameConstraints(permitted, excluded), bool(constraints.get("critical"))
+
+
+def issue(
+    spec: dict[str, Any], issuer: Issued | None, *, key: PrivateKey | None = None, at: dt.datetime | None = None
+) -> Issued:
+    """Issue ``spec`` signed by ``issuer`` (self-signed when ``None``), ``at`` a moment (now by default;
+    notBefore is five minutes earlier)."""
     unknown = set(spec) - _KNOWN_FIELDS
     if unknown:
         raise ValueError(f"Certificate spec fields this test PKI does not implement: {sorted(unknown)}")
@@ -115,7 +145,7 @@ def issue(spec: dict[str, Any], issuer: Issued | None, *, key: PrivateKey | None
     unknown_usages = [u for u in usages if u not in _KEY_USAGES and u not in _EXTENDED_USAGES]
     if unknown_usages:
         raise ValueError(f"usages this test PKI does not implement: {unknown_usages}")
-    now = dt.datetime.now(dt.UTC)
+    now = at or dt.datetime.now(dt.UTC)
     signer_key = issuer.key if issuer else key
     builder = (
         x509.CertificateBuilder()
@@ -131,6 +161,9 @@ def issue(spec: dict[str, Any], issuer: Issued | None, *, key: PrivateKey | None
     )
     if extended:
         builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+    constraints = name_constraints(spec)
+    if constraints is not None:
+        builder = builder.add_extension(constraints[0], critical=constraints[1])
     if issuer:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False

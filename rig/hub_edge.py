@@ -34,6 +34,9 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
     Certificates issued as the hub's ``Certificate`` resources specify (``components.otlp_pki.
     certificate_specs``), served as cert-manager's Secrets by the hub's Kubernetes API, readable by
     the cert-sync ServiceAccount exactly as the hub's Role says.
+``hub_cert_sync_options(hub)`` / ``hub_cert_sync_pass(hub, secrets, stored, now)``
+    The hub's cert-sync command as the program parses it, and one of its passes on Secrets and KV
+    held in memory, planned by the program's own code (``programs.cert_sync.sync.plan_hub``).
 ``run_cert_sync(recording, vault_url, ca_file, kube, workdir, passes=1)``
     The stack's cert-sync CronJob, run as its pod runs it; by default one of its passes (a run of the
     shipped CronJob makes three, 20 s apart: ``passes=None`` runs them all).
@@ -43,20 +46,24 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
 
 from __future__ import annotations
 
-import itertools
+import argparse
+import datetime as dt
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from components.admin_policy import admin_policy_hcl
-from components.otlp_pki import client_secret_name
+from components.otlp_pki import CLIENT_CA, SERVER_CA, client_secret_name
 from components.vault import ADMIN_USERNAME
 from components.vault_config import VaultConfigSettings
 from components.vault_names import ADMIN_AUTH_MOUNT
 from components.vault_server_config import HUB_CA_DIR
 from offline.engine import RecordedResource, Recording, load_stack_file
+from programs.cert_sync import sync
+from programs.vault_http import KvState
 from rig import processes
 from rig.cert_manager_pki import Issued, issue, issue_secrets
 from rig.kube_api import KubeAPIServer
@@ -264,19 +271,32 @@ class Pki:
 
     @property
     def client_ca(self) -> Issued:
-        return self.issued["client-ca"]
+        return self.issued[CLIENT_CA]
+
+    @property
+    def server_ca(self) -> Issued:
+        return self.issued[SERVER_CA]
 
     def client(self, edge: str) -> Issued:
         return self.issued[client_secret_name(edge)]
 
-    def renew_client(self, edge: str) -> Issued:
-        """cert-manager's renewal of ``edge``'s client certificate: a new key and certificate per its
-        spec from ``client-ca`` (``rotationPolicy: Always``); what the Secret then holds."""
-        name = client_secret_name(edge)
-        if self.specs[name]["issuerRef"]["name"] != "client-ca":
-            raise ValueError(f"{name} is not issued by client-ca")
-        self.issued[name] = issue(self.specs[name], self.client_ca)
+    def renew(self, name: str, at: dt.datetime | None = None) -> Issued:
+        """cert-manager's renewal of Certificate ``name`` (``rotationPolicy: Always``), ``at`` a moment
+        (now by default): a new key and certificate per its spec, from its issuer's CA as that CA's
+        Secret holds it now (a root: self-signed). A CA's renewal re-issues none of its leaves
+        (cert-manager #2478, #9076)."""
+        spec = self.specs[name]
+        issuer_name = spec["issuerRef"]["name"]
+        signer = None if issuer_name == "selfsigned" else self.issued[issuer_name]
+        self.issued[name] = issue(spec, signer, at=at)
         return self.issued[name]
+
+    def renew_client(self, edge: str) -> Issued:
+        """The renewal of ``edge``'s client certificate (from ``client-ca``): what the Secret then holds."""
+        name = client_secret_name(edge)
+        if self.specs[name]["issuerRef"]["name"] != CLIENT_CA:
+            raise ValueError(f"{name} is not issued by {CLIENT_CA}")
+        return self.renew(name)
 
 
 def issue_pki(hub: Recording) -> Pki:
@@ -320,15 +340,31 @@ def cert_sync_command(recording: Recording) -> list[str]:
     return list(pod_template(recording, "CronJob", "cert-sync")["spec"]["containers"][0]["command"])
 
 
-def hub_cert_sync_sources(recording: Recording) -> list[tuple[str, str, bool]]:
-    """What the hub's cert-sync copies, from its command: ``(namespace/name, KV path, certificate_only)``
-    per ``--secret`` (the whole Secret) and ``--ca-secret`` (its certificate only)."""
-    sources = []
-    for flag, value in itertools.pairwise(cert_sync_command(recording)):
-        if flag in ("--secret", "--ca-secret"):
-            secret, path = value.split("=", 1)
-            sources.append((secret, path, flag == "--ca-secret"))
-    return sources
+def hub_cert_sync_options(recording: Recording) -> argparse.Namespace:
+    """The hub's cert-sync command line as the program parses it (``secrets``: the ``--secret``
+    specs, ``trust``: its ``TrustPlan``); only the Vault address is made up."""
+    command = cert_sync_command(recording)
+    if command[3] != "hub":
+        raise ValueError(f"the {recording.stack} stack's cert-sync is not in hub mode")
+    return sync.parse_args([*command[3:], "--vault-addr", "https://vault.invalid:8200"])
+
+
+def hub_cert_sync_pass(
+    recording: Recording,
+    secrets: Mapping[str, Mapping[str, str]],
+    stored: Mapping[str, Mapping[str, str] | None],
+    now: dt.datetime,
+) -> dict[str, dict[str, str]]:
+    """One pass of the hub's cert-sync on Secrets (``name`` -> data, in the PKI namespace) and the KV
+    as stored before it (``path`` -> data): what the pass writes, by KV path, as its own planning
+    code (``plan_hub``) decides it. The caller keeps the KV: ``{**stored, **written}``."""
+    options = hub_cert_sync_options(recording)
+    sources = [sync.source_of(spec, dict(secrets[spec.name]), now) for spec in options.secrets]
+    for refs in options.trust.bundles.values():
+        for ref in refs:
+            next(s for s in sources if s.spec.ref == ref).issuer()
+    state = {path: KvState(1 if data else 0, dict(data) if data else None) for path, data in stored.items()}
+    return {item.kv_path: item.bundle for item in sync.plan_hub(sources, options.trust, state, now)}
 
 
 def run_cert_sync(
@@ -340,12 +376,14 @@ def run_cert_sync(
     *,
     timeout: float = 90.0,
     passes: int | None = 1,
+    trust_lead: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the stack's ``cert-sync`` CronJob as its pod would: its command and environment, with only
     where Vault is (``vault_url``, the active node), the files its volumes mount and, on the hub, the
     Kubernetes API replaced. ``kube`` is the stack's own Kubernetes API (TokenReview for its Vault).
     ``passes``: how many of the run's sync passes (``--passes``) to make, at the CronJob's interval;
-    one by default, a single sync; ``None``: all of them, as the pod does."""
+    one by default, a single sync; ``None``: all of them, as the pod does. ``trust_lead``: seconds
+    instead of the hub command's ``--trust-lead`` (a test cannot wait five minutes)."""
     cronjob = k8s_object(recording, "CronJob", "cert-sync")
     pod = pod_template(recording, "CronJob", "cert-sync")["spec"]
     container = pod["containers"][0]
@@ -363,6 +401,8 @@ def run_cert_sync(
     command = list(container["command"])
     if passes is not None and "--passes" in command:
         command[command.index("--passes") + 1] = str(passes)
+    if trust_lead is not None and "--trust-lead" in command:  # the hub's command only
+        command[command.index("--trust-lead") + 1] = str(trust_lead)
     if command[3] == "hub":
         kube_token = workdir / "kube-token"
         write_private_file(kube_token, kube.mint_service_account_token("fedobs-cert-sync", "cert-sync"))

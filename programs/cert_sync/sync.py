@@ -12,9 +12,23 @@ Run it as ``python -m programs.cert_sync hub|edge [options]``. Python standard l
     For every ``--secret NAMESPACE/NAME=KV_PATH``: reads the Secret (type ``kubernetes.io/tls``,
     keys ``tls.crt``, ``tls.key``, ``ca.crt``; other keys are ignored) from the Kubernetes API with
     the pod's service-account token, and stores ``{"tls.crt", "tls.key", "ca.crt"}`` (the PEM text,
-    byte for byte) at ``<kv-mount>/data/<KV_PATH>`` in the Vault at ``--vault-addr``. For every
-    ``--ca-secret NAMESPACE/NAME=KV_PATH`` (a CA's own Secret, which holds the CA's private key) the
-    Secret is validated the same way but only ``{"ca.crt": <its tls.crt>}`` is stored.
+    byte for byte) at ``<kv-mount>/data/<KV_PATH>`` in the Vault at ``--vault-addr``. It never
+    reads a CA's own Secret (that holds the CA's private key): CA certificates come from the
+    ``ca.crt`` of the leaf Secrets, as trust bundles (:mod:`programs.cert_sync.trust`):
+
+    * ``--trust NAMESPACE/NAME=BUNDLE_PATH`` (the Secret also given as a ``--secret``): the CA in the
+      Secret's ``ca.crt`` that signed its ``tls.crt`` (a ``ca.crt`` naming a CA that did not is
+      invalid data) joins the trust bundle stored at ``BUNDLE_PATH`` as ``{"ca.crt": <PEM>}``; a CA
+      whose leaves were all replaced stays until every certificate it signed that was published may
+      have expired. Repeat it for every leaf of the group (the edges' certificates, for the
+      gateway's client CA file).
+    * A leaf signed by a CA that the stored bundle has not held for ``--trust-lead`` seconds is held
+      back: its KV copy keeps the previously published certificate while that one stays valid for
+      longer than the lead, so that the peers trust a new CA before anyone presents its certificate.
+    * ``--peer-ca KV_PATH=BUNDLE_PATH`` (``KV_PATH`` of a ``--secret``, ``BUNDLE_PATH`` of a
+      ``--trust``): the copy stored at ``KV_PATH`` carries that bundle as its ``ca.crt`` instead of
+      its own issuer: what its holder verifies its peer with (an edge verifies the gateway's server
+      certificate with the server bundle).
 ``edge`` mode
     Logs in to the hub Vault with the edge's AppRole (``--hub-role-id-file``,
     ``--hub-secret-id-file``), reads ``<hub-kv-mount>/data/edges/<EDGE>/otel-client-tls``, revokes
@@ -49,10 +63,12 @@ harmless, but noisy). A failed run changes nothing that the next scheduled run c
 Vault capabilities it uses (for the Pulumi side, see also ``components.vault_policies.kv_write``):
 
 * target Vault, Kubernetes auth role: ``create``, ``read``, ``update`` on ``<kv>/data/<KV_PATH>``
-  for each ``--secret`` (hub mode) or on ``<kv>/data/<kv-path>`` (edge mode); optionally
+  for each ``--secret`` and ``--trust`` bundle (hub mode) or on ``<kv>/data/<kv-path>`` (edge
+  mode); optionally
   ``update`` on ``sys/capabilities-self`` (in the ``default`` policy) for the pre-flight check.
 * hub Vault, the edge's AppRole (edge mode): ``read`` on ``<kv>/data/edges/<EDGE>/*``.
-* Kubernetes (hub mode): ``get`` on each Secret (a Role with ``resourceNames``).
+* Kubernetes (hub mode): ``get`` on each ``--secret`` (a Role with ``resourceNames``); never on a
+  CA's Secret.
 
 Options (flags win over environment variables)::
 
@@ -71,6 +87,9 @@ Options (flags win over environment variables)::
     hub
       --secret NS/NAME=KV_PATH    repeatable                          CERT_SYNC_SECRETS
                                   (several, separated by spaces, commas or newlines)
+      --trust NS/NAME=BUNDLE_PATH repeatable                          CERT_SYNC_TRUST
+      --peer-ca KV_PATH=BUNDLE_PATH  repeatable                       CERT_SYNC_PEER_CA
+      --trust-lead SECONDS        [300]                               CERT_SYNC_TRUST_LEAD
       --kube-api URL              [https://kubernetes.default.svc]    CERT_SYNC_KUBE_API
       --kube-token-file PATH      [/var/run/secrets/kubernetes.io/serviceaccount/token]
                                                                       CERT_SYNC_KUBE_TOKEN_FILE
@@ -113,7 +132,8 @@ more than one pass each line starts ``cert-sync: pass K of N: ``.
 Exit codes: 0 success; 2 usage or configuration error (flags, unreadable token or CA files);
 3 the SOURCE failed (hub mode: the Kubernetes API, the Secret missing or forbidden; edge mode: the
 hub Vault: unreachable, timeout, TLS, login refused, 403, nothing stored at the path);
-4 the certificate data is invalid (nothing written); 5 the TARGET Vault failed (unreachable,
+4 the certificate data is invalid, or a ``--trust`` Secret's ca.crt did not sign its tls.crt (nothing
+written); 5 the TARGET Vault failed (unreachable,
 timeout, TLS, login refused, 403, any refused read or write); 6 check-and-set conflict: another
 writer changed a target path between this program's read and its write (nothing overwritten);
 1 anything unexpected; 143 terminated by SIGTERM. A failure prints exactly one line on stderr:
@@ -142,6 +162,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from programs.cert_sync import trust
 from programs.cli import UsageErrorParser, env, raise_terminated
 from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
 from programs.vault_http import (
@@ -196,6 +217,7 @@ DEFAULT_KV_MOUNT = "kv"
 DEFAULT_KV_PATH = "otel/otel-client-tls"
 DEFAULT_HUB_APPROLE_MOUNT = "approle-edges"
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_TRUST_LEAD = 300.0
 HUB_KV_NAME = "otel-client-tls"
 """The secret's name under ``edges/<edge>/`` on the hub (see :func:`hub_kv_path`)."""
 MAX_PASSES = 60
@@ -353,13 +375,11 @@ def validate_bundle(bundle: Mapping[str, object], what: str, now: _dt.datetime |
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SecretSpec:
-    """One ``--secret NAMESPACE/NAME=KV_PATH``."""
+    """One ``--secret NAMESPACE/NAME=KV_PATH`` (or ``--trust NAMESPACE/NAME=BUNDLE_PATH``)."""
 
     namespace: str
     name: str
     kv_path: str
-    #: ``--ca-secret``: a CA's Secret, of which only the CA certificate is copied (never its key).
-    certificate_only: bool = False
 
     @property
     def ref(self) -> str:
@@ -376,9 +396,8 @@ def _check_kv_path(path: str, flag: str) -> str:
     return path
 
 
-def parse_secret_spec(text: str, certificate_only: bool = False) -> SecretSpec:
+def parse_secret_spec(text: str, flag: str = "--secret") -> SecretSpec:
     """``NAMESPACE/NAME=KV_PATH`` -> :class:`SecretSpec`; :class:`UsageError` if malformed."""
-    flag = "--ca-secret" if certificate_only else "--secret"
     source, sep, kv_path = text.strip().partition("=")
     namespace, slash, name = source.partition("/")
     if not sep or not slash:
@@ -387,7 +406,7 @@ def parse_secret_spec(text: str, certificate_only: bool = False) -> SecretSpec:
         raise UsageError(f"{flag} {text!r}: {namespace!r} is not a Kubernetes namespace name")
     if not _DNS_SUBDOMAIN.match(name):
         raise UsageError(f"{flag} {text!r}: {name!r} is not a Kubernetes Secret name")
-    return SecretSpec(namespace, name, _check_kv_path(kv_path, f"{flag} KV_PATH"), certificate_only)
+    return SecretSpec(namespace, name, _check_kv_path(kv_path, f"{flag} KV_PATH"))
 
 
 class KubeAPI(PinnedHttps):
@@ -462,7 +481,7 @@ class Item:
     source: str
     kv_path: str
     bundle: dict[str, str]
-    summary: CertSummary
+    summary: CertSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -471,9 +490,15 @@ class Outcome:
     unchanged: list[tuple[str, int]]
 
 
-def write_changed(vault: VaultHttp, token: str, mount: str, items: Sequence[Item]) -> Outcome:
-    """Rule 2 and 3 of the module docstring: read every target, then write what differs."""
-    states = {item.kv_path: vault.kv_read(token, mount, item.kv_path) for item in items}
+def write_changed(
+    vault: VaultHttp, token: str, mount: str, items: Sequence[Item], states: Mapping[str, KvState] | None = None
+) -> Outcome:
+    """Rule 2 and 3 of the module docstring: read every target (unless ``states`` holds what was
+    just read), then write what differs, in the order of ``items``."""
+    states = dict(states or {})
+    for item in items:
+        if item.kv_path not in states:
+            states[item.kv_path] = vault.kv_read(token, mount, item.kv_path)
     changed = [item for item in items if states[item.kv_path].data != item.bundle]
     unchanged = [
         (f"{mount}/data/{item.kv_path}", states[item.kv_path].version) for item in items if item not in changed
@@ -517,13 +542,153 @@ def _target(args: argparse.Namespace) -> VaultHttp:
     )
 
 
-def _into_target(args: argparse.Namespace, vault: VaultHttp, jwt: str, items: Sequence[Item]) -> Outcome:
+def _into_target(
+    args: argparse.Namespace,
+    vault: VaultHttp,
+    jwt: str,
+    items: Sequence[Item] | Callable[[Mapping[str, KvState]], Sequence[Item]],
+    read_first: Sequence[str] = (),
+) -> Outcome:
+    """Log in, write what changed, revoke the token. ``items`` may be a function of the stored state
+    of the ``read_first`` paths (the hub's trust bundles depend on what is published now)."""
     with _side(TargetError):
         token = vault.login_kubernetes(args.auth_path, args.role, jwt)
         try:
-            return write_changed(vault, token, args.kv_mount, items)
+            states = {path: vault.kv_read(token, args.kv_mount, path) for path in read_first}
+            planned = items(states) if callable(items) else items
+            return write_changed(vault, token, args.kv_mount, planned, states)
         finally:
             vault.revoke_self(token)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A validated leaf Secret (hub mode): its bundle, summary and certificate chain."""
+
+    spec: SecretSpec
+    bundle: dict[str, str]
+    summary: CertSummary
+    chain: tuple[x509.Certificate, ...]
+
+    @property
+    def what(self) -> str:
+        return f"Secret {self.spec.ref}"
+
+    def issuer(self) -> x509.Certificate:
+        """The CA in its ``ca.crt`` that signed its ``tls.crt`` (:class:`InvalidCertificateError` if none)."""
+        carried = _pem_certificates(self.bundle["ca.crt"], "ca.crt", self.what)
+        issuer = trust.active_issuer(self.chain, carried)
+        if issuer is None:
+            raise InvalidCertificateError(
+                f"{self.what}: no CA certificate in ca.crt signed its certificate in tls.crt "
+                f"({self.chain[-1].issuer.rfc4514_string()}); it is not put in a trust bundle"
+            )
+        return issuer
+
+
+def source_of(spec: SecretSpec, bundle: dict[str, str], now: _dt.datetime | None = None) -> Source:
+    """The Secret's bundle, validated (:class:`InvalidCertificateError` if it is not)."""
+    what = f"Secret {spec.ref}"
+    summary = validate_bundle(bundle, what, now)
+    return Source(spec, bundle, summary, tuple(_pem_certificates(bundle["tls.crt"], "tls.crt", what)))
+
+
+def read_source(kube: KubeAPI, spec: SecretSpec) -> Source:
+    with _side(SourceError):
+        bundle = kube.read_tls_secret(spec)
+    return source_of(spec, bundle)
+
+
+@dataclass(frozen=True)
+class TrustPlan:
+    """Hub mode's trust options: each bundle's member Secrets (``--trust``, by ref), the copies that
+    carry a bundle as their ``ca.crt`` (``--peer-ca``) and the lead a new CA gets."""
+
+    bundles: Mapping[str, Sequence[str]]
+    peer_ca: Mapping[str, str]
+    lead: _dt.timedelta
+
+
+def _stored_copy(state: KvState | None, now: _dt.datetime) -> tuple[dict[str, str], CertSummary] | None:
+    """A published copy that is still a valid bundle at ``now`` (else ``None``)."""
+    data = state.data if state is not None else None
+    if not data:
+        return None
+    bundle = {key: data[key] for key in TLS_KEYS if isinstance(data.get(key), str)}
+    try:
+        return bundle, validate_bundle(bundle, "the published copy", now)
+    except InvalidCertificateError:
+        return None
+
+
+def _published(copy: tuple[dict[str, str], CertSummary] | None) -> list[trust.Published]:
+    if copy is None:
+        return []
+    bundle = copy[0]
+    chain = _pem_certificates(bundle["tls.crt"], "tls.crt", "the published copy")
+    return [trust.Published(tuple(chain), tuple(_pem_certificates(bundle["ca.crt"], "ca.crt", "the published copy")))]
+
+
+def plan_trust(
+    sources: Sequence[Source], options: TrustPlan, stored: Mapping[str, KvState], now: _dt.datetime
+) -> tuple[dict[str, list[trust.Entry]], set[str]]:
+    """Each bundle's entries after this pass, and the refs of the Secrets held back (their copies
+    keep what is published: :mod:`programs.cert_sync.trust`)."""
+    by_ref = {source.spec.ref: source for source in sources}
+    bundles: dict[str, list[trust.Entry]] = {}
+    held: set[str] = set()
+    for path, refs in sorted(options.bundles.items()):
+        members = [by_ref[ref] for ref in refs]
+        state = stored.get(path)
+        text = state.data.get("ca.crt") if state is not None and state.data else None
+        before = trust.parse_bundle(text) if isinstance(text, str) else []
+        issuers = {m.spec.ref: m.issuer() for m in members}
+        copies = {m.spec.ref: _stored_copy(stored.get(m.spec.kv_path), now) for m in members}
+        bundles[path] = trust.next_bundle(
+            before,
+            list(issuers.values()),
+            [p for copy in copies.values() for p in _published(copy)],
+            lifetime=max(m.summary.not_after - m.summary.not_before for m in members),
+            now=now,
+        )
+        held.update(
+            ref for ref, issuer in issuers.items() if _holds_back(copies[ref], issuer, before, options.lead, now)
+        )
+    return bundles, held
+
+
+def _holds_back(
+    copy: tuple[dict[str, str], CertSummary] | None,
+    issuer: x509.Certificate,
+    before: Sequence[trust.Entry],
+    lead: _dt.timedelta,
+    now: _dt.datetime,
+) -> bool:
+    """Whether a Secret's KV copy keeps what is published: its CA changed, the stored bundle has not
+    held the new CA for ``lead`` yet, and the published certificate stays valid beyond that."""
+    if copy is None or copy[1].not_after <= now + lead:
+        return False
+    if trust.issuer_of(_published(copy)[0].chain[:1], [issuer]) is not None:
+        return False  # the same CA signed what is published: the peers trust it already
+    return not trust.trusted_for(before, issuer, lead, now)
+
+
+def plan_hub(
+    sources: Sequence[Source], options: TrustPlan, stored: Mapping[str, KvState], now: _dt.datetime
+) -> list[Item]:
+    """Everything one hub pass writes, trust bundles first (a peer learns a CA before its leaves)."""
+    bundles, held = plan_trust(sources, options, stored, now)
+    rendered = {path: trust.render_bundle(entries) for path, entries in sorted(bundles.items())}
+    items = [Item(f"trust bundle {path}", path, {"ca.crt": text}) for path, text in rendered.items()]
+    for source in sources:
+        bundle, what = dict(source.bundle), source.what
+        copy = _stored_copy(stored.get(source.spec.kv_path), now) if source.spec.ref in held else None
+        if copy is not None:
+            bundle, what = dict(copy[0]), f"{what} (held back: its CA is new to the trust bundle)"
+        if source.spec.kv_path in options.peer_ca:
+            bundle["ca.crt"] = rendered[options.peer_ca[source.spec.kv_path]]
+        items.append(Item(what, source.spec.kv_path, bundle, validate_bundle(bundle, what, now)))
+    return items
 
 
 def cmd_hub(args: argparse.Namespace) -> Outcome:
@@ -532,16 +697,17 @@ def cmd_hub(args: argparse.Namespace) -> Outcome:
     kube_token = _read_secret_file(args.kube_token_file, "Kubernetes service-account token", "--kube-token-file")
     vault = _target(args)
     kube = KubeAPI(args.kube_api, kube_token, args.kube_ca_file, args.timeout)
-    items: list[Item] = []
-    for spec in specs:
-        with _side(SourceError):
-            bundle = kube.read_tls_secret(spec)
-        summary = validate_bundle(bundle, f"Secret {spec.ref}")
-        if spec.certificate_only:
-            # A CA's Secret holds the CA's private key: only its certificate leaves the cluster.
-            bundle = {"ca.crt": bundle["tls.crt"]}
-        items.append(Item(f"Secret {spec.ref}", spec.kv_path, bundle, summary))
-    return _into_target(args, vault, jwt, items)
+    sources = [read_source(kube, spec) for spec in specs]
+    options: TrustPlan = args.trust
+    for refs in options.bundles.values():  # every trusted CA checked before logging in
+        for ref in refs:
+            next(s for s in sources if s.spec.ref == ref).issuer()
+    if not options.bundles:
+        return _into_target(args, vault, jwt, [Item(s.what, s.spec.kv_path, s.bundle, s.summary) for s in sources])
+    paths = [*sorted(options.bundles), *(s.spec.kv_path for s in sources)]
+    return _into_target(
+        args, vault, jwt, lambda stored: plan_hub(sources, options, stored, _dt.datetime.now(_dt.UTC)), paths
+    )
 
 
 def cmd_edge(args: argparse.Namespace) -> Outcome:
@@ -583,6 +749,16 @@ def _timeout(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _lead(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= MAX_INTERVAL * 24:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_INTERVAL * 24:g} seconds")
     return value
 
 
@@ -667,11 +843,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Secret and the KV path to store it at; repeatable [CERT_SYNC_SECRETS]",
     )
     hub.add_argument(
-        "--ca-secret",
+        "--trust",
         action="append",
-        metavar="NS/NAME=KV_PATH",
-        dest="ca_secret",
-        help="a CA's Secret: only its certificate is stored, as ca.crt; repeatable [CERT_SYNC_CA_SECRETS]",
+        metavar="NS/NAME=BUNDLE_PATH",
+        dest="trust",
+        help="the CA in a --secret's ca.crt joins the trust bundle at BUNDLE_PATH; repeatable [CERT_SYNC_TRUST]",
+    )
+    hub.add_argument(
+        "--peer-ca",
+        action="append",
+        metavar="KV_PATH=BUNDLE_PATH",
+        dest="peer_ca",
+        help="the copy at KV_PATH carries the trust bundle BUNDLE_PATH as its ca.crt; repeatable [CERT_SYNC_PEER_CA]",
+    )
+    hub.add_argument(
+        "--trust-lead",
+        type=_lead,
+        default=env("CERT_SYNC_TRUST_LEAD", str(DEFAULT_TRUST_LEAD)),
+        help=f"seconds a new CA is trusted before its certificates are published "
+        f"(default {DEFAULT_TRUST_LEAD:g}) [CERT_SYNC_TRUST_LEAD]",
     )
     hub.add_argument(
         "--kube-api",
@@ -737,6 +927,39 @@ _REQUIRED = {
 }
 
 
+def _listed(given: list[str] | None, variable: str) -> list[str]:
+    """A repeatable flag's values, else its variable's (separated by spaces, commas or newlines)."""
+    raw = given if given is not None else re.split(r"[\s,]+", env(variable, "") or "")
+    return [text for text in raw if text.strip()]
+
+
+def _trust_plan(args: argparse.Namespace) -> TrustPlan:
+    """``--trust`` and ``--peer-ca``, checked against the ``--secret`` list (:class:`UsageError`)."""
+    by_ref = {spec.ref: spec for spec in args.secrets}
+    seen: dict[str, str] = {}
+    for spec in args.secrets:
+        if spec.kv_path in seen:
+            raise UsageError(f"KV path {spec.kv_path} is given twice ({seen[spec.kv_path]} and {spec.ref})")
+        seen[spec.kv_path] = spec.ref
+    bundles: dict[str, list[str]] = {}
+    for text in _listed(args.trust, "CERT_SYNC_TRUST"):
+        member = parse_secret_spec(text, "--trust")
+        if member.ref not in by_ref:
+            raise UsageError(f"--trust {text!r}: {member.ref} is not a --secret (its published copy decides the trust)")
+        if member.kv_path in seen:
+            raise UsageError(f"--trust {text!r}: {member.kv_path} is the KV path of --secret {seen[member.kv_path]}")
+        bundles.setdefault(member.kv_path, []).append(member.ref)
+    peer_ca: dict[str, str] = {}
+    for text in _listed(args.peer_ca, "CERT_SYNC_PEER_CA"):
+        path, sep, bundle = text.strip().partition("=")
+        if not sep or path not in seen or bundle not in bundles:
+            raise UsageError(
+                f"--peer-ca {text!r} must be KV_PATH=BUNDLE_PATH, KV_PATH of a --secret and BUNDLE_PATH of a --trust"
+            )
+        peer_ca[path] = bundle
+    return TrustPlan(bundles, peer_ca, _dt.timedelta(seconds=args.trust_lead))
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and check the command line (:class:`UsageError` on any problem)."""
     arguments = list(argv)
@@ -752,19 +975,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     https_url(args.vault_addr, "--vault-addr")
     _check_kv_path(args.kv_mount, "--kv-mount")
     if args.mode == "hub":
-        raw = args.secret if args.secret is not None else re.split(r"[\s,]+", env("CERT_SYNC_SECRETS", "") or "")
-        raw_ca = (
-            args.ca_secret if args.ca_secret is not None else re.split(r"[\s,]+", env("CERT_SYNC_CA_SECRETS", "") or "")
-        )
-        args.secrets = [parse_secret_spec(text) for text in raw if text.strip()]
-        args.secrets += [parse_secret_spec(text, certificate_only=True) for text in raw_ca if text.strip()]
+        args.secrets = [parse_secret_spec(text) for text in _listed(args.secret, "CERT_SYNC_SECRETS")]
         if not args.secrets:
             raise UsageError("missing --secret NAMESPACE/NAME=KV_PATH (CERT_SYNC_SECRETS)")
-        seen: dict[str, str] = {}
-        for spec in args.secrets:
-            if spec.kv_path in seen:
-                raise UsageError(f"KV path {spec.kv_path} is given twice ({seen[spec.kv_path]} and {spec.ref})")
-            seen[spec.kv_path] = spec.ref
+        args.trust = _trust_plan(args)
         https_url(args.kube_api, "--kube-api")
     else:
         if not _DNS_LABEL.match(args.edge):

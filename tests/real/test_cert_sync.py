@@ -7,7 +7,8 @@ Peers, all on 127.0.0.1 and started/stopped by this module:
   takes only from the server config). Each has KV v2 at ``kv`` with ``cas_required = true``. Writes
   are counted in the servers' own audit logs, not in the program.
 * one fake Kubernetes API per cluster (``rig.kube_api``): the hub's serves the
-  cert-manager Secrets (RBAC: ``get`` on exactly those, by name) and both answer TokenReviews for
+  cert-manager Secrets (RBAC: ``get`` on exactly the leaf Secrets, by name; the CA's own Secret is
+  there too, readable by nobody but cert-manager) and both answer TokenReviews for
   their Vault's Kubernetes auth (``token_reviewer_jwt`` of a service account allowed to review).
 * Vault roles and policies with exactly the capabilities the program documents, rendered with the
   project's own policy helpers (``kv_write``, ``edge_access_policy``); the edge reads the hub with
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from components.vault_config import (
     EDGE_APPROLE_MOUNT,
@@ -69,7 +71,11 @@ CERT_NS = "otel"
 EDGE_SECRET, CA_SECRET = f"otel-client-tls-{EDGE}", "client-ca"
 EDGE_KV, CA_KV = f"edges/{EDGE}/otel-client-tls", "otel/client-ca"
 LOCAL_KV = "otel/otel-client-tls"
-HUB_SPECS = (f"--secret={CERT_NS}/{EDGE_SECRET}={EDGE_KV}", f"--secret={CERT_NS}/{CA_SECRET}={CA_KV}")
+#: The hub job copies the edge's Secret and keeps the trust bundle of its CA (from its ca.crt).
+HUB_SECRETS, HUB_TRUST = f"{CERT_NS}/{EDGE_SECRET}={EDGE_KV}", f"{CERT_NS}/{EDGE_SECRET}={CA_KV}"
+#: A second edge's Secret, for the runs that need two sources (given as flags).
+US_EDGE = "edge-us"
+US_SECRET, US_KV = f"otel-client-tls-{US_EDGE}", f"edges/{US_EDGE}/otel-client-tls"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +245,8 @@ class Env:
             "CERT_SYNC_KUBE_API": self.hub_kube.url,
             "CERT_SYNC_KUBE_TOKEN_FILE": str(self.files["hub_jwt"]),
             "CERT_SYNC_KUBE_CA_FILE": self.hub_kube.ca_file,
-            "CERT_SYNC_SECRETS": " ".join(s.removeprefix("--secret=") for s in HUB_SPECS),
+            "CERT_SYNC_SECRETS": HUB_SECRETS,
+            "CERT_SYNC_TRUST": HUB_TRUST,
         }
         env.update(extra_env or {})
         return env
@@ -267,9 +274,15 @@ class Env:
         self.current[name] = bundle
         self.secrets.append(bundle["tls.key"])
 
-    def new_client_cert(self) -> dict[str, str]:
-        leaf = self.client_ca.issue(EDGE, [], [], server=False, client=True)
+    def new_client_cert(self, edge: str = EDGE) -> dict[str, str]:
+        leaf = self.client_ca.issue(edge, [], [], server=False, client=True)
         return {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": self.client_ca.cert_pem}
+
+    def trusted(self) -> list[x509.Certificate]:
+        """The CA certificates of the hub's trust bundle (what the gateway's client CA file holds)."""
+        stored = self.hub.kv(CA_KV)
+        assert stored is not None and set(stored) == {"ca.crt"}, stored
+        return x509.load_pem_x509_certificates(stored["ca.crt"].encode())
 
     def versions(self) -> dict[str, int]:
         return {"hub:" + p: self.hub.version(p) for p in (EDGE_KV, CA_KV)} | {
@@ -364,7 +377,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         kube_role(
             hub,
             "cert-sync-half-nodefault",
-            render_policy("cert-sync-half-nodefault", [*kv_write("kv", EDGE_KV), *kv_read("kv", CA_KV)]),
+            render_policy("cert-sync-half-nodefault", [*kv_read("kv", EDGE_KV), *kv_write("kv", CA_KV)]),
             default_policy=False,
         )
         hub.ok("POST", f"sys/auth/{EDGE_APPROLE_MOUNT}", {"type": "approle"})
@@ -391,9 +404,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             files[f"{name}_secret_id"] = base / f"{name}-secret-id"
             files[f"{name}_secret_id"].write_text(secret_id + "\n")
             secrets += [role_id, secret_id]
-        # the hub job may get exactly the two Secrets, by name
+        # the hub job may get exactly the edges' Secrets, by name: never the CA's own
         hub_kube.allow_service_account(
-            SYNC_NS, SYNC_SA, ["get"], ["secrets"], namespace=CERT_NS, resource_names=[EDGE_SECRET, CA_SECRET]
+            SYNC_NS, SYNC_SA, ["get"], ["secrets"], namespace=CERT_NS, resource_names=[EDGE_SECRET, US_SECRET]
         )
 
         # edge: Kubernetes auth for the edge's cert-sync job
@@ -407,6 +420,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             secrets.append(token)
         environment = Env(hub, edge, hub_kube, edge_kube, vault_ca, TestCA("otel-client-ca"), base, files, secrets)
         environment.put_secret(EDGE_SECRET, environment.new_client_cert())
+        environment.put_secret(US_SECRET, environment.new_client_cert(US_EDGE))
         ca = environment.client_ca
         environment.put_secret(CA_SECRET, {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem, "ca.crt": ca.cert_pem})
         yield environment
@@ -490,7 +504,7 @@ def test_first_sync_hub_then_edge(env: Env) -> None:
     assert hub_run.stdout.startswith("cert-sync: synced 2, unchanged 0 ")
     assert hub_run.stdout.count("\n") == 1
     assert env.hub.kv(EDGE_KV) == env.current[EDGE_SECRET]
-    assert env.hub.kv(CA_KV) == env.current[CA_SECRET]
+    assert env.trusted() == [env.client_ca.certificate]  # the CA that signed the leaf, from its ca.crt
 
     edge_run = env.run_edge()
     assert edge_run.returncode == 0, edge_run.stderr
@@ -519,6 +533,8 @@ def test_first_sync_hub_then_edge(env: Env) -> None:
         )
         >= 1
     )
+    # the CA's own Secret (its private key) is never asked for
+    assert env.hub_kube.count("GET", f"/api/v1/namespaces/{CERT_NS}/secrets/{CA_SECRET}") == 0
 
 
 def test_a_run_with_nothing_new_writes_nothing(env: Env) -> None:
@@ -554,24 +570,34 @@ def test_a_rotated_certificate_reaches_the_edge(env: Env) -> None:
     }
 
 
+#: Both edges' Secrets and their trust bundle, as flags (the environment has only edge-eu's).
+TWO_EDGES = (
+    *("--secret", HUB_SECRETS, "--secret", f"{CERT_NS}/{US_SECRET}={US_KV}"),
+    *("--trust", HUB_TRUST, "--trust", f"{CERT_NS}/{US_SECRET}={CA_KV}"),
+)
+
+
 @pytest.mark.usefixtures("restore_secrets")
-@pytest.mark.parametrize("problem", ["mismatched key", "expired"])
+@pytest.mark.parametrize("problem", ["mismatched key", "expired", "ca.crt of another CA"])
 def test_bad_certificates_are_rejected_and_nothing_is_written(env: Env, problem: str) -> None:
     env.synced()
     # a valid new client certificate (which alone would be written) plus one broken Secret
     env.put_secret(EDGE_SECRET, env.new_client_cert())
     if problem == "mismatched key":
         other = env.client_ca.issue("someone-else", [], [], server=False, client=True)
-        broken = {**env.new_client_cert(), "tls.key": other.key_pem}
+        broken = {**env.new_client_cert(US_EDGE), "tls.key": other.key_pem}
         needle = "tls.key does not match the certificate in tls.crt"
-    else:
-        leaf = env.client_ca.issue(EDGE, [], [], server=False, client=True, days=0)  # notAfter = now
+    elif problem == "expired":
+        leaf = env.client_ca.issue(US_EDGE, [], [], server=False, client=True, days=0)  # notAfter = now
         broken = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": env.client_ca.cert_pem}
         needle = "expired at"
-    env.put_secret(CA_SECRET, broken)
+    else:  # a Secret naming a CA that did not sign it: never put in the gateway's trust
+        broken = {**env.new_client_cert(US_EDGE), "ca.crt": TestCA("someone else's CA").cert_pem}
+        needle = "no CA certificate in ca.crt signed its certificate in tls.crt"
+    env.put_secret(US_SECRET, broken)
     before, marks = env.versions(), env.marks()
-    result = env.run_hub()
-    failed_with_one_line(result, EXIT_INVALID, f"Secret {CERT_NS}/{CA_SECRET}", needle)
+    result = env.run_hub(*TWO_EDGES)
+    failed_with_one_line(result, EXIT_INVALID, f"Secret {CERT_NS}/{US_SECRET}", needle)
     assert env.writes(marks) == ([], [])
     assert env.hub.count(marks[0], "auth/kubernetes/login") == 0  # validated before even logging in
     assert env.versions() == before
@@ -660,14 +686,7 @@ def test_permission_denied_by_the_hub_vault_is_a_real_403(env: Env) -> None:
 def test_a_read_only_role_writes_nothing(env: Env) -> None:
     env.synced()
     env.put_secret(EDGE_SECRET, env.new_client_cert())
-    env.put_secret(
-        CA_SECRET,
-        {
-            "tls.crt": env.client_ca.cert_pem,
-            "tls.key": env.client_ca.key_pem,
-            "ca.crt": env.client_ca.cert_pem + env.client_ca.cert_pem,
-        },
-    )
+    env.hub.put(CA_KV, {"ca.crt": "tampered"})  # the stored bundle must be rewritten too
     before, marks = env.versions(), env.marks()
     # with Vault's default policy the pre-flight (sys/capabilities-self) stops it before any write
     checked = env.run_hub("--role", "cert-sync-readonly")
@@ -682,11 +701,18 @@ def test_a_read_only_role_writes_nothing(env: Env) -> None:
     )
     assert env.writes(marks) == ([], [])
     # without it, the write itself is refused: a real 403 from the server
-    refused = env.run_hub("--role", "cert-sync-readonly-nodefault", "--secret", f"{CERT_NS}/{EDGE_SECRET}={EDGE_KV}")
+    refused = env.run_hub(
+        "--role",
+        "cert-sync-readonly-nodefault",
+        "--secret",
+        f"{CERT_NS}/{EDGE_SECRET}={EDGE_KV}",
+        extra_env={"CERT_SYNC_TRUST": ""},  # the copy alone
+    )
     failed_with_one_line(refused, EXIT_TARGET, f"writing kv/data/{EDGE_KV}", "HTTP 403", "permission denied")
     assert env.writes(marks) == ([f"kv/data/{EDGE_KV}"], [])  # attempted, refused
     assert env.versions() == before
     assert env.run_hub().returncode == 0  # the proper role catches up
+    assert env.trusted() == [env.client_ca.certificate]
 
 
 def test_permission_denied_for_another_edges_path(env: Env) -> None:
@@ -767,7 +793,7 @@ def test_vault_tls_is_always_verified(env: Env) -> None:
 
 
 def test_a_forbidden_secret_names_the_secret_and_status(env: Env) -> None:
-    result = env.run_hub("--secret", f"{CERT_NS}/not-granted=otel/x")
+    result = env.run_hub("--secret", f"{CERT_NS}/not-granted=otel/x", extra_env={"CERT_SYNC_TRUST": ""})
     failed_with_one_line(
         result,
         EXIT_SOURCE,
@@ -780,26 +806,23 @@ def test_a_forbidden_secret_names_the_secret_and_status(env: Env) -> None:
 
 def test_a_write_refused_half_way_names_what_was_written(env: Env) -> None:
     """Without the pre-flight (no default policy, so no sys/capabilities-self) a refusal can come
-    after an earlier path was written: the one line says which, and that one is complete and valid."""
+    after an earlier path was written: the one line says which, and that one is complete and valid.
+    The trust bundle is written first (a peer learns a CA before any certificate it signed)."""
     env.synced()
-    fresh = env.new_client_cert()
-    env.put_secret(EDGE_SECRET, fresh)
-    bundle_with_a_new_ca = env.client_ca.cert_pem + TestCA("next-client-ca").cert_pem
-    env.put_secret(
-        CA_SECRET, {"tls.crt": env.client_ca.cert_pem, "tls.key": env.client_ca.key_pem, "ca.crt": bundle_with_a_new_ca}
-    )
+    env.put_secret(EDGE_SECRET, env.new_client_cert())
+    env.hub.put(CA_KV, {"ca.crt": "tampered"})
     before, marks = env.versions(), env.marks()
     result = env.run_hub("--role", "cert-sync-half-nodefault")
     failed_with_one_line(
         result,
         EXIT_TARGET,
-        f"writing kv/data/{CA_KV}",
+        f"writing kv/data/{EDGE_KV}",
         "HTTP 403",
         "permission denied",
-        f"written before this failure: kv/data/{EDGE_KV} (version {before[f'hub:{EDGE_KV}'] + 1})",
+        f"written before this failure: kv/data/{CA_KV} (version {before[f'hub:{CA_KV}'] + 1})",
     )
-    assert env.hub.kv(EDGE_KV) == fresh
-    assert env.versions() == {**before, f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1}
+    assert env.trusted() == [env.client_ca.certificate]
+    assert env.versions() == {**before, f"hub:{CA_KV}": before[f"hub:{CA_KV}"] + 1}
     assert sorted(env.writes(marks)[0]) == sorted([f"kv/data/{EDGE_KV}", f"kv/data/{CA_KV}"])
     assert env.run_hub().returncode == 0
 
@@ -864,6 +887,47 @@ def test_sigterm_ends_it_with_one_line(env: Env) -> None:
     assert proc.returncode == EXIT_TERMINATED, (proc.returncode, err)
     assert out == "" and err == "cert-sync: error: terminated by SIGTERM\n"
     assert env.versions() == before
+
+
+def test_a_new_client_ca_reaches_the_trust_bundle_before_its_certificates(env: Env) -> None:
+    """client-ca renews its key (cert-manager re-issues none of its leaves) and the edge's next
+    certificate comes from it. The first hub pass writes the trust bundle with both CAs and keeps
+    the published certificate (the gateway may not trust the new CA yet); the first pass after the
+    lead publishes it, and the edge pulls it. The old CA stays in the bundle: certificates it
+    signed may still be presented until they expire."""
+    env.synced()
+    old_ca, published = env.client_ca, env.hub.kv(EDGE_KV)
+    env.client_ca = TestCA("otel-client-ca")  # the same name, a new key
+    renewed = env.new_client_cert()
+    env.put_secret(EDGE_SECRET, renewed)
+    before, marks = env.versions(), env.marks()
+    first = env.run_hub("--trust-lead", "3")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("cert-sync: synced 1, unchanged 1 "), first.stdout
+    assert env.trusted() == [env.client_ca.certificate, old_ca.certificate]
+    assert env.hub.kv(EDGE_KV) == published  # held back
+    assert env.writes(marks) == ([f"kv/data/{CA_KV}"], [])
+    time.sleep(3)
+    second = env.run_hub("--trust-lead", "3")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.startswith("cert-sync: synced 1, unchanged 1 "), second.stdout
+    assert env.hub.kv(EDGE_KV) == renewed
+    assert env.trusted() == [env.client_ca.certificate, old_ca.certificate]
+    edge_run = env.run_edge()
+    assert edge_run.returncode == 0, edge_run.stderr
+    assert env.edge.kv(LOCAL_KV) == renewed
+    assert env.versions() == {
+        f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1,
+        f"hub:{CA_KV}": before[f"hub:{CA_KV}"] + 1,
+        f"edge:{LOCAL_KV}": before[f"edge:{LOCAL_KV}"] + 1,
+    }
+
+
+def test_the_ca_secret_is_out_of_reach(env: Env) -> None:
+    """The job's ServiceAccount may not read a CA's Secret, and no run asked for it."""
+    assert env.hub_kube.count("GET", f"/api/v1/namespaces/{CERT_NS}/secrets/{CA_SECRET}") == 0
+    result = env.run_hub("--secret", f"{CERT_NS}/{CA_SECRET}=otel/x", extra_env={"CERT_SYNC_TRUST": ""})
+    failed_with_one_line(result, EXIT_SOURCE, f"Secret {CERT_NS}/{CA_SECRET}", "HTTP 403", "forbidden")
 
 
 # ---------------------------------------------------------------------------------------------

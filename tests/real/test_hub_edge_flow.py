@@ -14,13 +14,18 @@ read exactly what its VaultStaticSecret names.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
 
+from components.otlp_pki import CLIENT_CA_KV_PATH, EDGE_CLIENT_TLS_KV_PATH, GATEWAY_TLS_KV_PATH
 from offline.engine import Recording
 from rig.applier import AppliedVault, VaultApplier
 from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub
@@ -37,6 +42,7 @@ from rig.hub_edge import (
 )
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against
+from rig.mtls import Gateway, Handshake
 from rig.openbao import api
 from rig.pki import TestCA
 from rig.tls_vault import Vault, initialise, start_vault
@@ -60,9 +66,47 @@ class Flow:
     applied_hub: AppliedVault
     workdir: Path
 
-    def cert_sync(self, recording: Recording, vault: Vault, kube: KubeAPIServer) -> subprocess.CompletedProcess[str]:
+    def cert_sync(
+        self, recording: Recording, vault: Vault, kube: KubeAPIServer, trust_lead: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the stack's cert-sync CronJob as its pod would."""
-        return run_cert_sync(recording, vault.url, vault.ca_file, kube, self.workdir)
+        return run_cert_sync(recording, vault.url, vault.ca_file, kube, self.workdir, trust_lead=trust_lead)
+
+    def both(self, trust_lead: float | None = None) -> None:
+        """A hub run, then an edge run: both must succeed."""
+        for recording, vault, kube in (
+            (self.hub, self.hub_vault, self.hub_kube),
+            (self.edge, self.edge_vault, self.edge_kube),
+        ):
+            run = self.cert_sync(recording, vault, kube, trust_lead)
+            assert run.returncode == 0, run.stderr
+
+    def handshake(self) -> Handshake:
+        """The edge collector sending to the gateway, each with the files its VSO makes from its own
+        Vault now: the gateway's certificate and client CA bundle from the hub's, the edge's
+        certificate and server CA bundle from the edge's."""
+        files: dict[str, str] = {}
+        for vault, path in (
+            (self.hub_vault, GATEWAY_TLS_KV_PATH),
+            (self.hub_vault, CLIENT_CA_KV_PATH),
+            (self.edge_vault, EDGE_CLIENT_TLS_KV_PATH),
+        ):
+            data = vault.kv(path)
+            assert data is not None, path
+            for key, text in data.items():
+                files[f"{path}/{key}"] = str(self.workdir / "tls" / path / key)
+                Path(files[f"{path}/{key}"]).parent.mkdir(parents=True, exist_ok=True)
+                Path(files[f"{path}/{key}"]).write_text(text)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(files[f"{GATEWAY_TLS_KV_PATH}/tls.crt"], files[f"{GATEWAY_TLS_KV_PATH}/tls.key"])
+        server.load_verify_locations(files[f"{CLIENT_CA_KV_PATH}/ca.crt"])
+        server.verify_mode = ssl.CERT_REQUIRED
+        server.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.load_verify_locations(files[f"{EDGE_CLIENT_TLS_KV_PATH}/ca.crt"])
+        client.load_cert_chain(files[f"{EDGE_CLIENT_TLS_KV_PATH}/tls.crt"], files[f"{EDGE_CLIENT_TLS_KV_PATH}/tls.key"])
+        host = self.hub.outputs["otlpEndpoint"].removeprefix("https://").rsplit(":", 1)[0]
+        return Gateway(server).handshake(client, host)
 
 
 @pytest.fixture(scope="module")
@@ -101,16 +145,27 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
             edge_node.stop()
 
 
+def certificates(data: dict[str, Any] | None, key: str = "ca.crt") -> list[x509.Certificate]:
+    assert data is not None
+    return x509.load_pem_x509_certificates(str(data[key]).encode())
+
+
 def test_hub_then_edge_cert_sync_delivers_the_edge_certificate(flow: Flow) -> None:
-    hub_run = flow.cert_sync(flow.hub, flow.hub_vault, flow.hub_kube)
-    assert hub_run.returncode == 0, hub_run.stderr
-    edge_run = flow.cert_sync(flow.edge, flow.edge_vault, flow.edge_kube)
-    assert edge_run.returncode == 0, edge_run.stderr
+    flow.both()
     delivered = flow.edge_vault.kv("otel/otel-client-tls")
-    assert delivered == flow.pki.client(EDGE).secret_data
-    # the hub keeps client-ca's certificate only: its private key never leaves the cluster
-    assert flow.hub_vault.kv("otel/client-ca") == {"ca.crt": flow.pki.client_ca.secret_data["tls.crt"]}
+    issued = flow.pki.client(EDGE).secret_data
+    assert delivered is not None and set(delivered) == {"tls.crt", "tls.key", "ca.crt"}
+    assert (delivered["tls.crt"], delivered["tls.key"]) == (issued["tls.crt"], issued["tls.key"])
+    # the edge verifies the gateway with the server root alone
+    assert certificates(delivered) == [flow.pki.server_ca.certificate]
+    # the gateway trusts client-ca alone, learnt from the leaves' ca.crt: no Role reads a CA's Secret
+    assert certificates(flow.hub_vault.kv("otel/client-ca")) == [flow.pki.client_ca.certificate]
+    assert certificates(flow.hub_vault.kv("otel/server-ca")) == [flow.pki.server_ca.certificate]
+    for ca in ("client-ca", "otel-server-ca"):
+        assert flow.hub_kube.count("GET", f"/api/v1/namespaces/fedobs-pki/secrets/{ca}") == 0, ca
     assert flow.hub_vault.kv(f"edges/{EDGE}/otel-client-tls") == delivered
+    handshake = flow.handshake()
+    assert (handshake.server_error, handshake.client_error, handshake.peer_common_name) == (None, None, EDGE)
 
 
 def test_a_renewed_certificate_reaches_the_edge(flow: Flow) -> None:
@@ -125,6 +180,7 @@ def test_a_renewed_certificate_reaches_the_edge(flow: Flow) -> None:
         assert result.returncode == 0, result.stderr
     assert flow.edge_vault.version("otel/otel-client-tls") == before + 1
     assert flow.edge_vault.kv("otel/otel-client-tls")["tls.crt"] == renewed["tls.crt"]  # type: ignore[index]
+    assert flow.handshake().peer_common_name == EDGE
 
 
 def test_the_edge_vso_role_reads_exactly_what_its_static_secret_names(flow: Flow) -> None:
@@ -162,3 +218,31 @@ def test_the_edge_vso_role_reads_exactly_what_its_static_secret_names(flow: Flow
         body={"options": {"cas": 1}, "data": {"x": "y"}},
     )
     assert write.status == 403
+
+
+def test_a_client_ca_rotation_through_both_vaults_never_breaks_the_edge(flow: Flow) -> None:
+    """client-ca renews its key (its leaves are not re-issued: cert-manager #2478, #9076), then the
+    edge's certificate renews from it. After every hub run and edge run, the edge still connects to
+    the gateway with what the two real Vaults hold; the new certificate reaches the edge only once
+    the gateway's bundle has held the new CA for the lead (2 s here instead of 300)."""
+    flow.both()
+    old_ca, published = flow.pki.client_ca, flow.edge_vault.kv("otel/otel-client-tls")
+    new_ca = flow.pki.renew("client-ca")
+    flow.hub_kube.put_secret("fedobs-pki", "client-ca", new_ca.secret_data, type="kubernetes.io/tls")
+    flow.both(trust_lead=2)
+    assert flow.edge_vault.kv("otel/otel-client-tls") == published
+    assert flow.handshake().peer_common_name == EDGE
+
+    renewed = flow.pki.renew_client(EDGE).secret_data  # from the new CA
+    flow.hub_kube.put_secret("fedobs-pki", f"otel-client-tls-{EDGE}", renewed, type="kubernetes.io/tls")
+    flow.both(trust_lead=2)
+    assert certificates(flow.hub_vault.kv("otel/client-ca")) == [new_ca.certificate, old_ca.certificate]
+    assert flow.edge_vault.kv("otel/otel-client-tls") == published  # held back
+    assert flow.handshake().peer_common_name == EDGE
+
+    time.sleep(2)
+    flow.both(trust_lead=2)
+    delivered = flow.edge_vault.kv("otel/otel-client-tls")
+    assert delivered is not None and delivered["tls.crt"] == renewed["tls.crt"]
+    handshake = flow.handshake()
+    assert (handshake.server_error, handshake.client_error, handshake.peer_common_name) == (None, None, EDGE)

@@ -398,7 +398,13 @@ def test_both_cert_sync_cronjobs_run_in_their_pods(flow: hub_edge_flow.Flow, tmp
         edge_command, env_overrides={"VAULT_ADDR": flow.edge_vault.url, "CERT_SYNC_HUB_ADDR": flow.hub_vault.url}
     )
     assert edge_run.returncode == 0, edge_run.stdout + edge_run.stderr
-    assert flow.edge_vault.kv("otel/otel-client-tls") == flow.pki.client(hub_edge_flow.EDGE).secret_data
+    delivered, issued = flow.edge_vault.kv("otel/otel-client-tls"), flow.pki.client(hub_edge_flow.EDGE).secret_data
+    assert delivered is not None and [delivered[k] for k in ("tls.crt", "tls.key")] == [
+        issued["tls.crt"],
+        issued["tls.key"],
+    ]
+    # and the server trust bundle as its CA (docs/secret-flow.md, "Trust bundles")
+    assert delivered["ca.crt"] == flow.hub_vault.kv("otel/server-ca")["ca.crt"]  # type: ignore[index]
     # the credential files are root-owned, group fsGroup, 0440: readable by the program only through the group
     assert owner_group_mode(edge_box, "hub", "secret-id") == (0, PROGRAMS_UID, 0o440)
 

@@ -161,6 +161,7 @@ def test_every_consumer_policy_grants_exactly_what_was_declared(configured: Conf
             f"kv/data/{path}": ["create", "read", "update"]
             for path in (
                 "otel/client-ca",
+                "otel/server-ca",
                 "otel/otel-gateway-tls",
                 "edges/edge-eu/otel-client-tls",
                 "edges/edge-ap/otel-client-tls",

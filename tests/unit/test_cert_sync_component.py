@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import hcl2
@@ -51,7 +52,8 @@ def test_hub_may_get_exactly_the_named_secrets(hub: Recording) -> None:
             "apiGroups": [""],
             "resources": ["secrets"],
             "verbs": ["get"],
-            "resourceNames": ["client-ca", "otel-client-tls-edge-ap", "otel-client-tls-edge-eu", "otel-gateway-tls"],
+            # leaf Secrets only: no CA's Secret (tests/unit/test_otlp_pki.py)
+            "resourceNames": ["otel-client-tls-edge-ap", "otel-client-tls-edge-eu", "otel-gateway-tls"],
         }
     ]
     binding = find(hub, "RoleBinding", "cert-sync-reader", "fedobs-pki")
@@ -68,14 +70,28 @@ def policy(recording: Recording, name: str) -> dict[str, list[str]]:
     return {path: rule["capabilities"] for entry in parsed["path"] for path, rule in entry.items()}
 
 
+def published_paths(recording: Recording) -> set[str]:
+    """Every KV path the cert-sync command line publishes (copies and trust bundles)."""
+    command = find(recording, "CronJob", "cert-sync")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    parts = command["containers"][0]["command"]
+    paths = {value.split("=", 1)[1] for flag, value in itertools.pairwise(parts) if flag in ("--secret", "--trust")}
+    if "--kv-path" in parts:
+        paths.add(parts[parts.index("--kv-path") + 1])
+    return paths
+
+
 def test_vault_roles_write_exactly_the_synced_paths(hub: Recording, edge: Recording) -> None:
     write = ["create", "read", "update"]
     assert policy(hub, "cert-sync") == {
         "kv/data/edges/edge-ap/otel-client-tls": write,
         "kv/data/edges/edge-eu/otel-client-tls": write,
         "kv/data/otel/client-ca": write,
+        "kv/data/otel/server-ca": write,
         "kv/data/otel/otel-gateway-tls": write,
     }
+    # nothing it does not publish, on either side
+    for recording in (hub, edge):
+        assert set(policy(recording, "cert-sync")) == {f"kv/data/{path}" for path in published_paths(recording)}
     assert policy(edge, "cert-sync") == {"kv/data/otel/otel-client-tls": write}
     for recording in (hub, edge):
         role = next(

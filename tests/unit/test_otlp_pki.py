@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from components.otlp_pki import renew_before
 from offline.engine import Recording
 
 
@@ -15,20 +18,48 @@ def certificates(recording: Recording) -> dict[str, dict[str, Any]]:
     }
 
 
-def test_issuer_chain(hub: Recording) -> None:
-    issuers = {
+def issuers(recording: Recording) -> dict[str, dict[str, Any]]:
+    return {
         o["metadata"]["name"]: o["spec"]
-        for o in hub.kubernetes_objects()
+        for o in recording.kubernetes_objects()
         if o["kind"] == "Issuer" and o["metadata"]["namespace"] == "fedobs-pki"
     }
-    assert issuers == {
+
+
+def test_two_self_signed_roots_one_for_each_side(hub: Recording) -> None:
+    """The gateway's server certificate and the edges' client certificates come from two roots that
+    share no key: a holder of client-ca's key cannot mint a server certificate the edges trust."""
+    assert issuers(hub) == {
         "selfsigned": {"selfSigned": {}},
-        "otel-root": {"ca": {"secretName": "otel-root-ca"}},
+        "otel-server-ca": {"ca": {"secretName": "otel-server-ca"}},
         "client-ca": {"ca": {"secretName": "client-ca"}},
     }
     certs = certificates(hub)
-    assert certs["otel-root-ca"]["isCA"] and certs["otel-root-ca"]["issuerRef"]["name"] == "selfsigned"
-    assert certs["client-ca"]["isCA"] and certs["client-ca"]["issuerRef"]["name"] == "otel-root"
+    for root in ("otel-server-ca", "client-ca"):
+        assert certs[root]["isCA"] and certs[root]["issuerRef"]["name"] == "selfsigned", root
+        assert certs[root]["secretName"] == root
+    assert certs["otel-gateway-tls"]["issuerRef"]["name"] == "otel-server-ca"
+    leaves = {name: spec["issuerRef"]["name"] for name, spec in certs.items() if not spec.get("isCA")}
+    assert leaves == {
+        "otel-gateway-tls": "otel-server-ca",
+        "otel-client-tls-edge-eu": "client-ca",
+        "otel-client-tls-edge-ap": "client-ca",
+    }
+
+
+def test_each_root_is_name_constrained(hub: Recording) -> None:
+    """cert-manager's nameConstraints (beta, on by default since v1.17): the server root vouches only
+    for the receiver's names, client-ca for no DNS name or IP address at all."""
+    certs = certificates(hub)
+    assert certs["otel-server-ca"]["nameConstraints"] == {
+        "critical": True,
+        "permitted": {"dnsDomains": ["otlp.hub.fedobs.example.com", "otel-gateway.observability.svc"]},
+    }
+    assert certs["client-ca"]["nameConstraints"] == {
+        "critical": True,
+        "excluded": {"dnsDomains": [""], "ipRanges": ["0.0.0.0/0", "::/0"]},
+    }
+    assert all("nameConstraints" not in spec for spec in certs.values() if not spec.get("isCA"))
 
 
 def test_edge_client_certificates_come_from_client_ca_for_client_auth_only(hub: Recording) -> None:
@@ -45,20 +76,57 @@ def test_receiver_certificate_is_server_auth_for_its_names(hub: Recording) -> No
     spec = certificates(hub)["otel-gateway-tls"]
     assert spec["dnsNames"] == ["otlp.hub.fedobs.example.com", "otel-gateway.observability.svc"]
     assert spec["usages"] == ["server auth", "digital signature", "key encipherment"]
-    assert spec["issuerRef"]["name"] == "otel-root"
+    assert spec["issuerRef"]["name"] == "otel-server-ca"
     assert hub.outputs["otlpEndpoint"] == "https://otlp.hub.fedobs.example.com:4317"
 
 
 def test_lifetimes_keys_and_renewal_at_two_thirds(hub: Recording) -> None:
+    """Edge client certificates live a day and renew 8 h before they expire; the gateway's 90 days."""
+    lifetimes = {}
     for name, spec in certificates(hub).items():
         hours = int(spec["duration"].removesuffix("h"))
         assert int(spec["renewBefore"].removesuffix("h")) * 3 == hours, name
         assert spec["privateKey"] == {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"}
         assert spec["subject"] == {"organizations": ["fedobs"]}
-        assert hours == (43800 if spec.get("isCA") else 2160), name
+        lifetimes[name] = (spec["duration"], spec["renewBefore"])
+    assert lifetimes == {
+        "otel-server-ca": ("43800h", "14600h"),
+        "client-ca": ("43800h", "14600h"),
+        "otel-gateway-tls": ("2160h", "720h"),
+        "otel-client-tls-edge-eu": ("24h", "8h"),
+        "otel-client-tls-edge-ap": ("24h", "8h"),
+    }
 
 
-def test_cert_sync_copies_the_pki_and_only_the_certificate_of_client_ca(hub: Recording) -> None:
+@pytest.mark.parametrize(("hours", "before"), [(24, "8h"), (12, "4h"), (2, "40m"), (1, "20m"), (2160, "720h")])
+def test_renewal_at_two_thirds_of_any_lifetime(hours: int, before: str) -> None:
+    assert renew_before(hours) == before
+
+
+def test_no_role_but_cert_managers_reads_a_ca_secret(hub: Recording) -> None:
+    """The cert-sync Role names only leaf Secrets: a CA's certificate reaches Vault through the
+    ``ca.crt`` of the leaves it signed, its private key never leaves cert-manager's Secret."""
+    ca_secrets = {spec["secretName"] for spec in certificates(hub).values() if spec.get("isCA")}
+    assert ca_secrets == {"otel-server-ca", "client-ca"}
+    for role in (o for o in hub.kubernetes_objects() if o["kind"] in ("Role", "ClusterRole")):
+        for rule in role.get("rules", []):
+            if "secrets" not in rule.get("resources", []) and "*" not in rule.get("resources", []):
+                continue
+            where = f"{role['kind']} {role['metadata'].get('namespace', '')}/{role['metadata']['name']}"
+            if role["metadata"].get("namespace") == "fedobs-pki" or role["kind"] == "ClusterRole":
+                assert rule.get("resourceNames"), f"{where} may read every Secret of the PKI"
+                assert not ca_secrets & set(rule["resourceNames"]), f"{where} may read a CA's Secret"
+    reader = next(
+        o for o in hub.kubernetes_objects() if o["kind"] == "Role" and o["metadata"]["name"] == "cert-sync-reader"
+    )
+    assert reader["rules"][0]["resourceNames"] == [
+        "otel-client-tls-edge-ap",
+        "otel-client-tls-edge-eu",
+        "otel-gateway-tls",
+    ]
+
+
+def test_cert_sync_builds_the_trust_bundles_from_the_leaves(hub: Recording) -> None:
     cronjob = next(
         o for o in hub.kubernetes_objects() if o["kind"] == "CronJob" and o["metadata"]["name"] == "cert-sync"
     )
@@ -74,8 +142,20 @@ def test_cert_sync_copies_the_pki_and_only_the_certificate_of_client_ca(hub: Rec
         "fedobs-pki/otel-client-tls-edge-eu=edges/edge-eu/otel-client-tls",
         "--secret",
         "fedobs-pki/otel-gateway-tls=otel/otel-gateway-tls",
-        "--ca-secret",
-        "fedobs-pki/client-ca=otel/client-ca",
+        # the gateway's client CA file: the CAs of the edges' certificates
+        "--trust",
+        "fedobs-pki/otel-client-tls-edge-ap=otel/client-ca",
+        "--trust",
+        "fedobs-pki/otel-client-tls-edge-eu=otel/client-ca",
+        # what the edges verify the gateway with: the CAs of the gateway's certificate
+        "--trust",
+        "fedobs-pki/otel-gateway-tls=otel/server-ca",
+        "--peer-ca",
+        "edges/edge-ap/otel-client-tls=otel/server-ca",
+        "--peer-ca",
+        "edges/edge-eu/otel-client-tls=otel/server-ca",
+        "--trust-lead",
+        "300",
         "--passes",
         "3",
         "--interval",

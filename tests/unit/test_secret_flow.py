@@ -12,6 +12,7 @@ from components.vso import REFRESH_AFTER
 from offline.engine import ROOT, Recording
 from offline.secret_flow import (
     Cadence,
+    ca_change_delay,
     cron_max_gap_seconds,
     cronjob_cadence,
     worst_case_rotation_delay,
@@ -60,6 +61,39 @@ def test_the_shipped_cadence_meets_the_two_minute_target_with_room_for_the_runs(
         ).total
         <= 120
     )
+
+
+def test_doc_states_the_renewal_margin_of_edge_certificates(hub: Recording, edge: Recording) -> None:
+    """Edge client certificates live a day and renew at 2/3; the pipeline, even through a CA change
+    (the trust lead the hub's cert-sync holds a certificate of a new CA back for), fits that margin."""
+    spec = next(
+        o["spec"]
+        for o in hub.kubernetes_objects()
+        if o["kind"] == "Certificate" and o["metadata"]["name"] == "otel-client-tls-edge-eu"
+    )
+    lifetime, margin = (int(spec[key].removesuffix("h")) for key in ("duration", "renewBefore"))
+    command = cert_sync(hub)["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    lead = int(command[command.index("--trust-lead") + 1])
+    delay = worst_case_rotation_delay(cronjob_cadence(cert_sync(hub)), cronjob_cadence(cert_sync(edge)), REFRESH_AFTER)
+    text = (ROOT / "docs" / "secret-flow.md").read_text()
+    match = re.search(
+        r"<!-- renewal-margin -->\s*\*\*edge client certificates live (\d+) h and renew (\d+) h before they expire; "
+        r"from a renewal to the edge\s+collector the pipeline takes at most (\d+) s, or (\d+) s when the certificate "
+        r"comes from a CA new to the\s+gateway's trust bundle \(plus the trust lead (\d+) s and one more hub gap "
+        r"(\d+) s\)\*\*",
+        text,
+    )
+    assert match, "docs/secret-flow.md lost its renewal-margin statement"
+    stated = [int(g) for g in match.groups()]
+    assert stated == [lifetime, margin, delay.schedule_total, ca_change_delay(delay, lead), lead, delay.hub_sync_gap]
+    assert (lifetime, margin, ca_change_delay(delay, lead)) == (24, 8, 420)
+    # the lead covers a new bundle's way to every peer (the edges' is the longer: their cert-sync,
+    # then VSO), twice over for the collectors' rollout restarts
+    assert lead >= 2 * (delay.edge_sync_gap + delay.vso_refresh)
+    slow = worst_case_rotation_delay(
+        cronjob_cadence(cert_sync(hub)), cronjob_cadence(cert_sync(edge)), REFRESH_AFTER, 10.0, 10.0
+    )
+    assert ca_change_delay(slow, lead) < 0.02 * margin * 3600
 
 
 def test_cadence_is_read_from_the_rendered_cronjob(edge: Recording) -> None:
