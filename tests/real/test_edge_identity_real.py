@@ -101,7 +101,7 @@ def test_an_edge_identity_mints_its_own_seal_token_and_cert_sync_secret(hub: Hub
         ca_file=hub.vault.ca_file,
     )
     assert login.status == 200, login.text
-    assert login.body["auth"]["policies"] == ["default", "hub-access-edge-eu"]
+    assert login.body["auth"]["policies"] == ["hub-access-edge-eu"]  # no default policy
 
 
 @pytest.mark.parametrize(

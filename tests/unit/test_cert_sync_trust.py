@@ -141,7 +141,8 @@ def test_nothing_is_held_without_a_valid_published_copy_or_when_the_ca_did_not_c
     hub.run(NOW + dt.timedelta(seconds=30))
     assert hub.kv["edges/edge-eu"] == hub.secrets["edge-eu"]
     # a published copy that expires within the lead is replaced at once
-    expiring = issue({**CLIENT, "commonName": "edge-ap", "duration": "6m"}, old).secret_data
+    # issued at the test's NOW, not the wall clock (NOW is taken when the module is imported)
+    expiring = issue({**CLIENT, "commonName": "edge-ap", "duration": "6m"}, old, at=NOW).secret_data
     hub.kv["edges/edge-ap"] = expiring
     hub.secrets["edge-ap"] = client(root("client-ca"), "edge-ap").secret_data
     hub.run(NOW + dt.timedelta(minutes=2))
