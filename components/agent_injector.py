@@ -24,6 +24,10 @@ PREFIX = "vault.hashicorp.com/"
 SECRETS_DIR = "/vault/secrets"
 #: Where ``tls-secret`` mounts the Vault CA Secret into the agent containers.
 TLS_MOUNT = "/vault/tls"
+#: Where ``agent-inject-token`` makes the agent write its own token (a second file sink beside
+#: ``/home/vault/.vault-token``; vault-k8s ``agent-inject/agent/config.go``): the token whose leases
+#: are the rendered credentials. A Job revokes it when done (``programs.credentials revoke-after``).
+TOKEN_FILE = f"{SECRETS_DIR}/token"
 
 Format = Literal["dotenv", "json"]
 Kind = Literal["database", "aws"]
@@ -111,9 +115,12 @@ def injector_annotations(
     settings: InjectorTarget, credentials: tuple[InjectedCredential, ...], *, run_to_completion: bool
 ) -> dict[str, str]:
     """Annotations for a Pod template. ``run_to_completion`` (Jobs, CronJobs): the agent only
-    pre-populates and exits, because a sidecar would keep the Pod from finishing."""
+    pre-populates and exits, because a sidecar would keep the Pod from finishing; its token goes to
+    :data:`TOKEN_FILE` so that the workload can revoke it, and the credentials with it, when done."""
     if not credentials:
         raise ValueError("a workload with injected credentials needs at least one credential")
+    if run_to_completion and any(c.name == TOKEN_FILE.rsplit("/", 1)[1] for c in credentials):
+        raise ValueError(f"a credential file may not be called 'token': {TOKEN_FILE} is the agent's token")
     annotations = {
         "agent-inject": "true",
         "role": settings.role,
@@ -125,6 +132,9 @@ def injector_annotations(
         "agent-revoke-on-shutdown": "true",
         "agent-run-as-same-user": "true",
         "agent-pre-populate-only": "true" if run_to_completion else "false",
+        # Jobs: the agent's token in /vault/secrets/token, for the workload to revoke when done
+        # (agent-revoke-on-shutdown applies to sidecars only); sidecars revoke it themselves
+        "agent-inject-token": "true" if run_to_completion else "false",
         "agent-service-account-token-volume-name": TOKEN_VOLUME,
     }
     for credential in credentials:

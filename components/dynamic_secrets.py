@@ -11,6 +11,7 @@ from pydantic import Field
 
 from components.agent_injector import (
     SECRETS_DIR,
+    TOKEN_FILE,
     Format,
     InjectedCredential,
     InjectorTarget,
@@ -106,13 +107,43 @@ class WorkloadPlan:
     image: str
 
 
-def example_job_spec(args: WorkloadPlan) -> dict[str, Any]:
-    """A Job that loads its injected credentials and proves they are there, printing no secret."""
+#: Where the example Job's own container mounts the Vault CA Secret (the injector mounts
+#: ``tls-secret`` into its agent containers only).
+VAULT_CA_MOUNT = "/vault/ca"
+
+
+#: The example Job's program: load every file (printing no secret), then revoke the agent's token
+#: (argv[1]) and with it the credentials, whatever happened (``programs.credentials.revoked_when_done``).
+EXAMPLE_CHECK = """import sys, programs.credentials as c
+with c.revoked_when_done(sys.argv[1]):
+    loaded = [c.load(p) for p in sys.argv[2:]]
+    print(f'{len(loaded)} credential files loaded')
+"""
+
+
+def example_job_container(args: WorkloadPlan) -> dict[str, Any]:
+    """The example Job's container: loads its injected credentials, then revokes them, so the
+    database users are dropped when the Job is done rather than at the end of their TTL. It reaches
+    Vault as the agent does (``VAULT_ADDR``, ``VAULT_CACERT``, ``VAULT_TLS_SERVER_NAME``)."""
     files = [f"{SECRETS_DIR}/{c.name}" for c in args.credentials]
-    check = (
-        "import sys, programs.credentials as c; loaded = [c.load(p) for p in sys.argv[1:]]; "
-        "print(f'{len(loaded)} credential files loaded')"
-    )
+    return {
+        "name": "validate",
+        "image": args.image,
+        "command": ["python", "-c", EXAMPLE_CHECK, TOKEN_FILE, *files],
+        "env": [
+            {"name": "VAULT_ADDR", "value": args.injector.vault_address},
+            {"name": "VAULT_CACERT", "value": f"{VAULT_CA_MOUNT}/ca.crt"},
+            {"name": "VAULT_TLS_SERVER_NAME", "value": args.injector.tls_server_name},
+        ],
+        "volumeMounts": [{"name": "vault-ca", "mountPath": VAULT_CA_MOUNT, "readOnly": True}],
+        # agent-run-as-same-user takes the agent's UID from the first container's own context
+        "securityContext": {**restricted_container(), "runAsUser": PROGRAMS_UID, "runAsGroup": PROGRAMS_UID},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+    }
+
+
+def example_job_spec(args: WorkloadPlan) -> dict[str, Any]:
+    """A Job that loads its injected credentials and revokes them when done, printing no secret."""
     return {
         "backoffLimit": 1,
         "activeDeadlineSeconds": 600,
@@ -129,24 +160,8 @@ def example_job_spec(args: WorkloadPlan) -> dict[str, Any]:
                 "automountServiceAccountToken": False,
                 "restartPolicy": "Never",
                 "securityContext": restricted_pod(),
-                "volumes": [token_volume()],
-                "containers": [
-                    {
-                        "name": "validate",
-                        "image": args.image,
-                        "command": ["python", "-c", check, *files],
-                        # agent-run-as-same-user takes the agent's UID from the first container's own context
-                        "securityContext": {
-                            **restricted_container(),
-                            "runAsUser": PROGRAMS_UID,
-                            "runAsGroup": PROGRAMS_UID,
-                        },
-                        "resources": {
-                            "requests": {"cpu": "50m", "memory": "64Mi"},
-                            "limits": {"cpu": "500m", "memory": "256Mi"},
-                        },
-                    }
-                ],
+                "volumes": [token_volume(), {"name": "vault-ca", "secret": {"secretName": args.injector.ca_secret}}],
+                "containers": [example_job_container(args)],
             },
         },
     }

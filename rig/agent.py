@@ -44,6 +44,10 @@ volume-name``                       points (``jwt_file`` here)
                                     :func:`continuous_agent` runs it before SIGTERM, as the kubelet
                                     does. Pre-populate-only Pods have no sidecar and no hook:
                                     their token (and so their leases) is NOT revoked
+``agent-inject-token``              ``"true"``: a second file ``sink`` at ``<secrets_dir>/token``
+                                    (the injector's ``/vault/secrets/token``, vault-k8s
+                                    ``agent-inject/agent/config.go``: same auto-auth token, in init
+                                    container and sidecar alike), for the workload to revoke
 ``agent-run-as-same-user``          accepted; the injector runs the agent under the application's
                                     uid. Here agent and consumer run as the test's own user
 ``agent-inject-secret-<name>``      one ``template { destination = "<secrets_dir>/<name>" }``
@@ -127,6 +131,7 @@ _POD_KEYS = frozenset(
         "agent-revoke-grace",
         "agent-run-as-same-user",
         "agent-service-account-token-volume-name",
+        "agent-inject-token",
     }
 )
 #: Per-secret annotations (``<key>-<name>``) the mapping knows.
@@ -273,6 +278,7 @@ def agent_config_from_annotations(
     pre_populate_only = _bool(annotations, "agent-pre-populate-only", False)
     _bool(annotations, "agent-revoke-on-shutdown", False)  # validated; see pre_stop_revocation
     _bool(annotations, "agent-run-as-same-user", False)
+    inject_token = _bool(annotations, "agent-inject-token", False)
     exit_after_auth = pre_populate_only if exit_after_auth_override is None else exit_after_auth_override
     home = _home(secrets_dir, home_dir)
 
@@ -307,6 +313,7 @@ def agent_config_from_annotations(
         f"      path = {_hcl(str(Path(home) / '.vault-token'))}",
         "    }",
         "  }",
+        *_token_sink(secrets_dir, inject_token),
         "}",
         "",
         "template_config {",
@@ -326,6 +333,14 @@ def agent_config_from_annotations(
             lines.append(f"  perms = {_hcl(secret.perms)}")
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _token_sink(secrets_dir: str, inject_token: bool) -> list[str]:
+    """The injector's second file sink for ``agent-inject-token`` (none without it)."""
+    if not inject_token:
+        return []
+    path = str(Path(secrets_dir) / "token")
+    return ['  sink "file" {', "    config = {", f"      path = {_hcl(path)}", "    }", "  }"]
 
 
 @dataclass(frozen=True)

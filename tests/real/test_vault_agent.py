@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,7 +40,9 @@ from botocore.exceptions import ClientError
 from components.agent_injector import InjectedCredential, InjectorTarget, injector_annotations
 from offline.engine import Recording
 from programs import credentials
+from rig import processes
 from rig.agent import (
+    PREFIX,
     agent_config_from_annotations,
     continuous_agent,
     pre_stop_revocation,
@@ -52,6 +55,7 @@ from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against, use_results, use_telemetry
 from rig.openbao import api
 from rig.pki import TestCA, write_private_file
+from rig.programs_env import REPO, programs_python
 from rig.s3 import MotoS3
 from rig.tls_vault import Vault, initialise, start_vault
 from tests.support.local_databases import local_databases
@@ -428,6 +432,132 @@ def use_s3(hub: Hub, creds: dict[str, str]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# leases on the real server, database users on the real databases
+# --------------------------------------------------------------------------------------------------
+def lease_ids(hub: Hub, prefix: str) -> set[str]:
+    """The ids of the live leases under ``prefix`` (``LIST sys/leases/lookup/<prefix>/``, as root)."""
+    answer = hub.vault.api("LIST", f"sys/leases/lookup/{prefix}/")
+    if answer.status == 404:
+        return set()
+    assert answer.status == 200, answer.text
+    return {f"{prefix}/{key}" for key in answer.data.get("keys", [])}
+
+
+def lease(hub: Hub, lease_id: str) -> dict[str, Any] | None:
+    """``sys/leases/lookup`` of one lease (``None``: revoked or expired, Vault knows it no more)."""
+    answer = hub.vault.api("PUT", "sys/leases/lookup", {"lease_id": lease_id})
+    if answer.status == 400 and "invalid lease" in answer.text:
+        return None
+    assert answer.status == 200, answer.text
+    return answer.data
+
+
+def epoch(timestamp: str) -> float:
+    """An RFC 3339 time of Vault's (nanoseconds, ``Z`` or an offset) in seconds since the epoch."""
+    from datetime import datetime
+
+    head, _, rest = timestamp.partition(".")
+    zone = rest.lstrip("0123456789") if rest else timestamp[19:]
+    fraction = rest[: len(rest) - len(zone)] if rest else ""
+    moment = datetime.fromisoformat(head + (zone.replace("Z", "+00:00") or "+00:00"))
+    return moment.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def postgres_role_exists(hub: Hub, username: str) -> bool:
+    with hub.pg.connect() as admin:
+        return admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone() is not None
+
+
+def mariadb_user_exists(hub: Hub, username: str) -> bool:
+    admin = hub.mysql.connect()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM mysql.user WHERE User = %s", (username,))
+            row = cursor.fetchone()
+    finally:
+        admin.close()
+    return bool(row and row[0])
+
+
+def mariadb_login_works(hub: Hub, username: str, password: str) -> bool:
+    """A NEW connection as ``username``."""
+    import pymysql
+
+    try:
+        hub.mysql.connect(username, password, "results").close()
+    except pymysql.err.OperationalError:
+        return False
+    return True
+
+
+class LeaseWatch:
+    """Lookups (``sys/leases/lookup``) of the leases under ``prefix`` issued after it was made, each
+    time :meth:`observe` is called: what the real server says about renewal and replacement."""
+
+    def __init__(self, hub: Hub, prefix: str) -> None:
+        self.hub, self.prefix = hub, prefix
+        self.ignored = lease_ids(hub, prefix)
+        #: lease id -> [(wall clock of the lookup, the lookup's data, or None once Vault knows it no more)]
+        self.history: dict[str, list[tuple[float, dict[str, Any] | None]]] = {}
+
+    def observe(self) -> None:
+        now = time.time()  # one time per round: lookups of the same round count as simultaneous
+        for lease_id in sorted((lease_ids(self.hub, self.prefix) - self.ignored) | set(self.history)):
+            self.history.setdefault(lease_id, []).append((now, lease(self.hub, lease_id)))
+
+    def issued(self) -> list[str]:
+        """The watched leases, oldest first (by their ``issue_time``)."""
+        first = {i: next(d for _, d in h if d is not None) for i, h in self.history.items() if any(d for _, d in h)}
+        return sorted(first, key=lambda i: epoch(first[i]["issue_time"]))
+
+    def assert_renewed_to_max_ttl_then_replaced_before_expiry(self, *, max_ttl: float) -> None:
+        order = self.issued()
+        assert len(order) == 2, self.history  # the first render's lease and its replacement
+        old, new = (self.history[i] for i in order)
+        seen = [d for _, d in old if d is not None]
+        issued = epoch(seen[0]["issue_time"])
+        expiries = [epoch(d["expire_time"]) for d in seen]
+        # the SAME lease renewed: its expiry moved later, never beyond issue + max TTL, and reached it
+        assert expiries == sorted(expiries) and expiries[-1] > expiries[0], expiries
+        assert seen[-1]["last_renewal"] and seen[-1]["renewable"] is True, seen[-1]
+        assert all(e <= issued + max_ttl + 1 for e in expiries), (issued, expiries)
+        assert expiries[-1] >= issued + max_ttl - 1, (issued, expiries)
+        # the new lease was issued before the old one expired, and the old one was still live then
+        new_first = next((at, d) for at, d in new if d is not None)
+        assert epoch(new_first[1]["issue_time"]) < expiries[-1], (new_first, expiries)
+        live_then = [d for at, d in old if at >= new_first[0]]
+        assert live_then and live_then[0] is not None, "the old lease was gone when the new one arrived"
+        print(
+            f"lease {order[0]}: issued, renewed to {expiries[-1] - issued:.1f} s (max TTL {max_ttl:g} s); "
+            f"the next issued {expiries[-1] - epoch(new_first[1]['issue_time']):.1f} s before it expired"
+        )
+
+
+def run_job_workload(hub: Hub, recording: Recording, pod: Pod) -> subprocess.CompletedProcess[str]:
+    """The example Job's container command exactly as the stack declares it, run with the programs
+    interpreter (for the image's ``python``) and the container's declared environment. Replaced, as
+    :mod:`rig.agent` replaces them for the agent: ``/vault/secrets`` by this Pod's directory, the
+    in-cluster ``VAULT_ADDR`` by the test server's, and the mounted Vault CA (``VAULT_CACERT``, the
+    ``vault-ca`` Secret's ``ca.crt``) by the test server's CA. ``VAULT_TLS_SERVER_NAME`` is kept: the
+    workload must verify the server under the stack's name, as the agent does."""
+    template = pod_template(recording, "Job", "notebook-validation-example")
+    (container,) = template["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    (mount,) = container["volumeMounts"]
+    assert env["VAULT_CACERT"].startswith(mount["mountPath"] + "/")
+    assert env["VAULT_ADDR"] == IN_CLUSTER_VAULT and env["VAULT_TLS_SERVER_NAME"] == TLS_SERVER_NAME
+    env |= {"VAULT_ADDR": hub.vault.url, "VAULT_CACERT": hub.vault.ca_file}
+    command = list(container["command"])
+    assert command[0] == "python"
+    argv = [
+        str(pod.secrets / part.removeprefix("/vault/secrets/")) if part.startswith("/vault/secrets/") else part
+        for part in command[1:]
+    ]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+    return processes.run([programs_python(), *argv], cwd=REPO, env=base | env, capture_output=True, timeout=60)
+
+
+# --------------------------------------------------------------------------------------------------
 # tests
 # --------------------------------------------------------------------------------------------------
 def test_aws_stand_in_answers_like_the_aws_engine(hub: Hub) -> None:
@@ -455,9 +585,10 @@ def test_pre_populate_renders_private_files_the_consumer_uses(hub: Hub) -> None:
     assert result.returncode == 0, result.stdout
     assert elapsed < FAST_FAIL_SECONDS, elapsed
     rendered = sorted(p.name for p in pod.secrets.iterdir())
-    assert rendered == ["aws", "db", "results"]
+    assert rendered == ["aws", "db", "results", "token"]  # token: agent-inject-token, the agent's sink
     for path in pod.secrets.iterdir():
-        assert path.stat().st_mode & 0o777 == 0o400, (path.name, oct(path.stat().st_mode))
+        expected = 0o640 if path.name == "token" else 0o400  # the file sink's default mode
+        assert path.stat().st_mode & 0o777 == expected, (path.name, oct(path.stat().st_mode))
 
     db = credentials.load_dotenv(pod.secrets / "db")
     assert sorted(db) == ["DB_HOST", "DB_NAME", "DB_PASSWORD", "DB_PORT", "DB_USERNAME"]
@@ -475,6 +606,7 @@ def test_pre_populate_renders_private_files_the_consumer_uses(hub: Hub) -> None:
 
     # pre-populate-only Pods have no agent sidecar, hence no preStop hook: agent-revoke-on-shutdown
     # does not apply, and the init container's token and leases outlive it (as with the injector)
+    # until the workload revokes them (test_a_jobs_database_users_are_gone_within_a_minute_...)
     assert (
         pre_stop_revocation(
             annotations, vault_addr=hub.vault.url, ca_file=hub.vault.ca_file, secrets_dir=str(pod.secrets)
@@ -514,6 +646,7 @@ def test_continuous_mode_renews_credentials_and_revokes_them_on_shutdown(hub: Hu
     assert pre_stop is not None and pre_stop.argv[1:3] == ("token", "revoke") and pre_stop.argv[-1] == "-self"
     audit_mark = hub.vault.audit_mark()
     seen: list[dict[str, str]] = []
+    leases = LeaseWatch(hub, f"database/creds/{SHORT_ROLE}")  # the init container's lease is not watched
     with continuous_agent(
         hub.config(annotations, pod, home=pod.home_sidecar), pod.home_sidecar.parent / "agent", pre_stop=pre_stop
     ) as agent:
@@ -526,6 +659,7 @@ def test_continuous_mode_renews_credentials_and_revokes_them_on_shutdown(hub: Hu
         seen.append(credentials.load_dotenv(db_file))
         deadline = first_render + 45  # max_ttl 40 s: the new credentials must come before that
         while True:
+            leases.observe()
             current = credentials.load_dotenv(db_file)
             use_postgres(hub, current)  # the consumer keeps working throughout
             if current["DB_USERNAME"] != seen[-1]["DB_USERNAME"]:
@@ -534,7 +668,9 @@ def test_continuous_mode_renews_credentials_and_revokes_them_on_shutdown(hub: Hu
             assert time.monotonic() < deadline, f"no new credentials within 45 s:\n{agent.log_text()}"
             time.sleep(0.5)
         rotated_after = time.monotonic() - first_render
+        leases.observe()
         seen.append(current)
+        leases.assert_renewed_to_max_ttl_then_replaced_before_expiry(max_ttl=40)
         # rendered BEFORE the old ones expired: the old user still logs in (new connection)
         assert postgres_login_works(hub, seen[0]["DB_USERNAME"], seen[0]["DB_PASSWORD"])
         assert rotated_after < 40, rotated_after
@@ -609,3 +745,54 @@ def test_a_role_arn_the_account_does_not_have_is_refused(hub: Hub) -> None:
             sts.assume_role(RoleArn=misspelt, RoleSessionName="vault-misspelt")
     assumed = sts.assume_role(RoleArn=declared[0], RoleSessionName="vault-declared")
     assert assumed["AssumedRoleUser"]["Arn"].startswith("arn:aws:sts::123456789012:assumed-role/fedobs-notebook")
+
+
+DATABASE_LEASES = ("database/creds/readonly", "database/creds/results-readonly")
+#: "Within a minute after the Job's workload exits".
+GONE_WITHIN_SECONDS = 60.0
+
+
+def test_a_jobs_database_users_are_gone_within_a_minute_after_its_workload_exits(hub: Hub) -> None:
+    """Pre-populate-only has no sidecar to revoke anything: the stack's Job gets the agent's token
+    (``agent-inject-token``) and its workload revokes it when done; Vault revokes the token's leases
+    and the database engine drops the users, long before their 1 h TTL."""
+    annotations = recorded_job_annotations(hub.recording)
+    assert annotations[PREFIX + "agent-inject-token"] == "true"
+    before = {prefix: lease_ids(hub, prefix) for prefix in DATABASE_LEASES}
+    pod = hub.pod("job-revoked")
+    result = run_agent(
+        hub.config(annotations, pod, home=pod.home_init), pod.home_init.parent / "agent-init", timeout=30
+    )
+    assert result.returncode == 0, result.stdout
+    # the token file is the agent's own auto-auth token (the one its sink also writes at home)
+    token_file = pod.secrets / "token"
+    assert token_file.read_text().strip() == (pod.home_init / ".vault-token").read_text().strip()
+    leases = {prefix: lease_ids(hub, prefix) - before[prefix] for prefix in DATABASE_LEASES}
+    assert all(len(new) == 1 for new in leases.values()), leases  # one credential each, from this agent
+    db = credentials.load_dotenv(pod.secrets / "db")
+    results = credentials.load_json(pod.secrets / "results")
+    users = (db["DB_USERNAME"], results["username"])
+    assert postgres_role_exists(hub, users[0]) and mariadb_user_exists(hub, users[1])
+    use_postgres(hub, db)  # what a notebook does with them
+    use_mariadb(hub, results)
+
+    workload = run_job_workload(hub, hub.recording, pod)
+    exited = time.monotonic()
+    assert workload.returncode == 0, workload.stdout + workload.stderr
+    assert "3 credential files loaded" in workload.stdout
+    assert db["DB_PASSWORD"] not in workload.stdout + workload.stderr
+
+    while True:
+        remaining = [lease_id for ids in leases.values() for lease_id in ids if lease(hub, lease_id) is not None]
+        present = [postgres_role_exists(hub, users[0]), mariadb_user_exists(hub, users[1])]
+        if not remaining and not any(present):
+            break
+        assert time.monotonic() - exited < GONE_WITHIN_SECONDS, (
+            f"a minute after the workload exited: leases {remaining}, users present {present}"
+        )
+        time.sleep(0.5)
+    gone_after = time.monotonic() - exited
+    print(f"job: leases revoked and database users dropped {gone_after:.1f} s after the workload exited")
+    assert not hub.token_valid(pod.home_init)
+    assert not postgres_login_works(hub, db["DB_USERNAME"], db["DB_PASSWORD"])
+    assert not mariadb_login_works(hub, results["username"], results["password"])

@@ -23,11 +23,13 @@ from components.agent_injector import (
 )
 from offline.engine import Recording
 from programs import credentials
+from programs.vault_http import ServerUnreachable
 from rig.agent import (
     DEFAULT_REVOKE_GRACE,
     agent_config_from_annotations,
     pre_stop_revocation,
 )
+from rig.pki import TestCA
 
 SECRET = "s3cr3t-Pa55word-that-must-not-leak"
 
@@ -208,7 +210,9 @@ def test_the_project_annotations_map_to_the_documented_config(run_to_completion:
                         }
                     }
                 ],
-                "sink": [{"file": {"config": {"path": "/t/pod/home/.vault-token"}}}],
+                # agent-inject-token (Jobs): the injector's second sink, /vault/secrets/token
+                "sink": [{"file": {"config": {"path": "/t/pod/home/.vault-token"}}}]
+                + ([{"file": {"config": {"path": "/t/pod/secrets/token"}}}] if run_to_completion else []),
             }
         ],
         "template_config": [{"exit_on_retry_failure": True}],
@@ -341,3 +345,61 @@ def test_the_stack_pod_templates_with_injector_annotations_all_map(hub: Recordin
             parsed = config(annotations)
             assert parsed["auto_auth"][0]["method"][0]["kubernetes"]["config"]["token_path"] == "/t/jwt"
     assert found, "no Pod template in the hub stack carries injector annotations"
+
+
+# --------------------------------------------------------------------------------------------------
+# programs.credentials: the agent's token (agent-inject-token) and its revocation
+# --------------------------------------------------------------------------------------------------
+TOKEN = "s.unit-test-token-value"
+
+
+@pytest.mark.parametrize("mode", [0o400, 0o600, 0o640, 0o440])  # 0640: the agent's file sink default
+def test_the_agent_token_file_is_read_with_the_sink_default_mode(tmp_path: Path, mode: int) -> None:
+    assert credentials.read_token(write(tmp_path / "token", TOKEN + "\n", mode)) == TOKEN
+
+
+@pytest.mark.parametrize(("text", "mode", "reason"), [(TOKEN, 0o644, "mode 0644"), ("", 0o400, "not a Vault token")])
+def test_a_token_file_others_may_read_or_without_a_token_is_refused(
+    tmp_path: Path, text: str, mode: int, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason) as refused:
+        credentials.read_token(write(tmp_path / "token", text, mode))
+    assert TOKEN not in str(refused.value)
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_revoke_needs_an_https_address_and_a_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = write(tmp_path / "token", TOKEN)
+    monkeypatch.delenv("VAULT_ADDR", raising=False)
+    monkeypatch.delenv("VAULT_CACERT", raising=False)
+    assert credentials.main(["revoke", "--token-file", str(token)]) == 2
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:8200")
+    monkeypatch.setenv("VAULT_CACERT", str(TestCA("revoke CA").write(tmp_path)))
+    assert credentials.main(["revoke", "--token-file", str(token)]) == 2
+    assert "https://" in capsys.readouterr().err
+
+
+def test_a_revocation_that_fails_is_reported_without_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = write(tmp_path / "token", TOKEN)
+    monkeypatch.setenv("VAULT_ADDR", f"https://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("VAULT_CACERT", str(TestCA("revoke CA").write(tmp_path)))
+    assert credentials.main(["revoke", "--token-file", str(token)]) == credentials.EXIT_NOT_REVOKED
+    err = capsys.readouterr().err
+    assert "NOT revoked" in err and "connection refused" in err and TOKEN not in err
+    # the block's own failure wins; a failed revocation after a successful block raises
+    with pytest.raises(KeyError), credentials.revoked_when_done(token):
+        raise KeyError("the workload failed")
+    assert "NOT revoked" in capsys.readouterr().err
+    with pytest.raises(ServerUnreachable, match="connection refused"), credentials.revoked_when_done(token):
+        pass

@@ -108,6 +108,9 @@ def test_example_job_annotations(hub: Recording) -> None:
     assert annotations["agent-inject"] == "true" and annotations["role"] == "notebook-validation"
     assert annotations["agent-pre-populate-only"] == "true"  # a Job: no sidecar that never exits
     assert annotations["agent-revoke-on-shutdown"] == "true"
+    # pre-populate-only has no sidecar to revoke: the agent's token goes to /vault/secrets/token,
+    # and the workload revokes it (and with it the credentials) when done
+    assert annotations["agent-inject-token"] == "true"
     assert annotations["service"] == "https://vault-active.vault.svc:8200"
     assert annotations["tls-server-name"] == "vault-active.vault.svc"
     assert annotations["tls-secret"] == "vault-ca" and annotations["ca-cert"] == "/vault/tls/ca.crt"
@@ -134,8 +137,29 @@ def test_example_job_annotations(hub: Recording) -> None:
             "projected": {
                 "sources": [{"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 3600}}]
             },
-        }
+        },
+        {"name": "vault-ca", "secret": {"secretName": "vault-ca"}},
     ]
+    container = pod["containers"][0]
+    # the injector mounts tls-secret into its own containers only: the workload mounts the CA itself
+    assert container["volumeMounts"] == [{"name": "vault-ca", "mountPath": "/vault/ca", "readOnly": True}]
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        "VAULT_ADDR": annotations["service"],
+        "VAULT_CACERT": "/vault/ca/ca.crt",
+        "VAULT_TLS_SERVER_NAME": annotations["tls-server-name"],
+    }
+    # loads the files, then revokes the agent's token (argv[1]) and with it the credentials
+    command = container["command"]
+    assert command[:2] == ["python", "-c"] and "revoked_when_done(sys.argv[1])" in command[2]
+    assert command[3] == "/vault/secrets/token"
+    assert sorted(command[4:]) == sorted(f"/vault/secrets/{name}" for name in secrets)
+
+
+def test_a_job_credential_may_not_be_called_token() -> None:
+    token = InjectedCredential("token", "database/creds/readonly", "database")
+    with pytest.raises(ValueError, match="may not be called 'token'"):
+        injector_annotations(InjectorTarget(role="r"), (token,), run_to_completion=True)
+    assert injector_annotations(InjectorTarget(role="r"), (token,), run_to_completion=False)
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
