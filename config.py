@@ -220,6 +220,9 @@ def linode_only_problems(vault: VaultSettings) -> list[RuleProblem]:
 class HubConfig(StackConfig):
     role: Literal["hub"]
     edges: tuple[EdgeEntry, ...] = ()
+    #: Edges cut off whose transit keys the hub keeps (protected): the first step of the cut-off
+    #: flow (docs/security.md). Destroying a key is a second, explicit step.
+    retired_edges: tuple[DnsLabel, ...] = ()
     edge_deploy_identity: EdgeDeployIdentitySettings | None = None
     pki: PkiSettings | None = None
 
@@ -237,6 +240,25 @@ class HubConfig(StackConfig):
     @property
     def edge_names(self) -> tuple[str, ...]:
         return tuple(e.name for e in self.edges)
+
+    def _retired_edge_problems(self) -> list[RuleProblem]:
+        names = set(self.edge_names)
+        problems = [
+            RuleProblem(
+                f"retiredEdges[{index}]",
+                f"{edge} is still in {NS}:edges: an edge is served or retired, never both (to cut it off, "
+                f"remove it from {NS}:edges; its transit key stays while it is listed here)",
+                (f"retiredEdges[{index}]", "edges"),
+            )
+            for index, edge in enumerate(self.retired_edges)
+            if edge in names
+        ]
+        duplicates = sorted({e for e in self.retired_edges if self.retired_edges.count(e) > 1})
+        if duplicates:
+            problems.append(
+                RuleProblem("retiredEdges", f"duplicate edge names: {', '.join(duplicates)}", ("retiredEdges",))
+            )
+        return problems
 
     def deploy_subjects(self, identity: EdgeDeployIdentitySettings) -> dict[str, str]:
         """Each edge's deploy JWT subject: its ``deploySubject``, else the identity's template."""
@@ -273,7 +295,7 @@ class HubConfig(StackConfig):
         return problems
 
     def rule_problems(self) -> list[RuleProblem]:
-        problems = [*super().rule_problems(), *self._deploy_identity_problems()]
+        problems = [*super().rule_problems(), *self._deploy_identity_problems(), *self._retired_edge_problems()]
         if isinstance(self.vault.seal, TransitSeal):
             problems.append(
                 RuleProblem(

@@ -86,7 +86,7 @@ def build_hub(cfg: HubConfig) -> dict[str, Any]:
         )
     core = build_core(cfg, prefix, cluster, cert_manager, part, edges=cfg.edge_names)
     in_vault = pulumi.ResourceOptions(provider=core.vault.vault_provider)
-    TransitUnseal(f"{prefix}-transit-unseal", cfg.edge_names, opts=in_vault)
+    TransitUnseal(f"{prefix}-transit-unseal", cfg.edge_names, retired=cfg.retired_edges, opts=in_vault)
     if cfg.edges:
         identity = cfg.require(cfg.edge_deploy_identity, "edgeDeployIdentity")
         EdgeDeployIdentity(f"{prefix}-edge-identity", identity, subjects=cfg.deploy_subjects(identity), opts=in_vault)

@@ -40,8 +40,17 @@ class TransitUnseal(pulumi.ComponentResource):
     not have to hold the token's policy itself.
     """
 
-    def __init__(self, name: str, edges: tuple[str, ...], opts: pulumi.ResourceOptions | None = None) -> None:
-        """The hub's Vault provider comes through ``opts``; children inherit it."""
+    def __init__(
+        self,
+        name: str,
+        edges: tuple[str, ...],
+        *,
+        retired: tuple[str, ...] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """The hub's Vault provider comes through ``opts``; children inherit it. ``retired``: edges
+        cut off (``fedobs:retiredEdges``) whose keys stay, under the same names and still protected,
+        with no policy and no token role: nothing can encrypt or decrypt with them any more."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         vault_opts = pulumi.ResourceOptions(parent=self)
         mount = vault.Mount(
@@ -52,8 +61,8 @@ class TransitUnseal(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(protect=True)),
         )
         self.roles: dict[str, pulumi.Output[str]] = {}
-        for edge in edges:
-            key = vault.transit.SecretBackendKey(
+        keys = {
+            edge: vault.transit.SecretBackendKey(
                 f"{name}-{edge}-key",
                 backend=mount.path,
                 name=edge,
@@ -63,6 +72,10 @@ class TransitUnseal(pulumi.ComponentResource):
                 allow_plaintext_backup=False,
                 opts=pulumi.ResourceOptions.merge(vault_opts, pulumi.ResourceOptions(protect=True)),
             )
+            for edge in (*edges, *retired)
+        }
+        for edge in edges:
+            key = keys[edge]
             policy = vault.Policy(
                 f"{name}-{edge}-policy", name=transit_token_role(edge), policy=transit_policy_hcl(edge), opts=vault_opts
             )

@@ -96,6 +96,31 @@ vault:aws/secretBackendRole:…               unless the type is listed in ``not
                                             HashiCorp Vault (``openbao=False``): UnknownResourceType
 ==========================================  =====================================================
 
+Deletions (``VaultApplier.delete_removed(old, new)``): what ``pulumi up`` does when resources leave
+the plan. The resources of ``old`` whose URN is not in ``new`` are deleted in reverse registration
+order (dependents first), with the HTTP call of terraform-provider-vault's Delete for their type:
+
+==========================================  =====================================================
+resource type                               call (terraform-provider-vault's Delete)
+==========================================  =====================================================
+vault:index/policy:Policy                   DELETE sys/policies/acl/<name> (policyDelete:
+                                            ``client.Sys().DeletePolicy``)
+vault:jwt/authBackendRole:…                 DELETE auth/<backend>/role/<role_name> (jwtAuthBackendRoleDelete;
+                                            a 404 is "already gone")
+vault:tokenauth/authBackendRole:…          DELETE auth/token/roles/<role_name> (tokenAuthBackendRoleDelete)
+vault:appRole/authBackendRole:…             DELETE auth/<backend>/role/<role_name> (approleAuthBackendRoleDelete;
+                                            a 404 is "already gone"); Vault deletes the role's secret_ids
+vault:transit/secretBackendKey:…            DELETE <backend>/keys/<name> (transitSecretBackendKeyDelete), never
+                                            reached here while the key is ``protect``ed (below)
+==========================================  =====================================================
+
+A removed resource that is ``protect``ed stops the whole update before any deletion
+(:class:`ProtectedResource`, with Pulumi's message): the engine refuses to delete a protected
+resource (``pkg/resource/deploy/step.go``, ``DeleteStep.Apply``; the preview that ``pulumi up``
+runs first already fails on it). Removed resources of other providers (``kubernetes:``, ``fedobs:``
+components) are listed in ``AppliedVault.not_deleted`` and left to their own proof. A removed
+``vault:`` type without a mapping raises :class:`UnknownResourceType`.
+
 KV v2: a ``vault:index/mount:Mount`` with ``options: {version: "2"}``, then
 ``vault:kv/secretBackendV2:SecretBackendV2`` on it. Like the provider, the config write is retried
 on HTTP 400 (a fresh KV v2 mount answers 400 while it upgrades) every 0.5 s, at most 60 times and
@@ -127,6 +152,10 @@ from typing import Any
 
 from offline.engine import RecordedResource
 from rig.openbao import ApiResponse, api
+
+
+class ProtectedResource(RuntimeError):
+    """A resource leaving the plan is ``protect``ed: ``pulumi up`` stops and deletes nothing."""
 
 
 class UnknownResourceType(LookupError):
@@ -222,6 +251,10 @@ class AppliedVault:
     secret_ids: dict[str, str] = field(default_factory=dict)
     wrapping_tokens: dict[str, str] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: ``delete_removed``: ``(type, name)`` of each Vault resource deleted, and of each removed
+    #: resource of another provider (not Vault's to delete).
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    not_deleted: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -339,6 +372,30 @@ class VaultApplier:
             if overrides:
                 resource = replace(resource, inputs={**resource.inputs, **overrides})
             handler(resource)
+        return self.result
+
+    def delete_removed(self, old: Iterable[RecordedResource], new: Iterable[RecordedResource]) -> AppliedVault:
+        """Delete what ``pulumi up`` deletes going from ``old`` to ``new`` (see the module's table)."""
+        kept = {r.urn for r in new}
+        removed = [r for r in old if r.urn not in kept]
+        protected = [r for r in removed if r.protect]
+        if protected:
+            raise ProtectedResource(
+                "; ".join(
+                    f'unable to delete resource "{r.urn}" as it is currently marked for protection '
+                    f"(`pulumi state unprotect '{r.urn}'`)"
+                    for r in protected
+                )
+            )
+        for r in reversed(removed):
+            if not r.type.startswith("vault:"):
+                self.result.not_deleted.append((r.type, r.name))
+                continue
+            path = _delete_path(r)
+            answer = self.send("DELETE", path, None)
+            if answer.status >= 400 and answer.status != 404:
+                raise ApplyError(f"{r.type} {r.name}: DELETE {path} -> {answer.status} {answer.text.strip()}")
+            self.result.deleted.append((r.type, r.name))
         return self.result
 
     # --- one method per type -----------------------------------------------------------------
@@ -655,3 +712,19 @@ class VaultApplier:
         backend = str(r.inputs.get("backend") or "jwt")
         body = _snake_keys({k: v for k, v in r.inputs.items() if k not in ("backend", "roleName")})
         self.call("POST", f"auth/{backend}/role/{r.inputs['roleName']}", body, r)
+
+
+def _delete_path(r: RecordedResource) -> str:
+    """The path terraform-provider-vault's Delete sends ``DELETE`` to (its resource ID)."""
+    i = r.inputs
+    if r.type == "vault:index/policy:Policy":
+        return f"sys/policies/acl/{i['name']}"
+    if r.type == "vault:jwt/authBackendRole:AuthBackendRole":
+        return f"auth/{str(i.get('backend') or 'jwt').strip('/')}/role/{i['roleName']}"
+    if r.type == "vault:tokenauth/authBackendRole:AuthBackendRole":
+        return f"auth/token/roles/{i['roleName']}"
+    if r.type == "vault:appRole/authBackendRole:AuthBackendRole":
+        return f"auth/{str(i.get('backend') or 'approle').strip('/')}/role/{i['roleName']}"
+    if r.type == "vault:transit/secretBackendKey:SecretBackendKey":
+        return f"{str(i['backend']).strip('/')}/keys/{i['name']}"
+    raise UnknownResourceType(f"no deletion mapped for {r.type} ({r.name}); add one to rig/applier.py")
