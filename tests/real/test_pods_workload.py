@@ -46,7 +46,8 @@ def test_the_example_jobs_container_loads_its_injected_credentials(hub: agent_te
         template,
         "validate",
         programs_image(),
-        Cluster(job["metadata"]["namespace"]),
+        # the Vault CA Secret the stack puts into the namespace: here the test Vault's CA
+        Cluster(job["metadata"]["namespace"], secrets={"vault-ca": {"ca.crt": Path(hub.vault.ca_file).read_text()}}),
         hub.base / "sandboxed-job-pod",
         pod_name="notebook-validation-example",
         extra_volumes=[INJECTED_VOLUME],
@@ -58,10 +59,16 @@ def test_the_example_jobs_container_loads_its_injected_credentials(hub: agent_te
         target = box.volume_dirs["vault-secrets"] / path.name
         shutil.copy2(path, target)
         os.chown(target, agent_uid, agent_uid)
-        assert target.stat().st_mode & 0o777 == 0o400
-    result = box.run(timeout=60)
+        # the credential files as agent-inject-perms says; the agent's token sink at its default mode
+        assert target.stat().st_mode & 0o777 == (0o640 if path.name == "token" else 0o400), path.name
+    token = (pod.secrets / "token").read_text().strip()
+    assert hub.vault.api("POST", "auth/token/lookup", {"token": token}).status == 200
+    # localised: where Vault is (no cluster DNS here); the CA and TLS server name are the pod's own
+    result = box.run(timeout=60, env_overrides={"VAULT_ADDR": hub.vault.url})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "3 credential files loaded"
+    # the workload revoked its agent's token on the way out, and with it the credentials' leases
+    assert hub.vault.api("POST", "auth/token/lookup", {"token": token}).status in (400, 403)
     for secret in Path(pod.secrets).iterdir():  # no credential reaches the log
         for line in secret.read_text().splitlines():
             value = line.split("=", 1)[-1].strip("'\"")
