@@ -231,6 +231,8 @@ class PinnedHttps:
         self.server_name = server_name
         self.max_body = max_body
         self._context = tls_context(ca_file, ca_flag)
+        #: The connection of the last GET whose answer was read to the end, for the next GET.
+        self._idle: _PinnedConnection | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, label={self.label!r})"
@@ -251,14 +253,25 @@ class PinnedHttps:
         timeout: float,
         secrets: Collection[str],
     ) -> Iterator[http.client.HTTPResponse]:
-        """Send one request; yield the (non-3xx) response while the connection is open."""
-        conn = _PinnedConnection(
-            self._host, self._port, context=self._context, server_name=self.server_name, timeout=timeout
-        )
+        """Send one request; yield the (non-3xx) response while the connection is open.
+
+        A GET goes over the connection of the previous GET when that one was read to the end (the
+        server kept it open), and once more over a new one if the server had closed it meanwhile: a
+        GET changes nothing, so sending it again is safe. Every other request has a connection of its
+        own, never reused and never repeated."""
+        reused, conn = self._connection(method, timeout)
+        url = f"{self._prefix}{target}"
+        keep = False
         try:
             try:
-                conn.request(method, f"{self._prefix}{target}", body=body, headers=dict(headers))
-                response = conn.getresponse()
+                try:
+                    response = self._request(conn, method, url, body, headers)
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    if not reused:
+                        raise
+                    conn.close()  # the server closed the idle connection: a new one, once
+                    conn = self._new_connection(timeout)
+                    response = self._request(conn, method, url, body, headers)
             except TimeoutError:
                 raise ServerUnreachable(f"{where}: no answer from {self.label}: timed out after {timeout:g}s") from None
             except OSError as exc:  # refused, DNS, TLS (ssl.SSLError is an OSError), reset
@@ -277,8 +290,39 @@ class PinnedHttps:
                     status=response.status,
                 )
             yield response
+            keep = method == "GET" and response.isclosed() and not response.will_close
         finally:
-            conn.close()
+            if keep:
+                self._idle = conn
+            else:
+                conn.close()
+
+    def _new_connection(self, timeout: float) -> _PinnedConnection:
+        return _PinnedConnection(
+            self._host, self._port, context=self._context, server_name=self.server_name, timeout=timeout
+        )
+
+    def _connection(self, method: str, timeout: float) -> tuple[bool, _PinnedConnection]:
+        """(reused?, the connection): the idle one for a GET, else a new one."""
+        idle, self._idle = self._idle, None
+        if idle is not None and method == "GET" and idle.sock is not None:
+            idle.timeout = timeout
+            idle.sock.settimeout(timeout)
+            return True, idle
+        if idle is not None:
+            idle.close()
+        return False, self._new_connection(timeout)
+
+    @staticmethod
+    def _request(
+        conn: _PinnedConnection,
+        method: str,
+        target: str,
+        body: bytes | IO[bytes] | None,
+        headers: Mapping[str, str],
+    ) -> http.client.HTTPResponse:
+        conn.request(method, target, body=body, headers=dict(headers))
+        return conn.getresponse()
 
     def _read_failure(self, where: str, exc: BaseException, timeout: float, got: str = "") -> ServerUnreachable:
         """A read of an answer that timed out or broke off (``got``: what had come before)."""

@@ -47,6 +47,10 @@ class Loopback:
     routes: dict[str, Answer]
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    #: the client port of each request: one port, one TCP connection
+    ports: list[int] = field(default_factory=list)
+    #: HTTP/1.1 only: close the connection after this many requests on it (0: keep it open)
+    close_after: int = 0
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +73,21 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def serve(pki: dict[str, Path]) -> Iterator[Callable[..., Loopback]]:
     started: list[tuple[ThreadingHTTPServer, threading.Thread, Loopback]] = []
 
-    def start(routes: dict[str, Answer] | None = None, *, cert: str = "cert", key: str = "key") -> Loopback:
+    def start(
+        routes: dict[str, Answer] | None = None, *, cert: str = "cert", key: str = "key", keep_alive: bool = False
+    ) -> Loopback:
         box: list[Loopback] = []
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            served = 0
+
             def _answer(self) -> None:
                 server = box[0]
+                server.ports.append(self.client_address[1])
+                self.served += 1
+                if server.close_after and self.served >= server.close_after:
+                    self.close_connection = True
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
@@ -295,3 +308,33 @@ def test_each_program_maps_the_shared_failures_to_its_own_exit_codes() -> None:
     assert exit_code_of(source.value, sync.EXIT_CODES) == sync.EXIT_SOURCE
     assert exit_code_of(target.value, sync.EXIT_CODES) == sync.EXIT_TARGET
     assert exit_code_of(PodProgramError("unknown"), sync.EXIT_CODES) == 1
+
+
+def test_a_get_reuses_the_connection_of_the_previous_get(serve: Callable[..., Loopback], pki: dict[str, Path]) -> None:
+    """A GET read to the end leaves its connection for the next GET (one TLS handshake for a pass of
+    reads); a POST always has a connection of its own, and is never sent twice."""
+    server = serve(
+        {"/v1/kv/data/a": json_answer(200, {"data": {}}), "/v1/kv/data/b": json_answer(200, {"data": {}})},
+        keep_alive=True,
+    )
+    vault = client(server.url, pki["ca"])
+    for path in ("kv/data/a", "kv/data/b", "kv/data/a"):
+        assert vault.raw("GET", path, token=TOKEN).status == 200
+    assert len(set(server.ports)) == 1, server.ports
+    assert vault.raw("POST", "kv/data/a", token=TOKEN, body={"data": {}}).status == 200
+    assert vault.raw("GET", "kv/data/b", token=TOKEN).status == 200
+    post_port = server.ports[3]
+    assert post_port not in (server.ports[0], server.ports[4]), "the POST had a connection of its own"
+    assert [r[0] for r in server.requests] == ["GET", "GET", "GET", "POST", "GET"]
+
+
+def test_a_get_on_a_connection_the_server_closed_is_sent_once_more(
+    serve: Callable[..., Loopback], pki: dict[str, Path]
+) -> None:
+    server = serve({"/v1/kv/data/a": json_answer(200, {"data": {}})}, keep_alive=True)
+    vault = client(server.url, pki["ca"])
+    assert vault.raw("GET", "kv/data/a").status == 200
+    server.close_after = 1  # from now on the server closes each connection after one answer
+    for _ in range(3):
+        assert vault.raw("GET", "kv/data/a").status == 200
+    assert [r[0] for r in server.requests] == ["GET"] * 4
