@@ -29,7 +29,7 @@ from typing import Any
 from bench.evaluation import hub_config
 from offline.engine import RecordedResource, Recording, run_program
 from rig.applier import VaultApplier
-from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub, trusting
+from rig.deploy_identity import DeployKey, edge_on_real_hub, trusting
 from rig.hub_edge import (
     Pki,
     children,
@@ -44,7 +44,6 @@ from rig.kube_api import KubeAPIServer
 from rig.pki import TestCA
 from rig.tls_vault import Vault, initialise, start_vault
 
-HUB_REF = "organization/fedobs/hub"
 EDGE = "edge-eu"
 #: What cert-sync does not use and OpenBao or this machine cannot serve without databases.
 NOT_APPLIED = ("vault:database/", "vault:aws/", "vault:generic/endpoint:Endpoint")
@@ -103,9 +102,8 @@ def peers(workdir: Path, edges: int) -> Iterator[Peers]:
             ca_file=hub_vault.ca_file,
             in_cluster_overrides=kubernetes_auth_overrides(hub_kube),
         ).apply(cert_sync_configuration(hub))
-        token = deploy_token(hub_vault.url, hub_vault.ca_file, EDGE, edge_jwt(key, hub, EDGE))
         outputs = real_hub_outputs(hub, address=hub_vault.url, ca_pem=ca.cert_pem)
-        edge, _ = edge_on_real_hub({HUB_REF: outputs}, hub_vault.url, hub_vault.ca_file, token)
+        edge, _ = edge_on_real_hub(hub, key, outputs, hub_vault.url, hub_vault.ca_file)
         VaultApplier(
             edge_vault.url,
             edge_vault.root,

@@ -58,7 +58,7 @@ from programs import credentials
 from rig import databases, processes
 from rig.agent import agent_config_from_annotations, run_agent, select_injected_secrets
 from rig.applier import AppliedVault, VaultApplier
-from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub, trusting
+from rig.deploy_identity import DeployKey, edge_on_real_hub, trusting
 from rig.hub_edge import (
     REPO,
     Pki,
@@ -423,10 +423,7 @@ class Demo:
         config, _ = load_stack_file("edge")
         name, hub_ref = str(config["fedobs:edgeName"]), str(config["fedobs:hubStack"])
         outputs = real_hub_outputs(hub.recording, address=hub.url, ca_pem=hub.vault.ca.cert_pem)
-        jwt = edge_jwt(self.deploy_key, hub.recording, name)
-        recording, minted = edge_on_real_hub(
-            {hub_ref: outputs}, hub.url, hub.ca_file, deploy_token(hub.url, hub.ca_file, name, jwt)
-        )
+        recording, minted = edge_on_real_hub(hub.recording, self.deploy_key, outputs, hub.url, hub.ca_file)
         r.proven(
             f"{name}'s deploy identity (a JWT for its own subject) logged in to the hub and created its own "
             f"hub credentials there: {', '.join(sorted([*minted.tokens, *minted.secret_ids]))}"

@@ -15,10 +15,10 @@ public key in ``jwtValidationPubkeys`` instead of GitHub's discovery URL (no net
     declares for its edges (what an edge's deploy identity needs to exist on the hub).
 ``deploy_login(url, ca_file, edge, jwt)``
     The login the edge's hub provider makes (``auth/jwt-edges/login`` as ``edge-deploy-<edge>``).
-``edge_on_real_hub(edge_stack_references, url, ca_file, token)``
+``edge_on_real_hub(hub, key, hub_outputs, url, ca_file, edge=None)``
     The edge stack with the credentials its deploy identity created on the hub: its ``HubLink``'s
-    Vault resources applied to the hub with ``token`` (a deploy login's), then the stack recorded
-    again with what the hub returned, as a real ``pulumi up`` would hold them.
+    Vault resources applied to the hub with its own deploy login, then the stack recorded again
+    with what the hub returned, as a real ``pulumi up`` would hold them.
 """
 
 from __future__ import annotations
@@ -132,22 +132,26 @@ def hub_link_outputs(applied: AppliedVault) -> dict[str, dict[str, Any]]:
 
 
 def edge_on_real_hub(
-    stack_references: Mapping[str, Mapping[str, Any]],
+    hub: Recording,
+    key: DeployKey,
+    hub_outputs: Mapping[str, Any],
     url: str,
     ca_file: str | None,
-    token: str,
     edge: str | None = None,
 ) -> tuple[Recording, AppliedVault]:
-    """The shipped edge stack (as ``edge``, when given) after its deploy identity (``token``)
-    created its hub credentials on the hub at ``url``: recorded once to learn what its HubLink
-    declares, applied, then recorded again with the hub's answers (its seal token and cert-sync
-    secret_id) in place."""
+    """``pulumi up`` of the shipped edge stack (as ``edge``, when given) against the hub at ``url``:
+    its stack reference (``fedobs:hubStack``) reads ``hub_outputs``; its deploy identity (a JWT of
+    ``key`` for the subject ``hub`` binds it to) logs in and creates its hub credentials as its
+    HubLink declares them; the stack is then recorded again with the hub's answers (its seal token
+    and cert-sync secret_id) in place."""
     config, secret_keys = load_stack_file("edge")
-    if edge is not None:
-        config = {**config, "fedobs:edgeName": edge}
+    name = edge or str(config["fedobs:edgeName"])
+    config = {**config, "fedobs:edgeName": name}
+    references = {str(config["fedobs:hubStack"]): hub_outputs}
+    token = deploy_token(url, ca_file, name, edge_jwt(key, hub, name))
 
     def record(provider_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> Recording:
-        return run_program("edge", config, secret_keys, stack_references, provider_outputs=provider_outputs)
+        return run_program("edge", config, secret_keys, references, provider_outputs=provider_outputs)
 
     first = record()
     if first.error is not None:

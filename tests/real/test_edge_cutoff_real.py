@@ -24,7 +24,6 @@ from rig.applier import ApplyError, ProtectedResource, VaultApplier
 from rig.deploy_identity import (
     DeployKey,
     deploy_login,
-    deploy_token,
     edge_jwt,
     edge_link_resources,
     edge_on_real_hub,
@@ -37,7 +36,6 @@ from rig.tls_vault import Vault, initialise, start_vault
 
 pytestmark = pytest.mark.real
 
-HUB_REF = "organization/fedobs/hub"
 KV_COPY = "edges/{edge}/otel-client-tls"
 CERTIFICATE = ("kubernetes:cert-manager.io/v1:Certificate", "hub-otlp-pki-otel-client-tls-edge-ap")
 
@@ -74,8 +72,7 @@ class Hub:
     def mint(self, edge: str) -> Held:
         """``pulumi up`` of ``edge``: its seal token and secret_id, made with its deploy login."""
         outputs = real_hub_outputs(self.before, address=self.vault.url, ca_pem=Path(self.vault.ca_file).read_text())
-        token = deploy_token(self.vault.url, self.vault.ca_file, edge, edge_jwt(self.key, self.before, edge))
-        _, applied = edge_on_real_hub({HUB_REF: outputs}, self.vault.url, self.vault.ca_file, token, edge=edge)
+        _, applied = edge_on_real_hub(self.before, self.key, outputs, self.vault.url, self.vault.ca_file, edge=edge)
         seal_token = applied.tokens[f"{edge}-hub-transit-token"]
         sealed = self.call("POST", f"transit/encrypt/{edge}", seal_token, {"plaintext": "c2VhbGVk"})
         assert sealed.status == 200, sealed.text

@@ -35,8 +35,6 @@ from rig.tls_vault import Vault, initialise, start_vault
 
 pytestmark = pytest.mark.real
 
-HUB_REF = "organization/fedobs/hub"
-
 
 @dataclass
 class Hub:
@@ -159,8 +157,7 @@ def test_a_jwt_for_another_edge_or_from_another_issuer_is_refused(hub: Hub, forg
 
 def test_the_edge_state_holds_its_own_credentials_and_nothing_of_another_edge(hub: Hub, tmp_path: Path) -> None:
     outputs = real_hub_outputs(hub.recording, address=hub.vault.url, ca_pem=Path(hub.vault.ca_file).read_text())
-    token = deploy_token(hub.vault.url, hub.vault.ca_file, "edge-eu", hub.jwt("edge-eu"))
-    edge, applied = edge_on_real_hub({HUB_REF: outputs}, hub.vault.url, hub.vault.ca_file, token)
+    edge, applied = edge_on_real_hub(hub.recording, hub.key, outputs, hub.vault.url, hub.vault.ca_file)
     assert set(applied.tokens) == {"edge-eu-hub-transit-token"}
     assert set(applied.secret_ids) == {"edge-eu-hub-secret-id"}
     assert secret_value(edge, "vault-seal", "token") == applied.tokens["edge-eu-hub-transit-token"]

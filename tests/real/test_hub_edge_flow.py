@@ -28,7 +28,7 @@ from cryptography import x509
 from components.otlp_pki import CLIENT_CA_KV_PATH, EDGE_CLIENT_TLS_KV_PATH, GATEWAY_TLS_KV_PATH
 from offline.engine import Recording
 from rig.applier import AppliedVault, VaultApplier
-from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub
+from rig.deploy_identity import DeployKey, edge_on_real_hub
 from rig.hub_edge import (
     Pki,
     children,
@@ -50,7 +50,6 @@ from tests.support.local_databases import local_databases
 
 pytestmark = pytest.mark.real
 
-HUB_REF = "organization/fedobs/hub"
 EDGE = "edge-eu"
 
 
@@ -128,8 +127,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
                 in_cluster_overrides=kubernetes_auth_overrides(hub_kube),
             ).apply(children(hub, "hub-vault-config", "hub-kubernetes-auth", "hub-transit-unseal", "hub-edge-identity"))
             hub_outputs = real_hub_outputs(hub, address=hub_vault.url, ca_pem=ca.cert_pem)
-            token = deploy_token(hub_vault.url, hub_vault.ca_file, EDGE, edge_jwt(key, hub, EDGE))
-            edge, _ = edge_on_real_hub({HUB_REF: hub_outputs}, hub_vault.url, hub_vault.ca_file, token)
+            edge, _ = edge_on_real_hub(hub, key, hub_outputs, hub_vault.url, hub_vault.ca_file)
             VaultApplier(
                 edge_vault.url,
                 edge_vault.root,

@@ -24,7 +24,7 @@ from components.pod_security import PROGRAMS_UID
 from components.vault_server_config import HUB_CA_DIR, SERVER_CERTIFICATE_IP_ADDRESSES, TLS_DIR
 from offline.engine import Recording, load_stack_file, run_program
 from rig.applier import VaultApplier
-from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_link_resources, edge_on_real_hub, trusting
+from rig.deploy_identity import DeployKey, edge_link_resources, edge_on_real_hub, trusting
 from rig.hub_edge import (
     admin_login,
     children,
@@ -206,9 +206,8 @@ def test_the_edge_vault_server_container_auto_unseals_through_the_hub(tmp_path: 
     try:
         hub_vault = initialise("hub", hub_node, kv=False)
         VaultApplier(hub_vault.url, hub_vault.root, ca_file=hub_vault.ca_file).apply(edge_link_resources(hub))
-        outputs = {"organization/fedobs/hub": real_hub_outputs(hub, address=hub_vault.url, ca_pem=ca.cert_pem)}
-        token = deploy_token(hub_vault.url, hub_vault.ca_file, "edge-eu", edge_jwt(key, hub, "edge-eu"))
-        edge, _ = edge_on_real_hub(outputs, hub_vault.url, hub_vault.ca_file, token)
+        outputs = real_hub_outputs(hub, address=hub_vault.url, ca_pem=ca.cert_pem)
+        edge, _ = edge_on_real_hub(hub, key, outputs, hub_vault.url, hub_vault.ca_file)
         seal_secrets = {
             name: dict(k8s_object(edge, "Secret", name)["stringData"]) for name in ("vault-seal", "hub-vault-ca")
         }

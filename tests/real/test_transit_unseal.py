@@ -24,7 +24,7 @@ import pytest
 
 from offline.engine import Recording, load_stack_file, run_program
 from rig.applier import VaultApplier
-from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_link_resources, edge_on_real_hub, trusting
+from rig.deploy_identity import DeployKey, edge_link_resources, edge_on_real_hub, trusting
 from rig.hub_edge import (
     admin_token,
     edge_vault,
@@ -36,7 +36,6 @@ from rig.openbao import BaoNode, api, wait_until
 from rig.vault_cluster import LoopbackVault, build_loopback_vault, running, stack_server
 
 PASSWORD = "transit test admin password 0123456789"
-HUB_REF = "organization/fedobs/hub"
 TIMEOUT = 45.0
 
 
@@ -88,8 +87,7 @@ def bootstrapped_edge(edge_plan: Recording, tmp_path: Path) -> Iterator[BaoNode]
 def edge_plan(real_hub: Hub) -> Recording:
     """The edge stack with the seal token its deploy identity created on the real hub."""
     url, ca_file = real_hub.url, real_hub.vault.ca_file
-    token = deploy_token(url, ca_file, "edge-eu", edge_jwt(real_hub.key, real_hub.recording, "edge-eu"))
-    recording, applied = edge_on_real_hub({HUB_REF: real_hub.outputs}, url, ca_file, token)
+    recording, applied = edge_on_real_hub(real_hub.recording, real_hub.key, real_hub.outputs, url, ca_file)
     assert list(applied.tokens) == ["edge-eu-hub-transit-token"]
     return recording
 

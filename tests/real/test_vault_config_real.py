@@ -22,7 +22,7 @@ import pytest
 from offline.engine import RecordedResource, Recording
 from rig.applier import AppliedVault, VaultApplier
 from rig.databases import MariaDBServer, PostgresServer
-from rig.deploy_identity import DeployKey, deploy_token, edge_jwt, edge_on_real_hub
+from rig.deploy_identity import DeployKey, edge_on_real_hub
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import (
     AWS_TYPES,
@@ -96,10 +96,8 @@ def configured() -> Iterator[Configured]:
         # Each edge's seal token and cert-sync secret_id, created by its own deploy identity through
         # what its edge stack declares (rig.deploy_identity), as in a real `pulumi up` of the edge.
         # (The edge stack sees the hub's declared address; the applier talks to this plain-HTTP dev server.)
-        outputs = {"organization/fedobs/hub": hub.outputs}
         for edge in ("edge-eu", "edge-ap"):
-            token = deploy_token(vault.url, None, edge, edge_jwt(key, hub, edge))
-            _, minted = edge_on_real_hub(outputs, vault.url, None, token, edge)
+            _, minted = edge_on_real_hub(hub, key, hub.outputs, vault.url, None, edge)
             applied.tokens.update(minted.tokens)
             applied.secret_ids.update(minted.secret_ids)
         yield Configured(vault, hub, applied, kube, pg, mysql)
