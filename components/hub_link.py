@@ -131,7 +131,9 @@ class HubLink(pulumi.ComponentResource):
             f"{name}-vault",
             address=self.vault_address,
             ca_cert_file=ca_file,
-            # The deploy token can create no child token, and needs none: it lives for one run.
+            # The deploy token can create no child token (its policy grants no auth/token/create), and
+            # needs none: it lives for one run. Without this the provider creates a child token first
+            # (terraform-provider-vault, provider docs "skip_child_token"); the refusal would fail the run.
             skip_child_token=True,
             auth_login_jwt=vault.ProviderAuthLoginJwtArgs(role=deploy_role(edge_name), mount=EDGE_DEPLOY_JWT_MOUNT),
             opts=pulumi.ResourceOptions(parent=self),
