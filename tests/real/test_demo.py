@@ -221,11 +221,16 @@ def test_signals_reach_the_main_thread_while_the_kubernetes_apis_serve(tmp_path:
         kube = demo.kube_api()
         assert api(kube.url, "GET", "version", ca_file=kube.ca_file).status in (200, 404)
         started = [t.native_id for t in threading.enumerate() if t.native_id not in before]
-        assert started
+        checked = 0
         for tid in started:
-            status = Path(f"/proc/self/task/{tid}/status").read_text()
+            try:
+                status = Path(f"/proc/self/task/{tid}/status").read_text()
+            except FileNotFoundError:
+                continue  # a connection's thread that has finished since: nothing left to signal
+            checked += 1
             blocked = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
             for sig in (signal.SIGINT, signal.SIGTERM):
                 assert blocked & (1 << (sig - 1)), (tid, sig.name)
+        assert checked, "no server thread was alive to check (the accept loop always is)"
     main = Path(f"/proc/self/task/{threading.main_thread().native_id}/status").read_text()
     assert int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", main, re.M).group(1), 16) & (1 << (signal.SIGINT - 1)) == 0  # type: ignore[union-attr]
