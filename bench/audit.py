@@ -5,18 +5,22 @@ configurations applied to two real servers with a file audit device, the hub's c
 as cert-manager's Secrets. After one full sync on each side (so that what follows is the steady
 state: nothing changed), each repetition measures the bytes the file audit device appends for:
 
-* one pass of the edge's cert-sync CronJob: on the edge's Vault (Kubernetes login, KV read, token
-  revocation) and on the hub's (the edge's AppRole login, its KV read, revocation);
 * one pass of the hub's cert-sync CronJob, and the part of it one edge certificate adds (its KV read);
 * one refresh of the edge's ``VaultStaticSecret`` (a KV read with the operator's token) and one
   login of its ``VaultAuth``;
 * the probes' endpoints (``sys/health``, ``sys/seal-status``, ``sys/leader``), which Vault does not audit.
 
-From the rates the stacks render (the CronJobs' schedule and passes, ``refreshAfter``, the VSO role's
-token TTL) it derives the bytes per day each edge writes to its own audit volume and adds to the
-hub's, the days until a volume of the stack's ``auditStorageSize`` would be full without rotation,
+What an edge itself sends to the hub (its cert-sync follower and its transit seal) is measured by the
+capacity section on the 3-node hub under a fleet (``bench/capacity.py``: the hub's audit bytes per edge
+per simulated day) and passed in as ``fleet_bytes_per_edge_day``. The edge's follower writes its own
+Vault only when the hub's version changed, so in the steady state its own audit log sees VSO only.
+
+From the rates the stacks render (the hub's CronJob schedule and passes, ``refreshAfter``, the VSO
+role's token TTL) it derives the bytes per day each edge writes to its own audit volume and adds to
+the hub's, the days until a volume of the stack's ``auditStorageSize`` would be full without rotation,
 and the days of history the rotated, compressed files keep (``components/vault_audit.py``: archives
-up to ``MAX_USED_PERCENT`` of the volume, compressed at the ratio measured on these very entries).
+up to ``MAX_USED_PERCENT`` of the volume, compressed at the ratio measured on these very entries):
+the file device's window.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ SECONDS_PER_DAY = 86400
 #: The shipped hub has two edges; each figure "per edge" is what one of them adds.
 SHIPPED_EDGES = 2
 #: Hub sizes the lifetime table shows.
-HUB_SIZES = (2, 10, 100)
+HUB_SIZES = (10, 100, 1000)
 
 
 def _bytes(vault: Vault, action: Any) -> int:
@@ -67,10 +71,10 @@ def _kv_read_bytes(audit_log: Path, since: int) -> list[int]:
     return list(sizes.values())
 
 
-def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
+def measure(workdir: Path, reps: int = 3, fleet_bytes_per_edge_day: float | None = None) -> dict[str, Any]:
+    """``fleet_bytes_per_edge_day``: the hub audit bytes one edge's follower and seal add a day
+    (the capacity section's); without it the per-edge hub figure has only the hub's own pass."""
     runs: dict[str, list[int]] = {
-        "edge_pass_edge": [],
-        "edge_pass_hub": [],
         "hub_pass_hub": [],
         "hub_pass_certificate": [],
         "vso_refresh": [],
@@ -83,9 +87,6 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
         login, read_path = vso_login(p.edge, p.edge_vault.url, p.edge_vault.ca_file, p.edge_kube)
         token = str(login.body["auth"]["client_token"])
         for _ in range(reps):
-            hub_mark = p.hub_vault.audit_mark()
-            runs["edge_pass_edge"].append(_bytes(p.edge_vault, lambda: _pass(p, "edge")))
-            runs["edge_pass_hub"].append(p.hub_vault.audit_mark() - hub_mark)
             hub_mark = p.hub_vault.audit_mark()
             _pass(p, "hub")
             runs["hub_pass_hub"].append(p.hub_vault.audit_mark() - hub_mark)
@@ -115,12 +116,8 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
         certificates = len(p.synced_paths)
         hub_static_secrets = len([o for o in p.hub.kubernetes_objects() if o["kind"] == "VaultStaticSecret"])
     per = {kind: float(statistics.median(values)) for kind, values in runs.items()}
-    edge_day = (
-        rates["edge_passes"] * per["edge_pass_edge"]
-        + rates["vso_refreshes"] * per["vso_refresh"]
-        + rates["vso_logins"] * per["vso_login"]
-    )
-    hub_day_per_edge = rates["edge_passes"] * per["edge_pass_hub"] + rates["hub_passes"] * per["hub_pass_certificate"]
+    edge_day = rates["vso_refreshes"] * per["vso_refresh"] + rates["vso_logins"] * per["vso_login"]
+    hub_day_per_edge = rates["hub_passes"] * per["hub_pass_certificate"] + (fleet_bytes_per_edge_day or 0.0)
     # the hub's own load, whatever its edges: its cert-sync pass without the edges' certificates, and
     # its VaultStaticSecrets (refreshes and logins as measured on the edge: the same requests)
     hub_day_base = rates["hub_passes"] * (
@@ -139,6 +136,7 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
         "certificates_of_the_shipped_hub": certificates,
         "hub_static_secrets": hub_static_secrets,
         "hub_bytes_per_day_base": hub_day_base,
+        "fleet_bytes_per_edge_day": fleet_bytes_per_edge_day,
         "hubs": hubs,
         "reps": reps,
         "bytes": per,
@@ -162,14 +160,13 @@ def _compression(vault: Vault) -> float:
 
 
 def _rates(p: Peers) -> dict[str, float]:
-    """Requests per day from what the stacks render: the cert-sync CronJobs (every minute, N passes),
-    the edge's VaultStaticSecret (``refreshAfter``) and the VSO role's token TTL (one login each)."""
+    """Requests per day from what the stacks render: the hub's cert-sync CronJob (every minute, N
+    passes), the edge's VaultStaticSecret (``refreshAfter``) and the VSO role's token TTL (one login each)."""
     rates: dict[str, float] = {}
-    for side, recording in (("hub", p.hub), ("edge", p.edge)):
-        cadence = cronjob_cadence(k8s_object(recording, "CronJob", "cert-sync")["spec"])
-        if cadence.schedule != "* * * * *":
-            raise RuntimeError(f"the {side} cert-sync schedule {cadence.schedule!r} is not every minute")
-        rates[f"{side}_passes"] = 1440.0 * cadence.passes
+    cadence = cronjob_cadence(k8s_object(p.hub, "CronJob", "cert-sync")["spec"])
+    if cadence.schedule != "* * * * *":
+        raise RuntimeError(f"the hub cert-sync schedule {cadence.schedule!r} is not every minute")
+    rates["hub_passes"] = 1440.0 * cadence.passes
     refresh = str(k8s_object(p.edge, "VaultStaticSecret", "otel-client-tls")["spec"]["refreshAfter"])
     if not refresh.endswith("s"):
         raise RuntimeError(f"refreshAfter {refresh!r} is not in seconds")

@@ -54,6 +54,7 @@ from typing import Any
 
 from components.transit_unseal import TOKEN_PERIOD_SECONDS
 from components.vault_names import TRANSIT_MOUNT
+from programs.cert_sync.follow import HubFollower
 from programs.vault_http import HttpFailure, HttpReply, VaultHttp
 from rig.openbao import api
 
@@ -125,6 +126,8 @@ def request_kind(method: str, path: str) -> str:
         parts = parts[1:]
     if len(parts) >= 3 and parts[0] == "auth" and parts[2] == "login":
         return "login"
+    if len(parts) >= 5 and parts[0] == "auth" and parts[2] == "role":  # the follower's own secret_id
+        return "approle " + "/".join(parts[4:])
     if parts[:2] == ["auth", "token"]:
         return parts[2] if len(parts) > 2 else "token"
     if len(parts) >= 2 and parts[1] in ("metadata", "data", "encrypt", "decrypt"):
@@ -331,20 +334,21 @@ class EdgeCredential:
 
 
 class CompressedClock:
-    """Monotonic seconds since ``start``, ``factor`` times faster (a simulated clock)."""
+    """Wall-clock seconds that run ``factor`` times faster from now on (a simulated clock): the
+    follower keeps its token's and secret_id's deadlines in it."""
 
     def __init__(self, factor: float) -> None:
         self.factor = factor
-        self.start = time.monotonic()
+        self.wall, self.start = time.time(), time.monotonic()
 
     def __call__(self) -> float:
-        return (time.monotonic() - self.start) * self.factor
+        return self.wall + (time.monotonic() - self.start) * self.factor
 
 
 @dataclass
 class SimulatedEdge:
     credential: EdgeCredential
-    follower: Any
+    follower: HubFollower
     seal: TransitSeal
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -397,7 +401,8 @@ class FleetResult:
     health_checks: int
     renewals: int
     skipped: int = 0
-    per_kind: dict[str, int] = field(default_factory=dict)
+    #: Per request kind: ``count``, ``p50_ms``, ``p99_ms``.
+    per_kind: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def latencies(self) -> list[float]:
@@ -444,10 +449,13 @@ class FleetResult:
         }
 
 
-def make_follower(hub: VaultHttp, credential: EdgeCredential, *, approle_mount: str, kv_mount: str) -> Any:
-    """The product's follower of ``credential``'s edge (``programs.cert_sync.follow.HubFollower``)."""
-    from programs.cert_sync.follow import HubFollower
-
+def make_follower(
+    hub: VaultHttp, credential: EdgeCredential, *, approle_mount: str, kv_mount: str, clock: Callable[[], float]
+) -> HubFollower:
+    """The product's follower of ``credential``'s edge, as the edge's Deployment runs it: with a place
+    to store a replaced secret_id (the edge's Kubernetes Secret there, a variable here), so it looks
+    its secret_id up once and replaces it at 2/3 of its TTL; on ``clock`` (the compressed one)."""
+    stored: list[str] = []
     return HubFollower(
         hub,
         approle_mount=approle_mount,
@@ -455,6 +463,8 @@ def make_follower(hub: VaultHttp, credential: EdgeCredential, *, approle_mount: 
         secret_id=credential.secret_id,
         kv_mount=kv_mount,
         edge=credential.name,
+        store_secret_id=stored.append,
+        clock=clock,
     )
 
 
@@ -482,6 +492,8 @@ class _Runner:
         self.lock = threading.Lock()
         #: (edge, action) submitted and not finished; ``skipped``: due while still busy (not sent twice).
         self.busy: set[tuple[int, str]] = set()
+        #: Edges whose first poll (login, secret_id lookup, data read) is done: the warm-up.
+        self.polled: set[int] = set()
         self.skipped = 0
         self.stop_at = float("inf")
         self.thread = threading.Thread(target=self._loop, name="fleet-scheduler", daemon=True)
@@ -526,6 +538,8 @@ class _Runner:
         with self.lock:
             self.counts[action] += 1
             self.busy.discard((i, action))
+            if action == "poll":
+                self.polled.add(i)
 
     def stop(self) -> None:
         self.stop_at = time.monotonic()
@@ -544,13 +558,17 @@ def _audit_requests(path: Path, since: int, until: int) -> int:
     return sum(1 for line in chunk.splitlines() if b'"type":"request"' in line)
 
 
-def build_edges(hub: FleetHub, credentials: Sequence[EdgeCredential], recorder: Recorder) -> list[SimulatedEdge]:
+def build_edges(
+    hub: FleetHub, credentials: Sequence[EdgeCredential], recorder: Recorder, clock: Callable[[], float]
+) -> list[SimulatedEdge]:
     edges = []
     for credential in credentials:
         http_client = TimedVaultHttp(
             hub.url, hub.ca_file, recorder=recorder, label="hub Vault", server_name=hub.server_name
         )
-        follower = make_follower(http_client, credential, approle_mount=hub.approle_mount, kv_mount=hub.kv_mount)
+        follower = make_follower(
+            http_client, credential, approle_mount=hub.approle_mount, kv_mount=hub.kv_mount, clock=clock
+        )
         seal = TransitSeal(hub.url, hub.ca_file, credential.name, credential.transit_token, recorder)
         edges.append(SimulatedEdge(credential, follower, seal))
     return edges
@@ -570,7 +588,7 @@ def run_fleet(
     measured); every edge's actions start at random phases of their intervals. Returns what was
     measured over the run (not the warm-up), then closes every follower (revoking its token)."""
     recorder = Recorder()
-    edges = build_edges(hub, credentials, recorder)
+    edges = build_edges(hub, credentials, recorder, CompressedClock(factor))
     rng = secrets.SystemRandom()
     intervals = {
         "poll": poll_seconds / factor,
@@ -589,15 +607,16 @@ def run_fleet(
     try:
         time.sleep(warmup)
         deadline = time.monotonic() + 120
-        while runner.counts["poll"] < len(edges) and time.monotonic() < deadline:
+        while len(runner.polled) < len(edges) and time.monotonic() < deadline:
             time.sleep(0.1)
         progress(f"{len(edges)} edges warmed up ({warmup:.1f} s); measuring {simulated_seconds / factor:.0f} s")
-        recorder.clear()
         before = census(hub.url, hub.ca_file, hub.census_token)
+        recorder.clear()
         counts_before, skipped_before = dict(runner.counts), runner.skipped
         mark, sample, own = _audit_size(hub.audit_path), process_sample(hub.pids), time.process_time()
         started = time.monotonic()
         peak = _sleep_sampling(hub.pids, started + simulated_seconds / factor)
+        recorder.enabled = False
         end_sample, end_mark, own_end = process_sample(hub.pids), _audit_size(hub.audit_path), time.process_time()
         real = time.monotonic() - started
     finally:
@@ -605,9 +624,13 @@ def run_fleet(
     after = census(hub.url, hub.ca_file, hub.census_token)
     samples, failures, lags = list(recorder.samples), list(recorder.failures), list(recorder.lags)
     _close(edges)
-    per_kind: dict[str, int] = {}
-    for kind, _, _ in samples:
-        per_kind[kind] = per_kind.get(kind, 0) + 1
+    by_kind: dict[str, list[float]] = {}
+    for kind, seconds, _ in samples:
+        by_kind.setdefault(kind, []).append(seconds)
+    per_kind = {
+        kind: {"count": len(v), "p50_ms": 1000 * percentile(v, 50), "p99_ms": 1000 * percentile(v, 99)}
+        for kind, v in by_kind.items()
+    }
     return FleetResult(
         edges=len(edges),
         factor=factor,
