@@ -404,6 +404,7 @@ def run_cert_sync(
     timeout: float = 90.0,
     passes: int | None = 1,
     trust_lead: float | None = None,
+    poll: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the stack's ``cert-sync`` CronJob (hub) or follower Deployment (edge) as its pod would: its
     command and environment, with only where Vault is (``vault_url``, the active node), the files its
@@ -413,7 +414,7 @@ def run_cert_sync(
     interval; on an edge how many polls (``--polls``), at the Deployment's ``--poll``; one by default,
     a single sync; ``None``: all of them, as the pod does (on an edge: until the timeout).
     ``trust_lead``: seconds instead of the hub command's ``--trust-lead`` (a test cannot wait five
-    minutes)."""
+    minutes); ``poll``: seconds instead of the edge command's ``--poll``."""
     kind = cert_sync_workload(recording)
     cronjob = k8s_object(recording, kind, "cert-sync")
     pod = pod_template(recording, kind, "cert-sync")["spec"]
@@ -434,6 +435,8 @@ def run_cert_sync(
         command[command.index("--passes") + 1] = str(passes)
     if trust_lead is not None and "--trust-lead" in command:  # the hub's command only
         command[command.index("--trust-lead") + 1] = str(trust_lead)
+    if poll is not None and "--poll" in command:  # the edge's command only
+        command[command.index("--poll") + 1] = str(poll)
     if command[3] == "hub":
         kube_token = workdir / "kube-token"
         write_private_file(kube_token, kube.mint_service_account_token("fedobs-cert-sync", "cert-sync"))

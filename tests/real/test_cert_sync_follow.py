@@ -360,3 +360,31 @@ def test_the_follower_reads_its_secret_id_from_the_kubernetes_api(env: Env, cred
     result = follow_with_credential(env, "--poll", "0.2", "--polls", "1", "--hub-secret-id-file", str(stale))
     assert result.returncode == 0, result.stderr
     assert env.edge_kube.count("GET", f"/api/v1/namespaces/{CREDENTIAL_NS}/secrets/{CREDENTIAL}", status=200) > before
+
+
+def test_a_secret_id_is_replaced_at_two_thirds_of_its_ttl(env: Env, credential: str) -> None:
+    """Real time on the real server: a role whose secret_ids live 9 s; before 6 s the follower keeps its
+    secret_id, after 6 s it replaces it, and the new one carries the role's TTL."""
+    env.synced()
+    role = f"auth/{EDGE_APPROLE_MOUNT}/role/{EDGE}"
+    env.hub.ok("POST", role, {"secret_id_ttl": 9})
+    try:
+        young = env.hub.ok("POST", f"{ROLE}/{EDGE}/secret-id").data
+        created = time.monotonic()
+        env.secrets.append(young["secret_id"])
+        env.edge_kube.put_secret(CREDENTIAL_NS, CREDENTIAL, {"secret-id": young["secret_id"]})
+        kept = follow_with_credential(env, "--poll", "0.2", "--polls", "1")
+        assert time.monotonic() - created < 6, "too slow to check the young case"
+        assert kept.returncode == 0 and stored_secret_id(env) == young["secret_id"], kept.stderr
+        time.sleep(max(0.0, created + 6.5 - time.monotonic()))
+        replaced = follow_with_credential(env, "--poll", "0.2", "--polls", "1")
+        assert replaced.returncode == 0, replaced.stderr
+        new = stored_secret_id(env)
+        env.secrets.append(new)
+        assert new != young["secret_id"] and "TTL 9 s" in replaced.stdout
+        assert login_status(env, new) == 200 and login_status(env, young["secret_id"]) == 400
+    finally:
+        env.hub.ok("POST", role, {"secret_id_ttl": EDGE_SECRET_ID_TTL_SECONDS})
+        fresh = env.hub.ok("POST", f"{ROLE}/{EDGE}/secret-id").data["secret_id"]  # for the files other tests use
+        env.secrets.append(fresh)
+        env.files[f"{EDGE}_secret_id"].write_text(fresh + "\n")
