@@ -605,11 +605,15 @@ def run_fleet(
         }
     )
     try:
+        warm_start = time.monotonic()
         time.sleep(warmup)
         deadline = time.monotonic() + 120
         while len(runner.polled) < len(edges) and time.monotonic() < deadline:
             time.sleep(0.1)
-        progress(f"{len(edges)} edges warmed up ({warmup:.1f} s); measuring {simulated_seconds / factor:.0f} s")
+        progress(
+            f"{len(runner.polled)} of {len(edges)} edges warmed up in {time.monotonic() - warm_start:.1f} s; "
+            f"measuring {simulated_seconds / factor:.0f} s"
+        )
         before = census(hub.url, hub.ca_file, hub.census_token)
         recorder.clear()
         counts_before, skipped_before = dict(runner.counts), runner.skipped
