@@ -69,6 +69,7 @@ class Bench:
     _recordings: dict[str, Any] = field(default_factory=dict)
     capacity_edges: tuple[int, ...] = CAPACITY_EDGES
     capacity_factor: float = CAPACITY_FACTOR
+    capacity_seconds: float = SIMULATED_HOUR
 
     def recording(self, stack: str) -> Any:
         """The shipped stack under mocks (the edge fed with the hub's outputs), evaluated once."""
@@ -445,14 +446,15 @@ class Bench:
     def capacity(self) -> None:
         from bench import capacity
 
-        sizes = QUICK_CAPACITY_EDGES if self.quick else self.capacity_edges
-        factor = QUICK_CAPACITY_FACTOR if self.quick else self.capacity_factor
+        custom = self.capacity_edges != CAPACITY_EDGES or self.capacity_factor != CAPACITY_FACTOR
+        sizes = QUICK_CAPACITY_EDGES if self.quick and not custom else self.capacity_edges
+        factor = QUICK_CAPACITY_FACTOR if self.quick and not custom else self.capacity_factor
         say(f"capacity: a 3-node hub under {', '.join(map(str, sizes))} simulated edges at {factor:g}x")
         result = capacity.measure(
             self.workdir / "capacity",
             sizes,
             factor=factor,
-            simulated_seconds=SIMULATED_HOUR,
+            simulated_seconds=self.capacity_seconds,
             progress=say,
         )
         self.figures["capacity"] = result
@@ -490,6 +492,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, bootstrap 3; quick: 1)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=None, help="where results.md/.png go (default bench/)")
+    parser.add_argument(
+        "--fleet-edges", default=None, help=f"capacity: hub sizes, comma-separated (default {CAPACITY_EDGES})"
+    )
+    parser.add_argument(
+        "--fleet-factor", type=float, default=None, help=f"capacity: time compression (default {CAPACITY_FACTOR:g})"
+    )
+    parser.add_argument(
+        "--fleet-minutes", type=float, default=None, help="capacity: simulated minutes per size (default 60)"
+    )
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -504,6 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(
             reps, args.quick, Path(workdir), bootstrap_reps=reps if args.reps is not None or args.quick else 3
         )
+        if args.fleet_edges:
+            bench.capacity_edges = tuple(int(n) for n in args.fleet_edges.split(","))
+        bench.capacity_factor = args.fleet_factor or bench.capacity_factor
+        bench.capacity_seconds = 60 * args.fleet_minutes if args.fleet_minutes else bench.capacity_seconds
         try:
             for name in SECTIONS:  # always in this order
                 if name in chosen:  # rotation uses the cert-sync figures, audit the capacity ones
