@@ -325,6 +325,7 @@ def test_a_secret_id_that_cannot_be_stored_is_destroyed_and_the_old_one_kept(env
 
 
 def test_an_edge_cannot_touch_another_edges_secret_ids(env: Env) -> None:
+    env.synced()
     follower = hub_follower(env)
     try:
         follower.poll()
