@@ -550,8 +550,7 @@ class Demo:
                 run = run_cert_sync(recording, url, ca, kube, workdir)
                 check(
                     run.returncode == 0,
-                    f"the {recording.stack} cert-sync exited {run.returncode}:\n"
-                    f"{tail(run.stderr + run.stdout)}",
+                    f"the {recording.stack} cert-sync exited {run.returncode}:\n{tail(run.stderr + run.stdout)}",
                 )
 
         def version(url: str, ca: str, token: str, path: str) -> int:
