@@ -26,6 +26,7 @@ from components.kubernetes_auth import KubernetesAuth, WorkloadRole
 from components.otlp_pki import OtlpPki
 from components.raft_snapshots import RaftSnapshots, snapshot_role
 from components.transit_unseal import TransitUnseal
+from components.transit_watch import TransitWatch, transit_watch_role
 from components.vault import TransitSealInput, Vault
 from components.vault_config import VaultConfiguration, consumer_roles
 from components.vault_server_config import TransitSeal
@@ -163,12 +164,18 @@ def build_core(
     kv_mount = cfg.vault_config.kv.path
     syncs = cfg.all_syncs
     roles: list[WorkloadRole] = [*consumer_roles(cfg.vault_config), *vso_roles(syncs, kv_mount)]
+    roles += [transit_watch_role(vault.namespace, edges)] if edges else []  # the hub watches its edges' seals
     snapshots = cfg.vault.enabled_snapshots
     if snapshots is not None:
         roles.append(snapshot_role(vault.namespace))
     if part.cert_sync is not None:
         roles.append(cert_sync_role(part.cert_sync, kv_mount))
     auth = KubernetesAuth(f"{prefix}-kubernetes-auth", tuple(roles), opts=in_vault)
+    if edges:
+        after_auth = pulumi.ResourceOptions(provider=cluster.provider, depends_on=[auth])
+        TransitWatch(
+            f"{prefix}-transit-watch", edges, image=cfg.programs_image, namespace=vault.namespace, opts=after_auth
+        )
     if snapshots is not None:
         RaftSnapshots(
             f"{prefix}-raft-snapshots",
