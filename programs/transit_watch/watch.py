@@ -19,10 +19,11 @@ program
    ``internal/vault/logical_system.go`` ``PathsSpecial.Root``) on exactly each edge's lease prefix,
    and ``update`` on ``sys/leases/lookup`` (one lease by its id; the ids come from those lists);
 2. per edge, lists the leases of tokens made through its token role and looks each up (``id``,
-   ``issue_time``, ``expire_time``, ``last_renewal``, ``ttl``, ``renewable``); the newest is the
-   edge's current token (its stack keeps only the last one it made; older ones are reported as a
-   count);
-3. prints one line per edge (``ok``, ``LOW`` or ``MISSING``) and revokes its own token.
+   ``issue_time``, ``expire_time``, ``last_renewal``, ``ttl``, ``renewable``);
+3. prints one line per edge and revokes its own token: ``ok`` (one live token with at least
+   ``--min-ttl`` left), ``LOW`` (one, with less), ``MISSING`` (none) or ``EXTRA`` (more than one:
+   the edge's stack holds one, so any other is stale or someone else's, and the hub cannot tell
+   which one the edge holds).
 
 A token that expired is revoked by OpenBao with its lease: the edge then has no live token
 (``MISSING``), exactly the state in which its next restart stays sealed. Nothing here sees a token or
@@ -32,8 +33,8 @@ on a lease.
 Options come from flags or environment variables (flags win); see ``--help``. Vault is reached
 through :mod:`programs.vault_http` (https only, pinned CA, no redirects, timeouts).
 
-Exit codes: 0 every edge has a live token with at least ``--min-ttl`` seconds left; 4 at least one
-edge's token is missing or below ``--min-ttl`` (one line on stderr naming each such edge); 2 usage
+Exit codes: 0 every edge has exactly one live token, with at least ``--min-ttl`` seconds left; 4 at
+least one edge is ``LOW``, ``MISSING`` or ``EXTRA`` (one line on stderr naming each such edge); 2 usage
 or configuration error; 3 Vault error (unreachable, TLS, login refused, lookup refused); 1 anything
 unexpected; 143 terminated by SIGTERM. A failure prints exactly one line on stderr:
 ``transit-watch: error: <reason>``.
@@ -155,7 +156,12 @@ class TokenLease:
 
 @dataclass(frozen=True)
 class EdgeReport:
-    """What the watch found for one edge, and whether it needs attention."""
+    """What the watch found for one edge, and whether it needs attention.
+
+    An edge's stack holds exactly one token (a replacement revokes the old one, ``vault_token``'s
+    delete); a second live token through its role is either stale or made by someone else, and
+    either way a second credential that can decrypt with the edge's key. Which one the edge holds
+    cannot be seen from the hub, so more than one is a finding of its own (``EXTRA``)."""
 
     edge: str
     leases: tuple[TokenLease, ...]
@@ -163,7 +169,7 @@ class EdgeReport:
 
     @property
     def current(self) -> TokenLease | None:
-        """The newest token (the edge's stack keeps only the last one it created)."""
+        """The newest token (the one a sole token is; with several, the last one made)."""
         epoch = _dt.datetime.min.replace(tzinfo=_dt.UTC)
         return max(self.leases, key=lambda lease: lease.issue_time or epoch, default=None)
 
@@ -172,27 +178,33 @@ class EdgeReport:
         current = self.current
         if current is None:
             return "MISSING"
+        if len(self.leases) > 1:
+            return "EXTRA"
         return "ok" if current.ttl >= self.min_ttl else "LOW"
 
     @property
     def problem(self) -> str:
         """Why the edge needs attention ("" when it does not)."""
-        current = self.current
-        if current is None:
+        status = self.status
+        if status == "MISSING":
             return f"{self.edge} (no live transit-unseal token: expired, revoked or never created)"
-        if current.ttl < self.min_ttl:
-            return f"{self.edge} (ttl {duration(current.ttl)} < {duration(self.min_ttl)})"
+        if status == "EXTRA":
+            return f"{self.edge} ({len(self.leases)} live transit-unseal tokens where its stack holds one)"
+        if status == "LOW" and self.current is not None:
+            return f"{self.edge} (ttl {duration(self.current.ttl)} < {duration(self.min_ttl)})"
         return ""
 
     def line(self) -> str:
         current = self.current
         if current is None:
             return f"{self.edge}: MISSING: no live transit-unseal token (expired, revoked or never created)"
-        older = len(self.leases) - 1
+        extra = ""
+        if len(self.leases) > 1:
+            ttls = ", ".join(duration(lease.ttl) for lease in sorted(self.leases, key=lambda lease: lease.ttl))
+            extra = f", {len(self.leases)} live tokens (ttls {ttls})"
         return (
             f"{self.edge}: {self.status}: ttl {duration(current.ttl)} (expires {_stamp(current.expire_time)}),"
-            f" last renewal {_stamp(current.last_renewal)}, issued {_stamp(current.issue_time)}"
-            + (f", {older} older token{'s' if older != 1 else ''} still live" if older else "")
+            f" last renewal {_stamp(current.last_renewal)}, issued {_stamp(current.issue_time)}{extra}"
         )
 
 

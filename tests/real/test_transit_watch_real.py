@@ -12,7 +12,7 @@ The watch is the hub's ``transit-watch`` CronJob: its Pod template run in the po
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,22 @@ class WatchedHub:
     hub: Hub
     kube: KubeAPIServer
     base: Path
+    #: the seal token each edge's stack holds now
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         return api(self.hub.url, method, path, token=self.hub.token, body=body, ca_file=self.hub.vault.ca_file)
 
     def link(self, edge: str) -> Recording:
-        """``pulumi up`` of ``edge``'s stack: its HubLink creates its seal token on the hub."""
+        """``pulumi up`` of ``edge``'s stack: its HubLink creates its seal token on the hub; a token
+        its stack held before is revoked, as the provider's replacement does (``vault_token`` delete)."""
         hub = self.hub
         recording, applied = edge_on_real_hub(hub.recording, hub.key, hub.outputs, hub.url, hub.vault.ca_file, edge)
         assert list(applied.tokens) == [f"{edge}-hub-transit-token"]
+        previous = self.tokens.get(edge)
+        if previous is not None:  # already gone when it expired: then there is nothing to revoke
+            self.api("POST", "auth/token/revoke", {"token": previous})
+        self.tokens[edge] = secret_value(recording, "vault-seal", "token")
         return recording
 
     def watch(self, run: str) -> tuple[int, str, str]:
@@ -105,6 +112,16 @@ def test_the_watch_reports_each_edges_token_and_names_the_one_missing(watched: W
     code, out, err = watched.watch("both-edges-linked")
     assert code == 0, out + err
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["ok", "ok"], out
+
+    # a second token through edge-eu's role (stale, or minted by someone else): named, until revoked
+    extra = watched.api("POST", "auth/token/create/transit-unseal-edge-eu", {"policies": ["transit-unseal-edge-eu"]})
+    assert extra.status == 200, extra.text
+    code, out, err = watched.watch("extra-token")
+    assert code == EXIT_ALERT and edge_line(out, "edge-eu").startswith("edge-eu: EXTRA: "), out + err
+    assert "2 live tokens (ttls 31d23h5" in edge_line(out, "edge-eu")
+    assert err.strip().endswith("edge-eu (2 live transit-unseal tokens where its stack holds one)")
+    assert watched.api("POST", "auth/token/revoke", {"token": extra.body["auth"]["client_token"]}).status == 204
+    assert watched.watch("extra-revoked")[0] == 0
     # the watch's token was revoked on its way out, and it could list nothing but the edges' leases
     role = watched.api("GET", "auth/kubernetes/role/transit-watch")
     assert role.data["token_policies"] == ["transit-watch"]

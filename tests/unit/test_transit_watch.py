@@ -109,8 +109,13 @@ def lease(ttl: int, issued_hours_ago: int = 1) -> TokenLease:
         ((lease(MIN_TTL_SECONDS),), "ok", ""),
         ((lease(MIN_TTL_SECONDS - 1),), "LOW", "edge-eu (ttl 6d23h59m < 7d0h00m)"),
         ((), "MISSING", "edge-eu (no live transit-unseal token: expired, revoked or never created)"),
-        # the newest token is the one the edge holds: an old long-lived one does not hide a low new one
-        ((lease(768 * 3600, issued_hours_ago=48), lease(30, issued_hours_ago=0)), "LOW", "edge-eu (ttl 30s < 7d0h00m)"),
+        # a second live token: the hub cannot tell which one the edge holds, and a long-lived stale one
+        # must not hide the edge's own running out
+        (
+            (lease(768 * 3600, issued_hours_ago=48), lease(30, issued_hours_ago=0)),
+            "EXTRA",
+            "edge-eu (2 live transit-unseal tokens where its stack holds one)",
+        ),
     ],
 )
 def test_a_report_says_ok_low_or_missing(leases: tuple[TokenLease, ...], status: str, problem: str) -> None:
