@@ -13,7 +13,9 @@ from hcl2 import SerializationOptions
 
 from components.pod_security import PROGRAMS_UID
 from components.transit_watch import MIN_TTL_SECONDS, SCHEDULE
+from components.vault_names import TRANSIT_UNSEAL_PREFIX, TRANSIT_WATCH_ROLE
 from offline.engine import Recording
+from policy.rules import WATCH_POLICY_NAME, WATCH_SUDO_PATH, policy_problems
 from programs.transit_watch.watch import EXIT_ALERT, EdgeReport, TokenLease, duration, main
 from rig.hub_edge import k8s_object, pod_template
 from rig.schemas import validate_kubernetes_object
@@ -156,3 +158,23 @@ def test_usage_errors_exit_2_naming_the_setting(
     assert main(argv) == 2
     assert named in capsys.readouterr().err
     assert EXIT_ALERT == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# the policy pack's one workload exception to "sudo only in fedobs-admin"
+# ----------------------------------------------------------------------------------------------
+def test_the_pack_allows_the_watch_policy_and_nothing_broader(hub: Recording) -> None:
+    # the pack cannot import the product: its copies of the names are the product's
+    assert WATCH_POLICY_NAME == TRANSIT_WATCH_ROLE
+    assert WATCH_SUDO_PATH.pattern.startswith(f"sys/leases/lookup/auth/token/create/{TRANSIT_UNSEAL_PREFIX}")
+    shipped = next(r for r in hub.of_type("vault:index/policy:Policy") if r.inputs["name"] == "transit-watch")
+    assert policy_problems("transit-watch", shipped.inputs["policy"]) == []
+    for name, path, capabilities in (
+        ("transit-watch", "sys/leases/lookup/auth/token/create/", '["list", "sudo"]'),
+        ("transit-watch", "sys/leases/lookup/auth/token/create/transit-unseal-*", '["list", "sudo"]'),
+        ("transit-watch", "sys/leases/lookup/auth/token/create/transit-unseal-edge-eu/", '["read", "list", "sudo"]'),
+        ("transit-watch", "sys/leases/revoke-prefix/auth/token/create/transit-unseal-edge-eu/", '["update", "sudo"]'),
+        ("someone-else", "sys/leases/lookup/auth/token/create/transit-unseal-edge-eu/", '["list", "sudo"]'),
+    ):
+        text = f'path "{path}" {{ capabilities = {capabilities} }}\n'
+        assert any("grants sudo" in p for p in policy_problems(name, text)), (name, path, capabilities)
