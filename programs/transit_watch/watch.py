@@ -3,7 +3,9 @@
 Each edge Vault auto-unseals through its own key on the hub, with a periodic token its deploy
 identity created through the token role ``<prefix><edge>`` (``components.transit_unseal``). Only the
 edge Vault's seal renews it (go-kms-wrapping ``wrappers/transit/transit_client.go``: one
-``renew-self`` at start, then an ``api.LifetimeWatcher`` that stops for good on its first failure).
+``renew-self`` at start, then an ``api.LifetimeWatcher``, which retries a failed renewal with backoff
+until the token is gone): nothing renews it while that edge is down, cut off from the hub, or running
+an older token.
 An edge whose token ran out stays sealed at its next restart. This program, run by a hub CronJob
 and by an operator (``kubectl create job --from=cronjob/transit-watch ...``), says how long each
 edge's token has left, and fails naming every edge whose token is missing or below the threshold.
@@ -71,9 +73,10 @@ __all__ = [
 PROG = "transit-watch"
 DEFAULT_JWT_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 DEFAULT_AUTH_PATH = "kubernetes"
-#: A healthy seal renews at 2/3 of its token's TTL (``api.LifetimeWatcher.calculateSleepDuration``:
-#: 2/3 of the lease plus a third of a grace of at most a tenth), so a 768 h token never drops below
-#: about 230 h (9.6 days) while its edge runs. Seven days left means renewal has stopped, with a week to act.
+#: A running seal renews when 2/3 of its token's TTL plus a third of a grace of 10-20 % has passed
+#: (OpenBao ``api/lifetime_watcher.go``: ``calculateSleepDuration``, ``calculateGrace``), so a 768 h
+#: token stays above about 205 h (8.5 days) while its edge runs and reaches the hub. Seven days left
+#: means nothing has renewed it for more than a day, with a week to act.
 DEFAULT_MIN_TTL = 7 * 24 * 3600
 DEFAULT_TIMEOUT = 30.0
 
