@@ -662,16 +662,6 @@ class Vault(pulumi.ComponentResource):
             lambda parts: write_ca_file(local_ca_dir, parts[1], parts[0])
         )
         jwt = jwt_login(self.admin_identity)
-        if jwt is not None:
-            return vault.Provider(
-                f"{name}-provider",
-                address=self.address,
-                ca_cert_file=ca_file,
-                tls_server_name=self.spec.external_hostname,
-                skip_child_token=False,
-                auth_login_jwt=jwt,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
-            )
         login = admin_password.apply(
             lambda password: vault.ProviderAuthLoginUserpassArgs(
                 mount=ADMIN_AUTH_MOUNT, username=ADMIN_USERNAME, password=password
@@ -683,7 +673,9 @@ class Vault(pulumi.ComponentResource):
             ca_cert_file=ca_file,
             tls_server_name=self.spec.external_hostname,
             skip_child_token=False,
-            auth_login_userpass=cast(Any, pulumi.Output.secret(login)),
+            # Exactly one login block (they conflict): the CI JWT when the run carries one, else userpass.
+            auth_login_userpass=None if jwt is not None else cast(Any, pulumi.Output.secret(login)),
+            auth_login_jwt=jwt,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
         )
 
