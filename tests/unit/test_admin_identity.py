@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from components.admin_identity import jwt_login
+from components.vault_names import DEPLOY_JWT_ENV
 from config import HubConfig, parse_stack_config
 from offline.engine import Recording, load_stack_file, run_program
 from rig.deploy_identity import DeployKey, trusting
 
-JWT_ENV = "TERRAFORM_VAULT_AUTH_JWT"
+JWT_ENV = DEPLOY_JWT_ENV
 
 
 def hub_run(config: dict[str, Any] | None = None) -> Recording:
