@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 
+from components.admin_identity import AdminDeployIdentity
 from components.admin_policy import admin_policy_hcl
 from components.admission import Admission
 from components.cert_manager import CertManager
@@ -87,6 +88,10 @@ def build_hub(cfg: HubConfig) -> dict[str, Any]:
     core = build_core(cfg, prefix, cluster, cert_manager, part, edges=cfg.edge_names)
     in_vault = pulumi.ResourceOptions(provider=core.vault.vault_provider)
     TransitUnseal(f"{prefix}-transit-unseal", cfg.edge_names, retired=cfg.retired_edges, opts=in_vault)
+    if cfg.hub_deploy_identity is not None:
+        AdminDeployIdentity(
+            f"{prefix}-admin-identity", cfg.hub_deploy_identity, admin_policy=core.vault.admin_policy, opts=in_vault
+        )
     if cfg.edges:
         identity = cfg.require(cfg.edge_deploy_identity, "edgeDeployIdentity")
         EdgeDeployIdentity(f"{prefix}-edge-identity", identity, subjects=cfg.deploy_subjects(identity), opts=in_vault)
@@ -147,6 +152,7 @@ def build_core(
         cert_manager=cert_manager,
         programs_image=cfg.programs_image,
         admin_policy_hcl=admin_policy_hcl(cfg.vault_config, transit=isinstance(cfg, HubConfig)),
+        admin_identity=cfg.hub_deploy_identity if isinstance(cfg, HubConfig) else None,
         transit_seal=part.transit_seal,
         aws_kms_credentials=cfg.aws_kms_credentials,
         opts=k8s,
@@ -158,6 +164,7 @@ def build_core(
         database_admins=cfg.database_admins,
         aws_root_credentials=cfg.aws_root_credentials,
         edges=edges,
+        edge_cidrs=cfg.edge_cidrs if isinstance(cfg, HubConfig) else {},
         opts=in_vault,
     )
     kv_mount = cfg.vault_config.kv.path
