@@ -19,7 +19,7 @@ from components.cert_manager import CertManager
 from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster, Platform
 from components.collectors import GRPC_PORT, MtlsExporter, MtlsReceiver, OtelCollector
-from components.dynamic_secrets import DynamicSecrets
+from components.dynamic_secrets import DynamicSecrets, notebook_vso_roles
 from components.edge_identity import EdgeDeployIdentity
 from components.hub_link import HubLink
 from components.kubernetes_auth import KubernetesAuth, WorkloadRole
@@ -162,7 +162,11 @@ def build_core(
     )
     kv_mount = cfg.vault_config.kv.path
     syncs = cfg.all_syncs
-    roles: list[WorkloadRole] = [*consumer_roles(cfg.vault_config), *vso_roles(syncs, kv_mount)]
+    roles: list[WorkloadRole] = [
+        *consumer_roles(cfg.vault_config),
+        *vso_roles(syncs, kv_mount),
+        *notebook_vso_roles(cfg.dynamic_secrets, cfg.vault_config),
+    ]
     snapshots = cfg.vault.enabled_snapshots
     if snapshots is not None:
         roles.append(snapshot_role(vault.namespace))
@@ -216,7 +220,7 @@ def build_workloads(
     """VSO (for ``syncs``, every sync of the stack), admission, the collector and the dynamic-secret
     workloads of the cluster (``k8s``: its provider; ``platform``: what may be assumed of its cloud)."""
     vso = None
-    if syncs:
+    if syncs or any(w.notebook_job is not None for w in cfg.dynamic_secrets):
         vso = VaultSecretsOperator(
             f"{prefix}-vso",
             cfg.distribution,
@@ -260,5 +264,6 @@ def build_workloads(
             vault_ca_cert=vault.ca_cert,
             image=cfg.programs_image,
             vault_ready=(auth, *configuration.credential_roles),
+            operator=vso,
             opts=k8s,
         )
