@@ -113,16 +113,17 @@ def notebook_problems(at: str, job: NotebookJobSettings, consumer: Consumer, con
         if entry.name in seen_names:
             problems.append(RuleProblem(f"{at}.credentials[{j}].name", f"'{entry.name}' is used twice", (at,)))
         seen_names.add(entry.name)
-        for variable in variables(entry):
-            if variable in seen_variables:
-                problems.append(
-                    RuleProblem(
-                        f"{at}.credentials[{j}].envPrefix",
-                        f"{variable} is also set by credentials[{seen_variables[variable]}]: give a distinct envPrefix",
-                        (at,),
-                    )
+        clashes = [v for v in variables(entry) if v in seen_variables]
+        if clashes:
+            problems.append(
+                RuleProblem(
+                    f"{at}.credentials[{j}].envPrefix",
+                    f"{', '.join(clashes)} also set by credentials[{seen_variables[clashes[0]]}]: "
+                    "give a distinct envPrefix",
+                    (at,),
                 )
-            seen_variables.setdefault(variable, j)
+            )
+        seen_variables.update((v, j) for v in variables(entry) if v not in seen_variables)
     if job.service_account in (VSO_SERVICE_ACCOUNT, "default"):
         problems.append(
             RuleProblem(
