@@ -23,6 +23,7 @@ from components.dynamic_secrets import DynamicSecrets, notebook_vso_roles
 from components.edge_identity import EdgeDeployIdentity
 from components.hub_link import HubLink
 from components.kubernetes_auth import KubernetesAuth, WorkloadRole
+from components.notebook_validation import NotebookValidation
 from components.otlp_pki import OtlpPki
 from components.raft_snapshots import RaftSnapshots, snapshot_role
 from components.transit_unseal import TransitUnseal
@@ -256,7 +257,7 @@ def build_workloads(
         )
     for workload in cfg.dynamic_secrets:
         consumer = cfg.require(cfg.vault_config.consumer(workload.consumer), "dynamicSecrets")
-        DynamicSecrets(
+        workload_secrets = DynamicSecrets(
             f"{prefix}-{consumer.name}",
             workload,
             consumer=consumer,
@@ -264,6 +265,15 @@ def build_workloads(
             vault_ca_cert=vault.ca_cert,
             image=cfg.programs_image,
             vault_ready=(auth, *configuration.credential_roles),
-            operator=vso,
             opts=k8s,
         )
+        if workload.notebook_job is not None and vso is not None:
+            NotebookValidation(
+                f"{prefix}-{consumer.name}-notebook",
+                workload.notebook_job,
+                namespace=consumer.namespace,
+                vault_config=cfg.vault_config,
+                depends_on=(workload_secrets, vso),
+                job_depends_on=(auth, *configuration.credential_roles),
+                opts=k8s,
+            )

@@ -23,7 +23,6 @@ from components.agent_injector import (
 from components.kubernetes_auth import WorkloadRole
 from components.notebook_validation import (
     NotebookJobSettings,
-    NotebookValidation,
     notebook_problems,
     notebook_vso_role,
 )
@@ -238,13 +237,11 @@ class DynamicSecrets(pulumi.ComponentResource):
         vault_ca_cert: pulumi.Input[str],
         image: str,
         vault_ready: tuple[pulumi.Resource, ...] = (),
-        operator: pulumi.Resource | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes
-        through ``opts``. Only the example Job and the notebook job wait for ``vault_ready`` (the
-        consumer's and VSO's Vault roles and the engines they read); ``operator`` is VSO, whose CRDs
-        the notebook job's VaultDynamicSecrets need."""
+        through ``opts``. Only the example Job waits for ``vault_ready`` (the consumer's Vault role and
+        the engines it reads). A ``notebookJob`` is the stack's :class:`NotebookValidation`, after this."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         args = WorkloadPlan(
             namespace=consumer.namespace,
@@ -279,17 +276,5 @@ class DynamicSecrets(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(
                     in_ns, pulumi.ResourceOptions(depends_on=[account, ca, *vault_ready])
                 ),
-            )
-        if settings.notebook_job is not None:
-            if operator is None:
-                raise ValueError(f"{name}: a notebookJob needs VSO (operator)")
-            NotebookValidation(
-                f"{name}-notebook",
-                settings.notebook_job,
-                namespace=args.namespace,
-                vault_config=vault_config,
-                depends_on=(namespace, ca, operator),
-                job_depends_on=vault_ready,
-                opts=k8s_opts,
             )
         self.register_outputs({"namespace": args.namespace, "service_account": args.service_account})

@@ -243,7 +243,7 @@ class NotebookValidation(pulumi.ComponentResource):
         job_depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """``depends_on``: the namespace, its Vault CA Secret (``vault-ca``) and VSO (its CRDs).
+        """``depends_on``: the consumer's DynamicSecrets (namespace, Vault CA Secret ``vault-ca``) and VSO (its CRDs).
         ``job_depends_on``: what the job waits for besides (the Vault roles and engines)."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=list(depends_on))
