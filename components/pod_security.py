@@ -57,7 +57,7 @@ def baseline_namespace(resource_name: str, namespace: str, opts: pulumi.Resource
     """A Namespace that enforces the "baseline" Pod Security Standard and warns and audits against
     "restricted": for Pods a third-party controller builds that cannot meet "restricted". The Jupyter
     Notebook Validator Operator v1.0.8 (commit 2d4323d4) gives its validation Pod no seccomp profile
-    and runs its git-clone init container (alpine/git) without ``runAsNonRoot``
+    and runs its git-clone init container without ``runAsNonRoot``
     (internal/controller/notebookvalidationjob_controller.go ``createValidationPod``,
     internal/controller/git_helper.go ``buildGitCloneInitContainer``)."""
     return k8s.core.v1.Namespace(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,22 @@ def test_the_notebook_pod_environment_reaches_every_peer(hub: agent_tests.Hub) -
     assert outcome["s3"] == {"get": agent_tests.OBJECT_BODY.decode(), "put_refused": "AccessDenied"}
     for value in (env["DB_PASSWORD"], env["RESULTS_DB_PASSWORD"], env["AWS_SECRET_ACCESS_KEY"]):
         assert value not in result.stdout + result.stderr
+
+
+def test_the_database_users_end_with_vsos_token(hub: agent_tests.Hub) -> None:
+    """What happens when VSO's token ends (at the latest the consumer's ``tokenMaxTtl``): Vault
+    revokes every lease the token got, and the database engine drops the users."""
+    status, body = vso_login(hub)
+    assert status == 200, body
+    token = body["auth"]["client_token"]
+    pg = as_vso(hub, token, "GET", "database/creds/readonly").data["username"]
+    mysql = as_vso(hub, token, "GET", "database/creds/results-readonly").data["username"]
+    assert agent_tests.postgres_role_exists(hub, pg) and agent_tests.mariadb_user_exists(hub, mysql)
+    assert as_vso(hub, token, "POST", "auth/token/revoke-self").status == 204
+    deadline = time.monotonic() + 30
+    while agent_tests.postgres_role_exists(hub, pg) or agent_tests.mariadb_user_exists(hub, mysql):
+        assert time.monotonic() < deadline, "the users outlived VSO's token by 30 s"
+        time.sleep(0.2)
 
 
 def test_the_vso_identity_is_the_namespaces_own(hub: agent_tests.Hub) -> None:
