@@ -147,7 +147,9 @@ class StackConfig(Settings):
         own_workloads = (collector_workload(collector, self.collector_shape),) if collector else ()
         problems += self.distribution.restart_target_problems(own_workloads)
         problems += self.distribution.reserved_secret_problems(self.own_syncs)
-        problems += dynamic_secret_problems(self.dynamic_secrets, self.vault_config)
+        problems += dynamic_secret_problems(
+            self.dynamic_secrets, self.vault_config, {s.namespace for s in self.all_syncs}
+        )
         if isinstance(self.cluster, ExistingClusterSettings) and self.kubeconfig and self.cluster.context:
             problems.append(
                 RuleProblem(

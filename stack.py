@@ -20,10 +20,11 @@ from components.cert_manager import CertManager
 from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster, Platform
 from components.collectors import GRPC_PORT, MtlsExporter, MtlsReceiver, OtelCollector
-from components.dynamic_secrets import DynamicSecrets
+from components.dynamic_secrets import DynamicSecrets, notebook_vso_roles
 from components.edge_identity import EdgeDeployIdentity
 from components.hub_link import HubLink
 from components.kubernetes_auth import KubernetesAuth, WorkloadRole
+from components.notebook_validation import NotebookValidation
 from components.otlp_pki import OtlpPki
 from components.raft_snapshots import RaftSnapshots, snapshot_role
 from components.transit_unseal import TransitUnseal
@@ -169,7 +170,11 @@ def build_core(
     )
     kv_mount = cfg.vault_config.kv.path
     syncs = cfg.all_syncs
-    roles: list[WorkloadRole] = [*consumer_roles(cfg.vault_config), *vso_roles(syncs, kv_mount)]
+    roles: list[WorkloadRole] = [
+        *consumer_roles(cfg.vault_config),
+        *vso_roles(syncs, kv_mount),
+        *notebook_vso_roles(cfg.dynamic_secrets, cfg.vault_config),
+    ]
     snapshots = cfg.vault.enabled_snapshots
     if snapshots is not None:
         roles.append(snapshot_role(vault.namespace))
@@ -223,7 +228,7 @@ def build_workloads(
     """VSO (for ``syncs``, every sync of the stack), admission, the collector and the dynamic-secret
     workloads of the cluster (``k8s``: its provider; ``platform``: what may be assumed of its cloud)."""
     vso = None
-    if syncs:
+    if syncs or any(w.notebook_job is not None for w in cfg.dynamic_secrets):
         vso = VaultSecretsOperator(
             f"{prefix}-vso",
             cfg.distribution,
@@ -259,7 +264,7 @@ def build_workloads(
         )
     for workload in cfg.dynamic_secrets:
         consumer = cfg.require(cfg.vault_config.consumer(workload.consumer), "dynamicSecrets")
-        DynamicSecrets(
+        workload_secrets = DynamicSecrets(
             f"{prefix}-{consumer.name}",
             workload,
             consumer=consumer,
@@ -269,3 +274,13 @@ def build_workloads(
             vault_ready=(auth, *configuration.credential_roles),
             opts=k8s,
         )
+        if workload.notebook_job is not None and vso is not None:
+            NotebookValidation(
+                f"{prefix}-{consumer.name}-notebook",
+                workload.notebook_job,
+                namespace=consumer.namespace,
+                vault_config=cfg.vault_config,
+                depends_on=(workload_secrets, vso),
+                job_depends_on=(auth, *configuration.credential_roles),
+                opts=k8s,
+            )
