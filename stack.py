@@ -28,6 +28,7 @@ from components.notebook_validation import NotebookValidation
 from components.otlp_pki import OtlpPki
 from components.raft_snapshots import RaftSnapshots, snapshot_role
 from components.transit_unseal import TransitUnseal
+from components.transit_watch import TransitWatch, transit_watch_role
 from components.vault import TransitSealInput, Vault
 from components.vault_config import VaultConfiguration, consumer_roles
 from components.vault_server_config import TransitSeal
@@ -127,6 +128,17 @@ def build_edge(cfg: EdgeConfig) -> dict[str, Any]:
     return {"hubVaultAddress": hub.vault_address, "hubOtlpEndpoint": hub.otlp_endpoint, **core.outputs}
 
 
+def build_transit_watch(
+    cfg: AnyStackConfig, prefix: str, cluster: Cluster, vault: Vault, auth: KubernetesAuth, edges: tuple[str, ...]
+) -> None:
+    """The hub's watch on its edges' seal tokens (none without edges), once its Vault role exists."""
+    if edges:
+        after_auth = pulumi.ResourceOptions(provider=cluster.provider, depends_on=[auth])
+        TransitWatch(
+            f"{prefix}-transit-watch", edges, image=cfg.programs_image, namespace=vault.namespace, opts=after_auth
+        )
+
+
 @dataclass(frozen=True)
 class Core:
     vault: Vault
@@ -174,6 +186,7 @@ def build_core(
         *consumer_roles(cfg.vault_config),
         *vso_roles(syncs, kv_mount),
         *notebook_vso_roles(cfg.dynamic_secrets, cfg.vault_config),
+        *([transit_watch_role(vault.namespace, edges)] if edges else []),
     ]
     snapshots = cfg.vault.enabled_snapshots
     if snapshots is not None:
@@ -181,6 +194,7 @@ def build_core(
     if part.cert_sync is not None:
         roles.append(cert_sync_role(part.cert_sync, kv_mount))
     auth = KubernetesAuth(f"{prefix}-kubernetes-auth", tuple(roles), opts=in_vault)
+    build_transit_watch(cfg, prefix, cluster, vault, auth, edges)
     if snapshots is not None:
         RaftSnapshots(
             f"{prefix}-raft-snapshots",

@@ -47,11 +47,13 @@ DEFAULT_AWS_MOUNT = "aws"
 ADMIN_POLICY = "fedobs-admin"
 CERT_SYNC_ROLE = "cert-sync"
 SNAPSHOT_ROLE = "raft-snapshot"
+#: The hub's watch on the edges' transit-unseal tokens (``components.transit_watch``).
+TRANSIT_WATCH_ROLE = "transit-watch"
 EDGE_ACCESS_PREFIX = "hub-access-"
 TRANSIT_UNSEAL_PREFIX = "transit-unseal-"
 EDGE_DEPLOY_PREFIX = "edge-deploy-"
 VSO_ROLE_PREFIX = "vso-"
-RESERVED_POLICY_NAMES = ("default", "root", ADMIN_POLICY, CERT_SYNC_ROLE, SNAPSHOT_ROLE)
+RESERVED_POLICY_NAMES = ("default", "root", ADMIN_POLICY, CERT_SYNC_ROLE, SNAPSHOT_ROLE, TRANSIT_WATCH_ROLE)
 RESERVED_POLICY_PREFIXES = (EDGE_ACCESS_PREFIX, TRANSIT_UNSEAL_PREFIX, EDGE_DEPLOY_PREFIX, VSO_ROLE_PREFIX)
 #: KV prefixes cert-sync writes: each edge's copies on the hub, the OTLP identities everywhere.
 EDGES_KV_PREFIX = "edges"

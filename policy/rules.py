@@ -454,6 +454,14 @@ POLICY_TYPE: Final = "vault:index/policy:Policy"
 #: enabling auth methods and audit devices needs it in Vault (and OpenBao).
 ADMIN_POLICY_NAME: Final = "fedobs-admin"
 ADMIN_SUDO_PATHS: Final = frozenset({"sys/auth/*", "sys/audit", "sys/audit/*"})
+#: The one workload policy that may hold ``sudo``: the hub's transit watch (components/transit_watch.py)
+#: lists the leases of each edge's transit-unseal tokens, and OpenBao makes every list under
+#: ``sys/leases/lookup/`` a root path (internal/vault/logical_system.go ``PathsSpecial.Root``:
+#: ``leases/lookup/*``). Allowed: exactly ``list`` and ``sudo``, on one exact token-role lease prefix per path.
+WATCH_POLICY_NAME: Final = "transit-watch"
+WATCH_SUDO_PATH: Final = re.compile(
+    r"sys/leases/lookup/auth/token/create/transit-unseal-[a-z0-9]([a-z0-9-]*[a-z0-9])?/"
+)
 
 
 def is_root_wide(path: str) -> bool:
@@ -472,9 +480,17 @@ def _capabilities(body: Mapping[str, Any]) -> set[str]:
     return found
 
 
+def sudo_allowed(name: Any, path: str, granted: Sequence[str]) -> bool:
+    """Whether ``sudo`` (with ``granted``) on ``path`` is one of the pack's two exceptions."""
+    if name == ADMIN_POLICY_NAME:
+        return path in ADMIN_SUDO_PATHS
+    return name == WATCH_POLICY_NAME and bool(WATCH_SUDO_PATH.fullmatch(path)) and list(granted) == ["list", "sudo"]
+
+
 def policy_problems(name: Any, text: Any) -> list[str]:
     """What a Vault ACL policy grants that the pack refuses: a root-wide path with any capability but
-    ``deny``, or ``sudo`` anywhere but on :data:`ADMIN_SUDO_PATHS` of :data:`ADMIN_POLICY_NAME`."""
+    ``deny``, or ``sudo`` anywhere but on :data:`ADMIN_SUDO_PATHS` of :data:`ADMIN_POLICY_NAME` (and
+    ``list`` + ``sudo`` on a :data:`WATCH_SUDO_PATH` of :data:`WATCH_POLICY_NAME`)."""
     parsed = parse_hcl(text)
     if isinstance(parsed, str):
         return [f"policy {parsed}, so its paths cannot be checked"]
@@ -483,8 +499,11 @@ def policy_problems(name: Any, text: Any) -> list[str]:
         granted = sorted(_capabilities(body) - {"deny"})
         if granted and is_root_wide(path):
             problems.append(f"policy path {path!r} grants {granted} on every mount (sys/ and auth/ included)")
-        if "sudo" in granted and (name != ADMIN_POLICY_NAME or path not in ADMIN_SUDO_PATHS):
-            allowed = f"only {ADMIN_POLICY_NAME!r} may hold sudo, on {', '.join(sorted(ADMIN_SUDO_PATHS))}"
+        if "sudo" in granted and not sudo_allowed(name, path, granted):
+            allowed = (
+                f"only {ADMIN_POLICY_NAME!r} may hold sudo, on {', '.join(sorted(ADMIN_SUDO_PATHS))}, and "
+                f"{WATCH_POLICY_NAME!r} list+sudo on one token role's lease prefix"
+            )
             problems.append(f"policy path {path!r} grants sudo in policy {name!r}: {allowed}")
     return problems
 
@@ -1354,7 +1373,7 @@ RESOURCE_RULES: Final[tuple[tuple[str, str, Validation], ...]] = (
     (
         "vault-policies-bounded",
         "Vault ACL policies grant nothing on root globs ('*', '+/...') and sudo only in fedobs-admin, on the "
-        "paths it needs.",
+        "paths it needs, and in transit-watch, to list one token role's leases.",
         validate_vault_policy,
     ),
     (

@@ -962,6 +962,7 @@ PROGRAM_PREFIXES = {
     "vault-bootstrap: ": "programs.vault_bootstrap",
     "cert-sync: ": "programs.cert_sync",
     "raft-snapshot: ": "programs.raft_snapshot",
+    "transit-watch: ": "programs.transit_watch",
     "programs.credentials.CredentialFileError: ": "programs.credentials",
 }
 SHARED_MODULES = ("programs/vault_http.py", "programs/errors.py", "programs/cli.py")
@@ -1120,6 +1121,7 @@ EXIT_MODULES = {
     "programs.vault_bootstrap": "programs.vault_bootstrap.bootstrap",
     "programs.cert_sync": "programs.cert_sync.sync",
     "programs.raft_snapshot": "programs.raft_snapshot.snapshot",
+    "programs.transit_watch": "programs.transit_watch.watch",
 }
 
 
