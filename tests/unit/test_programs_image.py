@@ -105,6 +105,7 @@ def test_every_job_and_cronjob_runs_the_configured_image(hub: Recording, edge: R
         "Job/vault-bootstrap-<digest>": RELEASED_PROGRAMS_IMAGE,
         "CronJob/vault-raft-snapshot": RELEASED_PROGRAMS_IMAGE,
         "CronJob/cert-sync": RELEASED_PROGRAMS_IMAGE,
+        "CronJob/transit-watch": RELEASED_PROGRAMS_IMAGE,
         "Job/notebook-validation-example": RELEASED_PROGRAMS_IMAGE,
     }
     assert set(programs_containers(edge).values()) == {RELEASED_PROGRAMS_IMAGE}
@@ -114,7 +115,7 @@ def test_every_job_and_cronjob_runs_the_configured_image(hub: Recording, edge: R
     recording = run_program("hub", {**config, f"{NS}programsImage": other}, secret_keys)
     assert recording.error is None, recording.error
     assert set(programs_containers(recording).values()) == {other}
-    assert len(programs_containers(recording)) == 4
+    assert len(programs_containers(recording)) == 5
 
 
 def test_a_tag_registers_no_resource() -> None:
