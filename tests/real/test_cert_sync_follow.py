@@ -429,3 +429,24 @@ def test_the_follower_logs_in_again_before_its_token_ends_and_revokes_the_old_on
                 "token_num_uses": EDGE_TOKEN_NUM_USES,
             },
         )
+
+
+def test_a_secret_id_the_follower_mints_is_bound_by_the_roles_cidrs(env: Env) -> None:
+    """h18a's CIDR binding (``secret_id_bound_cidrs`` on the role, from ``fedobs:edges[].egressCidrs``)
+    holds for the secret_ids the follower mints too: OpenBao checks the role's CIDRs at every login."""
+    env.synced()
+    role = f"auth/{EDGE_APPROLE_MOUNT}/role/{EDGE}"
+    follower = hub_follower(env)
+    try:
+        follower.poll()
+        assert follower._token is not None
+        minted = env.hub.api("POST", f"{ROLE}/{EDGE}/secret-id", {}, token=follower._token.value)
+        assert minted.status == 200, minted.text
+        env.secrets.append(minted.data["secret_id"])
+        env.hub.ok("POST", role, {"secret_id_bound_cidrs": ["10.0.0.0/8"]})
+        assert login_status(env, minted.data["secret_id"]) in (400, 403)  # 127.0.0.1 is not in it
+        env.hub.ok("POST", role, {"secret_id_bound_cidrs": ["127.0.0.0/8"]})
+        assert login_status(env, minted.data["secret_id"]) == 200
+    finally:
+        follower.close()
+        env.hub.ok("POST", role, {"secret_id_bound_cidrs": []})
