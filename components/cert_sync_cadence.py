@@ -1,4 +1,5 @@
-"""How often cert-sync runs inside the minute: the passes of one CronJob run (pure, no Pulumi).
+"""How often cert-sync syncs (pure, no Pulumi): the passes of one run of the hub's CronJob, and the
+poll and hub credential lifetimes of an edge's follower (at the end of this module).
 
 A CronJob runs at most once a minute. To carry a renewed certificate faster, each run makes several
 sync passes (``programs.cert_sync --passes N --interval I``): pass k starts ``k * I`` seconds into
@@ -30,8 +31,8 @@ LAST_PASS_ROOM_SECONDS = 15
 MIN_INTERVAL_SECONDS = 60 - JOB_DEADLINE_SECONDS + LAST_PASS_ROOM_SECONDS
 #: How long the hub's cert-sync holds back a certificate whose CA is new to the trust bundle its
 #: peers verify it with (``--trust-lead``): the bundle reaches the gateway through the hub's VSO
-#: (``refreshAfter`` 60 s, then a rollout restart) and each edge through its cert-sync and VSO
-#: (worst case 80 s with the shipped cadence, then a rollout restart: docs/secret-flow.md); five
+#: (``refreshAfter`` 60 s, then a rollout restart) and each edge through its follower and VSO
+#: (worst case 135 s with the shipped 75 s poll, then a rollout restart: docs/secret-flow.md); five
 #: minutes leave room for the restarts, and cost nothing against the 8 h a renewed client
 #: certificate still has left.
 TRUST_LEAD_SECONDS = 300

@@ -18,10 +18,6 @@ from components.vault_config import edge_role_id
 from components.vault_names import EDGE_APPROLE_MOUNT, EDGE_DEPLOY_JWT_MOUNT
 
 TYPE_TOKEN = "fedobs:link:HubLink"
-#: Where the Vault provider reads the deploy identity's JWT (terraform-provider-vault,
-#: ``internal/provider/auth_jwt.go``: the ``jwt`` field defaults to this variable), so the JWT
-#: never enters the program, its inputs or its state.
-DEPLOY_JWT_ENV = "TERRAFORM_VAULT_AUTH_JWT"
 
 _HTTPS_URL = re.compile(r"^https://[^/\s]+$")
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----")
@@ -62,7 +58,12 @@ class HubLink(pulumi.ComponentResource):
     one. The hub's Vault is reached over TLS with the hub's CA, logged in as this edge's deploy
     role (its JWT from ``TERRAFORM_VAULT_AUTH_JWT``, never in state) without a child token; with it
     the edge creates its own transit-unseal token and cert-sync secret_id, which exist in this
-    edge's state only, as secrets.
+    edge's state only, as secrets. The secret_id is the first one only: the edge's cert-sync follower
+    replaces it at 2/3 of its TTL and destroys it (``programs.cert_sync.follow``). A ``pulumi refresh``
+    then drops it from the state (terraform-provider-vault's read of a destroyed accessor removes the
+    resource) and the next ``pulumi up`` mints another, which no Secret receives
+    (``components.cert_sync``: Pulumi ignores ``hub-secret-id``'s data) and the follower destroys at
+    its next rotation.
     """
 
     vault_address: pulumi.Output[str]

@@ -26,6 +26,14 @@ TRANSIT_MOUNT = "transit"
 KUBERNETES_AUTH_MOUNT = "kubernetes"
 #: The userpass mount of the identity Pulumi uses inside Vault.
 ADMIN_AUTH_MOUNT = "userpass-pulumi"
+#: The hub's JWT mount where Pulumi's own identity logs in from CI (``components.admin_identity``), and
+#: its one role there.
+ADMIN_JWT_MOUNT = "jwt-pulumi"
+ADMIN_JWT_ROLE = "pulumi"
+#: Where the Vault provider reads a deploy JWT (terraform-provider-vault ``internal/provider/auth_jwt.go``:
+#: the ``jwt`` field of ``auth_login_jwt`` defaults to this variable), so no JWT enters a program, its
+#: inputs or its state. An edge's job carries its edge deploy identity here, the hub's job the hub's.
+DEPLOY_JWT_ENV = "TERRAFORM_VAULT_AUTH_JWT"
 #: The hub's AppRole mount holding one credential per edge.
 EDGE_APPROLE_MOUNT = "approle-edges"
 #: The hub's JWT mount where each edge's deploy identity logs in (``components.edge_identity``).
@@ -39,11 +47,13 @@ DEFAULT_AWS_MOUNT = "aws"
 ADMIN_POLICY = "fedobs-admin"
 CERT_SYNC_ROLE = "cert-sync"
 SNAPSHOT_ROLE = "raft-snapshot"
+#: The hub's watch on the edges' transit-unseal tokens (``components.transit_watch``).
+TRANSIT_WATCH_ROLE = "transit-watch"
 EDGE_ACCESS_PREFIX = "hub-access-"
 TRANSIT_UNSEAL_PREFIX = "transit-unseal-"
 EDGE_DEPLOY_PREFIX = "edge-deploy-"
 VSO_ROLE_PREFIX = "vso-"
-RESERVED_POLICY_NAMES = ("default", "root", ADMIN_POLICY, CERT_SYNC_ROLE, SNAPSHOT_ROLE)
+RESERVED_POLICY_NAMES = ("default", "root", ADMIN_POLICY, CERT_SYNC_ROLE, SNAPSHOT_ROLE, TRANSIT_WATCH_ROLE)
 RESERVED_POLICY_PREFIXES = (EDGE_ACCESS_PREFIX, TRANSIT_UNSEAL_PREFIX, EDGE_DEPLOY_PREFIX, VSO_ROLE_PREFIX)
 #: KV prefixes cert-sync writes: each edge's copies on the hub, the OTLP identities everywhere.
 EDGES_KV_PREFIX = "edges"

@@ -454,6 +454,14 @@ POLICY_TYPE: Final = "vault:index/policy:Policy"
 #: enabling auth methods and audit devices needs it in Vault (and OpenBao).
 ADMIN_POLICY_NAME: Final = "fedobs-admin"
 ADMIN_SUDO_PATHS: Final = frozenset({"sys/auth/*", "sys/audit", "sys/audit/*"})
+#: The one workload policy that may hold ``sudo``: the hub's transit watch (components/transit_watch.py)
+#: lists the leases of each edge's transit-unseal tokens, and OpenBao makes every list under
+#: ``sys/leases/lookup/`` a root path (internal/vault/logical_system.go ``PathsSpecial.Root``:
+#: ``leases/lookup/*``). Allowed: exactly ``list`` and ``sudo``, on one exact token-role lease prefix per path.
+WATCH_POLICY_NAME: Final = "transit-watch"
+WATCH_SUDO_PATH: Final = re.compile(
+    r"sys/leases/lookup/auth/token/create/transit-unseal-[a-z0-9]([a-z0-9-]*[a-z0-9])?/"
+)
 
 
 def is_root_wide(path: str) -> bool:
@@ -472,9 +480,17 @@ def _capabilities(body: Mapping[str, Any]) -> set[str]:
     return found
 
 
+def sudo_allowed(name: Any, path: str, granted: Sequence[str]) -> bool:
+    """Whether ``sudo`` (with ``granted``) on ``path`` is one of the pack's two exceptions."""
+    if name == ADMIN_POLICY_NAME:
+        return path in ADMIN_SUDO_PATHS
+    return name == WATCH_POLICY_NAME and bool(WATCH_SUDO_PATH.fullmatch(path)) and list(granted) == ["list", "sudo"]
+
+
 def policy_problems(name: Any, text: Any) -> list[str]:
     """What a Vault ACL policy grants that the pack refuses: a root-wide path with any capability but
-    ``deny``, or ``sudo`` anywhere but on :data:`ADMIN_SUDO_PATHS` of :data:`ADMIN_POLICY_NAME`."""
+    ``deny``, or ``sudo`` anywhere but on :data:`ADMIN_SUDO_PATHS` of :data:`ADMIN_POLICY_NAME` (and
+    ``list`` + ``sudo`` on a :data:`WATCH_SUDO_PATH` of :data:`WATCH_POLICY_NAME`)."""
     parsed = parse_hcl(text)
     if isinstance(parsed, str):
         return [f"policy {parsed}, so its paths cannot be checked"]
@@ -483,8 +499,11 @@ def policy_problems(name: Any, text: Any) -> list[str]:
         granted = sorted(_capabilities(body) - {"deny"})
         if granted and is_root_wide(path):
             problems.append(f"policy path {path!r} grants {granted} on every mount (sys/ and auth/ included)")
-        if "sudo" in granted and (name != ADMIN_POLICY_NAME or path not in ADMIN_SUDO_PATHS):
-            allowed = f"only {ADMIN_POLICY_NAME!r} may hold sudo, on {', '.join(sorted(ADMIN_SUDO_PATHS))}"
+        if "sudo" in granted and not sudo_allowed(name, path, granted):
+            allowed = (
+                f"only {ADMIN_POLICY_NAME!r} may hold sudo, on {', '.join(sorted(ADMIN_SUDO_PATHS))}, and "
+                f"{WATCH_POLICY_NAME!r} list+sudo on one token role's lease prefix"
+            )
             problems.append(f"policy path {path!r} grants sudo in policy {name!r}: {allowed}")
     return problems
 
@@ -509,11 +528,25 @@ GENERIC_WRITE_TYPES: Final = ("vault:generic/endpoint:Endpoint", "vault:generic/
 #: typed resource for each (``*.AuthBackendRole``, ``vault.Policy``, ...), which the pack's rules check.
 _AUTH_ENTITY_PATH: Final = re.compile(r"auth/.+/(role|roles|users|certs|groups)(/|$)")
 _POLICY_PATH: Final = re.compile(r"sys/(policy|policies/acl)(/|$)")
+#: The one generic write to an auth entity let through: a userpass user's address binding and nothing
+#: else (pulumi-vault has no userpass user resource; the field grants no policy and sets no credential).
+_USER_PATH: Final = re.compile(r"auth/[^/]+/users/[^/]+$")
+ADDRESS_BINDING_FIELDS: Final = frozenset({"token_bound_cidrs"})
 
 
-def generic_write_problem(path: str) -> str | None:
-    """Why a generic write to ``path`` is refused, or None."""
+def _binds_addresses_only(data_json: Any) -> bool:
+    try:
+        data = json.loads(data_json) if isinstance(data_json, str) else None
+    except ValueError:
+        return False
+    return isinstance(data, dict) and bool(data) and set(data) <= ADDRESS_BINDING_FIELDS
+
+
+def generic_write_problem(path: str, data_json: Any = None) -> str | None:
+    """Why a generic write of ``data_json`` to ``path`` is refused, or None."""
     path = path.strip().lstrip("/")
+    if _USER_PATH.match(path) and _binds_addresses_only(data_json):
+        return None
     if _AUTH_ENTITY_PATH.match(path):
         return (
             f"path {path!r} writes an auth role (or user, certificate, group) through a generic write: declare it "
@@ -529,9 +562,10 @@ def validate_generic_writes(args: ResourceValidationArgs, report_violation: Repo
     """No ``vault.generic.Endpoint``/``Secret`` writes an auth role or an ACL policy."""
     if args.resource_type not in GENERIC_WRITE_TYPES:
         return
-    path = reveal(plain(args.props)).get("path")
+    props = reveal(plain(args.props))
+    path = props.get("path")
     if isinstance(path, str):
-        problem = generic_write_problem(path)
+        problem = generic_write_problem(path, props.get("dataJson"))
         if problem is not None:
             report_violation(problem, None)
 
@@ -1339,7 +1373,7 @@ RESOURCE_RULES: Final[tuple[tuple[str, str, Validation], ...]] = (
     (
         "vault-policies-bounded",
         "Vault ACL policies grant nothing on root globs ('*', '+/...') and sudo only in fedobs-admin, on the "
-        "paths it needs.",
+        "paths it needs, and in transit-watch, to list one token role's leases.",
         validate_vault_policy,
     ),
     (

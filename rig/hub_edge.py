@@ -394,25 +394,25 @@ def hub_cert_sync_pass(
     return {item.kv_path: item.bundle for item in sync.plan_hub(sources, options.trust, state, now)}
 
 
-def run_cert_sync(
+def cert_sync_invocation(
     recording: Recording,
     vault_url: str,
     ca_file: str,
     kube: KubeAPIServer,
     workdir: Path,
     *,
-    timeout: float = 90.0,
     passes: int | None = 1,
     trust_lead: float | None = None,
     poll: float | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the stack's ``cert-sync`` CronJob (hub) or follower Deployment (edge) as its pod would: its
-    command and environment, with only where Vault is (``vault_url``, the active node), the files its
-    volumes mount and the Kubernetes API replaced. ``kube`` is the stack's own Kubernetes API
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of the stack's ``cert-sync`` CronJob (hub) or follower Deployment
+    (edge) as its pod runs it: its command and environment, with only where Vault is (``vault_url``,
+    the active node), the files its volumes mount and the Kubernetes API replaced. ``kube`` is the
+    stack's own Kubernetes API
     (TokenReview for its Vault; on an edge also its secret_id Secret: :func:`edge_secret_id_on`).
     ``passes``: on the hub how many of the run's sync passes (``--passes``) to make, at the CronJob's
     interval; on an edge how many polls (``--polls``), at the Deployment's ``--poll``; one by default,
-    a single sync; ``None``: all of them, as the pod does (on an edge: until the timeout).
+    a single sync; ``None``: all of them, as the pod does (on an edge: until stopped).
     ``trust_lead``: seconds instead of the hub command's ``--trust-lead`` (a test cannot wait five
     minutes); ``poll``: seconds instead of the edge command's ``--poll``."""
     kind = cert_sync_workload(recording)
@@ -443,7 +443,38 @@ def run_cert_sync(
         command += ["--kube-api", kube.url, "--kube-token-file", str(kube_token), "--kube-ca-file", kube.ca_file]
     else:
         command = _edge_follower_command(recording, command, kube, workdir, passes)
-    return processes.run([programs_python(), *command[1:]], cwd=REPO, env=env, capture_output=True, timeout=timeout)
+    return [programs_python(), *command[1:]], env
+
+
+def run_cert_sync(
+    recording: Recording,
+    vault_url: str,
+    ca_file: str,
+    kube: KubeAPIServer,
+    workdir: Path,
+    *,
+    timeout: float = 90.0,
+    passes: int | None = 1,
+    trust_lead: float | None = None,
+    poll: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run :func:`cert_sync_invocation` to its end (``timeout`` seconds at most)."""
+    argv, env = cert_sync_invocation(
+        recording, vault_url, ca_file, kube, workdir, passes=passes, trust_lead=trust_lead, poll=poll
+    )
+    return processes.run(argv, cwd=REPO, env=env, capture_output=True, timeout=timeout)
+
+
+def start_cert_sync(
+    recording: Recording, vault_url: str, ca_file: str, kube: KubeAPIServer, workdir: Path, **options: Any
+) -> subprocess.Popen[str]:
+    """Start :func:`cert_sync_invocation` in the background (the edge's follower, polling until it is
+    stopped with SIGTERM: ``passes=None``); its output goes to ``workdir/cert-sync.log``."""
+    argv, env = cert_sync_invocation(recording, vault_url, ca_file, kube, workdir, **options)
+    log = open(workdir / "cert-sync.log", "w")  # noqa: SIM115 - the child writes it for its whole life
+    return subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=processes.child_setup
+    )
 
 
 def _edge_follower_command(

@@ -402,8 +402,12 @@ class CredentialSecret:
         return value
 
     def write(self, secret_id: str) -> None:
-        """Replace ``secret-id`` (PUT with the ``resourceVersion`` read: a concurrent change fails)."""
-        obj = self._get()
+        """Replace ``secret-id`` (PUT with the ``resourceVersion`` read: a concurrent change fails).
+        Any failure is a :class:`TargetError`: the edge's own Kubernetes API is this program's target."""
+        try:
+            obj = self._get()
+        except HttpFailure as exc:
+            raise TargetError(str(exc)) from None
         found = obj.get("data")
         data: dict[str, Any] = found if isinstance(found, dict) else {}
         obj["data"] = {**data, "secret-id": base64.b64encode(secret_id.encode()).decode()}

@@ -325,6 +325,7 @@ def test_a_secret_id_that_cannot_be_stored_is_destroyed_and_the_old_one_kept(env
 
 
 def test_an_edge_cannot_touch_another_edges_secret_ids(env: Env) -> None:
+    env.synced()
     follower = hub_follower(env)
     try:
         follower.poll()
@@ -388,3 +389,64 @@ def test_a_secret_id_is_replaced_at_two_thirds_of_its_ttl(env: Env, credential: 
         fresh = env.hub.ok("POST", f"{ROLE}/{EDGE}/secret-id").data["secret_id"]  # for the files other tests use
         env.secrets.append(fresh)
         env.files[f"{EDGE}_secret_id"].write_text(fresh + "\n")
+
+
+@pytest.mark.parametrize(
+    ("role_change", "pause", "polls"),
+    [
+        # a token of 63 s has 3 s of use before the 60 s reserve: the poll after 4 s logs in again
+        ({"token_ttl": 63, "token_max_ttl": 63}, 4.0, 2),
+        # a token of 10 uses: after 2 polls (3 uses) fewer than the 8 a poll may need are left
+        ({"token_num_uses": 10}, 0.0, 3),
+    ],
+)
+def test_the_follower_logs_in_again_before_its_token_ends_and_revokes_the_old_one(
+    env: Env, role_change: dict[str, int], pause: float, polls: int
+) -> None:
+    env.synced()
+    role = f"auth/{EDGE_APPROLE_MOUNT}/role/{EDGE}"
+    env.hub.ok("POST", role, role_change)
+    follower = hub_follower(env)
+    try:
+        follower.poll()
+        first = follower._token
+        assert first is not None
+        for _ in range(polls - 1):
+            time.sleep(pause)
+            follower.poll()
+        assert follower.logins == 2
+        assert follower._token is not None and follower._token.value != first.value
+        gone = env.hub.api("POST", "auth/token/lookup", {"token": first.value}, token=env.hub.root)
+        assert gone.status in (400, 403), gone.text  # revoked when it was replaced
+    finally:
+        follower.close()
+        env.hub.ok(
+            "POST",
+            role,
+            {
+                "token_ttl": EDGE_TOKEN_TTL_SECONDS,
+                "token_max_ttl": EDGE_TOKEN_TTL_SECONDS,
+                "token_num_uses": EDGE_TOKEN_NUM_USES,
+            },
+        )
+
+
+def test_a_secret_id_the_follower_mints_is_bound_by_the_roles_cidrs(env: Env) -> None:
+    """h18a's CIDR binding (``secret_id_bound_cidrs`` on the role, from ``fedobs:edges[].egressCidrs``)
+    holds for the secret_ids the follower mints too: OpenBao checks the role's CIDRs at every login."""
+    env.synced()
+    role = f"auth/{EDGE_APPROLE_MOUNT}/role/{EDGE}"
+    follower = hub_follower(env)
+    try:
+        follower.poll()
+        assert follower._token is not None
+        minted = env.hub.api("POST", f"{ROLE}/{EDGE}/secret-id", {}, token=follower._token.value)
+        assert minted.status == 200, minted.text
+        env.secrets.append(minted.data["secret_id"])
+        env.hub.ok("POST", role, {"secret_id_bound_cidrs": ["10.0.0.0/8"]})
+        assert login_status(env, minted.data["secret_id"]) in (400, 403)  # 127.0.0.1 is not in it
+        env.hub.ok("POST", role, {"secret_id_bound_cidrs": ["127.0.0.0/8"]})
+        assert login_status(env, minted.data["secret_id"]) == 200
+    finally:
+        follower.close()
+        env.hub.ok("POST", role, {"secret_id_bound_cidrs": []})

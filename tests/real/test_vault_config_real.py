@@ -118,9 +118,11 @@ def test_every_role_accepts_its_service_account_and_no_other(configured: Configu
     roles = consumer_roles(configured.hub)
     assert {r.inputs["roleName"] for r in roles} == {
         "vso-observability",
+        "vso-notebook-validation",
         "notebook-validation",
         "raft-snapshot",
         "cert-sync",
+        "transit-watch",
     }
     for role in roles:
         name = role.inputs["roleName"]
@@ -143,6 +145,10 @@ SENSITIVE = [
     "transit/decrypt/edge-eu",
     "database/config/telemetry-pg",
     "database/rotate-root/telemetry-pg",
+    "sys/leases/lookup/auth/token/create/",
+    "sys/leases/lookup/auth/token/create/transit-unseal-other/",
+    "sys/leases/revoke",
+    "auth/token/accessors",
 ]
 
 
@@ -154,7 +160,19 @@ def test_every_consumer_policy_grants_exactly_what_was_declared(configured: Conf
             "database/creds/results-readonly": ["read"],
             "aws/creds/s3-readonly": ["read"],
         },
+        # VSO for the NotebookValidationJob: the job's credentials, nothing else
+        "vso-notebook-validation": {
+            "database/creds/readonly": ["read"],
+            "database/creds/results-readonly": ["read"],
+            "aws/creds/s3-readonly": ["read"],
+        },
         "raft-snapshot": {"sys/storage/raft/snapshot": ["read"]},
+        # the hub's watch: list each edge's seal-token leases (a root path), look a lease up
+        "transit-watch": {
+            "sys/leases/lookup/auth/token/create/transit-unseal-edge-eu/": ["list", "sudo"],
+            "sys/leases/lookup/auth/token/create/transit-unseal-edge-ap/": ["list", "sudo"],
+            "sys/leases/lookup": ["update"],
+        },
         "cert-sync": {
             f"kv/data/{path}": ["create", "read", "update"]
             for path in (

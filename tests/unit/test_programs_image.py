@@ -105,15 +105,17 @@ def test_every_job_and_cronjob_runs_the_configured_image(hub: Recording, edge: R
         "Job/vault-bootstrap-<digest>": RELEASED_PROGRAMS_IMAGE,
         "CronJob/vault-raft-snapshot": RELEASED_PROGRAMS_IMAGE,
         "CronJob/cert-sync": RELEASED_PROGRAMS_IMAGE,
+        "CronJob/transit-watch": RELEASED_PROGRAMS_IMAGE,
         "Job/notebook-validation-example": RELEASED_PROGRAMS_IMAGE,
     }
     assert set(programs_containers(edge).values()) == {RELEASED_PROGRAMS_IMAGE}
+    assert programs_containers(edge)["Deployment/cert-sync"] == RELEASED_PROGRAMS_IMAGE  # the edge's follower
     config, secret_keys = load_stack_file("hub")
     other = f"{PROGRAMS_IMAGE_REPOSITORY}@{DIGEST}"
     recording = run_program("hub", {**config, f"{NS}programsImage": other}, secret_keys)
     assert recording.error is None, recording.error
     assert set(programs_containers(recording).values()) == {other}
-    assert len(programs_containers(recording)) == 4
+    assert len(programs_containers(recording)) == 5
 
 
 def test_a_tag_registers_no_resource() -> None:
