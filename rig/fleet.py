@@ -353,9 +353,6 @@ class SimulatedEdge:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-Action = Callable[[SimulatedEdge], None]
-
-
 @dataclass
 class Schedule:
     """Due actions ordered by time (real seconds on the monotonic clock)."""
