@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass
@@ -13,14 +15,23 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import pulumi_tls as tls
 import pulumi_vault as vault
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from components import versions
 from components.cluster import Platform
 from components.linode_exposure import NODEBALANCER_SOURCE_RANGES, load_balancer_annotations
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
-from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings, quantity_bytes
+from components.settings import (
+    CONFIG_NAMESPACE,
+    AccessKeyPair,
+    Cidr,
+    DnsName,
+    Quantity,
+    RuleProblem,
+    Settings,
+    quantity_bytes,
+)
 from components.vault_audit import AUDIT_DEVICES, rotation_sidecar
 from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
@@ -66,6 +77,40 @@ SERVER_CERT_DURATION_HOURS = 2160
 CA_VALIDITY_HOURS = 87600
 
 
+#: How the shipped ``Pulumi.hub.yaml`` spells its ``operatorPgpKeys`` slots until the key holders' own keys
+#: are put there (like the programs image's placeholder digest, a config error naming the key).
+PGP_KEY_PLACEHOLDER_PREFIX = "placeholder-"
+#: OpenPGP packet tag of a Public-Key packet (RFC 9580 section 5.5.1.1): what an exported public key starts with.
+_PUBLIC_KEY_PACKET_TAG = 6
+
+
+def _packet_tag(first: int) -> int | None:
+    """The tag of an OpenPGP packet from its first octet (RFC 9580 section 4.2: bit 7 set; bit 6 set =
+    the OpenPGP format, tag in bits 5-0; clear = the legacy format, tag in bits 5-2)."""
+    if not first & 0x80:
+        return None
+    return first & 0x3F if first & 0x40 else (first >> 2) & 0x0F
+
+
+def _operator_pgp_key(value: str) -> str:
+    """A base64 OpenPGP public key (``gpg --export <key id> | base64 -w0``), as Vault's ``pgp_keys`` take it."""
+    if value.startswith(PGP_KEY_PLACEHOLDER_PREFIX):
+        raise ValueError(
+            f"{value!r} is a placeholder shipped in Pulumi.<stack>.yaml: give a key holder's OpenPGP public key, "
+            "base64 (gpg --export <key id> | base64 -w0)"
+        )
+    try:
+        packets = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64: give the key as `gpg --export <key id> | base64 -w0` prints it") from None
+    if not packets or _packet_tag(packets[0]) != _PUBLIC_KEY_PACKET_TAG:
+        raise ValueError("not an OpenPGP public key (binary export, base64; not ASCII armor, not a private key)")
+    return value
+
+
+OperatorPgpKey = Annotated[str, AfterValidator(_operator_pgp_key)]
+
+
 class LoadBalancerExposure(Settings):
     """A LoadBalancer Service in front of the active Vault node; TLS terminates at Vault itself. Only
     ``allowedSourceRanges`` may connect.
@@ -109,8 +154,13 @@ class VaultSettings(Settings):
     data_storage_size: Quantity = "10Gi"
     audit_storage_size: Quantity = "10Gi"
     injector_replicas: int = Field(default=2, ge=1, le=5)
-    #: Base64 OpenPGP public keys, one per unseal-key share: the shares are stored encrypted to them.
-    operator_pgp_keys: tuple[str, ...] = ()
+    #: Base64 OpenPGP public keys, one per key share: the bootstrap stores each unseal (or recovery) key
+    #: encrypted to one key holder (:func:`unseal_key_problems`: required with a Shamir seal).
+    operator_pgp_keys: tuple[OperatorPgpKey, ...] = ()
+    #: Loudly named: a Shamir seal without ``operatorPgpKeys``, so Secret ``vault/vault-init`` holds the
+    #: unseal keys in plain text. A development stack only (``fedobs:developmentMode``; the policy pack's
+    #: ``vault-unseal-keys-encrypted`` refuses it everywhere else).
+    insecure_plaintext_unseal_keys_for_development: bool = False
     #: Bump to rotate the password Pulumi's own Vault login uses (docs/vault.md, "Rotation").
     admin_credential_generation: int = Field(default=1, ge=1)
     snapshots: SnapshotSettings | None = None
@@ -138,6 +188,63 @@ class VaultSettings(Settings):
     @property
     def enabled_snapshots(self) -> SnapshotSettings | None:
         return self.snapshots if self.snapshots is not None and self.snapshots.enabled else None
+
+
+#: The bootstrap's flag for it (programs/vault_bootstrap; the policy pack refuses a Job that passes it).
+PLAINTEXT_UNSEAL_KEYS_FLAG = "--insecure-plaintext-unseal-keys-for-development"
+#: The development setting, as an operator writes it (the policy pack names the same key).
+PLAINTEXT_UNSEAL_KEYS_KEY = f"{CONFIG_NAMESPACE}:vault.insecurePlaintextUnsealKeysForDevelopment"
+
+
+def unseal_key_problems(vault: VaultSettings, development_mode: bool) -> list[RuleProblem]:
+    """Where the unseal keys would be stored in plain text, or the PGP keys do not fit the key split.
+
+    A Shamir seal's unseal keys are the cluster: whoever reads them unseals it (and, with a threshold of
+    them, generates a root token). The bootstrap stores them in Secret ``vault/vault-init``, which
+    cluster-wide controllers and anyone who can run a pod in ``vault`` can read; so a Shamir stack must
+    give ``operatorPgpKeys`` (one per share), and only a development stack (``fedobs:developmentMode``)
+    may opt out, by name, with ``insecurePlaintextUnsealKeysForDevelopment``."""
+    problems: list[RuleProblem] = []
+    shares, _ = key_split(vault.seal)
+    keys = vault.operator_pgp_keys
+    plaintext = vault.insecure_plaintext_unseal_keys_for_development
+    inputs = ("vault.seal", "vault.operatorPgpKeys", "vault.insecurePlaintextUnsealKeysForDevelopment")
+    if isinstance(vault.seal, ShamirSeal) and not keys and not plaintext:
+        problems.append(
+            RuleProblem(
+                "vault.operatorPgpKeys",
+                f"required with a Shamir seal: one OpenPGP public key per key share ({shares}, keyShares), so the "
+                "bootstrap stores each unseal key encrypted to one key holder instead of in plain text in Secret "
+                f"vault/{INIT_STATE_SECRET}; on a development stack only, set {PLAINTEXT_UNSEAL_KEYS_KEY}: true",
+                inputs,
+            )
+        )
+    if keys and len(keys) != shares:
+        problems.append(
+            RuleProblem(
+                "vault.operatorPgpKeys",
+                f"{len(keys)} keys for {shares} key shares: give exactly one per share",
+                inputs,
+            )
+        )
+    if plaintext and keys:
+        problems.append(
+            RuleProblem(
+                "vault.insecurePlaintextUnsealKeysForDevelopment",
+                "set together with operatorPgpKeys: the keys are encrypted to them; remove this setting",
+                inputs,
+            )
+        )
+    if plaintext and not development_mode:
+        problems.append(
+            RuleProblem(
+                "vault.insecurePlaintextUnsealKeysForDevelopment",
+                f"stores the unseal keys in plain text: allowed only on a stack that sets {CONFIG_NAMESPACE}:"
+                "developmentMode: true (give operatorPgpKeys instead)",
+                (*inputs, "developmentMode"),
+            )
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -336,7 +443,10 @@ def bootstrap_command(settings: VaultSettings, spec: VaultServerSpec) -> list[st
         ADMIN_USERNAME,
         "--admin-password-file",
         "/fedobs/admin/password",
-        # A new password in the mounted Secret (a new adminCredentialGeneration) is rotated to.
+        # A new password in the mounted Secret (a new adminCredentialGeneration) is rotated to, from the
+        # previous generation's, which the same Secret carries (Vault._admin_passwords).
+        "--admin-previous-password-file",
+        "/fedobs/admin/previous-password",
         "--rotate-admin-password",
         "true",
         "--admin-policy-name",
@@ -350,6 +460,8 @@ def bootstrap_command(settings: VaultSettings, spec: VaultServerSpec) -> list[st
         command += ["--peer", f"https://{spec.peer_hostname(i)}:{API_PORT}"]
     for key in settings.operator_pgp_keys:
         command += ["--pgp-key", key]
+    if settings.insecure_plaintext_unseal_keys_for_development:
+        command += [PLAINTEXT_UNSEAL_KEYS_FLAG, "true"]
     return command
 
 
@@ -485,17 +597,9 @@ class Vault(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(protect=True, depends_on=seal_secrets)),
         )
         self.address = self._exposure(name, ns_opts)
-        # A new generation is a new password: the next bootstrap Job logs in with the one it applied
-        # last time and sets this one (programs/vault_bootstrap, "rotation").
-        admin_password = random.RandomPassword(
-            f"{name}-admin-password",
-            length=40,
-            special=False,
-            keepers={"generation": str(settings.admin_credential_generation)},
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        job = self._bootstrap_job(name, ns_opts, admin_password.result)
-        self.vault_provider = self._login_provider(name, local_ca_dir, admin_password.result, job)
+        admin_password, previous_password = self._admin_passwords(name)
+        job = self._bootstrap_job(name, ns_opts, admin_password, previous_password)
+        self.vault_provider = self._login_provider(name, local_ca_dir, admin_password, job)
         self._server_settings(name)
         self.register_outputs(
             {
@@ -505,6 +609,32 @@ class Vault(pulumi.ComponentResource):
                 "chart_version": versions.VAULT_CHART_VERSION,
             }
         )
+
+    def _admin_passwords(self, name: str) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        """The admin password of the current generation and of the previous one.
+
+        One random password per generation parity, each kept until a generation of its parity replaces
+        it: bumping ``adminCredentialGeneration`` from N to N+1 replaces only the slot of N+1's parity,
+        so N's password is still in the other slot, and the bootstrap logs in with it to set the new one
+        (programs/vault_bootstrap, 'Admin password rotation'). Nothing in the cluster has to remember a
+        password for that. The current slot takes over the single password resource of earlier versions
+        (alias), so an upgrade keeps the password Vault has; the other slot then starts as a password
+        Vault never had, which no login accepts."""
+        generation = self.settings.admin_credential_generation
+        slots: dict[int, pulumi.Output[str]] = {}
+        for parity, label in ((1, "odd"), (0, "even")):
+            current = generation % 2 == parity
+            slot = random.RandomPassword(
+                f"{name}-admin-password-{label}",
+                length=40,
+                special=False,
+                keepers={"generation": str(generation if current else generation - 1)},
+                opts=pulumi.ResourceOptions(
+                    parent=self, aliases=[pulumi.Alias(name=f"{name}-admin-password")] if current else None
+                ),
+            )
+            slots[parity] = slot.result
+        return slots[generation % 2], slots[(generation + 1) % 2]
 
     def _tls(self, name: str, ns_opts: pulumi.ResourceOptions, cert_manager: pulumi.Resource) -> pulumi.Output[str]:
         """A per-cluster CA (kept in Pulumi state as a secret) issuing the server certificate via cert-manager."""
@@ -688,11 +818,15 @@ class Vault(pulumi.ComponentResource):
             )
 
     def _bootstrap_job(
-        self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
+        self,
+        name: str,
+        ns_opts: pulumi.ResourceOptions,
+        admin_password: pulumi.Output[str],
+        previous_password: pulumi.Output[str],
     ) -> k8s.batch.v1.Job:
         """Init once, unseal, the admin auth path, root token revoked (programs/vault_bootstrap)."""
         spec = self.spec
-        files = self._bootstrap_files(name, ns_opts, admin_password)
+        files = self._bootstrap_files(name, ns_opts, admin_password, previous_password)
         rbac = self._bootstrap_rbac(name, ns_opts)
         command = bootstrap_command(self.settings, spec)
         return k8s.batch.v1.Job(
@@ -705,9 +839,14 @@ class Vault(pulumi.ComponentResource):
         )
 
     def _bootstrap_files(
-        self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
+        self,
+        name: str,
+        ns_opts: pulumi.ResourceOptions,
+        admin_password: pulumi.Output[str],
+        previous_password: pulumi.Output[str],
     ) -> list[pulumi.Resource]:
-        """What the Job reads: the admin password (a Secret) and the admin policy (a ConfigMap);
+        """What the Job reads: the admin password and the previous generation's (a Secret; a rotation
+        logs in with the previous one) and the admin policy (a ConfigMap);
         and where it writes: the init state Secret, created empty here so that the Job needs no
         ``create`` on Secrets (unscoped in RBAC: it would let it mint any ServiceAccount's token)."""
         namespace = self.spec.namespace
@@ -729,7 +868,7 @@ class Vault(pulumi.ComponentResource):
         admin_secret = k8s.core.v1.Secret(
             f"{name}-admin-credential",
             metadata={"name": "vault-admin-credential", "namespace": namespace},
-            string_data={"password": admin_password},
+            string_data={"password": admin_password, "previous-password": previous_password},
             opts=ns_opts,
         )
         policy_map = k8s.core.v1.ConfigMap(

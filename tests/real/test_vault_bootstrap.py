@@ -35,10 +35,11 @@ from components.vault_server_config import (
     VaultServerSpec,
     server_certificate_dns_names,
 )
-from offline.engine import Recording
+from offline.engine import Recording, plan_operator_pgp_keys
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     EXIT_ADMIN_LOGIN,
+    EXIT_USAGE,
     EXIT_FAILURE,
     EXIT_OPERATOR_ACTION,
     BootstrapError,
@@ -49,7 +50,7 @@ from programs.vault_bootstrap.bootstrap import (
 )
 from programs.vault_http import HttpReply, VaultHttp
 from rig.applier import VaultApplier
-from rig.hub_edge import k8s_object, openbao_pod_hcl, shipped_admin_policy
+from rig.hub_edge import NEVER_APPLIED_PASSWORD, k8s_object, openbao_pod_hcl, shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against
 from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
@@ -165,6 +166,7 @@ def boot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[B
     workdir = base / "job"
     workdir.mkdir()
     (workdir / "password").write_text(PASSWORD + "\n")
+    (workdir / "previous-password").write_text(NEVER_APPLIED_PASSWORD + "\n")
     policy_map = next(
         o
         for o in hub.kubernetes_objects()
@@ -216,6 +218,9 @@ def test_first_run_initialises_once_on_peer0_and_unseals_all(boot: Bootstrapped)
     assert len(record["init_response"]["keys"]) == 5 and (record["shares"], record["threshold"]) == (5, 3)
     assert "root_token" not in record["init_response"]
     assert boot.first_run.root_tokens and boot.first_run.root_tokens[0] not in boot.state_file.read_text()
+    # the init result and nothing else: no admin password beside the keys
+    assert set(record) == {"format", "seal", "shares", "threshold", "pgp_encrypted", "initialized_at", "init_response"}
+    assert PASSWORD not in boot.state_file.read_text()
     # unseal keys went to each follower only after it reported initialized (retry_join done)
     unseal_targets = {url for url in boot.first_run.paths("PUT", "sys/unseal")}
     assert unseal_targets == set(boot.vault.urls)
@@ -685,6 +690,11 @@ def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
     opts = job_files(tmp_path)
     pgp = [a for _ in range(3) for a in ("--pgp-key", pubkey)]
 
+    # without the operators' keys (and without the development flag) a Shamir run refuses to start
+    refused = cli(vault, opts)
+    assert refused.returncode == EXIT_USAGE and "a Shamir seal needs --pgp-key" in refused.stderr, refused.stderr
+    assert node.seal_status()["initialized"] is False and not (tmp_path / "vault-init.json").exists()
+
     first = cli(vault, opts, *pgp)
     assert first.returncode == EXIT_OPERATOR_ACTION, first.stderr
     (line,) = first.stderr.strip().splitlines()
@@ -702,7 +712,7 @@ def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
     assert node.seal_status()["sealed"] is False
 
     # the root token of the first run was never stored: the admin path does not exist yet
-    second = cli(vault, opts)
+    second = cli(vault, opts, *pgp)
     assert second.returncode == EXIT_ADMIN_LOGIN and "generate-root" in second.stderr, second.stderr
 
     # the documented recovery: generate-root, then re-run with --root-token-file
@@ -716,7 +726,7 @@ def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
     root_file = tmp_path / "root-token"
     root_file.write_text(root)
     root_file.chmod(0o600)
-    third = cli(vault, opts, "--root-token-file", str(root_file))
+    third = cli(vault, opts, *pgp, "--root-token-file", str(root_file))
     assert third.returncode == 0, third.stderr
     assert root not in third.stdout + third.stderr
     assert admin_login(vault).status == 200
@@ -802,7 +812,7 @@ def test_the_components_job_command_parses() -> None:
             type="address", address="https://vault.test:8200", hostname="vault.test"
         ),
         seal=ShamirSeal(type="shamir", key_shares=5, key_threshold=3),
-        operator_pgp_keys=("a2V5MQ==",) * 5,
+        operator_pgp_keys=tuple(plan_operator_pgp_keys()),
     )
     command = vault_component.bootstrap_command(settings, spec)
     assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]

@@ -12,7 +12,7 @@ from hcl2 import SerializationOptions
 
 from components.transit_unseal import transit_policy_hcl
 from components.vault_server_config import VaultServerSpec, server_certificate_dns_names
-from offline.engine import RELEASED_PROGRAMS_IMAGE, Recording, load_stack_file, run_program
+from offline.engine import RELEASED_PROGRAMS_IMAGE, RecordedResource, Recording, load_stack_file, run_program
 from rig.vault_cluster import bootstrap_job
 
 HUB_REF = "organization/fedobs/hub"
@@ -422,17 +422,42 @@ def test_snapshot_cronjob(hub: Recording) -> None:
     assert bucket.provider.startswith(provider.urn + "::")
 
 
+def admin_passwords(recording: Recording) -> dict[str, RecordedResource]:
+    return {r.name.rsplit("-", 1)[1]: r for r in recording.of_type("random:index/randomPassword:RandomPassword")}
+
+
+def admin_credential(recording: Recording) -> dict[str, str]:
+    secret = recording.one("kubernetes:core/v1:Secret", "hub-vault-admin-credential")
+    assert "stringData" in secret.secret_inputs
+    return dict(secret.inputs["stringData"])
+
+
 def test_bumping_the_admin_credential_generation_replaces_password_and_reruns_bootstrap(hub: Recording) -> None:
+    """One password slot per generation parity: a bump replaces only the slot of the new generation, so
+    the Job's Secret carries the new password and, as ``previous-password``, the one Vault still has."""
     config, secret_keys = load_stack_file("hub")
-    config = copy.deepcopy(config)
-    config["fedobs:vault"]["adminCredentialGeneration"] = 2
-    rotated = run_program("hub", config, secret_keys)
-    assert rotated.error is None, rotated.error
-    before = hub.one("random:index/randomPassword:RandomPassword")
-    after = rotated.one("random:index/randomPassword:RandomPassword")
-    assert before.inputs["keepers"] == {"generation": "1"} and after.inputs["keepers"] == {"generation": "2"}
+    generations: dict[int, Recording] = {1: hub}
+    for generation in (2, 3):
+        config = copy.deepcopy(config)
+        config["fedobs:vault"]["adminCredentialGeneration"] = generation
+        generations[generation] = run_program("hub", config, secret_keys)
+        assert generations[generation].error is None, generations[generation].error
+    keepers = {
+        g: {k: r.inputs["keepers"]["generation"] for k, r in admin_passwords(rec).items()}
+        for g, rec in generations.items()
+    }
+    assert keepers == {1: {"odd": "1", "even": "0"}, 2: {"odd": "1", "even": "2"}, 3: {"odd": "3", "even": "2"}}
+    # the current slot takes over the one password resource of earlier versions (an upgrade keeps Vault's)
+    for generation, recording in generations.items():
+        current = "odd" if generation % 2 else "even"
+        for label, resource in admin_passwords(recording).items():
+            alias = [{"name": "hub-vault-admin-password"}] if label == current else []
+            assert [{k: v for k, v in a.items() if k == "name"} for a in resource.aliases] == alias
+    credentials = {g: admin_credential(rec) for g, rec in generations.items()}
+    assert credentials[2]["previous-password"] == credentials[1]["password"] != credentials[2]["password"]
+    assert credentials[3]["previous-password"] == credentials[2]["password"] != credentials[3]["password"]
     old_job = bootstrap_job(hub)
-    new_job = bootstrap_job(rotated)
+    new_job = bootstrap_job(generations[2])
     assert old_job["metadata"]["name"] != new_job["metadata"]["name"]
     assert old_job["spec"] == new_job["spec"]
     assert not any("mock-password" in part for part in new_job["metadata"]["name"])
