@@ -478,13 +478,57 @@ def _bootstrap_job_name(command: list[str], admin_password: pulumi.Output[str]) 
     )
 
 
+#: The bootstrap Job's ServiceAccount, and the Role that names what it may do while a Job runs.
+BOOTSTRAP_ACCOUNT = "vault-bootstrap"
+#: Labels the Job controller puts on every Pod of a Job (kubernetes/kubernetes pkg/apis/batch/types.go,
+#: ``JobNameLabel`` and ``ControllerUidLabel``, since 1.27), which the downward API hands the container.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+
+
+def bootstrap_rbac_rules(job_name: str) -> list[dict[str, Any]]:
+    """What the bootstrap may do: read and update the init state Secret (created empty by the stack, so
+    no ``create``, which RBAC cannot scope to a name), and make its own RoleBinding (named like its
+    Job) a dependent of the Job. ``patch`` changes only the binding's ownerReferences (the program's
+    merge patch; Kubernetes admits a change of those garbage-collection fields without the escalation
+    check, kubernetes/kubernetes pkg/registry/rbac/rolebinding/policybased/storage.go,
+    ``IsOnlyMutatingGCFields``); ``delete`` on that one binding is what the OwnerReferencesPermission
+    Enforcement admission plugin requires of whoever sets an ownerReference (plugin/pkg/admission/gc/
+    gc_admission.go: "cannot set an ownerRef on a resource you can't delete"), and deleting its own
+    grant gives the holder nothing."""
+    return [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [INIT_STATE_SECRET], "verbs": ["get", "update"]},
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["rolebindings"],
+            "resourceNames": [job_name],
+            "verbs": ["patch", "delete"],
+        },
+    ]
+
+
+def _label_env(variable: str, label: str) -> dict[str, Any]:
+    """An environment variable holding one of the Pod's labels (the downward API's ``fieldRef``)."""
+    return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{label}']"}}}
+
+
 def _bootstrap_container(command: list[str], image: str) -> dict[str, Any]:
     """The bootstrap container: the programs image, restricted,
-    its three files mounted read-only."""
+    its three files mounted read-only, its Job's name and uid from its labels (the grant it hands over)."""
     return {
         "name": "bootstrap",
         "image": image,
         "command": command,
+        # the binding that grants this run its access is named like the Job (Vault._bootstrap_rbac)
+        "env": [
+            _label_env("VAULT_BOOTSTRAP_ROLE_BINDING", JOB_NAME_LABEL),
+            _label_env("VAULT_BOOTSTRAP_JOB_NAME", JOB_NAME_LABEL),
+            _label_env("VAULT_BOOTSTRAP_JOB_UID", JOB_UID_LABEL),
+        ],
+        # The Job and its Pods are deleted as soon as it finishes: a failure's one stderr line becomes the
+        # container's termination message, which pulumi-kubernetes's Job await reports (provider/pkg/
+        # await/checker/pod/check.go, containerTerminatedError: "[Error] <message>").
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_container(),
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -508,15 +552,26 @@ def _bootstrap_volumes() -> list[dict[str, Any]]:
 
 
 def bootstrap_job_spec(command: list[str], image: str) -> dict[str, Any]:
-    """The bootstrap Job's spec: a few retries, a deadline, kept a day after it finished."""
+    """The bootstrap Job's spec: a few retries, a deadline, deleted as soon as it finished.
+
+    ``ttlSecondsAfterFinished: 0``: the TTL-after-finished controller deletes the Job right after it
+    completes or fails, "cascadingly, i.e. delete its dependent objects together with it" (kubernetes/
+    website content/en/docs/concepts/workloads/controllers/ttlafterfinished.md): its Pods and the
+    RoleBinding the run made its dependent, so the grant ends with the run. ``pulumi up`` still sees
+    the run end: pulumi-kubernetes waits for the Job's ``Complete`` condition (provider/pkg/await/job.go,
+    ``jobInitAwaiter``, 10 minutes by default), and the Job is deleted only after that condition is set.
+    A later ``pulumi refresh`` finds the Job and its binding gone (provider/pkg/provider/provider.go
+    ``Read``: a 404 marks the resource deleted), so ``pulumi up --refresh`` creates both again and the
+    new Job runs once more (the bootstrap changes nothing on an unchanged cluster) and takes its
+    binding with it again: no grant outlives a run."""
     return {
         "backoffLimit": 3,
         "activeDeadlineSeconds": 900,
-        "ttlSecondsAfterFinished": 86400,
+        "ttlSecondsAfterFinished": 0,
         "template": {
             "metadata": {"labels": {"app.kubernetes.io/name": "vault-bootstrap"}},
             "spec": {
-                "serviceAccountName": "vault-bootstrap",
+                "serviceAccountName": BOOTSTRAP_ACCOUNT,
                 "restartPolicy": "Never",
                 "securityContext": restricted_pod(reads_secret_files=True),
                 "containers": [_bootstrap_container(command, image)],
@@ -826,12 +881,13 @@ class Vault(pulumi.ComponentResource):
     ) -> k8s.batch.v1.Job:
         """Init once, unseal, the admin auth path, root token revoked (programs/vault_bootstrap)."""
         spec = self.spec
-        files = self._bootstrap_files(name, ns_opts, admin_password, previous_password)
-        rbac = self._bootstrap_rbac(name, ns_opts)
         command = bootstrap_command(self.settings, spec)
+        job_name = _bootstrap_job_name(command, admin_password)
+        files = self._bootstrap_files(name, ns_opts, admin_password, previous_password)
+        rbac = self._bootstrap_rbac(name, ns_opts, job_name)
         return k8s.batch.v1.Job(
             f"{name}-bootstrap",
-            metadata={"name": _bootstrap_job_name(command, admin_password), "namespace": spec.namespace},
+            metadata={"name": job_name, "namespace": spec.namespace},
             spec=bootstrap_job_spec(command, self.programs_image),
             opts=pulumi.ResourceOptions.merge(
                 ns_opts, pulumi.ResourceOptions(depends_on=[self.release, *files, *rbac])
@@ -879,34 +935,35 @@ class Vault(pulumi.ComponentResource):
         )
         return [init_state, admin_secret, policy_map]
 
-    def _bootstrap_rbac(self, name: str, ns_opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
-        """The Job's ServiceAccount: it may read and update the init state Secret, nothing else."""
+    def _bootstrap_rbac(
+        self, name: str, ns_opts: pulumi.ResourceOptions, job_name: pulumi.Output[str]
+    ) -> list[pulumi.Resource]:
+        """The Job's ServiceAccount and its grant, which reaches the init state Secret only and lasts only
+        while the Job runs (:func:`bootstrap_rbac_rules`, :func:`bootstrap_job_spec`).
+
+        The RoleBinding is named like the Job: a new Job (a new command or password) comes with a new
+        binding, and the old one goes with the old Job. Its first act is to make the binding a dependent
+        of the Job (programs/vault_bootstrap, ``hand_grant_to_job``); the Job is deleted as soon as it
+        finishes (``ttlSecondsAfterFinished: 0``), and the garbage collector deletes the binding with
+        it, so the ServiceAccount holds nothing between runs."""
         namespace = self.spec.namespace
         account = k8s.core.v1.ServiceAccount(
             f"{name}-bootstrap-sa",
-            metadata={"name": "vault-bootstrap", "namespace": namespace},
+            metadata={"name": BOOTSTRAP_ACCOUNT, "namespace": namespace},
             automount_service_account_token=True,
             opts=ns_opts,
         )
-        rules: Any = [
-            {
-                "apiGroups": [""],
-                "resources": ["secrets"],
-                "resourceNames": [INIT_STATE_SECRET],
-                "verbs": ["get", "update"],
-            },
-        ]
         role = k8s.rbac.v1.Role(
             f"{name}-bootstrap-role",
-            metadata={"name": "vault-bootstrap", "namespace": namespace},
-            rules=rules,
+            metadata={"name": BOOTSTRAP_ACCOUNT, "namespace": namespace},
+            rules=cast(Any, job_name.apply(bootstrap_rbac_rules)),
             opts=ns_opts,
         )
-        subjects: Any = [{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": namespace}]
+        subjects: Any = [{"kind": "ServiceAccount", "name": BOOTSTRAP_ACCOUNT, "namespace": namespace}]
         binding = k8s.rbac.v1.RoleBinding(
             f"{name}-bootstrap-binding",
-            metadata={"name": "vault-bootstrap", "namespace": namespace},
-            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "vault-bootstrap"},
+            metadata={"name": job_name, "namespace": namespace},
+            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": BOOTSTRAP_ACCOUNT},
             subjects=subjects,
             opts=ns_opts,
         )

@@ -164,9 +164,9 @@ def bootstrap_job_command(
     autopilot_stabilization: str | None = "2s",
 ) -> list[str]:
     """The stack's bootstrap Job arguments against ``vault`` as its pod would have them: the admin
-    passwords (current, and previous generation's) and the admin policy (from the stack's ``vault-admin-policy`` ConfigMap) written as the
-    files its volumes mount, the init result in ``workdir/vault-init.json`` instead of the Kubernetes
-    Secret (see ``localize_job_command``)."""
+    passwords (current, and previous generation's) and the admin policy (from the stack's
+    ``vault-admin-policy`` ConfigMap) written as the files its volumes mount, the init result in
+    ``workdir/vault-init.json`` instead of the Kubernetes Secret (see ``localize_job_command``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     write_private_file(workdir / "password", password)
     # the Secret's other password, the previous generation's: at generation 1 one Vault never had

@@ -179,9 +179,10 @@ def localize_job_command(
 ) -> list[str]:
     """The bootstrap Job's arguments (after ``python -m programs.vault_bootstrap``) as they run here:
     pod peers -> the cluster's loopback URLs (pods that were not started are dropped), mounted files
-    -> ``workdir/password``, ``workdir/previous-password`` and ``workdir/admin-policy.hcl``, the Kubernetes Secret store -> the file
-    ``state_file``; plus test deadlines and, unless ``autopilot_stabilization`` is ``None`` (the
-    server's own 10 s, as deployed), a short autopilot stabilisation time. Without ``workdir`` the
+    -> ``workdir/password``, ``workdir/previous-password`` and ``workdir/admin-policy.hcl``, the
+    Kubernetes Secret store -> the file ``state_file``; plus test deadlines and, unless
+    ``autopilot_stabilization`` is ``None`` (the server's own 10 s, as deployed), a short autopilot
+    stabilisation time. Without ``workdir`` the
     files keep their pod paths and without ``state_file`` the state stays in the Kubernetes Secret
     (a pod sandbox mounts the one and reaches the other). The operators' ``--pgp-key``s (the shipped hub
     gives them; nobody here holds their private halves) become the development setting's plaintext

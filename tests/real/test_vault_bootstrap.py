@@ -39,9 +39,9 @@ from offline.engine import Recording, plan_operator_pgp_keys
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     EXIT_ADMIN_LOGIN,
-    EXIT_USAGE,
     EXIT_FAILURE,
     EXIT_OPERATOR_ACTION,
+    EXIT_USAGE,
     BootstrapError,
     Config,
     FileStateStore,

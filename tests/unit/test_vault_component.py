@@ -303,13 +303,64 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     role = k8s_object(hub, "Role", "vault-bootstrap")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vault-init"], "verbs": ["get", "update"]},
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["rolebindings"],
+            "resourceNames": [job["metadata"]["name"]],
+            "verbs": ["patch", "delete"],
+        },
     ], "no create: RBAC cannot scope it by name, and a created token Secret would be any account's"
     state = hub.one("kubernetes:core/v1:Secret", "hub-vault-init-state")
     assert state.inputs["metadata"]["name"] == "vault-init" and "data" not in state.inputs
     assert "stringData" not in state.inputs
     assert state.protect and sorted(state.ignore_changes) == ["data", "stringData"]
-    job = next(r for r in hub.of_type("kubernetes:batch/v1:Job"))
-    assert state.urn in job.dependencies, "the Job starts once the Secret it writes exists"
+    job_resource = hub.one("kubernetes:batch/v1:Job", "hub-vault-bootstrap")
+    assert state.urn in job_resource.dependencies, "the Job starts once the Secret it writes exists"
+
+
+def test_the_bootstrap_grant_lives_only_while_its_job_runs(hub: Recording) -> None:
+    """The grant is a RoleBinding named like the Job, created before it; the Job hands the binding its
+    own name and uid (downward API) so the run can make the binding the Job's dependent, and is deleted
+    as soon as it finishes (tests/real/test_pods.py runs this against the Kubernetes API stand-in)."""
+    job = bootstrap_job(hub)
+    binding_resource = hub.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "hub-vault-bootstrap-binding")
+    binding = binding_resource.inputs
+    assert binding["metadata"] == {"name": job["metadata"]["name"], "namespace": "vault"}
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vault-bootstrap"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": "vault"}]
+    job_resource = hub.one("kubernetes:batch/v1:Job", "hub-vault-bootstrap")
+    assert binding_resource.urn in job_resource.dependencies, "the grant exists before the Pod starts"
+    assert job["spec"]["ttlSecondsAfterFinished"] == 0
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    labels = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert labels == {
+        "VAULT_BOOTSTRAP_ROLE_BINDING": "metadata.labels['batch.kubernetes.io/job-name']",
+        "VAULT_BOOTSTRAP_JOB_NAME": "metadata.labels['batch.kubernetes.io/job-name']",
+        "VAULT_BOOTSTRAP_JOB_UID": "metadata.labels['batch.kubernetes.io/controller-uid']",
+    }
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # nothing else in the stack binds the bootstrap's account
+    bound = [
+        r.name
+        for r in hub.resources
+        if r.type.endswith(("RoleBinding", "ClusterRoleBinding"))
+        and any(s.get("name") == "vault-bootstrap" for s in r.inputs.get("subjects") or [])
+    ]
+    assert bound == ["hub-vault-bootstrap-binding"]
+
+
+def test_a_new_bootstrap_job_comes_with_a_new_binding(hub: Recording) -> None:
+    config, secret_keys = load_stack_file("hub")
+    config = copy.deepcopy(config)
+    config["fedobs:vault"]["adminCredentialGeneration"] = 2
+    rotated = run_program("hub", config, secret_keys)
+    assert rotated.error is None, rotated.error
+    for recording in (hub, rotated):
+        binding = recording.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "hub-vault-bootstrap-binding")
+        role = k8s_object(recording, "Role", "vault-bootstrap")
+        assert binding.inputs["metadata"]["name"] == bootstrap_job(recording)["metadata"]["name"]
+        assert role["rules"][1]["resourceNames"] == [bootstrap_job(recording)["metadata"]["name"]]
+    assert bootstrap_job(hub)["metadata"]["name"] != bootstrap_job(rotated)["metadata"]["name"]
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
