@@ -49,6 +49,11 @@ What a run guarantees
    password or token is ever written to stdout/stderr.
 9. The state record holds the init result and nothing else: never the root token (item 3), never
    an admin password (see 'Admin password rotation' and 'Upgrade').
+10. With ``--role-binding``/``--job-name``/``--job-uid`` (the Job passes them from its Pod's labels),
+    the run's first request, before any file or Vault is touched beyond the local checks, makes that
+    RoleBinding (its own grant) a dependent of its Job (:meth:`KubernetesSecretStateStore.hand_grant_to_job`),
+    so the garbage collector deletes the grant with the Job; if that is refused the run stops
+    (exit 1) before it talks to Vault.
 
 Shamir unseal keys are stored encrypted to the operators' ``--pgp-key``s (one per share). Without them
 the run refuses to start (usage error, before anything is contacted) unless

@@ -60,6 +60,7 @@ from rig.programs_env import programs_python
 from rig.s3 import MotoS3
 from rig.vault_cluster import (
     LoopbackVault,
+    bootstrap_job,
     build_loopback_vault,
     job_command,
     localize_job_command,
@@ -778,10 +779,9 @@ def test_the_stacks_role_is_all_the_store_needs_and_creates_no_secret(tmp_path: 
     declared = k8s_object(hub, "Secret", "vault-init")
     with KubeAPIServer() as kube:
         kube.create_service_account("vault", "vault-bootstrap")
-        for rule in role["rules"]:
-            kube.allow_service_account(
-                "vault", "vault-bootstrap", rule["verbs"], rule["resources"], "vault", rule.get("resourceNames", ())
-            )
+        kube.put_role("vault", "vault-bootstrap", role["rules"])
+        binding = k8s_object(hub, "RoleBinding", bootstrap_job(hub)["metadata"]["name"])
+        kube.put_role_binding("vault", binding["metadata"]["name"], binding["roleRef"]["name"], binding["subjects"])
         kube.put_secret("vault", "vault-init", {}, labels=declared["metadata"]["labels"])
         token = tmp_path / "token"
         token.write_text(kube.mint_service_account_token("vault", "vault-bootstrap") + "\n")
