@@ -20,7 +20,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from components.vault_server_config import (
     server_certificate_dns_names,
 )
 from offline.engine import Recording, plan_operator_pgp_keys
+from programs.errors import UsageError
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     EXIT_ADMIN_LOGIN,
@@ -45,6 +46,7 @@ from programs.vault_bootstrap.bootstrap import (
     BootstrapError,
     Config,
     FileStateStore,
+    JobGrant,
     KubernetesSecretStateStore,
     run,
 )
@@ -823,3 +825,28 @@ def test_the_components_job_command_parses() -> None:
     assert config.username == vault_component.ADMIN_USERNAME
     assert config.admin_policy_name == ADMIN_POLICY
     assert state == f"kubernetes-secret:{spec.namespace}/{vault_component.INIT_STATE_SECRET}"
+
+
+def test_the_command_line_refuses_plaintext_shamir_keys_and_a_half_given_grant(tmp_path: Path) -> None:
+    """Usage errors before anything is contacted: a Shamir seal with neither operator keys nor the
+    development flag, both at once, a grant without its Job's uid, a grant with the file store."""
+    files = ["--password-file", "p", "--admin-policy-file", "a", "--peer", "https://vault-0.vault-internal:8200"]
+    pgp = ["--key-shares", "1", "--key-threshold", "1", "--pgp-key", plan_operator_pgp_keys()[0]]
+    plaintext = [vault_component.PLAINTEXT_UNSEAL_KEYS_FLAG, "true"]
+    for args, message in (
+        ([], "a Shamir seal needs --pgp-key"),
+        ([*pgp, *plaintext], "exclude each other"),
+        ([*plaintext, "--role-binding", "b", "--job-name", "b"], "go together"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            config_from_args(build_parser().parse_args([*files, *args]))
+    auto, _ = config_from_args(build_parser().parse_args([*files, "--seal", "auto", "--state", "file:x"]))
+    assert auto.pgp_keys == () and not auto.plaintext_unseal_keys  # recovery keys: not this rule's
+    grant = ["--role-binding", "vault-bootstrap-1", "--job-name", "vault-bootstrap-1", "--job-uid", "0f0e-1a2b-3c4d"]
+    config, _ = config_from_args(build_parser().parse_args([*files, *plaintext, *grant, "--state", "file:x"]))
+    assert config.job_grant == JobGrant("vault-bootstrap-1", "vault-bootstrap-1", "0f0e-1a2b-3c4d")
+    (tmp_path / "p").write_text("pw")
+    (tmp_path / "a").write_text("policy")
+    config = replace(config, password_file=str(tmp_path / "p"), admin_policy_file=str(tmp_path / "a"))
+    with pytest.raises(UsageError, match="needs the kubernetes-secret state store"):
+        run(config, FileStateStore(tmp_path / "state.json"), log=lambda m: None)
