@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from components.admin_identity import AdminDeployIdentitySettings
 from components.admission import AdmissionSettings
 from components.cluster import ClusterSettings, ExistingClusterSettings, LkeClusterSettings, platform_of
 from components.collectors import (
@@ -39,8 +40,14 @@ from components.otlp_pki import PkiSettings
 from components.programs_image import EXAMPLE as PROGRAMS_IMAGE_EXAMPLE
 from components.programs_image import ProgramsImage, is_pinned_by_digest
 from components.raft_snapshots import creates_bucket, linode_region_problem
-from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, DnsLabel, RuleProblem, Settings
-from components.vault import LINODE_STORAGE_CLASS_PREFIX, LoadBalancerExposure, VaultSettings, unseal_key_problems
+from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, Cidr, DnsLabel, RuleProblem, Settings
+from components.vault import (
+    LINODE_STORAGE_CLASS_PREFIX,
+    AddressExposure,
+    LoadBalancerExposure,
+    VaultSettings,
+    unseal_key_problems,
+)
 from components.vault_config import DatabaseAdmin, VaultConfigSettings
 from components.vault_server_config import AwsKmsSeal, TransitSeal
 from components.vso import DistributionSettings, SyncSettings
@@ -60,11 +67,13 @@ class EdgeEntry(Settings):
     """An edge cluster the hub serves: its client certificate, transit key and scoped credential.
 
     ``deploySubject``: the ``sub`` of this edge's deploy JWT, when it does not follow
-    ``fedobs:edgeDeployIdentity.subjectTemplate``.
+    ``fedobs:edgeDeployIdentity.subjectTemplate``. ``egressCidrs``: where the edge's cert-sync reaches
+    the hub from; its AppRole secret_id and tokens work from there only (empty: anywhere).
     """
 
     name: DnsLabel
     deploy_subject: str | None = Field(default=None, min_length=1)
+    egress_cidrs: tuple[Cidr, ...] = ()
 
 
 class StackConfig(Settings):
@@ -145,7 +154,9 @@ class StackConfig(Settings):
         own_workloads = (collector_workload(collector, self.collector_shape),) if collector else ()
         problems += self.distribution.restart_target_problems(own_workloads)
         problems += self.distribution.reserved_secret_problems(self.own_syncs)
-        problems += dynamic_secret_problems(self.dynamic_secrets, self.vault_config)
+        problems += dynamic_secret_problems(
+            self.dynamic_secrets, self.vault_config, {s.namespace for s in self.all_syncs}
+        )
         if isinstance(self.cluster, ExistingClusterSettings) and self.kubeconfig and self.cluster.context:
             problems.append(
                 RuleProblem(
@@ -154,6 +165,7 @@ class StackConfig(Settings):
             )
         if isinstance(self.cluster, ExistingClusterSettings):
             problems += linode_only_problems(self.vault)
+        problems += client_address_problems(self.vault, [("vault.adminCidrs", self.vault.admin_cidrs)])
         snapshots = self.vault.snapshots
         platform = platform_of(self.cluster)
         if snapshots is not None and platform.linode and creates_bucket(snapshots.bucket, platform):
@@ -179,6 +191,23 @@ class StackConfig(Settings):
         if value is None:
             raise ConfigError(str(self.role), [Problem(f"{NS}:{key}", "required here")])
         return value
+
+
+def client_address_problems(vault: VaultSettings, bindings: Iterable[tuple[str, tuple[str, ...]]]) -> list[RuleProblem]:
+    """CIDR bindings (config key, CIDRs) need an exposure that passes the client's address to Vault."""
+    if not isinstance(vault.exposure, AddressExposure):
+        return []
+    return [
+        RuleProblem(
+            key,
+            f"binds logins to addresses, but with {NS}:vault.exposure.type 'address' Vault sees the address of "
+            "the proxy, ingress or tunnel in front of it, never the client's: every login would be refused. Use "
+            "a 'loadBalancer' exposure (on LKE the NodeBalancer passes the client's address by PROXY protocol)",
+            (key, "vault.exposure"),
+        )
+        for key, cidrs in bindings
+        if cidrs
+    ]
 
 
 def linode_only_problems(vault: VaultSettings) -> list[RuleProblem]:
@@ -225,6 +254,8 @@ class HubConfig(StackConfig):
     #: flow (docs/security.md). Destroying a key is a second, explicit step.
     retired_edges: tuple[DnsLabel, ...] = ()
     edge_deploy_identity: EdgeDeployIdentitySettings | None = None
+    #: Pulumi's own login from the hub's deploy job (components/admin_identity.py).
+    hub_deploy_identity: AdminDeployIdentitySettings | None = None
     pki: PkiSettings | None = None
 
     collector_shape: ClassVar[CollectorShape] = GATEWAY
@@ -260,6 +291,11 @@ class HubConfig(StackConfig):
                 RuleProblem("retiredEdges", f"duplicate edge names: {', '.join(duplicates)}", ("retiredEdges",))
             )
         return problems
+
+    @property
+    def edge_cidrs(self) -> dict[str, tuple[str, ...]]:
+        """Each edge's ``egressCidrs``, for those that have any."""
+        return {e.name: e.egress_cidrs for e in self.edges if e.egress_cidrs}
 
     def deploy_subjects(self, identity: EdgeDeployIdentitySettings) -> dict[str, str]:
         """Each edge's deploy JWT subject: its ``deploySubject``, else the identity's template."""
@@ -297,6 +333,9 @@ class HubConfig(StackConfig):
 
     def rule_problems(self) -> list[RuleProblem]:
         problems = [*super().rule_problems(), *self._deploy_identity_problems(), *self._retired_edge_problems()]
+        problems += client_address_problems(
+            self.vault, [(f"edges[{i}].egressCidrs", e.egress_cidrs) for i, e in enumerate(self.edges)]
+        )
         if isinstance(self.vault.seal, TransitSeal):
             problems.append(
                 RuleProblem(

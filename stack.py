@@ -13,16 +13,18 @@ from typing import Any
 
 import pulumi
 
+from components.admin_identity import AdminDeployIdentity
 from components.admin_policy import admin_policy_hcl
 from components.admission import Admission
 from components.cert_manager import CertManager
 from components.cert_sync import CertSync, EdgeSource, HubSource, cert_sync_role
 from components.cluster import Cluster, Platform
 from components.collectors import GRPC_PORT, MtlsExporter, MtlsReceiver, OtelCollector
-from components.dynamic_secrets import DynamicSecrets
+from components.dynamic_secrets import DynamicSecrets, notebook_vso_roles
 from components.edge_identity import EdgeDeployIdentity
 from components.hub_link import HubLink
 from components.kubernetes_auth import KubernetesAuth, WorkloadRole
+from components.notebook_validation import NotebookValidation
 from components.otlp_pki import OtlpPki
 from components.raft_snapshots import RaftSnapshots, snapshot_role
 from components.transit_unseal import TransitUnseal
@@ -87,6 +89,10 @@ def build_hub(cfg: HubConfig) -> dict[str, Any]:
     core = build_core(cfg, prefix, cluster, cert_manager, part, edges=cfg.edge_names)
     in_vault = pulumi.ResourceOptions(provider=core.vault.vault_provider)
     TransitUnseal(f"{prefix}-transit-unseal", cfg.edge_names, retired=cfg.retired_edges, opts=in_vault)
+    if cfg.hub_deploy_identity is not None:
+        AdminDeployIdentity(
+            f"{prefix}-admin-identity", cfg.hub_deploy_identity, admin_policy=core.vault.admin_policy, opts=in_vault
+        )
     if cfg.edges:
         identity = cfg.require(cfg.edge_deploy_identity, "edgeDeployIdentity")
         EdgeDeployIdentity(f"{prefix}-edge-identity", identity, subjects=cfg.deploy_subjects(identity), opts=in_vault)
@@ -147,6 +153,7 @@ def build_core(
         cert_manager=cert_manager,
         programs_image=cfg.programs_image,
         admin_policy_hcl=admin_policy_hcl(cfg.vault_config, transit=isinstance(cfg, HubConfig)),
+        admin_identity=cfg.hub_deploy_identity if isinstance(cfg, HubConfig) else None,
         transit_seal=part.transit_seal,
         aws_kms_credentials=cfg.aws_kms_credentials,
         opts=k8s,
@@ -158,11 +165,16 @@ def build_core(
         database_admins=cfg.database_admins,
         aws_root_credentials=cfg.aws_root_credentials,
         edges=edges,
+        edge_cidrs=cfg.edge_cidrs if isinstance(cfg, HubConfig) else {},
         opts=in_vault,
     )
     kv_mount = cfg.vault_config.kv.path
     syncs = cfg.all_syncs
-    roles: list[WorkloadRole] = [*consumer_roles(cfg.vault_config), *vso_roles(syncs, kv_mount)]
+    roles: list[WorkloadRole] = [
+        *consumer_roles(cfg.vault_config),
+        *vso_roles(syncs, kv_mount),
+        *notebook_vso_roles(cfg.dynamic_secrets, cfg.vault_config),
+    ]
     snapshots = cfg.vault.enabled_snapshots
     if snapshots is not None:
         roles.append(snapshot_role(vault.namespace))
@@ -216,7 +228,7 @@ def build_workloads(
     """VSO (for ``syncs``, every sync of the stack), admission, the collector and the dynamic-secret
     workloads of the cluster (``k8s``: its provider; ``platform``: what may be assumed of its cloud)."""
     vso = None
-    if syncs:
+    if syncs or any(w.notebook_job is not None for w in cfg.dynamic_secrets):
         vso = VaultSecretsOperator(
             f"{prefix}-vso",
             cfg.distribution,
@@ -252,7 +264,7 @@ def build_workloads(
         )
     for workload in cfg.dynamic_secrets:
         consumer = cfg.require(cfg.vault_config.consumer(workload.consumer), "dynamicSecrets")
-        DynamicSecrets(
+        workload_secrets = DynamicSecrets(
             f"{prefix}-{consumer.name}",
             workload,
             consumer=consumer,
@@ -262,3 +274,13 @@ def build_workloads(
             vault_ready=(auth, *configuration.credential_roles),
             opts=k8s,
         )
+        if workload.notebook_job is not None and vso is not None:
+            NotebookValidation(
+                f"{prefix}-{consumer.name}-notebook",
+                workload.notebook_job,
+                namespace=consumer.namespace,
+                vault_config=cfg.vault_config,
+                depends_on=(workload_secrets, vso),
+                job_depends_on=(auth, *configuration.credential_roles),
+                opts=k8s,
+            )

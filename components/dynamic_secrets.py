@@ -1,4 +1,5 @@
-"""Workloads that get short-lived database and AWS credentials from the Vault Agent Injector."""
+"""Workloads that get short-lived database and AWS credentials: Pods the stack or the user defines
+through the Vault Agent Injector, a NotebookValidationJob through VSO (components/notebook_validation.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from components.agent_injector import (
     SECRETS_DIR,
@@ -19,7 +20,19 @@ from components.agent_injector import (
     pod_template_metadata,
     token_volume,
 )
-from components.pod_security import PROGRAMS_UID, restricted_container, restricted_namespace, restricted_pod
+from components.kubernetes_auth import WorkloadRole
+from components.notebook_validation import (
+    NotebookJobSettings,
+    notebook_problems,
+    notebook_vso_role,
+)
+from components.pod_security import (
+    PROGRAMS_UID,
+    baseline_namespace,
+    restricted_container,
+    restricted_namespace,
+    restricted_pod,
+)
 from components.settings import CONFIG_NAMESPACE, DnsLabel, RuleProblem, Settings
 from components.vault_config import Consumer, CredentialRef, VaultConfigSettings
 
@@ -41,13 +54,25 @@ class DynamicWorkloadSettings(Settings):
 
     consumer: DnsLabel
     example_job: bool = True
-    files: tuple[InjectedFileSettings, ...] = Field(min_length=1)
+    files: tuple[InjectedFileSettings, ...] = ()
+    #: A NotebookValidationJob whose Pod gets its credentials from VSO (the injector cannot reach it).
+    notebook_job: NotebookJobSettings | None = None
+
+    @model_validator(mode="after")
+    def _something_to_deliver(self) -> DynamicWorkloadSettings:
+        if not self.files and self.notebook_job is None:
+            raise ValueError("declare files (Vault Agent Injector) or a notebookJob (VSO), or both")
+        if self.example_job and not self.files:
+            raise ValueError("exampleJob needs files: the example Job reads the injected files")
+        return self
 
 
 def dynamic_secret_problems(
-    workloads: tuple[DynamicWorkloadSettings, ...], vault_config: VaultConfigSettings
+    workloads: tuple[DynamicWorkloadSettings, ...], vault_config: VaultConfigSettings, sync_namespaces: set[str]
 ) -> list[RuleProblem]:
-    """An injected file names a declared consumer and one of that consumer's credentials."""
+    """An injected file or notebook credential names a declared consumer and one of that consumer's
+    credentials; a consumer's namespace (which this component creates) is not also a VSO sync target
+    (which ``VaultSecretsOperator`` creates)."""
     problems: list[RuleProblem] = []
     names_read = tuple(f"vaultConfig.consumers[{k}].name" for k in range(len(vault_config.consumers)))
     for i, workload in enumerate(workloads):
@@ -71,7 +96,33 @@ def dynamic_secret_problems(
             for j, file in enumerate(workload.files)
             if file.credential not in consumer.credentials
         )
+        if workload.notebook_job is not None:
+            problems += notebook_problems(
+                f"dynamicSecrets[{i}].notebookJob", workload.notebook_job, consumer, f"vaultConfig.consumers[{index}]"
+            )
+        if consumer.namespace in sync_namespaces:
+            problems.append(
+                RuleProblem(
+                    f"dynamicSecrets[{i}].consumer",
+                    f"namespace '{consumer.namespace}' of consumer '{consumer.name}' is also a target of "
+                    f"{CONFIG_NAMESPACE}:distribution.syncs or the collector: both would create it",
+                    (f"dynamicSecrets[{i}].consumer", f"vaultConfig.consumers[{index}]", "distribution.syncs"),
+                )
+            )
     return problems
+
+
+def notebook_vso_roles(
+    workloads: tuple[DynamicWorkloadSettings, ...], vault_config: VaultConfigSettings
+) -> list[WorkloadRole]:
+    """VSO's role in each consumer namespace that runs a notebook job (config.py has checked that the
+    consumer is declared)."""
+    roles = []
+    for workload in workloads:
+        consumer = vault_config.consumer(workload.consumer)
+        if workload.notebook_job is not None and consumer is not None:
+            roles.append(notebook_vso_role(consumer, workload.notebook_job, vault_config))
+    return roles
 
 
 def injected_credentials(
@@ -190,7 +241,7 @@ class DynamicSecrets(pulumi.ComponentResource):
     ) -> None:
         """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes
         through ``opts``. Only the example Job waits for ``vault_ready`` (the consumer's Vault role and
-        the engines it reads)."""
+        the engines it reads). A ``notebookJob`` is the stack's :class:`NotebookValidation`, after this."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         args = WorkloadPlan(
             namespace=consumer.namespace,
@@ -200,7 +251,10 @@ class DynamicSecrets(pulumi.ComponentResource):
             image=image,
         )
         k8s_opts = pulumi.ResourceOptions(parent=self)
-        namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
+        if settings.notebook_job is None:
+            namespace = restricted_namespace(f"{name}-namespace", args.namespace, k8s_opts)
+        else:  # the operator's Pod meets "baseline" only (pod_security.baseline_namespace)
+            namespace = baseline_namespace(f"{name}-namespace", args.namespace, k8s_opts)
         in_ns = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",

@@ -8,7 +8,7 @@ no stack reference and no referencing state holds another edge's secrets.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Self
 
 import pulumi
 import pulumi_vault as vault
@@ -42,22 +42,33 @@ HttpsUrl = Annotated[str, AfterValidator(_https)]
 PemPublicKey = Annotated[str, AfterValidator(_pem_public_key)]
 
 
-class EdgeDeployIdentitySettings(Settings):
-    """``fedobs:edgeDeployIdentity``: how the hub recognises the deploy identity of each edge.
-
-    The JWT's ``iss`` must equal ``issuer`` and its ``aud`` contain ``audience``; its ``sub`` must
-    equal the edge's subject: ``subjectTemplate`` with ``{edge}`` replaced by the edge's name
-    (GitHub Actions: ``repo:<owner>/<repo>:environment:<edge>``), or the edge's ``deploySubject``.
-    Keys come from ``oidcDiscoveryUrl`` (GitHub: the issuer itself) or ``jwtValidationPubkeys``
-    (an operator's key pair): exactly one of the two.
-    """
+class DeployIssuerSettings(Settings):
+    """Who signs deploy JWTs and for which audience: the JWT's ``iss`` must equal ``issuer`` and its
+    ``aud`` contain ``audience``. Keys come from ``oidcDiscoveryUrl`` (GitHub: the issuer itself) or
+    ``jwtValidationPubkeys`` (an operator's key pair): exactly one of the two."""
 
     issuer: HttpsUrl
     audience: str = Field(min_length=1)
-    subject_template: str = Field(min_length=1)
     oidc_discovery_url: HttpsUrl | None = None
     jwt_validation_pubkeys: tuple[PemPublicKey, ...] = ()
     token_ttl: int = Field(default=DEFAULT_TOKEN_TTL_SECONDS, ge=60, le=3600)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if (self.oidc_discovery_url is None) == (not self.jwt_validation_pubkeys):
+            raise ValueError("set exactly one of oidcDiscoveryUrl and jwtValidationPubkeys")
+        return self
+
+
+class EdgeDeployIdentitySettings(DeployIssuerSettings):
+    """``fedobs:edgeDeployIdentity``: how the hub recognises the deploy identity of each edge.
+
+    Besides issuer, audience and keys (:class:`DeployIssuerSettings`), the JWT's ``sub`` must
+    equal the edge's subject: ``subjectTemplate`` with ``{edge}`` replaced by the edge's name
+    (GitHub Actions: ``repo:<owner>/<repo>:environment:<edge>``), or the edge's ``deploySubject``.
+    """
+
+    subject_template: str = Field(min_length=1)
 
     @field_validator("subject_template")
     @classmethod
@@ -65,12 +76,6 @@ class EdgeDeployIdentitySettings(Settings):
         if template.count(EDGE_PLACEHOLDER) != 1:
             raise ValueError(f"must contain {EDGE_PLACEHOLDER} exactly once, or every edge would share one identity")
         return template
-
-    @model_validator(mode="after")
-    def _one_key_source(self) -> EdgeDeployIdentitySettings:
-        if (self.oidc_discovery_url is None) == (not self.jwt_validation_pubkeys):
-            raise ValueError("set exactly one of oidcDiscoveryUrl and jwtValidationPubkeys")
-        return self
 
     def subject(self, edge: str, override: str | None = None) -> str:
         return override if override is not None else self.subject_template.replace(EDGE_PLACEHOLDER, edge)

@@ -18,10 +18,6 @@ from components.vault_config import edge_role_id
 from components.vault_names import EDGE_APPROLE_MOUNT, EDGE_DEPLOY_JWT_MOUNT
 
 TYPE_TOKEN = "fedobs:link:HubLink"
-#: Where the Vault provider reads the deploy identity's JWT (terraform-provider-vault,
-#: ``internal/provider/auth_jwt.go``: the ``jwt`` field defaults to this variable), so the JWT
-#: never enters the program, its inputs or its state.
-DEPLOY_JWT_ENV = "TERRAFORM_VAULT_AUTH_JWT"
 
 _HTTPS_URL = re.compile(r"^https://[^/\s]+$")
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----")

@@ -51,3 +51,24 @@ def restricted_namespace(resource_name: str, namespace: str, opts: pulumi.Resour
         metadata={"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
         opts=opts,
     )
+
+
+def baseline_namespace(resource_name: str, namespace: str, opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:
+    """A Namespace that enforces the "baseline" Pod Security Standard and warns and audits against
+    "restricted": for Pods a third-party controller builds that cannot meet "restricted". The Jupyter
+    Notebook Validator Operator v1.0.8 (commit 2d4323d4) gives its validation Pod no seccomp profile
+    and runs its git-clone init container without ``runAsNonRoot``
+    (internal/controller/notebookvalidationjob_controller.go ``createValidationPod``,
+    internal/controller/git_helper.go ``buildGitCloneInitContainer``)."""
+    return k8s.core.v1.Namespace(
+        resource_name,
+        metadata={
+            "name": namespace,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "baseline",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/audit": "restricted",
+            },
+        },
+        opts=opts,
+    )

@@ -18,6 +18,7 @@ import pulumi_vault as vault
 from pydantic import AfterValidator, Field, field_validator
 
 from components import versions
+from components.admin_identity import AdminDeployIdentitySettings, jwt_login
 from components.cluster import Platform
 from components.linode_exposure import NODEBALANCER_SOURCE_RANGES, load_balancer_annotations
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
@@ -163,6 +164,10 @@ class VaultSettings(Settings):
     insecure_plaintext_unseal_keys_for_development: bool = False
     #: Bump to rotate the password Pulumi's own Vault login uses (docs/vault.md, "Rotation").
     admin_credential_generation: int = Field(default=1, ge=1)
+    #: Where the userpass admin may log in from and use its token (``token_bound_cidrs`` of the user):
+    #: operators, CI runners and this cluster's pod network (the bootstrap Job logs in from a Pod).
+    #: Empty: anywhere the exposure admits. Needs an exposure that passes client addresses (config.py).
+    admin_cidrs: tuple[Cidr, ...] = ()
     snapshots: SnapshotSettings | None = None
 
     @field_validator("replicas")
@@ -465,6 +470,11 @@ def bootstrap_command(settings: VaultSettings, spec: VaultServerSpec) -> list[st
     return command
 
 
+def admin_user_path() -> str:
+    """The userpass user Pulumi logs in as (created by the bootstrap Job)."""
+    return f"auth/{ADMIN_AUTH_MOUNT}/users/{ADMIN_USERNAME}"
+
+
 def _bootstrap_job_name(command: list[str], admin_password: pulumi.Output[str]) -> pulumi.Output[str]:
     """A new Job (new name) whenever what it does or the admin password changes; an unchanged
     one is not re-run. Only a digest of the password shows in the name. The admin policy is not
@@ -605,6 +615,7 @@ class Vault(pulumi.ComponentResource):
     address: pulumi.Output[str]
     ca_cert: pulumi.Output[str]
     vault_provider: vault.Provider
+    admin_policy: vault.Policy
 
     def __init__(
         self,
@@ -616,6 +627,7 @@ class Vault(pulumi.ComponentResource):
         cert_manager: pulumi.Resource,
         programs_image: str,
         admin_policy_hcl: str,
+        admin_identity: AdminDeployIdentitySettings | None = None,
         transit_seal: TransitSealInput | None = None,
         aws_kms_credentials: AccessKeyPair | None = None,
         local_ca_dir: Path = Path(".fedobs"),
@@ -623,7 +635,8 @@ class Vault(pulumi.ComponentResource):
     ) -> None:
         """``programs_image``: what the bootstrap Job runs (``fedobs:programsImage``);
         ``admin_policy_hcl``: the policy of Pulumi's own login (``components.admin_policy``), written by
-        the bootstrap once and managed as a ``vault.Policy`` from then on. The Kubernetes
+        the bootstrap once and managed as a ``vault.Policy`` from then on; ``admin_identity``: the JWT
+        login of Pulumi in CI (``components.admin_identity``), hub only. The Kubernetes
         provider comes through ``opts`` (children inherit it); only cert-manager's Issuer and Certificate
         wait for ``cert_manager`` (its CRDs), the rest starts at once."""
         super().__init__(TYPE_TOKEN, name, None, opts)
@@ -631,6 +644,7 @@ class Vault(pulumi.ComponentResource):
         self.settings = settings = settings.for_platform(platform)
         self.programs_image = programs_image
         self.admin_policy_hcl = admin_policy_hcl
+        self.admin_identity = admin_identity
         self.spec = spec = server_spec(settings, cluster_name)
         self.namespace = spec.namespace
         self.release_name = spec.release
@@ -826,10 +840,13 @@ class Vault(pulumi.ComponentResource):
     def _login_provider(
         self, name: str, local_ca_dir: Path, admin_password: pulumi.Output[str], job: pulumi.Resource
     ) -> vault.Provider:
-        """The Vault provider: it logs in on every run, so no token that could expire is kept in state."""
+        """The Vault provider: it logs in on every run, so no token that could expire is kept in state;
+        through ``jwt-pulumi`` when the hub declares its deploy identity and the run carries a JWT,
+        through userpass otherwise (first run, operators: components/admin_identity.py)."""
         ca_file = pulumi.Output.all(self.ca_cert, pulumi.get_stack()).apply(
             lambda parts: write_ca_file(local_ca_dir, parts[1], parts[0])
         )
+        jwt = jwt_login(self.admin_identity)
         login = admin_password.apply(
             lambda password: vault.ProviderAuthLoginUserpassArgs(
                 mount=ADMIN_AUTH_MOUNT, username=ADMIN_USERNAME, password=password
@@ -841,7 +858,9 @@ class Vault(pulumi.ComponentResource):
             ca_cert_file=ca_file,
             tls_server_name=self.spec.external_hostname,
             skip_child_token=False,
-            auth_login_userpass=cast(Any, pulumi.Output.secret(login)),
+            # Exactly one login block (they conflict): the CI JWT when the run carries one, else userpass.
+            auth_login_userpass=None if jwt is not None else cast(Any, pulumi.Output.secret(login)),
+            auth_login_jwt=jwt,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
         )
 
@@ -849,7 +868,11 @@ class Vault(pulumi.ComponentResource):
         """Pulumi's own policy, Raft autopilot and the audit devices, through the Vault provider."""
         vault_opts = pulumi.ResourceOptions(parent=self, provider=self.vault_provider)
         # The bootstrap wrote it to hand Pulumi a login; from here on the stack manages it.
-        vault.Policy(f"{name}-admin-acl", name=ADMIN_POLICY, policy=self.admin_policy_hcl, opts=vault_opts)
+        #: What a role granting the admin policy waits for (components.admin_identity).
+        self.admin_policy = vault.Policy(
+            f"{name}-admin-acl", name=ADMIN_POLICY, policy=self.admin_policy_hcl, opts=vault_opts
+        )
+        self._admin_user_cidrs(name, vault_opts)
         vault.RaftAutopilot(
             f"{name}-autopilot",
             cleanup_dead_servers=True,
@@ -871,6 +894,22 @@ class Vault(pulumi.ComponentResource):
                 options=device.options,
                 opts=vault_opts,
             )
+
+    def _admin_user_cidrs(self, name: str, vault_opts: pulumi.ResourceOptions) -> None:
+        """Where Pulumi's userpass identity may log in from and use its token (``vault.adminCidrs``)."""
+        # The bootstrap creates the user; this writes its address binding alone. Userpass keeps every
+        # field a write leaves out, the password too (openbao internal/builtin/credential/userpass/
+        # path_users.go, pathUserWrite: the password only when given; tokenutil.ParseTokenFields: only
+        # the token_* fields given). Empty list: no binding. Never read back (Vault prints a /32 as the
+        # bare address) and never deleted (that would delete the user).
+        vault.generic.Endpoint(
+            f"{name}-admin-cidrs",
+            path=admin_user_path(),
+            data_json=json.dumps({"token_bound_cidrs": list(self.settings.admin_cidrs)}),
+            disable_read=True,
+            disable_delete=True,
+            opts=vault_opts,
+        )
 
     def _bootstrap_job(
         self,

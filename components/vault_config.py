@@ -331,15 +331,18 @@ class VaultConfiguration(pulumi.ComponentResource):
         database_admins: Mapping[str, DatabaseAdmin] | None = None,
         aws_root_credentials: AccessKeyPair | None = None,
         edges: tuple[str, ...] = (),
+        edge_cidrs: Mapping[str, tuple[str, ...]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """The Vault provider comes through ``opts``. ``database_admins`` and ``aws_root_credentials``
-        are the secret logins of the enabled engines; ``edges`` (hub only) get an AppRole each."""
+        are the secret logins of the enabled engines; ``edges`` (hub only) get an AppRole each, bound
+        to the edge's ``edge_cidrs`` where given (its secret_id and tokens work from there only)."""
         former = pulumi.Alias(type_=FORMER_TYPE_TOKEN)
         super().__init__(
             TYPE_TOKEN, name, None, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[former]))
         )
         self.vault_opts = pulumi.ResourceOptions(parent=self)
+        self.edge_cidrs = dict(edge_cidrs or {})
         kv_mount = vault.Mount(
             f"{name}-kv",
             path=settings.kv.path,
@@ -486,5 +489,9 @@ class VaultConfiguration(pulumi.ComponentResource):
                 token_max_ttl=EDGE_TOKEN_MAX_TTL_SECONDS,
                 token_num_uses=EDGE_TOKEN_NUM_USES,
                 secret_id_num_uses=0,
+                # Checked against the address Vault sees: behind the NodeBalancer the one its PROXY
+                # header carries (vault_server_config.ExternalListener). Empty: no binding.
+                secret_id_bound_cidrs=list(self.edge_cidrs.get(edge, ())) or None,
+                token_bound_cidrs=list(self.edge_cidrs.get(edge, ())) or None,
                 opts=self.vault_opts,
             )

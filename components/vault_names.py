@@ -26,6 +26,14 @@ TRANSIT_MOUNT = "transit"
 KUBERNETES_AUTH_MOUNT = "kubernetes"
 #: The userpass mount of the identity Pulumi uses inside Vault.
 ADMIN_AUTH_MOUNT = "userpass-pulumi"
+#: The hub's JWT mount where Pulumi's own identity logs in from CI (``components.admin_identity``), and
+#: its one role there.
+ADMIN_JWT_MOUNT = "jwt-pulumi"
+ADMIN_JWT_ROLE = "pulumi"
+#: Where the Vault provider reads a deploy JWT (terraform-provider-vault ``internal/provider/auth_jwt.go``:
+#: the ``jwt`` field of ``auth_login_jwt`` defaults to this variable), so no JWT enters a program, its
+#: inputs or its state. An edge's job carries its edge deploy identity here, the hub's job the hub's.
+DEPLOY_JWT_ENV = "TERRAFORM_VAULT_AUTH_JWT"
 #: The hub's AppRole mount holding one credential per edge.
 EDGE_APPROLE_MOUNT = "approle-edges"
 #: The hub's JWT mount where each edge's deploy identity logs in (``components.edge_identity``).

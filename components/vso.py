@@ -1,9 +1,11 @@
-"""Vault Secrets Operator: Vault KV data turned into Kubernetes Secrets, per target namespace."""
+"""Vault Secrets Operator: Vault KV data and dynamic credentials turned into Kubernetes Secrets, per
+target namespace."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -16,7 +18,7 @@ from components.kubernetes_auth import WorkloadRole
 from components.pod_security import restricted_namespace
 from components.settings import CONFIG_NAMESPACE, Cron, DnsLabel, RuleProblem, Settings, pattern_check
 from components.vault_names import KUBERNETES_AUTH_MOUNT, VSO_ROLE_PREFIX, in_cluster_address, in_cluster_host
-from components.vault_policies import kv_read, render_policy
+from components.vault_policies import Grant, kv_read, render_policy
 
 TYPE_TOKEN = "fedobs:distribution:VaultSecretsOperator"
 OPERATOR_NAMESPACE = "vault-secrets-operator"
@@ -175,6 +177,105 @@ def static_secret_spec(sync: SyncSettings, kv_mount: str) -> dict[str, Any]:
     }
 
 
+#: When VSO renews a dynamic secret's lease (or, for a lease that cannot be renewed, such as STS
+#: credentials, fetches new ones): at this percent of the lease duration, plus VSO's jitter. It is
+#: VSO's own default (api/v1beta1/vaultdynamicsecret_types.go, v1.4.1), stated so it is reviewed.
+RENEWAL_PERCENT = 67
+
+
+@dataclass(frozen=True)
+class DynamicSync:
+    """One VaultDynamicSecret: credentials read from ``<mount>/<path>`` and written, through
+    ``templates`` (Secret key -> Go template text over ``.Secrets``, VSO's name for Vault's answer),
+    into the Opaque Secret ``secret_name`` of ``namespace`` with nothing else in it."""
+
+    namespace: str
+    secret_name: str
+    mount: str
+    path: str
+    templates: Mapping[str, str]
+
+
+def dynamic_secret_spec(sync: DynamicSync) -> dict[str, Any]:
+    """The VaultDynamicSecret spec (hashicorp/vault-secrets-operator v1.4.1, commit 9b840a5a):
+
+    - ``renewalPercent``: VSO renews the lease at that share of its duration
+      (controllers/vaultdynamicsecret_controller.go ``renewLease``: ``sys/leases/renew`` with the
+      lease's own duration as increment); when Vault truncates the renewal at the role's max TTL, or the
+      lease is not renewable, VSO reads new credentials and rewrites the Secret.
+    - ``revoke: false``: VSO revokes with ``sys/leases/revoke`` on deletion (``revokeLease``), which
+      needs that capability in the role's policy, and ``sys/leases/revoke`` takes any lease ID: the
+      role does not get it. The credentials end with VSO's token (Vault revokes a token's leases with
+      it) or at their max TTL.
+    - ``allowStaticCreds: false``: these are dynamic roles; ``refreshAfter`` is left out: VSO uses it
+      only when a secret has no lease duration (``getRotationDuration``).
+    - ``transformation``: ``excludes: [".*"]`` and ``excludeRaw`` drop Vault's own field names and the
+      ``_raw`` answer (helpers/secrets.go ``makeK8sData``); only the templates' keys remain
+      (helpers/template.go ``renderTemplates``, templates/template.go: Go text/template with sprig).
+    """
+    return {
+        "vaultAuthRef": VAULT_AUTH,
+        "mount": sync.mount,
+        "path": sync.path,
+        "renewalPercent": RENEWAL_PERCENT,
+        "revoke": False,
+        "allowStaticCreds": False,
+        "destination": {
+            "name": sync.secret_name,
+            "create": True,
+            "overwrite": False,
+            "type": "Opaque",
+            "transformation": {
+                "excludeRaw": True,
+                "excludes": [".*"],
+                "templates": {key: {"text": text} for key, text in sync.templates.items()},
+            },
+        },
+    }
+
+
+def dynamic_vso_role(namespace: str, grants: Iterable[Grant], *, token_ttl: int, token_max_ttl: int) -> WorkloadRole:
+    """The role VSO logs in to for ``namespace``'s dynamic secrets: it may read exactly ``grants``
+    (the declared ``creds`` paths) and, through Vault's ``default`` policy, renew leases
+    (``sys/leases/renew``). Its token lifetimes are the consumer's: Vault revokes the credentials a
+    token read when that token ends, and VSO reads new ones after each login."""
+    name = role_name(namespace)
+    return WorkloadRole(
+        name=name,
+        service_account=SERVICE_ACCOUNT,
+        namespace=namespace,
+        policy_hcl=render_policy(name, grants),
+        token_ttl_seconds=token_ttl,
+        token_max_ttl_seconds=token_max_ttl,
+    )
+
+
+def connection_spec() -> dict[str, Any]:
+    """A namespace's VaultConnection: Vault's in-cluster address, verified with the Vault CA."""
+    return {
+        "address": in_cluster_address(),
+        "tlsServerName": in_cluster_host(),
+        "caCertSecretRef": "vault-ca",
+        "skipTLSVerify": False,
+    }
+
+
+def auth_spec(namespace: str, *, global_auth: bool) -> dict[str, Any]:
+    """A namespace's VaultAuth: its ``vso-auth`` account logs in to ``vso-<namespace>``."""
+    if global_auth:
+        return {
+            "vaultConnectionRef": "vault",
+            "vaultAuthGlobalRef": {"name": "default", "namespace": OPERATOR_NAMESPACE, "allowDefault": False},
+            "kubernetes": {"role": role_name(namespace), "serviceAccount": SERVICE_ACCOUNT},
+        }
+    return {
+        "vaultConnectionRef": "vault",
+        "method": "kubernetes",
+        "mount": KUBERNETES_AUTH_MOUNT,
+        "kubernetes": {"role": role_name(namespace), **KUBERNETES_LOGIN},
+    }
+
+
 class VaultSecretsOperator(pulumi.ComponentResource):
     """VSO at the pinned version and, per target namespace, everything it needs there.
 
@@ -275,28 +376,7 @@ class VaultSecretsOperator(pulumi.ComponentResource):
             string_data={"ca.crt": vault_ca_cert},
             opts=in_target,
         )
+        self._custom(f"{namespace}-connection", "VaultConnection", namespace, "vault", connection_spec())
         self._custom(
-            f"{namespace}-connection",
-            "VaultConnection",
-            namespace,
-            "vault",
-            {
-                "address": in_cluster_address(),
-                "tlsServerName": in_cluster_host(),
-                "caCertSecretRef": "vault-ca",
-                "skipTLSVerify": False,
-            },
+            f"{namespace}-auth", "VaultAuth", namespace, VAULT_AUTH, auth_spec(namespace, global_auth=self._global)
         )
-        auth: dict[str, Any] = {
-            "vaultConnectionRef": "vault",
-            "method": "kubernetes",
-            "mount": KUBERNETES_AUTH_MOUNT,
-            "kubernetes": {"role": role_name(namespace), **KUBERNETES_LOGIN},
-        }
-        if self._global:
-            auth = {
-                "vaultConnectionRef": "vault",
-                "vaultAuthGlobalRef": {"name": "default", "namespace": OPERATOR_NAMESPACE, "allowDefault": False},
-                "kubernetes": {"role": role_name(namespace), "serviceAccount": SERVICE_ACCOUNT},
-            }
-        self._custom(f"{namespace}-auth", "VaultAuth", namespace, VAULT_AUTH, auth)

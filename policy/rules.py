@@ -509,11 +509,25 @@ GENERIC_WRITE_TYPES: Final = ("vault:generic/endpoint:Endpoint", "vault:generic/
 #: typed resource for each (``*.AuthBackendRole``, ``vault.Policy``, ...), which the pack's rules check.
 _AUTH_ENTITY_PATH: Final = re.compile(r"auth/.+/(role|roles|users|certs|groups)(/|$)")
 _POLICY_PATH: Final = re.compile(r"sys/(policy|policies/acl)(/|$)")
+#: The one generic write to an auth entity let through: a userpass user's address binding and nothing
+#: else (pulumi-vault has no userpass user resource; the field grants no policy and sets no credential).
+_USER_PATH: Final = re.compile(r"auth/[^/]+/users/[^/]+$")
+ADDRESS_BINDING_FIELDS: Final = frozenset({"token_bound_cidrs"})
 
 
-def generic_write_problem(path: str) -> str | None:
-    """Why a generic write to ``path`` is refused, or None."""
+def _binds_addresses_only(data_json: Any) -> bool:
+    try:
+        data = json.loads(data_json) if isinstance(data_json, str) else None
+    except ValueError:
+        return False
+    return isinstance(data, dict) and bool(data) and set(data) <= ADDRESS_BINDING_FIELDS
+
+
+def generic_write_problem(path: str, data_json: Any = None) -> str | None:
+    """Why a generic write of ``data_json`` to ``path`` is refused, or None."""
     path = path.strip().lstrip("/")
+    if _USER_PATH.match(path) and _binds_addresses_only(data_json):
+        return None
     if _AUTH_ENTITY_PATH.match(path):
         return (
             f"path {path!r} writes an auth role (or user, certificate, group) through a generic write: declare it "
@@ -529,9 +543,10 @@ def validate_generic_writes(args: ResourceValidationArgs, report_violation: Repo
     """No ``vault.generic.Endpoint``/``Secret`` writes an auth role or an ACL policy."""
     if args.resource_type not in GENERIC_WRITE_TYPES:
         return
-    path = reveal(plain(args.props)).get("path")
+    props = reveal(plain(args.props))
+    path = props.get("path")
     if isinstance(path, str):
-        problem = generic_write_problem(path)
+        problem = generic_write_problem(path, props.get("dataJson"))
         if problem is not None:
             report_violation(problem, None)
 

@@ -9,7 +9,8 @@ public key in ``jwtValidationPubkeys`` instead of GitHub's discovery URL (no net
 ``DeployKey.sign(subject, audience)``
     A JWT as an identity provider issues it (``iss``, ``sub``, ``aud``, ``iat``, ``nbf``, ``exp``).
 ``trusting(config, key)``
-    The hub's config with its edge deploy identity verified by ``key`` (issuer and keys replaced).
+    The hub's config with its edge deploy identity and its own CI identity (``fedobs:hubDeployIdentity``)
+    verified by ``key`` (issuer and keys replaced).
 ``edge_jwt(key, hub, edge)`` / ``edge_link_resources(hub)``
     A JWT with the subject and audience the hub's role for ``edge`` expects / the resources the hub
     declares for its edges (what an edge's deploy identity needs to exist on the hub).
@@ -45,6 +46,8 @@ from rig.openbao import ApiResponse, api
 #: The issuer the test identity provider signs as (any https URL: Vault compares it, never fetches it).
 TEST_ISSUER = "https://deploy-identity.fedobs.test"
 IDENTITY_KEY = "fedobs:edgeDeployIdentity"
+#: Pulumi's own CI login on the hub (components.admin_identity), trusted the same way.
+HUB_IDENTITY_KEY = "fedobs:hubDeployIdentity"
 
 
 def _b64url(data: bytes) -> str:
@@ -84,11 +87,15 @@ class DeployKey:
 
 
 def trusting(config: Mapping[str, Any], key: DeployKey) -> dict[str, Any]:
-    """``config`` (a hub's) with its edge deploy identity verified by ``key``; subjects unchanged."""
+    """``config`` (a hub's) with its edge deploy identity, and its own CI identity where it declares
+    one, verified by ``key``; subjects and audiences unchanged."""
     changed = copy.deepcopy(dict(config))
-    identity = dict(changed[IDENTITY_KEY])
-    identity.pop("oidcDiscoveryUrl", None)
-    changed[IDENTITY_KEY] = {**identity, "issuer": key.issuer, "jwtValidationPubkeys": [key.public_pem]}
+    for name in (IDENTITY_KEY, HUB_IDENTITY_KEY):
+        if name not in changed:
+            continue
+        identity = dict(changed[name])
+        identity.pop("oidcDiscoveryUrl", None)
+        changed[name] = {**identity, "issuer": key.issuer, "jwtValidationPubkeys": [key.public_pem]}
     return changed
 
 

@@ -18,11 +18,8 @@ loopback address ``127.0.0.1`` and the setting says so. Then, over real TCP and 
 from __future__ import annotations
 
 import copy
-import ipaddress
 import json
-import socket
 import ssl
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,46 +28,14 @@ import pytest
 
 from components.vault_names import API_PORT, EXTERNAL_API_PORT
 from offline.engine import Recording, load_stack_file, run_program
+from rig.client_address import https_get, proxy_v2_header
 from rig.hub_edge import openbao_pod_hcl
 from rig.openbao import api, wait_until
 from rig.vault_cluster import LoopbackVault, build_loopback_vault, stack_server
 
 pytestmark = pytest.mark.real
 
-#: PROXY protocol v2 (haproxy.org/download/2.9/doc/proxy-protocol.txt, section 2.2): the signature,
-#: version 2 + PROXY command, TCP over IPv4, 12 address bytes.
-PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 CLIENT = "203.0.113.7"  # the address a NodeBalancer would report for an allowed client
-
-
-def proxy_v2_header(source: str, source_port: int, destination: str, destination_port: int) -> bytes:
-    addresses = ipaddress.IPv4Address(source).packed + ipaddress.IPv4Address(destination).packed
-    body = addresses + struct.pack("!HH", source_port, destination_port)
-    return PROXY_V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
-
-
-def https_get(
-    host: str,
-    port: int,
-    path: str,
-    *,
-    token: str,
-    ca_file: str,
-    server_name: str,
-    source: str = "127.0.0.1",
-    header: bytes = b"",
-) -> int:
-    """One HTTP/1.1 GET over TLS on a TCP connection from ``source``, with ``header`` sent before TLS."""
-    context = ssl.create_default_context(cafile=ca_file)
-    with socket.create_connection((host, port), timeout=10, source_address=(source, 0)) as raw:
-        raw.sendall(header)
-        with context.wrap_socket(raw, server_hostname=server_name) as tls:
-            request = f"GET /v1/{path} HTTP/1.1\r\nHost: {server_name}\r\nX-Vault-Token: {token}\r\n"
-            tls.sendall((request + "Connection: close\r\n\r\n").encode())
-            response = b""
-            while chunk := tls.recv(65536):
-                response += chunk
-    return int(response.split(b" ", 2)[1])
 
 
 def audited_addresses(audit_log: Path, path: str) -> list[str]:

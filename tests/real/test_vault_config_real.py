@@ -118,6 +118,7 @@ def test_every_role_accepts_its_service_account_and_no_other(configured: Configu
     roles = consumer_roles(configured.hub)
     assert {r.inputs["roleName"] for r in roles} == {
         "vso-observability",
+        "vso-notebook-validation",
         "notebook-validation",
         "raft-snapshot",
         "cert-sync",
@@ -150,6 +151,12 @@ def test_every_consumer_policy_grants_exactly_what_was_declared(configured: Conf
     expected = {
         "vso-observability": {"kv/data/otel/otel-gateway-tls": ["read"], "kv/data/otel/client-ca": ["read"]},
         "notebook-validation": {
+            "database/creds/readonly": ["read"],
+            "database/creds/results-readonly": ["read"],
+            "aws/creds/s3-readonly": ["read"],
+        },
+        # VSO for the NotebookValidationJob: the job's credentials, nothing else
+        "vso-notebook-validation": {
             "database/creds/readonly": ["read"],
             "database/creds/results-readonly": ["read"],
             "aws/creds/s3-readonly": ["read"],

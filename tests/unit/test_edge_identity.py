@@ -26,7 +26,7 @@ def test_each_edge_has_a_role_bound_to_its_own_subject(hub: Recording, edge: str
 
 
 def test_the_mount_trusts_one_issuer(hub: Recording) -> None:
-    backend = hub.one("vault:jwt/authBackend:AuthBackend")
+    backend = hub.one("vault:jwt/authBackend:AuthBackend", "hub-edge-identity-jwt")
     assert backend.inputs["path"] == "jwt-edges" and backend.inputs["type"] == "jwt"
     assert backend.inputs["boundIssuer"] == "https://token.actions.githubusercontent.com"
     assert backend.inputs["oidcDiscoveryUrl"] == "https://token.actions.githubusercontent.com"
@@ -60,7 +60,11 @@ def test_a_removed_edge_loses_its_role() -> None:
     config = {**config, "fedobs:edges": [{"name": "edge-eu"}]}
     hub = run_program("hub", config, secret_keys)
     assert hub.error is None, hub.error
-    roles = {r.inputs["roleName"] for r in hub.of_type("vault:jwt/authBackendRole:AuthBackendRole")}
+    roles = {
+        r.inputs["roleName"]
+        for r in hub.of_type("vault:jwt/authBackendRole:AuthBackendRole")
+        if r.inputs["backend"] == "jwt-edges"
+    }
     assert roles == {"edge-deploy-edge-eu"}
     policies = {r.inputs["name"] for r in hub.of_type("vault:index/policy:Policy")}
     assert not {p for p in policies if p.endswith("edge-ap")}

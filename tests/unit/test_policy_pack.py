@@ -965,6 +965,30 @@ def test_a_generic_write_of_an_auth_role_fails(path: str) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"token_bound_cidrs": ["203.0.113.0/24"], "token_policies": ["root"]}',
+        '{"token_bound_cidrs": [], "password": "x"}',
+        '{"policies": ["fedobs-admin"]}',
+        "not json",
+    ],
+)
+def test_a_generic_write_to_a_user_that_does_more_than_bind_addresses_fails(data: str) -> None:
+    args = validation_args(ENDPOINT, {"path": "auth/userpass-pulumi/users/pulumi", "dataJson": data})
+    one_violation("vault-roles-and-policies-typed", args, "writes an auth role", "typed resource")
+
+
+@pytest.mark.parametrize("cidrs", [[], ["203.0.113.0/24", "10.2.0.0/16"]])
+def test_a_users_address_binding_alone_passes(cidrs: list[str]) -> None:
+    """What components.vault declares for its admin user (no typed resource exists for a userpass user)."""
+    data = json.dumps({"token_bound_cidrs": cidrs})
+    args = validation_args(ENDPOINT, {"path": "auth/userpass-pulumi/users/pulumi", "dataJson": data})
+    assert violations("vault-roles-and-policies-typed", args) == []
+    role = validation_args(ENDPOINT, {"path": "auth/approle/role/x", "dataJson": data})
+    assert len(violations("vault-roles-and-policies-typed", role)) == 1, "roles are typed resources, always"
+
+
 @pytest.mark.parametrize("path", ["sys/policy/ops", "sys/policies/acl/ops"])
 def test_a_generic_write_of_a_policy_fails(path: str) -> None:
     args = validation_args(ENDPOINT, {"path": path, "dataJson": Secret('{"policy": "path \\"*\\" {}"}')})

@@ -367,6 +367,20 @@ def chart_fullname(release: str, chart: str) -> str:
     return release if chart in release else f"{release}-{chart}"
 
 
+def notebook_pod_labels(job: str) -> dict[str, str]:
+    """The labels the Jupyter Notebook Validator Operator v1.0.8 (2d4323d4) gives a job's validation Pod
+    ``<job>-validation``, whose containers are ``validator`` and the init container ``git-clone``
+    (internal/controller/notebookvalidationjob_controller.go ``createValidationPod``,
+    papermill_helper.go, constants.go ``GitCloneContainerName``)."""
+    return {
+        "app": "jupyter-notebook-validator",
+        "notebookvalidationjob": job,
+        "app.kubernetes.io/name": "jupyter-notebook-validator-operator",
+        "app.kubernetes.io/component": "validation-pod",
+        "app.kubernetes.io/managed-by": "jupyter-notebook-validator-operator",
+    }
+
+
 def kubernetes_universe(recordings: Iterable[Recording]) -> Universe:
     universe = Universe()
     for recording in recordings:
@@ -388,8 +402,16 @@ def kubernetes_universe(recordings: Iterable[Recording]) -> Universe:
             # what controllers make from the plan's objects
             if obj["kind"] == "Certificate":  # cert-manager: spec.secretName
                 universe.objects.add(("Secret", namespace, obj["spec"]["secretName"]))
-            if obj["kind"] == "VaultStaticSecret":  # VSO: spec.destination.name
+            if obj["kind"] in ("VaultStaticSecret", "VaultDynamicSecret"):  # VSO: spec.destination.name
                 universe.objects.add(("Secret", namespace, obj["spec"]["destination"]["name"]))
+            if obj["kind"] == "NotebookValidationJob":  # the operator's Pod (components/notebook_validation.py)
+                universe.workload(
+                    "Pod",
+                    namespace,
+                    f"{meta['name']}-validation",
+                    notebook_pod_labels(meta["name"]),
+                    {"validator", "git-clone"},
+                )
             if obj["kind"] == "Job" and meta["name"].startswith("vault-bootstrap-"):  # its state Secret
                 command = obj["spec"]["template"]["spec"]["containers"][0]["command"]
                 state_ns, state_name = command[command.index("--state-kubernetes-secret") + 1].split("/")

@@ -343,8 +343,33 @@ def test_an_edge_job_logs_in_to_the_hub_as_its_own_environment(path: Path, job_n
     names = [s.get("name", "") for s in job["steps"]]
     assert names.index(step["name"]) < max(i for i, n in enumerate(names) if n.startswith("pulumi "))
     for other, other_job in wf["jobs"].items():
-        if other != job_name:
+        if other not in (job_name, "hub"):  # the hub job's own identity: the test below
             assert "id-token" not in (other_job.get("permissions") or {}), f"{other} needs no OIDC token"
+
+
+def test_the_hub_job_logs_pulumi_in_as_the_production_environment() -> None:
+    """Pulumi's admin login in CI (fedobs:hubDeployIdentity) is bound to the subject of this repository's
+    `production` environment, the hub job's: a job of another environment or repository gets no admin
+    token. The JWT is asked for with its own audience, masked, and handed to the provider through
+    TERRAFORM_VAULT_AUTH_JWT; a dispatch with hub_login=userpass sends none (the first run, which
+    creates the JWT mount, must log in with userpass)."""
+    wf = load(DEPLOY)
+    hub = wf["jobs"]["hub"]
+    assert hub["permissions"] == {"contents": "read", "id-token": "write"}
+    config = yaml.safe_load((REPO / "Pulumi.hub.yaml").read_text())["config"]
+    identity, edges = config["fedobs:hubDeployIdentity"], config["fedobs:edgeDeployIdentity"]
+    assert identity["subject"] == edges["subjectTemplate"].replace("{edge}", hub["environment"])
+    assert identity["issuer"] == edges["issuer"] == "https://token.actions.githubusercontent.com"
+    assert hub["env"]["HUB_ADMIN_AUDIENCE"] == identity["audience"] != edges["audience"]
+    step = _deploy_identity_step(hub)
+    script = step["run"]
+    assert "audience=${HUB_ADMIN_AUDIENCE}" in script and "ACTIONS_ID_TOKEN_REQUEST_TOKEN" in script
+    assert script.index("::add-mask::${jwt}") < script.index("TERRAFORM_VAULT_AUTH_JWT=${jwt}")
+    names = [s.get("name", "") for s in hub["steps"]]
+    assert names.index(step["name"]) < names.index("pulumi up hub")
+    assert step["if"] == "${{ inputs.hub_login != 'userpass' }}"
+    choice = wf["on"]["workflow_dispatch"]["inputs"]["hub_login"]
+    assert (choice["type"], choice["options"], choice["default"]) == ("choice", ["jwt", "userpass"], "jwt")
 
 
 def test_the_edge_template_is_never_deployed_or_previewed(tmp_path: Path) -> None:
