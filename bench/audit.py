@@ -5,18 +5,22 @@ configurations applied to two real servers with a file audit device, the hub's c
 as cert-manager's Secrets. After one full sync on each side (so that what follows is the steady
 state: nothing changed), each repetition measures the bytes the file audit device appends for:
 
-* one pass of the edge's cert-sync CronJob: on the edge's Vault (Kubernetes login, KV read, token
-  revocation) and on the hub's (the edge's AppRole login, its KV read, revocation);
+* one poll of the edge's cert-sync follower while nothing changes: on the hub's Vault (one read of
+  the KV metadata) and on the edge's (nothing: an unchanged poll never reaches it), measured as the
+  difference between a follower run of ``FOLLOWER_POLLS + 1`` polls and one of a single poll; and
+  what one token adds at the hub (that single-poll run less one poll: its login, secret_id lookup,
+  first data read and revocation, an upper bound of a login and a revoke);
 * one pass of the hub's cert-sync CronJob, and the part of it one edge certificate adds (its KV read);
 * one refresh of the edge's ``VaultStaticSecret`` (a KV read with the operator's token) and one
   login of its ``VaultAuth``;
 * the probes' endpoints (``sys/health``, ``sys/seal-status``, ``sys/leader``), which Vault does not audit.
 
-From the rates the stacks render (the CronJobs' schedule and passes, ``refreshAfter``, the VSO role's
-token TTL) it derives the bytes per day each edge writes to its own audit volume and adds to the
-hub's, the days until a volume of the stack's ``auditStorageSize`` would be full without rotation,
-and the days of history the rotated, compressed files keep (``components/vault_audit.py``: archives
-up to ``MAX_USED_PERCENT`` of the volume, compressed at the ratio measured on these very entries).
+From the rates the stacks render (the hub CronJob's schedule and passes, the edge follower's poll and
+its hub token's TTL, ``refreshAfter``, the VSO role's token TTL) it derives the bytes per day each
+edge writes to its own audit volume and adds to the hub's, the days until a volume of the stack's
+``auditStorageSize`` would be full without rotation, and the days of history the rotated, compressed
+files keep (``components/vault_audit.py``: archives up to ``MAX_USED_PERCENT`` of the volume,
+compressed at the ratio measured on these very entries).
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from typing import Any
 from bench.certsync import EDGE, Peers, peers
 from components.settings import quantity_bytes
 from components.vault_audit import MAX_USED_PERCENT
-from offline.secret_flow import cronjob_cadence
-from rig.hub_edge import k8s_object, run_cert_sync, vso_login
+from offline.secret_flow import cronjob_cadence, workload_cadence
+from programs.cert_sync.follow import TOKEN_RESERVE_SECONDS
+from rig.hub_edge import cert_sync_workload, k8s_object, run_cert_sync, vso_login
 from rig.tls_vault import Vault
 
 SECONDS_PER_DAY = 86400
@@ -39,6 +44,8 @@ SECONDS_PER_DAY = 86400
 SHIPPED_EDGES = 2
 #: Hub sizes the lifetime table shows.
 HUB_SIZES = (2, 10, 100)
+#: Polls of the longer follower run (its steady polls are the difference to a one-poll run).
+FOLLOWER_POLLS = 5
 
 
 def _bytes(vault: Vault, action: Any) -> int:
@@ -47,11 +54,28 @@ def _bytes(vault: Vault, action: Any) -> int:
     return vault.audit_mark() - mark
 
 
-def _pass(p: Peers, side: str) -> None:
+def _pass(p: Peers, side: str, polls: int = 1) -> None:
+    """One hub pass, or an edge follower run of ``polls`` polls 0.2 s apart."""
     recording, vault, kube = (p.hub, p.hub_vault, p.hub_kube) if side == "hub" else (p.edge, p.edge_vault, p.edge_kube)
-    result = run_cert_sync(recording, vault.url, vault.ca_file, kube, p.workdir / f"audit-{side}")
+    poll = 0.2 if side == "edge" else None
+    result = run_cert_sync(
+        recording, vault.url, vault.ca_file, kube, p.workdir / f"audit-{side}", passes=polls, poll=poll
+    )
     if result.returncode != 0:
         raise RuntimeError(f"the {side} cert-sync failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def _follower(p: Peers, runs: dict[str, list[int]]) -> None:
+    """The follower's steady poll (hub and edge bytes) and what one token adds at the hub."""
+    marks = p.hub_vault.audit_mark(), p.edge_vault.audit_mark()
+    _pass(p, "edge")
+    one = p.hub_vault.audit_mark() - marks[0], p.edge_vault.audit_mark() - marks[1]
+    marks = p.hub_vault.audit_mark(), p.edge_vault.audit_mark()
+    _pass(p, "edge", FOLLOWER_POLLS + 1)
+    many = p.hub_vault.audit_mark() - marks[0], p.edge_vault.audit_mark() - marks[1]
+    runs["edge_pass_hub"].append((many[0] - one[0]) // FOLLOWER_POLLS)
+    runs["edge_pass_edge"].append((many[1] - one[1]) // FOLLOWER_POLLS)
+    runs["edge_token_hub"].append(one[0] - (many[0] - one[0]) // FOLLOWER_POLLS)
 
 
 def _kv_read_bytes(audit_log: Path, since: int) -> list[int]:
@@ -71,6 +95,7 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
     runs: dict[str, list[int]] = {
         "edge_pass_edge": [],
         "edge_pass_hub": [],
+        "edge_token_hub": [],
         "hub_pass_hub": [],
         "hub_pass_certificate": [],
         "vso_refresh": [],
@@ -83,9 +108,7 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
         login, read_path = vso_login(p.edge, p.edge_vault.url, p.edge_vault.ca_file, p.edge_kube)
         token = str(login.body["auth"]["client_token"])
         for _ in range(reps):
-            hub_mark = p.hub_vault.audit_mark()
-            runs["edge_pass_edge"].append(_bytes(p.edge_vault, lambda: _pass(p, "edge")))
-            runs["edge_pass_hub"].append(p.hub_vault.audit_mark() - hub_mark)
+            _follower(p, runs)
             hub_mark = p.hub_vault.audit_mark()
             _pass(p, "hub")
             runs["hub_pass_hub"].append(p.hub_vault.audit_mark() - hub_mark)
@@ -120,7 +143,11 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
         + rates["vso_refreshes"] * per["vso_refresh"]
         + rates["vso_logins"] * per["vso_login"]
     )
-    hub_day_per_edge = rates["edge_passes"] * per["edge_pass_hub"] + rates["hub_passes"] * per["hub_pass_certificate"]
+    hub_day_per_edge = (
+        rates["edge_passes"] * per["edge_pass_hub"]
+        + rates["edge_tokens"] * per["edge_token_hub"]
+        + rates["hub_passes"] * per["hub_pass_certificate"]
+    )
     # the hub's own load, whatever its edges: its cert-sync pass without the edges' certificates, and
     # its VaultStaticSecrets (refreshes and logins as measured on the edge: the same requests)
     hub_day_base = rates["hub_passes"] * (
@@ -162,14 +189,20 @@ def _compression(vault: Vault) -> float:
 
 
 def _rates(p: Peers) -> dict[str, float]:
-    """Requests per day from what the stacks render: the cert-sync CronJobs (every minute, N passes),
-    the edge's VaultStaticSecret (``refreshAfter``) and the VSO role's token TTL (one login each)."""
-    rates: dict[str, float] = {}
-    for side, recording in (("hub", p.hub), ("edge", p.edge)):
-        cadence = cronjob_cadence(k8s_object(recording, "CronJob", "cert-sync")["spec"])
-        if cadence.schedule != "* * * * *":
-            raise RuntimeError(f"the {side} cert-sync schedule {cadence.schedule!r} is not every minute")
-        rates[f"{side}_passes"] = 1440.0 * cadence.passes
+    """Requests per day from what the stacks render: the hub's cert-sync CronJob (every minute, N
+    passes), the edge's follower (a poll every ``--poll`` s, a hub token every token TTL less the
+    follower's reserve), the edge's VaultStaticSecret (``refreshAfter``) and the VSO role's token TTL
+    (one login each)."""
+    cadence = cronjob_cadence(k8s_object(p.hub, "CronJob", "cert-sync")["spec"])
+    if cadence.schedule != "* * * * *":
+        raise RuntimeError(f"the hub cert-sync schedule {cadence.schedule!r} is not every minute")
+    rates: dict[str, float] = {"hub_passes": 1440.0 * cadence.passes}
+    follower = workload_cadence(k8s_object(p.edge, cert_sync_workload(p.edge), "cert-sync"))
+    rates["edge_passes"] = SECONDS_PER_DAY / follower.max_gap
+    approle = next(
+        r for r in p.hub.of_type("vault:appRole/authBackendRole:AuthBackendRole") if r.inputs["roleName"] == EDGE
+    )
+    rates["edge_tokens"] = SECONDS_PER_DAY / (int(approle.inputs["tokenTtl"]) - TOKEN_RESERVE_SECONDS)
     refresh = str(k8s_object(p.edge, "VaultStaticSecret", "otel-client-tls")["spec"]["refreshAfter"])
     if not refresh.endswith("s"):
         raise RuntimeError(f"refreshAfter {refresh!r} is not in seconds")

@@ -190,7 +190,7 @@ class Bench:
             ],
             ["renewal: hub run", f"{result['rotation_hub_seconds']:.3f}", int(result["rotation_hub_writes"]), "", ""],
             [
-                "renewal: edge run",
+                "renewal: edge follower, one poll",
                 f"{result['rotation_edge_seconds']:.3f}",
                 int(result["rotation_edge_writes"]),
                 "",
@@ -216,7 +216,9 @@ class Bench:
                 ),
             ],
         )
+        section.lines += certsync.follower_lines(result)
         section.targets += [
+            *certsync.follower_targets(result, Target),
             Target("cert-sync no-op run: writes", result["noop_writes"], "==", 0),
             Target(
                 f"cert-sync no-op run: time ({result['certificates']} certificates)",
@@ -289,13 +291,14 @@ class Bench:
 
     # ------------------------------------------------------------------------------ rotation
     def rotation(self) -> None:
-        from offline.secret_flow import cronjob_cadence, worst_case_rotation_delay
-        from rig.hub_edge import k8s_object
+        from bench.certsync import rotation_rows
+        from offline.secret_flow import workload_cadence, worst_case_rotation_delay
+        from rig.hub_edge import cert_sync_workload, k8s_object
 
         say("worst-case rotation delay from the rendered schedules")
         hub, edge = self.recording("hub"), self.recording("edge")
-        hub_cadence = cronjob_cadence(k8s_object(hub, "CronJob", "cert-sync")["spec"])
-        edge_cadence = cronjob_cadence(k8s_object(edge, "CronJob", "cert-sync")["spec"])
+        hub_cadence = workload_cadence(k8s_object(hub, "CronJob", "cert-sync"))
+        edge_cadence = workload_cadence(k8s_object(edge, cert_sync_workload(edge), "cert-sync"))
         refresh = k8s_object(edge, "VaultStaticSecret", "otel-client-tls")["spec"]["refreshAfter"]
         measured = self.figures.get("certsync")
         hub_run = measured["rotation_hub_seconds"] if measured else 0.0
@@ -307,44 +310,26 @@ class Bench:
             "vso_refresh": delay.vso_refresh,
             "hub_run": hub_run,
             "edge_run": edge_run,
+            "to_edge_vault": delay.to_edge_vault,
             "total": delay.total,
             "measured": measured is not None,
         }
-        rows: list[list[Any]] = [
-            [
-                "hub cert-sync: longest gap between passes",
-                f"{hub_cadence.passes} passes, {hub_cadence.interval} s apart, `{hub_cadence.schedule}`",
-                delay.hub_sync_gap,
-            ],
-            [
-                "hub cert-sync: one pass (measured, 100 edges)" if measured else "hub cert-sync: one pass",
-                "renewal run" if measured else "not measured",
-                f"{hub_run:.2f}",
-            ],
-            [
-                "edge cert-sync: longest gap between passes",
-                f"{edge_cadence.passes} passes, {edge_cadence.interval} s apart, `{edge_cadence.schedule}`",
-                delay.edge_sync_gap,
-            ],
-            [
-                "edge cert-sync: one pass" + (" (measured)" if measured else ""),
-                "renewal run" if measured else "not measured",
-                f"{edge_run:.2f}",
-            ],
-            ["VSO refresh", f"`refreshAfter: {refresh}`", delay.vso_refresh],
-            ["**worst case**", "renewal → edge Secret updated → restart", f"**{delay.total:.1f}**"],
-        ]
         section = Section(
             "Worst-case rotation delay (shipped config)",
             [
-                "From the CronJobs and the VaultStaticSecret the stacks render (`offline/secret_flow.py`, "
-                "docs/secret-flow.md), with the pass run times measured above.",
+                "From the hub's CronJob, the edge's follower Deployment and the VaultStaticSecret the stacks render "
+                "(`offline/secret_flow.py`, docs/secret-flow.md), with the run times measured above. The target is "
+                "the edge Vault within 2 minutes; VSO's refresh adds its 60 s (issue 21).",
                 "",
-                *table(["stage", "from", "seconds"], rows),
+                *table(
+                    ["stage", "from", "seconds"], rotation_rows(delay, hub_cadence, edge_cadence, refresh, measured)
+                ),
             ],
         )
         if measured:
-            section.targets.append(Target("worst-case rotation delay", delay.total, "<=", ROTATION_LIMIT_SECONDS, " s"))
+            section.targets.append(
+                Target("worst-case delay to the edge Vault", delay.to_edge_vault, "<=", ROTATION_LIMIT_SECONDS, " s")
+            )
         else:
             section.lines += [
                 "",
@@ -355,8 +340,16 @@ class Bench:
             {
                 "title": "worst-case rotation delay (stages)",
                 "kind": "bar",
-                "labels": ["hub gap", "hub pass", "edge gap", "edge pass", "VSO", "total"],
-                "values": [delay.hub_sync_gap, hub_run, delay.edge_sync_gap, edge_run, delay.vso_refresh, delay.total],
+                "labels": ["hub gap", "hub pass", "edge poll", "edge run", "to edge Vault", "VSO", "total"],
+                "values": [
+                    delay.hub_sync_gap,
+                    hub_run,
+                    delay.edge_sync_gap,
+                    edge_run,
+                    delay.to_edge_vault,
+                    delay.vso_refresh,
+                    delay.total,
+                ],
                 "ylabel": "seconds",
                 "limit": ROTATION_LIMIT_SECONDS,
                 "limit_label": "2 minutes",
@@ -375,11 +368,20 @@ class Bench:
         gib = result["audit_volume_bytes"] / 2**30
         rows = [
             [
-                "edge cert-sync pass, on the edge's Vault",
+                "edge follower poll, nothing changed, on the edge's Vault",
                 f"{size['edge_pass_edge']:.0f}",
                 f"{rates['edge_passes']:.0f}",
             ],
-            ["edge cert-sync pass, on the hub's Vault", f"{size['edge_pass_hub']:.0f}", f"{rates['edge_passes']:.0f}"],
+            [
+                "edge follower poll, nothing changed, on the hub's Vault",
+                f"{size['edge_pass_hub']:.0f}",
+                f"{rates['edge_passes']:.0f}",
+            ],
+            [
+                "edge follower token (login, secret_id lookup, revoke), on the hub's Vault",
+                f"{size['edge_token_hub']:.0f}",
+                f"{rates['edge_tokens']:.0f}",
+            ],
             [
                 "hub cert-sync pass: one edge certificate",
                 f"{size['hub_pass_certificate']:.0f}",

@@ -1,4 +1,5 @@
-"""The cert-sync CronJob: certificates into Vault KV on the hub, the edge's own one pulled from the hub."""
+"""cert-sync: on the hub a CronJob puts certificates into Vault KV; on an edge a Deployment follows the
+hub and pulls the edge's own one (``programs.cert_sync``, docs/secret-flow.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.cert_sync_cadence import JOB_DEADLINE_SECONDS, TRUST_LEAD_SECONDS, passes_per_run
+from components.cert_sync_cadence import (
+    FOLLOW_POLL_SECONDS,
+    JOB_DEADLINE_SECONDS,
+    TRUST_LEAD_SECONDS,
+    passes_per_run,
+)
 from components.kubernetes_auth import WorkloadRole
 from components.otlp_pki import EDGE_CLIENT_TLS_KV_PATH
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
@@ -23,6 +29,13 @@ SERVICE_ACCOUNT = "cert-sync"
 ROLE = CERT_SYNC_ROLE
 JWT_DIR = "/var/run/secrets/vault"
 HUB_DIR = "/fedobs/hub"
+#: The edge's hub role_id and the hub's CA (Pulumi-managed, mounted).
+HUB_CREDENTIAL_SECRET = "hub-credential"
+#: The edge's hub secret_id: created by Pulumi once, then owned by the follower, which replaces it
+#: through the Kubernetes API (``programs.cert_sync.follow``); Pulumi ignores changes to its data.
+HUB_SECRET_ID_SECRET = "hub-secret-id"
+#: Failed polls in a row before the follower exits (the pod restarts): 8 x 75 s = 10 minutes.
+FOLLOW_MAX_FAILURES = 8
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,8 @@ def cert_sync_role(source: HubSource | EdgeSource, kv_mount: str) -> WorkloadRol
 
 
 def command(source: HubSource | EdgeSource, interval: int) -> list[str]:
-    """The program's command line; ``interval`` seconds between the passes of one run."""
+    """The program's command line: on the hub ``interval`` seconds between the passes of one run; on an
+    edge the follower, polling every ``FOLLOW_POLL_SECONDS``."""
     base = ["python", "-m", "programs.cert_sync"]
     passes = passes_per_run(interval)
     cadence = ["--passes", str(passes), "--interval", str(interval)] if passes > 1 else []
@@ -86,7 +100,7 @@ def command(source: HubSource | EdgeSource, interval: int) -> list[str]:
         ]
     return [
         *base,
-        "edge",
+        "follow",
         "--edge",
         source.edge,
         "--kv-path",
@@ -95,19 +109,23 @@ def command(source: HubSource | EdgeSource, interval: int) -> list[str]:
         f"{HUB_DIR}/ca.crt",
         "--hub-role-id-file",
         f"{HUB_DIR}/role-id",
-        "--hub-secret-id-file",
-        f"{HUB_DIR}/secret-id",
-        *cadence,
+        "--hub-credential",
+        f"{CERT_SYNC_NAMESPACE}/{HUB_SECRET_ID_SECRET}",
+        "--poll",
+        str(FOLLOW_POLL_SECONDS),
+        "--max-failures",
+        str(FOLLOW_MAX_FAILURES),
     ]
 
 
-def cronjob_spec(
+def pod_spec(
     settings: DistributionSettings,
     source: HubSource | EdgeSource,
     kv_mount: str,
     hub_address: str | None,
     image: str,
 ) -> dict[str, Any]:
+    """The pod of the hub's Job or of the edge's Deployment."""
     hub_mode = isinstance(source, HubSource)
     env = [
         {"name": "VAULT_ADDR", "value": in_cluster_address()},
@@ -133,7 +151,40 @@ def cronjob_spec(
     ]
     if not hub_mode:
         mounts.append({"name": "hub", "mountPath": HUB_DIR, "readOnly": True})
-        volumes.append({"name": "hub", "secret": {"secretName": "hub-credential", "defaultMode": SECRET_FILE_MODE}})
+        volumes.append(
+            {"name": "hub", "secret": {"secretName": HUB_CREDENTIAL_SECRET, "defaultMode": SECRET_FILE_MODE}}
+        )
+    return {
+        "serviceAccountName": SERVICE_ACCOUNT,
+        # Both read the Kubernetes API with the pod's own token: the hub its Secrets, an edge its secret_id.
+        "automountServiceAccountToken": True,
+        "restartPolicy": "Never" if hub_mode else "Always",
+        "securityContext": restricted_pod(reads_secret_files=True),
+        "containers": [
+            {
+                "name": "cert-sync",
+                "image": image,
+                "command": command(source, settings.cert_sync_interval),
+                "env": env,
+                "securityContext": restricted_container(),
+                "resources": {
+                    "requests": {"cpu": "20m", "memory": "64Mi"},
+                    "limits": {"cpu": "200m", "memory": "128Mi"},
+                },
+                "volumeMounts": mounts,
+            }
+        ],
+        "volumes": volumes,
+    }
+
+
+def cronjob_spec(
+    settings: DistributionSettings,
+    source: HubSource,
+    kv_mount: str,
+    image: str,
+) -> dict[str, Any]:
+    """The hub's CronJob."""
     return {
         "schedule": settings.cert_sync_schedule,
         "concurrencyPolicy": "Forbid",
@@ -147,30 +198,30 @@ def cronjob_spec(
                 "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
                 "template": {
                     "metadata": {"labels": {"app.kubernetes.io/name": "cert-sync"}},
-                    "spec": {
-                        "serviceAccountName": SERVICE_ACCOUNT,
-                        # Hub mode reads Secrets from the Kubernetes API with the pod's own token.
-                        "automountServiceAccountToken": hub_mode,
-                        "restartPolicy": "Never",
-                        "securityContext": restricted_pod(reads_secret_files=True),
-                        "containers": [
-                            {
-                                "name": "cert-sync",
-                                "image": image,
-                                "command": command(source, settings.cert_sync_interval),
-                                "env": env,
-                                "securityContext": restricted_container(),
-                                "resources": {
-                                    "requests": {"cpu": "20m", "memory": "64Mi"},
-                                    "limits": {"cpu": "200m", "memory": "128Mi"},
-                                },
-                                "volumeMounts": mounts,
-                            }
-                        ],
-                        "volumes": volumes,
-                    },
+                    "spec": pod_spec(settings, source, kv_mount, None, image),
                 },
             }
+        },
+    }
+
+
+def deployment_spec(
+    settings: DistributionSettings,
+    source: EdgeSource,
+    kv_mount: str,
+    hub_address: str,
+    image: str,
+) -> dict[str, Any]:
+    """The edge's follower: one replica, never two at once (``Recreate``: two followers would race to
+    replace the secret_id; the Secret's ``resourceVersion`` would refuse the second, but one is enough)."""
+    labels = {"app.kubernetes.io/name": "cert-sync"}
+    return {
+        "replicas": 1,
+        "strategy": {"type": "Recreate"},
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": pod_spec(settings, source, kv_mount, hub_address, image),
         },
     }
 
@@ -222,31 +273,63 @@ def _secret_readers(name: str, source: HubSource, in_ns: pulumi.ResourceOptions)
     return bindings
 
 
-def _hub_credential(name: str, source: EdgeSource, in_ns: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
-    """Edge mode: the hub's CA and this edge's AppRole credential,
-    as the Secret the job mounts."""
+def _hub_credential(name: str, source: EdgeSource, in_ns: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+    """Edge mode: the hub's CA and this edge's role_id as the Secret the follower mounts; its
+    secret_id as a Secret of its own, which the follower alone may read and replace (a Role with
+    ``get`` and ``update`` on that one Secret). Pulumi writes the secret_id once, at creation, and
+    then ignores its data (``ignore_changes``): after the follower replaced it, neither ``pulumi up``
+    nor ``pulumi up`` after a ``pulumi refresh`` (which drops the destroyed secret_id from the state
+    and mints a new one: ``components.hub_link``) writes a stale or unused secret_id over it; the
+    follower destroys such a stray one at its next rotation (docs/secret-flow.md)."""
     credential = pulumi.Output.secret(source.hub_credential)
-    return k8s.core.v1.Secret(
+    mounted = k8s.core.v1.Secret(
         f"{name}-hub-credential",
-        metadata={"name": "hub-credential", "namespace": CERT_SYNC_NAMESPACE},
-        string_data={
-            "role-id": credential.apply(lambda c: c["roleId"]),
-            "secret-id": credential.apply(lambda c: c["secretId"]),
-            "ca.crt": source.hub_ca_cert,
-        },
+        metadata={"name": HUB_CREDENTIAL_SECRET, "namespace": CERT_SYNC_NAMESPACE},
+        string_data={"role-id": credential.apply(lambda c: c["roleId"]), "ca.crt": source.hub_ca_cert},
         opts=in_ns,
     )
+    owned = k8s.core.v1.Secret(
+        f"{name}-hub-secret-id",
+        metadata={"name": HUB_SECRET_ID_SECRET, "namespace": CERT_SYNC_NAMESPACE},
+        string_data={"secret-id": credential.apply(lambda c: c["secretId"])},
+        opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(ignore_changes=["stringData", "data"])),
+    )
+    rules: Any = [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [HUB_SECRET_ID_SECRET],
+            "verbs": ["get", "update"],
+        }
+    ]
+    role = k8s.rbac.v1.Role(
+        f"{name}-secret-id-keeper",
+        metadata={"name": "cert-sync-secret-id", "namespace": CERT_SYNC_NAMESPACE},
+        rules=rules,
+        opts=in_ns,
+    )
+    subjects: Any = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": CERT_SYNC_NAMESPACE}]
+    binding = k8s.rbac.v1.RoleBinding(
+        f"{name}-secret-id-keeper-binding",
+        metadata={"name": "cert-sync-secret-id", "namespace": CERT_SYNC_NAMESPACE},
+        role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "cert-sync-secret-id"},
+        subjects=subjects,
+        opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[role])),
+    )
+    return [mounted, owned, binding]
 
 
 class CertSync(pulumi.ComponentResource):
-    """The cert-sync CronJob of one cluster.
+    """cert-sync in one cluster: the hub's CronJob, or an edge's follower Deployment.
 
-    Guarantees: it never overlaps itself (each Job is stopped before the next scheduled run, and
-    syncs every ``interval`` seconds until then: ``components.cert_sync_cadence``); it runs as a
-    restricted non-root pod; on the hub its ServiceAccount may ``get`` exactly the named leaf Secrets
-    and nothing else (never a CA's Secret: trust bundles come from the leaves' ``ca.crt``); it
-    writes with its own Vault role (``cert_sync_role``) to exactly the paths it publishes; on an edge
-    the hub credential reaches it only as a Secret mounted read-only.
+    Guarantees: on the hub it never overlaps itself (each Job is stopped before the next scheduled
+    run, and syncs every ``interval`` seconds until then: ``components.cert_sync_cadence``); on an edge
+    one follower (one replica, ``Recreate``) polls the hub every ``FOLLOW_POLL_SECONDS``. Either runs
+    as a restricted non-root pod; on the hub its ServiceAccount may ``get`` exactly the named leaf
+    Secrets and nothing else (never a CA's Secret: trust bundles come from the leaves' ``ca.crt``); on
+    an edge it may ``get`` and ``update`` exactly its ``hub-secret-id`` Secret; it writes with its own
+    Vault role (``cert_sync_role``) to exactly the paths it publishes; on an edge the hub's CA and
+    role_id reach it as a Secret mounted read-only.
     """
 
     def __init__(
@@ -262,32 +345,34 @@ class CertSync(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``image``: the programs image (``fedobs:programsImage``). The Kubernetes provider comes through
-        ``opts``. Only the CronJob waits for ``vault_ready`` (its Vault role and the KV mount it writes);
-        its namespace, RBAC and Secrets do not."""
+        ``opts``. Only the CronJob or Deployment waits for ``vault_ready`` (its Vault role and the KV
+        mount it writes); its namespace, RBAC and Secrets do not."""
         super().__init__(TYPE_TOKEN, name, None, opts)
         namespace = restricted_namespace(f"{name}-namespace", CERT_SYNC_NAMESPACE, pulumi.ResourceOptions(parent=self))
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         dependencies = _identity(name, vault_ca_cert, in_ns)
-        hub_address: pulumi.Input[str] | None = None
+        metadata = {"name": "cert-sync", "namespace": CERT_SYNC_NAMESPACE}
         if isinstance(source, HubSource):
             dependencies += _secret_readers(name, source, in_ns)
-        else:
-            dependencies.append(_hub_credential(name, source, in_ns))
-            hub_address = source.hub_address
-        spec = pulumi.Output.from_input(hub_address).apply(
-            lambda address: cronjob_spec(settings, source, kv_mount, address, image)
-        )
-        k8s.batch.v1.CronJob(
-            f"{name}-cronjob",
-            metadata={"name": "cert-sync", "namespace": CERT_SYNC_NAMESPACE},
-            spec=spec,
-            opts=pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(depends_on=[*dependencies, *vault_ready])),
-        )
-        self.register_outputs(
-            {
-                "namespace": CERT_SYNC_NAMESPACE,
+            waits = pulumi.ResourceOptions.merge(
+                in_ns, pulumi.ResourceOptions(depends_on=[*dependencies, *vault_ready])
+            )
+            k8s.batch.v1.CronJob(
+                f"{name}-cronjob", metadata=metadata, spec=cronjob_spec(settings, source, kv_mount, image), opts=waits
+            )
+            cadence: dict[str, Any] = {
                 "schedule": settings.cert_sync_schedule,
                 "passesPerRun": passes_per_run(settings.cert_sync_interval),
-                "paths": written_paths(source),
             }
-        )
+        else:
+            dependencies += _hub_credential(name, source, in_ns)
+            waits = pulumi.ResourceOptions.merge(
+                in_ns, pulumi.ResourceOptions(depends_on=[*dependencies, *vault_ready])
+            )
+            edge = source
+            spec = pulumi.Output.from_input(source.hub_address).apply(
+                lambda address: deployment_spec(settings, edge, kv_mount, address, image)
+            )
+            k8s.apps.v1.Deployment(f"{name}-follower", metadata=metadata, spec=spec, opts=waits)
+            cadence = {"pollSeconds": FOLLOW_POLL_SECONDS}
+        self.register_outputs({"namespace": CERT_SYNC_NAMESPACE, **cadence, "paths": written_paths(source)})

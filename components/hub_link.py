@@ -58,7 +58,12 @@ class HubLink(pulumi.ComponentResource):
     one. The hub's Vault is reached over TLS with the hub's CA, logged in as this edge's deploy
     role (its JWT from ``TERRAFORM_VAULT_AUTH_JWT``, never in state) without a child token; with it
     the edge creates its own transit-unseal token and cert-sync secret_id, which exist in this
-    edge's state only, as secrets.
+    edge's state only, as secrets. The secret_id is the first one only: the edge's cert-sync follower
+    replaces it at 2/3 of its TTL and destroys it (``programs.cert_sync.follow``). A ``pulumi refresh``
+    then drops it from the state (terraform-provider-vault's read of a destroyed accessor removes the
+    resource) and the next ``pulumi up`` mints another, which no Secret receives
+    (``components.cert_sync``: Pulumi ignores ``hub-secret-id``'s data) and the follower destroys at
+    its next rotation.
     """
 
     vault_address: pulumi.Output[str]

@@ -12,6 +12,12 @@ import pulumi
 import pulumi_vault as vault
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from components.cert_sync_cadence import (
+    EDGE_SECRET_ID_TTL_SECONDS,
+    EDGE_TOKEN_MAX_TTL_SECONDS,
+    EDGE_TOKEN_NUM_USES,
+    EDGE_TOKEN_TTL_SECONDS,
+)
 from components.database_engines import Access, Engine, connection_url, role_statements
 from components.kubernetes_auth import WorkloadRole
 from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, DnsLabel, RuleProblem, Settings, pattern_check
@@ -296,19 +302,33 @@ def edge_access_policy_name(edge: str) -> str:
     return f"{EDGE_ACCESS_PREFIX}{edge}"
 
 
-#: A cert-sync pass on the hub: one login, one read of the edge's copy, one revoke-self (programs/cert_sync).
-#: Its token lives a minute and serves three requests; the third is headroom for nothing but revoke.
-EDGE_TOKEN_TTL_SECONDS = 60
-EDGE_TOKEN_MAX_TTL_SECONDS = 120
-EDGE_TOKEN_NUM_USES = 3
+def edge_secret_id_grants(edge: str) -> list[Grant]:
+    """What an edge's cert-sync follower needs to replace its own secret_id, and nothing of another
+    role (``programs/cert_sync/follow.py``): create one (``update`` on ``role/<edge>/secret-id``; the
+    server caps its TTL and uses at the role's: OpenBao ``builtin/credential/approle/path_role.go``,
+    ``handleRoleSecretIDCommon``), list the accessors (``list`` on the same path), look its current one
+    up by value and destroy others by accessor. Not ``custom-secret-id`` (choosing its own), not the
+    role, its role_id or another edge's role."""
+    role = f"auth/{EDGE_APPROLE_MOUNT}/role/{edge}"
+    return [
+        Grant(f"{role}/secret-id", ("update", "list")),
+        Grant(f"{role}/secret-id/lookup", ("update",)),
+        Grant(f"{role}/secret-id-accessor/destroy", ("update",)),
+    ]
 
 
 def edge_access_policy(edge: str, kv_mount: str) -> str:
-    """What an edge's cert-sync does on the hub, and nothing else: read its own copies, revoke its
-    token (the role gives no ``default`` policy). No transit: only the edge's seal token needs that."""
+    """What an edge's cert-sync follower does on the hub, and nothing else: read its own copies and
+    their KV metadata (the version it polls), replace its own secret_id, revoke its token (the role
+    gives no ``default`` policy). No transit: only the edge's seal token needs that."""
     return render_policy(
         edge_access_policy_name(edge),
-        [*kv_read(kv_mount, edge_kv_prefix(edge)), Grant("auth/token/revoke-self", ("update",))],
+        [
+            *kv_read(kv_mount, edge_kv_prefix(edge)),
+            Grant(f"{kv_mount}/metadata/{edge_kv_prefix(edge)}", ("read",)),
+            *edge_secret_id_grants(edge),
+            Grant("auth/token/revoke-self", ("update",)),
+        ],
     )
 
 
@@ -489,6 +509,7 @@ class VaultConfiguration(pulumi.ComponentResource):
                 token_max_ttl=EDGE_TOKEN_MAX_TTL_SECONDS,
                 token_num_uses=EDGE_TOKEN_NUM_USES,
                 secret_id_num_uses=0,
+                secret_id_ttl=EDGE_SECRET_ID_TTL_SECONDS,
                 # Checked against the address Vault sees: behind the NodeBalancer the one its PROXY
                 # header carries (vault_server_config.ExternalListener). Empty: no binding.
                 secret_id_bound_cidrs=list(self.edge_cidrs.get(edge, ())) or None,

@@ -11,7 +11,7 @@ must hold; docs/demo.md says what each step proves.
                     through the hub's transit key, also after a restart
 5. ``edge-config``  the edge's ``pulumi_vault`` resources applied with its own admin login
 6. ``pki``          the edge's client certificate issued as the hub's ``Certificate`` specifies
-7. ``cert-sync``    the hub's, then the edge's cert-sync CronJob; the edge VSO role reads the result
+7. ``cert-sync``    the hub's cert-sync CronJob, then the edge's follower (one poll); the edge VSO role reads the result
 8. ``database``     the agent renders a PostgreSQL credential from the example Job's annotations;
                     the Job's consumer loads it and uses it (skipped with ``--no-database`` or
                     when PostgreSQL is not installed)
@@ -97,7 +97,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("edge-unseal", "evaluate the edge with the real hub's outputs; its Vault auto-unseals through the hub"),
     ("edge-config", "apply the edge's Vault configuration with its admin login"),
     ("pki", "issue the hub's OTLP certificates as its Certificate resources specify"),
-    ("cert-sync", "run the hub's, then the edge's cert-sync CronJob"),
+    ("cert-sync", "run the hub's cert-sync CronJob, then the edge's follower"),
     ("database", "the agent renders a PostgreSQL credential from the example Job's annotations; it is used"),
 )
 EXAMPLE_JOB = "notebook-validation-example"
@@ -550,8 +550,7 @@ class Demo:
                 run = run_cert_sync(recording, url, ca, kube, workdir)
                 check(
                     run.returncode == 0,
-                    f"the {recording.stack} cert-sync CronJob exited {run.returncode}:\n"
-                    f"{tail(run.stderr + run.stdout)}",
+                    f"the {recording.stack} cert-sync exited {run.returncode}:\n{tail(run.stderr + run.stdout)}",
                 )
 
         def version(url: str, ca: str, token: str, path: str) -> int:

@@ -5,22 +5,27 @@ computed from what the stacks render (docs/secret-flow.md states it; a test reco
 The stages, each waiting for the one before it:
 
 1. cert-manager renews the client certificate (its Secret changes at once);
-2. the hub's cert-sync copies it into the hub Vault;
-3. the edge's cert-sync pulls it into the edge Vault;
+2. the hub's cert-sync CronJob copies it into the hub Vault;
+3. the edge's cert-sync follower (a Deployment) sees the new KV version at its next poll and pulls
+   it into the edge Vault;
 4. VSO notices the new version at its next refresh (``refreshAfter``) and restarts the collector.
 
 When the renewed certificate comes from a CA new to the trust bundle (a CA rotation), stage 2 holds
 it back for the trust lead first (:func:`ca_change_delay`).
 
-A cert-sync stage is a CronJob whose every run makes ``passes`` sync passes, ``interval`` seconds
+The hub's stage is a CronJob whose every run makes ``passes`` sync passes, ``interval`` seconds
 apart (``programs.cert_sync --passes --interval``; one pass when the flags are absent). Its pass
 starts are ``interval`` apart inside a run, and ``cron gap - (passes - 1) * interval`` apart across
 two runs, so the longest wait between two pass starts (:attr:`Cadence.max_gap`) is the larger of
 the two: with passes that cover the minute of an every-minute schedule it is the interval itself.
 A change that lands just after a pass read its source is missed by that pass; the next pass starts
 at most ``max_gap`` later and has written the change ``run`` seconds after its start, so a stage
-adds at most ``max_gap + run`` (``run``: one pass's run time, measured by ``make bench``). VSO adds
-at most ``refreshAfter``; the rollout restart is triggered in the same reconcile.
+adds at most ``max_gap + run`` (``run``: one pass's run time, measured by ``make bench``). The edge's
+stage is a follower polling every ``--poll`` seconds (:class:`Poll`): a change that lands just after
+a poll read the version waits one poll, so it adds at most ``poll + run`` (``run``: one poll that
+applies a change). The figure up to the edge Vault is :attr:`RotationDelay.to_edge_vault` (the
+two-minute target); VSO adds at most ``refreshAfter``; the rollout restart is triggered in the
+same reconcile.
 Not modelled: the jitter of the CronJob controller and of container start-up between two runs
 (a run that starts late shortens the gap before it by as much as it lengthens the one after it).
 """
@@ -87,6 +92,26 @@ class Cadence:
         return max(self.interval, across_runs) if self.passes > 1 else across_runs
 
 
+@dataclass(frozen=True)
+class Poll:
+    """When a follower syncs: every ``seconds`` (``programs.cert_sync follow --poll``)."""
+
+    seconds: int
+
+    @property
+    def max_gap(self) -> int:
+        return self.seconds
+
+
+def workload_cadence(obj: Mapping[str, Any]) -> Cadence | Poll:
+    """The cadence of a rendered cert-sync workload: a CronJob's (:func:`cronjob_cadence`) or a
+    follower Deployment's ``--poll``."""
+    if obj["kind"] == "CronJob":
+        return cronjob_cadence(obj["spec"])
+    command = list(obj["spec"]["template"]["spec"]["containers"][0]["command"])
+    return Poll(int(float(command[command.index("--poll") + 1])))
+
+
 def cronjob_cadence(spec: Mapping[str, Any]) -> Cadence:
     """The cadence of a rendered cert-sync CronJob ``spec``: its schedule and the ``--passes`` and
     ``--interval`` of its container's command (one pass when absent)."""
@@ -118,13 +143,22 @@ class RotationDelay:
         """The schedules plus the two measured pass run times."""
         return self.schedule_total + self.hub_sync_run + self.edge_sync_run
 
+    @property
+    def to_edge_vault(self) -> float:
+        """Until the edge Vault holds the renewed certificate: the two cert-sync stages, VSO excluded."""
+        return self.total - self.vso_refresh
+
 
 def worst_case_rotation_delay(
-    hub: Cadence | str, edge: Cadence | str, refresh_after: str, hub_sync_run: float = 0.0, edge_sync_run: float = 0.0
+    hub: Cadence | Poll | str,
+    edge: Cadence | Poll | str,
+    refresh_after: str,
+    hub_sync_run: float = 0.0,
+    edge_sync_run: float = 0.0,
 ) -> RotationDelay:
     """The worst case for these cadences (a bare schedule: one pass per run) and VSO refresh."""
-    hub_cadence = hub if isinstance(hub, Cadence) else Cadence(hub)
-    edge_cadence = edge if isinstance(edge, Cadence) else Cadence(edge)
+    hub_cadence = Cadence(hub) if isinstance(hub, str) else hub
+    edge_cadence = Cadence(edge) if isinstance(edge, str) else edge
     return RotationDelay(
         hub_cadence.max_gap, edge_cadence.max_gap, _duration_seconds(refresh_after), hub_sync_run, edge_sync_run
     )

@@ -38,8 +38,12 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
     The hub's cert-sync command as the program parses it, and one of its passes on Secrets and KV
     held in memory, planned by the program's own code (``programs.cert_sync.sync.plan_hub``).
 ``run_cert_sync(recording, vault_url, ca_file, kube, workdir, passes=1)``
-    The stack's cert-sync CronJob, run as its pod runs it; by default one of its passes (a run of the
-    shipped CronJob makes three, 20 s apart: ``passes=None`` runs them all).
+    The stack's cert-sync, run as its pod runs it: the hub's CronJob, by default one of its passes (a
+    run of the shipped CronJob makes three, 20 s apart: ``passes=None`` runs them all); the edge's
+    follower Deployment, ``passes`` polls at its shipped interval (one by default; ``None``: until
+    stopped), with its secret_id Secret on the edge's Kubernetes API as the stack declares it.
+``cert_sync_workload(recording)``
+    The kind of the stack's ``cert-sync`` workload: ``CronJob`` (hub) or ``Deployment`` (edge).
 ``vso_login(edge, url, ca_file, kube)``
     The edge VSO's Kubernetes-auth login (its ``VaultAuth``) and the KV path its ``VaultStaticSecret`` reads.
 """
@@ -340,9 +344,32 @@ def publish_pki(hub: Recording, kube: KubeAPIServer, pki: Pki) -> list[str]:
     return sorted(pki.issued)
 
 
+def cert_sync_workload(recording: Recording) -> str:
+    """``CronJob`` for the hub's cert-sync, ``Deployment`` for an edge's follower."""
+    kinds = {o["kind"] for o in recording.kubernetes_objects() if o["metadata"]["name"] == "cert-sync"}
+    return "CronJob" if "CronJob" in kinds else "Deployment"
+
+
 def cert_sync_command(recording: Recording) -> list[str]:
-    """The command of the stack's ``cert-sync`` CronJob."""
-    return list(pod_template(recording, "CronJob", "cert-sync")["spec"]["containers"][0]["command"])
+    """The command of the stack's ``cert-sync`` CronJob (hub) or Deployment (edge)."""
+    kind = cert_sync_workload(recording)
+    return list(pod_template(recording, kind, "cert-sync")["spec"]["containers"][0]["command"])
+
+
+def edge_secret_id_on(recording: Recording, kube: KubeAPIServer) -> tuple[str, str]:
+    """The edge's ``hub-secret-id`` Secret on its Kubernetes API as the stack declares it (created
+    once: a secret_id the follower replaced stays), and its ``cert-sync-secret-id`` Role granted to
+    the follower's ServiceAccount. Returns the Secret's namespace and name."""
+    owned = k8s_object(recording, "Secret", "hub-secret-id")
+    namespace, name = owned["metadata"]["namespace"], owned["metadata"]["name"]
+    if kube.get_secret(namespace, name) is None:
+        kube.put_secret(namespace, name, dict(owned["stringData"]))
+        rule = k8s_object(recording, "Role", "cert-sync-secret-id")["rules"][0]
+        for verb in rule["verbs"]:
+            kube.allow_service_account(
+                namespace, "cert-sync", [verb], ["secrets"], namespace=namespace, resource_names=rule["resourceNames"]
+            )
+    return namespace, name
 
 
 def hub_cert_sync_options(recording: Recording) -> argparse.Namespace:
@@ -372,25 +399,30 @@ def hub_cert_sync_pass(
     return {item.kv_path: item.bundle for item in sync.plan_hub(sources, options.trust, state, now)}
 
 
-def run_cert_sync(
+def cert_sync_invocation(
     recording: Recording,
     vault_url: str,
     ca_file: str,
     kube: KubeAPIServer,
     workdir: Path,
     *,
-    timeout: float = 90.0,
     passes: int | None = 1,
     trust_lead: float | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the stack's ``cert-sync`` CronJob as its pod would: its command and environment, with only
-    where Vault is (``vault_url``, the active node), the files its volumes mount and, on the hub, the
-    Kubernetes API replaced. ``kube`` is the stack's own Kubernetes API (TokenReview for its Vault).
-    ``passes``: how many of the run's sync passes (``--passes``) to make, at the CronJob's interval;
-    one by default, a single sync; ``None``: all of them, as the pod does. ``trust_lead``: seconds
-    instead of the hub command's ``--trust-lead`` (a test cannot wait five minutes)."""
-    cronjob = k8s_object(recording, "CronJob", "cert-sync")
-    pod = pod_template(recording, "CronJob", "cert-sync")["spec"]
+    poll: float | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of the stack's ``cert-sync`` CronJob (hub) or follower Deployment
+    (edge) as its pod runs it: its command and environment, with only where Vault is (``vault_url``,
+    the active node), the files its volumes mount and the Kubernetes API replaced. ``kube`` is the
+    stack's own Kubernetes API
+    (TokenReview for its Vault; on an edge also its secret_id Secret: :func:`edge_secret_id_on`).
+    ``passes``: on the hub how many of the run's sync passes (``--passes``) to make, at the CronJob's
+    interval; on an edge how many polls (``--polls``), at the Deployment's ``--poll``; one by default,
+    a single sync; ``None``: all of them, as the pod does (on an edge: until stopped).
+    ``trust_lead``: seconds instead of the hub command's ``--trust-lead`` (a test cannot wait five
+    minutes); ``poll``: seconds instead of the edge command's ``--poll``."""
+    kind = cert_sync_workload(recording)
+    cronjob = k8s_object(recording, kind, "cert-sync")
+    pod = pod_template(recording, kind, "cert-sync")["spec"]
     container = pod["containers"][0]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CERT_SYNC_", "BAO_"))}
     env |= {e["name"]: e["value"] for e in container["env"]}
@@ -408,21 +440,66 @@ def run_cert_sync(
         command[command.index("--passes") + 1] = str(passes)
     if trust_lead is not None and "--trust-lead" in command:  # the hub's command only
         command[command.index("--trust-lead") + 1] = str(trust_lead)
+    if poll is not None and "--poll" in command:  # the edge's command only
+        command[command.index("--poll") + 1] = str(poll)
     if command[3] == "hub":
         kube_token = workdir / "kube-token"
         write_private_file(kube_token, kube.mint_service_account_token("fedobs-cert-sync", "cert-sync"))
         command += ["--kube-api", kube.url, "--kube-token-file", str(kube_token), "--kube-ca-file", kube.ca_file]
     else:
-        credential = k8s_object(recording, "Secret", "hub-credential")["stringData"]
-        mounted = workdir / "hub"
-        mounted.mkdir(exist_ok=True)
-        for key in ("role-id", "secret-id", "ca.crt"):
-            write_private_file(mounted / key, credential[key])
-        command = [
-            str(mounted / part.removeprefix("/fedobs/hub/")) if part.startswith("/fedobs/hub/") else part
-            for part in command
-        ]
-    return processes.run([programs_python(), *command[1:]], cwd=REPO, env=env, capture_output=True, timeout=timeout)
+        command = _edge_follower_command(recording, command, kube, workdir, passes)
+    return [programs_python(), *command[1:]], env
+
+
+def run_cert_sync(
+    recording: Recording,
+    vault_url: str,
+    ca_file: str,
+    kube: KubeAPIServer,
+    workdir: Path,
+    *,
+    timeout: float = 90.0,
+    passes: int | None = 1,
+    trust_lead: float | None = None,
+    poll: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run :func:`cert_sync_invocation` to its end (``timeout`` seconds at most)."""
+    argv, env = cert_sync_invocation(
+        recording, vault_url, ca_file, kube, workdir, passes=passes, trust_lead=trust_lead, poll=poll
+    )
+    return processes.run(argv, cwd=REPO, env=env, capture_output=True, timeout=timeout)
+
+
+def start_cert_sync(
+    recording: Recording, vault_url: str, ca_file: str, kube: KubeAPIServer, workdir: Path, **options: Any
+) -> subprocess.Popen[str]:
+    """Start :func:`cert_sync_invocation` in the background (the edge's follower, polling until it is
+    stopped with SIGTERM: ``passes=None``); its output goes to ``workdir/cert-sync.log``."""
+    argv, env = cert_sync_invocation(recording, vault_url, ca_file, kube, workdir, **options)
+    log = open(workdir / "cert-sync.log", "w")  # noqa: SIM115 - the child writes it for its whole life
+    return subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=processes.child_setup
+    )
+
+
+def _edge_follower_command(
+    recording: Recording, command: list[str], kube: KubeAPIServer, workdir: Path, polls: int | None
+) -> list[str]:
+    """The follower's command with the mounted files, the Kubernetes API and ``--polls`` localised."""
+    credential = k8s_object(recording, "Secret", "hub-credential")["stringData"]
+    mounted = workdir / "hub"
+    mounted.mkdir(exist_ok=True)
+    for key in ("role-id", "ca.crt"):
+        write_private_file(mounted / key, credential[key])
+    namespace, _ = edge_secret_id_on(recording, kube)
+    kube_token = workdir / "edge-kube-token"
+    write_private_file(kube_token, kube.mint_service_account_token(namespace, "cert-sync"))
+    command = [
+        str(mounted / part.removeprefix("/fedobs/hub/")) if part.startswith("/fedobs/hub/") else part
+        for part in command
+    ]
+    command += ["--kube-api", kube.url, "--kube-token-file", str(kube_token), "--kube-ca-file", kube.ca_file]
+    return command + (["--polls", str(polls)] if polls is not None else [])
 
 
 def vso_login(edge: Recording, url: str, ca_file: str, kube: KubeAPIServer) -> tuple[ApiResponse, str]:

@@ -880,39 +880,87 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     edge = sub.add_parser("edge", parents=[common], help="the hub Vault -> this edge's Vault")
-    edge.add_argument("--edge", default=env("CERT_SYNC_EDGE"), help="this edge's name [CERT_SYNC_EDGE]")
-    edge.add_argument("--hub-addr", default=env("CERT_SYNC_HUB_ADDR"), help="hub Vault URL [CERT_SYNC_HUB_ADDR]")
-    edge.add_argument(
+    _edge_arguments(edge)
+    follow = sub.add_parser(
+        "follow", parents=[common], help="edge mode as a long-running follower of the hub (programs.cert_sync.follow)"
+    )
+    _edge_arguments(follow)
+    _follow_arguments(follow)
+    return parser
+
+
+def _edge_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``edge`` and ``follow`` mode: this edge, the hub Vault and the AppRole."""
+    parser.add_argument("--edge", default=env("CERT_SYNC_EDGE"), help="this edge's name [CERT_SYNC_EDGE]")
+    parser.add_argument("--hub-addr", default=env("CERT_SYNC_HUB_ADDR"), help="hub Vault URL [CERT_SYNC_HUB_ADDR]")
+    parser.add_argument(
         "--hub-ca-file",
         default=env("CERT_SYNC_HUB_CA_FILE"),
         help="PEM CA bundle for the hub Vault [CERT_SYNC_HUB_CA_FILE]",
     )
-    edge.add_argument(
+    parser.add_argument(
         "--hub-approle-mount",
         default=env("CERT_SYNC_HUB_APPROLE_MOUNT", DEFAULT_HUB_APPROLE_MOUNT),
         help=f"AppRole mount on the hub (default {DEFAULT_HUB_APPROLE_MOUNT}) [CERT_SYNC_HUB_APPROLE_MOUNT]",
     )
-    edge.add_argument(
+    parser.add_argument(
         "--hub-role-id-file",
         default=env("CERT_SYNC_HUB_ROLE_ID_FILE"),
         help="file with the AppRole role_id [CERT_SYNC_HUB_ROLE_ID_FILE]",
     )
-    edge.add_argument(
+    parser.add_argument(
         "--hub-secret-id-file",
         default=env("CERT_SYNC_HUB_SECRET_ID_FILE"),
         help="file with the AppRole secret_id [CERT_SYNC_HUB_SECRET_ID_FILE]",
     )
-    edge.add_argument(
+    parser.add_argument(
         "--hub-kv-mount",
         default=env("CERT_SYNC_HUB_KV_MOUNT", DEFAULT_KV_MOUNT),
         help=f"the hub's KV v2 mount (default {DEFAULT_KV_MOUNT}) [CERT_SYNC_HUB_KV_MOUNT]",
     )
-    edge.add_argument(
+    parser.add_argument(
         "--kv-path",
         default=env("CERT_SYNC_KV_PATH", DEFAULT_KV_PATH),
         help=f"where to store it locally (default {DEFAULT_KV_PATH}) [CERT_SYNC_KV_PATH]",
     )
-    return parser
+
+
+def _follow_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``follow`` mode only (module docstring of :mod:`programs.cert_sync.follow`)."""
+    parser.add_argument(
+        "--poll",
+        type=_interval,
+        default=env("CERT_SYNC_POLL"),
+        help="seconds between the starts of two polls of the hub [CERT_SYNC_POLL]",
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=_passes,
+        default=env("CERT_SYNC_MAX_FAILURES", "8"),
+        help="exit after this many failed polls in a row (default 8) [CERT_SYNC_MAX_FAILURES]",
+    )
+    parser.add_argument(
+        "--polls",
+        type=_passes,
+        default=env("CERT_SYNC_POLLS"),
+        help="stop after this many polls (default: poll until SIGTERM) [CERT_SYNC_POLLS]",
+    )
+    parser.add_argument(
+        "--hub-credential",
+        default=env("CERT_SYNC_HUB_CREDENTIAL"),
+        metavar="NAMESPACE/NAME",
+        help="the Secret holding secret-id: read from and rotated through the Kubernetes API "
+        "(else --hub-secret-id-file, never rotated) [CERT_SYNC_HUB_CREDENTIAL]",
+    )
+    parser.add_argument("--kube-api", default=env("CERT_SYNC_KUBE_API", DEFAULT_KUBE_API), help="[CERT_SYNC_KUBE_API]")
+    parser.add_argument(
+        "--kube-token-file",
+        default=env("CERT_SYNC_KUBE_TOKEN_FILE", DEFAULT_KUBE_TOKEN_FILE),
+        help="[CERT_SYNC_KUBE_TOKEN_FILE]",
+    )
+    parser.add_argument(
+        "--kube-ca-file", default=env("CERT_SYNC_KUBE_CA_FILE", DEFAULT_KUBE_CA_FILE), help="[CERT_SYNC_KUBE_CA_FILE]"
+    )
 
 
 _REQUIRED = {
@@ -923,6 +971,13 @@ _REQUIRED = {
         ("hub_addr", "--hub-addr (CERT_SYNC_HUB_ADDR)"),
         ("hub_role_id_file", "--hub-role-id-file (CERT_SYNC_HUB_ROLE_ID_FILE)"),
         ("hub_secret_id_file", "--hub-secret-id-file (CERT_SYNC_HUB_SECRET_ID_FILE)"),
+    ),
+    "follow": (
+        ("vault_addr", "--vault-addr (VAULT_ADDR)"),
+        ("edge", "--edge (CERT_SYNC_EDGE)"),
+        ("hub_addr", "--hub-addr (CERT_SYNC_HUB_ADDR)"),
+        ("hub_role_id_file", "--hub-role-id-file (CERT_SYNC_HUB_ROLE_ID_FILE)"),
+        ("poll", "--poll (CERT_SYNC_POLL)"),
     ),
 }
 
@@ -964,10 +1019,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and check the command line (:class:`UsageError` on any problem)."""
     arguments = list(argv)
     mode_env = env("CERT_SYNC_MODE")
-    if mode_env and not (arguments and arguments[0] in ("hub", "edge", "-h", "--help")):
+    if mode_env and not (arguments and arguments[0] in ("hub", "edge", "follow", "-h", "--help")):
         arguments.insert(0, mode_env)
     args = build_parser().parse_args(arguments)
     missing = [flag for name, flag in _REQUIRED[args.mode] if not getattr(args, name)]
+    if args.mode == "follow" and not (args.hub_credential or args.hub_secret_id_file):
+        missing.append("--hub-credential (CERT_SYNC_HUB_CREDENTIAL) or --hub-secret-id-file")
     if args.passes > 1 and args.interval is None:
         missing.append(f"--interval (CERT_SYNC_INTERVAL), needed with --passes {args.passes}")
     if missing:
@@ -986,6 +1043,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         https_url(args.hub_addr, "--hub-addr")
         _check_kv_path(args.hub_kv_mount, "--hub-kv-mount")
         _check_kv_path(args.kv_path, "--kv-path")
+    if args.mode == "follow" and args.hub_credential:
+        namespace, slash, name = args.hub_credential.partition("/")
+        if not slash or not _DNS_LABEL.match(namespace) or not _DNS_SUBDOMAIN.match(name):
+            raise UsageError(f"--hub-credential {args.hub_credential!r} must be NAMESPACE/NAME of a Secret")
+        https_url(args.kube_api, "--kube-api")
     return args
 
 
@@ -1002,6 +1064,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.mode == "follow":
+            from programs.cert_sync.follow import follow  # it imports this module
+
+            return follow(args)
         sync = cmd_hub if args.mode == "hub" else cmd_edge
         started = time.monotonic()
         for index in range(args.passes):

@@ -40,13 +40,14 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from components.vault_config import (
-    EDGE_APPROLE_MOUNT,
+from components.cert_sync_cadence import (
+    EDGE_SECRET_ID_TTL_SECONDS,
     EDGE_TOKEN_MAX_TTL_SECONDS,
     EDGE_TOKEN_NUM_USES,
     EDGE_TOKEN_TTL_SECONDS,
-    edge_access_policy,
 )
+from components.vault_config import edge_access_policy
+from components.vault_names import EDGE_APPROLE_MOUNT
 from components.vault_policies import kv_read, kv_write, render_policy
 from programs.cert_sync.sync import (
     EXIT_CONFLICT,
@@ -395,6 +396,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                     "token_max_ttl": EDGE_TOKEN_MAX_TTL_SECONDS,
                     "token_num_uses": EDGE_TOKEN_NUM_USES,
                     "secret_id_num_uses": 0,
+                    "secret_id_ttl": EDGE_SECRET_ID_TTL_SECONDS,
                 },
             )
             role_id = hub.ok("GET", f"auth/{EDGE_APPROLE_MOUNT}/role/{name}/role-id").data["role_id"]

@@ -144,6 +144,16 @@ def test_cutting_an_edge_off_refuses_every_credential_it_held(hub: Hub) -> None:
         assert hub.approle_read(held) == 200
         assert hub.seal(held, "encrypt") == 200 and hub.seal(held, "decrypt") == 200
         assert hub.deploy(held.edge) == 200
+    # the token edge-ap's cert-sync follower keeps between its polls (up to 20 minutes)
+    kept = hub.call("POST", "auth/approle-edges/login", body={"role_id": "edge-edge-ap", "secret_id": ap.secret_id})
+    assert kept.status == 200, kept.text
+    kept_token = kept.body["auth"]["client_token"]
+    kept_uses = [
+        ("GET", f"kv/metadata/{KV_COPY.format(edge='edge-ap')}", None),
+        ("GET", f"kv/data/{KV_COPY.format(edge='edge-ap')}", None),
+        ("POST", "auth/approle-edges/role/edge-ap/secret-id", {}),
+    ]
+    assert [hub.call(m, path, kept_token, body).status for m, path, body in kept_uses] == [200, 200, 200]
 
     # (a) edge-ap leaves fedobs:edges for fedobs:retiredEdges; the hub's `pulumi up`
     after = hub.record(**{"fedobs:edges": [{"name": "edge-eu"}], "fedobs:retiredEdges": ["edge-ap"]})
@@ -163,6 +173,8 @@ def test_cutting_an_edge_off_refuses_every_credential_it_held(hub: Hub) -> None:
     assert cut_off_kv(hub, "edge-ap") == ["otel-client-tls"]
 
     assert hub.approle_read(ap) == 400  # invalid role_id: the role and its secret_ids are gone
+    # the follower's kept token outlives its policy and its role, and can do nothing with them gone
+    assert [hub.call(m, path, kept_token, body).status for m, path, body in kept_uses] == [403, 403, 403]
     assert hub.seal(ap, "encrypt") == 403 and hub.seal(ap, "decrypt") == 403
     assert hub.call("GET", "auth/token/lookup-self", ap.seal_token).status == 403  # revoked
     assert hub.deploy("edge-ap") == 400  # role "edge-deploy-edge-ap" could not be found

@@ -25,8 +25,11 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from components.cert_sync_cadence import EDGE_SECRET_ID_TTL_SECONDS, EDGE_TOKEN_TTL_SECONDS, FOLLOW_POLL_SECONDS
 from components.otlp_pki import CLIENT_CA_KV_PATH, EDGE_CLIENT_TLS_KV_PATH, GATEWAY_TLS_KV_PATH
+from components.vault_names import EDGE_APPROLE_MOUNT
 from offline.engine import Recording
+from programs.cert_sync.follow import TOKEN_RESERVE_SECONDS
 from rig.applier import AppliedVault, VaultApplier
 from rig.deploy_identity import DeployKey, edge_on_real_hub
 from rig.hub_edge import (
@@ -38,6 +41,7 @@ from rig.hub_edge import (
     publish_pki,
     real_hub_outputs,
     run_cert_sync,
+    secret_value,
     vso_login,
 )
 from rig.kube_api import KubeAPIServer
@@ -244,3 +248,70 @@ def test_a_client_ca_rotation_through_both_vaults_never_breaks_the_edge(flow: Fl
     assert delivered is not None and delivered["tls.crt"] == renewed["tls.crt"]
     handshake = flow.handshake()
     assert (handshake.server_error, handshake.client_error, handshake.peer_common_name) == (None, None, EDGE)
+
+
+# ---------------------------------------------------------------------------------------------
+# the edge's follower on the stacks' own hub configuration: its cost at the hub, its secret_id
+# ---------------------------------------------------------------------------------------------
+def hub_requests_by_path(flow: Flow, mark: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for request in flow.hub_vault.audit_requests(mark):
+        counts[str(request.get("path"))] = counts.get(str(request.get("path")), 0) + 1
+    return counts
+
+
+def test_an_unchanged_edge_costs_the_hub_one_request_per_poll(flow: Flow) -> None:
+    """Counted in the real hub's audit log while nothing changes: each poll is one read of the KV
+    metadata; the login, the secret_id lookup and the revoke happen once per process (per token, when
+    it runs for longer than one: components/cert_sync_cadence.py)."""
+    flow.both()
+    polls = 8
+    mark = flow.hub_vault.audit_mark()
+    run = run_cert_sync(
+        flow.edge, flow.edge_vault.url, flow.edge_vault.ca_file, flow.edge_kube, flow.workdir, passes=polls, poll=0.3
+    )
+    assert run.returncode == 0, run.stderr
+    role = f"auth/{EDGE_APPROLE_MOUNT}/role/{EDGE}"
+    assert hub_requests_by_path(flow, mark) == {
+        f"auth/{EDGE_APPROLE_MOUNT}/login": 1,
+        f"{role}/secret-id/lookup": 1,
+        f"kv/metadata/edges/{EDGE}/otel-client-tls": polls,
+        f"kv/data/edges/{EDGE}/otel-client-tls": 1,  # the first poll: nothing applied yet in this process
+        "auth/token/revoke-self": 1,
+    }
+    # what that makes per minute with the shipped poll and token (the amortised login and revoke)
+    steady = 60 / FOLLOW_POLL_SECONDS
+    per_token = 2 * 60 / (EDGE_TOKEN_TTL_SECONDS - TOKEN_RESERVE_SECONDS)
+    assert steady + per_token <= 1.0
+
+
+def test_the_edge_follower_may_touch_only_its_own_role_on_the_applied_hub(flow: Flow) -> None:
+    """With the hub's applied configuration: edge-eu's AppRole token can mint, list, look up and destroy
+    secret_ids of its own role only; never edge-ap's, never choose its own, never change the role."""
+    secret_id = secret_value(flow.edge, "hub-secret-id", "secret-id")
+    login = flow.hub_vault.api(
+        "POST", f"auth/{EDGE_APPROLE_MOUNT}/login", {"role_id": f"edge-{EDGE}", "secret_id": secret_id}
+    )
+    assert login.status == 200, login.text
+    token = login.body["auth"]["client_token"]
+    other = f"auth/{EDGE_APPROLE_MOUNT}/role/edge-ap"
+    own = f"auth/{EDGE_APPROLE_MOUNT}/role/{EDGE}"
+    for method, path, body in (
+        ("POST", f"{other}/secret-id", {}),
+        ("LIST", f"{other}/secret-id", None),
+        ("POST", f"{other}/secret-id-accessor/destroy", {"secret_id_accessor": "x"}),
+        ("POST", f"{own}/custom-secret-id", {"secret_id": "chosen"}),
+        ("POST", own, {"secret_id_ttl": 0}),
+        ("GET", f"{own}/role-id", None),
+    ):
+        assert flow.hub_vault.api(method, path, body, token=token).status == 403, (method, path)
+    minted = flow.hub_vault.api("POST", f"{own}/secret-id", {}, token=token)
+    assert minted.status == 200 and minted.data["secret_id_ttl"] == EDGE_SECRET_ID_TTL_SECONDS, minted.text
+    destroyed = flow.hub_vault.api(
+        "POST",
+        f"{own}/secret-id-accessor/destroy",
+        {"secret_id_accessor": minted.data["secret_id_accessor"]},
+        token=token,
+    )
+    assert destroyed.status == 204, destroyed.text
+    flow.hub_vault.api("POST", "auth/token/revoke-self", {}, token=token)

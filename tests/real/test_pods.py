@@ -29,7 +29,9 @@ from rig.deploy_identity import DeployKey, edge_link_resources, edge_on_real_hub
 from rig.hub_edge import (
     NEVER_APPLIED_PASSWORD,
     admin_login,
+    cert_sync_workload,
     children,
+    edge_secret_id_on,
     k8s_object,
     kubernetes_auth_overrides,
     openbao_audit_stanzas,
@@ -440,7 +442,8 @@ def test_a_bootstrap_pod_that_cannot_hand_over_its_grant_stops_before_vault(
 
 
 # --------------------------------------------------------------------------------------------------
-# both cert-sync CronJobs (hub, then edge), on the two real Vaults of tests/real/test_hub_edge_flow.py
+# both cert-sync workloads (the hub's CronJob, then the edge's follower Deployment), on the two real
+# Vaults of tests/real/test_hub_edge_flow.py
 # --------------------------------------------------------------------------------------------------
 flow = hub_edge_flow.flow  # the same fixture: both stacks' Vault configurations applied to real servers
 
@@ -448,13 +451,17 @@ flow = hub_edge_flow.flow  # the same fixture: both stacks' Vault configurations
 def cert_sync_sandbox(
     recording: Recording, vault: Vault, kube: KubeAPIServer, workdir: Path
 ) -> tuple[PodSandbox, list[str]]:
-    """The stack's cert-sync CronJob pod; its command with one pass instead of the CronJob's three (20 s apart)."""
-    cronjob = k8s_object(recording, "CronJob", "cert-sync")
-    template = pod_template(recording, "CronJob", "cert-sync")
-    namespace = cronjob["metadata"]["namespace"]
+    """The stack's cert-sync pod; its command with one pass instead of the CronJob's three (20 s apart),
+    or one poll of the edge's follower instead of polling until stopped (its secret_id Secret on the
+    edge's Kubernetes API, readable and writable by its ServiceAccount as the edge's Role says)."""
+    kind = cert_sync_workload(recording)
+    workload = k8s_object(recording, kind, "cert-sync")
+    template = pod_template(recording, kind, "cert-sync")
+    namespace = workload["metadata"]["namespace"]
     secrets: dict[str, dict[str, str]] = {"vault-ca": {"ca.crt": Path(vault.ca_file).read_text()}}
     if any(v["name"] == "hub" for v in template["spec"]["volumes"]):
         secrets["hub-credential"] = dict(k8s_object(recording, "Secret", "hub-credential")["stringData"])
+        edge_secret_id_on(recording, kube)
     cluster = Cluster(
         namespace,
         secrets=secrets,
@@ -463,11 +470,14 @@ def cert_sync_sandbox(
     )
     box = PodSandbox(template, "cert-sync", programs_image(), cluster, workdir, pod_name=f"cert-sync-{recording.stack}")
     command = list(box.container["command"])
-    command[command.index("--passes") + 1] = "1"
+    if kind == "CronJob":
+        command[command.index("--passes") + 1] = "1"
+    else:
+        command += ["--polls", "1"]
     return box, command
 
 
-def test_both_cert_sync_cronjobs_run_in_their_pods(flow: hub_edge_flow.Flow, tmp_path: Path) -> None:
+def test_both_cert_sync_workloads_run_in_their_pods(flow: hub_edge_flow.Flow, tmp_path: Path) -> None:
     # localised: where each Vault is (the spec's in-cluster Service names), the hub's address for the
     # edge, and the hub's Kubernetes API (https://kubernetes.default.svc) -- nothing else
     hub_box, hub_command = cert_sync_sandbox(flow.hub, flow.hub_vault, flow.hub_kube, tmp_path / "hub")
@@ -477,7 +487,12 @@ def test_both_cert_sync_cronjobs_run_in_their_pods(flow: hub_edge_flow.Flow, tmp
     assert hub_run.returncode == 0, hub_run.stdout + hub_run.stderr
     edge_box, edge_command = cert_sync_sandbox(flow.edge, flow.edge_vault, flow.edge_kube, tmp_path / "edge")
     edge_run = edge_box.run(
-        edge_command, env_overrides={"VAULT_ADDR": flow.edge_vault.url, "CERT_SYNC_HUB_ADDR": flow.hub_vault.url}
+        edge_command,
+        env_overrides={
+            "VAULT_ADDR": flow.edge_vault.url,
+            "CERT_SYNC_HUB_ADDR": flow.hub_vault.url,
+            "CERT_SYNC_KUBE_API": flow.edge_kube.url,
+        },
     )
     assert edge_run.returncode == 0, edge_run.stdout + edge_run.stderr
     delivered, issued = flow.edge_vault.kv("otel/otel-client-tls"), flow.pki.client(hub_edge_flow.EDGE).secret_data
@@ -488,7 +503,7 @@ def test_both_cert_sync_cronjobs_run_in_their_pods(flow: hub_edge_flow.Flow, tmp
     # and the server trust bundle as its CA (docs/secret-flow.md, "Trust bundles")
     assert delivered["ca.crt"] == flow.hub_vault.kv("otel/server-ca")["ca.crt"]  # type: ignore[index]
     # the credential files are root-owned, group fsGroup, 0440: readable by the program only through the group
-    assert owner_group_mode(edge_box, "hub", "secret-id") == (0, PROGRAMS_UID, 0o440)
+    assert owner_group_mode(edge_box, "hub", "role-id") == (0, PROGRAMS_UID, 0o440)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -251,6 +251,56 @@ def test_everything_comes_from_the_environment(clean_env: pytest.MonkeyPatch) ->
         ),
         (["sideways"], "invalid choice"),
         (
+            [
+                "follow",
+                "--vault-addr",
+                "https://v",
+                "--edge",
+                "e",
+                "--hub-addr",
+                "https://h",
+                "--hub-role-id-file",
+                "r",
+            ],
+            "missing --poll (CERT_SYNC_POLL), --hub-credential (CERT_SYNC_HUB_CREDENTIAL) or --hub-secret-id-file",
+        ),
+        (
+            [
+                "follow",
+                "--vault-addr",
+                "https://v",
+                "--edge",
+                "e",
+                "--hub-addr",
+                "https://h",
+                "--hub-role-id-file",
+                "r",
+                "--poll",
+                "75",
+                "--hub-credential",
+                "no-slash",
+            ],
+            "--hub-credential 'no-slash' must be NAMESPACE/NAME of a Secret",
+        ),
+        (
+            [
+                "follow",
+                "--vault-addr",
+                "https://v",
+                "--edge",
+                "e",
+                "--hub-addr",
+                "https://h",
+                "--hub-role-id-file",
+                "/nonexistent/r",
+                "--poll",
+                "75",
+                "--hub-secret-id-file",
+                "s",
+            ],
+            "cannot read the AppRole role_id file /nonexistent/r",
+        ),
+        (
             ["hub", "--vault-addr", "https://v", "--secret", "a/b=c", "--passes", "3"],
             "missing --interval (CERT_SYNC_INTERVAL), needed with --passes 3",
         ),
@@ -353,3 +403,21 @@ def test_one_pass_is_todays_single_run(clean_env: pytest.MonkeyPatch, capsys: py
     clean_env.setenv("CERT_SYNC_INTERVAL", "0.5")
     args = parse_args(hub_argv())
     assert (args.passes, args.interval) == (2, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-06T03:00:00Z", 1796526000.0),
+        ("2026-12-06T03:00:00.123456789Z", 1796526000.123456),  # Vault's nanoseconds, cut to micro
+        ("2026-12-06T04:00:00+01:00", 1796526000.0),
+        ("", None),
+        ("yesterday", None),
+        (12, None),
+    ],
+)
+def test_vault_times_are_read_as_posix_seconds(text: object, expected: float | None) -> None:
+    from programs.cert_sync.follow import _timestamp
+
+    value = _timestamp(text)
+    assert value == pytest.approx(expected) if expected is not None else value is None

@@ -119,6 +119,7 @@ def test_every_job_and_cronjob_runs_the_configured_image(hub: Recording, edge: R
         "Job/notebook-validation-example": RELEASED_PROGRAMS_IMAGE,
     }
     assert set(programs_containers(edge).values()) == {RELEASED_PROGRAMS_IMAGE}
+    assert programs_containers(edge)["Deployment/cert-sync"] == RELEASED_PROGRAMS_IMAGE  # the edge's follower
     config, secret_keys = load_stack_file("hub")
     other = f"{PROGRAMS_IMAGE_REPOSITORY}@{DIGEST}"
     recording = run_program("hub", {**config, f"{NS}programsImage": other}, secret_keys)

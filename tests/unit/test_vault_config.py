@@ -188,11 +188,18 @@ def test_aws_engine_issues_assumed_roles_only(hub: Recording) -> None:
 
 
 def test_each_edge_hub_credential_fits_its_job(hub: Recording) -> None:
-    """cert-sync's hub login reads the edge's own copies and revokes itself: no transit (the seal
-    token's job), no default policy, a one-minute token good for three requests."""
+    """The edge follower's hub login reads the edge's own copies and their KV metadata (the version it
+    polls), replaces its own role's secret_id and revokes itself: no transit (the seal token's job),
+    no other role, no default policy; a 20-minute token good for 40 requests; secret_ids live 30 days
+    (components/cert_sync_cadence.py says why)."""
     for edge in ("edge-eu", "edge-ap"):
+        role_path = f"auth/approle-edges/role/{edge}"
         assert policy_of(hub, f"hub-access-{edge}") == {
             f"kv/data/edges/{edge}/*": ["read"],
+            f"kv/metadata/edges/{edge}/*": ["read"],
+            f"{role_path}/secret-id": ["update", "list"],
+            f"{role_path}/secret-id/lookup": ["update"],
+            f"{role_path}/secret-id-accessor/destroy": ["update"],
             "auth/token/revoke-self": ["update"],
         }
         role = next(
@@ -202,12 +209,13 @@ def test_each_edge_hub_credential_fits_its_job(hub: Recording) -> None:
         assert role.inputs["tokenPolicies"] == [f"hub-access-{edge}"]
         assert role.inputs["roleId"] == f"edge-{edge}"
         assert role.inputs["tokenNoDefaultPolicy"] is True
-        assert (role.inputs["tokenTtl"], role.inputs["tokenMaxTtl"], role.inputs["tokenNumUses"]) == (60, 120, 3)
+        assert (role.inputs["tokenTtl"], role.inputs["tokenMaxTtl"], role.inputs["tokenNumUses"]) == (1200, 1200, 40)
+        assert (role.inputs["secretIdTtl"], role.inputs["secretIdNumUses"]) == (30 * 24 * 3600, 0)
 
 
 def test_edge_stack_mints_its_hub_credential_as_a_secret(edge: Recording) -> None:
     assert not edge.of_type("vault:appRole/authBackendRole:AuthBackendRole"), "edges serve no other edges"
-    secret = edge.one("kubernetes:core/v1:Secret", "edge-eu-cert-sync-hub-credential")
+    secret = edge.one("kubernetes:core/v1:Secret", "edge-eu-cert-sync-hub-secret-id")
     assert secret.is_secret_input("stringData.secret-id")
     assert secret.inputs["stringData"]["secret-id"].startswith("mock-secret-id-")
 
