@@ -41,7 +41,13 @@ from components.programs_image import EXAMPLE as PROGRAMS_IMAGE_EXAMPLE
 from components.programs_image import ProgramsImage, is_pinned_by_digest
 from components.raft_snapshots import creates_bucket, linode_region_problem
 from components.settings import CONFIG_NAMESPACE, SECRET, AccessKeyPair, Cidr, DnsLabel, RuleProblem, Settings
-from components.vault import LINODE_STORAGE_CLASS_PREFIX, AddressExposure, LoadBalancerExposure, VaultSettings
+from components.vault import (
+    LINODE_STORAGE_CLASS_PREFIX,
+    AddressExposure,
+    LoadBalancerExposure,
+    VaultSettings,
+    unseal_key_problems,
+)
 from components.vault_config import DatabaseAdmin, VaultConfigSettings
 from components.vault_server_config import AwsKmsSeal, TransitSeal
 from components.vso import DistributionSettings, SyncSettings
@@ -125,6 +131,7 @@ class StackConfig(Settings):
                     ("programsImage", "developmentMode"),
                 )
             )
+        problems += unseal_key_problems(self.vault, self.development_mode)
         seal = self.vault.seal
         if isinstance(seal, AwsKmsSeal) and self.aws_kms_credentials is None:
             problems.append(

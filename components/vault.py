@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import pulumi_tls as tls
 import pulumi_vault as vault
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from components import versions
 from components.admin_identity import AdminDeployIdentitySettings, jwt_login
@@ -21,7 +23,16 @@ from components.cluster import Platform
 from components.linode_exposure import NODEBALANCER_SOURCE_RANGES, load_balancer_annotations
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
 from components.raft_snapshots import SnapshotSettings
-from components.settings import AccessKeyPair, Cidr, DnsName, Quantity, Settings, quantity_bytes
+from components.settings import (
+    CONFIG_NAMESPACE,
+    AccessKeyPair,
+    Cidr,
+    DnsName,
+    Quantity,
+    RuleProblem,
+    Settings,
+    quantity_bytes,
+)
 from components.vault_audit import AUDIT_DEVICES, rotation_sidecar
 from components.vault_names import ADMIN_AUTH_MOUNT, ADMIN_POLICY, API_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
@@ -67,6 +78,40 @@ SERVER_CERT_DURATION_HOURS = 2160
 CA_VALIDITY_HOURS = 87600
 
 
+#: How the shipped ``Pulumi.hub.yaml`` spells its ``operatorPgpKeys`` slots until the key holders' own keys
+#: are put there (like the programs image's placeholder digest, a config error naming the key).
+PGP_KEY_PLACEHOLDER_PREFIX = "placeholder-"
+#: OpenPGP packet tag of a Public-Key packet (RFC 9580 section 5.5.1.1): what an exported public key starts with.
+_PUBLIC_KEY_PACKET_TAG = 6
+
+
+def _packet_tag(first: int) -> int | None:
+    """The tag of an OpenPGP packet from its first octet (RFC 9580 section 4.2: bit 7 set; bit 6 set =
+    the OpenPGP format, tag in bits 5-0; clear = the legacy format, tag in bits 5-2)."""
+    if not first & 0x80:
+        return None
+    return first & 0x3F if first & 0x40 else (first >> 2) & 0x0F
+
+
+def _operator_pgp_key(value: str) -> str:
+    """A base64 OpenPGP public key (``gpg --export <key id> | base64 -w0``), as Vault's ``pgp_keys`` take it."""
+    if value.startswith(PGP_KEY_PLACEHOLDER_PREFIX):
+        raise ValueError(
+            f"{value!r} is a placeholder shipped in Pulumi.<stack>.yaml: give a key holder's OpenPGP public key, "
+            "base64 (gpg --export <key id> | base64 -w0)"
+        )
+    try:
+        packets = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64: give the key as `gpg --export <key id> | base64 -w0` prints it") from None
+    if not packets or _packet_tag(packets[0]) != _PUBLIC_KEY_PACKET_TAG:
+        raise ValueError("not an OpenPGP public key (binary export, base64; not ASCII armor, not a private key)")
+    return value
+
+
+OperatorPgpKey = Annotated[str, AfterValidator(_operator_pgp_key)]
+
+
 class LoadBalancerExposure(Settings):
     """A LoadBalancer Service in front of the active Vault node; TLS terminates at Vault itself. Only
     ``allowedSourceRanges`` may connect.
@@ -110,8 +155,13 @@ class VaultSettings(Settings):
     data_storage_size: Quantity = "10Gi"
     audit_storage_size: Quantity = "10Gi"
     injector_replicas: int = Field(default=2, ge=1, le=5)
-    #: Base64 OpenPGP public keys, one per unseal-key share: the shares are stored encrypted to them.
-    operator_pgp_keys: tuple[str, ...] = ()
+    #: Base64 OpenPGP public keys, one per key share: the bootstrap stores each unseal (or recovery) key
+    #: encrypted to one key holder (:func:`unseal_key_problems`: required with a Shamir seal).
+    operator_pgp_keys: tuple[OperatorPgpKey, ...] = ()
+    #: Loudly named: a Shamir seal without ``operatorPgpKeys``, so Secret ``vault/vault-init`` holds the
+    #: unseal keys in plain text. A development stack only (``fedobs:developmentMode``; the policy pack's
+    #: ``vault-unseal-keys-encrypted`` refuses it everywhere else).
+    insecure_plaintext_unseal_keys_for_development: bool = False
     #: Bump to rotate the password Pulumi's own Vault login uses (docs/vault.md, "Rotation").
     admin_credential_generation: int = Field(default=1, ge=1)
     #: Where the userpass admin may log in from and use its token (``token_bound_cidrs`` of the user):
@@ -143,6 +193,63 @@ class VaultSettings(Settings):
     @property
     def enabled_snapshots(self) -> SnapshotSettings | None:
         return self.snapshots if self.snapshots is not None and self.snapshots.enabled else None
+
+
+#: The bootstrap's flag for it (programs/vault_bootstrap; the policy pack refuses a Job that passes it).
+PLAINTEXT_UNSEAL_KEYS_FLAG = "--insecure-plaintext-unseal-keys-for-development"
+#: The development setting, as an operator writes it (the policy pack names the same key).
+PLAINTEXT_UNSEAL_KEYS_KEY = f"{CONFIG_NAMESPACE}:vault.insecurePlaintextUnsealKeysForDevelopment"
+
+
+def unseal_key_problems(vault: VaultSettings, development_mode: bool) -> list[RuleProblem]:
+    """Where the unseal keys would be stored in plain text, or the PGP keys do not fit the key split.
+
+    A Shamir seal's unseal keys are the cluster: whoever reads them unseals it (and, with a threshold of
+    them, generates a root token). The bootstrap stores them in Secret ``vault/vault-init``, which
+    cluster-wide controllers and anyone who can run a pod in ``vault`` can read; so a Shamir stack must
+    give ``operatorPgpKeys`` (one per share), and only a development stack (``fedobs:developmentMode``)
+    may opt out, by name, with ``insecurePlaintextUnsealKeysForDevelopment``."""
+    problems: list[RuleProblem] = []
+    shares, _ = key_split(vault.seal)
+    keys = vault.operator_pgp_keys
+    plaintext = vault.insecure_plaintext_unseal_keys_for_development
+    inputs = ("vault.seal", "vault.operatorPgpKeys", "vault.insecurePlaintextUnsealKeysForDevelopment")
+    if isinstance(vault.seal, ShamirSeal) and not keys and not plaintext:
+        problems.append(
+            RuleProblem(
+                "vault.operatorPgpKeys",
+                f"required with a Shamir seal: one OpenPGP public key per key share ({shares}, keyShares), so the "
+                "bootstrap stores each unseal key encrypted to one key holder instead of in plain text in Secret "
+                f"vault/{INIT_STATE_SECRET}; on a development stack only, set {PLAINTEXT_UNSEAL_KEYS_KEY}: true",
+                inputs,
+            )
+        )
+    if keys and len(keys) != shares:
+        problems.append(
+            RuleProblem(
+                "vault.operatorPgpKeys",
+                f"{len(keys)} keys for {shares} key shares: give exactly one per share",
+                inputs,
+            )
+        )
+    if plaintext and keys:
+        problems.append(
+            RuleProblem(
+                "vault.insecurePlaintextUnsealKeysForDevelopment",
+                "set together with operatorPgpKeys: the keys are encrypted to them; remove this setting",
+                inputs,
+            )
+        )
+    if plaintext and not development_mode:
+        problems.append(
+            RuleProblem(
+                "vault.insecurePlaintextUnsealKeysForDevelopment",
+                f"stores the unseal keys in plain text: allowed only on a stack that sets {CONFIG_NAMESPACE}:"
+                "developmentMode: true (give operatorPgpKeys instead)",
+                (*inputs, "developmentMode"),
+            )
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -341,7 +448,10 @@ def bootstrap_command(settings: VaultSettings, spec: VaultServerSpec) -> list[st
         ADMIN_USERNAME,
         "--admin-password-file",
         "/fedobs/admin/password",
-        # A new password in the mounted Secret (a new adminCredentialGeneration) is rotated to.
+        # A new password in the mounted Secret (a new adminCredentialGeneration) is rotated to, from the
+        # previous generation's, which the same Secret carries (Vault._admin_passwords).
+        "--admin-previous-password-file",
+        "/fedobs/admin/previous-password",
         "--rotate-admin-password",
         "true",
         "--admin-policy-name",
@@ -355,6 +465,8 @@ def bootstrap_command(settings: VaultSettings, spec: VaultServerSpec) -> list[st
         command += ["--peer", f"https://{spec.peer_hostname(i)}:{API_PORT}"]
     for key in settings.operator_pgp_keys:
         command += ["--pgp-key", key]
+    if settings.insecure_plaintext_unseal_keys_for_development:
+        command += [PLAINTEXT_UNSEAL_KEYS_FLAG, "true"]
     return command
 
 
@@ -376,13 +488,57 @@ def _bootstrap_job_name(command: list[str], admin_password: pulumi.Output[str]) 
     )
 
 
+#: The bootstrap Job's ServiceAccount, and the Role that names what it may do while a Job runs.
+BOOTSTRAP_ACCOUNT = "vault-bootstrap"
+#: Labels the Job controller puts on every Pod of a Job (kubernetes/kubernetes pkg/apis/batch/types.go,
+#: ``JobNameLabel`` and ``ControllerUidLabel``, since 1.27), which the downward API hands the container.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+
+
+def bootstrap_rbac_rules(job_name: str) -> list[dict[str, Any]]:
+    """What the bootstrap may do: read and update the init state Secret (created empty by the stack, so
+    no ``create``, which RBAC cannot scope to a name), and make its own RoleBinding (named like its
+    Job) a dependent of the Job. ``patch`` changes only the binding's ownerReferences (the program's
+    merge patch; Kubernetes admits a change of those garbage-collection fields without the escalation
+    check, kubernetes/kubernetes pkg/registry/rbac/rolebinding/policybased/storage.go,
+    ``IsOnlyMutatingGCFields``); ``delete`` on that one binding is what the OwnerReferencesPermission
+    Enforcement admission plugin requires of whoever sets an ownerReference (plugin/pkg/admission/gc/
+    gc_admission.go: "cannot set an ownerRef on a resource you can't delete"), and deleting its own
+    grant gives the holder nothing."""
+    return [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [INIT_STATE_SECRET], "verbs": ["get", "update"]},
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["rolebindings"],
+            "resourceNames": [job_name],
+            "verbs": ["patch", "delete"],
+        },
+    ]
+
+
+def _label_env(variable: str, label: str) -> dict[str, Any]:
+    """An environment variable holding one of the Pod's labels (the downward API's ``fieldRef``)."""
+    return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{label}']"}}}
+
+
 def _bootstrap_container(command: list[str], image: str) -> dict[str, Any]:
     """The bootstrap container: the programs image, restricted,
-    its three files mounted read-only."""
+    its three files mounted read-only, its Job's name and uid from its labels (the grant it hands over)."""
     return {
         "name": "bootstrap",
         "image": image,
         "command": command,
+        # the binding that grants this run its access is named like the Job (Vault._bootstrap_rbac)
+        "env": [
+            _label_env("VAULT_BOOTSTRAP_ROLE_BINDING", JOB_NAME_LABEL),
+            _label_env("VAULT_BOOTSTRAP_JOB_NAME", JOB_NAME_LABEL),
+            _label_env("VAULT_BOOTSTRAP_JOB_UID", JOB_UID_LABEL),
+        ],
+        # The Job and its Pods are deleted as soon as it finishes: a failure's one stderr line becomes the
+        # container's termination message, which pulumi-kubernetes's Job await reports (provider/pkg/
+        # await/checker/pod/check.go, containerTerminatedError: "[Error] <message>").
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_container(),
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -406,15 +562,26 @@ def _bootstrap_volumes() -> list[dict[str, Any]]:
 
 
 def bootstrap_job_spec(command: list[str], image: str) -> dict[str, Any]:
-    """The bootstrap Job's spec: a few retries, a deadline, kept a day after it finished."""
+    """The bootstrap Job's spec: a few retries, a deadline, deleted as soon as it finished.
+
+    ``ttlSecondsAfterFinished: 0``: the TTL-after-finished controller deletes the Job right after it
+    completes or fails, "cascadingly, i.e. delete its dependent objects together with it" (kubernetes/
+    website content/en/docs/concepts/workloads/controllers/ttlafterfinished.md): its Pods and the
+    RoleBinding the run made its dependent, so the grant ends with the run. ``pulumi up`` still sees
+    the run end: pulumi-kubernetes waits for the Job's ``Complete`` condition (provider/pkg/await/job.go,
+    ``jobInitAwaiter``, 10 minutes by default), and the Job is deleted only after that condition is set.
+    A later ``pulumi refresh`` finds the Job and its binding gone (provider/pkg/provider/provider.go
+    ``Read``: a 404 marks the resource deleted), so ``pulumi up --refresh`` creates both again and the
+    new Job runs once more (the bootstrap changes nothing on an unchanged cluster) and takes its
+    binding with it again: no grant outlives a run."""
     return {
         "backoffLimit": 3,
         "activeDeadlineSeconds": 900,
-        "ttlSecondsAfterFinished": 86400,
+        "ttlSecondsAfterFinished": 0,
         "template": {
             "metadata": {"labels": {"app.kubernetes.io/name": "vault-bootstrap"}},
             "spec": {
-                "serviceAccountName": "vault-bootstrap",
+                "serviceAccountName": BOOTSTRAP_ACCOUNT,
                 "restartPolicy": "Never",
                 "securityContext": restricted_pod(reads_secret_files=True),
                 "containers": [_bootstrap_container(command, image)],
@@ -499,17 +666,9 @@ class Vault(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(ns_opts, pulumi.ResourceOptions(protect=True, depends_on=seal_secrets)),
         )
         self.address = self._exposure(name, ns_opts)
-        # A new generation is a new password: the next bootstrap Job logs in with the one it applied
-        # last time and sets this one (programs/vault_bootstrap, "rotation").
-        admin_password = random.RandomPassword(
-            f"{name}-admin-password",
-            length=40,
-            special=False,
-            keepers={"generation": str(settings.admin_credential_generation)},
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        job = self._bootstrap_job(name, ns_opts, admin_password.result)
-        self.vault_provider = self._login_provider(name, local_ca_dir, admin_password.result, job)
+        admin_password, previous_password = self._admin_passwords(name)
+        job = self._bootstrap_job(name, ns_opts, admin_password, previous_password)
+        self.vault_provider = self._login_provider(name, local_ca_dir, admin_password, job)
         self._server_settings(name)
         self.register_outputs(
             {
@@ -519,6 +678,32 @@ class Vault(pulumi.ComponentResource):
                 "chart_version": versions.VAULT_CHART_VERSION,
             }
         )
+
+    def _admin_passwords(self, name: str) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        """The admin password of the current generation and of the previous one.
+
+        One random password per generation parity, each kept until a generation of its parity replaces
+        it: bumping ``adminCredentialGeneration`` from N to N+1 replaces only the slot of N+1's parity,
+        so N's password is still in the other slot, and the bootstrap logs in with it to set the new one
+        (programs/vault_bootstrap, 'Admin password rotation'). Nothing in the cluster has to remember a
+        password for that. The current slot takes over the single password resource of earlier versions
+        (alias), so an upgrade keeps the password Vault has; the other slot then starts as a password
+        Vault never had, which no login accepts."""
+        generation = self.settings.admin_credential_generation
+        slots: dict[int, pulumi.Output[str]] = {}
+        for parity, label in ((1, "odd"), (0, "even")):
+            current = generation % 2 == parity
+            slot = random.RandomPassword(
+                f"{name}-admin-password-{label}",
+                length=40,
+                special=False,
+                keepers={"generation": str(generation if current else generation - 1)},
+                opts=pulumi.ResourceOptions(
+                    parent=self, aliases=[pulumi.Alias(name=f"{name}-admin-password")] if current else None
+                ),
+            )
+            slots[parity] = slot.result
+        return slots[generation % 2], slots[(generation + 1) % 2]
 
     def _tls(self, name: str, ns_opts: pulumi.ResourceOptions, cert_manager: pulumi.Resource) -> pulumi.Output[str]:
         """A per-cluster CA (kept in Pulumi state as a secret) issuing the server certificate via cert-manager."""
@@ -727,16 +912,21 @@ class Vault(pulumi.ComponentResource):
         )
 
     def _bootstrap_job(
-        self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
+        self,
+        name: str,
+        ns_opts: pulumi.ResourceOptions,
+        admin_password: pulumi.Output[str],
+        previous_password: pulumi.Output[str],
     ) -> k8s.batch.v1.Job:
         """Init once, unseal, the admin auth path, root token revoked (programs/vault_bootstrap)."""
         spec = self.spec
-        files = self._bootstrap_files(name, ns_opts, admin_password)
-        rbac = self._bootstrap_rbac(name, ns_opts)
         command = bootstrap_command(self.settings, spec)
+        job_name = _bootstrap_job_name(command, admin_password)
+        files = self._bootstrap_files(name, ns_opts, admin_password, previous_password)
+        rbac = self._bootstrap_rbac(name, ns_opts, job_name)
         return k8s.batch.v1.Job(
             f"{name}-bootstrap",
-            metadata={"name": _bootstrap_job_name(command, admin_password), "namespace": spec.namespace},
+            metadata={"name": job_name, "namespace": spec.namespace},
             spec=bootstrap_job_spec(command, self.programs_image),
             opts=pulumi.ResourceOptions.merge(
                 ns_opts, pulumi.ResourceOptions(depends_on=[self.release, *files, *rbac])
@@ -744,9 +934,14 @@ class Vault(pulumi.ComponentResource):
         )
 
     def _bootstrap_files(
-        self, name: str, ns_opts: pulumi.ResourceOptions, admin_password: pulumi.Output[str]
+        self,
+        name: str,
+        ns_opts: pulumi.ResourceOptions,
+        admin_password: pulumi.Output[str],
+        previous_password: pulumi.Output[str],
     ) -> list[pulumi.Resource]:
-        """What the Job reads: the admin password (a Secret) and the admin policy (a ConfigMap);
+        """What the Job reads: the admin password and the previous generation's (a Secret; a rotation
+        logs in with the previous one) and the admin policy (a ConfigMap);
         and where it writes: the init state Secret, created empty here so that the Job needs no
         ``create`` on Secrets (unscoped in RBAC: it would let it mint any ServiceAccount's token)."""
         namespace = self.spec.namespace
@@ -768,7 +963,7 @@ class Vault(pulumi.ComponentResource):
         admin_secret = k8s.core.v1.Secret(
             f"{name}-admin-credential",
             metadata={"name": "vault-admin-credential", "namespace": namespace},
-            string_data={"password": admin_password},
+            string_data={"password": admin_password, "previous-password": previous_password},
             opts=ns_opts,
         )
         policy_map = k8s.core.v1.ConfigMap(
@@ -779,34 +974,35 @@ class Vault(pulumi.ComponentResource):
         )
         return [init_state, admin_secret, policy_map]
 
-    def _bootstrap_rbac(self, name: str, ns_opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
-        """The Job's ServiceAccount: it may read and update the init state Secret, nothing else."""
+    def _bootstrap_rbac(
+        self, name: str, ns_opts: pulumi.ResourceOptions, job_name: pulumi.Output[str]
+    ) -> list[pulumi.Resource]:
+        """The Job's ServiceAccount and its grant, which reaches the init state Secret only and lasts only
+        while the Job runs (:func:`bootstrap_rbac_rules`, :func:`bootstrap_job_spec`).
+
+        The RoleBinding is named like the Job: a new Job (a new command or password) comes with a new
+        binding, and the old one goes with the old Job. Its first act is to make the binding a dependent
+        of the Job (programs/vault_bootstrap, ``hand_grant_to_job``); the Job is deleted as soon as it
+        finishes (``ttlSecondsAfterFinished: 0``), and the garbage collector deletes the binding with
+        it, so the ServiceAccount holds nothing between runs."""
         namespace = self.spec.namespace
         account = k8s.core.v1.ServiceAccount(
             f"{name}-bootstrap-sa",
-            metadata={"name": "vault-bootstrap", "namespace": namespace},
+            metadata={"name": BOOTSTRAP_ACCOUNT, "namespace": namespace},
             automount_service_account_token=True,
             opts=ns_opts,
         )
-        rules: Any = [
-            {
-                "apiGroups": [""],
-                "resources": ["secrets"],
-                "resourceNames": [INIT_STATE_SECRET],
-                "verbs": ["get", "update"],
-            },
-        ]
         role = k8s.rbac.v1.Role(
             f"{name}-bootstrap-role",
-            metadata={"name": "vault-bootstrap", "namespace": namespace},
-            rules=rules,
+            metadata={"name": BOOTSTRAP_ACCOUNT, "namespace": namespace},
+            rules=cast(Any, job_name.apply(bootstrap_rbac_rules)),
             opts=ns_opts,
         )
-        subjects: Any = [{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": namespace}]
+        subjects: Any = [{"kind": "ServiceAccount", "name": BOOTSTRAP_ACCOUNT, "namespace": namespace}]
         binding = k8s.rbac.v1.RoleBinding(
             f"{name}-bootstrap-binding",
-            metadata={"name": "vault-bootstrap", "namespace": namespace},
-            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "vault-bootstrap"},
+            metadata={"name": job_name, "namespace": namespace},
+            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": BOOTSTRAP_ACCOUNT},
             subjects=subjects,
             opts=ns_opts,
         )

@@ -29,6 +29,7 @@ import pulumi
 import yaml
 
 from components.programs_image import PLACEHOLDER as PROGRAMS_IMAGE_PLACEHOLDER
+from components.vault import PGP_KEY_PLACEHOLDER_PREFIX
 from components.versions import PROGRAMS_IMAGE_REPOSITORY
 
 # Every SDK internal the engine uses comes from here (it checks the pinned SDK versions on import).
@@ -46,6 +47,7 @@ RELEASED_PROGRAMS_IMAGE = (
     + hashlib.sha256(b"fedobs offline plan: stands in for the digest release.yml records").hexdigest()
 )
 PROGRAMS_IMAGE_KEY = "fedobs:programsImage"
+VAULT_KEY = "fedobs:vault"
 
 
 @dataclass
@@ -317,7 +319,8 @@ def load_stack_file(stack: str, root: Path = ROOT, *, released: bool = True) -> 
 
     Like a ``secure:`` value, the shipped placeholder digest of the programs image is a slot the operator
     fills before the first preview (the program refuses it). With ``released`` (the default) the plan
-    fills it with :data:`RELEASED_PROGRAMS_IMAGE`; ``released=False`` keeps the file's own value."""
+    fills it with :data:`RELEASED_PROGRAMS_IMAGE`, and the ``operatorPgpKeys`` placeholders with
+    :func:`plan_operator_pgp_keys`; ``released=False`` keeps the file's own values."""
     data = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}
     config: dict[str, Any] = {}
     secret_keys: list[str] = []
@@ -328,7 +331,20 @@ def load_stack_file(stack: str, root: Path = ROOT, *, released: bool = True) -> 
             secret_keys.append(key)
     if released and config.get(PROGRAMS_IMAGE_KEY) == PROGRAMS_IMAGE_PLACEHOLDER:
         config[PROGRAMS_IMAGE_KEY] = RELEASED_PROGRAMS_IMAGE
+    vault = config.get(VAULT_KEY)
+    if released and isinstance(vault, dict) and isinstance(vault.get("operatorPgpKeys"), list):
+        keys = iter(plan_operator_pgp_keys())
+        vault["operatorPgpKeys"] = [
+            next(keys) if isinstance(k, str) and k.startswith(PGP_KEY_PLACEHOLDER_PREFIX) else k
+            for k in vault["operatorPgpKeys"]
+        ]
     return config, secret_keys
+
+
+def plan_operator_pgp_keys() -> list[str]:
+    """The public keys the plan puts into ``operatorPgpKeys`` placeholders (``operator-pgp-keys.txt``)."""
+    lines = (Path(__file__).parent / "operator-pgp-keys.txt").read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def engine_form(config: Mapping[str, Any]) -> dict[str, str]:

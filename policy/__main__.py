@@ -24,6 +24,7 @@ PolicyPack(
     policies=rules.policies(),
     description="fedobs guardrails checked before any change: Vault TLS, no dev server, hardened listeners, "
     "exact Kubernetes auth bindings, bounded and typed Vault policies and roles, VSO TLS, pinned charts and "
-    "images, secret inputs, no plain credentials in config, enforcing admission, the hub's control-plane ACL, "
+    "images, secret inputs, no plain credentials in config, enforcing admission, encrypted unseal keys, the "
+    "hub's control-plane ACL, "
     "firewalled LoadBalancers, protected state.",
 )

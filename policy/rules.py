@@ -1342,6 +1342,53 @@ def validate_admission_enforced(args: ResourceValidationArgs, report_violation: 
         report_violation(f"{problem} (allowed only on a stack with {DEVELOPMENT_CONFIG_KEY}: true)", None)
 
 
+# --- rule: the unseal keys are stored encrypted, outside development stacks ----------------------------
+
+#: The bootstrap program (programs/vault_bootstrap) and its development flag (components/vault.py
+#: ``PLAINTEXT_UNSEAL_KEYS_FLAG``; a test checks both spellings agree), as flag and as environment variable.
+BOOTSTRAP_MODULE: Final = "programs.vault_bootstrap"
+PLAINTEXT_UNSEAL_KEYS_FLAG: Final = "--insecure-plaintext-unseal-keys-for-development"
+PLAINTEXT_UNSEAL_KEYS_ENV: Final = "VAULT_BOOTSTRAP_INSECURE_PLAINTEXT_UNSEAL_KEYS_FOR_DEVELOPMENT"
+
+
+def plaintext_unseal_key_problems(container: Mapping[str, Any]) -> list[str]:
+    """Where a container running the bootstrap is told to store Shamir unseal keys in plain text."""
+    argv = [a for a in [*(container.get("command") or []), *(container.get("args") or [])] if isinstance(a, str)]
+    if BOOTSTRAP_MODULE not in argv:
+        return []
+    problems: list[str] = []
+    for index, arg in enumerate(argv):
+        value = argv[index + 1] if index + 1 < len(argv) else "true"
+        if arg.startswith(PLAINTEXT_UNSEAL_KEYS_FLAG + "="):
+            value = arg.split("=", 1)[1]
+        elif arg != PLAINTEXT_UNSEAL_KEYS_FLAG:
+            continue
+        if value.lower() != "false":
+            problems.append(f"passes {PLAINTEXT_UNSEAL_KEYS_FLAG} {value}")
+    for item in container.get("env") or []:
+        if isinstance(item, dict) and item.get("name") == PLAINTEXT_UNSEAL_KEYS_ENV and item.get("value") == "true":
+            problems.append(f"sets {PLAINTEXT_UNSEAL_KEYS_ENV}=true")
+    return problems
+
+
+def validate_unseal_keys_encrypted(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """The Vault bootstrap never stores Shamir unseal keys in plain text (``fedobs:vault.
+    insecurePlaintextUnsealKeysForDevelopment``, which renders the flag) unless the stack sets
+    ``fedobs:developmentMode: true``."""
+    resource_type = args.resource_type
+    kind = resource_type.rsplit(":", 1)[-1]
+    if not resource_type.startswith("kubernetes:") or kind not in POD_SPEC_PATHS or stack_is_development():
+        return
+    for where, container in containers_of(kind, reveal(plain(args.props))):
+        for problem in plaintext_unseal_key_problems(container):
+            report_violation(
+                f"{where} {problem}: the Vault bootstrap would store the unseal keys in plain text in the "
+                "vault-init Secret (fedobs:vault.insecurePlaintextUnsealKeysForDevelopment); give "
+                f"fedobs:vault.operatorPgpKeys instead. Allowed only on a stack with {DEVELOPMENT_CONFIG_KEY}: true",
+                None,
+            )
+
+
 # --- the pack's policies ---------------------------------------------------------------------------
 
 Validation = Callable[[ResourceValidationArgs, ReportViolation], None]
@@ -1408,6 +1455,12 @@ RESOURCE_RULES: Final[tuple[tuple[str, str, Validation], ...]] = (
         "Kyverno ValidatingPolicies deny and fail closed (validationActions Deny, failurePolicy not Ignore), "
         "outside stacks marked fedobs:developmentMode.",
         validate_admission_enforced,
+    ),
+    (
+        "vault-unseal-keys-encrypted",
+        "The Vault bootstrap stores unseal keys encrypted to the operators' PGP keys: a Job passing its "
+        "plaintext development flag is refused outside stacks marked fedobs:developmentMode.",
+        validate_unseal_keys_encrypted,
     ),
     (
         "hub-control-plane-acl",

@@ -361,7 +361,7 @@ class PinnedHttps:
         payload: bytes | None = None
         if body is not None:
             payload = json.dumps(body).encode()
-            all_headers["Content-Type"] = "application/json"
+            all_headers.setdefault("Content-Type", "application/json")  # a PATCH names its own
         with self._exchange(
             method, target, where=where, headers=all_headers, body=payload, timeout=wait, secrets=secrets
         ) as response:

@@ -86,6 +86,7 @@ from rig.vault_cluster import (
 PKI_NAMESPACE = "fedobs-pki"
 
 __all__ = [
+    "NEVER_APPLIED_PASSWORD",
     "REPO",
     "Pki",
     "admin_login",
@@ -108,6 +109,8 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+#: The ``previous-password`` the Job mounts at generation 1 (Vault._admin_passwords): Vault never had it.
+NEVER_APPLIED_PASSWORD = "previous generation: never applied"
 KUBERNETES_AUTH_CONFIG = "vault:kubernetes/authBackendConfig:AuthBackendConfig"
 
 
@@ -165,11 +168,13 @@ def bootstrap_job_command(
     autopilot_stabilization: str | None = "2s",
 ) -> list[str]:
     """The stack's bootstrap Job arguments against ``vault`` as its pod would have them: the admin
-    password and the admin policy (from the stack's ``vault-admin-policy`` ConfigMap) written as the
-    files its volumes mount, the init result in ``workdir/vault-init.json`` instead of the Kubernetes
-    Secret (see ``localize_job_command``)."""
+    passwords (current, and previous generation's) and the admin policy (from the stack's
+    ``vault-admin-policy`` ConfigMap) written as the files its volumes mount, the init result in
+    ``workdir/vault-init.json`` instead of the Kubernetes Secret (see ``localize_job_command``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     write_private_file(workdir / "password", password)
+    # the Secret's other password, the previous generation's: at generation 1 one Vault never had
+    write_private_file(workdir / "previous-password", NEVER_APPLIED_PASSWORD)
     policy = k8s_object(recording, "ConfigMap", "vault-admin-policy")
     (workdir / "admin-policy.hcl").write_text(policy["data"]["admin.hcl"])
     return localize_job_command(

@@ -31,6 +31,21 @@ documents for them:
   name), a namespaced rule never matches cluster-scoped requests. Denials are ``403 Forbidden``
   Status objects with the real message (``secrets "x" is forbidden: User "..." cannot get
   resource "secrets" in API group "" in the namespace "ns"``).
+* RBAC objects and the garbage collector, for what the bootstrap Job's grant needs (components/vault.py
+  ``Vault._bootstrap_rbac``): Roles and RoleBindings are put here as the stack declares them
+  (:meth:`KubeAPIServer.put_role`, :meth:`KubeAPIServer.put_role_binding`) and authorise requests like
+  real RBAC (a binding's subjects — ServiceAccount, User, Group — get its Role's rules in its namespace:
+  ``apiGroups``, ``resources``, ``verbs``, ``resourceNames``, ``*`` wildcards). The API serves
+  ``/apis/rbac.authorization.k8s.io/v1/namespaces/<ns>/rolebindings/<name>``: ``get``; ``patch`` (JSON
+  merge patch; ``roleRef`` is immutable, ``422``; a change beyond ``metadata.ownerReferences`` and
+  ``finalizers`` needs ``bind`` on the Role or the Role already bound to the requester, like the
+  escalation check of pkg/registry/rbac/rolebinding/policybased/storage.go; a change of
+  ``ownerReferences`` needs ``delete`` on the binding, as the OwnerReferencesPermissionEnforcement
+  admission plugin demands, modelled as enabled); ``delete``. Jobs exist as owners only
+  (:meth:`KubeAPIServer.create_job` gives one its uid); :meth:`KubeAPIServer.delete_job` is what the
+  TTL-after-finished controller does to a finished Job ("delete it cascadingly"): the Job goes, then
+  the garbage collector (:meth:`KubeAPIServer.collect_garbage`) deletes every RoleBinding and Secret all
+  of whose ``ownerReferences`` name an owner that no longer exists (matched by uid).
 * Service-account issuer discovery: ``/.well-known/openid-configuration`` and
   ``/openid/v1/jwks`` (public), and ``/version``.
 
@@ -253,6 +268,25 @@ def _copy(obj: _JSON) -> _JSON:
 
 _SECRETS_ITEM = re.compile(r"^/api/v1/namespaces/([^/]+)/secrets/([^/]+)$")
 _SECRETS_NS = re.compile(r"^/api/v1/namespaces/([^/]+)/secrets$")
+_ROLE_BINDINGS_ITEM = re.compile(r"^/apis/rbac\.authorization\.k8s\.io/v1/namespaces/([^/]+)/rolebindings/([^/]+)$")
+#: The API group of each resource the stand-in serves ("" = the core group).
+_API_GROUPS: dict[str, str] = {
+    "tokenreviews": "authentication.k8s.io",
+    "rolebindings": "rbac.authorization.k8s.io",
+    "roles": "rbac.authorization.k8s.io",
+}
+
+
+def _listed(value: str, allowed: Any) -> bool:
+    """Whether an RBAC rule's list (``apiGroups``, ``resources``, ``verbs``) names ``value`` or ``*``."""
+    return isinstance(allowed, list) and ("*" in allowed or value in allowed)
+
+
+def _subject_name(subject: Mapping[str, Any], binding_namespace: str) -> str:
+    """The username or group a RoleBinding subject stands for."""
+    if subject.get("kind") == "ServiceAccount":
+        return service_account_username(str(subject.get("namespace") or binding_namespace), str(subject.get("name")))
+    return str(subject.get("name"))
 
 
 class KubeAPIServer:
@@ -289,6 +323,9 @@ class KubeAPIServer:
         self._rules: list[Rule] = []
         self._service_accounts: dict[tuple[str, str], _ServiceAccount] = {}
         self._secrets: dict[tuple[str, str], _JSON] = {}
+        self._roles: dict[tuple[str, str], list[_JSON]] = {}
+        self._role_bindings: dict[tuple[str, str], _JSON] = {}
+        self._jobs: dict[tuple[str, str], str] = {}
         self._resource_version = 1000
         self._log: list[RequestRecord] = []
         self._httpd: ThreadingHTTPServer | None = None
@@ -592,7 +629,9 @@ class KubeAPIServer:
         with self._lock:
             if any(rule.matches(names, verb, resource, namespace, name) for rule in self._rules):
                 return
-        group = "authentication.k8s.io" if resource == "tokenreviews" else ""
+            if self._bound_rules_allow(names, verb, resource, namespace, name):
+                return
+        group = _API_GROUPS.get(resource, "")
         qualified = f"{resource}.{group}" if group else resource
         what = f'{qualified} "{name}"' if name else qualified
         where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
@@ -608,6 +647,145 @@ class KubeAPIServer:
             f'in API group "{group}" {where}',
             details,
         )
+
+    # ------------------------------------------------------------------ RBAC objects, Jobs, garbage collection
+
+    def put_role(self, namespace: str, name: str, rules: Iterable[Mapping[str, Any]]) -> None:
+        """A Role as the stack declares it (``rules`` in the API's form)."""
+        with self._lock:
+            self._roles[(namespace, name)] = [_copy(dict(rule)) for rule in rules]
+
+    def put_role_binding(self, namespace: str, name: str, role: str, subjects: Iterable[Mapping[str, Any]]) -> _JSON:
+        """A RoleBinding to the Role ``role`` as the stack declares it (a new one replaces an old one)."""
+        obj: _JSON = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [_copy(dict(subject)) for subject in subjects],
+        }
+        with self._lock:
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self._role_bindings[(namespace, name)] = obj
+            return _copy(obj)
+
+    def get_role_binding(self, namespace: str, name: str) -> _JSON | None:
+        with self._lock:
+            obj = self._role_bindings.get((namespace, name))
+            return _copy(obj) if obj is not None else None
+
+    def create_job(self, namespace: str, name: str) -> str:
+        """A Job as an owner: its uid (what the Job controller puts on its Pods, ``controller-uid``)."""
+        uid = str(uuid.uuid4())
+        with self._lock:
+            self._jobs[(namespace, name)] = uid
+        return uid
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """What the TTL-after-finished controller does to a finished Job: delete it cascadingly."""
+        with self._lock:
+            self._jobs.pop((namespace, name), None)
+            self.collect_garbage()
+
+    def collect_garbage(self) -> list[str]:
+        """Delete each RoleBinding and Secret whose ownerReferences all name absent owners; what was deleted."""
+        with self._lock:
+            owners = set(self._jobs.values())
+            deleted: list[str] = []
+            for kind, store in (("RoleBinding", self._role_bindings), ("Secret", self._secrets)):
+                for key, obj in list(store.items()):
+                    refs = obj["metadata"].get("ownerReferences") or []
+                    if refs and not any(ref.get("uid") in owners for ref in refs):
+                        del store[key]
+                        deleted.append(f"{kind} {key[0]}/{key[1]}")
+            return deleted
+
+    def _bound_rules_allow(self, names: set[str], verb: str, resource: str, namespace: str, name: str) -> bool:
+        group = _API_GROUPS.get(resource, "")
+        for (ns, _), binding in self._role_bindings.items():
+            if ns != namespace or not any(_subject_name(s, ns) in names for s in binding["subjects"]):
+                continue
+            for rule in self._roles.get((ns, binding["roleRef"]["name"]), []):
+                if (
+                    _listed(group, rule.get("apiGroups"))
+                    and _listed(resource, rule.get("resources"))
+                    and _listed(verb, rule.get("verbs"))
+                    and (not rule.get("resourceNames") or (bool(name) and name in rule["resourceNames"]))
+                ):
+                    return True
+        return False
+
+    def _role_binding_patch(self, identity: _Identity, namespace: str, name: str, patch: _JSON) -> _JSON:
+        with self._lock:
+            current = self._role_bindings.get((namespace, name))
+            if current is None:
+                raise _not_found("rolebindings", name)
+            merged = _merge_patch(_copy(current), patch)
+            if merged.get("roleRef") != current["roleRef"]:
+                raise _APIError(
+                    422,
+                    "Invalid",
+                    f'RoleBinding.rbac.authorization.k8s.io "{name}" is invalid: '
+                    "roleRef: Invalid value: cannot change roleRef",
+                )
+            gc_fields = ("ownerReferences", "finalizers", "resourceVersion")
+            rest = [
+                {**o, "metadata": {k: v for k, v in o["metadata"].items() if k not in gc_fields}}
+                for o in (current, merged)
+            ]
+            role = merged["roleRef"]["name"]
+            if rest[0] != rest[1] and not self._holds_role(identity, namespace, role):
+                raise _APIError(
+                    403,
+                    "Forbidden",
+                    f'rolebindings.rbac.authorization.k8s.io "{name}" is forbidden: '
+                    f'user "{identity.username}" is attempting to grant RBAC permissions not currently held',
+                )
+            if merged["metadata"].get("ownerReferences") != current["metadata"].get("ownerReferences"):
+                self._authorize(
+                    identity, "delete", "rolebindings", namespace, name
+                )  # OwnerReferencesPermissionEnforcement
+            merged["metadata"]["resourceVersion"] = self._next_rv()
+            self._role_bindings[(namespace, name)] = merged
+            return _copy(merged)
+
+    def _holds_role(self, identity: _Identity, namespace: str, role: str) -> bool:
+        """``bind`` on the Role, or the Role already bound to the requester (so it holds its permissions)."""
+        names = identity.names()
+        if any(rule.matches(names, "bind", "roles", namespace, role) for rule in self._rules):
+            return True
+        return any(
+            ns == namespace
+            and b["roleRef"]["name"] == role
+            and any(_subject_name(s, ns) in names for s in b["subjects"])
+            for (ns, _), b in self._role_bindings.items()
+        )
+
+    def _role_binding_request(
+        self, identity: _Identity, method: str, namespace: str, name: str, headers: Mapping[str, str], payload: Any
+    ) -> tuple[int, _JSON]:
+        verb = {"GET": "get", "PATCH": "patch", "DELETE": "delete"}.get(method)
+        if verb is None:
+            raise _APIError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        self._authorize(identity, verb, "rolebindings", namespace, name)
+        if verb == "get":
+            obj = self.get_role_binding(namespace, name)
+            if obj is None:
+                raise _not_found("rolebindings", name)
+            return 200, obj
+        if verb == "patch":
+            content_type = (headers.get("Content-Type") or headers.get("content-type") or "").split(";")[0].strip()
+            if content_type != "application/merge-patch+json" or not isinstance(payload, dict):
+                raise _APIError(
+                    415, "UnsupportedMediaType", "this stand-in takes a JSON merge patch of a RoleBinding only"
+                )
+            return 200, self._role_binding_patch(identity, namespace, name, payload)
+        with self._lock:
+            current = self._role_bindings.pop((namespace, name), None)
+            if current is None:
+                raise _not_found("rolebindings", name)
+            self._next_rv()
+        return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
 
     # ------------------------------------------------------------------ request log
 
@@ -966,6 +1144,12 @@ class KubeAPIServer:
             seen["verb"] = "create"
             self._authorize(identity, "create", "tokenreviews", "", "")
             return 201, self._token_review(payload)
+        match_binding = _ROLE_BINDINGS_ITEM.match(path)
+        if match_binding:
+            seen["verb"] = {"GET": "get", "PATCH": "patch", "DELETE": "delete"}.get(method)
+            return self._role_binding_request(
+                identity, method, match_binding.group(1), match_binding.group(2), headers, payload
+            )
         match_item = _SECRETS_ITEM.match(path)
         if match_item:
             namespace, name = match_item.group(1), match_item.group(2)

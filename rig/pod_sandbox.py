@@ -54,8 +54,9 @@ can be enforced for real (facts measured in ``../shared/REAL-PEERS.md``, "A Pod'
 * **Environment**: the image's (``Image.env``), ``HOSTNAME``, the Kubernetes service variables, then the
   container's ``env`` in order: plain values with ``$(VAR)`` expanded from earlier entries (``$$`` escapes),
   ``valueFrom.secretKeyRef``/``configMapKeyRef`` from the test's objects and ``fieldRef`` for the pod's
-  name, namespace, IPs and service account. A test's localisations (an address that has no DNS name
-  here) are passed explicitly (``env_overrides``) and nothing else is changed.
+  name, namespace, IPs, service account and labels (``metadata.labels['<key>']``: the template's plus
+  those a controller adds, given as ``labels``; "" for one the pod lacks). A test's localisations (an
+  address that has no DNS name here) are passed explicitly (``env_overrides``) and nothing else is changed.
 * **Probes** are not run by the sandbox; :func:`http_probe` runs a container's ``httpGet`` probe once
   with the kubelet's rule (``pkg/probe/http/http.go``) against the address a test gives.
 * **Command**: the container's ``command`` + ``args`` exactly (an image entrypoint is not modelled: every
@@ -246,8 +247,11 @@ class PodSandbox:
         extra_volumes: Sequence[Mapping[str, Any]] = (),
         extra_mounts: Sequence[Mapping[str, Any]] = (),
         capacities: Mapping[str, int] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         spec = dict(pod.get("spec", pod))
+        #: the Pod's labels: its template's, plus what a controller adds (``labels``: a Job's job-name, controller-uid)
+        self.labels = {**((pod.get("metadata") or {}).get("labels") or {}), **(labels or {})}
         #: volume name -> bytes: a persistentVolumeClaim with a capacity is a filesystem of that size
         self.capacities = dict(capacities or {})
         self._mounted: list[Path] = []
@@ -326,6 +330,9 @@ class PodSandbox:
             "spec.serviceAccountName": self.service_account,
             "spec.nodeName": "sandbox",
         }
+        label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+        if label:  # the downward API gives the label's value, "" for a label the Pod does not have
+            return str(self.labels.get(label.group(1), ""))
         if path not in fields:
             raise PodSpecError(f"fieldRef {path!r} is not modelled")
         return fields[path]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.vault import PLAINTEXT_UNSEAL_KEYS_FLAG
 from components.vault_names import API_PORT, CLUSTER_PORT, EXTERNAL_API_PORT
 from components.vault_server_config import (
     SERVER_CERTIFICATE_IP_ADDRESSES,
@@ -174,26 +175,36 @@ def localize_job_command(
     *,
     timeout: float = 45.0,
     autopilot_stabilization: str | None = "2s",
+    keep_pgp_keys: bool = False,
 ) -> list[str]:
     """The bootstrap Job's arguments (after ``python -m programs.vault_bootstrap``) as they run here:
     pod peers -> the cluster's loopback URLs (pods that were not started are dropped), mounted files
-    -> ``workdir/password`` and ``workdir/admin-policy.hcl``, the Kubernetes Secret store -> the file
-    ``state_file``; plus test deadlines and, unless ``autopilot_stabilization`` is ``None`` (the
-    server's own 10 s, as deployed), a short autopilot stabilisation time. Without ``workdir`` the
+    -> ``workdir/password``, ``workdir/previous-password`` and ``workdir/admin-policy.hcl``, the
+    Kubernetes Secret store -> the file ``state_file``; plus test deadlines and, unless
+    ``autopilot_stabilization`` is ``None`` (the server's own 10 s, as deployed), a short autopilot
+    stabilisation time. Without ``workdir`` the
     files keep their pod paths and without ``state_file`` the state stays in the Kubernetes Secret
-    (a pod sandbox mounts the one and reaches the other). Everything else is the Job's own list."""
+    (a pod sandbox mounts the one and reaches the other). The operators' ``--pgp-key``s (the shipped hub
+    gives them; nobody here holds their private halves) become the development setting's plaintext
+    keys, so a run can unseal by itself, unless ``keep_pgp_keys`` (the PGP path is proven in
+    tests/real/test_vault_bootstrap.py with keys the test generates). Everything else is the Job's own list."""
     replacements: dict[str, str] = {}
     if workdir is not None:
         replacements = {
             "--ca-file": vault.ca_file,
             "--admin-password-file": str(workdir / "password"),
+            "--admin-previous-password-file": str(workdir / "previous-password"),
             "--admin-policy-file": str(workdir / "admin-policy.hcl"),
         }
     args: list[str] = []
     peers = iter(vault.urls)
     parts = iter(command[3:])
+    plaintext = False
     for part in parts:
         value = next(parts)
+        if part == "--pgp-key" and not keep_pgp_keys:
+            plaintext = True
+            continue
         if part == "--peer":
             value = next(peers, "")
             if not value:
@@ -201,6 +212,8 @@ def localize_job_command(
         elif part == "--state-kubernetes-secret" and state_file is not None:
             part, value = "--state-file", str(state_file)
         args += [part, replacements.get(part, value)]
+    if plaintext:
+        args += [PLAINTEXT_UNSEAL_KEYS_FLAG, "true"]
     args += ["--timeout", str(timeout), "--poll-interval", "0.2"]
     if autopilot_stabilization is not None:
         args += ["--autopilot-server-stabilization-time", autopilot_stabilization]

@@ -2,7 +2,7 @@
 
 Every flag can also come from the environment variable named in its help (``VAULT_BOOTSTRAP_*``);
 a flag wins over the variable. List values in variables are comma-separated. Secrets are never
-taken from flags or variables: the admin password (and a recovery root token) are read from files.
+taken from flags or variables: the admin passwords (and a recovery root token) are read from files.
 Exit codes are listed in :mod:`programs.vault_bootstrap.bootstrap`.
 """
 
@@ -22,6 +22,7 @@ from programs.vault_bootstrap.bootstrap import (
     EXIT_OK,
     EXIT_USAGE,
     Config,
+    JobGrant,
     Peer,
     SealKind,
     parse_duration,
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="operator PGP public key (base64), one per share; keys are then stored encrypted [PGP_KEYS]",
     )
     p.add_argument(
+        "--insecure-plaintext-unseal-keys-for-development",
+        choices=("true", "false"),
+        default=None,
+        help="development only: true allows a Shamir seal without --pgp-key, the unseal keys stored in plain "
+        "text [INSECURE_PLAINTEXT_UNSEAL_KEYS_FOR_DEVELOPMENT], default false",
+    )
+    p.add_argument(
         "--root-token-pgp-key",
         default=None,
         metavar="BASE64",
@@ -111,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the admin password [PASSWORD_FILE], required",
     )
     p.add_argument(
+        "--previous-password-file",
+        "--admin-previous-password-file",
+        dest="previous_password_file",
+        default=None,
+        help="file holding the previous generation's admin password, which a rotation logs in with "
+        "[PREVIOUS_PASSWORD_FILE]",
+    )
+    p.add_argument(
         "--admin-policy-name",
         default=None,
         help="admin policy name [ADMIN_POLICY_NAME], default pulumi-admin",
@@ -127,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rotate-admin-password",
         choices=("true", "false"),
         default=None,
-        help="when the admin login fails, log in with the password recorded in the state store and set "
-        "the password file's one [ROTATE_ADMIN_PASSWORD], default false",
+        help="when the admin login fails, log in with the previous password and set the password file's "
+        "one [ROTATE_ADMIN_PASSWORD], default false",
     )
     p.add_argument(
         "--state",
@@ -142,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMESPACE/NAME",
         help="same as --state kubernetes-secret:NAMESPACE/NAME",
     )
+    grant = p.add_argument_group(
+        "the run's own grant (kubernetes-secret store): the RoleBinding is made a dependent of the Job, so "
+        "the garbage collector deletes it with the Job; all three or none"
+    )
+    grant.add_argument("--role-binding", default=None, metavar="NAME", help="[ROLE_BINDING]")
+    grant.add_argument("--job-name", default=None, metavar="NAME", help="[JOB_NAME]")
+    grant.add_argument("--job-uid", default=None, metavar="UID", help="[JOB_UID]")
     p.add_argument(
         "--timeout", type=float, default=None, help="deadline in seconds for each wait [TIMEOUT], default 600"
     )
@@ -222,6 +245,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
     if rotate not in ("true", "false"):
         raise UsageError(f"--rotate-admin-password must be true or false, got {rotate!r}")
 
+    plaintext = args.insecure_plaintext_unseal_keys_for_development or _env(
+        "INSECURE_PLAINTEXT_UNSEAL_KEYS_FOR_DEVELOPMENT", "false"
+    )
+    if plaintext not in ("true", "false"):
+        raise UsageError(
+            f"{ENV}INSECURE_PLAINTEXT_UNSEAL_KEYS_FOR_DEVELOPMENT must be true or false, got {plaintext!r}"
+        )
+
     seal = args.seal or _env("SEAL", "shamir")
     if seal not in ("shamir", "auto"):
         raise UsageError(f"seal must be shamir or auto, got {seal!r}")
@@ -242,6 +273,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         except ValueError:
             raise UsageError(f"{ENV}{env_name} must be a number, got {raw!r}") from None
 
+    grant_parts = [getattr(args, name) or _env(name.upper()) for name in ("role_binding", "job_name", "job_uid")]
+    if any(grant_parts) and not all(grant_parts):
+        raise UsageError("--role-binding, --job-name and --job-uid go together")
+    job_grant = JobGrant(*[str(part) for part in grant_parts]) if all(grant_parts) else None
+
     cfg = Config(
         peers=peers,
         ca_file=args.ca_file or _env("CA_FILE"),
@@ -259,6 +295,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         admin_token_max_ttl=args.admin_token_max_ttl or _env("ADMIN_TOKEN_MAX_TTL", "1h") or "1h",
         root_token_file=args.root_token_file or _env("ROOT_TOKEN_FILE"),
         rotate_admin_password=rotate == "true",
+        previous_password_file=args.previous_password_file or _env("PREVIOUS_PASSWORD_FILE"),
+        job_grant=job_grant,
+        plaintext_unseal_keys=plaintext == "true",
         autopilot=autopilot,
         timeout=pick_float(args.timeout, "TIMEOUT", 600.0),
         request_timeout=pick_float(args.request_timeout, "REQUEST_TIMEOUT", 10.0),

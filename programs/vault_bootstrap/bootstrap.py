@@ -34,52 +34,61 @@ What a run guarantees
 6. First run (or ``--root-token-file``): enables ``userpass`` at ``--userpass-path``, writes the
    admin policy, creates the admin user with the password from ``--password-file``,
    ``token_policies=[admin policy]`` and a short token TTL, and verifies that a login works and
-   carries the policy. The verified password is then recorded in the state store as
-   ``admin_password_applied`` (see 'Admin password rotation' and 'Security').
+   carries the policy.
 7. Re-run (already initialised): unseals sealed peers if plaintext keys are stored, logs in as the
    admin user, confirms the voters, applies ``--autopilot-*`` settings only if they differ, and
    changes nothing else (a changed policy file is NOT re-applied: after the hand-over the admin
-   policy is Pulumi's to manage). With an unchanged password nothing is written, not even to the
-   state store. If the admin login fails, ``--rotate-admin-password true`` is given and the store
-   holds a password that still logs in, the admin password is rotated (below). Otherwise, if no
-   ``--root-token-file`` was given, exits ``EXIT_ADMIN_LOGIN`` pointing at the ``generate-root``
-   recovery below. The admin policy must allow reading ``sys/storage/raft/configuration`` and
-   ``sys/storage/raft/autopilot/state`` (and writing ``sys/storage/raft/autopilot/configuration``
-   when ``--autopilot-*`` flags are used, and ``auth/<userpass path>/users/<user>/password`` for
-   the rotation).
+   policy is Pulumi's to manage). Nothing is written to the state store. If the admin login fails and
+   ``--rotate-admin-password true`` is given, the admin password is rotated from the previous one
+   (below). Otherwise, if no ``--root-token-file`` was given, exits ``EXIT_ADMIN_LOGIN`` pointing at
+   the ``generate-root`` recovery below. The admin policy must allow reading
+   ``sys/storage/raft/configuration`` and ``sys/storage/raft/autopilot/state`` (and writing
+   ``sys/storage/raft/autopilot/configuration`` when ``--autopilot-*`` flags are used, and
+   ``auth/<userpass path>/users/<user>/password`` for the rotation).
 8. On failure: exit code != 0 and ONE line on stderr saying why. Progress goes to stdout. No key,
-   password or token is ever written to stdout/stderr (the state store holds keys and the admin
-   password: see 'Security').
+   password or token is ever written to stdout/stderr.
+9. The state record holds the init result and nothing else: never the root token (item 3), never
+   an admin password (see 'Admin password rotation' and 'Upgrade').
+10. With ``--role-binding``/``--job-name``/``--job-uid`` (the Job passes them from its Pod's labels),
+    the run's first request, before any file or Vault is touched beyond the local checks, makes that
+    RoleBinding (its own grant) a dependent of its Job (:meth:`KubernetesSecretStateStore.hand_grant_to_job`),
+    so the garbage collector deletes the grant with the Job; if that is refused the run stops
+    (exit 1) before it talks to Vault.
+
+Shamir unseal keys are stored encrypted to the operators' ``--pgp-key``s (one per share). Without them
+the run refuses to start (usage error, before anything is contacted) unless
+``--insecure-plaintext-unseal-keys-for-development true`` is given: then the keys are stored in plain
+text, which only a development cluster may do (the stack passes this flag only for
+``fedobs:vault.insecurePlaintextUnsealKeysForDevelopment`` on a ``fedobs:developmentMode`` stack, and
+the policy pack's ``vault-unseal-keys-encrypted`` refuses it anywhere else).
 
 Admin password rotation (``--rotate-admin-password true``)
 ========================================================
-The password file is the source of truth: Pulumi puts a new random password into the mounted Secret
-and re-runs the Job. When the login with the file's password is refused (4xx), the run logs in with
-the password the state record names as ``admin_password_applied`` (or, see below,
-``admin_password_pending``), and then, write-ahead:
+The password files are the source of truth: Pulumi keeps the current generation's password and the
+previous one (``--password-file``, ``--previous-password-file``; components/vault.py keeps one random
+password per generation parity, so the previous generation's is still in its state) and re-runs the Job
+when the current one changes. When the login with the current password is refused (4xx), the run logs
+in with the previous one, sets the current one (``POST auth/<userpass path>/users/<user>/password``
+with the old login's token), logs in with it (the login must carry the admin policy) and, if that
+login fails, sets the previous one again. Nothing is recorded anywhere but in Vault, so nothing can get
+out of step: a run that died after Vault took the new password is followed by one whose login with it
+works; one that died before, by one that rotates again. When neither password logs in (two
+generations bumped without a successful run between them) or rotation is not enabled:
+``EXIT_ADMIN_LOGIN``, the ``generate-root`` recovery. Rotation is off by default because it turns a
+wrong password file into a password change: enable it where the password files are managed (the Job).
 
-a. records the new password as ``admin_password_pending`` (compare-and-swap on the record);
-b. ``POST auth/<userpass path>/users/<user>/password`` with it, using the token of the old login;
-c. logs in with the new password (the login must carry the admin policy);
-d. only then records it as ``admin_password_applied`` and drops ``admin_password_pending``.
+Why the previous password comes from Pulumi and is not stored by the bootstrap: the record holding the
+unseal or recovery keys is what an attacker of the cluster wants most; a password beside the keys
+widens what one leak of that Secret gives, and a second Secret for it would be one more long-lived
+copy of a credential Pulumi already holds (encrypted, in its state). Supplied by Pulumi, rotation
+stays unattended, works when the keys are PGP-encrypted (it did not before), and the cluster holds
+only what the Job mounts: the current password and, until the next rotation, the previous one, which
+stops working the moment the rotation succeeds. The passwords are never printed.
 
-If Vault refuses b (4xx), the record is put back byte for byte and the old password keeps working.
-If c fails, the old password is set again and the record put back. If the process dies between b and
-d, the record still names the old password as applied and the new one as pending; the next run
-(with any password file) tries both. When the login with the file's password works and the record
-names another password (e.g. a record written before this field existed, or a run that died before
-d), the record is corrected; with an unchanged password nothing is written. A first run and a
-``--root-token-file`` run record the password they set. No stored password works (or rotation is
-not enabled): ``EXIT_ADMIN_LOGIN`` as before. Rotation is off by default because it turns a wrong
-password file into a password change: enable it where the password file is managed (the Job).
-
-Security: the admin password (applied, and pending during a rotation) is stored in plaintext in the
-state record, next to the unseal/recovery keys. That store is the one place that already holds
-root-equivalent material (plaintext unseal keys, or recovery keys, which can generate a root token)
-and is readable only by the bootstrap ServiceAccount (RBAC get/update on that one Secret), so the
-password adds no new exposure. When the keys are PGP-encrypted (``--pgp-key``) the store holds no
-usable secret and the password is therefore NOT stored: rotation then needs the generate-root
-recovery. The password is never printed (stdout, stderr, error messages).
+Upgrade: a record written by an earlier version may hold ``admin_password_applied`` (and
+``admin_password_pending``). This version reads them only as further rotation candidates (so a
+generation bumped together with the upgrade still rotates) and removes them from the record
+(compare-and-swap) once the admin login works without them; a record without them is never written.
 
 Exit codes: 0 ok; 1 failure (unreachable peer, HTTP error such as 403, timeout, store problem);
 2 usage/config error; 3 operator action required (PGP-encrypted unseal keys and sealed peers, or a
@@ -89,16 +98,15 @@ Recovery when the admin login is lost (exit 4): ``vault operator generate-root -
 OTP), each key holder runs ``vault operator generate-root`` with their unseal/recovery key, decode the
 encoded token with ``vault operator generate-root -decode=<encoded> -otp=<otp>``, write it to a file
 readable only by the Job and re-run with ``--root-token-file FILE``: the admin auth path is
-re-created with the current password (recorded as applied) and that root token is revoked at the end
-of the run.
+re-created with the current password and that root token is revoked at the end of the run.
 (HashiCorp Vault serves the unauthenticated ``sys/generate-root/*`` endpoints; OpenBao >= 2.5.3 only
 with the listener option ``disable_unauthed_generate_root_endpoints = false``.)
 
 State stores (``--state``): ``file:PATH`` (:class:`FileStateStore`, mode 0600, atomic temp+rename)
 or ``kubernetes-secret:NAMESPACE/NAME`` (:class:`KubernetesSecretStateStore`, in-cluster API access
 with the pod's service-account token; needs get/create/update on that Secret). A store never replaces
-a record blindly: the init result is created once; the admin password fields are updated with a
-compare-and-swap of the whole record.
+a record blindly: the init result is created once; the upgrade's removal is a compare-and-swap of the
+whole record.
 """
 
 from __future__ import annotations
@@ -120,11 +128,9 @@ from typing import Any, Literal, Protocol
 
 from programs.errors import ExitCodes, PodProgramError, UsageError
 from programs.vault_http import (
-    BadResponse,
     HttpFailure,
     HttpReply,
     PinnedHttps,
-    RequestRefused,
     ServerUnreachable,
     VaultHttp,
 )
@@ -136,10 +142,10 @@ EXIT_OPERATOR_ACTION = 3
 EXIT_ADMIN_LOGIN = 4
 
 RECORD_FORMAT = "fedobs.vault-bootstrap/v1"
-#: Record field: the admin password Vault was last verified to accept (see 'Admin password rotation').
-APPLIED_PASSWORD = "admin_password_applied"
-#: Record field, present only while a rotation is in flight: the password being set.
-PENDING_PASSWORD = "admin_password_pending"
+#: Record fields in which versions before this one kept the admin password (applied, and pending during
+#: a rotation). This version never writes them: it reads them once as rotation candidates and removes them
+#: from the record once the admin login works (see 'Upgrade').
+LEGACY_PASSWORD_FIELDS = ("admin_password_applied", "admin_password_pending")
 GENERATE_ROOT_HINT = (
     "recover with `vault operator generate-root` and re-run with --root-token-file "
     "(see programs/vault_bootstrap/bootstrap.py, 'Recovery')"
@@ -333,13 +339,16 @@ class KubernetesSecretStateStore:
             self.api_url, self.ca_file, timeout=self.timeout, label="Kubernetes API", flag="Kubernetes API URL"
         )
 
-    def _request(self, method: str, path: str, body: Json | None = None) -> tuple[int, Json]:
+    def _request(
+        self, method: str, path: str, body: Json | None = None, content_type: str = "application/json"
+    ) -> tuple[int, Json]:
         try:
             token = self.token_file.read_text().strip()
         except OSError as exc:
             raise BootstrapError(f"cannot read service-account token {self.token_file}: {exc.strerror}") from exc
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
         try:
-            reply = self._api.send(method, path, headers={"Authorization": f"Bearer {token}"}, body=body)
+            reply = self._api.send(method, path, headers=headers, body=body)
         except HttpFailure as exc:
             raise BootstrapError(f"Kubernetes API {self.api_url} unreachable: {exc}") from None
         return reply.status, reply.body
@@ -425,6 +434,29 @@ class KubernetesSecretStateStore:
             raise self._fail("update", status, body)
         self._resource_version = str(body.get("metadata", {}).get("resourceVersion") or "") or None
 
+    def hand_grant_to_job(self, grant: JobGrant) -> None:
+        """Make the RoleBinding that grants this run its access a dependent of the run's Job.
+
+        A JSON merge patch of ``metadata.ownerReferences`` alone: Kubernetes lets a subject that may
+        ``patch`` a RoleBinding change only those garbage-collection fields without the escalation check
+        it applies to a binding's other fields (kubernetes/kubernetes
+        pkg/registry/rbac/rolebinding/policybased/storage.go, ``IsOnlyMutatingGCFields``). From then on
+        the garbage collector deletes the binding when the Job is deleted (the Job's
+        ``ttlSecondsAfterFinished``: components/vault.py); ``blockOwnerDeletion`` stays unset, which needs
+        no permission on the Job. Idempotent: every attempt of the Job sets the same reference."""
+        path = (
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{urllib.parse.quote(self.namespace)}"
+            f"/rolebindings/{urllib.parse.quote(grant.role_binding)}"
+        )
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": grant.job_name, "uid": grant.job_uid}
+        body = {"metadata": {"ownerReferences": [owner]}}
+        status, reply = self._request("PATCH", path, body, content_type="application/merge-patch+json")
+        if status != 200:
+            where = f"RoleBinding {self.namespace}/{grant.role_binding}"
+            raise BootstrapError(
+                f"handing {where} to Job {grant.job_name} answered {status}: {reply.get('message', '')}"
+            )
+
 
 def store_from_spec(spec: str) -> StateStore:
     """``file:PATH`` or ``kubernetes-secret:NAMESPACE/NAME``."""
@@ -450,6 +482,17 @@ AUTOPILOT_BOOLS = ("cleanup_dead_servers",)
 
 
 @dataclass(frozen=True)
+class JobGrant:
+    """The RoleBinding that grants this run its Kubernetes access, and the Job that owns it once the run
+    has started (:meth:`KubernetesSecretStateStore.hand_grant_to_job`). In the Job both names and the
+    uid come from the Pod's own labels (the downward API; components/vault.py)."""
+
+    role_binding: str
+    job_name: str
+    job_uid: str
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs; built by ``__main__`` from flags/env, or directly by tests."""
 
@@ -469,6 +512,12 @@ class Config:
     admin_token_max_ttl: str = "1h"
     root_token_file: str | None = None
     rotate_admin_password: bool = False
+    #: The previous generation's admin password (rotation logs in with it); optional.
+    previous_password_file: str | None = None
+    #: The grant to hand to this run's Job (only with the kubernetes-secret store).
+    job_grant: JobGrant | None = None
+    #: Development only: a Shamir seal without ``pgp_keys`` (the unseal keys stored in plain text).
+    plaintext_unseal_keys: bool = False
     autopilot: Mapping[str, str | int | bool] = field(default_factory=dict)
     timeout: float = 600.0
     request_timeout: float = 10.0
@@ -481,6 +530,13 @@ class Config:
             raise UsageError("need 1 <= key threshold <= key shares")
         if self.key_shares > 1 and self.key_threshold < 2 and self.seal == "shamir":
             raise UsageError("a Shamir threshold of 1 with several shares is not allowed by Vault")
+        if self.seal == "shamir" and not self.pgp_keys and not self.plaintext_unseal_keys:
+            raise UsageError(
+                "a Shamir seal needs --pgp-key (one per key share): the unseal keys are stored encrypted to "
+                "them; only a development cluster may pass --insecure-plaintext-unseal-keys-for-development true"
+            )
+        if self.pgp_keys and self.plaintext_unseal_keys:
+            raise UsageError("--pgp-key and --insecure-plaintext-unseal-keys-for-development exclude each other")
         if self.pgp_keys and len(self.pgp_keys) != self.key_shares:
             raise UsageError(f"{len(self.pgp_keys)} PGP keys given for {self.key_shares} key shares")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", self.userpass_path):
@@ -492,6 +548,13 @@ class Config:
             "default",
         ):
             raise UsageError(f"invalid admin policy name {self.admin_policy_name!r}")
+        grant = self.job_grant
+        if grant is not None and not all(
+            re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) for name in (grant.role_binding, grant.job_name)
+        ):
+            raise UsageError(f"invalid RoleBinding or Job name {grant.role_binding!r}, {grant.job_name!r}")
+        if grant is not None and not re.fullmatch(r"[0-9a-f-]{8,64}", grant.job_uid):
+            raise UsageError(f"invalid Job uid {grant.job_uid!r}")
         for key in self.autopilot:
             if key not in (*AUTOPILOT_DURATIONS, *AUTOPILOT_INTS, *AUTOPILOT_BOOLS):
                 raise UsageError(f"unknown autopilot setting {key!r}")
@@ -820,40 +883,38 @@ class Bootstrap:
         return password
 
     # -- admin password rotation (see the module docstring) ----------------------------------------
-    def _keeps_admin_password(self) -> bool:
-        """Whether the record may hold the admin password: only next to plaintext keys (see 'Security')."""
-        return self.record is not None and not self.record.get("pgp_encrypted")
-
     def _replace_record(self, record: Json) -> None:
         assert self.record is not None
         self.store.replace(self.record, record)
         self.record = record
 
-    def _record_applied(self, password: str) -> None:
-        """Record ``password`` (just verified to log in) as the applied one; no write if it already is."""
-        if self.record is None or not self._keeps_admin_password():
+    def drop_legacy_passwords(self) -> None:
+        """Upgrade: take the admin password fields an earlier version wrote out of the record (no write
+        when there are none). Called only once the admin login works without them."""
+        record = self.record
+        if record is None or not any(k in record for k in LEGACY_PASSWORD_FIELDS):
             return
-        record = {k: v for k, v in self.record.items() if k != PENDING_PASSWORD}
-        record[APPLIED_PASSWORD] = password
-        if record != self.record:
-            self._replace_record(record)
-            self.log(f"applied admin password recorded in {self.store.describe()}")
+        self._replace_record({k: v for k, v in record.items() if k not in LEGACY_PASSWORD_FIELDS})
+        self.log(f"removed the admin password an earlier version kept in {self.store.describe()}")
 
     def _rotation_candidates(self, new: str) -> list[str]:
-        """Stored passwords Vault may accept: the applied one, then one a crashed rotation left."""
+        """Passwords Vault may still accept: the previous generation's (``--previous-password-file``),
+        then any an earlier version left in the record (upgrade)."""
+        found: list[Any] = []
+        if self.cfg.previous_password_file:
+            found.append(read_secret_file(self.cfg.previous_password_file, "previous admin password"))
         record = self.record or {}
-        found = [record.get(APPLIED_PASSWORD), record.get(PENDING_PASSWORD)]
+        found += [record.get(field) for field in LEGACY_PASSWORD_FIELDS]
         return list(dict.fromkeys(p for p in found if isinstance(p, str) and p and p != new))
 
     def rotate_admin_password(self, new: str) -> str | None:
-        """Move the admin user to ``new`` (the password file's), logging in with a stored password.
+        """Move the admin user to ``new`` (the password file's), logging in with a previous password.
 
-        Returns an admin token obtained with the NEW password, or None if no stored password logs in
-        (the caller then exits ``EXIT_ADMIN_LOGIN``). Write-ahead: the new password is stored as
-        ``admin_password_pending`` before Vault is changed and becomes ``admin_password_applied`` only
-        after a login with it worked; when Vault refuses the change (4xx) the record is put back as it
-        was, so ``admin_password_applied`` always names a password Vault accepts (or, after a crash
-        at the wrong moment, the pending one does: the next run tries both)."""
+        Returns an admin token obtained with the NEW password, or None if no previous password logs in
+        (the caller then exits ``EXIT_ADMIN_LOGIN``). Nothing is written anywhere but Vault: a run that
+        dies after Vault took ``new`` is followed by one that logs in with it; one that dies before, by
+        one that rotates again. When Vault refuses the change (4xx) the old password keeps working; when
+        the login with ``new`` fails after the change, the old one is set again."""
         cfg = self.cfg
         old_token: str | None = None
         current = ""
@@ -866,57 +927,39 @@ class Bootstrap:
             return None
         path = f"auth/{cfg.userpass_path}/users/{cfg.username}/password"
         try:
-            self._record_applied(current)  # e.g. the pending password of a crashed run was the one set
-            before = dict(self.record or {})
-            self._replace_record(before | {PENDING_PASSWORD: new})
             self.log(f"rotating the password of admin user {cfg.username!r} at auth/{cfg.userpass_path}")
-            try:
-                self.active_client().call("POST", path, token=old_token, body={"password": new})
-            except (RequestRefused, BadResponse) as exc:
-                if exc.status is not None and 400 <= exc.status < 500:  # refused: Vault still has the old password
-                    try:
-                        self._replace_record(before)
-                    except PodProgramError as undo:  # the refusal is the failure to report
-                        self.log(f"could not take the pending admin password out of the record: {undo}")
-                raise
+            self.active_client().call("POST", path, token=old_token, body={"password": new})
             token = self._login(new)
             if token is None:
-                self._roll_back(path, old_token, current, before)
+                self._roll_back(path, old_token, current)
                 raise BootstrapError(
                     f"the new admin password was set at {path} but a login with it failed; rolled back to "
                     "the previous password"
                 )
-            try:
-                self._record_applied(new)
-            except BaseException:
-                with contextlib.suppress(PodProgramError):
-                    self.revoke(token, "admin")
-                raise
             self.log("admin password rotated and verified")
             return token
         finally:
             with contextlib.suppress(PodProgramError):
                 self.revoke(old_token, "admin")
 
-    def _roll_back(self, path: str, old_token: str, current: str, before: Json) -> None:
-        """Put the previous password back (Vault, then the record); on failure keep the pending entry."""
+    def _roll_back(self, path: str, old_token: str, current: str) -> None:
+        """Put the previous password back and check that it logs in again."""
         self.active_client().call("POST", path, token=old_token, body={"password": current})
         check = self._login(current)
         if check is None:
             raise BootstrapError(f"rolling back {path} failed: the previous admin password does not log in")
         with contextlib.suppress(PodProgramError):
             self.revoke(check, "admin")
-        self._replace_record(before)
 
     def _admin_login_failed(self) -> AdminLoginFailed:
         cfg = self.cfg
         where = f"admin login as {cfg.username!r} at auth/{cfg.userpass_path} failed"
         if not cfg.rotate_admin_password:
             why = ""
-        elif not self._keeps_admin_password() or not (self.record or {}).get(APPLIED_PASSWORD):
-            why = f" ({self.store.describe()} records no applied admin password to rotate from)"
+        elif not self._rotation_candidates(read_secret_file(cfg.password_file, "admin password")):
+            why = " (no previous admin password to rotate from: --previous-password-file)"
         else:
-            why = f", also with the admin password(s) recorded in {self.store.describe()},"
+            why = ", also with the previous admin password,"
         return AdminLoginFailed(f"{where}{why} and no root token is available; {GENERATE_ROOT_HINT}")
 
     def revoke(self, token: str, what: str) -> None:
@@ -940,9 +983,16 @@ class Bootstrap:
         # everything that can be checked without Vault is checked BEFORE a possible init: a root token
         # lost to a typo in a file name would mean a generate-root ceremony
         read_secret_file(cfg.password_file, "admin password")
+        if cfg.previous_password_file:
+            read_secret_file(cfg.previous_password_file, "previous admin password")
         read_secret_file(cfg.admin_policy_file, "admin policy")
         if cfg.root_token_file:
             read_secret_file(cfg.root_token_file, "root token")
+        if cfg.job_grant is not None:
+            if not isinstance(self.store, KubernetesSecretStateStore):
+                raise UsageError("--role-binding needs the kubernetes-secret state store")
+            self.store.hand_grant_to_job(cfg.job_grant)  # first: the grant ends with the Job, whatever follows
+            self.log(f"RoleBinding {cfg.job_grant.role_binding} is now owned by Job {cfg.job_grant.job_name}")
         self.store.preflight()
         record = self.record = self.store.load()
         statuses = self._wait_answering()
@@ -993,14 +1043,7 @@ class Bootstrap:
         else:
             password = read_secret_file(self.cfg.password_file, "admin password")
             admin = self._login(password)
-            if admin is not None:
-                try:
-                    self._record_applied(password)
-                except BaseException:
-                    with contextlib.suppress(PodProgramError):
-                        self.revoke(admin, "admin")
-                    raise
-            elif self.cfg.rotate_admin_password and self._keeps_admin_password():
+            if admin is None and self.cfg.rotate_admin_password:
                 admin = self.rotate_admin_password(password)
             if admin is None:
                 raise self._admin_login_failed()
@@ -1010,7 +1053,8 @@ class Bootstrap:
             self._unseal_all(record, only_initialized=False)
             self.wait_voters(token)
             if root is not None:
-                self._record_applied(self.configure_admin(root))
+                self.configure_admin(root)
+            self.drop_legacy_passwords()  # the admin login works without them (checked above / just set)
         finally:
             if root is None:
                 with contextlib.suppress(PodProgramError):

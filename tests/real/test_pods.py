@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+import components.vault as vault_component
 from components.collectors import COLLECTOR_UID
 from components.pod_security import PROGRAMS_UID
 from components.vault_server_config import HUB_CA_DIR, SERVER_CERTIFICATE_IP_ADDRESSES, TLS_DIR
@@ -26,6 +27,7 @@ from offline.engine import Recording, load_stack_file, run_program
 from rig.applier import VaultApplier
 from rig.deploy_identity import DeployKey, edge_link_resources, edge_on_real_hub, trusting
 from rig.hub_edge import (
+    NEVER_APPLIED_PASSWORD,
     admin_login,
     cert_sync_workload,
     children,
@@ -316,23 +318,42 @@ def test_the_vault_pod_keeps_serving_when_its_audit_volume_is_full(hub: Recordin
 # --------------------------------------------------------------------------------------------------
 # the bootstrap Job
 # --------------------------------------------------------------------------------------------------
-def bootstrap_sandbox(recording: Recording, vault: LoopbackVault, kube: KubeAPIServer, workdir: Path) -> PodSandbox:
+def declare_bootstrap_grant(recording: Recording, kube: KubeAPIServer) -> tuple[str, str]:
+    """What ``pulumi up`` creates before the Job, in the stand-in as the stack declares it: the Role, the
+    RoleBinding named like the Job and the empty init state Secret; then the Job itself (its uid, which
+    the Job controller puts on its Pods). ``(job name, job uid)``."""
     job = bootstrap_job(recording)
-    namespace = job["metadata"]["namespace"]
-    account = job["spec"]["template"]["spec"]["serviceAccountName"]
-    kube.allow_service_account(namespace, account, ["get", "create", "update"], ["secrets"], namespace)
+    namespace, job_name = job["metadata"]["namespace"], job["metadata"]["name"]
+    role = k8s_object(recording, "Role", "vault-bootstrap")
+    kube.put_role(namespace, role["metadata"]["name"], role["rules"])
+    binding = k8s_object(recording, "RoleBinding", job_name)
+    kube.put_role_binding(namespace, job_name, binding["roleRef"]["name"], binding["subjects"])
+    state = k8s_object(recording, "Secret", vault_component.INIT_STATE_SECRET)
+    if kube.get_secret(namespace, vault_component.INIT_STATE_SECRET) is None:
+        kube.put_secret(namespace, vault_component.INIT_STATE_SECRET, {}, labels=state["metadata"]["labels"])
+    return job_name, kube.create_job(namespace, job_name)
+
+
+def bootstrap_sandbox(
+    recording: Recording, vault: LoopbackVault, kube: KubeAPIServer, workdir: Path, job: tuple[str, str]
+) -> PodSandbox:
+    """The Job's Pod for the Job ``job`` (name, uid): the labels the Job controller gives it."""
+    template = bootstrap_job(recording)["spec"]["template"]
+    namespace = bootstrap_job(recording)["metadata"]["namespace"]
+    account = template["spec"]["serviceAccountName"]
     policy = k8s_object(recording, "ConfigMap", "vault-admin-policy")["data"]
     cluster = Cluster(
         namespace,
         secrets={
             "vault-server-tls": {"ca.crt": Path(vault.ca_file).read_text()},
-            "vault-admin-credential": {"password": PASSWORD},
+            "vault-admin-credential": {"password": PASSWORD, "previous-password": NEVER_APPLIED_PASSWORD},
         },
         config_maps={"vault-admin-policy": policy},
         token=token_source(kube, namespace, account),
         api_server=api_server(kube),
     )
-    return PodSandbox(job["spec"]["template"], "bootstrap", programs_image(), cluster, workdir, pod_name="bootstrap")
+    labels = {vault_component.JOB_NAME_LABEL: job[0], vault_component.JOB_UID_LABEL: job[1]}
+    return PodSandbox(template, "bootstrap", programs_image(), cluster, workdir, pod_name="bootstrap", labels=labels)
 
 
 def bootstrap_command(box: PodSandbox, vault: LoopbackVault) -> list[str]:
@@ -342,20 +363,82 @@ def bootstrap_command(box: PodSandbox, vault: LoopbackVault) -> list[str]:
     return [*command[:3], *localize_job_command(command, vault)]
 
 
-def test_the_bootstrap_job_runs_in_its_pod(hub: Recording, loopback_vault: Any, tmp_path: Path) -> None:
+def may_read_init_state(kube: KubeAPIServer) -> int:
+    """The status the bootstrap's ServiceAccount gets for the init state Secret, with a fresh token."""
+    token = kube.mint_service_account_token("vault", "vault-bootstrap")
+    path = f"/api/v1/namespaces/vault/secrets/{vault_component.INIT_STATE_SECRET}"
+    status, _ = kube.handle("GET", path, {"Authorization": f"Bearer {token}"}, b"")
+    return status
+
+
+def test_the_bootstrap_job_runs_in_its_pod_and_its_grant_ends_with_it(
+    hub: Recording, loopback_vault: Any, tmp_path: Path
+) -> None:
+    """The hub's Job, in its pod, against the Kubernetes API stand-in holding exactly the RBAC the stack
+    declares: the run reads and writes vault-init, hands its RoleBinding to its Job, and once the Job is
+    deleted (``ttlSecondsAfterFinished: 0``) the garbage collector takes the binding and the account can
+    read nothing. ``pulumi up --refresh`` afterwards (the Job and binding gone, so created again) grants
+    again only for the new run, which ends the same way; that run also removes an admin password an
+    earlier version left in the record (the upgrade, through the production store)."""
     server = stack_server(hub)
     vault = loopback_vault(server.spec, pod_hcl=server.pod_hcl, dns_names=server.dns_names)
     with KubeAPIServer() as kube:
-        box = bootstrap_sandbox(hub, vault, kube, tmp_path)
+        kube.create_service_account("vault", "vault-bootstrap")
+        assert may_read_init_state(kube) == 403  # nothing before the stack declares the grant
+        job = declare_bootstrap_grant(hub, kube)
+        box = bootstrap_sandbox(hub, vault, kube, tmp_path / "first", job)
         result = box.run(bootstrap_command(box, vault), timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert PASSWORD not in result.stdout + result.stderr
         # root-owned, group fsGroup, 0440: readable by the program only through the group
         assert owner_group_mode(box, "admin", "password") == (0, PROGRAMS_UID, 0o440)
         stored = kube.secret_data("vault", "vault-init")
-        assert stored is not None and "init.json" in stored
+        assert stored is not None and PASSWORD.encode() not in stored["init.json"]
+        record = json.loads(stored["init.json"])
+        binding = kube.get_role_binding("vault", job[0])
+        assert binding is not None
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job[0], "uid": job[1]}
+        assert binding["metadata"]["ownerReferences"] == [owner]
+        kube.delete_job("vault", job[0])  # the TTL-after-finished controller, at once
+        assert kube.get_role_binding("vault", job[0]) is None and may_read_init_state(kube) == 403
+
+        # pulumi up --refresh: both gone, so both created again; a record from an earlier version
+        legacy = record | {"admin_password_applied": PASSWORD}
+        kube.put_secret("vault", "vault-init", {"init.json": json.dumps(legacy)})
+        again = declare_bootstrap_grant(hub, kube)
+        assert again[0] == job[0] and again[1] != job[1]
+        box = bootstrap_sandbox(hub, vault, kube, tmp_path / "refresh", again)
+        result = box.run(bootstrap_command(box, vault), timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "init is not called" in result.stdout and "removed the admin password" in result.stdout
+        stored = kube.secret_data("vault", "vault-init")
+        assert stored is not None and json.loads(stored["init.json"]) == record
+        assert kube.get_role_binding("vault", job[0])["metadata"]["ownerReferences"][0]["uid"] == again[1]  # type: ignore[index]
+        kube.delete_job("vault", again[0])
+        assert kube.get_role_binding("vault", job[0]) is None and may_read_init_state(kube) == 403
     login = admin_login(vault.urls[0], vault.ca_file, PASSWORD)
     assert login.status == 200, login.text
+
+
+def test_a_bootstrap_pod_that_cannot_hand_over_its_grant_stops_before_vault(
+    hub: Recording, loopback_vault: Any, tmp_path: Path
+) -> None:
+    """Without patch and delete on its binding (an older Role), the run stops first, before it talks to
+    Vault: a grant that would outlive the Job is a failure, visible in ``pulumi up``."""
+    server = stack_server(hub)
+    vault = loopback_vault(server.spec, pod_hcl=server.pod_hcl, dns_names=server.dns_names)
+    with KubeAPIServer() as kube:
+        kube.create_service_account("vault", "vault-bootstrap")
+        job = declare_bootstrap_grant(hub, kube)
+        role = k8s_object(hub, "Role", "vault-bootstrap")
+        kube.put_role("vault", "vault-bootstrap", role["rules"][:1])  # the secret rule only
+        box = bootstrap_sandbox(hub, vault, kube, tmp_path, job)
+        result = box.run(bootstrap_command(box, vault), timeout=120)
+        assert result.returncode == 1, result.stdout + result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert f"handing RoleBinding vault/{job[0]} to Job {job[0]} answered 403" in line, line
+        assert kube.secret_data("vault", "vault-init") == {}
+    assert vault.cluster.nodes[0].seal_status()["initialized"] is False
 
 
 # --------------------------------------------------------------------------------------------------

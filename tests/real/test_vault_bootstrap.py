@@ -20,7 +20,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +35,24 @@ from components.vault_server_config import (
     VaultServerSpec,
     server_certificate_dns_names,
 )
-from offline.engine import Recording
+from offline.engine import Recording, plan_operator_pgp_keys
+from programs.errors import UsageError
 from programs.vault_bootstrap.__main__ import build_parser, config_from_args
 from programs.vault_bootstrap.bootstrap import (
     EXIT_ADMIN_LOGIN,
     EXIT_FAILURE,
     EXIT_OPERATOR_ACTION,
+    EXIT_USAGE,
     BootstrapError,
     Config,
     FileStateStore,
+    JobGrant,
     KubernetesSecretStateStore,
     run,
 )
 from programs.vault_http import HttpReply, VaultHttp
 from rig.applier import VaultApplier
-from rig.hub_edge import k8s_object, openbao_pod_hcl, shipped_admin_policy
+from rig.hub_edge import NEVER_APPLIED_PASSWORD, k8s_object, openbao_pod_hcl, shipped_admin_policy
 from rig.kube_api import KubeAPIServer
 from rig.local_hub import AWS_TYPES, hub_against
 from rig.openbao import ApiResponse, BaoNode, api, dev_server, free_port, wait_until
@@ -59,6 +62,7 @@ from rig.programs_env import programs_python
 from rig.s3 import MotoS3
 from rig.vault_cluster import (
     LoopbackVault,
+    bootstrap_job,
     build_loopback_vault,
     job_command,
     localize_job_command,
@@ -165,6 +169,7 @@ def boot(tmp_path_factory: pytest.TempPathFactory, hub: Recording) -> Iterator[B
     workdir = base / "job"
     workdir.mkdir()
     (workdir / "password").write_text(PASSWORD + "\n")
+    (workdir / "previous-password").write_text(NEVER_APPLIED_PASSWORD + "\n")
     policy_map = next(
         o
         for o in hub.kubernetes_objects()
@@ -216,6 +221,9 @@ def test_first_run_initialises_once_on_peer0_and_unseals_all(boot: Bootstrapped)
     assert len(record["init_response"]["keys"]) == 5 and (record["shares"], record["threshold"]) == (5, 3)
     assert "root_token" not in record["init_response"]
     assert boot.first_run.root_tokens and boot.first_run.root_tokens[0] not in boot.state_file.read_text()
+    # the init result and nothing else: no admin password beside the keys
+    assert set(record) == {"format", "seal", "shares", "threshold", "pgp_encrypted", "initialized_at", "init_response"}
+    assert PASSWORD not in boot.state_file.read_text()
     # unseal keys went to each follower only after it reported initialized (retry_join done)
     unseal_targets = {url for url in boot.first_run.paths("PUT", "sys/unseal")}
     assert unseal_targets == set(boot.vault.urls)
@@ -685,6 +693,11 @@ def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
     opts = job_files(tmp_path)
     pgp = [a for _ in range(3) for a in ("--pgp-key", pubkey)]
 
+    # without the operators' keys (and without the development flag) a Shamir run refuses to start
+    refused = cli(vault, opts)
+    assert refused.returncode == EXIT_USAGE and "a Shamir seal needs --pgp-key" in refused.stderr, refused.stderr
+    assert node.seal_status()["initialized"] is False and not (tmp_path / "vault-init.json").exists()
+
     first = cli(vault, opts, *pgp)
     assert first.returncode == EXIT_OPERATOR_ACTION, first.stderr
     (line,) = first.stderr.strip().splitlines()
@@ -702,7 +715,7 @@ def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
     assert node.seal_status()["sealed"] is False
 
     # the root token of the first run was never stored: the admin path does not exist yet
-    second = cli(vault, opts)
+    second = cli(vault, opts, *pgp)
     assert second.returncode == EXIT_ADMIN_LOGIN and "generate-root" in second.stderr, second.stderr
 
     # the documented recovery: generate-root, then re-run with --root-token-file
@@ -716,7 +729,7 @@ def test_pgp_keys_stop_for_the_operators_and_generate_root_recovers(
     root_file = tmp_path / "root-token"
     root_file.write_text(root)
     root_file.chmod(0o600)
-    third = cli(vault, opts, "--root-token-file", str(root_file))
+    third = cli(vault, opts, *pgp, "--root-token-file", str(root_file))
     assert third.returncode == 0, third.stderr
     assert root not in third.stdout + third.stderr
     assert admin_login(vault).status == 200
@@ -768,10 +781,9 @@ def test_the_stacks_role_is_all_the_store_needs_and_creates_no_secret(tmp_path: 
     declared = k8s_object(hub, "Secret", "vault-init")
     with KubeAPIServer() as kube:
         kube.create_service_account("vault", "vault-bootstrap")
-        for rule in role["rules"]:
-            kube.allow_service_account(
-                "vault", "vault-bootstrap", rule["verbs"], rule["resources"], "vault", rule.get("resourceNames", ())
-            )
+        kube.put_role("vault", "vault-bootstrap", role["rules"])
+        binding = k8s_object(hub, "RoleBinding", bootstrap_job(hub)["metadata"]["name"])
+        kube.put_role_binding("vault", binding["metadata"]["name"], binding["roleRef"]["name"], binding["subjects"])
         kube.put_secret("vault", "vault-init", {}, labels=declared["metadata"]["labels"])
         token = tmp_path / "token"
         token.write_text(kube.mint_service_account_token("vault", "vault-bootstrap") + "\n")
@@ -802,7 +814,7 @@ def test_the_components_job_command_parses() -> None:
             type="address", address="https://vault.test:8200", hostname="vault.test"
         ),
         seal=ShamirSeal(type="shamir", key_shares=5, key_threshold=3),
-        operator_pgp_keys=("a2V5MQ==",) * 5,
+        operator_pgp_keys=tuple(plan_operator_pgp_keys()),
     )
     command = vault_component.bootstrap_command(settings, spec)
     assert command[:3] == ["python", "-m", "programs.vault_bootstrap"]
@@ -813,3 +825,28 @@ def test_the_components_job_command_parses() -> None:
     assert config.username == vault_component.ADMIN_USERNAME
     assert config.admin_policy_name == ADMIN_POLICY
     assert state == f"kubernetes-secret:{spec.namespace}/{vault_component.INIT_STATE_SECRET}"
+
+
+def test_the_command_line_refuses_plaintext_shamir_keys_and_a_half_given_grant(tmp_path: Path) -> None:
+    """Usage errors before anything is contacted: a Shamir seal with neither operator keys nor the
+    development flag, both at once, a grant without its Job's uid, a grant with the file store."""
+    files = ["--password-file", "p", "--admin-policy-file", "a", "--peer", "https://vault-0.vault-internal:8200"]
+    pgp = ["--key-shares", "1", "--key-threshold", "1", "--pgp-key", plan_operator_pgp_keys()[0]]
+    plaintext = [vault_component.PLAINTEXT_UNSEAL_KEYS_FLAG, "true"]
+    for args, message in (
+        ([], "a Shamir seal needs --pgp-key"),
+        ([*pgp, *plaintext], "exclude each other"),
+        ([*plaintext, "--role-binding", "b", "--job-name", "b"], "go together"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            config_from_args(build_parser().parse_args([*files, *args]))
+    auto, _ = config_from_args(build_parser().parse_args([*files, "--seal", "auto", "--state", "file:x"]))
+    assert auto.pgp_keys == () and not auto.plaintext_unseal_keys  # recovery keys: not this rule's
+    grant = ["--role-binding", "vault-bootstrap-1", "--job-name", "vault-bootstrap-1", "--job-uid", "0f0e-1a2b-3c4d"]
+    config, _ = config_from_args(build_parser().parse_args([*files, *plaintext, *grant, "--state", "file:x"]))
+    assert config.job_grant == JobGrant("vault-bootstrap-1", "vault-bootstrap-1", "0f0e-1a2b-3c4d")
+    (tmp_path / "p").write_text("pw")
+    (tmp_path / "a").write_text("policy")
+    config = replace(config, password_file=str(tmp_path / "p"), admin_policy_file=str(tmp_path / "a"))
+    with pytest.raises(UsageError, match="needs the kubernetes-secret state store"):
+        run(config, FileStateStore(tmp_path / "state.json"), log=lambda m: None)

@@ -364,3 +364,85 @@ def test_stop_releases_the_port() -> None:
     server.stop()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+# --- RBAC objects, owners and the garbage collector (the bootstrap Job's grant) ----------------------------
+
+RB_PATH = "/apis/rbac.authorization.k8s.io/v1/namespaces/grant/rolebindings"
+
+
+def test_a_role_binding_grants_its_roles_rules_and_goes_with_its_owner() -> None:
+    with KubeAPIServer() as server:
+        server.create_service_account("grant", "runner")
+        token = server.mint_service_account_token("grant", "runner")
+        server.put_secret("grant", "state", {"k": "v"})
+        server.put_secret("grant", "other", {"k": "v"})
+        rules = [
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["state"], "verbs": ["get"]},
+            {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["rolebindings"],
+                "resourceNames": ["job-1"],
+                "verbs": ["patch", "delete"],
+            },
+        ]
+        server.put_role("grant", "runner", rules)
+        assert call(server, "GET", "/api/v1/namespaces/grant/secrets/state", token=token)[0] == 403
+        subjects = [{"kind": "ServiceAccount", "name": "runner", "namespace": "grant"}]
+        server.put_role_binding("grant", "job-1", "runner", subjects)
+        assert call(server, "GET", "/api/v1/namespaces/grant/secrets/state", token=token)[0] == 200
+        assert call(server, "GET", "/api/v1/namespaces/grant/secrets/other", token=token)[0] == 403  # resourceNames
+        assert call(server, "GET", "/api/v1/namespaces/grant/secrets", token=token)[0] == 403  # no list
+        merge = "application/merge-patch+json"
+        # roleRef is immutable; JSON (not a merge patch) is refused; a subject may be added by a requester that
+        # holds the Role (as the real escalation check allows), which the next test refuses to one that does not
+        status, body = call(
+            server, "PATCH", f"{RB_PATH}/job-1", token=token, content_type=merge, body={"roleRef": {"name": "admin"}}
+        )
+        assert status == 422 and "cannot change roleRef" in body["message"]
+        more = {"subjects": [*subjects, {"kind": "User", "name": "mallory"}]}
+        assert call(server, "PATCH", f"{RB_PATH}/job-1", token=token, content_type=merge, body=more)[0] == 200
+        server.put_role_binding("grant", "job-1", "runner", subjects)
+        server.put_role_binding("grant", "elsewhere", "other-role", [])
+        status, body = call(server, "PATCH", f"{RB_PATH}/elsewhere", token=token, content_type=merge, body={})
+        assert status == 403  # resourceNames: only its own binding
+        uid = server.create_job("grant", "job-1")
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "job-1", "uid": uid}
+        patch = {"metadata": {"ownerReferences": [owner]}}
+        assert call(server, "PATCH", f"{RB_PATH}/job-1", token=token, body=patch)[0] == 415
+        status, body = call(server, "PATCH", f"{RB_PATH}/job-1", token=token, content_type=merge, body=patch)
+        assert status == 200 and body["metadata"]["ownerReferences"] == [owner]
+        assert server.collect_garbage() == []  # the owner exists
+        server.delete_job("grant", "job-1")
+        assert server.get_role_binding("grant", "job-1") is None
+        assert call(server, "GET", "/api/v1/namespaces/grant/secrets/state", token=token)[0] == 403
+        assert server.get_role_binding("grant", "elsewhere") is not None  # no owner: the collector leaves it
+
+
+def test_setting_an_owner_needs_delete_on_the_binding() -> None:
+    """OwnerReferencesPermissionEnforcement (modelled as enabled): patch alone cannot set an owner."""
+    with KubeAPIServer() as server:
+        server.create_service_account("grant", "runner")
+        token = server.mint_service_account_token("grant", "runner")
+        rule = {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["patch"]}
+        server.put_role("grant", "runner", [rule])
+        server.put_role_binding("grant", "job-1", "runner", [{"kind": "ServiceAccount", "name": "runner"}])
+        patch = {"metadata": {"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]}}
+        status, body = call(
+            server, "PATCH", f"{RB_PATH}/job-1", token=token, content_type="application/merge-patch+json", body=patch
+        )
+        assert status == 403 and 'cannot delete resource "rolebindings"' in body["message"]
+
+
+def test_changing_a_binding_of_a_role_one_does_not_hold_is_an_escalation() -> None:
+    with KubeAPIServer() as server:
+        server.create_service_account("grant", "editor")
+        token = server.mint_service_account_token("grant", "editor")
+        server.allow_service_account("grant", "editor", ["patch", "delete"], ["rolebindings"], "grant")
+        server.put_role_binding("grant", "admins", "admin", [])
+        merge = "application/merge-patch+json"
+        more = {"subjects": [{"kind": "ServiceAccount", "name": "editor", "namespace": "grant"}]}
+        status, body = call(server, "PATCH", f"{RB_PATH}/admins", token=token, content_type=merge, body=more)
+        assert status == 403 and "attempting to grant RBAC permissions not currently held" in body["message"]
+        labels = {"metadata": {"finalizers": ["x"]}}  # a garbage-collection field only: no escalation check
+        assert call(server, "PATCH", f"{RB_PATH}/admins", token=token, content_type=merge, body=labels)[0] == 200

@@ -101,6 +101,7 @@ def test_every_rule_is_mandatory_and_named() -> None:
         "vault-roles-and-policies-typed",
         "no-plaintext-credentials-in-config",
         "admission-policy-enforced",
+        "vault-unseal-keys-encrypted",
         "vso-connections-verify-tls",
         "charts-and-images-pinned",
         "no-plaintext-secret-inputs",
@@ -1206,6 +1207,71 @@ def test_the_configs_audit_mode_is_refused_outside_development_stacks() -> None:
                 assert len(violations("admission-policy-enforced", audit)) == 2
         with stack_config({**cli_config("hub"), "fedobs:developmentMode": "true"}):
             assert violations("admission-policy-enforced", audit) == []
+
+
+# --- the unseal keys are stored encrypted outside development stacks -------------------------------------
+
+JOB = "kubernetes:batch/v1:Job"
+
+
+def bootstrap_job_args(command: list[str], env: list[dict[str, str]] | None = None) -> ResourceValidationArgs:
+    container: dict[str, Any] = {"name": "bootstrap", "image": "img:1", "command": command}
+    if env is not None:
+        container["env"] = env
+    return validation_args(
+        JOB, {"spec": {"template": {"spec": {"containers": [container]}}}}, name="hub-vault-bootstrap"
+    )
+
+
+def test_the_pack_the_component_and_the_program_spell_the_plaintext_flag_alike() -> None:
+    from components.vault import PLAINTEXT_UNSEAL_KEYS_FLAG
+    from programs.vault_bootstrap.__main__ import build_parser
+
+    assert rules.PLAINTEXT_UNSEAL_KEYS_FLAG == PLAINTEXT_UNSEAL_KEYS_FLAG
+    parsed = build_parser().parse_args([PLAINTEXT_UNSEAL_KEYS_FLAG, "true"])
+    assert parsed.insecure_plaintext_unseal_keys_for_development == "true"
+    variable = PLAINTEXT_UNSEAL_KEYS_FLAG.removeprefix("--").upper().replace("-", "_")
+    assert f"VAULT_BOOTSTRAP_{variable}" == rules.PLAINTEXT_UNSEAL_KEYS_ENV
+
+
+def test_a_bootstrap_job_with_plaintext_unseal_keys_fails_outside_development_stacks() -> None:
+    base = ["python", "-m", "programs.vault_bootstrap", "--seal", "shamir"]
+    failing = [
+        (bootstrap_job_args([*base, rules.PLAINTEXT_UNSEAL_KEYS_FLAG, "true"]), "passes --insecure-plaintext"),
+        (bootstrap_job_args([*base, f"{rules.PLAINTEXT_UNSEAL_KEYS_FLAG}=true"]), "passes --insecure-plaintext"),
+        (bootstrap_job_args(base, [{"name": rules.PLAINTEXT_UNSEAL_KEYS_ENV, "value": "true"}]), "sets VAULT_"),
+    ]
+    for config in (cli_config("hub"), {**cli_config("hub"), "fedobs:developmentMode": "false"}, None):
+        with stack_config(config):
+            for args, named in failing:
+                one_violation("vault-unseal-keys-encrypted", args, named, "fedobs:vault.operatorPgpKeys")
+    with stack_config({**cli_config("hub"), "fedobs:developmentMode": "true"}):
+        for args, _ in failing:
+            assert violations("vault-unseal-keys-encrypted", args) == []
+
+
+def test_a_bootstrap_job_with_pgp_keys_or_another_program_passes() -> None:
+    with stack_config(cli_config("hub")):
+        for args in (
+            bootstrap_job_args(["python", "-m", "programs.vault_bootstrap", "--pgp-key", "bXk="]),
+            bootstrap_job_args(["python", "-m", "programs.vault_bootstrap", rules.PLAINTEXT_UNSEAL_KEYS_FLAG, "false"]),
+            bootstrap_job_args(["python", "-m", "programs.other", rules.PLAINTEXT_UNSEAL_KEYS_FLAG, "true"]),
+        ):
+            assert violations("vault-unseal-keys-encrypted", args) == []
+
+
+def test_the_kind_example_may_keep_plaintext_unseal_keys_because_it_is_a_development_stack() -> None:
+    """examples/kind sets insecurePlaintextUnsealKeysForDevelopment (with developmentMode): the pack
+    accepts its bootstrap Job there and refuses the same plan once the stack is not marked development."""
+    config, secret_keys = load_stack_file("kind", REPO / "examples" / "kind")
+    assert config["fedobs:vault"]["insecurePlaintextUnsealKeysForDevelopment"] is True
+    recording = run_program("kind", config, secret_keys)
+    assert recording.error is None, recording.error
+    runner = PackRunner([RULES["vault-unseal-keys-encrypted"]])
+    assert runner.run(recording, engine_form(config)) == []
+    production = {**engine_form(config), "fedobs:developmentMode": "false"}
+    (found,) = runner.run(recording, production)
+    assert found.urn.endswith("::hub-vault-bootstrap") and "passes --insecure-plaintext" in found.message
 
 
 # --- the whole pack over the recorded hub and edge plans ------------------------------------------------

@@ -14,7 +14,14 @@ from pydantic import TypeAdapter, ValidationError
 from components.programs_image import PLACEHOLDER, ProgramsImage, is_pinned_by_digest
 from components.versions import PROGRAMS_IMAGE_REPOSITORY
 from config import ConfigError, parse_stack_config
-from offline.engine import RELEASED_PROGRAMS_IMAGE, ROOT, Recording, load_stack_file, run_program
+from offline.engine import (
+    RELEASED_PROGRAMS_IMAGE,
+    ROOT,
+    Recording,
+    load_stack_file,
+    plan_operator_pgp_keys,
+    run_program,
+)
 
 NS = "fedobs:"
 DIGEST = "sha256:" + "ab" * 32
@@ -88,15 +95,18 @@ def test_a_tag_is_a_config_error_outside_development_mode_only() -> None:
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
 def test_the_shipped_files_hold_the_placeholder_and_nothing_else_stops_them(stack: str) -> None:
-    """As shipped, a stack fails on its programs image (and its secrets, which Pulumi cannot decrypt);
-    the offline plan fills the slot as an operator does, with a digest no registry serves."""
+    """As shipped, a stack fails on its programs image, the hub also on its operators' PGP keys (and its
+    secrets, which Pulumi cannot decrypt); the offline plan fills the slots as an operator does, with a
+    digest no registry serves and public keys whose private halves nobody holds."""
     data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
     assert data["config"]["fedobs:programsImage"] == PLACEHOLDER
     raw, secret = raw_config(stack, released=False)
     with pytest.raises(ConfigError) as caught:
         parse_stack_config(stack, raw, secret)
-    assert [p.key for p in caught.value.problems] == ["fedobs:programsImage"]
-    assert "placeholder" in caught.value.problems[0].message
+    slots = {"hub": [f"fedobs:vault.operatorPgpKeys[{i}]" for i in range(5)], "edge": []}[stack]
+    assert [p.key for p in caught.value.problems] == ["fedobs:programsImage", *slots]
+    assert all("placeholder" in p.message for p in caught.value.problems)
+    assert raw_config(stack)[0]["vault"].get("operatorPgpKeys", []) == plan_operator_pgp_keys()[: len(slots)]
     assert raw_config(stack)[0]["programsImage"] == RELEASED_PROGRAMS_IMAGE != PLACEHOLDER
 
 

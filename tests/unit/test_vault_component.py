@@ -12,7 +12,7 @@ from hcl2 import SerializationOptions
 
 from components.transit_unseal import transit_policy_hcl
 from components.vault_server_config import VaultServerSpec, server_certificate_dns_names
-from offline.engine import RELEASED_PROGRAMS_IMAGE, Recording, load_stack_file, run_program
+from offline.engine import RELEASED_PROGRAMS_IMAGE, RecordedResource, Recording, load_stack_file, run_program
 from rig.vault_cluster import bootstrap_job
 
 HUB_REF = "organization/fedobs/hub"
@@ -303,13 +303,64 @@ def test_bootstrap_job_is_restricted_and_least_privileged(hub: Recording) -> Non
     role = k8s_object(hub, "Role", "vault-bootstrap")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vault-init"], "verbs": ["get", "update"]},
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["rolebindings"],
+            "resourceNames": [job["metadata"]["name"]],
+            "verbs": ["patch", "delete"],
+        },
     ], "no create: RBAC cannot scope it by name, and a created token Secret would be any account's"
     state = hub.one("kubernetes:core/v1:Secret", "hub-vault-init-state")
     assert state.inputs["metadata"]["name"] == "vault-init" and "data" not in state.inputs
     assert "stringData" not in state.inputs
     assert state.protect and sorted(state.ignore_changes) == ["data", "stringData"]
-    job = next(r for r in hub.of_type("kubernetes:batch/v1:Job"))
-    assert state.urn in job.dependencies, "the Job starts once the Secret it writes exists"
+    job_resource = hub.one("kubernetes:batch/v1:Job", "hub-vault-bootstrap")
+    assert state.urn in job_resource.dependencies, "the Job starts once the Secret it writes exists"
+
+
+def test_the_bootstrap_grant_lives_only_while_its_job_runs(hub: Recording) -> None:
+    """The grant is a RoleBinding named like the Job, created before it; the Job hands the binding its
+    own name and uid (downward API) so the run can make the binding the Job's dependent, and is deleted
+    as soon as it finishes (tests/real/test_pods.py runs this against the Kubernetes API stand-in)."""
+    job = bootstrap_job(hub)
+    binding_resource = hub.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "hub-vault-bootstrap-binding")
+    binding = binding_resource.inputs
+    assert binding["metadata"] == {"name": job["metadata"]["name"], "namespace": "vault"}
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vault-bootstrap"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "vault-bootstrap", "namespace": "vault"}]
+    job_resource = hub.one("kubernetes:batch/v1:Job", "hub-vault-bootstrap")
+    assert binding_resource.urn in job_resource.dependencies, "the grant exists before the Pod starts"
+    assert job["spec"]["ttlSecondsAfterFinished"] == 0
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    labels = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert labels == {
+        "VAULT_BOOTSTRAP_ROLE_BINDING": "metadata.labels['batch.kubernetes.io/job-name']",
+        "VAULT_BOOTSTRAP_JOB_NAME": "metadata.labels['batch.kubernetes.io/job-name']",
+        "VAULT_BOOTSTRAP_JOB_UID": "metadata.labels['batch.kubernetes.io/controller-uid']",
+    }
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # nothing else in the stack binds the bootstrap's account
+    bound = [
+        r.name
+        for r in hub.resources
+        if r.type.endswith(("RoleBinding", "ClusterRoleBinding"))
+        and any(s.get("name") == "vault-bootstrap" for s in r.inputs.get("subjects") or [])
+    ]
+    assert bound == ["hub-vault-bootstrap-binding"]
+
+
+def test_a_new_bootstrap_job_comes_with_a_new_binding(hub: Recording) -> None:
+    config, secret_keys = load_stack_file("hub")
+    config = copy.deepcopy(config)
+    config["fedobs:vault"]["adminCredentialGeneration"] = 2
+    rotated = run_program("hub", config, secret_keys)
+    assert rotated.error is None, rotated.error
+    for recording in (hub, rotated):
+        binding = recording.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "hub-vault-bootstrap-binding")
+        role = k8s_object(recording, "Role", "vault-bootstrap")
+        assert binding.inputs["metadata"]["name"] == bootstrap_job(recording)["metadata"]["name"]
+        assert role["rules"][1]["resourceNames"] == [bootstrap_job(recording)["metadata"]["name"]]
+    assert bootstrap_job(hub)["metadata"]["name"] != bootstrap_job(rotated)["metadata"]["name"]
 
 
 @pytest.mark.parametrize("stack", ["hub", "edge"])
@@ -422,17 +473,42 @@ def test_snapshot_cronjob(hub: Recording) -> None:
     assert bucket.provider.startswith(provider.urn + "::")
 
 
+def admin_passwords(recording: Recording) -> dict[str, RecordedResource]:
+    return {r.name.rsplit("-", 1)[1]: r for r in recording.of_type("random:index/randomPassword:RandomPassword")}
+
+
+def admin_credential(recording: Recording) -> dict[str, str]:
+    secret = recording.one("kubernetes:core/v1:Secret", "hub-vault-admin-credential")
+    assert "stringData" in secret.secret_inputs
+    return dict(secret.inputs["stringData"])
+
+
 def test_bumping_the_admin_credential_generation_replaces_password_and_reruns_bootstrap(hub: Recording) -> None:
+    """One password slot per generation parity: a bump replaces only the slot of the new generation, so
+    the Job's Secret carries the new password and, as ``previous-password``, the one Vault still has."""
     config, secret_keys = load_stack_file("hub")
-    config = copy.deepcopy(config)
-    config["fedobs:vault"]["adminCredentialGeneration"] = 2
-    rotated = run_program("hub", config, secret_keys)
-    assert rotated.error is None, rotated.error
-    before = hub.one("random:index/randomPassword:RandomPassword")
-    after = rotated.one("random:index/randomPassword:RandomPassword")
-    assert before.inputs["keepers"] == {"generation": "1"} and after.inputs["keepers"] == {"generation": "2"}
+    generations: dict[int, Recording] = {1: hub}
+    for generation in (2, 3):
+        config = copy.deepcopy(config)
+        config["fedobs:vault"]["adminCredentialGeneration"] = generation
+        generations[generation] = run_program("hub", config, secret_keys)
+        assert generations[generation].error is None, generations[generation].error
+    keepers = {
+        g: {k: r.inputs["keepers"]["generation"] for k, r in admin_passwords(rec).items()}
+        for g, rec in generations.items()
+    }
+    assert keepers == {1: {"odd": "1", "even": "0"}, 2: {"odd": "1", "even": "2"}, 3: {"odd": "3", "even": "2"}}
+    # the current slot takes over the one password resource of earlier versions (an upgrade keeps Vault's)
+    for generation, recording in generations.items():
+        current = "odd" if generation % 2 else "even"
+        for label, resource in admin_passwords(recording).items():
+            alias = [{"name": "hub-vault-admin-password"}] if label == current else []
+            assert [{k: v for k, v in a.items() if k == "name"} for a in resource.aliases] == alias
+    credentials = {g: admin_credential(rec) for g, rec in generations.items()}
+    assert credentials[2]["previous-password"] == credentials[1]["password"] != credentials[2]["password"]
+    assert credentials[3]["previous-password"] == credentials[2]["password"] != credentials[3]["password"]
     old_job = bootstrap_job(hub)
-    new_job = bootstrap_job(rotated)
+    new_job = bootstrap_job(generations[2])
     assert old_job["metadata"]["name"] != new_job["metadata"]["name"]
     assert old_job["spec"] == new_job["spec"]
     assert not any("mock-password" in part for part in new_job["metadata"]["name"])
