@@ -8,11 +8,15 @@ stored and its KV version: the Kubernetes Secrets (the hub's own API, not Vault)
 and only a copy whose expected content does not match the index is read from Vault. The document::
 
     {"verifiedAt": "2026-12-06T04:00:00Z",
-     "paths": {"edges/edge-eu/otel-client-tls": {"sha256": "<hex>", "version": 3}, ...}}
+     "paths": "{\"edges/edge-eu/otel-client-tls\":{\"sha256\":\"<hex>\",\"version\":3},...}"}
 
 ``sha256`` is :func:`digest` of the KV secret's data (canonical JSON); ``version`` is its KV version
 (a write's check-and-set needs it, and the pass reports it). ``verifiedAt`` is when a pass last read
-every indexed path from Vault itself.
+every indexed path from Vault itself. ``paths`` is that map as ONE string of JSON, not a nested map:
+the audit device logs every response with each string value replaced by its HMAC and map keys in
+clear (seen in the real server's log: ``{"edges/fleet-00/...": {"sha256": "hmac-sha256:...",
+"version": 2}, ...}``, ~150 bytes per edge), so a nested map would make each pass's audited read grow
+with the fleet; one string is one HMAC, the same size for 2 or 1000 edges.
 
 What it guarantees (``programs.cert_sync.sync``, ``_hub_pass``):
 
@@ -42,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["VERIFY_SECONDS", "Entry", "Index", "digest", "parse"]
+__all__ = ["VERIFY_SECONDS", "Index", "IndexEntry", "digest", "parse"]
 
 VERIFY_SECONDS = 3600.0
 """A pass whose index was verified longer ago than this reads every path from Vault."""
@@ -58,7 +62,7 @@ def digest(data: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class Entry:
+class IndexEntry:
     """What the index says is stored at one path: the data's :func:`digest` and its KV version."""
 
     sha256: str
@@ -69,7 +73,7 @@ class Entry:
 class Index:
     """The document's content (``verified_at`` ``None``: it vouches for nothing, verify everything)."""
 
-    entries: Mapping[str, Entry]
+    entries: Mapping[str, IndexEntry]
     verified_at: _dt.datetime | None
 
     def fresh(self, now: _dt.datetime) -> bool:
@@ -83,16 +87,17 @@ class Index:
     def document(self) -> dict[str, Any]:
         """The KV data to store (``verified_at`` must be set)."""
         assert self.verified_at is not None
+        paths = {p: {"sha256": e.sha256, "version": e.version} for p, e in sorted(self.entries.items())}
         return {
             VERIFIED_AT: self.verified_at.astimezone(_dt.UTC).strftime(_RFC3339_UTC),
-            PATHS: {p: {"sha256": e.sha256, "version": e.version} for p, e in sorted(self.entries.items())},
+            PATHS: json.dumps(paths, sort_keys=True, separators=(",", ":")),
         }
 
 
 EMPTY = Index({}, None)
 
 
-def _entry(value: object) -> Entry | None:
+def _entry(value: object) -> IndexEntry | None:
     if not isinstance(value, dict):
         return None
     sha, version = value.get("sha256"), value.get("version")
@@ -100,7 +105,7 @@ def _entry(value: object) -> Entry | None:
         return None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         return None
-    return Entry(sha, version)
+    return IndexEntry(sha, version)
 
 
 def parse(data: Mapping[str, Any] | None) -> Index:
@@ -108,12 +113,15 @@ def parse(data: Mapping[str, Any] | None) -> Index:
     valid index in every part: one malformed entry and nothing of it is trusted."""
     if not data:
         return EMPTY
-    stamp, paths = data.get(VERIFIED_AT), data.get(PATHS)
-    if not isinstance(stamp, str) or not isinstance(paths, dict):
+    stamp, text = data.get(VERIFIED_AT), data.get(PATHS)
+    if not isinstance(stamp, str) or not isinstance(text, str):
         return EMPTY
     try:
         verified_at = _dt.datetime.strptime(stamp, _RFC3339_UTC).replace(tzinfo=_dt.UTC)
-    except ValueError:
+        paths = json.loads(text)
+    except ValueError:  # json.JSONDecodeError is one
+        return EMPTY
+    if not isinstance(paths, dict):
         return EMPTY
     entries = {path: _entry(value) for path, value in paths.items()}
     valid = {path: entry for path, entry in entries.items() if entry is not None and isinstance(path, str)}

@@ -817,7 +817,9 @@ def _indexed_pass(args: argparse.Namespace, vault: VaultHttp, jwt: str, sources:
             versions = {p: s.version for p, s in states.items()} | {
                 p.removeprefix(f"{mount}/data/"): v for p, v in outcome.written
             }
-            entries = {i.kv_path: cert_index.Entry(cert_index.digest(i.bundle), versions[i.kv_path]) for i in items}
+            entries = {
+                i.kv_path: cert_index.IndexEntry(cert_index.digest(i.bundle), versions[i.kv_path]) for i in items
+            }
             fresh = cert_index.Index(
                 {p: e for p, e in entries.items() if p in copies}, now if verify else stored.verified_at
             )

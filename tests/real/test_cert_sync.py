@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import queue
 import re
@@ -1057,10 +1058,16 @@ class Fleet:
 
     def assert_index_true(self, edges: int = FLEET_SIZE) -> None:
         """The index vouches only for what is really stored, and for every copy once it is written."""
-        paths = self.index()["paths"]
+        paths = self.paths()
         for path, entry in paths.items():
             assert entry == {"sha256": digest(self.env.hub.kv(path) or {}), "version": self.env.hub.version(path)}
         assert set(paths) == {GATEWAY_KV, *(fleet_kv(i) for i in range(edges))}
+
+    def paths(self) -> dict[str, Any]:
+        """The index's map, stored as one JSON string (one HMAC in the audit log, whatever N)."""
+        decoded = json.loads(self.index()["paths"])
+        assert isinstance(decoded, dict)
+        return decoded
 
     def set_verified_at(self, stamp: str) -> None:
         self.env.hub.put(HUB_INDEX_KV_PATH, {**self.index(), "verifiedAt": stamp})
@@ -1126,6 +1133,7 @@ def test_the_index_is_the_hub_cert_syncs_alone(env: Env, fleet: Fleet) -> None:
 def test_a_pass_with_nothing_new_costs_the_same_for_2_and_20_edges(env: Env, fleet: Fleet) -> None:
     """Counted in the hub's real audit log: login, the index, the two trust bundles, revoke."""
     counted: dict[int, list[str]] = {}
+    audited: dict[int, int] = {}
     for edges in (FLEET_SIZE, 2):
         fleet.synced(edges)  # the index now covers exactly these edges
         mark = env.hub.audit_mark()
@@ -1133,8 +1141,12 @@ def test_a_pass_with_nothing_new_costs_the_same_for_2_and_20_edges(env: Env, fle
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(f"cert-sync: synced 0, unchanged {edges + 3} "), result.stdout
         counted[edges] = hub_requests(env, mark)
+        audited[edges] = env.hub.audit_mark() - mark
         fleet.assert_index_true(edges)
     assert counted[2] == counted[FLEET_SIZE]
+    # and its audited bytes: the index's map is one string, one HMAC in the log, whatever the fleet
+    print(f"audited bytes of a no-change pass: {audited}")
+    assert abs(audited[FLEET_SIZE] - audited[2]) < 100, audited
     assert sorted(counted[2]) == sorted(
         [
             "update auth/kubernetes/login",
@@ -1190,8 +1202,15 @@ def test_a_hand_changed_copy_is_repaired_at_the_next_verification(env: Env, flee
 
 @pytest.mark.parametrize(
     "index",
-    [None, {"verifiedAt": "yesterday", "paths": {}}, {"verifiedAt": "2999-01-01T00:00:00Z", "paths": {}}, {"paths": 3}],
-    ids=["missing", "bad date", "future", "not a map"],
+    [
+        None,
+        {"verifiedAt": "yesterday", "paths": "{}"},
+        {"verifiedAt": "2999-01-01T00:00:00Z", "paths": "{}"},
+        {"verifiedAt": "NOW", "paths": 3},
+        {"verifiedAt": "NOW", "paths": "{not json"},
+        {"verifiedAt": "NOW", "paths": '{"edges/fleet-00/otel-client-tls": {"sha256": "00", "version": 1}}'},
+    ],
+    ids=["missing", "bad date", "future", "not a string", "not json", "bad entry"],
 )
 def test_a_missing_or_corrupt_index_means_verify_everything(
     env: Env, fleet: Fleet, index: dict[str, Any] | None
@@ -1199,8 +1218,9 @@ def test_a_missing_or_corrupt_index_means_verify_everything(
     fleet.synced()
     if index is None:
         assert env.hub.api("DELETE", f"kv/metadata/{HUB_INDEX_KV_PATH}").status == 204
-    else:
-        env.hub.put(HUB_INDEX_KV_PATH, index)
+    else:  # "NOW": a fresh date, so that only the broken part can make it verify
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        env.hub.put(HUB_INDEX_KV_PATH, {k: now if v == "NOW" else v for k, v in index.items()})
     mark = env.hub.audit_mark()
     result = fleet.run()
     requests = hub_requests(env, mark)  # before this test's own (root) reads join the log
@@ -1230,7 +1250,7 @@ def test_a_refused_write_leaves_the_index_true(env: Env, fleet: Fleet) -> None:
     )
     index = f"kv/data/{HUB_INDEX_KV_PATH}"
     assert env.hub.kv_writes(mark) == [index, f"kv/data/{fleet_kv(2)}", f"kv/data/{fleet_kv(5)}"]
-    paths = fleet.index()["paths"]
+    paths = fleet.paths()
     assert fleet_kv(2) not in paths and fleet_kv(5) not in paths
     for path, entry in paths.items():  # what it still vouches for is true
         assert entry == {"sha256": digest(env.hub.kv(path) or {}), "version": env.hub.version(path)}
