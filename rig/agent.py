@@ -364,9 +364,7 @@ def agent_config_from_annotations(
     _bool(annotations, "agent-run-as-same-user", False)
     inject_token = _bool(annotations, "agent-inject-token", False)
     exit_on_err = _bool(annotations, "agent-auto-auth-exit-on-err", _DEFAULT_AUTO_AUTH_EXIT_ON_ERR)
-    exit_on_retry_failure = _bool(
-        annotations, "template-config-exit-on-retry-failure", _DEFAULT_EXIT_ON_RETRY_FAILURE
-    )
+    exit_on_retry_failure = _bool(annotations, "template-config-exit-on-retry-failure", _DEFAULT_EXIT_ON_RETRY_FAILURE)
     exit_after_auth = pre_populate_only if exit_after_auth_override is None else exit_after_auth_override
     home = _home(secrets_dir, home_dir)
 

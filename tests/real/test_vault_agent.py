@@ -760,14 +760,17 @@ def test_failures_end_the_pre_populate_run_with_the_reason(hub: Hub, case: str, 
         assert "(exceeded maximum retries)" in result.stdout
 
 
+GO_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
 def logged_retry_pauses(log: str) -> list[float]:
     """The pauses (seconds) in the agent's ``(retry attempt <n> after "<Go duration>")`` lines, in order."""
     pauses = []
     for number, (attempt, duration) in enumerate(re.findall(r'\(retry attempt (\d+) after "([^"]+)"\)', log), 1):
         assert int(attempt) == number, log
-        unit = re.fullmatch(r"([0-9.]+)(ms|s|m)", duration)
-        assert unit is not None, duration
-        pauses.append(float(unit.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0}[unit.group(2)])
+        parts = re.findall(r"([0-9.]+)(ms|s|m|h)", duration)  # Go's format: 500ms, 2s, 1m0s
+        assert "".join(number + unit for number, unit in parts) == duration, duration
+        pauses.append(sum(float(number) * GO_UNITS[unit] for number, unit in parts))
     return pauses
 
 

@@ -246,7 +246,10 @@ def test_failure_settings_come_from_the_annotations_with_the_injectors_defaults(
     assert not {"exit_on_err", "min_backoff", "max_backoff"} & set(method)
     assert "retry" not in config(bare)["vault"][0]
     assert config(bare)["template_config"] == [{"exit_on_retry_failure": True}]
-    off = bare | {PREFIX + "template-config-exit-on-retry-failure": "false", PREFIX + "agent-auto-auth-exit-on-err": "0"}
+    off = bare | {
+        PREFIX + "template-config-exit-on-retry-failure": "false",
+        PREFIX + "agent-auto-auth-exit-on-err": "0",
+    }
     assert config(off)["template_config"] == [{"exit_on_retry_failure": False}]
     assert "exit_on_err" not in config(off)["auto_auth"][0]["method"][0]["kubernetes"]
     for value in ("5", "2 s", "two"):  # the injector's time.ParseDuration refuses these (missing unit, space)
