@@ -108,7 +108,9 @@ openbao/openbao commit df6ce2cebaa823979215c116a16820aa913fe3b1, the same code i
   the pauses starting at ``min_backoff`` (else 250 ms) and doubling up to ``max_backoff`` (else
   1 min) (openbao/openbao-template ``config/retry.go:12-22``, ``110-135``;
   :func:`template_retry_sleeps`); then, with ``exit_on_retry_failure``, the agent exits non-zero.
-  With no backoff annotation that is about 304 s of pauses (measured with ``bao agent`` 2.7.2).
+  With no backoff annotation that is 303.75 s of pauses: measured once (not in the suite) with
+  ``bao agent`` 2.7.2 on the denied-path case without the backoff annotations, exit 1 after 304.3 s,
+  the logged pauses exactly the model's 0.25 s doubling to 1 min.
 
 So what a failure costs is decided by the annotations the stack sets
 (``components.agent_injector.PRE_POPULATE_FAILURE``), and the tests measure exactly that.
