@@ -10,14 +10,18 @@ state: nothing changed), each repetition measures the bytes the file audit devic
   difference between a follower run of ``FOLLOWER_POLLS + 1`` polls and one of a single poll; and
   what one token adds at the hub (that single-poll run less one poll: its login, secret_id lookup,
   first data read and revocation, an upper bound of a login and a revoke);
-* one pass of the hub's cert-sync CronJob, and the part of it one edge certificate adds (its KV read);
+* one pass of the hub's cert-sync CronJob while nothing changes (with its index it reads no edge's
+  copy, so its bytes do not depend on the number of edges: ``programs.cert_sync.index``), and the
+  part one edge certificate adds to the hourly verification pass (its KV read; the index's
+  ``verifiedAt`` set back an hour to make the measured pass that one);
 * one refresh of the edge's ``VaultStaticSecret`` (a KV read with the operator's token) and one
   login of its ``VaultAuth``;
 * the probes' endpoints (``sys/health``, ``sys/seal-status``, ``sys/leader``), which Vault does not audit.
 
-From the rates the stacks render (the hub CronJob's schedule and passes, the edge follower's poll and
-its hub token's TTL, ``refreshAfter``, the VSO role's token TTL) it derives the bytes per day each
-edge writes to its own audit volume and adds to the hub's, the days until a volume of the stack's
+From the rates the stacks render (the hub CronJob's schedule and passes, the index's verification
+interval, the edge follower's poll and its hub token's TTL, ``refreshAfter``, the VSO role's token
+TTL) it derives the bytes per day each edge writes to its own audit volume and adds to the hub's, the
+days until a volume of the stack's
 ``auditStorageSize`` would be full without rotation, and the days of history the rotated, compressed
 files keep (``components/vault_audit.py``: archives up to ``MAX_USED_PERCENT`` of the volume,
 compressed at the ratio measured on these very entries).
@@ -31,11 +35,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.certsync import EDGE, Peers, peers
+from bench.certsync import EDGE, Peers, force_verification, peers
 from components.settings import quantity_bytes
 from components.vault_audit import MAX_USED_PERCENT
 from offline.secret_flow import cronjob_cadence, workload_cadence
 from programs.cert_sync.follow import TOKEN_RESERVE_SECONDS
+from programs.cert_sync.index import VERIFY_SECONDS
 from rig.hub_edge import cert_sync_workload, k8s_object, run_cert_sync, vso_login
 from rig.tls_vault import Vault
 
@@ -78,15 +83,15 @@ def _follower(p: Peers, runs: dict[str, list[int]]) -> None:
     runs["edge_token_hub"].append(one[0] - (many[0] - one[0]) // FOLLOWER_POLLS)
 
 
-def _kv_read_bytes(audit_log: Path, since: int) -> list[int]:
-    """Bytes of each request+response pair on a ``kv/data/`` path written after ``since``."""
+def _kv_read_bytes(audit_log: Path, since: int, prefix: str = "kv/data/") -> list[int]:
+    """Bytes of each request+response pair on a path under ``prefix`` written after ``since``."""
     with open(audit_log, "rb") as handle:
         handle.seek(since)
         lines = handle.read().splitlines(keepends=True)
     sizes: dict[str, int] = {}
     for line in lines:
         entry = json.loads(line)
-        if str(entry["request"].get("path", "")).startswith("kv/data/"):
+        if str(entry["request"].get("path", "")).startswith(prefix):
             sizes[entry["request"]["id"]] = sizes.get(entry["request"]["id"], 0) + len(line)
     return list(sizes.values())
 
@@ -97,7 +102,7 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
         "edge_pass_hub": [],
         "edge_token_hub": [],
         "hub_pass_hub": [],
-        "hub_pass_certificate": [],
+        "hub_verify_certificate": [],
         "vso_refresh": [],
         "vso_login": [],
         "unaudited": [],
@@ -112,8 +117,11 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
             hub_mark = p.hub_vault.audit_mark()
             _pass(p, "hub")
             runs["hub_pass_hub"].append(p.hub_vault.audit_mark() - hub_mark)
-            runs["hub_pass_certificate"].append(
-                int(statistics.median(_kv_read_bytes(p.hub_vault.audit_path, hub_mark)))
+            force_verification(p)
+            hub_mark = p.hub_vault.audit_mark()
+            _pass(p, "hub")
+            runs["hub_verify_certificate"].append(
+                int(statistics.median(_kv_read_bytes(p.hub_vault.audit_path, hub_mark, "kv/data/edges/")))
             )
 
             def refresh() -> None:
@@ -146,13 +154,13 @@ def measure(workdir: Path, reps: int = 3) -> dict[str, Any]:
     hub_day_per_edge = (
         rates["edge_passes"] * per["edge_pass_hub"]
         + rates["edge_tokens"] * per["edge_token_hub"]
-        + rates["hub_passes"] * per["hub_pass_certificate"]
+        + rates["hub_verifications"] * per["hub_verify_certificate"]
     )
-    # the hub's own load, whatever its edges: its cert-sync pass without the edges' certificates, and
-    # its VaultStaticSecrets (refreshes and logins as measured on the edge: the same requests)
-    hub_day_base = rates["hub_passes"] * (
-        per["hub_pass_hub"] - certificates * per["hub_pass_certificate"]
-    ) + hub_static_secrets * (rates["vso_refreshes"] * per["vso_refresh"] + rates["vso_logins"] * per["vso_login"])
+    # the hub's own load, whatever its edges: its cert-sync passes (with the index a pass reads no
+    # edge's copy), and its VaultStaticSecrets (refreshes and logins as measured on the edge)
+    hub_day_base = rates["hub_passes"] * per["hub_pass_hub"] + hub_static_secrets * (
+        rates["vso_refreshes"] * per["vso_refresh"] + rates["vso_logins"] * per["vso_login"]
+    )
     archive = volume * MAX_USED_PERCENT / 100
     hubs = {
         edges: {
@@ -196,7 +204,10 @@ def _rates(p: Peers) -> dict[str, float]:
     cadence = cronjob_cadence(k8s_object(p.hub, "CronJob", "cert-sync")["spec"])
     if cadence.schedule != "* * * * *":
         raise RuntimeError(f"the hub cert-sync schedule {cadence.schedule!r} is not every minute")
-    rates: dict[str, float] = {"hub_passes": 1440.0 * cadence.passes}
+    rates: dict[str, float] = {
+        "hub_passes": 1440.0 * cadence.passes,
+        "hub_verifications": SECONDS_PER_DAY / VERIFY_SECONDS,
+    }
     follower = workload_cadence(k8s_object(p.edge, cert_sync_workload(p.edge), "cert-sync"))
     rates["edge_passes"] = SECONDS_PER_DAY / follower.max_gap
     approle = next(

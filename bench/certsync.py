@@ -10,8 +10,10 @@ evaluated with the real hub's outputs and its configuration applied to a second 
 stacks' own cert-sync CronJobs run as their pods would (``run_cert_sync``: one pass each, the
 interpreter start included, as in a Job's container).
 
-Per repetition: a full sync (every hub path deleted first, so every certificate is written), a
-no-op run (nothing changed: its writes are counted in the hub's audit log), and a renewal (one
+Per repetition: a full sync (every hub path and the pass's index deleted first, so every certificate
+is written), a no-op run (nothing changed: its writes are counted in the hub's audit log; with the
+index it reads no copy, ``programs.cert_sync.index``), the hourly verification (the index's
+``verifiedAt`` set an hour back: the pass reads every copy, writes the index), and a renewal (one
 edge's Secret replaced, then the hub run that writes it and the edge follower's poll that pulls it:
 the two run times of the rotation delay).
 
@@ -103,6 +105,16 @@ class Peers:
     synced_paths: list[str]
     pki: Pki
     workdir: Path
+    #: The hub pass's index (``--index``), bookkeeping beside the synced paths.
+    index_path: str
+
+
+def force_verification(p: Peers) -> None:
+    """Make the next hub pass the hourly one: the index's ``verifiedAt`` an hour and more back (as root)."""
+    stored = p.hub_vault.kv(p.index_path)
+    if stored is None:
+        raise RuntimeError(f"no index at kv/{p.index_path}: has the hub's cert-sync run?")
+    p.hub_vault.put(p.index_path, {**stored, "verifiedAt": "2000-01-01T00:00:00Z"})
 
 
 @contextmanager
@@ -139,7 +151,7 @@ def peers(workdir: Path, edges: int) -> Iterator[Peers]:
         publish_pki(hub, hub_kube, pki)
         options = hub_cert_sync_options(hub)
         paths = [*(spec.kv_path for spec in options.secrets), *options.trust.bundles]
-        yield Peers(hub, edge, hub_vault, edge_vault, hub_kube, edge_kube, paths, pki, workdir)
+        yield Peers(hub, edge, hub_vault, edge_vault, hub_kube, edge_kube, paths, pki, workdir, options.index)
 
 
 @dataclass(frozen=True)
@@ -162,14 +174,16 @@ def _run(p: Peers, side: str) -> Run:
 
 
 def measure(workdir: Path, edges: int = 100, reps: int = 5) -> dict[str, Any]:
-    runs: dict[str, list[Run]] = {"full": [], "noop": [], "rotation_hub": [], "rotation_edge": []}
+    runs: dict[str, list[Run]] = {"full": [], "noop": [], "verify": [], "rotation_hub": [], "rotation_edge": []}
     with peers(workdir, edges) as p:
         certificates = len(p.synced_paths)
         for _ in range(reps):
-            for path in p.synced_paths:
+            for path in [*p.synced_paths, p.index_path]:
                 p.hub_vault.api("DELETE", f"kv/metadata/{path}")
             runs["full"].append(_run(p, "hub"))
             runs["noop"].append(_run(p, "hub"))
+            force_verification(p)
+            runs["verify"].append(_run(p, "hub"))
             renewed = p.pki.renew_client(EDGE).secret_data
             p.hub_kube.put_secret("fedobs-pki", f"otel-client-tls-{EDGE}", renewed, type="kubernetes.io/tls")
             runs["rotation_hub"].append(_run(p, "hub"))
@@ -196,6 +210,10 @@ def measure(workdir: Path, edges: int = 100, reps: int = 5) -> dict[str, Any]:
         "noop_writes": max(r.vault_writes for r in runs["noop"]),
         "noop_vault_requests_per_certificate": median("noop", "vault_requests") / certificates,
         "noop_kube_requests_per_certificate": median("noop", "kube_requests") / certificates,
+        "noop_vault_requests": median("noop", "vault_requests"),
+        "verify_seconds": median("verify", "seconds"),
+        "verify_writes": median("verify", "vault_writes"),
+        "verify_vault_requests_per_certificate": median("verify", "vault_requests") / certificates,
         "rotation_hub_seconds": median("rotation_hub", "seconds"),
         "rotation_hub_writes": median("rotation_hub", "vault_writes"),
         "rotation_edge_seconds": median("rotation_edge", "seconds"),

@@ -65,6 +65,36 @@ class InjectedCredential:
     connection: Mapping[str, str | int] = field(default_factory=dict)
 
 
+#: How the agent of a run-to-completion workload (a Job's init container, the only agent it has) ends
+#: on a failure: with a non-zero exit and the reason in its log, so that the Pod fails and the Job
+#: reports it, instead of the injector's default of retrying until ``activeDeadlineSeconds``.
+#: (vault-k8s v1.7.6 ``agent-inject/agent/``; the agent's side: docs/dynamic-secrets.md.)
+#:
+#: - ``agent-auto-auth-exit-on-err`` (``annotations.go:333``; default false, ``agent.go:39``): a
+#:   refused login (wrong role or ServiceAccount), a TLS name mismatch or an unreachable Vault ends
+#:   the agent at once; without it the login is retried forever (1 s doubling to 5 min).
+#: - ``auth-min-backoff``/``auth-max-backoff`` (``annotations.go:307-313``, Go durations): with
+#:   exit-on-err they never pause a login; the agent also uses them as the base and cap of its
+#:   template retries (12, fixed: the injector writes no ``vault.retry``), so a read that keeps
+#:   failing (a path outside the role's policy, a database error) ends after 0.5+1+10x2 = 21.5 s of
+#:   pauses instead of about 304 s (250 ms doubling to 1 min). That is also how long a Job's start
+#:   rides out a Vault that answers errors; a retried Pod (``backoffLimit``) gets the same again.
+#:   OpenBao's agent wants min < max.
+#: - ``template-config-exit-on-retry-failure`` (``annotations.go:283``): true is the injector's
+#:   default already (``agent.go:36``, the chart's ``agentDefaults.templateConfig``); set here so that
+#:   an injector deployed with another default cannot turn a failed render into an agent that keeps
+#:   running with missing files.
+#:
+#: Long-running Pods (the agent as a sidecar) keep the injector's defaults: a sidecar that exits
+#: restarts, and a Deployment's Pod waits in ``Init`` rather than failing.
+PRE_POPULATE_FAILURE: Mapping[str, str] = {
+    "agent-auto-auth-exit-on-err": "true",
+    "auth-min-backoff": "500ms",
+    "auth-max-backoff": "2s",
+    "template-config-exit-on-retry-failure": "true",
+}
+
+
 #: A projected service-account token for audience ``vault`` (the roles require that audience);
 #: the agent logs in with it instead of the Kubernetes API token.
 TOKEN_VOLUME = "vault-token"
@@ -116,7 +146,8 @@ def injector_annotations(
 ) -> dict[str, str]:
     """Annotations for a Pod template. ``run_to_completion`` (Jobs, CronJobs): the agent only
     pre-populates and exits, because a sidecar would keep the Pod from finishing; its token goes to
-    :data:`TOKEN_FILE` so that the workload can revoke it, and the credentials with it, when done."""
+    :data:`TOKEN_FILE` so that the workload can revoke it, and the credentials with it, when done;
+    and it fails fast (:data:`PRE_POPULATE_FAILURE`)."""
     if not credentials:
         raise ValueError("a workload with injected credentials needs at least one credential")
     if run_to_completion and any(c.name == TOKEN_FILE.rsplit("/", 1)[1] for c in credentials):
@@ -136,6 +167,7 @@ def injector_annotations(
         # (agent-revoke-on-shutdown applies to sidecars only); sidecars revoke it themselves
         "agent-inject-token": "true" if run_to_completion else "false",
         "agent-service-account-token-volume-name": TOKEN_VOLUME,
+        **(PRE_POPULATE_FAILURE if run_to_completion else {}),
     }
     for credential in credentials:
         annotations[f"agent-inject-secret-{credential.name}"] = credential.path

@@ -18,7 +18,7 @@ from components.cert_sync_cadence import (
 from components.kubernetes_auth import WorkloadRole
 from components.otlp_pki import EDGE_CLIENT_TLS_KV_PATH
 from components.pod_security import SECRET_FILE_MODE, restricted_container, restricted_namespace, restricted_pod
-from components.vault_names import CERT_SYNC_ROLE, in_cluster_address
+from components.vault_names import CERT_SYNC_ROLE, OTEL_KV_PREFIX, in_cluster_address
 from components.vault_policies import kv_write, render_policy
 from components.vault_server_config import TLS_DIR
 from components.vso import DistributionSettings
@@ -34,6 +34,10 @@ HUB_CREDENTIAL_SECRET = "hub-credential"
 #: The edge's hub secret_id: created by Pulumi once, then owned by the follower, which replaces it
 #: through the Kubernetes API (``programs.cert_sync.follow``); Pulumi ignores changes to its data.
 HUB_SECRET_ID_SECRET = "hub-secret-id"
+#: The hub cert-sync's index of what it wrote (``programs.cert_sync.index``): a pass reads it instead
+#: of every edge's copy. Below the reserved ``otel/`` prefix; only the hub's cert-sync role may read
+#: or write it (an edge's AppRole reads ``edges/<edge>/*`` only, ``components.vault_config``).
+HUB_INDEX_KV_PATH = f"{OTEL_KV_PREFIX}/cert-sync-index"
 #: Failed polls in a row before the follower exits (the pod restarts): 8 x 75 s = 10 minutes.
 FOLLOW_MAX_FAILURES = 8
 
@@ -68,8 +72,10 @@ def written_paths(source: HubSource | EdgeSource) -> list[str]:
 
 
 def cert_sync_role(source: HubSource | EdgeSource, kv_mount: str) -> WorkloadRole:
-    """The Vault role the job logs in with: check-and-set writes on exactly the paths it syncs."""
-    grants = [g for path in written_paths(source) for g in kv_write(kv_mount, path)]
+    """The Vault role the job logs in with: check-and-set writes on exactly the paths it syncs and,
+    on the hub, its index."""
+    index = [HUB_INDEX_KV_PATH] if isinstance(source, HubSource) else []
+    grants = [g for path in [*written_paths(source), *index] for g in kv_write(kv_mount, path)]
     return WorkloadRole(
         name=ROLE,
         service_account=SERVICE_ACCOUNT,
@@ -96,6 +102,8 @@ def command(source: HubSource | EdgeSource, interval: int) -> list[str]:
             *[part for secret, path in sorted(source.secrets.items()) for part in ("--secret", f"{secret}={path}")],
             *[part for pair in (*trust, *peers) for part in pair],
             *lead,
+            "--index",
+            HUB_INDEX_KV_PATH,
             *cadence,
         ]
     return [

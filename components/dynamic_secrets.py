@@ -224,7 +224,8 @@ class DynamicSecrets(pulumi.ComponentResource):
     Guarantees: the namespace runs restricted Pods; its ServiceAccount is the one the consumer's
     Vault role is bound to (the role and its read-only policy come from the consumer declaration);
     the injector annotations are on the Pod template, never on the ServiceAccount; Jobs use
-    pre-populate-only agents; tokens are revoked on shutdown.
+    pre-populate-only agents that end the Pod with the reason when they cannot log in or render
+    (``agent_injector.PRE_POPULATE_FAILURE``); tokens are revoked on shutdown.
     """
 
     def __init__(

@@ -57,6 +57,17 @@ volume-name``                       points (``jwt_file`` here)
                                     default ``key: value`` template is not a format the project's
                                     loader reads, so a missing template is refused)
 ``agent-inject-perms-<name>``       ``template { perms }``
+``agent-auto-auth-exit-on-err``     ``auto_auth { method { exit_on_err } }``, only when true (the
+                                    injector's ``omitempty``); default false
+``auth-min-backoff``                ``… method { min_backoff }`` / ``max_backoff`` (absent: not
+``auth-max-backoff``                written, the agent's 1 s / 5 min); a Go duration with a unit,
+                                    as the injector's ``time.ParseDuration`` check demands. The
+                                    agent also takes them as the template engine's retry backoff
+                                    (:func:`template_retry_sleeps`)
+``template-config-exit-on-retry-    ``template_config { exit_on_retry_failure }``; default true
+failure``                           (the injector's flag of that name, whose default the chart's
+                                    ``agentDefaults.templateConfig.exitOnRetryFailure: true``
+                                    keeps, fills the annotation in when a Pod has none)
 (consistency)                       refused: a template that does not read the path its
                                     ``agent-inject-secret-<name>`` names (the injector would
                                     render it anyway; the annotation would then mislead)
@@ -64,13 +75,45 @@ volume-name``                       points (``jwt_file`` here)
 
 Always added, as in the injector's generated config: ``pid_file`` and a file ``sink`` at
 ``<home_dir>/.vault-token`` (the injector's ``/home/vault/.pid`` and ``/home/vault/.vault-token``),
-``left_delimiter``/``right_delimiter`` ``{{``/``}}`` and ``template_config { exit_on_retry_failure =
-true }`` (the injector's default). Added beyond the injector's defaults, because without them a
-failure hangs instead of failing (measured with ``bao agent`` 2.7.2): ``exit_on_err = true`` on the
-auto-auth method (the injector's ``agent-auto-auth-exit-on-err`` defaults to false: a 403 login
-retries forever) and ``vault { retry { num_retries = 2 } }`` (else a template 403 takes ~300 s).
-With them a refused login, a denied path or a TLS name mismatch ends a pre-populate run with a
-non-zero exit and the reason in its output within about a second.
+``left_delimiter``/``right_delimiter`` ``{{``/``}}``. Nothing is added beyond it: in particular no
+``vault { retry }`` block, which the injector never writes.
+
+**Failure behaviour comes from the annotations alone** (sources: hashicorp/vault-k8s v1.7.6, commit
+fbc5b1f0cd4d1c7dd5a8830e32c8ed636d7318d7, ``agent-inject/agent/``; the agent's side in
+openbao/openbao commit df6ce2cebaa823979215c116a16820aa913fe3b1, the same code in hashicorp/vault
+``command/agent``):
+
+* ``config.go:233-275`` (``newConfig``) is the whole config, for the init container
+  (``exit_after_auth = true``) and the sidecar alike. Its ``VaultConfig`` (``config.go:41-49``)
+  has no ``retry`` field, so the agent's ``vault.retry.num_retries`` is always its default, 12.
+  ``Method.ExitOnErr``/``MinBackoff``/``MaxBackoff`` (``config.go:63-67``, ``omitempty``) come
+  from ``agent-auto-auth-exit-on-err`` (``annotations.go:333-334``, ``883-889``; default
+  ``DefaultAutoAuthEnableOnExit = false``, ``agent.go:39``) and ``auth-min-backoff``/
+  ``auth-max-backoff`` (``annotations.go:307-313``, checked with ``time.ParseDuration`` at
+  ``562-584``, read at ``agent.go:416-417``; the injector's own ``-auth-min/max-backoff`` flags
+  default to empty, ``subcommand/injector/flags.go:223-226``). ``TemplateConfig.ExitOnRetryFailure``
+  (``config.go:125``, always written) comes from ``template-config-exit-on-retry-failure``
+  (``annotations.go:283-286``, ``550-552``, ``856-862``; ``DefaultTemplateConfigExitOnRetryFailure =
+  true``, ``agent.go:36``).
+* ``client-max-retries`` (``annotations.go:225-226``) only becomes ``VAULT_MAX_RETRIES`` in the
+  agent's environment (``container_env.go:59-64``): the HTTP client's retries of 5xx answers
+  (``internal/command/agent.go:367-374``), not the template engine's retries of a 403; not mapped.
+* Auto-auth (``internal/command/agentproxyshared/auth/auth.go:116-130``): with ``exit_on_err`` a
+  failed login (refused role, TLS name mismatch, Vault unreachable) returns at once and the agent
+  exits non-zero with the error; without it the login is retried forever, the pause doubling from
+  ``min_backoff`` (1 s) to ``max_backoff`` (5 min) (``auth.go:22-23``, ``535-543``). OpenBao refuses
+  ``min_backoff >= max_backoff`` (``auth.go:143-145``).
+* Templates (``internal/command/agent/internal/ctmanager/runner_config.go:61-66, 94-110``): a read
+  that fails (e.g. 403, a path outside the role's policy) is retried ``num_retries`` (12) times,
+  the pauses starting at ``min_backoff`` (else 250 ms) and doubling up to ``max_backoff`` (else
+  1 min) (openbao/openbao-template ``config/retry.go:12-22``, ``110-135``;
+  :func:`template_retry_sleeps`); then, with ``exit_on_retry_failure``, the agent exits non-zero.
+  With no backoff annotation that is 303.75 s of pauses: measured once (not in the suite) with
+  ``bao agent`` 2.7.2 on the denied-path case without the backoff annotations, exit 1 after 304.3 s,
+  the logged pauses exactly the model's 0.25 s doubling to 1 min.
+
+So what a failure costs is decided by the annotations the stack sets
+(``components.agent_injector.PRE_POPULATE_FAILURE``), and the tests measure exactly that.
 
 :func:`select_injected_secrets` keeps only some of a Pod's injected files (all their annotations,
 nothing else changed), for a run that has only some of the declared backends (``make demo`` without
@@ -86,6 +129,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -109,12 +153,25 @@ __all__ = [
     "pre_stop_revocation",
     "run_agent",
     "select_injected_secrets",
+    "template_retry_sleeps",
 ]
 
 PREFIX = "vault.hashicorp.com/"
 #: The injector's ``DefaultRevokeGrace`` (seconds), used when ``agent-revoke-grace`` is not set.
 DEFAULT_REVOKE_GRACE = 5
 _DEFAULT_AUTH_PATH = "auth/kubernetes"
+#: The injector's defaults when the annotation is absent (vault-k8s ``agent-inject/agent/agent.go:36,39``).
+_DEFAULT_EXIT_ON_RETRY_FAILURE = True
+_DEFAULT_AUTO_AUTH_EXIT_ON_ERR = False
+#: The agent's template retries with no ``vault.retry`` (the injector writes none) and no backoff
+#: annotations: openbao-template ``config/retry.go:12-22`` (attempts, base, cap in seconds).
+_TEMPLATE_RETRY_ATTEMPTS = 12
+_TEMPLATE_RETRY_BACKOFF = 0.25
+_TEMPLATE_RETRY_MAX_BACKOFF = 60.0
+#: A Go ``time.Duration`` as ``time.ParseDuration`` reads it (units required: the injector refuses
+#: a bare number), e.g. ``500ms``, ``2s``, ``1m30s``.
+_GO_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h)")
+_GO_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 #: Pod-wide annotations the mapping knows (without the prefix).
 _POD_KEYS = frozenset(
@@ -132,6 +189,10 @@ _POD_KEYS = frozenset(
         "agent-run-as-same-user",
         "agent-service-account-token-volume-name",
         "agent-inject-token",
+        "agent-auto-auth-exit-on-err",
+        "auth-min-backoff",
+        "auth-max-backoff",
+        "template-config-exit-on-retry-failure",
     }
 )
 #: Per-secret annotations (``<key>-<name>``) the mapping knows.
@@ -195,6 +256,31 @@ def _split(annotations: Mapping[str, str]) -> tuple[dict[str, str], dict[str, di
             raise ValueError(f"annotation {full!r} names no secret")
         secrets.setdefault(name, {})[secret_key] = value
     return pod, secrets
+
+
+def _duration(annotations: Mapping[str, str], key: str) -> float | None:
+    """A Go-duration annotation in seconds (``None`` if absent), refused as the injector refuses it."""
+    raw = annotations.get(PREFIX + key)
+    if raw is None:
+        return None
+    if not re.fullmatch(f"(?:{_GO_DURATION.pattern})+", raw):
+        raise ValueError(f"{PREFIX}{key}: {raw!r} is not a Go duration with a unit (e.g. 500ms, 2s)")
+    return sum(
+        float(m.group(1)) * _GO_UNIT_SECONDS[m.group(2)]
+        for m in re.finditer(r"([0-9]*\.?[0-9]*)(ns|us|µs|μs|ms|s|m|h)", raw)
+    )
+
+
+def template_retry_sleeps(annotations: Mapping[str, str]) -> tuple[float, ...]:
+    """The pauses (seconds) of the agent's template engine between the attempts of a read that keeps
+    failing, before it gives up (and, with ``exit_on_retry_failure``, the agent exits): 12 retries
+    (the injector writes no ``vault.retry``), base ``auth-min-backoff`` (else 250 ms) doubling up to
+    ``auth-max-backoff`` (else 1 min). openbao ``ctmanager/runner_config.go:61-66, 94-110`` and
+    openbao-template ``config/retry.go:110-135`` (``RetryFunc``), transcribed."""
+    base = _duration(annotations, "auth-min-backoff") or _TEMPLATE_RETRY_BACKOFF
+    cap = _duration(annotations, "auth-max-backoff") or _TEMPLATE_RETRY_MAX_BACKOFF
+    until_cap = int(math.log2(cap / base))
+    return tuple(cap if retry > until_cap else 2**retry * base for retry in range(_TEMPLATE_RETRY_ATTEMPTS))
 
 
 def select_injected_secrets(annotations: Mapping[str, str], names: Collection[str]) -> dict[str, str]:
@@ -279,6 +365,8 @@ def agent_config_from_annotations(
     _bool(annotations, "agent-revoke-on-shutdown", False)  # validated; see pre_stop_revocation
     _bool(annotations, "agent-run-as-same-user", False)
     inject_token = _bool(annotations, "agent-inject-token", False)
+    exit_on_err = _bool(annotations, "agent-auto-auth-exit-on-err", _DEFAULT_AUTO_AUTH_EXIT_ON_ERR)
+    exit_on_retry_failure = _bool(annotations, "template-config-exit-on-retry-failure", _DEFAULT_EXIT_ON_RETRY_FAILURE)
     exit_after_auth = pre_populate_only if exit_after_auth_override is None else exit_after_auth_override
     home = _home(secrets_dir, home_dir)
 
@@ -294,15 +382,12 @@ def agent_config_from_annotations(
         "",
         "vault {",
         *vault,
-        "  retry {",
-        "    num_retries = 2",
-        "  }",
         "}",
         "",
         "auto_auth {",
         '  method "kubernetes" {',
         f"    mount_path = {_hcl(pod.get('auth-path') or _DEFAULT_AUTH_PATH)}",
-        "    exit_on_err = true",
+        *_method_failure(annotations, exit_on_err),
         "    config = {",
         f"      role = {_hcl(role)}",
         f"      token_path = {_hcl(jwt_file)}",
@@ -317,7 +402,7 @@ def agent_config_from_annotations(
         "}",
         "",
         "template_config {",
-        "  exit_on_retry_failure = true",
+        f"  exit_on_retry_failure = {_hcl(exit_on_retry_failure)}",
         "}",
     ]
     for secret in secrets:
@@ -333,6 +418,16 @@ def agent_config_from_annotations(
             lines.append(f"  perms = {_hcl(secret.perms)}")
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _method_failure(annotations: Mapping[str, str], exit_on_err: bool) -> list[str]:
+    """``exit_on_err`` (written only when true, as the injector's ``omitempty``) and the backoff
+    bounds the annotations give (none written when absent)."""
+    lines = ["    exit_on_err = true"] if exit_on_err else []
+    for key, setting in (("auth-min-backoff", "min_backoff"), ("auth-max-backoff", "max_backoff")):
+        if _duration(annotations, key) is not None:
+            lines.append(f"    {setting} = {_hcl(annotations[PREFIX + key])}")
+    return lines
 
 
 def _token_sink(secrets_dir: str, inject_token: bool) -> list[str]:

@@ -29,6 +29,12 @@ Run it as ``python -m programs.cert_sync hub|edge [options]``. Python standard l
       ``--trust``): the copy stored at ``KV_PATH`` carries that bundle as its ``ca.crt`` instead of
       its own issuer: what its holder verifies its peer with (an edge verifies the gateway's server
       certificate with the server bundle).
+    * ``--index KV_PATH`` (the hub CronJob gives it): the pass does not read every copy from Vault to
+      learn whether it changed; one index document at ``KV_PATH`` holds the SHA-256 and KV version of
+      what each copy holds, and only a copy whose expected content it does not vouch for is read
+      (rule 2 below), all of them when the index is older than an hour, missing or malformed
+      (:mod:`programs.cert_sync.index`). A pass where nothing changed costs the hub's Vault a login,
+      one read (plus one per trust bundle) and a revoke, however many edges there are.
 ``edge`` mode
     Logs in to the hub Vault with the edge's AppRole (``--hub-role-id-file``,
     ``--hub-secret-id-file``), reads ``<hub-kv-mount>/data/edges/<EDGE>/otel-client-tls``, revokes
@@ -45,7 +51,9 @@ projected token in ``--jwt-file``) and follow the same rules:
    written at all.
 2. For every target path the current version is read first (``GET <kv>/data/<path>``). Identical
    content: no write. Otherwise one write with ``options.cas`` = the version just read (0 when the
-   path has no secret yet). The mount must be KV v2 (``cas_required`` is expected); a write that
+   path has no secret yet). With ``--index`` a path the index vouches for is not read, unless it is
+   about to be written: every write follows a read of the version it replaces. The mount must be
+   KV v2 (``cas_required`` is expected); a write that
    Vault refuses because the version moved on (a concurrent writer) is a failure, never retried
    blindly and never forced.
 3. Before the first write it asks ``sys/capabilities-self`` (granted by Vault's ``default``
@@ -63,8 +71,8 @@ harmless, but noisy). A failed run changes nothing that the next scheduled run c
 Vault capabilities it uses (for the Pulumi side, see also ``components.vault_policies.kv_write``):
 
 * target Vault, Kubernetes auth role: ``create``, ``read``, ``update`` on ``<kv>/data/<KV_PATH>``
-  for each ``--secret`` and ``--trust`` bundle (hub mode) or on ``<kv>/data/<kv-path>`` (edge
-  mode); optionally
+  for each ``--secret``, ``--trust`` bundle and the ``--index`` (hub mode) or on
+  ``<kv>/data/<kv-path>`` (edge mode); optionally
   ``update`` on ``sys/capabilities-self`` (in the ``default`` policy) for the pre-flight check.
 * hub Vault, the edge's AppRole (edge mode): ``read`` on ``<kv>/data/edges/<EDGE>/*``.
 * Kubernetes (hub mode): ``get`` on each ``--secret`` (a Role with ``resourceNames``); never on a
@@ -90,6 +98,7 @@ Options (flags win over environment variables)::
       --trust NS/NAME=BUNDLE_PATH repeatable                          CERT_SYNC_TRUST
       --peer-ca KV_PATH=BUNDLE_PATH  repeatable                       CERT_SYNC_PEER_CA
       --trust-lead SECONDS        [300]                               CERT_SYNC_TRUST_LEAD
+      --index KV_PATH             the pass's index [none: read all]   CERT_SYNC_INDEX
       --kube-api URL              [https://kubernetes.default.svc]    CERT_SYNC_KUBE_API
       --kube-token-file PATH      [/var/run/secrets/kubernetes.io/serviceaccount/token]
                                                                       CERT_SYNC_KUBE_TOKEN_FILE
@@ -162,6 +171,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from programs.cert_sync import index as cert_index
 from programs.cert_sync import trust
 from programs.cli import UsageErrorParser, env, raise_terminated
 from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
@@ -702,12 +712,135 @@ def cmd_hub(args: argparse.Namespace) -> Outcome:
     for refs in options.bundles.values():  # every trusted CA checked before logging in
         for ref in refs:
             next(s for s in sources if s.spec.ref == ref).issuer()
+    if args.index:
+        return _indexed_pass(args, vault, jwt, sources)
     if not options.bundles:
         return _into_target(args, vault, jwt, [Item(s.what, s.spec.kv_path, s.bundle, s.summary) for s in sources])
     paths = [*sorted(options.bundles), *(s.spec.kv_path for s in sources)]
     return _into_target(
         args, vault, jwt, lambda stored: plan_hub(sources, options, stored, _dt.datetime.now(_dt.UTC)), paths
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# hub mode with --index (programs.cert_sync.index): a pass's Vault reads do not grow with the edges
+# ---------------------------------------------------------------------------------------------
+def _expected(source: Source, options: TrustPlan, stored: Mapping[str, KvState]) -> dict[str, str]:
+    """What the copy of ``source`` holds when nothing changed: the Secret's bundle, with the stored
+    trust bundle as its ``ca.crt`` when it is a ``--peer-ca`` copy. A copy held back by the trust
+    logic differs, so it does not match the index and is read from Vault."""
+    bundle = dict(source.bundle)
+    peer = options.peer_ca.get(source.spec.kv_path)
+    state = stored.get(peer) if peer is not None else None
+    text = state.data.get("ca.crt") if state is not None and state.data else None
+    if isinstance(text, str):
+        bundle["ca.crt"] = text
+    return bundle
+
+
+def _confirmed_plan(
+    vault: VaultHttp,
+    token: str,
+    mount: str,
+    plan: Callable[[Mapping[str, KvState]], Sequence[Item]],
+    states: dict[str, KvState],
+    read: set[str],
+) -> list[Item]:
+    """``plan(states)``, where every path it would write was read from Vault in this pass: a path
+    known only from the index is read before it is written (nothing is overwritten on the index's
+    word alone); when what is stored differs from what the index said, plan again with it."""
+    while True:
+        items = list(plan(states))
+        unread = [i.kv_path for i in items if i.kv_path not in read and states[i.kv_path].data != i.bundle]
+        moved = False
+        for path in unread:
+            state = vault.kv_read(token, mount, path)
+            read.add(path)
+            if state != states[path]:
+                states[path], moved = state, True
+        if not moved:
+            return items
+
+
+def _known_states(
+    vault: VaultHttp, token: str, args: argparse.Namespace, sources: Sequence[Source], index: cert_index.Index
+) -> tuple[dict[str, KvState], set[str]]:
+    """The stored state of the trust bundles (always read) and of every copy: from the index when
+    the index vouches for the content the copy should have, else read from Vault. Also the paths
+    read from Vault."""
+    options: TrustPlan = args.trust
+    states = {path: vault.kv_read(token, args.kv_mount, path) for path in sorted(options.bundles)}
+    read = set(states)
+    for source in sources:
+        path = source.spec.kv_path
+        expected, entry = _expected(source, options, states), index.entries.get(path)
+        if entry is not None and entry.sha256 == cert_index.digest(expected):
+            states[path] = KvState(entry.version, expected)
+        else:
+            states[path] = vault.kv_read(token, args.kv_mount, path)
+            read.add(path)
+    return states, read
+
+
+def _store_index(vault: VaultHttp, token: str, args: argparse.Namespace, index: cert_index.Index, cas: int) -> int:
+    return vault.kv_write(token, args.kv_mount, args.index, index.document(), cas)
+
+
+def _indexed_pass(args: argparse.Namespace, vault: VaultHttp, jwt: str, sources: Sequence[Source]) -> Outcome:
+    """One hub pass with the index (module docstring of :mod:`programs.cert_sync.index`): login, the
+    index, the trust bundles, only the copies the index cannot vouch for, the writes, the index."""
+    options: TrustPlan = args.trust
+    now, mount = _dt.datetime.now(_dt.UTC), args.kv_mount
+    copies = {source.spec.kv_path for source in sources}
+
+    def plan(stored: Mapping[str, KvState]) -> list[Item]:
+        if options.bundles:
+            return plan_hub(sources, options, stored, now)
+        return [Item(s.what, s.spec.kv_path, s.bundle, s.summary) for s in sources]
+
+    with _side(TargetError):
+        token = vault.login_kubernetes(args.auth_path, args.role, jwt)
+        try:
+            index_state = vault.kv_read(token, mount, args.index)
+            stored = cert_index.parse(index_state.data)
+            verify = not stored.fresh(now)
+            states, read = _known_states(vault, token, args, sources, cert_index.EMPTY if verify else stored)
+            items = _confirmed_plan(vault, token, mount, plan, states, read)
+            cas = index_state.version
+            changing = {i.kv_path for i in items if states[i.kv_path].data != i.bundle}
+            if changing & set(stored.entries):  # never vouch for what this pass may change
+                stored = cert_index.Index(
+                    {p: e for p, e in stored.entries.items() if p not in changing}, stored.verified_at
+                )
+                cas = _store_index(vault, token, args, stored, cas)
+            outcome = write_changed(vault, token, mount, items, states)
+            versions = {p: s.version for p, s in states.items()} | {
+                p.removeprefix(f"{mount}/data/"): v for p, v in outcome.written
+            }
+            entries = {
+                i.kv_path: cert_index.IndexEntry(cert_index.digest(i.bundle), versions[i.kv_path]) for i in items
+            }
+            fresh = cert_index.Index(
+                {p: e for p, e in entries.items() if p in copies}, now if verify else stored.verified_at
+            )
+            if stored.verified_at is None or fresh.document() != stored.document():
+                _record(vault, token, args, fresh, cas, outcome)
+            return outcome
+        finally:
+            vault.revoke_self(token)
+
+
+def _record(
+    vault: VaultHttp, token: str, args: argparse.Namespace, index: cert_index.Index, cas: int, outcome: Outcome
+) -> None:
+    """Write the index after the copies; a failure names what the pass wrote before it."""
+    try:
+        _store_index(vault, token, args, index, cas)
+    except PodProgramError as exc:
+        if outcome.written:
+            done = ", ".join(f"{p} (version {v})" for p, v in outcome.written)
+            raise type(exc)(f"{exc} (written before this failure: {done})", exc.exit_code) from None
+        raise
 
 
 def cmd_edge(args: argparse.Namespace) -> Outcome:
@@ -862,6 +995,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("CERT_SYNC_TRUST_LEAD", str(DEFAULT_TRUST_LEAD)),
         help=f"seconds a new CA is trusted before its certificates are published "
         f"(default {DEFAULT_TRUST_LEAD:g}) [CERT_SYNC_TRUST_LEAD]",
+    )
+    hub.add_argument(
+        "--index",
+        default=env("CERT_SYNC_INDEX"),
+        metavar="KV_PATH",
+        help="the KV path of the index document: a pass reads the copies from Vault only when the index "
+        "cannot vouch for them, and all of them once an hour (programs.cert_sync.index) [CERT_SYNC_INDEX]",
     )
     hub.add_argument(
         "--kube-api",
@@ -1036,6 +1176,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if not args.secrets:
             raise UsageError("missing --secret NAMESPACE/NAME=KV_PATH (CERT_SYNC_SECRETS)")
         args.trust = _trust_plan(args)
+        if args.index:
+            taken = {spec.kv_path for spec in args.secrets} | set(args.trust.bundles)
+            if _check_kv_path(args.index, "--index") in taken:
+                raise UsageError(f"--index {args.index!r} is the KV path of a --secret or a --trust bundle")
         https_url(args.kube_api, "--kube-api")
     else:
         if not _DNS_LABEL.match(args.edge):

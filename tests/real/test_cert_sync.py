@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import queue
 import re
@@ -40,6 +41,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from components.cert_sync import HUB_INDEX_KV_PATH, HubSource, cert_sync_role, written_paths
 from components.cert_sync_cadence import (
     EDGE_SECRET_ID_TTL_SECONDS,
     EDGE_TOKEN_MAX_TTL_SECONDS,
@@ -47,8 +49,9 @@ from components.cert_sync_cadence import (
     EDGE_TOKEN_TTL_SECONDS,
 )
 from components.vault_config import edge_access_policy
-from components.vault_names import EDGE_APPROLE_MOUNT
+from components.vault_names import EDGE_APPROLE_MOUNT, OTEL_KV_PREFIX, RESERVED_KV_PREFIXES
 from components.vault_policies import kv_read, kv_write, render_policy
+from programs.cert_sync.index import digest
 from programs.cert_sync.sync import (
     EXIT_CONFLICT,
     EXIT_INVALID,
@@ -1002,3 +1005,297 @@ def test_a_failed_second_pass_ends_the_run_and_keeps_what_the_first_wrote(env: E
     assert env.writes(marks) == ([f"kv/data/{EDGE_KV}"], [])
     assert env.versions() == {**before, f"hub:{EDGE_KV}": before[f"hub:{EDGE_KV}"] + 1}
     assert env.hub.count(marks[0], "auth/kubernetes/login") == failed - 1  # the failed pass never logged in
+
+
+# ---------------------------------------------------------------------------------------------
+# hub mode with the index (programs.cert_sync.index): a pass's Vault cost does not grow with N
+# ---------------------------------------------------------------------------------------------
+FLEET_SIZE = 20
+FLEET_CLIENT_CA, FLEET_SERVER_CA = "otel/fleet-client-ca", "otel/fleet-server-ca"
+GATEWAY_SECRET, GATEWAY_KV = "fleet-gateway-tls", "otel/fleet-gateway-tls"
+
+
+def fleet_edge(i: int) -> str:
+    return f"fleet-{i:02d}"
+
+
+def fleet_kv(i: int) -> str:
+    return f"edges/{fleet_edge(i)}/otel-client-tls"
+
+
+@dataclass
+class Fleet:
+    """The shipped hub's shape for ``FLEET_SIZE`` edges: each edge's client certificate copied to
+    ``edges/<edge>/``, their CAs in a client trust bundle, a gateway certificate whose CAs form the
+    server bundle that every edge copy carries as its ``ca.crt`` (``--peer-ca``), and the index, all
+    under the policy the component renders (``components.cert_sync.cert_sync_role``)."""
+
+    env: Env
+    server_ca: TestCA
+    role: str = "cert-sync-fleet"
+
+    def flags(self, edges: int = FLEET_SIZE) -> list[str]:
+        flags = ["--role", self.role, "--index", HUB_INDEX_KV_PATH]
+        flags += ["--secret", f"{CERT_NS}/{GATEWAY_SECRET}={GATEWAY_KV}"]
+        flags += ["--trust", f"{CERT_NS}/{GATEWAY_SECRET}={FLEET_SERVER_CA}"]
+        for i in range(edges):
+            flags += ["--secret", f"{CERT_NS}/{fleet_edge(i)}={fleet_kv(i)}"]
+            flags += ["--trust", f"{CERT_NS}/{fleet_edge(i)}={FLEET_CLIENT_CA}"]
+            flags += ["--peer-ca", f"{fleet_kv(i)}={FLEET_SERVER_CA}"]
+        return flags
+
+    def run(self, *extra: str, edges: int = FLEET_SIZE) -> subprocess.CompletedProcess[str]:
+        return self.env.run_hub(*self.flags(edges), *extra)
+
+    def synced(self, edges: int = FLEET_SIZE) -> None:
+        result = self.run(edges=edges)
+        assert result.returncode == 0, result.stderr
+
+    def index(self) -> dict[str, Any]:
+        stored = self.env.hub.kv(HUB_INDEX_KV_PATH)
+        assert stored is not None
+        return stored
+
+    def assert_index_true(self, edges: int = FLEET_SIZE) -> None:
+        """The index vouches only for what is really stored, and for every copy once it is written."""
+        paths = self.paths()
+        for path, entry in paths.items():
+            assert entry == {"sha256": digest(self.env.hub.kv(path) or {}), "version": self.env.hub.version(path)}
+        assert set(paths) == {GATEWAY_KV, *(fleet_kv(i) for i in range(edges))}
+
+    def paths(self) -> dict[str, Any]:
+        """The index's map, stored as one JSON string (one HMAC in the audit log, whatever N)."""
+        decoded = json.loads(self.index()["paths"])
+        assert isinstance(decoded, dict)
+        return decoded
+
+    def set_verified_at(self, stamp: str) -> None:
+        self.env.hub.put(HUB_INDEX_KV_PATH, {**self.index(), "verifiedAt": stamp})
+
+
+def hub_requests(env: Env, mark: int) -> list[str]:
+    """Every request the hub's real audit device logged since ``mark``: operation and path."""
+    return [f"{r.get('operation')} {r.get('path')}" for r in env.hub.audit_requests(mark)]
+
+
+@pytest.fixture(scope="module")
+def fleet(env: Env) -> Fleet:
+    server_ca = TestCA("otel-fleet-server-ca")
+    gateway = server_ca.issue("otel-gateway", ["otel-gateway.example"], [])
+    env.put_secret(
+        GATEWAY_SECRET, {"tls.crt": gateway.cert_pem, "tls.key": gateway.key_pem, "ca.crt": server_ca.cert_pem}
+    )
+    for i in range(FLEET_SIZE):
+        env.put_secret(fleet_edge(i), env.new_client_cert(fleet_edge(i)))
+    names = [GATEWAY_SECRET, *(fleet_edge(i) for i in range(FLEET_SIZE))]
+    env.hub_kube.allow_service_account(SYNC_NS, SYNC_SA, ["get"], ["secrets"], namespace=CERT_NS, resource_names=names)
+    source = HubSource(
+        {f"{CERT_NS}/{GATEWAY_SECRET}": GATEWAY_KV}
+        | {f"{CERT_NS}/{fleet_edge(i)}": fleet_kv(i) for i in range(FLEET_SIZE)},
+        {
+            FLEET_SERVER_CA: (f"{CERT_NS}/{GATEWAY_SECRET}",),
+            FLEET_CLIENT_CA: tuple(f"{CERT_NS}/{fleet_edge(i)}" for i in range(FLEET_SIZE)),
+        },
+    )
+    kube_role(env.hub, "cert-sync-fleet", cert_sync_role(source, "kv").policy_hcl)
+    # the same grants but one copy read-only, and no default policy (no pre-flight): a refusal half-way
+    half = [g for g in kv_write_grants(source) if g.path != f"kv/data/{fleet_kv(5)}"] + kv_read("kv", fleet_kv(5))
+    kube_role(env.hub, "cert-sync-fleet-half", render_policy("cert-sync-fleet-half", half), default_policy=False)
+    return Fleet(env, server_ca)
+
+
+def kv_write_grants(source: HubSource) -> list[Any]:
+    return [g for path in [*written_paths(source), HUB_INDEX_KV_PATH] for g in kv_write("kv", path)]
+
+
+def test_the_index_is_the_hub_cert_syncs_alone(env: Env, fleet: Fleet) -> None:
+    """The fleet role may write it; no edge's AppRole may read it (their policy is unchanged)."""
+    fleet.synced()
+    login = env.hub.api("POST", "auth/kubernetes/login", {"role": fleet.role, "jwt": env.files["hub_jwt"].read_text()})
+    approle = env.hub.api(
+        "POST",
+        f"auth/{EDGE_APPROLE_MOUNT}/login",
+        {
+            "role_id": env.files[f"{EDGE}_role_id"].read_text().strip(),
+            "secret_id": env.files[f"{EDGE}_secret_id"].read_text().strip(),
+        },
+    )
+    index_path = f"kv/data/{HUB_INDEX_KV_PATH}"
+    for response, expected in ((login, ["create", "read", "update"]), (approle, ["deny"])):
+        assert response.status == 200, response.text
+        token = response.body["auth"]["client_token"]
+        caps = env.hub.api("POST", "sys/capabilities", {"token": token, "paths": [index_path]})
+        assert sorted(caps.data[index_path]) == expected
+        env.hub.api("POST", "auth/token/revoke-self", {}, token=token)
+    assert HUB_INDEX_KV_PATH.startswith(f"{OTEL_KV_PREFIX}/") and OTEL_KV_PREFIX in RESERVED_KV_PREFIXES
+
+
+def test_a_pass_with_nothing_new_costs_the_same_for_2_and_20_edges(env: Env, fleet: Fleet) -> None:
+    """Counted in the hub's real audit log: login, the index, the two trust bundles, revoke."""
+    counted: dict[int, list[str]] = {}
+    audited: dict[int, int] = {}
+    for edges in (FLEET_SIZE, 2):
+        fleet.synced(edges)  # the index now covers exactly these edges
+        mark = env.hub.audit_mark()
+        result = fleet.run(edges=edges)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"cert-sync: synced 0, unchanged {edges + 3} "), result.stdout
+        counted[edges] = hub_requests(env, mark)
+        audited[edges] = env.hub.audit_mark() - mark
+        fleet.assert_index_true(edges)
+    assert counted[2] == counted[FLEET_SIZE]
+    # and its audited bytes: the index's map is one string, one HMAC in the log, whatever the fleet
+    print(f"audited bytes of a no-change pass: {audited}")
+    assert abs(audited[FLEET_SIZE] - audited[2]) < 100, audited
+    assert sorted(counted[2]) == sorted(
+        [
+            "update auth/kubernetes/login",
+            f"read kv/data/{HUB_INDEX_KV_PATH}",
+            f"read kv/data/{FLEET_CLIENT_CA}",
+            f"read kv/data/{FLEET_SERVER_CA}",
+            "update auth/token/revoke-self",
+        ]
+    )
+
+
+def test_a_changed_secret_is_written_and_the_index_follows(env: Env, fleet: Fleet) -> None:
+    fleet.synced()
+    before = env.hub.version(fleet_kv(3))
+    renewed = env.new_client_cert(fleet_edge(3))
+    env.put_secret(fleet_edge(3), renewed)
+    mark = env.hub.audit_mark()
+    result = fleet.run()
+    requests = hub_requests(env, mark)  # before this test's own (root) reads join the log
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"cert-sync: synced 1, unchanged {FLEET_SIZE + 2} ")
+    stored = env.hub.kv(fleet_kv(3))
+    assert stored is not None and stored["tls.crt"] == renewed["tls.crt"]
+    assert stored["ca.crt"] == (env.hub.kv(FLEET_SERVER_CA) or {})["ca.crt"]  # the edge verifies the gateway
+    assert env.hub.version(fleet_kv(3)) == before + 1
+    index = f"kv/data/{HUB_INDEX_KV_PATH}"
+    # the index first stops vouching for the path, then the copy (read just before), then the index
+    assert env.hub.kv_writes(mark) == [index, f"kv/data/{fleet_kv(3)}", index]
+    edge_reads = [r for r in requests if r.startswith("read kv/data/edges/")]
+    assert edge_reads == [f"read kv/data/{fleet_kv(3)}"]
+    fleet.assert_index_true()
+
+
+def test_a_hand_changed_copy_is_repaired_at_the_next_verification(env: Env, fleet: Fleet) -> None:
+    fleet.synced()
+    good = env.hub.kv(fleet_kv(7))
+    assert good is not None
+    env.hub.put(fleet_kv(7), {**good, "tls.crt": good["tls.crt"] + "\n"})  # by hand, behind its back
+    assert fleet.run().returncode == 0  # a fresh index vouches for the old content: not seen yet
+    assert env.hub.kv(fleet_kv(7)) != good
+    fleet.set_verified_at("2000-01-01T00:00:00Z")  # an hour has passed
+    mark = env.hub.audit_mark()
+    result = fleet.run()
+    requests = hub_requests(env, mark)  # before this test's own (root) reads join the log
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"cert-sync: synced 1, unchanged {FLEET_SIZE + 2} ")
+    assert env.hub.kv(fleet_kv(7)) == good
+    reads = [r for r in requests if r.startswith("read kv/data/edges/")]
+    assert sorted(reads) == sorted({f"read kv/data/{fleet_kv(i)}" for i in range(FLEET_SIZE)})  # every copy
+    assert fleet.index()["verifiedAt"] > "2026"  # verified now
+    fleet.assert_index_true()
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        None,
+        {"verifiedAt": "yesterday", "paths": "{}"},
+        {"verifiedAt": "2999-01-01T00:00:00Z", "paths": "{}"},
+        {"verifiedAt": "NOW", "paths": 3},
+        {"verifiedAt": "NOW", "paths": "{not json"},
+        {"verifiedAt": "NOW", "paths": '{"edges/fleet-00/otel-client-tls": {"sha256": "00", "version": 1}}'},
+    ],
+    ids=["missing", "bad date", "future", "not a string", "not json", "bad entry"],
+)
+def test_a_missing_or_corrupt_index_means_verify_everything(
+    env: Env, fleet: Fleet, index: dict[str, Any] | None
+) -> None:
+    fleet.synced()
+    if index is None:
+        assert env.hub.api("DELETE", f"kv/metadata/{HUB_INDEX_KV_PATH}").status == 204
+    else:  # "NOW": a fresh date, so that only the broken part can make it verify
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        env.hub.put(HUB_INDEX_KV_PATH, {k: now if v == "NOW" else v for k, v in index.items()})
+    mark = env.hub.audit_mark()
+    result = fleet.run()
+    requests = hub_requests(env, mark)  # before this test's own (root) reads join the log
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"cert-sync: synced 0, unchanged {FLEET_SIZE + 3} ")
+    reads = [r for r in requests if r.startswith("read kv/data/edges/")]
+    assert len(reads) == FLEET_SIZE
+    assert env.hub.kv_writes(mark) == [f"kv/data/{HUB_INDEX_KV_PATH}"]  # only the index, rewritten
+    fleet.assert_index_true()
+
+
+@pytest.mark.usefixtures("restore_secrets")
+def test_a_refused_write_leaves_the_index_true(env: Env, fleet: Fleet) -> None:
+    """Two renewals; the second copy's write is refused half-way (no pre-flight without the default
+    policy): the first is written, the index vouches for neither, the next pass finishes the work."""
+    fleet.synced()
+    for i in (2, 5):
+        env.put_secret(fleet_edge(i), env.new_client_cert(fleet_edge(i)))
+    mark = env.hub.audit_mark()
+    result = fleet.run("--role", "cert-sync-fleet-half")
+    failed_with_one_line(
+        result,
+        EXIT_TARGET,
+        f"writing kv/data/{fleet_kv(5)}",
+        "HTTP 403",
+        f"written before this failure: kv/data/{fleet_kv(2)}",
+    )
+    index = f"kv/data/{HUB_INDEX_KV_PATH}"
+    assert env.hub.kv_writes(mark) == [index, f"kv/data/{fleet_kv(2)}", f"kv/data/{fleet_kv(5)}"]
+    paths = fleet.paths()
+    assert fleet_kv(2) not in paths and fleet_kv(5) not in paths
+    for path, entry in paths.items():  # what it still vouches for is true
+        assert entry == {"sha256": digest(env.hub.kv(path) or {}), "version": env.hub.version(path)}
+    mark = env.hub.audit_mark()
+    assert fleet.run().returncode == 0
+    requests = hub_requests(env, mark)
+    reads = [r for r in requests if r.startswith("read kv/data/edges/")]
+    assert sorted(reads) == [f"read kv/data/{fleet_kv(2)}", f"read kv/data/{fleet_kv(5)}"]
+    assert env.hub.kv_writes(mark) == [f"kv/data/{fleet_kv(5)}", index]  # 2 is already right
+    assert (env.hub.kv(fleet_kv(5)) or {})["tls.crt"] == env.current[fleet_edge(5)]["tls.crt"]
+    fleet.assert_index_true()
+
+
+def test_an_unreachable_vault_changes_nothing(env: Env, fleet: Fleet) -> None:
+    fleet.synced()
+    env.put_secret(fleet_edge(4), env.new_client_cert(fleet_edge(4)))
+    before = (env.hub.version(HUB_INDEX_KV_PATH), env.hub.version(fleet_kv(4)))
+    dead = f"https://127.0.0.1:{free_port()}"
+    failed_with_one_line(fleet.run("--vault-addr", dead), EXIT_TARGET, "connection refused")
+    assert (env.hub.version(HUB_INDEX_KV_PATH), env.hub.version(fleet_kv(4))) == before
+    fleet.assert_index_true()
+    assert fleet.run().returncode == 0
+    fleet.assert_index_true()
+
+
+def test_a_copy_the_index_vouches_for_is_read_before_it_is_written(env: Env, fleet: Fleet) -> None:
+    """The gateway moves to a new server CA: its bundle gains the CA and every edge copy (which carries
+    that bundle) changes. Each copy is read before its write; one changed by hand meanwhile is seen
+    (the plan is made again with it) and written with the version really stored."""
+    fleet.synced()
+    new_ca = TestCA("otel-fleet-server-ca-2")
+    gateway = new_ca.issue("otel-gateway", ["otel-gateway.example"], [])
+    env.put_secret(GATEWAY_SECRET, {"tls.crt": gateway.cert_pem, "tls.key": gateway.key_pem, "ca.crt": new_ca.cert_pem})
+    good = env.hub.kv(fleet_kv(9))
+    assert good is not None
+    hand = env.hub.put(fleet_kv(9), {**good, "tls.crt": good["tls.crt"] + "\n"})
+    mark = env.hub.audit_mark()
+    result = fleet.run()
+    requests = hub_requests(env, mark)  # before this test's own (root) reads join the log
+    assert result.returncode == 0, result.stderr
+    for i in range(FLEET_SIZE):
+        path = f"kv/data/{fleet_kv(i)}"
+        assert requests.index(f"read {path}") < requests.index(f"update {path}"), path
+    assert env.hub.version(fleet_kv(9)) == hand + 1
+    assert (env.hub.kv(fleet_kv(9)) or {})["tls.crt"] == good["tls.crt"]
+    bundle = (env.hub.kv(FLEET_SERVER_CA) or {})["ca.crt"]
+    assert all((env.hub.kv(fleet_kv(i)) or {})["ca.crt"] == bundle for i in range(FLEET_SIZE))
+    fleet.assert_index_true()

@@ -161,7 +161,7 @@ def test_the_edge_state_holds_its_own_credentials_and_nothing_of_another_edge(hu
     assert set(applied.tokens) == {"edge-eu-hub-transit-token"}
     assert set(applied.secret_ids) == {"edge-eu-hub-secret-id"}
     assert secret_value(edge, "vault-seal", "token") == applied.tokens["edge-eu-hub-transit-token"]
-    assert secret_value(edge, "hub-credential", "secret-id") == applied.secret_ids["edge-eu-hub-secret-id"]
+    assert secret_value(edge, "hub-secret-id", "secret-id") == applied.secret_ids["edge-eu-hub-secret-id"]
     assert secret_value(edge, "hub-credential", "role-id") == "edge-edge-eu"
     # what a StackReference gave the edge, and everything it declares, names no other edge
     state = json.dumps([outputs, edge.outputs, [r.inputs for r in edge.resources]])

@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import pytest
 
+from components.cert_sync_cadence import EDGE_TOKEN_NUM_USES, EDGE_TOKEN_TTL_SECONDS
 from offline.engine import RecordedResource, Recording
 from rig.applier import AppliedVault, VaultApplier
 from rig.databases import MariaDBServer, PostgresServer
@@ -222,7 +223,7 @@ def test_each_edge_credential_reads_its_own_prefix_and_nothing_else(configured: 
         assert login.status == 200, login.text
         token = login.body["auth"]["client_token"]
         assert login.body["auth"]["policies"] == [f"hub-access-{edge}"]  # no default policy
-        assert login.body["auth"]["lease_duration"] == 60
+        assert login.body["auth"]["lease_duration"] == EDGE_TOKEN_TTL_SECONDS
         paths = ["sys/mounts", "auth/token/create", f"kv/data/edges/{other}/x", f"transit/encrypt/{edge}"]
         assert configured.capabilities(token, paths) == {
             "sys/mounts": ["deny"],
@@ -235,8 +236,15 @@ def test_each_edge_credential_reads_its_own_prefix_and_nothing_else(configured: 
         denied = api(url, "GET", f"kv/data/edges/{other}/otel-client-tls", token=token)
         assert denied.status == 403 and "permission denied" in denied.text
         assert api(url, "POST", f"transit/encrypt/{edge}", token=token, body={"plaintext": "eA=="}).status == 403
-        # three uses (one read, one revoke and a spare) are spent: the token is gone
-        assert api(url, "GET", f"kv/data/edges/{edge}/otel-client-tls", token=token).status == 403
+        # a fresh login's token serves exactly its declared number of uses, then is gone
+        fresh = api(url, "POST", "auth/approle-edges/login", body={"role_id": role_id, "secret_id": secret_id})
+        assert fresh.status == 200, fresh.text
+        fresh_token = fresh.body["auth"]["client_token"]
+        statuses = [
+            api(url, "GET", f"kv/data/edges/{edge}/otel-client-tls", token=fresh_token).status
+            for _ in range(EDGE_TOKEN_NUM_USES + 1)
+        ]
+        assert statuses == [200] * EDGE_TOKEN_NUM_USES + [403], statuses
 
 
 def test_kv_requires_check_and_set(configured: Configured) -> None:

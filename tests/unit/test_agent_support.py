@@ -15,6 +15,7 @@ import pytest
 from hcl2 import SerializationOptions
 
 from components.agent_injector import (
+    PRE_POPULATE_FAILURE,
     PREFIX,
     InjectedCredential,
     InjectorTarget,
@@ -28,6 +29,7 @@ from rig.agent import (
     DEFAULT_REVOKE_GRACE,
     agent_config_from_annotations,
     pre_stop_revocation,
+    template_retry_sleeps,
 )
 from rig.pki import TestCA
 
@@ -196,7 +198,6 @@ def test_the_project_annotations_map_to_the_documented_config(run_to_completion:
                 "address": "https://127.0.0.1:8200",
                 "ca_cert": "/t/ca.crt",
                 "tls_server_name": "vault-active.vault.svc",
-                "retry": [{"num_retries": 2}],
             }
         ],
         "auto_auth": [
@@ -205,7 +206,12 @@ def test_the_project_annotations_map_to_the_documented_config(run_to_completion:
                     {
                         "kubernetes": {
                             "mount_path": "auth/kubernetes",
-                            "exit_on_err": True,
+                            # Jobs: the stack's PRE_POPULATE_FAILURE; sidecars: the injector's defaults
+                            **(
+                                {"exit_on_err": True, "min_backoff": "500ms", "max_backoff": "2s"}
+                                if run_to_completion
+                                else {}
+                            ),
                             "config": {"role": "notebook-validation", "token_path": "/t/jwt"},
                         }
                     }
@@ -227,6 +233,40 @@ def test_the_project_annotations_map_to_the_documented_config(run_to_completion:
             for c in sorted(FILES, key=lambda c: c.name)
         ],
     }
+
+
+def test_failure_settings_come_from_the_annotations_with_the_injectors_defaults() -> None:
+    """No setting the injector would not write: without the failure annotations there is no
+    exit_on_err, no backoff and no vault.retry; template_config.exit_on_retry_failure defaults to true
+    (vault-k8s agent.go:36,39); the annotations, when present, are what the config says."""
+    job = injector_annotations(SETTINGS, FILES, run_to_completion=True)
+    bare = {k: v for k, v in job.items() if k.removeprefix(PREFIX) not in PRE_POPULATE_FAILURE}
+    assert len(bare) == len(job) - 4
+    method = config(bare)["auto_auth"][0]["method"][0]["kubernetes"]
+    assert not {"exit_on_err", "min_backoff", "max_backoff"} & set(method)
+    assert "retry" not in config(bare)["vault"][0]
+    assert config(bare)["template_config"] == [{"exit_on_retry_failure": True}]
+    off = bare | {
+        PREFIX + "template-config-exit-on-retry-failure": "false",
+        PREFIX + "agent-auto-auth-exit-on-err": "0",
+    }
+    assert config(off)["template_config"] == [{"exit_on_retry_failure": False}]
+    assert "exit_on_err" not in config(off)["auto_auth"][0]["method"][0]["kubernetes"]
+    for value in ("5", "2 s", "two"):  # the injector's time.ParseDuration refuses these (missing unit, space)
+        with pytest.raises(ValueError, match="not a Go duration"):
+            config(job | {PREFIX + "auth-max-backoff": value})
+    with pytest.raises(ValueError, match="not a boolean"):
+        config(job | {PREFIX + "agent-auto-auth-exit-on-err": "yes"})
+
+
+def test_template_retry_sleeps_follow_the_agents_retry_function() -> None:
+    # openbao-template config/retry.go RetryFunc: base * 2^retry, the cap once past log2(cap/base)
+    assert template_retry_sleeps({}) == (0.25, 0.5, 1, 2, 4, 8, 16, 32, 60, 60, 60, 60)
+    assert sum(template_retry_sleeps({})) == 303.75
+    job = injector_annotations(SETTINGS, FILES, run_to_completion=True)
+    assert template_retry_sleeps(job) == (0.5, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2)
+    assert sum(template_retry_sleeps(job)) == 21.5
+    assert template_retry_sleeps({PREFIX + "auth-min-backoff": "1s", PREFIX + "auth-max-backoff": "1m30s"})[-1] == 90
 
 
 def test_exit_after_auth_can_be_overridden_for_the_init_container_or_a_sidecar() -> None:

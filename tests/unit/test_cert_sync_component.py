@@ -98,11 +98,12 @@ def policy(recording: Recording, name: str) -> dict[str, list[str]]:
 
 
 def published_paths(recording: Recording) -> set[str]:
-    """Every KV path the cert-sync command line publishes (copies and trust bundles)."""
+    """Every KV path the cert-sync command line writes (copies, trust bundles and the hub's index)."""
     parts = cert_sync_pod(recording)["containers"][0]["command"]
     paths = {value.split("=", 1)[1] for flag, value in itertools.pairwise(parts) if flag in ("--secret", "--trust")}
-    if "--kv-path" in parts:
-        paths.add(parts[parts.index("--kv-path") + 1])
+    for flag in ("--kv-path", "--index"):
+        if flag in parts:
+            paths.add(parts[parts.index(flag) + 1])
     return paths
 
 
@@ -114,6 +115,7 @@ def test_vault_roles_write_exactly_the_synced_paths(hub: Recording, edge: Record
         "kv/data/otel/client-ca": write,
         "kv/data/otel/server-ca": write,
         "kv/data/otel/otel-gateway-tls": write,
+        "kv/data/otel/cert-sync-index": write,  # the hub pass's index (programs.cert_sync.index)
     }
     # nothing it does not publish, on either side
     for recording in (hub, edge):
@@ -223,6 +225,8 @@ def test_the_interval_decides_the_passes(interval: int, flags: list[str]) -> Non
         "hub",
         "--secret",
         "ns/a=a",
+        "--index",
+        "otel/cert-sync-index",
         *flags,
     ]
     assert passes_per_run(interval) * interval == 60

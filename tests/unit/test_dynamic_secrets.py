@@ -72,6 +72,7 @@ DOCUMENTED = {
     "auth-max-backoff",
     "agent-disable-idle-connections",
     "agent-disable-keep-alives",
+    "agent-auto-auth-exit-on-err",  # v1.7.6 annotations.go:333-334
 }
 PER_SECRET = (
     "agent-inject-secret-",
@@ -111,6 +112,12 @@ def test_example_job_annotations(hub: Recording) -> None:
     # pre-populate-only has no sidecar to revoke: the agent's token goes to /vault/secrets/token,
     # and the workload revokes it (and with it the credentials) when done
     assert annotations["agent-inject-token"] == "true"
+    # a failed login ends the agent at once, a failed read after 12 retries paused 0.5 s doubling to
+    # 2 s (docs/dynamic-secrets.md "When the agent fails"); values as vault-k8s parses them
+    # (parseutil.ParseBool, time.ParseDuration: annotations.go:562-584, 856-889)
+    assert annotations["agent-auto-auth-exit-on-err"] == "true"
+    assert annotations["template-config-exit-on-retry-failure"] == "true"
+    assert (annotations["auth-min-backoff"], annotations["auth-max-backoff"]) == ("500ms", "2s")
     assert annotations["service"] == "https://vault-active.vault.svc:8200"
     assert annotations["tls-server-name"] == "vault-active.vault.svc"
     assert annotations["tls-secret"] == "vault-ca" and annotations["ca-cert"] == "/vault/tls/ca.crt"

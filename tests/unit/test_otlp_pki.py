@@ -156,6 +156,8 @@ def test_cert_sync_builds_the_trust_bundles_from_the_leaves(hub: Recording) -> N
         "edges/edge-eu/otel-client-tls=otel/server-ca",
         "--trust-lead",
         "300",
+        "--index",
+        "otel/cert-sync-index",
         "--passes",
         "3",
         "--interval",

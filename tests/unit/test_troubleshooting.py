@@ -557,6 +557,8 @@ def vault_paths(recordings: Iterable[Recording]) -> VaultPaths:
                 if command[:3] == ["python", "-m", "programs.cert_sync"]:
                     kv = env["CERT_SYNC_KV_MOUNT"]
                     paths = [a.split("=", 1)[1] for a in command if "=" in a and "/" in a]
+                    if "--index" in command:  # the hub pass's index (programs.cert_sync.index)
+                        paths.append(command[command.index("--index") + 1])
                     if "--kv-path" in command:
                         paths.append(command[command.index("--kv-path") + 1])
                         edge = command[command.index("--edge") + 1]
