@@ -483,7 +483,8 @@ def _hub_pass_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         for r in runs
     ]
     return [
-        "Not in the fleet's load: the hub's own cert-sync CronJob, which reads every edge's certificate each pass. "
+        "Not in the fleet's load: the hub's own cert-sync CronJob (with its index, a pass that changes nothing "
+        "reads the index, not every edge's copy; an hourly one verifies every copy). "
         "One no-op pass of its command against the same cluster (before the fleet started), and what its "
         f"{runs[0]['hub_pass']['per_day']:.0f} passes a day make of it (real time, not compressed):",
         "",
