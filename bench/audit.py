@@ -48,7 +48,7 @@ SECONDS_PER_DAY = 86400
 #: The shipped hub has two edges; each figure "per edge" is what one of them adds.
 SHIPPED_EDGES = 2
 #: Hub sizes the lifetime table shows.
-HUB_SIZES = (2, 10, 100)
+HUB_SIZES = (2, 10, 100, 1000)
 #: Polls of the longer follower run (its steady polls are the difference to a one-poll run).
 FOLLOWER_POLLS = 5
 

@@ -99,7 +99,8 @@ def render_markdown(title: str, context: Sequence[str], sections: Sequence[Secti
 
 def write_plot(path: Path, panels: Sequence[Mapping[str, Any]]) -> None:
     """One PNG with a panel per figure. A panel: ``title``, ``kind`` (``line`` or ``bar``),
-    ``x`` and ``y`` (or ``labels`` and ``values`` for bars), optional ``ylabel`` and ``limit``
+    ``x`` and ``y`` (or ``series``, a list of ``{label, y}``; or ``labels`` and ``values`` for bars), optional
+    ``logx`` (a logarithmic x axis), ``ylabel`` and ``limit``
     (a dashed horizontal line) and ``baseline`` (a dotted one, with ``baseline_label``)."""
     import matplotlib
 
@@ -112,8 +113,11 @@ def write_plot(path: Path, panels: Sequence[Mapping[str, Any]]) -> None:
     flat = [ax for row in axes for ax in row]
     for ax, panel in zip(flat, panels, strict=False):
         if panel["kind"] == "line":
-            ax.plot(panel["x"], panel["y"], marker="o")
+            for series in panel.get("series") or [{"y": panel["y"]}]:
+                ax.plot(panel["x"], series["y"], marker="o", label=series.get("label"))
             ax.set_xlabel(panel.get("xlabel", ""))
+            if panel.get("logx"):
+                ax.set_xscale("log")
         else:
             bars = ax.bar(panel["labels"], panel["values"], color=panel.get("colors"))
             ax.bar_label(bars, fmt="%.2f")
@@ -122,7 +126,7 @@ def write_plot(path: Path, panels: Sequence[Mapping[str, Any]]) -> None:
             ax.axhline(panel["limit"], linestyle="--", color="tab:red", label=panel.get("limit_label", "target"))
         if "baseline" in panel:
             ax.axhline(panel["baseline"], linestyle=":", color="tab:gray", label=panel.get("baseline_label", ""))
-        if "limit" in panel or "baseline" in panel:
+        if "limit" in panel or "baseline" in panel or "series" in panel:
             ax.legend(fontsize=8)
         ax.set_title(panel["title"], fontsize=10)
         ax.set_ylabel(panel.get("ylabel", ""))

@@ -9,8 +9,9 @@ Sections: ``evaluation`` (the offline engine for hubs of 1, 10, 50, 100 edges be
 import), ``chains`` (the longest dependency chain of hub and edge), ``certsync`` (real OpenBao,
 100 edge certificates), ``bootstrap`` (3-node cluster: the stack's timings beside the server's
 defaults), ``rotation`` (the worst-case rotation delay with the measured sync times), ``audit``
-(audit log bytes per edge and the audit volume's lifetime). What each figure means and what drives
-it: docs/performance.md.
+(audit log bytes per edge and the audit volume's lifetime), ``capacity`` (a 3-node hub cluster
+configured for N edges under N simulated edges: latency, errors, CPU, memory, tokens and leases,
+audit bytes). What each figure means and what drives it: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 from bench.report import Section, Target, missed, render_markdown, table, write_plot
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("evaluation", "chains", "certsync", "bootstrap", "rotation", "audit")
+SECTIONS = ("evaluation", "chains", "certsync", "bootstrap", "rotation", "audit", "capacity")
 HUB_REF = "organization/fedobs/hub"
 #: The targets of issue 12.
 EVALUATION_GROWTH_LIMIT = 2.0
@@ -42,6 +43,13 @@ EVALUATION_IMPORT_FORMER_LIMIT = 1.5
 HUB_CHAIN_LIMIT = 8
 NOOP_SECONDS_LIMIT = 1.0
 ROTATION_LIMIT_SECONDS = 120
+#: The capacity sweep (issue 21): hub sizes, the time compression and the simulated time per size.
+CAPACITY_EDGES = (10, 100, 500, 1000)
+CAPACITY_FACTOR = 20.0
+#: --quick (and the test that runs it): one small hub, a simulated hour compressed 240 times (15 s).
+QUICK_CAPACITY_EDGES = (10,)
+QUICK_CAPACITY_FACTOR = 240.0
+SIMULATED_HOUR = 3600.0
 
 
 def say(message: str) -> None:
@@ -59,6 +67,9 @@ class Bench:
     sections: list[Section] = field(default_factory=list)
     panels: list[dict[str, Any]] = field(default_factory=list)
     _recordings: dict[str, Any] = field(default_factory=dict)
+    capacity_edges: tuple[int, ...] = CAPACITY_EDGES
+    capacity_factor: float = CAPACITY_FACTOR
+    capacity_seconds: float = SIMULATED_HOUR
 
     def recording(self, stack: str) -> Any:
         """The shipped stack under mocks (the edge fed with the hub's outputs), evaluated once."""
@@ -431,6 +442,26 @@ class Bench:
         )
         self.sections.append(section)
 
+    # ------------------------------------------------------------------------------ capacity
+    def capacity(self) -> None:
+        from bench import capacity
+
+        custom = self.capacity_edges != CAPACITY_EDGES or self.capacity_factor != CAPACITY_FACTOR
+        sizes = QUICK_CAPACITY_EDGES if self.quick and not custom else self.capacity_edges
+        factor = QUICK_CAPACITY_FACTOR if self.quick and not custom else self.capacity_factor
+        say(f"capacity: a 3-node hub under {', '.join(map(str, sizes))} simulated edges at {factor:g}x")
+        result = capacity.measure(
+            self.workdir / "capacity",
+            sizes,
+            factor=factor,
+            simulated_seconds=self.capacity_seconds,
+            progress=say,
+        )
+        self.figures["capacity"] = result
+        section, panels = capacity.render(result)
+        self.sections.append(section)
+        self.panels += panels
+
 
 def _context(args: argparse.Namespace, reps: int, load_before: tuple[float, ...], seconds: float) -> list[str]:
     from rig.openbao import bao_binary
@@ -461,6 +492,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, bootstrap 3; quick: 1)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=None, help="where results.md/.png go (default bench/)")
+    parser.add_argument(
+        "--fleet-edges", default=None, help=f"capacity: hub sizes, comma-separated (default {CAPACITY_EDGES})"
+    )
+    parser.add_argument(
+        "--fleet-factor", type=float, default=None, help=f"capacity: time compression (default {CAPACITY_FACTOR:g})"
+    )
+    parser.add_argument(
+        "--fleet-minutes", type=float, default=None, help="capacity: simulated minutes per size (default 60)"
+    )
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -475,6 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(
             reps, args.quick, Path(workdir), bootstrap_reps=reps if args.reps is not None or args.quick else 3
         )
+        if args.fleet_edges:
+            bench.capacity_edges = tuple(int(n) for n in args.fleet_edges.split(","))
+        bench.capacity_factor = args.fleet_factor or bench.capacity_factor
+        bench.capacity_seconds = 60 * args.fleet_minutes if args.fleet_minutes else bench.capacity_seconds
         try:
             for name in SECTIONS:  # always in this order: rotation uses the cert-sync figures
                 if name in chosen:

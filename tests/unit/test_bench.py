@@ -163,3 +163,90 @@ def test_evaluation_enforces_growth_and_reports_the_import_ratio_without_a_targe
     (section,) = bench.sections
     assert [(t.figure, t.limit, t.met) for t in section.targets] == [("evaluation, 100 edges / 1 edge", 2.0, True)]
     assert any("1-edge hub / SDK import: **2.00x** (informational" in line for line in section.lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# the fleet (rig/fleet.py) and the capacity section's pure parts
+# --------------------------------------------------------------------------------------------------
+def test_request_kinds_name_what_an_edge_sends() -> None:
+    from rig.fleet import request_kind
+
+    assert request_kind("GET", "/v1/kv/metadata/edges/edge-eu/otel-client-tls") == "kv metadata"
+    assert request_kind("GET", "/v1/kv/data/edges/edge-eu/otel-client-tls") == "kv data"
+    assert request_kind("POST", "/v1/auth/approle-edges/login") == "login"
+    assert request_kind("POST", "/v1/auth/token/revoke-self") == "revoke-self"
+    assert request_kind("POST", "transit/encrypt/edge-eu") == "transit encrypt"
+    assert request_kind("POST", "auth/approle-edges/role/edge-eu/secret-id/lookup") == "approle secret-id/lookup"
+
+
+def test_percentiles_are_nearest_rank_and_leases_group_without_the_edge_name() -> None:
+    from rig.fleet import _grouped, percentile
+
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50 and percentile(values, 99) == 99 and percentile(values, 100) == 100
+    assert percentile([3.0], 99) == 3.0 and percentile([], 99) == 0.0
+    assert _grouped(
+        {
+            "auth/token/create/transit-unseal-edge-eu": 1,
+            "auth/token/create/transit-unseal-edge-007": 1,
+            "auth/approle-edges/login": 5,
+        }
+    ) == {"auth/approle-edges/login": 5, "auth/token/create/transit-unseal-*": 2}
+
+
+def test_the_schedule_hands_out_what_is_due_in_time_order() -> None:
+    from rig.fleet import Schedule
+
+    schedule = Schedule()
+    for due, edge in ((3.0, 1), (1.0, 2), (2.0, 3)):
+        schedule.push(due, edge, "poll")
+    assert schedule.pop_due(2.5) == [(1.0, 2, "poll"), (2.0, 3, "poll")]
+    assert schedule.next_due() == 3.0 and schedule.pop_due(2.9) == []
+
+
+def test_rates_envelope_and_the_link_resources_of_another_edge() -> None:
+    from bench.capacity import envelope, follower_rate, link_resources_for, seal_rate
+
+    run = {
+        "edges": 10,
+        "simulated_seconds": 3600,
+        "per_kind": {
+            "kv metadata": {"count": 480},
+            "login": {"count": 30},
+            "revoke-self": {"count": 30},
+            "transit encrypt": {"count": 60},
+            "transit decrypt": {"count": 60},
+            "renew-self": {"count": 0},
+        },
+    }
+    assert follower_rate(run) == pytest.approx(0.9) and seal_rate(run) == pytest.approx(0.2)
+    runs = [
+        {"edges": 10, "p99_ms": 20.0, "errors": 0},
+        {"edges": 100, "p99_ms": 60.0, "errors": 0},
+        {"edges": 500, "p99_ms": 90.0, "errors": 2},
+        {"edges": 1000, "p99_ms": 150.0, "errors": 0},
+    ]
+    assert envelope(runs) == 100 and envelope(runs[2:]) == 0
+    template = [
+        RecordedResource(
+            urn="urn:x::edge-eu-hub-transit-token",
+            type="vault:index/token:Token",
+            name="edge-eu-hub-transit-token",
+            custom=True,
+            inputs={"roleName": "transit-unseal-edge-eu", "policies": ["transit-unseal-edge-eu"], "renewable": True},
+            secret_inputs=set(),
+            parent="urn:link",
+            provider="",
+            dependencies=[],
+            protect=False,
+            ignore_changes=[],
+            additional_secret_outputs=[],
+        )
+    ]
+    (renamed,) = link_resources_for(template, "edge-042")
+    assert renamed.name == "edge-042-hub-transit-token" and renamed.inputs == {
+        "roleName": "transit-unseal-edge-042",
+        "policies": ["transit-unseal-edge-042"],
+        "renewable": True,
+    }
+    assert template[0].inputs["roleName"] == "transit-unseal-edge-eu"  # the template is left as it was
