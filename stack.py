@@ -294,7 +294,7 @@ def build_workloads(
                 workload.notebook_job,
                 namespace=consumer.namespace,
                 vault_config=cfg.vault_config,
-                depends_on=(workload_secrets, vso),
+                depends_on=(*workload_secrets.ready_for_pods, vso),
                 job_depends_on=(auth, *configuration.credential_roles),
                 opts=k8s,
             )

@@ -269,6 +269,9 @@ class DynamicSecrets(pulumi.ComponentResource):
             string_data={"ca.crt": vault_ca_cert},
             opts=in_ns,
         )
+        #: What a Pod of this namespace needs before it is created: the namespace and its Vault CA
+        #: Secret (not the example Job, which waits for the Vault roles).
+        self.ready_for_pods: tuple[pulumi.Resource, ...] = (namespace, ca)
         if settings.example_job:
             k8s.batch.v1.Job(
                 f"{name}-example-job",
