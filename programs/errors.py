@@ -44,5 +44,11 @@ def exit_code_of(failure: PodProgramError, codes: ExitCodes) -> int:
     return failure.exit_code
 
 
+#: The exit code of a failure no program anticipated (a bug): its type and message on one line.
+EXIT_UNEXPECTED = 1
+#: The exit code after SIGTERM (128 + 15, what a shell reports for a process the signal ended).
+EXIT_TERMINATED = 143
+
+
 class Terminated(BaseException):
     """Raised from a SIGTERM handler, so that cleanup runs on the way out."""

@@ -447,9 +447,10 @@ class VaultHttp(PinnedHttps):
         body: Mapping[str, Any] | None = None,
         ok: Collection[int] = (200, 204),
         action: str = "",
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Like :meth:`raw`, but a status outside ``ok`` raises; returns the JSON object."""
-        reply = self.raw(method, path, token=token, body=body, action=action)
+        reply = self.raw(method, path, token=token, body=body, action=action, timeout=timeout)
         if reply.status not in ok:
             raise self.fail_for(reply, method, path, action=action, token=token or "")
         return reply.body

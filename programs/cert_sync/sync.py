@@ -158,13 +158,11 @@ import binascii
 import contextlib
 import datetime as _dt
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from cryptography import x509
@@ -173,8 +171,8 @@ from cryptography.hazmat.primitives import serialization
 
 from programs.cert_sync import index as cert_index
 from programs.cert_sync import trust
-from programs.cli import UsageErrorParser, env, raise_terminated
-from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
+from programs.cli import UsageErrorParser, env, run_program
+from programs.errors import EXIT_TERMINATED, EXIT_UNEXPECTED, ExitCodes, PodProgramError, UsageError
 from programs.vault_http import (
     HttpFailure,
     KvState,
@@ -233,13 +231,12 @@ HUB_KV_NAME = "otel-client-tls"
 MAX_PASSES = 60
 MAX_INTERVAL = 3600.0
 
-EXIT_UNEXPECTED = 1
+#: Besides the shared EXIT_UNEXPECTED (1) and EXIT_TERMINATED (143) of programs.errors:
 EXIT_USAGE = 2
 EXIT_SOURCE = 3
 EXIT_INVALID = 4
 EXIT_TARGET = 5
 EXIT_CONFLICT = 6
-EXIT_TERMINATED = 143
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -1203,38 +1200,23 @@ def _describe(outcome: Outcome) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the program; returns the exit code (see the module docstring)."""
-    previous: Callable[[int, FrameType | None], Any] | int | None = None
-    with contextlib.suppress(ValueError):  # not in the main thread
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        if args.mode == "follow":
-            from programs.cert_sync.follow import follow  # it imports this module
+    return run_program(PROG, EXIT_CODES, lambda: _run(parse_args(sys.argv[1:] if argv is None else argv)))
 
-            return follow(args)
-        sync = cmd_hub if args.mode == "hub" else cmd_edge
-        started = time.monotonic()
-        for index in range(args.passes):
-            label = f"pass {index + 1} of {args.passes}: " if args.passes > 1 else ""
-            if index:
-                time.sleep(max(0.0, started + index * args.interval - time.monotonic()))
-            try:
-                outcome = sync(args)
-            except PodProgramError as exc:
-                raise type(exc)(f"{label}{exc}", exc.exit_code) from None
-            print(f"{PROG}: {label}{_describe(outcome)}", flush=True)
-        return 0
-    except PodProgramError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
-        return exit_code_of(exc, EXIT_CODES)
-    except Terminated:
-        print(f"{PROG}: error: terminated by SIGTERM", file=sys.stderr, flush=True)
-        return EXIT_TERMINATED
-    except Exception as exc:
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())
-        print(f"{PROG}: error: unexpected {message}", file=sys.stderr, flush=True)
-        return EXIT_UNEXPECTED
-    finally:
-        if previous is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signal.SIGTERM, previous)
+
+def _run(args: argparse.Namespace) -> int:
+    if args.mode == "follow":
+        from programs.cert_sync.follow import follow  # it imports this module
+
+        return follow(args)
+    sync = cmd_hub if args.mode == "hub" else cmd_edge
+    started = time.monotonic()
+    for index in range(args.passes):
+        label = f"pass {index + 1} of {args.passes}: " if args.passes > 1 else ""
+        if index:
+            time.sleep(max(0.0, started + index * args.interval - time.monotonic()))
+        try:
+            outcome = sync(args)
+        except PodProgramError as exc:
+            raise type(exc)(f"{label}{exc}", exc.exit_code) from None
+        print(f"{PROG}: {label}{_describe(outcome)}", flush=True)
+    return 0

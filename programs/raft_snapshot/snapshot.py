@@ -61,19 +61,17 @@ import hashlib
 import json
 import os
 import re
-import signal
 import sys
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
-from programs.cli import UsageErrorParser, env, raise_terminated
-from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
+from programs.cli import UsageErrorParser, env, run_program
+from programs.errors import EXIT_UNEXPECTED, ExitCodes, PodProgramError, UsageError
 from programs.vault_http import HttpFailure, VaultHttp
 
 __all__ = [
@@ -111,13 +109,12 @@ CHUNK = 1024 * 1024
 MAX_SNAPSHOT = 64 * 1024**3
 """Largest snapshot downloaded (streamed to a file; never held in memory)."""
 
-EXIT_UNEXPECTED = 1
+#: Besides the shared EXIT_UNEXPECTED (1) and EXIT_TERMINATED (143) of programs.errors:
 EXIT_USAGE = 2
 EXIT_VAULT = 3
 EXIT_VERIFY = 4
 EXIT_STORAGE = 5
 EXIT_RETENTION = 6
-EXIT_TERMINATED = 143
 
 _TIMESTAMP_RE = r"\d{8}T\d{6}(?:\.\d{3})?Z"
 _SNAPSHOT_NAME = re.compile(rf"^(?P<ts>{_TIMESTAMP_RE})\.snap$")
@@ -830,34 +827,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
         arguments.insert(0, "take")
-    previous: Callable[[int, FrameType | None], Any] | int | None = None
-    with contextlib.suppress(ValueError):  # not in the main thread
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        args = build_parser().parse_args(arguments)
-        missing = [_FLAGS[name] for name in args.needs if not getattr(args, name)]
-        if missing:
-            raise UsageError(f"missing {', '.join(missing)}")
-        if args.timeout <= 0:
-            raise UsageError("--timeout must be positive")
-        args.prefix = str(args.prefix or "").strip("/")
-        code: int = args.handler(args)
-        return code
-    except PodProgramError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
-        return exit_code_of(exc, EXIT_CODES)
-    except Terminated:
-        print(
-            f"{PROG}: error: terminated by SIGTERM (temporary file removed, unfinished upload aborted)",
-            file=sys.stderr,
-            flush=True,
-        )
-        return EXIT_TERMINATED
-    except Exception as exc:
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())
-        print(f"{PROG}: error: unexpected {message}", file=sys.stderr, flush=True)
-        return EXIT_UNEXPECTED
-    finally:
-        if previous is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signal.SIGTERM, previous)
+    return run_program(
+        PROG,
+        EXIT_CODES,
+        lambda: _run(build_parser().parse_args(arguments)),
+        terminated_note=" (temporary file removed, unfinished upload aborted)",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    missing = [_FLAGS[name] for name in args.needs if not getattr(args, name)]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)}")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    args.prefix = str(args.prefix or "").strip("/")
+    code: int = args.handler(args)
+    return code

@@ -45,19 +45,16 @@ unexpected; 143 terminated by SIGTERM. A failure prints exactly one line on stde
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import re
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from programs.cli import UsageErrorParser, env, raise_terminated
-from programs.errors import ExitCodes, PodProgramError, Terminated, UsageError, exit_code_of
+from programs.cli import UsageErrorParser, env, run_program
+from programs.errors import ExitCodes, PodProgramError, UsageError
 from programs.vault_http import HttpFailure, VaultHttp
 
 __all__ = [
@@ -80,11 +77,10 @@ DEFAULT_AUTH_PATH = "kubernetes"
 DEFAULT_MIN_TTL = 7 * 24 * 3600
 DEFAULT_TIMEOUT = 30.0
 
-EXIT_UNEXPECTED = 1
+#: Besides the shared EXIT_UNEXPECTED (1) and EXIT_TERMINATED (143) of programs.errors:
 EXIT_USAGE = 2
 EXIT_VAULT = 3
 EXIT_ALERT = 4
-EXIT_TERMINATED = 143
 
 _EDGE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _FRACTION = re.compile(r"\.(\d{6})\d+")
@@ -312,22 +308,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the program; returns the exit code (see the module docstring)."""
-    previous: Callable[[int, FrameType | None], Any] | int | None = None
-    with contextlib.suppress(ValueError):  # not in the main thread
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        return run(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))
-    except PodProgramError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
-        return exit_code_of(exc, EXIT_CODES)
-    except Terminated:
-        print(f"{PROG}: error: terminated by SIGTERM", file=sys.stderr, flush=True)
-        return EXIT_TERMINATED
-    except Exception as exc:
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())
-        print(f"{PROG}: error: unexpected {message}", file=sys.stderr, flush=True)
-        return EXIT_UNEXPECTED
-    finally:
-        if previous is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signal.SIGTERM, previous)
+    return run_program(
+        PROG, EXIT_CODES, lambda: run(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))
+    )

@@ -142,6 +142,11 @@ EXIT_OPERATOR_ACTION = 3
 EXIT_ADMIN_LOGIN = 4
 
 RECORD_FORMAT = "fedobs.vault-bootstrap/v1"
+#: How long ``sys/init`` may take, beyond the per-request timeout: its answer is the only copy of the
+#: keys, so giving up early would leave an initialised cluster nobody can unseal. The server creates
+#: the keyring and writes it through Raft before answering; the bench measured over 10 s with the
+#: server's default Raft timings on this machine (``make bench``, bootstrap ``server_defaults``).
+INIT_TIMEOUT_SECONDS = 120.0
 #: Record fields in which versions before this one kept the admin password (applied, and pending during
 #: a rotation). This version never writes them: it reads them once as rotation candidates and removes them
 #: from the record once the admin login works (see 'Upgrade').
@@ -677,7 +682,16 @@ class Bootstrap:
         if cfg.root_token_pgp_key:
             body["root_token_pgp_key"] = cfg.root_token_pgp_key
         self.log(f"initialising {c.url} ({cfg.seal}, {cfg.key_shares} shares, threshold {cfg.key_threshold})")
-        resp = c.call("PUT", "sys/init", body=body)
+        wait = max(cfg.request_timeout, min(INIT_TIMEOUT_SECONDS, cfg.timeout))
+        try:
+            resp = c.call("PUT", "sys/init", body=body, timeout=wait)
+        except ServerUnreachable as exc:
+            raise ServerUnreachable(
+                f"{exc}; the server may have initialised without its answer (the only copy of the "
+                f"{'unseal' if cfg.seal == 'shamir' else 'recovery'} keys) reaching this run: if {c.url} now "
+                "reports initialized while the state store holds no record, the cluster cannot be unsealed "
+                "from it (docs/vault.md, 'Bootstrap')"
+            ) from None
         result = {k: v for k, v in resp.items() if k != "root_token"}
         record: Json = {
             "format": RECORD_FORMAT,

@@ -43,6 +43,7 @@ from programs.vault_bootstrap.bootstrap import (
     EXIT_FAILURE,
     EXIT_OPERATOR_ACTION,
     EXIT_USAGE,
+    INIT_TIMEOUT_SECONDS,
     BootstrapError,
     Config,
     FileStateStore,
@@ -87,6 +88,7 @@ TIMEOUT = 45.0
 class Recorder:
     calls: list[tuple[str, str, str]] = field(default_factory=list)
     root_tokens: list[str] = field(default_factory=list)
+    timeouts: dict[str, float | None] = field(default_factory=dict)
 
     def paths(self, method: str, path: str) -> list[str]:
         return [url for m, p, url in self.calls if m == method and p == path]
@@ -98,6 +100,7 @@ class Recorder:
             def raw(self, method: str, path: str, **kw: Any) -> HttpReply:
                 resp = super().raw(method, path, **kw)
                 recorder.calls.append((method, path, self.url))
+                recorder.timeouts[f"{method} {path}"] = kw.get("timeout")
                 if path == "sys/init" and method == "PUT" and resp.status == 200:
                     recorder.root_tokens.append(resp.body["root_token"])
                 return resp
@@ -213,6 +216,9 @@ def all_unsealed(nodes: list[BaoNode]) -> bool:
 @pytest.mark.real
 def test_first_run_initialises_once_on_peer0_and_unseals_all(boot: Bootstrapped) -> None:
     assert boot.first_run.paths("PUT", "sys/init") == [boot.vault.urls[0]]
+    # its answer is the only copy of the keys: it may take longer than any other request
+    assert boot.first_run.timeouts["PUT sys/init"] == min(INIT_TIMEOUT_SECONDS, boot.config.timeout)
+    assert boot.first_run.timeouts["PUT sys/init"] > boot.config.request_timeout
     assert all_unsealed(boot.nodes)
     record = json.loads(boot.state_file.read_text())
     assert stat.S_IMODE(boot.state_file.stat().st_mode) == 0o600
