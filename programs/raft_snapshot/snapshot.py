@@ -71,12 +71,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from programs.cli import UsageErrorParser, env, run_program
-from programs.errors import EXIT_UNEXPECTED, ExitCodes, PodProgramError, UsageError
+from programs.errors import EXIT_TERMINATED, EXIT_UNEXPECTED, ExitCodes, PodProgramError, UsageError
 from programs.vault_http import HttpFailure, VaultHttp
 
 __all__ = [
     "EXIT_RETENTION",
     "EXIT_STORAGE",
+    "EXIT_TERMINATED",
     "EXIT_UNEXPECTED",
     "EXIT_USAGE",
     "EXIT_VAULT",

@@ -54,11 +54,13 @@ from pathlib import Path
 from typing import Any
 
 from programs.cli import UsageErrorParser, env, run_program
-from programs.errors import ExitCodes, PodProgramError, UsageError
+from programs.errors import EXIT_TERMINATED, EXIT_UNEXPECTED, ExitCodes, PodProgramError, UsageError
 from programs.vault_http import HttpFailure, VaultHttp
 
 __all__ = [
     "EXIT_ALERT",
+    "EXIT_TERMINATED",
+    "EXIT_UNEXPECTED",
     "EdgeReport",
     "TokenLease",
     "WatchAlert",
