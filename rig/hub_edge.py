@@ -51,10 +51,11 @@ cluster: addresses, the files a pod's volumes would mount, and the Kubernetes AP
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ from programs.vault_http import KvState
 from rig import processes
 from rig.cert_manager_pki import Issued, issue, issue_secrets
 from rig.kube_api import KubeAPIServer
-from rig.openbao import ApiResponse, api, openbao_audit_stanza
+from rig.openbao import ApiResponse, api, openbao_audit_stanza, wait_until
 from rig.pki import write_private_file
 from rig.programs_env import programs_python
 from rig.vault_cluster import (
@@ -98,6 +99,7 @@ __all__ = [
     "kubernetes_auth_overrides",
     "openbao_audit_stanzas",
     "openbao_pod_hcl",
+    "single_hub_pod",
     "pod_template",
     "publish_pki",
     "real_hub_outputs",
@@ -153,6 +155,32 @@ def openbao_audit_stanzas(recording: Recording) -> str:
 def openbao_pod_hcl(recording: Recording) -> str:
     """The pods' server HCL, with each declared ``vault.Audit`` appended in OpenBao's config form."""
     return stack_server(recording).pod_hcl + openbao_audit_stanzas(recording)
+
+
+@contextlib.contextmanager
+def single_hub_pod(recording: Recording, workdir: Path) -> Iterator[tuple[LoopbackVault, str]]:
+    """Pod ``vault-0`` of the stack alone, from its own HCL (a one-node Raft cluster), initialised with
+    one key share, unsealed and leading; yields the cluster and the root token, and stops it after."""
+    server = stack_server(recording)
+    vault = build_loopback_vault(
+        workdir, server.spec, pod_hcl=openbao_pod_hcl(recording), dns_names=server.dns_names, nodes=[0]
+    )
+    try:
+        vault.cluster.start()
+        url = vault.urls[0]
+        init = api(url, "PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1}, ca_file=vault.ca_file)
+        assert init.status == 200, init.text
+        unseal = api(url, "PUT", "sys/unseal", body={"key": init.body["keys"][0]}, ca_file=vault.ca_file)
+        assert unseal.status == 200, unseal.text
+        token = str(init.body["root_token"])
+        wait_until(
+            lambda: api(url, "GET", "sys/leader", token=token, ca_file=vault.ca_file).body.get("is_self") is True,
+            timeout=30,
+            what="vault-0 leads",
+        )
+        yield vault, token
+    finally:
+        vault.cluster.close()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ from offline.engine import Recording, load_stack_file, run_program
 from rig.applier import VaultApplier
 from rig.client_address import https_call, proxy_v2_header
 from rig.deploy_identity import DeployKey, edge_link_resources, trusting
-from rig.hub_edge import openbao_pod_hcl
-from rig.openbao import api, wait_until
-from rig.vault_cluster import LoopbackVault, build_loopback_vault, stack_server
+from rig.hub_edge import single_hub_pod
+from rig.openbao import api
+from rig.vault_cluster import LoopbackVault
 
 pytestmark = pytest.mark.real
 
@@ -115,27 +115,8 @@ def bound_hub() -> Recording:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     hub = bound_hub()
-    server = stack_server(hub)
-    vault = build_loopback_vault(
-        tmp_path_factory.mktemp("cidr"),
-        server.spec,
-        pod_hcl=openbao_pod_hcl(hub),
-        dns_names=server.dns_names,
-        nodes=[0],
-    )
-    try:
-        vault.cluster.start()
+    with single_hub_pod(hub, tmp_path_factory.mktemp("cidr")) as (vault, root):
         url = vault.urls[0]
-        init = api(url, "PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1}, ca_file=vault.ca_file)
-        assert init.status == 200, init.text
-        unseal = api(url, "PUT", "sys/unseal", body={"key": init.body["keys"][0]}, ca_file=vault.ca_file)
-        assert unseal.status == 200, unseal.text
-        root = str(init.body["root_token"])
-        wait_until(
-            lambda: api(url, "GET", "sys/leader", token=root, ca_file=vault.ca_file).body.get("is_self") is True,
-            timeout=30,
-            what="vault-0 leads",
-        )
 
         def root_call(method: str, path: str, body: dict[str, Any]) -> None:
             answer = api(url, method, path, token=root, body=body, ca_file=vault.ca_file)
@@ -151,8 +132,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         declared = [hub.one("vault:generic/endpoint:Endpoint", "hub-vault-admin-cidrs"), *edge_link_resources(hub)]
         VaultApplier(url, root, ca_file=vault.ca_file).apply(declared)
         yield Node(vault, root, hub)
-    finally:
-        vault.cluster.close()
 
 
 def admin_login(status_body: tuple[int, dict[str, Any]]) -> str | None:

@@ -29,9 +29,9 @@ import pytest
 from components.vault_names import API_PORT, EXTERNAL_API_PORT
 from offline.engine import Recording, load_stack_file, run_program
 from rig.client_address import https_get, proxy_v2_header
-from rig.hub_edge import openbao_pod_hcl
-from rig.openbao import api, wait_until
-from rig.vault_cluster import LoopbackVault, build_loopback_vault, stack_server
+from rig.hub_edge import single_hub_pod
+from rig.openbao import wait_until
+from rig.vault_cluster import LoopbackVault
 
 pytestmark = pytest.mark.real
 
@@ -62,26 +62,8 @@ def hub_trusting_loopback() -> Recording:
 def node(hub_trusting_loopback: Recording, tmp_path: Path) -> Iterator[tuple[LoopbackVault, str]]:
     """Pod ``vault-0`` of the hub, alone (it initialises a one-node Raft cluster), unsealed; yields the
     cluster and the root token."""
-    server = stack_server(hub_trusting_loopback)
-    vault = build_loopback_vault(
-        tmp_path, server.spec, pod_hcl=openbao_pod_hcl(hub_trusting_loopback), dns_names=server.dns_names, nodes=[0]
-    )
-    try:
-        vault.cluster.start()
-        url = vault.urls[0]
-        init = api(url, "PUT", "sys/init", body={"secret_shares": 1, "secret_threshold": 1}, ca_file=vault.ca_file)
-        assert init.status == 200, init.text
-        unseal = api(url, "PUT", "sys/unseal", body={"key": init.body["keys"][0]}, ca_file=vault.ca_file)
-        assert unseal.status == 200, unseal.text
-        token = str(init.body["root_token"])
-        wait_until(
-            lambda: api(url, "GET", "sys/leader", token=token, ca_file=vault.ca_file).body.get("is_self") is True,
-            timeout=30,
-            what="vault-0 leads",
-        )
-        yield vault, token
-    finally:
-        vault.cluster.close()
+    with single_hub_pod(hub_trusting_loopback, tmp_path) as started:
+        yield started
 
 
 def test_the_external_listener_records_the_client_address_only_from_the_nodebalancer(
