@@ -99,7 +99,6 @@ __all__ = [
     "kubernetes_auth_overrides",
     "openbao_audit_stanzas",
     "openbao_pod_hcl",
-    "single_hub_pod",
     "pod_template",
     "publish_pki",
     "real_hub_outputs",
@@ -107,6 +106,7 @@ __all__ = [
     "run_cert_sync",
     "secret_value",
     "shipped_admin_policy",
+    "single_hub_pod",
     "vso_login",
 ]
 
