@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -37,6 +38,17 @@ def env(name: str, default: str | None = None, *fallbacks: str) -> str | None:
         if value:
             return value
     return default
+
+
+def read_token_file(path: str) -> str:
+    """The service-account token (a projected JWT) from ``path``; unreadable or empty is a usage error."""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the service-account token file {path}: {exc.strerror}") from None
+    if not token:
+        raise UsageError(f"the service-account token file {path} is empty")
+    return token
 
 
 def raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:

@@ -77,6 +77,7 @@ from programs.cert_sync.sync import (
     _into_target,
     _read_secret_file,
     _target,
+    hub_client,
     hub_kv_path,
     validate_bundle,
 )
@@ -424,14 +425,7 @@ class CredentialSecret:
 
 def _follower(args: argparse.Namespace) -> HubFollower:
     role_id = _read_secret_file(args.hub_role_id_file, "AppRole role_id", "--hub-role-id-file")
-    hub = VaultHttp(
-        args.hub_addr,
-        args.hub_ca_file,
-        timeout=args.timeout,
-        label="hub Vault",
-        flag="--hub-addr",
-        ca_flag="--hub-ca-file",
-    )
+    hub = hub_client(args)
     store: Callable[[str], None] | None = None
     if args.hub_credential:
         namespace, _, name = args.hub_credential.partition("/")

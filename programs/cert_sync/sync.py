@@ -549,6 +549,18 @@ def _target(args: argparse.Namespace) -> VaultHttp:
     )
 
 
+def hub_client(args: argparse.Namespace) -> VaultHttp:
+    """The edge's client of the hub's Vault (``--hub-addr``, ``--hub-ca-file``)."""
+    return VaultHttp(
+        args.hub_addr,
+        args.hub_ca_file,
+        timeout=args.timeout,
+        label="hub Vault",
+        flag="--hub-addr",
+        ca_flag="--hub-ca-file",
+    )
+
+
 def _into_target(
     args: argparse.Namespace,
     vault: VaultHttp,
@@ -845,14 +857,7 @@ def cmd_edge(args: argparse.Namespace) -> Outcome:
     role_id = _read_secret_file(args.hub_role_id_file, "AppRole role_id", "--hub-role-id-file")
     secret_id = _read_secret_file(args.hub_secret_id_file, "AppRole secret_id", "--hub-secret-id-file")
     vault = _target(args)
-    hub = VaultHttp(
-        args.hub_addr,
-        args.hub_ca_file,
-        timeout=args.timeout,
-        label="hub Vault",
-        flag="--hub-addr",
-        ca_flag="--hub-ca-file",
-    )
+    hub = hub_client(args)
     source_path = hub_kv_path(args.edge)
     with _side(SourceError):
         token = hub.login_approle(args.hub_approle_mount, role_id, secret_id)

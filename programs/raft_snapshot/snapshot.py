@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from programs.cli import UsageErrorParser, env, run_program
+from programs.cli import UsageErrorParser, env, read_token_file, run_program
 from programs.errors import EXIT_TERMINATED, EXIT_UNEXPECTED, ExitCodes, PodProgramError, UsageError
 from programs.vault_http import HttpFailure, VaultHttp
 
@@ -563,12 +563,7 @@ def _store(args: argparse.Namespace) -> ObjectStore:
 def cmd_take(args: argparse.Namespace) -> int:
     """Log in, download, verify, upload, verify the upload, apply retention."""
     cluster = _require_cluster(args)
-    try:
-        jwt = Path(args.jwt_file).read_text().strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read the service-account token file {args.jwt_file}: {exc.strerror}") from None
-    if not jwt:
-        raise UsageError(f"the service-account token file {args.jwt_file} is empty")
+    jwt = read_token_file(args.jwt_file)
     vault = _vault(args)
     store = _store(args)
     token = vault.login_kubernetes(args.auth_path, args.role, jwt, action="Vault login")

@@ -50,10 +50,9 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from programs.cli import UsageErrorParser, env, run_program
+from programs.cli import UsageErrorParser, env, read_token_file, run_program
 from programs.errors import EXIT_TERMINATED, EXIT_UNEXPECTED, ExitCodes, PodProgramError, UsageError
 from programs.vault_http import HttpFailure, VaultHttp
 
@@ -286,12 +285,7 @@ def run(args: argparse.Namespace) -> int:
     if min_ttl <= 0 or args.timeout <= 0:
         raise UsageError("--min-ttl and --timeout must be positive")
     edges = parse_edges(args.edges)
-    try:
-        jwt = Path(args.jwt_file).read_text().strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read the service-account token file {args.jwt_file}: {exc.strerror}") from None
-    if not jwt:
-        raise UsageError(f"the service-account token file {args.jwt_file} is empty")
+    jwt = read_token_file(args.jwt_file)
     vault = VaultHttp(
         args.vault_addr, args.ca_file, timeout=args.timeout, label="hub Vault", flag="--vault-addr", ca_flag="--ca-file"
     )
